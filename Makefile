@@ -1,0 +1,37 @@
+# Set-up and main jobs. Needs only Python 3.11 and pip.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+DATA   := $(OUT)/national_2019.parquet
+FIT    := fits/demo.nc
+DEMO_ARGS ?=
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# Main job: national simulated data -> validate -> fit -> report.
+demo: venv
+	$(BIN)/hierarchy demo --out $(OUT) --fit $(FIT) $(DEMO_ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+test-slow: venv
+	$(BIN)/python -m pytest -m slow
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+bench: venv
+	$(BIN)/python bench/bench_national.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,175 @@
+"""Command-line interface: one thin sub-command per pipeline stage.
+
+Each handler parses arguments and calls the plain function API of one module; heavy modules
+(PyMC, JAX) are imported inside the handler so that ``hierarchy validate`` starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hierarchy.errors import HierarchyError
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from hierarchy import data, reference
+
+    geo = reference.maybe_reference(args.reference_dir)
+    columns = data.load_column_map(args.columns) if args.columns else None
+    table = data.read_table(args.data, columns=columns)
+    report = data.validate(table, source=str(args.data), reference=geo)
+    print(report.format())
+    if args.drop_invalid:
+        kept, rejected = data.split_invalid(table, report)
+        data.write_rejected(rejected, args.drop_invalid)
+        print(f"wrote {len(rejected)} rejected rows with reasons to {args.drop_invalid}; "
+              f"{len(kept)} rows pass")
+        return 0
+    return 0 if report.ok else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from hierarchy import reference, simulate
+
+    geo = reference.get_geography(args.reference_dir, synthetic=args.synthetic,
+                                  n_la=args.n_la, seed=args.seed)
+    strata = tuple(s for s in (args.strata or "").split(",") if s)
+    table, truth = simulate.simulate(geo, year=args.year, strata=strata, seed=args.seed)
+    truth_path = simulate.write(table, truth, args.out)
+    print(f"wrote {len(table):,} rows in {table['la'].nunique()} LAs to {args.out}; truth: {truth_path}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from hierarchy import workflow
+
+    result = workflow.fit_files(
+        data=args.data, model=args.model, priors=args.priors, columns=args.columns,
+        sampler=args.sampler, chains=args.chains, tune=args.tune, draws=args.draws,
+        seed=args.seed, out=args.out, include_data=args.include_data, progress=not args.quiet,
+        chain_method=args.chain_method,
+    )
+    print(result)
+    return 0
+
+
+def _fits(args: argparse.Namespace) -> int:
+    from hierarchy import fitfile
+
+    print(fitfile.list_fits(args.folder))
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from hierarchy import report
+
+    print(report.summary_text(args.fit, fmt=args.format, prob=args.prob))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hierarchy import report
+
+    path = report.write_report(args.fit, args.out, data=args.data, threshold=args.threshold,
+                               rounding=args.rounding, prob=args.prob)
+    print(f"report written to {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hierarchy import workflow
+
+    return workflow.demo(out=Path(args.out), fit=Path(args.fit), reference_dir=args.reference_dir,
+                         synthetic=args.synthetic, fast=args.fast)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``hierarchy`` argument parser."""
+    p = argparse.ArgumentParser(prog="hierarchy", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def ref_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--reference-dir", type=Path, default=None,
+                        help="folder with the England reference data (default: "
+                             "$HIERARCHY_REFERENCE_DIR or ../shared/data/england)")
+
+    sp = sub.add_parser("validate", help="check a neighbourhood table and report every problem")
+    sp.add_argument("data", type=Path)
+    sp.add_argument("--columns", type=Path, help="TOML column map (your names -> canonical)")
+    sp.add_argument("--drop-invalid", type=Path, metavar="REJECTS.csv",
+                    help="write rejected rows with reasons here instead of failing")
+    ref_opts(sp)
+    sp.set_defaults(func=_validate)
+
+    sp = sub.add_parser("simulate", help="simulate national neighbourhood counts with known truth")
+    sp.add_argument("--year", type=int, default=2019)
+    sp.add_argument("--strata", default="", help="comma list from: age,sex")
+    sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
+    sp.add_argument("--n-la", type=int, default=151, help="LAs in a generated geography")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", type=Path, required=True)
+    ref_opts(sp)
+    sp.set_defaults(func=_simulate)
+
+    sp = sub.add_parser("fit", help="fit a model file under a prior file and save the posterior")
+    sp.add_argument("--data", type=Path, required=True)
+    sp.add_argument("--model", type=Path, default=Path("models/inverse_intervention_nb_log.toml"))
+    sp.add_argument("--priors", type=Path, default=Path("priors/weakly_informative.toml"))
+    sp.add_argument("--columns", type=Path)
+    sp.add_argument("--sampler", default="numpyro",
+                    choices=["numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi"])
+    sp.add_argument("--chains", type=int, default=4)
+    sp.add_argument("--tune", type=int, default=1000)
+    sp.add_argument("--draws", type=int, default=1000)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--chain-method", default="parallel", choices=["parallel", "sequential",
+                                                                    "vectorized"])
+    sp.add_argument("--include-data", action="store_true",
+                    help="store the observed counts in the fit file (off by default)")
+    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--out", type=Path, required=True)
+    sp.set_defaults(func=_fit)
+
+    sp = sub.add_parser("fits", help="list saved fits")
+    sp.add_argument("folder", type=Path, nargs="?", default=Path("fits"))
+    sp.set_defaults(func=_fits)
+
+    sp = sub.add_parser("summary", help="ArviZ summary and headline estimands of a fit")
+    sp.add_argument("fit", type=Path)
+    sp.add_argument("--format", default="table", choices=["table", "csv", "markdown", "json"])
+    sp.add_argument("--prob", type=float, default=0.9)
+    sp.set_defaults(func=_summary)
+
+    sp = sub.add_parser("report", help="HTML/Markdown/CSV report of a fit")
+    sp.add_argument("fit", type=Path)
+    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--data", type=Path, help="observed data for observed-vs-predicted panels")
+    sp.add_argument("--threshold", type=int, default=10, help="suppress counts below this")
+    sp.add_argument("--rounding", type=int, default=5, help="round published counts to this")
+    sp.add_argument("--prob", type=float, default=0.9)
+    sp.set_defaults(func=_report)
+
+    sp = sub.add_parser("demo", help="main job: simulate, validate, fit and report")
+    sp.add_argument("--out", default="out")
+    sp.add_argument("--fit", default="fits/demo.nc")
+    sp.add_argument("--synthetic", action="store_true")
+    sp.add_argument("--fast", action="store_true", help="small data and short chains")
+    ref_opts(sp)
+    sp.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hierarchy`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HierarchyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,769 @@
+"""Load, map and validate a neighbourhood table of children's social care counts.
+
+The canonical table has one row per neighbourhood (LSOA), or per neighbourhood x stratum:
+
+* required: ``neighbourhood`` and ``la`` (codes), ``exposure`` (children in the row, > 0),
+  ``deprivation`` (income-deprivation rate, a proportion in [0, 1]) and at least one count
+  column named after a stage in :data:`hierarchy.STAGES`;
+* optional: ``msoa`` (middle-level code), strata columns (:data:`hierarchy.STRATA`) and
+  LA-level covariates (any column named ``la_*``, constant within an LA);
+* any other column is kept untouched and ignored.
+
+:func:`read_table` reads a CSV or Parquet file (optionally renaming columns with a TOML column
+map), :func:`validate` reports every problem at once, :func:`split_invalid` separates the rows
+that fail, and :func:`load` does read + validate + clean dtypes in one call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import tempfile
+import tomllib
+import warnings
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hierarchy import STAGES, STRATA
+from hierarchy.errors import DataValidationError, HierarchyError
+
+REQUIRED: tuple[str, ...] = ("neighbourhood", "la", "exposure", "deprivation")
+"""Canonical columns every table must have (plus at least one count column)."""
+
+CODE_COLUMNS: tuple[str, ...] = ("neighbourhood", "la", "msoa")
+"""Canonical columns holding geography codes (read as strings)."""
+
+MIN_LA_NEIGHBOURHOODS = 5
+"""An LA with fewer neighbourhoods than this gets a warning."""
+
+MAX_ROW_LABELS = 5
+"""How many offending row labels a problem lists."""
+
+SUPPRESSION_MARKERS = ("c", "x", "z", "u", "low", "*", ":", "..", "[c]", "[x]", "[z]")
+"""Markers the DfE and ONS use in published tables instead of small or missing counts."""
+
+_MAP_SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "columns": ("neighbourhood", "la", "exposure", "deprivation", "msoa"),
+    "counts": STAGES,
+    "strata": STRATA,
+    "la_covariates": None,  # free names; the canonical name becomes la_<name>
+}
+
+# Substrings of common user column names, used for "did you mean" hints on required columns.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "neighbourhood": ("lsoa", "neighborhood"),
+    "la": ("lad", "utla", "la_code", "lacode", "local_authority"),
+    "exposure": ("child", "pop", "exposure"),
+    "deprivation": ("imd", "income", "idaci", "depriv"),
+}
+
+
+# --------------------------------------------------------------------------- column maps
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Map from canonical column names to the user's column names.
+
+    Parameters
+    ----------
+    columns, counts, strata
+        Canonical name -> user column, one mapping per TOML section.
+    la_covariates
+        Covariate name -> user column; the canonical name is ``la_<name>``.
+    path
+        The TOML file the map came from (for messages).
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, str] = field(default_factory=dict)
+    strata: dict[str, str] = field(default_factory=dict)
+    la_covariates: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    def canonical_to_user(self) -> dict[str, str]:
+        """Return canonical name -> user column for every mapped column."""
+        out = {**self.columns, **self.counts, **self.strata}
+        for name, user in self.la_covariates.items():
+            out[name if name.startswith("la_") else f"la_{name}"] = user
+        return out
+
+
+def load_column_map(path: str | os.PathLike) -> ColumnMap:
+    """Read a TOML column map (see ``examples/columns_example.toml``).
+
+    Parameters
+    ----------
+    path
+        TOML file with sections ``[columns]``, ``[counts]``, ``[strata]``, ``[la_covariates]``,
+        each mapping canonical names to the user's column names.
+
+    Returns
+    -------
+    ColumnMap
+
+    Raises
+    ------
+    HierarchyError
+        If the file is missing or not TOML, or has an unknown section or key.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HierarchyError(f"column map {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise HierarchyError(f"cannot read column map {path}: {err}") from None
+
+    sections: dict[str, dict[str, str]] = {name: {} for name in _MAP_SECTIONS}
+    for section, body in raw.items():
+        if section not in _MAP_SECTIONS:
+            home = [s for s, keys in _MAP_SECTIONS.items() if keys and section in keys]
+            hint = (f"; '{section}' belongs inside [{home[0]}]" if home
+                    else _did_you_mean(section, _MAP_SECTIONS, brackets=True))
+            raise HierarchyError(
+                f"{path}: unknown section [{section}]{hint}. "
+                f"Allowed sections: {', '.join(f'[{s}]' for s in _MAP_SECTIONS)}")
+        if not isinstance(body, dict):
+            raise HierarchyError(f"{path}: [{section}] must be a table of name = \"column\"")
+        allowed = _MAP_SECTIONS[section]
+        for key, user in body.items():
+            if allowed is not None and key not in allowed:
+                raise HierarchyError(
+                    f"{path}: unknown key '{key}' in [{section}]{_did_you_mean(key, allowed)}. "
+                    f"Allowed keys: {', '.join(allowed)}")
+            if not isinstance(user, str) or not user.strip():
+                raise HierarchyError(
+                    f"{path}: [{section}] {key} must be a column name in quotes, got {user!r}")
+            sections[section][key] = user.strip()
+
+    cmap = ColumnMap(**sections, path=path)
+    users = list(cmap.canonical_to_user().values())
+    twice = sorted({u for u in users if users.count(u) > 1})
+    if twice:
+        raise HierarchyError(f"{path}: column(s) {', '.join(map(repr, twice))} are mapped to "
+                             "more than one canonical name")
+    return cmap
+
+
+def _did_you_mean(word: str, options: Iterable[str], *, brackets: bool = False) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    if not match:
+        return ""
+    return f"; did you mean [{match[0]}]?" if brackets else f"; did you mean '{match[0]}'?"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_table(path: str | os.PathLike, columns: ColumnMap | None = None) -> pd.DataFrame:
+    """Read a ``.csv`` or ``.parquet`` neighbourhood table and rename mapped columns.
+
+    Values are kept as read (CSV cells as strings) so that :func:`validate` can point at bad
+    cells. The index holds row labels users recognise: the file line number for CSV (the
+    header is line 1) and the 0-based row position for Parquet.
+
+    Parameters
+    ----------
+    path
+        The table file.
+    columns
+        Optional column map; mapped user columns are renamed to canonical names.
+
+    Returns
+    -------
+    pandas.DataFrame
+        With ``attrs`` ``source`` (the path), ``row_label`` (``"line"`` or ``"row"``) and,
+        when a map is given, ``column_map`` (canonical -> user) and ``column_map_path``.
+    """
+    path = Path(path)
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if not path.exists():
+        raise HierarchyError(f"data file {path} does not exist")
+    try:
+        if path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
+            table, row_label = _read_csv(path), "line"
+        elif path.suffix.lower() in (".parquet", ".pq"):
+            table, row_label = _read_parquet(path), "row"
+        else:
+            raise HierarchyError(f"cannot read {path}: unknown file type '{path.suffix}' "
+                                 "(use .csv or .parquet)")
+    except HierarchyError:
+        raise
+    except UnicodeDecodeError:
+        raise HierarchyError(f"cannot read {path}: it is not UTF-8 text; "
+                             "save it again as 'CSV UTF-8'") from None
+    except Exception as err:  # pandas and pyarrow raise many types for unreadable files
+        raise HierarchyError(f"cannot read {path}: {err}") from None
+
+    if columns is not None:
+        mapping = columns.canonical_to_user()
+        clash = [c for c, u in mapping.items() if c in table.columns and u != c]
+        if clash:
+            raise HierarchyError(
+                f"{path}: the file already has column(s) {', '.join(map(repr, clash))} and "
+                f"{columns.path} maps other columns to the same name(s); rename one of them")
+        table = table.rename(columns={u: c for c, u in mapping.items()})
+        table.attrs["column_map"] = mapping
+        table.attrs["column_map_path"] = str(columns.path)
+
+    for col in (*CODE_COLUMNS, *STRATA):
+        if col in table.columns:
+            table[col] = _as_code(table[col])
+    table.attrs["source"] = str(path)
+    table.attrs["row_label"] = row_label
+    return table
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype=str, skip_blank_lines=False, encoding="utf-8-sig")
+    table.columns = [str(c).strip() for c in table.columns]
+    table.index = pd.RangeIndex(2, len(table) + 2, name="line")  # header is line 1
+    for col in table.columns:
+        table[col] = table[col].str.strip().replace("", np.nan)
+    return table.dropna(how="all")  # blank lines; dropped here so line numbers stay right
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    table = pd.read_parquet(path)
+    if not isinstance(table.index, pd.RangeIndex) and any(n is not None for n in
+                                                          table.index.names):
+        table = table.reset_index()  # a stored, named index is data
+    table.columns = [str(c) for c in table.columns]
+    table.index = pd.RangeIndex(len(table), name="row")
+    return table
+
+
+def _as_code(s: pd.Series) -> pd.Series:
+    """Codes as strings, missing kept missing (integer-valued floats lose their '.0')."""
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        num = pd.to_numeric(s, errors="coerce")
+        if (num.dropna() % 1 == 0).all():
+            s = num.astype("Int64")
+    return s.astype(str).where(s.notna())
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found by :func:`validate`.
+
+    Attributes
+    ----------
+    level : {"error", "warning"}
+    column : str or None
+        The canonical column concerned (None for table-wide problems).
+    n_rows : int
+        How many rows are affected (0 for problems with the table as a whole).
+    rows : tuple
+        The first few (at most 5) row labels affected.
+    message, fix : str
+        What is wrong and how to fix it.
+    """
+
+    level: str
+    column: str | None
+    n_rows: int
+    rows: tuple
+    message: str
+    fix: str
+
+    def format(self) -> str:
+        """One line: ``ERROR column 'x': message (rows 1, 2). Fix: ...``."""
+        where = f" column '{self.column}'" if self.column else ""
+        rows = ""
+        if self.rows:
+            more = ", ..." if self.n_rows > len(self.rows) else ""
+            word = "row" if self.n_rows == 1 else "rows"
+            rows = f" ({word} {', '.join(map(str, self.rows))}{more})"
+        stop = "" if (self.message + rows).endswith(("?", ".")) else "."
+        return f"{self.level.upper()}{where}: {self.message}{rows}{stop} Fix: {self.fix}"
+
+
+@dataclass
+class ValidationReport:
+    """Every problem found in one table.
+
+    Attributes
+    ----------
+    source : str
+        The file (or description) validated.
+    problems : list of Problem
+    row_reasons : dict
+        Row label -> reasons, for every row failing an error check.
+    row_label : str
+        What row labels are: ``"line"`` (CSV line numbers), ``"row"`` (0-based positions)
+        or ``"index"`` (the DataFrame index).
+    """
+
+    source: str
+    problems: list[Problem] = field(default_factory=list)
+    row_reasons: dict[Hashable, list[str]] = field(default_factory=dict)
+    row_label: str = "index"
+
+    @property
+    def errors(self) -> list[Problem]:
+        """The problems that make the table unusable."""
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """The problems worth a look that do not stop a fit."""
+        return [p for p in self.problems if p.level == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no errors."""
+        return not self.errors
+
+    def format(self) -> str:
+        """Header ``SOURCE: N errors, M warnings`` then one line per problem."""
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        head = f"{self.source}: {_plural(n_err, 'error')}, {_plural(n_warn, 'warning')}"
+        if any(p.rows for p in self.problems):
+            head += {"line": " (rows are file line numbers; the header is line 1)",
+                     "row": " (rows are 0-based row positions)"}.get(self.row_label, "")
+        return "\n".join([head, *(p.format() for p in [*self.errors, *self.warnings])])
+
+    __str__ = format
+
+
+class _Collector:
+    """Accumulates problems and per-row reasons while :func:`validate` runs."""
+
+    def __init__(self, table: pd.DataFrame, source: str):
+        self.labels = _row_labels(table)
+        self.report = ValidationReport(source, row_label=table.attrs.get("row_label", "index"))
+
+    def rows(self, level: str, column: str | None, mask, message: str, fix: str,
+             reason: str) -> None:
+        """Add a problem for the rows in ``mask``; ``message`` may use {n_rows} and {have}."""
+        mask = np.asarray(mask, dtype=bool)
+        n = int(mask.sum())
+        if n == 0:
+            return
+        labels = self.labels[mask].tolist()
+        text = message.format(n_rows=_plural(n, "row"), have="has" if n == 1 else "have")
+        self.report.problems.append(
+            Problem(level, column, n, tuple(labels[:MAX_ROW_LABELS]), text, fix))
+        if level == "error":
+            for label in labels:
+                self.report.row_reasons.setdefault(label, []).append(
+                    f"{column}: {reason}" if column else reason)
+
+    def table(self, level: str, column: str | None, message: str, fix: str) -> None:
+        """Add a problem with the table as a whole (no rows to point at)."""
+        self.report.problems.append(Problem(level, column, 0, (), message, fix))
+
+
+def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> ValidationReport:
+    """Check a table read by :func:`read_table` and report every problem at once.
+
+    Parameters
+    ----------
+    table
+        The table, with canonical column names.
+    source
+        Name of the file, for the report header.
+    reference
+        Optional reference geography: ``reference.lsoa`` (a DataFrame with column ``lsoa``) and
+        ``reference.la`` (with column ``la``); unknown codes give warnings.
+
+    Returns
+    -------
+    ValidationReport
+    """
+    c = _Collector(table, source)
+    present = set(table.columns)
+    _check_columns(c, table)
+    if len(table) == 0:
+        c.table("error", None, "the table has no rows", "check the file is the right one")
+
+    counts = {s: _parse_numbers(table[s]) for s in STAGES if s in present}
+    for stage, (num, bad) in counts.items():
+        _check_count(c, table[stage], stage, num, bad)
+    count_num = pd.DataFrame({s: num for s, (num, _) in counts.items()}, index=table.index)
+    any_positive = (count_num > 0).any(axis=1).to_numpy()
+
+    if "exposure" in present:
+        exposure, _ = _parse_numbers(table["exposure"])
+        _check_missing_number(c, table["exposure"], exposure, "exposure",
+                              "give the number of children in the row (mid-year estimate)")
+        c.rows("error", "exposure", exposure < 0, "{n_rows} {have} a negative exposure",
+               "exposure is the number of children in the row and cannot be negative",
+               "negative")
+        c.rows("error", "exposure", (exposure == 0) & any_positive,
+               "{n_rows} {have} exposure 0 but positive counts",
+               "counts need children: check the population figure or the row's codes",
+               "0 with positive counts")
+        for stage in counts:
+            c.rows("warning", stage, (exposure > 0) & (count_num[stage] > exposure),
+                   "{n_rows} {have} a " + stage + " count above exposure (more than the "
+                   "children in the row)",
+                   "possible for repeat events, otherwise check the exposure figure",
+                   "count above exposure")
+
+    if "deprivation" in present:
+        _check_deprivation(c, table["deprivation"])
+
+    for col in (*CODE_COLUMNS, *STRATA):
+        if col in present:
+            c.rows("error", col, table[col].isna(), "{n_rows} {have} no " + col + " value",
+                   "fill in the value or drop the rows", "missing")
+    _check_structure(c, table)
+    if reference is not None:
+        _check_reference(c, table, reference)
+    return c.report
+
+
+def _check_columns(c: _Collector, table: pd.DataFrame) -> None:
+    present = list(map(str, table.columns))
+    mapped = table.attrs.get("column_map", {})
+    map_path = table.attrs.get("column_map_path")
+    canonical = {*REQUIRED, *STAGES, *STRATA, "msoa"}
+    unknown = [col for col in present if col not in canonical and not col.startswith("la_")]
+
+    for col, user in mapped.items():  # mapped columns that are not in the file
+        if col not in present and col not in REQUIRED:
+            c.table("error", col, f"column '{user}' (mapped to '{col}' in {map_path}) is not "
+                    f"in the file{_suggest(user, unknown)}",
+                    f"correct the column name in {map_path}")
+    for col in REQUIRED:
+        if col in present:
+            continue
+        if col in mapped:
+            message = (f"required column '{mapped[col]}' (mapped to '{col}' in {map_path}) "
+                       f"is not in the file{_suggest(mapped[col], unknown)}")
+            fix = f"correct the column name in {map_path}"
+        else:
+            message = f"required column '{col}' is missing{_suggest(col, unknown)}"
+            fix = (f"rename the column to '{col}' or map it with --columns COLUMNS.toml "
+                   "(see examples/columns_example.toml)")
+        c.table("error", col, message, fix)
+
+    if not any(s in present for s in STAGES):
+        near = [f"'{u}' -> '{s}'" for s in STAGES for u in unknown if _close(s, u)]
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        c.table("error", None, f"no count column ({', '.join(STAGES)}){hint}",
+                "rename a count column to a stage name or map it under [counts] with --columns")
+    else:  # near-misses of optional columns would be ignored silently otherwise
+        for name in (*STAGES, *STRATA, "msoa"):
+            if name in present:
+                continue
+            for user in unknown:
+                if _close(name, user, cutoff=0.8):
+                    c.table("warning", user, f"column '{user}' is not a canonical name and is "
+                            f"ignored; did you mean '{name}'?",
+                            f"rename it to '{name}' or map it with --columns")
+
+
+def _close(name: str, user: str, cutoff: float = 0.75) -> bool:
+    user = user.lower()
+    return user == name or bool(difflib.get_close_matches(name, [user], n=1, cutoff=cutoff))
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    lower = {u.lower(): u for u in candidates}
+    found = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
+    found += [k for k in lower for a in _ALIASES.get(name, ()) if a in k and k not in found]
+    if not found:
+        return ""
+    return f"; did you mean {' or '.join(repr(lower[k]) for k in found[:3])}?"
+
+
+def _parse_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Return (float64 numbers, NaN where missing or bad; mask of present-but-bad values)."""
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        num = s.astype("float64")
+    else:
+        num = pd.to_numeric(s, errors="coerce").astype("float64")
+    bad = s.notna() & ~np.isfinite(num.fillna(0))
+    bad |= s.notna() & num.isna()
+    return num.where(~bad), bad
+
+
+def _check_count(c: _Collector, raw: pd.Series, stage: str, num: pd.Series,
+                 bad: pd.Series) -> None:
+    nonint = bad | (num.notna() & (num % 1 != 0))
+    if nonint.any():
+        examples = list(dict.fromkeys(raw[nonint].astype(str)))[:3]
+        text = bad & num.isna()
+        fix = "counts must be whole numbers"
+        if text.any():
+            fix = (f"text such as {', '.join(repr(m) for m in SUPPRESSION_MARKERS[:6])} is how "
+                   "the DfE marks suppressed or missing counts: get the unsuppressed counts "
+                   "(do not replace them with 0) or drop the rows with --drop-invalid")
+        c.rows("error", stage, nonint, "{n_rows} {have} non-integer counts (e.g. "
+               + ", ".join(map(repr, examples)) + ")", fix, "count not a whole number")
+    c.rows("error", stage, num < 0, "{n_rows} {have} negative counts",
+           "counts cannot be negative; check for a sign error or a coded missing value like -1",
+           "negative count")
+    c.rows("error", stage, raw.isna(), "{n_rows} {have} missing counts",
+           "fill in the count (0 if there were none) or drop the rows", "missing count")
+
+
+def _check_missing_number(c: _Collector, raw: pd.Series, num: pd.Series, col: str,
+                          fix: str) -> None:
+    bad = raw.notna() & num.isna()
+    examples = list(dict.fromkeys(raw[bad].astype(str)))[:3]
+    what = f" (e.g. {', '.join(map(repr, examples))})" if examples else ""
+    c.rows("error", col, num.isna(), "{n_rows} {have} a missing or non-numeric " + col + what,
+           fix, "missing or not a number")
+
+
+def _check_deprivation(c: _Collector, raw: pd.Series) -> None:
+    num, _ = _parse_numbers(raw)
+    _check_missing_number(c, raw, num, "deprivation",
+                          "give the income-deprivation rate (a proportion, 0 to 1) for each row")
+    outside = (num < 0) | (num > 1)
+    if not outside.any():
+        return
+    if num.max() <= 100 and (num > 1).sum() >= num.notna().sum() / 2:  # mostly above 1
+        message = ("{n_rows} {have} deprivation outside [0, 1]; the values look like "
+                   f"percentages (max {num.max():g})")
+        fix = "divide the column by 100: deprivation is a proportion (0.23, not 23)"
+    else:
+        message = "{n_rows} {have} deprivation outside [0, 1]"
+        fix = "deprivation is the proportion of people income-deprived, between 0 and 1"
+    c.rows("error", "deprivation", outside, message, fix, "outside [0, 1]")
+
+
+def _check_structure(c: _Collector, table: pd.DataFrame) -> None:
+    present = set(table.columns)
+    if "neighbourhood" in present:
+        key = ["neighbourhood", *(s for s in STRATA if s in present)]
+        dup = table.duplicated(subset=key, keep=False) & table[key].notna().all(axis=1)
+        if dup.any():
+            first = table.loc[dup, key].iloc[0]
+            what = " x ".join(key)
+            c.rows("error", "neighbourhood", dup, "{n_rows} {have} a duplicated " + what
+                   + f" (e.g. {', '.join(map(str, first))})",
+                   f"keep one row per {what}: aggregate or remove the duplicates",
+                   f"duplicated {what}")
+    for child, parent in (("neighbourhood", "la"), ("neighbourhood", "msoa"), ("msoa", "la")):
+        _check_nesting(c, table, child, parent)
+
+    if "la" not in present:
+        return
+    las = table["la"]
+    for col in sorted(p for p in present if p.startswith("la_")):
+        value, _ = _parse_numbers(table[col])
+        if value.isna().all() or (value.isna() & table[col].notna()).any():
+            value = table[col]  # not numeric: compare as read
+        c.rows("error", col, las.notna() & value.isna(), "{n_rows} {have} no " + col + " value",
+               "give the LA's value on every row of the LA", "missing")
+        n_values = value.groupby(las).nunique()
+        varies = n_values[n_values > 1].index
+        if len(varies):
+            example = varies[0]
+            values = ", ".join(map(str, pd.unique(value[las == example].dropna())[:3]))
+            c.rows("error", col, las.isin(varies), "{n_rows} {have} an LA covariate that "
+                   f"varies within its LA ({_plural(len(varies), 'LA')}, e.g. {example}: {values})",
+                   "an la_* column must have one value per LA; fix the values or rename the "
+                   "column so it does not start with 'la_'", "varies within the LA")
+    if "neighbourhood" in present:
+        sizes = table["neighbourhood"].groupby(las).nunique()
+        small = sizes[sizes < MIN_LA_NEIGHBOURHOODS]
+        if len(small):
+            examples = ", ".join(f"{la}: {n}" for la, n in small.head(3).items())
+            c.rows("warning", "la", las.isin(small.index),
+                   "{n_rows} {have} an LA with fewer than " + str(MIN_LA_NEIGHBOURHOODS)
+                   + f" neighbourhoods ({_plural(len(small), 'LA')}, e.g. {examples})",
+                   "small LAs are estimated mostly from the national average; check the LA "
+                   "codes or whether the table is complete", "small LA")
+
+
+def _check_nesting(c: _Collector, table: pd.DataFrame, child: str, parent: str) -> None:
+    if child not in table.columns or parent not in table.columns:
+        return
+    n_parents = table[parent].groupby(table[child]).nunique()
+    bad = n_parents[n_parents > 1].index
+    if not len(bad):
+        return
+    example = bad[0]
+    parents = ", ".join(map(str, pd.unique(table.loc[table[child] == example, parent].dropna())))
+    c.rows("error", child, table[child].isin(bad),
+           "{n_rows} {have} " + f"a {child} listed under more than one {parent.upper()} "
+           f"({_plural(len(bad), child)}, e.g. {example}: {parents})",
+           f"each {child} belongs to exactly one {parent.upper()}: correct the codes (are two "
+           "boundary vintages mixed?)", f"listed under more than one {parent.upper()}")
+
+
+def _check_reference(c: _Collector, table: pd.DataFrame, reference: Any) -> None:
+    for col, frame, key, what in (("neighbourhood", reference.lsoa, "lsoa", "LSOA"),
+                                  ("la", reference.la, "la", "LA")):
+        if col not in table.columns:
+            continue
+        known = set(frame[key].astype(str))
+        unknown = table[col].notna() & ~table[col].isin(known)
+        if unknown.any():
+            examples = ", ".join(pd.unique(table.loc[unknown, col])[:3].astype(str))
+            c.rows("warning", col, unknown, "{n_rows} {have} " + f"{what} codes not in the "
+                   f"reference geography (e.g. {examples})",
+                   f"check the codes and their boundary vintage match the reference {what}s",
+                   f"unknown {what} code")
+
+
+def _row_labels(table: pd.DataFrame) -> pd.Index:
+    return table.index if table.index.is_unique else pd.RangeIndex(len(table))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# --------------------------------------------------------------------------- using a report
+
+
+def split_invalid(table: pd.DataFrame,
+                  report: ValidationReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a table into rows that pass and rows that fail an error check.
+
+    Parameters
+    ----------
+    table
+        The table given to :func:`validate`.
+    report
+        Its report.
+
+    Returns
+    -------
+    kept, rejected : pandas.DataFrame
+        ``rejected`` has an extra ``reason`` column ("; "-joined reasons).
+
+    Raises
+    ------
+    HierarchyError
+        If an error concerns the table as a whole (e.g. a missing column): no choice of
+        rows can fix it.
+    """
+    whole = [p for p in report.errors if p.n_rows == 0]
+    if whole:
+        raise HierarchyError("cannot drop invalid rows: these problems are not in particular "
+                             "rows:\n" + "\n".join(p.format() for p in whole))
+    labels = _row_labels(table).tolist()
+    bad = np.array([label in report.row_reasons for label in labels], dtype=bool)
+    rejected = table[bad].copy()
+    rejected["reason"] = ["; ".join(report.row_reasons[lab])
+                          for lab, b in zip(labels, bad, strict=True) if b]
+    return table[~bad].copy(), rejected
+
+
+def write_rejected(rejected: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write rejected rows (with their row labels and reasons) to CSV, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            rejected.to_csv(fh, index=True, index_label=rejected.index.name or "row")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | None = None,
+         reference: Any = None) -> pd.DataFrame:
+    """Read and validate a table, and return it with clean dtypes.
+
+    Parameters
+    ----------
+    path
+        CSV or Parquet file.
+    columns
+        Optional :class:`ColumnMap` (or the path of its TOML file).
+    reference
+        Optional reference geography (see :func:`validate`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Codes and strata as str, counts int64, exposure and deprivation float64, numeric
+        ``la_*`` columns float64; index reset; ``attrs["source"]`` kept.
+
+    Raises
+    ------
+    DataValidationError
+        If there is any error; ``err.report`` holds every problem. Warnings are emitted with
+        :func:`warnings.warn` (``UserWarning``), one per problem.
+    """
+    if columns is not None and not isinstance(columns, ColumnMap):
+        columns = load_column_map(columns)
+    table = read_table(path, columns=columns)
+    report = validate(table, source=str(path), reference=reference)
+    if not report.ok:
+        raise DataValidationError(report)
+    for problem in report.warnings:
+        warnings.warn(f"{report.source}: {problem.format()}", UserWarning, stacklevel=2)
+
+    out = table.reset_index(drop=True)
+    for col in (*CODE_COLUMNS, *STRATA):
+        if col in out.columns:
+            out[col] = out[col].astype(str)
+    for stage in STAGES:
+        if stage in out.columns:
+            out[stage] = pd.to_numeric(out[stage]).astype("int64")
+    for col in ("exposure", "deprivation"):
+        out[col] = pd.to_numeric(out[col]).astype("float64")
+    for col in table_roles(out)["la_covariates"]:
+        num, bad = _parse_numbers(out[col])
+        if not bad.any():
+            out[col] = num
+    out.attrs = {"source": str(path), "row_label": table.attrs.get("row_label")}
+    return out
+
+
+def table_roles(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Which optional canonical columns a table has.
+
+    Returns
+    -------
+    dict
+        ``counts`` (in :data:`~hierarchy.STAGES` order), ``strata`` (in
+        :data:`~hierarchy.STRATA` order) and ``la_covariates`` (sorted ``la_*`` names).
+    """
+    cols = set(map(str, table.columns))
+    return {
+        "counts": [s for s in STAGES if s in cols],
+        "strata": [s for s in STRATA if s in cols],
+        "la_covariates": sorted(c for c in cols if c.startswith("la_")),
+    }
+
+
+def data_hash(table: pd.DataFrame) -> str:
+    """16-hex content hash of the canonical columns.
+
+    Independent of row order, column order and file format: numbers are compared by value
+    (``3``, ``"3"`` and ``3.0`` hash alike) and codes as strings.
+    """
+    roles = table_roles(table)
+    names = [*REQUIRED, "msoa", *roles["counts"], *roles["strata"], *roles["la_covariates"]]
+    cols = sorted(n for n in dict.fromkeys(names) if n in table.columns)
+    text = pd.DataFrame({c: _canonical_text(table[c], code=c in (*CODE_COLUMNS, *STRATA))
+                         for c in cols}, index=range(len(table)))
+    lines = sorted("\x1f".join(row) for row in text.itertuples(index=False, name=None))
+    digest = hashlib.sha256("\x1f".join(cols).encode())
+    for line in lines:
+        digest.update(b"\n" + line.encode())
+    return digest.hexdigest()[:16]
+
+
+def _canonical_text(s: pd.Series, *, code: bool) -> list[str]:
+    if code:
+        s = _as_code(s)
+        return [str(v) if isinstance(v, str) else "\x00NA" for v in s]
+    num, bad = _parse_numbers(s)
+    if bad.any():  # not numeric: hash as read
+        return [str(v) if pd.notna(v) else "\x00NA" for v in s]
+    return ["\x00NA" if np.isnan(v) else str(int(v)) if v.is_integer() else repr(v)
+            for v in num.tolist()]

@@ -1,0 +1,187 @@
+"""Samplers behind one :func:`fit`: NUTS in NumPyro (default), nutpie, PyMC, BlackJAX, and the
+quick approximations pathfinder (BlackJAX) and ADVI (NumPyro, mean-field).
+
+Every sampler returns the same :class:`Draws` (arrays with leading ``chain, draw`` axes and
+normalised sample statistics), which :mod:`hierarchy.fitfile` turns into InferenceData.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hierarchy.design import Design
+from hierarchy.errors import HierarchyError
+from hierarchy.priors import PriorSet
+from hierarchy.spec import ModelSpec, resolve_parameterisation
+
+SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi")
+MCMC_SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax")
+PER_ROW = ("eps_raw",)  # per-neighbourhood latent effects: used for the likelihood, not stored
+
+
+@dataclass
+class Draws:
+    """Posterior draws and sampler statistics from any sampler."""
+
+    posterior: dict[str, np.ndarray]  # name -> (chain, draw, ...)
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (chain, draw)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def use_host_devices(n: int) -> None:
+    """Let JAX run ``n`` chains in parallel on CPU; only effective before JAX starts."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def enable_compilation_cache(path: str | None = None) -> None:
+    """Turn on JAX's persistent compilation cache (default ``~/.cache/hierarchy/jax``)."""
+    import jax
+
+    path = path or os.path.join(os.path.expanduser("~"), ".cache", "hierarchy", "jax")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
+        chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
+        chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
+        float32: bool = False) -> Draws:
+    """Sample the posterior of ``spec`` under ``priors`` given ``design``."""
+    if sampler not in SAMPLERS:
+        from hierarchy.priors import did_you_mean
+
+        raise HierarchyError(f"unknown sampler '{sampler}'{did_you_mean(sampler, SAMPLERS)}; "
+                             f"choose from {', '.join(SAMPLERS)}")
+    settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
+                    chain_method=chain_method, target_accept=target_accept, float32=float32,
+                    parameterisation=resolve_parameterisation(spec, design.rows_per_la))
+    t0 = time.perf_counter()
+    if sampler == "numpyro":
+        out = _numpyro(spec, priors, design, settings, progress)
+    elif sampler in ("pathfinder", "advi"):
+        out = _approximate(spec, priors, design, settings)
+    else:
+        out = _pymc(spec, priors, design, settings, progress)
+    out.timings["total"] = time.perf_counter() - t0
+    out.settings = settings
+    return out
+
+
+def _numpyro(spec, priors, design, settings, progress) -> Draws:
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    from hierarchy.jaxmodel import make_layout, model_fn
+
+    dtype = "float32" if settings["float32"] else "float64"
+    jax.config.update("jax_enable_x64", not settings["float32"])
+    model = model_fn(spec, priors, design, make_layout(design), dtype=dtype)
+    kernel = NUTS(model, target_accept_prob=settings["target_accept"])
+    chain_method = settings["chain_method"]
+    if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
+        chain_method = "sequential" if jax.local_device_count() == 1 else "parallel"
+    mcmc = MCMC(kernel, num_warmup=settings["tune"], num_samples=settings["draws"],
+                num_chains=settings["chains"], chain_method=chain_method,
+                progress_bar=progress and chain_method != "vectorized")
+    key = jax.random.PRNGKey(settings["seed"])
+    t = time.perf_counter()
+    mcmc.warmup(key, extra_fields=("num_steps",), collect_warmup=False)
+    jax.block_until_ready(mcmc.post_warmup_state)
+    t_warm = time.perf_counter() - t
+    warm_steps = float(np.mean(mcmc.get_extra_fields()["num_steps"])) if settings["tune"] else 0.0
+    t = time.perf_counter()
+    mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=("diverging", "num_steps", "energy"))
+    samples = mcmc.get_samples(group_by_chain=True)
+    jax.block_until_ready(samples)
+    t_samp = time.perf_counter() - t
+    ex = mcmc.get_extra_fields(group_by_chain=True)
+    steps = np.asarray(ex["num_steps"])
+    stats = {"diverging": np.asarray(ex["diverging"]), "energy": np.asarray(ex["energy"]),
+             "n_steps": steps, "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
+    settings["chain_method_used"] = chain_method
+    settings["max_tree_depth"] = 10
+    return Draws(posterior={k: np.asarray(v) for k, v in samples.items()}, stats=stats,
+                 timings={"warmup": t_warm, "sampling": t_samp, "warmup_mean_steps": warm_steps})
+
+
+def _pymc(spec, priors, design, settings, progress) -> Draws:
+    import pymc as pm
+
+    from hierarchy.model import build_model
+
+    model = build_model(spec, priors, design)
+    kwargs = dict(draws=settings["draws"], tune=settings["tune"], chains=settings["chains"],
+                  random_seed=settings["seed"], progressbar=progress,
+                  target_accept=settings["target_accept"], compute_convergence_checks=False)
+    if settings["sampler"] != "pymc":
+        kwargs["nuts_sampler"] = settings["sampler"]
+    if settings["sampler"] == "pymc":
+        kwargs["cores"] = min(settings["chains"], os.cpu_count() or 1)
+    t = time.perf_counter()
+    with model:
+        idata = pm.sample(**kwargs)
+    t_all = time.perf_counter() - t
+    post = {k: v.values for k, v in idata.posterior.data_vars.items()}
+    if "la_corr" in post and post["la_corr"].ndim == 3:  # packed upper triangle -> matrix
+        r = post["la_corr"][..., 0]
+        one = np.ones_like(r)
+        post["la_corr"] = np.stack([np.stack([one, r], -1), np.stack([r, one], -1)], -2)
+    ss = idata.sample_stats
+    stats = {"diverging": ss["diverging"].values.astype(bool)}
+    for name, alias in (("energy", "energy"), ("n_steps", "n_steps"), ("tree_depth", "tree_depth"),
+                        ("tree_depth", "depth")):
+        if alias in ss and name not in stats:
+            stats[name] = ss[alias].values
+    settings["max_tree_depth"] = 10
+    return Draws(posterior=post, stats=stats, timings={"sampling": t_all})
+
+
+def _approximate(spec, priors, design, settings) -> Draws:
+    """Pathfinder (BlackJAX) or mean-field ADVI (NumPyro SVI) in the unconstrained space."""
+    import jax
+    from numpyro.infer.util import initialize_model
+
+    from hierarchy.jaxmodel import make_layout, model_fn
+
+    jax.config.update("jax_enable_x64", not settings["float32"])
+    model = model_fn(spec, priors, design, make_layout(design))
+    key = jax.random.PRNGKey(settings["seed"])
+    n = settings["chains"] * settings["draws"]
+    t = time.perf_counter()
+    if settings["sampler"] == "advi":
+        from numpyro.infer import SVI, Trace_ELBO
+        from numpyro.infer.autoguide import AutoNormal
+        from numpyro.optim import Adam
+
+        guide = AutoNormal(model)
+        svi = SVI(model, guide, Adam(0.02), Trace_ELBO())
+        res = svi.run(key, max(settings["tune"] * 10, 2000), progress_bar=False)
+        samples = guide.sample_posterior(jax.random.fold_in(key, 1), res.params,
+                                         sample_shape=(n,))
+        samples = {k: v for k, v in samples.items() if k != "_auto_latent"}
+    else:
+        import blackjax
+
+        info = initialize_model(key, model)
+        flat, unravel = jax.flatten_util.ravel_pytree(info.param_info.z)
+
+        def logdensity(q):
+            return -info.potential_fn(unravel(q))
+
+        state, _ = blackjax.vi.pathfinder.approximate(jax.random.fold_in(key, 1), logdensity,
+                                                      flat)
+        qs = blackjax.vi.pathfinder.sample(jax.random.fold_in(key, 2), state, num_samples=n)
+        qs = qs[0] if isinstance(qs, tuple) else qs
+        samples = jax.vmap(lambda q: info.postprocess_fn(unravel(q)))(qs)
+    post = {k: np.asarray(v).reshape((settings["chains"], settings["draws"]) + v.shape[1:])
+            for k, v in samples.items()}
+    post = {k: v for k, v in post.items() if not k.startswith("_")}
+    return Draws(posterior=post, timings={"sampling": time.perf_counter() - t})

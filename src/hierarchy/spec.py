@@ -1,0 +1,171 @@
+"""Model specifications as data, read from ``models/*.toml``.
+
+A spec says which count is modelled and how (all keys but ``name`` are optional)::
+
+    name = "inverse_intervention_nb_log"
+    family = "negative_binomial"    # poisson | negative_binomial | poisson_lognormal
+    outcome = "referral"            # a count column (hierarchy.STAGES)
+    exposure = "exposure"           # column of children at risk (log offset)
+
+    [deprivation]
+    scale = 0.1                     # effects per 10 percentage points of income deprivation
+    centring = "within_between"     # w = (x - X_la) / scale ; or "grand_mean": (x - mean x) / scale
+
+    [la_deprivation]
+    measure = "mean"                # child-weighted mean of x over the LA, or an la_* column
+    transform = "log"               # z = log(X / mean X)  |  "identity": z = (X - mean X) / scale
+
+    [la]
+    random_intercept = true
+    random_gradient = true          # correlated with the intercept (LKJ prior)
+    between_effect = true           # z in the mean of the LA intercepts
+    cross_level = true              # z in the mean of the LA gradients
+    covariates = []                 # la_* columns, in the means of intercepts and gradients
+    parameterisation = "auto"       # auto | centred | non_centred
+
+    [msoa]
+    random_intercept = false        # a middle level: neighbourhoods in MSOAs in LAs
+
+``auto`` centres the LA level when LAs have many neighbourhoods (median >= 20; DESIGN section 4:
+the non-centred form mixes hundreds of times worse there) and uses the non-centred form otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hierarchy import STAGES
+from hierarchy.errors import SpecError
+from hierarchy.priors import config_hash, did_you_mean, read_toml
+
+FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
+CENTRING_AUTO_MIN_ROWS = 20
+
+
+@dataclass(frozen=True)
+class Deprivation:
+    scale: float = 0.1
+    centring: str = "within_between"
+
+
+@dataclass(frozen=True)
+class LADeprivation:
+    measure: str = "mean"
+    transform: str = "log"
+
+
+@dataclass(frozen=True)
+class LALevel:
+    random_intercept: bool = True
+    random_gradient: bool = True
+    between_effect: bool = True
+    cross_level: bool = True
+    covariates: tuple[str, ...] = ()
+    parameterisation: str = "auto"
+
+
+@dataclass(frozen=True)
+class MSOALevel:
+    random_intercept: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model specification (see module docstring for the file format)."""
+
+    name: str
+    family: str = "negative_binomial"
+    outcome: str = "referral"
+    exposure: str = "exposure"
+    description: str = ""
+    deprivation: Deprivation = field(default_factory=Deprivation)
+    la_deprivation: LADeprivation = field(default_factory=LADeprivation)
+    la: LALevel = field(default_factory=LALevel)
+    msoa: MSOALevel = field(default_factory=MSOALevel)
+
+    @property
+    def coefs(self) -> tuple[str, ...]:
+        """LA-varying coefficients, the ``coef`` dimension of the model."""
+        return ("intercept", "gradient") if self.la.random_gradient else ("intercept",)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["la"]["covariates"] = list(self.la.covariates)
+        return d
+
+    def hash(self) -> str:
+        """16-hex hash of the canonical form (ignores the free-text description)."""
+        d = self.to_dict()
+        d.pop("description")
+        return config_hash(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> ModelSpec:
+        """Validate nested data; errors name ``source``, the key and the allowed values."""
+        d = dict(d)
+        sections = {"deprivation": Deprivation, "la_deprivation": LADeprivation,
+                    "la": LALevel, "msoa": MSOALevel}
+        scalars = {"name", "family", "outcome", "exposure", "description"}
+        for key in d:
+            if key not in scalars | set(sections):
+                raise SpecError(f"{source}: unknown key '{key}'"
+                                f"{did_you_mean(key, sorted(scalars | set(sections)))}")
+        kwargs: dict[str, Any] = {k: d[k] for k in scalars if k in d}
+        if not isinstance(kwargs.get("name"), str):
+            raise SpecError(f"{source}: a model spec needs name = \"...\"")
+        for key, kind in sections.items():
+            table = d.get(key, {})
+            if not isinstance(table, dict):
+                raise SpecError(f"{source}: [{key}] must be a table")
+            allowed = list(kind.__dataclass_fields__)
+            for sub in table:
+                if sub not in allowed:
+                    raise SpecError(f"{source}: [{key}] has no key '{sub}'"
+                                    f"{did_you_mean(sub, allowed)}; allowed: {', '.join(allowed)}")
+            if key == "la" and "covariates" in table:
+                table = {**table, "covariates": tuple(table["covariates"])}
+            kwargs[key] = kind(**table)
+        spec = cls(**kwargs)
+        _check(spec, source)
+        return spec
+
+
+def _choice(source: str, what: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise SpecError(f"{source}: {what} = {value!r} is not one of {', '.join(options)}"
+                        f"{did_you_mean(str(value), options)}")
+
+
+def _check(spec: ModelSpec, source: str) -> None:
+    _choice(source, "family", spec.family, FAMILIES)
+    _choice(source, "outcome", spec.outcome, STAGES)
+    _choice(source, "deprivation.centring", spec.deprivation.centring,
+            ("within_between", "grand_mean"))
+    _choice(source, "la_deprivation.transform", spec.la_deprivation.transform, ("identity", "log"))
+    _choice(source, "la.parameterisation", spec.la.parameterisation,
+            ("auto", "centred", "non_centred"))
+    if not spec.deprivation.scale > 0:
+        raise SpecError(f"{source}: deprivation.scale must be > 0 (0.1 = per 10 points)")
+    m = spec.la_deprivation.measure
+    if m != "mean" and not m.startswith("la_"):
+        raise SpecError(f"{source}: la_deprivation.measure must be 'mean' or an la_* column, got {m!r}")
+    if not spec.la.random_intercept:
+        raise SpecError(f"{source}: la.random_intercept = false is not supported: neighbourhoods "
+                        "are nested in LAs, so the LA intercept must vary")
+    for c in spec.la.covariates:
+        if not c.startswith("la_"):
+            raise SpecError(f"{source}: la.covariates entry {c!r} must name an la_* column")
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate a model spec file."""
+    return ModelSpec.from_dict(read_toml(path), source=str(path))
+
+
+def resolve_parameterisation(spec: ModelSpec, rows_per_la: float) -> str:
+    """``centred`` or ``non_centred`` for the LA level, resolving ``auto`` from data size."""
+    if spec.la.parameterisation != "auto":
+        return spec.la.parameterisation
+    return "centred" if rows_per_la >= CENTRING_AUTO_MIN_ROWS else "non_centred"
