@@ -1,0 +1,474 @@
+"""Calibrated national simulator of neighbourhood counts with a known truth.
+
+:func:`simulate` draws one count per neighbourhood (LSOA), or per neighbourhood x stratum, and stage
+from a negative binomial multilevel model whose parameters are set so that the published figures are
+reproduced; :func:`write` saves the table (parquet) and its truth (JSON) side by side.
+
+Data-generating process
+-----------------------
+For neighbourhood i in LA j, stage s (``referral``, ``s47``, ``cp_plan``, ``looked_after``)::
+
+    y_is ~ NegBin(mu_is, phi_s)                 (variance mu + mu^2 / phi)
+    log mu_is = log E_i + alpha_js + (beta_js + o_k) * w_i + r_k
+    w_i = (x_i - X_j) / 0.1                     (within-LA centring, per 10 points)
+    beta_js = log g(X_j) + log(G_s / 1.62) + v_j + e_js
+    log g(X) = d0 + d1 * l + d2 * l^2,  l = clip(log(X / Xbar), log(0.04/Xbar), log(0.28/Xbar))
+
+x is the neighbourhood income rate, X_j the child-weighted mean of x over LA j and Xbar the
+unweighted mean of X_j over LAs. (d0, d1, d2) solve g(Xbar) = 1.62, g(Xbar - 0.1) = 2.33,
+g(Xbar + 0.1) = 1.39 exactly (the published referral gradient scores); ``G_s`` (gradient at mean
+LA deprivation) is 1.62, 1.72, 1.80, 1.95 for the four stages. The curve is clipped to X in
+[0.04, 0.28] so that the least deprived LAs (X down to 0.029) do not extrapolate the quadratic;
+``v_j ~ N(0, tau)`` with ``tau = 0.10`` is shared across stages and ``e_js ~ N(0, 0.03)`` adds a
+little stage-specific slope noise (none for referrals). ``alpha_js`` is solved so that each LA's
+expected total, summed over its rows, equals the DfE count for ``year`` (referrals ->
+``referrals``, s47 -> ``s47``, cp_plan -> ``cpp_start``, looked_after -> ``cla_at31``, from the
+nearest year with data when ``year`` has none). An LA without a DfE value gets the national rate
+times its children; the truth lists these. Dispersions phi: 6, 5, 4, 4.
+
+Strata (``o_k`` on the slope, ``r_k`` on the log rate): age bands multiply the gradient score by
+1.10, 1.03, 0.96, 0.90 (0-4, 5-9, 10-15, 16-17) and the rate by 1.15, 0.95, 1.00, 0.85; sex: no
+gradient difference, male/female rate ratio 1.05, exposure split 0.488 female / 0.512 male. The
+log multipliers are centred so their national exposure-weighted mean is 0, so the pooled gradient
+and ``alpha`` keep their unstratified meaning. Rows with zero exposure (an empty age band) are left
+out.
+
+Table columns
+-------------
+``neighbourhood``, ``la``, ``msoa``, [``age_band``], [``sex``], ``deprivation`` (= x),
+``exposure`` (int64 children in the row; strata rows sum to the LSOA's children), ``referral``,
+``s47``, ``cp_plan``, ``looked_after`` (int64), ``la_rural_share``, ``la_log_density``.
+
+Truth (JSON)
+------------
+``year``, ``seed``, ``geography`` (source), ``family`` ("negative_binomial"), ``centring``,
+``strata``, ``n_rows``, ``n_la``, ``la_deprivation`` {``measure``, ``mean`` (Xbar),
+``transform`` ("log"), ``curve_clip`` [0.04, 0.28], ``clipped_las``}, ``stages`` (per stage:
+``d0``, ``d1``, ``d2``, ``gradient_at_mean``, ``gradient_10_less``, ``gradient_10_more``,
+``dispersion``, ``tau``, ``stage_noise_sd``, ``slope_residual_sd``, ``a0``, ``a1``,
+``intercept_residual_sd`` (OLS of alpha on unclipped l over LAs), ``correlation`` (of intercept
+and slope residuals), ``la_gradient_range`` [min, max of exp(beta_j)], ``la_gradient_q05_q95``,
+``target_column``, ``target_year``, ``imputed_las``, ``expected_total``, ``dfe_total``,
+``simulated_total``, ``stratum_gradient_at_mean`` {stratum: score}), ``strata_terms`` (slope and
+rate offsets), ``las`` (per LA: ``la``, ``X``, ``l``, ``children`` and per stage ``alpha``
+(null when the target is 0), ``beta``, ``gradient``, ``expected``, ``variance`` (of the
+simulated total under the model), ``dfe``, ``imputed``, ``simulated``) and ``deciles``
+(national deciles of x over neighbourhoods, 1 = least deprived: ``x_min``, ``x_max``,
+``children`` and per stage the ``expected`` and ``simulated`` rate per 10,000 children).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hierarchy.errors import HierarchyError
+from hierarchy.reference import Geography
+
+__all__ = ["simulate", "write", "curve_coefficients", "log_gradient", "SIM_STAGES"]
+
+SIM_STAGES: tuple[str, ...] = ("referral", "s47", "cp_plan", "looked_after")
+TARGET_COLUMN = {"referral": "referrals", "s47": "s47", "cp_plan": "cpp_start",
+                 "looked_after": "cla_at31"}
+GRADIENT_AT_MEAN = {"referral": 1.62, "s47": 1.72, "cp_plan": 1.80, "looked_after": 1.95}
+REFERRAL_CURVE = {-0.1: 2.33, 0.0: 1.62, 0.1: 1.39}
+"""Published referral gradient scores at Xbar - 0.1, Xbar and Xbar + 0.1."""
+DISPERSION = {"referral": 6.0, "s47": 5.0, "cp_plan": 4.0, "looked_after": 4.0}
+TAU = 0.10
+"""SD of the LA slope deviations v_j (log gradient scale)."""
+STAGE_NOISE_SD = 0.03
+CURVE_CLIP = (0.04, 0.28)
+AGE_GRADIENT = {"0-4": 1.10, "5-9": 1.03, "10-15": 0.96, "16-17": 0.90}
+AGE_RATE = {"0-4": 1.15, "5-9": 0.95, "10-15": 1.00, "16-17": 0.85}
+AGE_COLUMNS = {"0-4": "age_0_4", "5-9": "age_5_9", "10-15": "age_10_15", "16-17": "age_16_17"}
+SEX_SHARE = {"female": 0.488, "male": 0.512}
+SEX_RATE = {"female": 1.0, "male": 1.05}
+KNOWN_STRATA = ("age", "sex")
+
+
+def curve_coefficients(xbar: float) -> tuple[float, float, float]:
+    """Solve (d0, d1, d2) of the typical-LA referral gradient curve.
+
+    Parameters
+    ----------
+    xbar : float
+        Mean LA deprivation (unweighted mean over LAs of the child-weighted LA means).
+
+    Returns
+    -------
+    tuple of float
+        ``log g(X) = d0 + d1 l + d2 l^2`` with ``l = log(X / xbar)`` passing exactly through
+        :data:`REFERRAL_CURVE`.
+    """
+    if not xbar > 0.1:
+        raise HierarchyError(f"mean LA deprivation {xbar:.3f} must exceed 0.1 to place the "
+                             "curve point 10 points below it")
+    ls = np.array([math.log((xbar + dx) / xbar) for dx in REFERRAL_CURVE])
+    a = np.column_stack([np.ones(3), ls, ls**2])
+    d = np.linalg.solve(a, np.log(np.array(list(REFERRAL_CURVE.values()))))
+    return float(d[0]), float(d[1]), float(d[2])
+
+
+def log_gradient(x_la: np.ndarray | float, xbar: float, d: tuple[float, float, float],
+                 clip: tuple[float, float] | None = CURVE_CLIP) -> np.ndarray:
+    """Log gradient score of a typical LA at deprivation ``x_la`` (curve clipped to ``clip``).
+
+    Parameters
+    ----------
+    x_la : array_like
+        LA deprivation.
+    xbar : float
+        Mean LA deprivation.
+    d : tuple of float
+        Curve coefficients from :func:`curve_coefficients` (possibly shifted in ``d0``).
+    clip : tuple of float, optional
+        X range outside which the curve is held constant; None for no clipping.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    x = np.asarray(x_la, dtype=float)
+    if clip is not None:
+        x = np.clip(x, *clip)
+    ell = np.log(x / xbar)
+    return d[0] + d[1] * ell + d[2] * ell**2
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _rows(geo: Geography, strata: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Expand the LSOA table to rows: index of LSOA, exposure, and stratum labels/terms."""
+    lsoa = geo.lsoa
+    n = len(lsoa)
+    if "age" in strata:
+        bands = list(AGE_COLUMNS)
+        expo = lsoa[[AGE_COLUMNS[b] for b in bands]].to_numpy(dtype=np.int64)
+        idx = np.repeat(np.arange(n), len(bands))
+        age = np.tile(np.array(bands, dtype=object), n)
+        exposure = expo.reshape(-1)
+    else:
+        idx = np.arange(n)
+        age = None
+        exposure = lsoa["children"].to_numpy(dtype=np.int64)
+    sex = None
+    if "sex" in strata:
+        female = np.rint(exposure * SEX_SHARE["female"]).astype(np.int64)
+        exposure = np.column_stack([female, exposure - female]).reshape(-1)
+        idx = np.repeat(idx, 2)
+        if age is not None:
+            age = np.repeat(age, 2)
+        sex = np.tile(np.array(["female", "male"], dtype=object), len(idx) // 2)
+    keep = exposure > 0
+    out = {"idx": idx[keep], "exposure": exposure[keep]}
+    if age is not None:
+        out["age_band"] = age[keep]
+    if sex is not None:
+        out["sex"] = sex[keep]
+    return out
+
+
+def _centred_logs(labels: np.ndarray, exposure: np.ndarray, mult: dict[str, float]
+                  ) -> tuple[np.ndarray, dict[str, float]]:
+    """Log multipliers per row, centred to exposure-weighted mean zero; also per level."""
+    logs = {k: math.log(v) for k, v in mult.items()}
+    weights = {k: float(exposure[labels == k].sum()) for k in mult}
+    total = sum(weights.values())
+    centre = sum(logs[k] * weights[k] for k in mult) / total if total else 0.0
+    level = {k: logs[k] - centre for k in mult}
+    return np.array([level[k] for k in labels], dtype=float), level
+
+
+def _targets(geo: Geography, year: int, stage: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """DfE target per LA (in geo.la order), imputed flags, and the year used."""
+    col = TARGET_COLUMN[stage]
+    dfe = geo.dfe
+    if year not in set(dfe["year"].tolist()):
+        raise HierarchyError(f"no DfE figures for year {year} in {geo.source}; years: "
+                             f"{sorted(set(dfe['year'].tolist()))}")
+    years_with = sorted(dfe.loc[dfe[col].notna(), "year"].unique().tolist())
+    if not years_with:
+        raise HierarchyError(f"the DfE table has no {col} figures for any year")
+    if year in years_with:
+        used = year
+    else:
+        used = int(min(years_with, key=lambda y: (abs(y - year), -y)))
+    rows = dfe[dfe["year"] == used].set_index("la")
+    la = geo.la["la"]
+    counts = rows[col].reindex(la).to_numpy(dtype=float)
+    pop = rows["pop_0_17"].reindex(la).to_numpy(dtype=float)
+    ok = np.isfinite(counts) & np.isfinite(pop) & (pop > 0)
+    rate = counts[ok].sum() / pop[ok].sum()
+    imputed = ~np.isfinite(counts)
+    counts = np.where(imputed, rate * geo.la["children"].to_numpy(dtype=float), counts)
+    return counts, imputed, used
+
+
+def _la_regression(alpha: np.ndarray, ell: np.ndarray, slope_res: np.ndarray
+                   ) -> dict[str, float | None]:
+    ok = np.isfinite(alpha)
+    a1, a0 = np.polyfit(ell[ok], alpha[ok], 1)
+    res = alpha[ok] - (a0 + a1 * ell[ok])
+    corr = float(np.corrcoef(res, slope_res[ok])[0, 1]) if ok.sum() > 2 else None
+    return {"a0": float(a0), "a1": float(a1), "intercept_residual_sd": float(res.std(ddof=1)),
+            "correlation": corr}
+
+
+def _deciles(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """National deciles over neighbourhoods (1 = least deprived); ties broken by code."""
+    order = np.lexsort((codes, x))
+    dec = np.empty(len(x), dtype=np.int64)
+    dec[order] = np.arange(len(x)) * 10 // len(x) + 1
+    return dec
+
+
+def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
+             seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
+
+    Parameters
+    ----------
+    geo : Geography
+        Reference or generated geography (with its DfE table).
+    year : int
+        DfE ``time_period`` whose LA totals the expected counts reproduce.
+    strata : tuple of str
+        Any of ``"age"``, ``"sex"``.
+    seed : int
+        Seed of the numpy random generator; same seed, same counts.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Columns as in the module docstring.
+    truth : dict
+        JSON-serialisable parameters and checks (see the module docstring).
+    """
+    strata = tuple(strata)
+    bad = [s for s in strata if s not in KNOWN_STRATA]
+    if bad or len(set(strata)) != len(strata):
+        raise HierarchyError(f"strata must be distinct values from {KNOWN_STRATA}, got {strata}")
+    strata = tuple(s for s in KNOWN_STRATA if s in strata)
+    rng = np.random.default_rng(seed)
+    lsoa, la = geo.lsoa, geo.la
+    la_codes = la["la"].to_numpy()
+    la_pos = pd.Index(la_codes).get_indexer(lsoa["la"])
+    if (la_pos < 0).any():
+        raise HierarchyError("geography: neighbourhoods in LAs missing from the LA table")
+    n_la = len(la)
+
+    X = la["deprivation"].to_numpy(dtype=float)
+    xbar = float(X.mean())
+    d = curve_coefficients(xbar)
+    ell = np.log(X / xbar)
+    x = lsoa["income_rate"].to_numpy(dtype=float)
+    w_lsoa = (x - X[la_pos]) / 0.1
+
+    rows = _rows(geo, strata)
+    idx, exposure = rows["idx"], rows["exposure"]
+    row_la = la_pos[idx]
+    w = w_lsoa[idx]
+    slope_off = np.zeros(len(idx))
+    rate_off = np.zeros(len(idx))
+    strata_terms: dict[str, Any] = {}
+    if "age_band" in rows:
+        s_off, s_lev = _centred_logs(rows["age_band"], exposure, AGE_GRADIENT)
+        r_off, r_lev = _centred_logs(rows["age_band"], exposure, AGE_RATE)
+        slope_off += s_off
+        rate_off += r_off
+        strata_terms["age_band"] = {"slope_offset": s_lev, "log_rate_offset": r_lev,
+                                    "gradient_multiplier": AGE_GRADIENT,
+                                    "rate_ratio": AGE_RATE}
+    if "sex" in rows:
+        r_off, r_lev = _centred_logs(rows["sex"], exposure, SEX_RATE)
+        rate_off += r_off
+        strata_terms["sex"] = {"slope_offset": dict.fromkeys(SEX_RATE, 0.0),
+                               "log_rate_offset": r_lev, "gradient_multiplier": {},
+                               "rate_ratio": SEX_RATE, "exposure_share": SEX_SHARE}
+
+    v = rng.normal(0.0, TAU, n_la)
+    noise = {s: (np.zeros(n_la) if s == "referral" else rng.normal(0.0, STAGE_NOISE_SD, n_la))
+             for s in SIM_STAGES}
+
+    mus: dict[str, np.ndarray] = {}
+    stages: dict[str, Any] = {}
+    per_la: dict[str, dict[str, np.ndarray]] = {}
+    for s in SIM_STAGES:
+        shift = math.log(GRADIENT_AT_MEAN[s] / GRADIENT_AT_MEAN["referral"])
+        ds = (d[0] + shift, d[1], d[2])
+        curve = log_gradient(X, xbar, ds)
+        beta = curve + v + noise[s]
+        kernel = exposure * np.exp((beta[row_la] + slope_off) * w + rate_off)
+        denom = np.bincount(row_la, kernel, minlength=n_la)
+        target, imputed, used = _targets(geo, year, s)
+        ratio = target / denom
+        mu = kernel * ratio[row_la]
+        mus[s] = mu
+        with np.errstate(divide="ignore"):
+            alpha = np.log(ratio)
+        expected = np.bincount(row_la, mu, minlength=n_la)
+        variance = np.bincount(row_la, mu + mu**2 / DISPERSION[s], minlength=n_la)
+        per_la[s] = {"alpha": alpha, "beta": beta, "expected": expected, "dfe": target,
+                     "imputed": imputed, "variance": variance}
+        grads = np.exp(beta)
+        reg = _la_regression(alpha, ell, beta - curve)
+        at = {k: float(np.exp(log_gradient(xbar + dx, xbar, ds)))
+              for k, dx in (("gradient_at_mean", 0.0), ("gradient_10_less", -0.1),
+                            ("gradient_10_more", 0.1))}
+        strat_grad: dict[str, float] = {}
+        for key in ("age_band",):
+            if key in strata_terms:
+                for lev, off in strata_terms[key]["slope_offset"].items():
+                    strat_grad[f"{key}={lev}"] = float(at["gradient_at_mean"] * math.exp(off))
+        stages[s] = {
+            "d0": ds[0], "d1": ds[1], "d2": ds[2], **at,
+            "dispersion": DISPERSION[s], "tau": TAU,
+            "stage_noise_sd": 0.0 if s == "referral" else STAGE_NOISE_SD,
+            "slope_residual_sd": float((beta - curve).std(ddof=1)) if n_la > 1 else 0.0,
+            **reg,
+            "la_gradient_range": [float(grads.min()), float(grads.max())],
+            "la_gradient_q05_q95": [float(np.quantile(grads, 0.05)),
+                                    float(np.quantile(grads, 0.95))],
+            "target_column": TARGET_COLUMN[s], "target_year": int(used),
+            "imputed_las": [str(c) for c in la_codes[imputed]],
+            "expected_total": float(mu.sum()), "dfe_total": float(target.sum()),
+            "stratum_gradient_at_mean": strat_grad,
+        }
+
+    counts: dict[str, np.ndarray] = {}
+    for s in SIM_STAGES:
+        phi = DISPERSION[s]
+        lam = rng.gamma(phi, mus[s] / phi)
+        counts[s] = rng.poisson(lam).astype(np.int64)
+        stages[s]["simulated_total"] = int(counts[s].sum())
+        per_la[s]["simulated"] = np.bincount(row_la, counts[s], minlength=n_la)
+
+    table = pd.DataFrame({
+        "neighbourhood": lsoa["lsoa"].to_numpy()[idx],
+        "la": lsoa["la"].to_numpy()[idx],
+        "msoa": lsoa["msoa"].to_numpy()[idx],
+    })
+    for key in ("age_band", "sex"):
+        if key in rows:
+            table[key] = rows[key]
+    for col in ("neighbourhood", "la", "msoa", "age_band", "sex"):
+        if col in table:
+            table[col] = table[col].astype(str)
+    table["deprivation"] = x[idx]
+    table["exposure"] = exposure.astype(np.int64)
+    for s in SIM_STAGES:
+        table[s] = counts[s]
+    table["la_rural_share"] = la["rural_share"].to_numpy(dtype=float)[row_la]
+    table["la_log_density"] = la["log_density"].to_numpy(dtype=float)[row_la]
+
+    # national deciles of neighbourhood deprivation
+    dec = _deciles(x, lsoa["lsoa"].to_numpy().astype(str))
+    kids = np.bincount(dec, lsoa["children"].to_numpy(dtype=float), minlength=11)[1:]
+    deciles: dict[str, Any] = {
+        "definition": "deciles of neighbourhood income rate over neighbourhoods "
+                      "(equal numbers of LSOAs), 1 = least deprived; rate per 10,000 children",
+        "decile": list(range(1, 11)),
+        "x_min": [float(x[dec == k].min()) for k in range(1, 11)],
+        "x_max": [float(x[dec == k].max()) for k in range(1, 11)],
+        "children": [int(c) for c in kids],
+    }
+    row_dec = dec[idx]
+    for s in SIM_STAGES:
+        e = np.bincount(row_dec, mus[s], minlength=11)[1:]
+        o = np.bincount(row_dec, counts[s].astype(float), minlength=11)[1:]
+        deciles[s] = {"expected": [float(v) for v in 1e4 * e / kids],
+                      "simulated": [float(v) for v in 1e4 * o / kids]}
+
+    clipped = [str(c) for c, xx in zip(la_codes, X, strict=True)
+               if xx < CURVE_CLIP[0] or xx > CURVE_CLIP[1]]
+    las = []
+    children_la = la["children"].to_numpy()
+    for j, code in enumerate(la_codes):
+        rec: dict[str, Any] = {"la": str(code), "X": float(X[j]), "l": float(ell[j]),
+                               "children": int(children_la[j])}
+        for s in SIM_STAGES:
+            p = per_la[s]
+            rec[s] = {"alpha": float(p["alpha"][j]) if np.isfinite(p["alpha"][j]) else None,
+                      "beta": float(p["beta"][j]), "gradient": float(np.exp(p["beta"][j])),
+                      "expected": float(p["expected"][j]),
+                      "variance": float(p["variance"][j]), "dfe": float(p["dfe"][j]),
+                      "imputed": bool(p["imputed"][j]),
+                      "simulated": int(p["simulated"][j])}
+        las.append(rec)
+
+    truth: dict[str, Any] = {
+        "year": int(year), "seed": int(seed), "geography": geo.source,
+        "family": "negative_binomial",
+        "centring": "within/between: w = (x - X)/0.1",
+        "strata": list(strata), "n_rows": len(table), "n_la": n_la,
+        "la_deprivation": {
+            "measure": "child-weighted mean of neighbourhood income rate", "mean": xbar,
+            "transform": "log", "curve_clip": list(CURVE_CLIP), "clipped_las": clipped,
+            "note": "the gradient curve log g(X) = d0 + d1 l + d2 l^2, l = log(X/mean), is "
+                    "evaluated with X clipped to curve_clip",
+        },
+        "stages": stages, "strata_terms": strata_terms, "las": las, "deciles": deciles,
+    }
+    return table, _jsonable(truth)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _atomic_write(path: Path, write_to) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_to(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write(table: pd.DataFrame, truth: dict[str, Any], out: Path | str) -> Path:
+    """Write the table to ``out`` (parquet) and the truth beside it, both atomically.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`simulate`.
+    truth : dict
+        From :func:`simulate`.
+    out : pathlib.Path or str
+        Parquet path; the truth goes to ``out`` with suffix ``.truth.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        The truth file. The same inputs give byte-identical files.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    truth_path = out.with_suffix(".truth.json")
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    _atomic_write(out, lambda p: pq.write_table(arrow, p, compression="zstd"))
+    text = json.dumps(truth, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    _atomic_write(truth_path, lambda p: p.write_text(text, encoding="utf-8"))
+    return truth_path

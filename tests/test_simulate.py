@@ -1,0 +1,183 @@
+"""Tests of hierarchy.simulate: calibration to DfE totals and the published gradients."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hierarchy import simulate as sim
+from hierarchy.errors import HierarchyError
+
+COUNTS = ["referral", "s47", "cp_plan", "looked_after"]
+
+
+@pytest.fixture(scope="module")
+def real_run(reference_geography):
+    return sim.simulate(reference_geography, year=2019, seed=0)
+
+
+def _check_truth_gradients(truth):
+    ref = truth["stages"]["referral"]
+    assert round(ref["gradient_at_mean"], 2) == 1.62
+    assert round(ref["gradient_10_less"], 2) == 2.33
+    assert round(ref["gradient_10_more"], 2) == 1.39
+    for stage, g in (("s47", 1.72), ("cp_plan", 1.80), ("looked_after", 1.95)):
+        assert round(truth["stages"][stage]["gradient_at_mean"], 2) == g
+    assert truth["family"] == "negative_binomial"
+    assert truth["la_deprivation"]["transform"] == "log"
+    json.dumps(truth, allow_nan=False)
+
+
+def _check_calibration(geo, table, truth):
+    """Expected LA totals equal DfE's; simulated ones agree within their NB spread."""
+    for stage in COUNTS:
+        las = truth["las"]
+        exp = np.array([r[stage]["expected"] for r in las])
+        dfe = np.array([r[stage]["dfe"] for r in las])
+        np.testing.assert_allclose(exp, dfe, rtol=1e-6, atol=1e-9)
+        simulated = table.groupby("la")[stage].sum().reindex([r["la"] for r in las]).to_numpy()
+        assert (simulated == np.array([r[stage]["simulated"] for r in las])).all()
+        z = (simulated - exp) / np.sqrt(np.maximum([r[stage]["variance"] for r in las], 1e-12))
+        assert np.abs(z).max() < 4.5, stage
+        var_total = sum(r[stage]["variance"] for r in las)
+        assert abs(simulated.sum() - dfe.sum()) < 4.5 * math.sqrt(var_total), stage
+        imputed = {r["la"] for r in las if r[stage]["imputed"]}
+        assert imputed == set(truth["stages"][stage]["imputed_las"])
+
+
+def test_curve_passes_through_published_points():
+    for xbar in (0.12, 0.147, 0.2):
+        d = sim.curve_coefficients(xbar)
+        for dx, g in sim.REFERRAL_CURVE.items():
+            assert math.exp(sim.log_gradient(xbar + dx, xbar, d, clip=None)) == pytest.approx(g)
+    with pytest.raises(HierarchyError):
+        sim.curve_coefficients(0.09)
+
+
+def test_real_gradients_and_truth(real_run, reference_geography):
+    table, truth = real_run
+    _check_truth_gradients(truth)
+    assert truth["geography"] == reference_geography.source
+    assert truth["la_deprivation"]["mean"] == pytest.approx(0.147, abs=0.002)
+    lo, hi = truth["stages"]["referral"]["la_gradient_range"]
+    assert 1.0 < lo < 1.4 and 2.2 < hi < 3.2  # tau = 0.10: about 1.2-2.4, a few LAs beyond
+    q05, q95 = truth["stages"]["referral"]["la_gradient_q05_q95"]
+    assert 1.2 < q05 and q95 < 2.4
+    assert truth["stages"]["looked_after"]["target_year"] == 2021  # CLA published from 2021
+    assert truth["stages"]["referral"]["imputed_las"] == []
+
+
+def test_real_calibration(real_run, reference_geography):
+    table, truth = real_run
+    assert len(table) == 32_844 and table["la"].nunique() == 151
+    _check_calibration(reference_geography, table, truth)
+    ref = truth["stages"]["referral"]
+    assert ref["expected_total"] == pytest.approx(ref["dfe_total"], rel=1e-9)
+    for stage in COUNTS:  # national totals within 5% (referrals: within 1%)
+        st = truth["stages"][stage]
+        assert st["simulated_total"] == pytest.approx(st["dfe_total"], rel=0.05)
+    assert ref["simulated_total"] == pytest.approx(ref["dfe_total"], rel=0.01)
+    # LAs with > 1000 referrals: within 5% together, and typically (median) each
+    big = [r["referral"] for r in truth["las"] if r["referral"]["dfe"] > 1000]
+    total_sim = sum(r["simulated"] for r in big)
+    assert total_sim == pytest.approx(sum(r["dfe"] for r in big), rel=0.05)
+    assert np.median([abs(r["simulated"] / r["dfe"] - 1) for r in big]) < 0.05
+
+
+def test_real_decile_rates(real_run):
+    _, truth = real_run
+    dec = truth["deciles"]
+    expected = np.array(dec["referral"]["expected"])
+    simulated = np.array(dec["referral"]["simulated"])
+    assert (np.diff(expected) > 0).all()
+    # target: ~100-250 in the least deprived decile; the calibrated model gives ~280
+    # (within-LA log-linear gradients + DfE LA totals), see test below
+    assert 100 < expected[0] < 300
+    assert expected[-1] > 1_000
+    np.testing.assert_allclose(simulated, expected, rtol=0.05)
+    for stage in COUNTS:
+        assert (np.diff(dec[stage]["expected"]) > 0).all()
+
+
+@pytest.mark.xfail(strict=True, reason="calibration to DfE LA totals with the published "
+                   "within-LA gradients gives ~280 per 10,000 in the least deprived national "
+                   "decile, above the 100-250 hoped for")
+def test_real_least_deprived_decile_below_250(real_run):
+    assert real_run[1]["deciles"]["referral"]["expected"][0] < 250
+
+
+def test_real_strata(reference_geography):
+    table, truth = sim.simulate(reference_geography, strata=("sex", "age"), seed=3)
+    assert truth["strata"] == ["age", "sex"]
+    _check_truth_gradients(truth)
+    _check_calibration(reference_geography, table, truth)
+    exp = table.groupby("neighbourhood")["exposure"].sum()
+    lsoa = reference_geography.lsoa.set_index("lsoa")["children"]
+    assert (exp.reindex(lsoa.index) == lsoa).all()
+    grads = truth["stages"]["referral"]["stratum_gradient_at_mean"]
+    order = [grads[f"age_band={b}"] for b in ("0-4", "5-9", "10-15", "16-17")]
+    assert order == sorted(order, reverse=True)
+    assert grads["age_band=0-4"] / grads["age_band=16-17"] == pytest.approx(1.10 / 0.90)
+
+
+def test_small_synthetic_run(small_geography, tmp_path):
+    table, truth = sim.simulate(small_geography, year=2019, seed=5)
+    _check_truth_gradients(truth)
+    _check_calibration(small_geography, table, truth)
+    assert list(table.columns) == ["neighbourhood", "la", "msoa", "deprivation", "exposure",
+                                   *COUNTS, "la_rural_share", "la_log_density"]
+    for col in COUNTS + ["exposure"]:
+        assert table[col].dtype == np.int64 and (table[col] >= 0).all()
+    assert (table.groupby("la")["la_rural_share"].nunique() == 1).all()
+    assert (table["exposure"] > 0).all()
+    np.testing.assert_array_equal(table["exposure"], small_geography.lsoa["children"])
+
+
+@pytest.mark.parametrize("strata", [("age",), ("sex",), ("age", "sex")])
+def test_small_strata_rows_sum_to_exposure(small_geography, strata):
+    table, truth = sim.simulate(small_geography, strata=strata, seed=1)
+    keys = ["neighbourhood"] + [{"age": "age_band", "sex": "sex"}[s] for s in strata]
+    assert not table.duplicated(keys).any()
+    total = table.groupby("neighbourhood")["exposure"].sum()
+    children = small_geography.lsoa.set_index("lsoa")["children"]
+    assert (total.reindex(children.index) == children).all()
+    if "sex" in strata:
+        assert set(table["sex"]) == {"female", "male"}
+        share = table.loc[table["sex"] == "female", "exposure"].sum() / table["exposure"].sum()
+        assert share == pytest.approx(0.488, abs=0.005)
+    if "age" in strata:
+        assert set(table["age_band"]) == {"0-4", "5-9", "10-15", "16-17"}
+    _check_calibration(small_geography, table, truth)
+
+
+def test_write_is_deterministic_and_atomic(small_geography, tmp_path):
+    paths = []
+    for i, seed in enumerate((11, 11, 12)):
+        table, truth = sim.simulate(small_geography, strata=("age",), seed=seed)
+        out = tmp_path / f"run{i}" / "sim.parquet"
+        truth_path = sim.write(table, truth, out)
+        assert truth_path == out.with_suffix(".truth.json")
+        assert sorted(p.name for p in out.parent.iterdir()) == ["sim.parquet", "sim.truth.json"]
+        paths.append((out, truth_path))
+    (a, ta), (b, tb), (c, _) = paths
+    assert a.read_bytes() == b.read_bytes() and ta.read_bytes() == tb.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+    back = pd.read_parquet(a)
+    assert list(back.columns)[:5] == ["neighbourhood", "la", "msoa", "age_band", "deprivation"]
+    counts_c = pd.read_parquet(c)[COUNTS]
+    assert not back[COUNTS].equals(counts_c)
+    assert json.loads(ta.read_text())["seed"] == 11
+
+
+def test_bad_strata_and_year(small_geography):
+    with pytest.raises(HierarchyError, match="strata"):
+        sim.simulate(small_geography, strata=("ethnicity",))
+    with pytest.raises(HierarchyError, match="2030"):
+        sim.simulate(small_geography, year=2030)
+    _, truth = sim.simulate(small_geography, year=2013, seed=0)  # CLA from 2021 on
+    assert truth["stages"]["looked_after"]["target_year"] == 2021
+    assert truth["stages"]["referral"]["target_year"] == 2013
