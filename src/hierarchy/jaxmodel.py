@@ -6,8 +6,10 @@ Same variables, same density (tests compare them at random points), but laid out
   to a dense ``[n_chunks, chunk]`` block; LA coefficients reach the chunks through a one-hot
   matrix product, so neither the density nor its gradient has a gather/scatter over rows
   (scatter-add is slow on GPU with jaxlib 0.10.2, DESIGN section 4);
-- the negative binomial's ``sum_i lgamma(y_i + phi)`` is summed over the distinct count values
-  with their multiplicities (a few hundred values instead of 32.8k rows);
+- the negative binomial's ``sum_i lgamma(y_i + phi)`` is summed over a histogram of the counts
+  (a few hundred count values instead of 32.8k rows);
+- the data enter as an argument with fixed shapes, so refitting new counts on the same design
+  (simulation-based calibration) reuses one compilation.
 - constants that do not depend on parameters (``lgamma(y + 1)``) are computed once.
 """
 
@@ -33,15 +35,18 @@ class Layout:
     y: np.ndarray  # (K, C) float
     mask: np.ndarray  # (K, C) 1.0 for real rows
     rows: np.ndarray  # (K, C) original row index, -1 for padding
-    y_unique: np.ndarray  # (U,) distinct counts
-    y_count: np.ndarray  # (U,) their multiplicities
+    y_hist: np.ndarray  # (H,) number of rows with count 0, 1, ..., H-1
     lgamma_y1: float  # sum_i lgamma(y_i + 1)
     msoa_index: np.ndarray | None  # (K, C) int, 0 in padding
     n_rows: int
 
 
-def make_layout(design: Design, chunk: int = 64) -> Layout:
-    """Sort rows by LA and pad them into one-LA chunks of ``chunk`` rows."""
+def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) -> Layout:
+    """Sort rows by LA and pad them into one-LA chunks of ``chunk`` rows.
+
+    ``hist_len`` fixes the length of the count histogram (default: next power of two above the
+    largest count), so that data sets with the same design share compiled code.
+    """
     from scipy.special import gammaln
 
     order = np.argsort(design.la_index, kind="stable")
@@ -65,20 +70,46 @@ def make_layout(design: Design, chunk: int = 64) -> Layout:
     def pad(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
         return np.where(mask, a[safe], fill)
 
-    y_unique, y_count = np.unique(design.y, return_counts=True)
+    hist_len = hist_len or int(2 ** np.ceil(np.log2(design.y.max() + 2)))
+    if design.y.max() >= hist_len:
+        raise ValueError(f"hist_len {hist_len} is too short for a count of {design.y.max()}")
     onehot = np.zeros((K, design.n_la))
     onehot[np.arange(K), chunk_la] = 1.0
     msoa = None if design.msoa_index is None else np.where(mask, design.msoa_index[safe], 0)
     return Layout(chunk_la=chunk_la, onehot=onehot, w=pad(design.w),
                   log_exposure=pad(design.log_exposure), y=pad(design.y.astype(float)),
-                  mask=mask.astype(float), rows=rows, y_unique=y_unique.astype(float),
-                  y_count=y_count.astype(float), lgamma_y1=float(gammaln(design.y + 1.0).sum()),
+                  mask=mask.astype(float), rows=rows,
+                  y_hist=np.bincount(design.y, minlength=hist_len).astype(float),
+                  lgamma_y1=float(gammaln(design.y + 1.0).sum()),
                   msoa_index=msoa, n_rows=len(design.y))
+
+
+def model_data(layout: Layout, dtype=None) -> dict:
+    """The arrays the model function takes, as JAX arrays of ``dtype``."""
+    import jax.numpy as jnp
+
+    dtype = dtype or jnp.result_type(float)
+    out = {k: jnp.asarray(getattr(layout, k), dtype=dtype)
+           for k in ("onehot", "w", "log_exposure", "y", "mask", "y_hist")}
+    out["lgamma_y1"] = jnp.asarray(layout.lgamma_y1, dtype=dtype)
+    return out
+
+
+def with_counts(layout: Layout, y: np.ndarray) -> Layout:
+    """The same layout with new counts ``y`` (in design row order), same shapes."""
+    from dataclasses import replace
+
+    from scipy.special import gammaln
+
+    mask = layout.rows >= 0
+    return replace(layout, y=np.where(mask, y[np.where(mask, layout.rows, 0)], 0.0),
+                   y_hist=np.bincount(y, minlength=len(layout.y_hist)).astype(float)[:len(layout.y_hist)],
+                   lgamma_y1=float(gammaln(y + 1.0).sum()))
 
 
 def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
              dtype=None):
-    """Return a NumPyro model function (no arguments) for ``spec`` under ``priors``."""
+    """Return a NumPyro model ``model(data)`` for ``spec``; ``data`` is :func:`model_data`."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as nd
@@ -87,15 +118,13 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     dtype = dtype or jnp.result_type(float)
     param = resolve_parameterisation(spec, design.rows_per_la)
     ncoef = len(spec.coefs)
-    arr = {k: jnp.asarray(getattr(layout, k), dtype=dtype)
-           for k in ("onehot", "w", "log_exposure", "y", "mask", "y_unique", "y_count")}
     z = jnp.asarray(design.z, dtype=dtype)
     cov = jnp.asarray(design.la_cov, dtype=dtype)
     n_rows = layout.n_rows
     msoa_index = None if layout.msoa_index is None else jnp.asarray(layout.msoa_index)
     obs_rows = np.where(layout.rows >= 0, layout.rows, 0)
 
-    def model():
+    def model(arr):
         mean_a = numpyro.sample("intercept", priors["intercept"].numpyro())
         mean_a = mean_a + jnp.zeros(design.n_la, dtype)
         if spec.la.between_effect:
@@ -140,12 +169,13 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         y, mask = arr["y"], arr["mask"]
         if spec.family == "negative_binomial":
             phi = numpyro.sample("dispersion", priors["dispersion"].numpyro())
-            ll = (jnp.sum(arr["y_count"] * gammaln(arr["y_unique"] + phi))
+            values = jnp.arange(arr["y_hist"].shape[0], dtype=dtype)
+            ll = (jnp.sum(arr["y_hist"] * gammaln(values + phi))
                   - n_rows * (gammaln(phi) - phi * jnp.log(phi))
                   + jnp.sum(mask * (y * eta - (y + phi) * jnp.logaddexp(jnp.log(phi), eta))))
         else:
             ll = jnp.sum(mask * (y * eta - jnp.exp(eta)))
-        numpyro.factor(spec.outcome, ll - layout.lgamma_y1)
+        numpyro.factor(spec.outcome, ll - arr["lgamma_y1"])
 
     return model
 
@@ -189,3 +219,23 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
         out[s:s + batch] = np.asarray(many({k: jnp.asarray(posterior[k][s:s + batch])
                                             for k in keys}))
     return out
+
+
+def draw_counts(spec: ModelSpec, design: Design, params: dict[str, np.ndarray],
+                rng: np.random.Generator) -> np.ndarray:
+    """Counts drawn from the model's likelihood at one parameter point (design row order)."""
+    coef = np.asarray(params["la_coef"])
+    eta = design.log_exposure + coef[design.la_index, 0]
+    if coef.shape[-1] == 2:
+        eta = eta + coef[design.la_index, 1] * design.w
+    if "msoa_raw" in params:
+        eta = eta + (np.asarray(params["msoa_raw"]) * params["msoa_sd"])[design.msoa_index]
+    if spec.family == "poisson_lognormal":
+        eps = params.get("eps_raw")
+        eps = rng.standard_normal(len(eta)) if eps is None else np.asarray(eps)
+        eta = eta + eps * params["obs_sd"]
+    mu = np.exp(eta)
+    if spec.family == "negative_binomial":
+        phi = float(params["dispersion"])
+        return rng.poisson(rng.gamma(phi, mu / phi))
+    return rng.poisson(mu)

@@ -79,26 +79,28 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     import jax
     from numpyro.infer import MCMC, NUTS
 
-    from hierarchy.jaxmodel import make_layout, model_fn
+    from hierarchy.jaxmodel import make_layout, model_data, model_fn
 
     dtype = "float32" if settings["float32"] else "float64"
     jax.config.update("jax_enable_x64", not settings["float32"])
-    model = model_fn(spec, priors, design, make_layout(design), dtype=dtype)
+    layout = make_layout(design)
+    model = model_fn(spec, priors, design, layout, dtype=dtype)
+    data = model_data(layout, dtype)
     kernel = NUTS(model, target_accept_prob=settings["target_accept"])
     chain_method = settings["chain_method"]
     if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
         chain_method = "sequential" if jax.local_device_count() == 1 else "parallel"
     mcmc = MCMC(kernel, num_warmup=settings["tune"], num_samples=settings["draws"],
                 num_chains=settings["chains"], chain_method=chain_method,
-                progress_bar=progress and chain_method != "vectorized")
+                progress_bar=progress and chain_method != "vectorized", jit_model_args=True)
     key = jax.random.PRNGKey(settings["seed"])
     t = time.perf_counter()
-    mcmc.warmup(key, extra_fields=("num_steps",), collect_warmup=False)
+    mcmc.warmup(key, data, extra_fields=("num_steps",), collect_warmup=False)
     jax.block_until_ready(mcmc.post_warmup_state)
     t_warm = time.perf_counter() - t
     warm_steps = float(np.mean(mcmc.get_extra_fields()["num_steps"])) if settings["tune"] else 0.0
     t = time.perf_counter()
-    mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=("diverging", "num_steps", "energy"))
+    mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=("diverging", "num_steps", "energy"))
     samples = mcmc.get_samples(group_by_chain=True)
     jax.block_until_ready(samples)
     t_samp = time.perf_counter() - t
@@ -146,13 +148,16 @@ def _pymc(spec, priors, design, settings, progress) -> Draws:
 
 def _approximate(spec, priors, design, settings) -> Draws:
     """Pathfinder (BlackJAX) or mean-field ADVI (NumPyro SVI) in the unconstrained space."""
+    from functools import partial
+
     import jax
     from numpyro.infer.util import initialize_model
 
-    from hierarchy.jaxmodel import make_layout, model_fn
+    from hierarchy.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", not settings["float32"])
-    model = model_fn(spec, priors, design, make_layout(design))
+    layout = make_layout(design)
+    model = partial(model_fn(spec, priors, design, layout), model_data(layout))
     key = jax.random.PRNGKey(settings["seed"])
     n = settings["chains"] * settings["draws"]
     t = time.perf_counter()

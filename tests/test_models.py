@@ -1,0 +1,158 @@
+"""Model specs and prior sets as files; the PyMC builder and its NumPyro twin agree."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hierarchy.design import build_design
+from hierarchy.errors import SpecError
+from hierarchy.model import build_model
+from hierarchy.priors import GROUPS, Prior, PriorSet, load_priors
+from hierarchy.simulate import simulate
+from hierarchy.spec import ModelSpec, load_spec, resolve_parameterisation
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted((ROOT / "models").glob("*.toml"))
+PRIORS = sorted((ROOT / "priors").glob("*.toml"))
+LKJ_CONSTANT = 2 * np.log(4 / 3)  # PyMC's LKJCorr(n=2) normalising constant differs by this
+
+
+@pytest.fixture(scope="module")
+def table(small_geography):
+    return simulate(small_geography, seed=3)[0]
+
+
+def test_shipped_files_are_the_advertised_set():
+    names = {p.stem for p in MODELS}
+    assert {"gradient_poisson", "gradient_nb", "inverse_intervention_nb", "inverse_intervention_nb_log",
+            "inverse_intervention_pln", "three_level_nb"} <= names
+    assert {p.stem for p in PRIORS} >= {"weakly_informative", "vague", "informative_cwip", "regularising"}
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_model_file_validates_and_round_trips(path):
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    again = ModelSpec.from_dict(spec.to_dict())
+    assert again == spec and again.hash() == spec.hash() and len(spec.hash()) == 16
+
+
+@pytest.mark.parametrize("path", PRIORS, ids=lambda p: p.stem)
+def test_prior_file_validates_round_trips_and_covers_every_group(path):
+    pset = load_priors(path)
+    assert pset.name == path.stem
+    again = PriorSet.from_dict(pset.to_dict())
+    assert again == pset and again.hash() == pset.hash()
+    assert set(pset.priors) == set(GROUPS)
+
+
+def test_prior_dict_round_trip_and_numpyro_density_matches_pymc():
+    import pymc as pm
+
+    p = Prior.from_dict({"dist": "HalfStudentT", "nu": 3, "sigma": 0.5})
+    assert Prior.from_dict(p.to_dict()) == p
+    assert str(p) == "HalfStudentT(nu=3, sigma=0.5)"
+    for prior, x in ((p, 0.7), (Prior("Gamma", {"alpha": 2, "beta": 0.1}), 6.0),
+                     (Prior("InverseGamma", {"alpha": 3, "beta": 2}), 1.3),
+                     (Prior("Normal", {"mu": -3, "sigma": 1}), -2.5)):
+        with pm.Model():
+            rv = prior.pymc("v")
+        assert float(prior.numpyro().log_prob(x)) == pytest.approx(float(pm.logp(rv, x).eval()), rel=1e-5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "p", "intercept": {"dist": "Normall", "mu": 0, "sigma": 1}}, "did you mean 'Normal'"),
+    ({"name": "p", "gradiant": {"dist": "Normal", "mu": 0, "sigma": 1}}, "did you mean 'gradient'"),
+    ({"name": "p", "intercept": {"dist": "Normal", "mu": 0, "sigm": 1}}, "did you mean 'sigma'"),
+    ({"name": "p", "intercept": {"dist": "Normal", "mu": 0}}, "needs parameter(s) sigma"),
+    ({"name": "p", "la_sd": {"dist": "Normal", "mu": 0, "sigma": 1}}, "needs a positive distribution"),
+    ({"name": "p", "la_sd": {"dist": "HalfNormal", "sigma": -1}}, "must be > 0"),
+    ({"intercept": {"dist": "Normal", "mu": 0, "sigma": 1}}, "needs a top-level name"),
+])
+def test_prior_set_errors_name_the_problem(bad, message):
+    with pytest.raises(SpecError, match=None) as err:
+        PriorSet.from_dict(bad, source="priors/x.toml")
+    assert message in str(err.value) and "priors/x.toml" in str(err.value)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "m", "family": "negbin"}, "not one of poisson, negative_binomial"),
+    ({"name": "m", "la": {"random_slope": True}}, "did you mean 'random_gradient'"),
+    ({"name": "m", "outcome": "referals"}, "did you mean 'referral'"),
+    ({"name": "m", "la_deprivation": {"transform": "logit"}}, "identity, log"),
+    ({"name": "m", "famly": "poisson"}, "did you mean 'family'"),
+])
+def test_spec_errors_name_the_problem(bad, message):
+    with pytest.raises(SpecError) as err:
+        ModelSpec.from_dict(bad, source="models/x.toml")
+    assert message in str(err.value) and "models/x.toml" in str(err.value)
+
+
+def test_auto_parameterisation_centres_data_rich_levels():
+    spec = ModelSpec(name="m")
+    assert resolve_parameterisation(spec, 160) == "centred"
+    assert resolve_parameterisation(spec, 5) == "non_centred"
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_every_shipped_model_has_finite_log_density_and_gradient(path, table):
+    spec = load_spec(path)
+    model = build_model(spec, load_priors(PRIORS[0]), build_design(table, spec))
+    point = model.initial_point()
+    assert np.isfinite(model.compile_logp()(point))
+    grad = model.compile_dlogp()(point)
+    assert grad.size == sum(np.size(v) for v in point.values()) and np.all(np.isfinite(grad))
+    assert "la_coef" in model.named_vars and spec.outcome in model.named_vars
+
+
+@pytest.mark.parametrize("parameterisation", ["centred", "non_centred"])
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table):
+    """At random points the two joint log densities differ only by PyMC's LKJ constant."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import Predictive
+    from numpyro.infer.util import log_density
+
+    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+
+    jax.config.update("jax_enable_x64", True)
+    spec = load_spec(path)
+    spec = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"],
+                                                         "parameterisation": parameterisation}})
+    pset = load_priors(ROOT / "priors/weakly_informative.toml")
+    design = build_design(table, spec)
+    layout = make_layout(design, chunk=16)
+    model = partial(model_fn(spec, pset, design, layout), model_data(layout))
+    pm_model = build_model(spec, pset, design)
+    logp = pm_model.compile_logp(jacobian=False)
+    draws = Predictive(model, num_samples=3)(jax.random.PRNGKey(11))
+    offset = LKJ_CONSTANT if spec.la.random_gradient else 0.0
+    for s in range(3):
+        point = {rv.name: np.asarray(draws[rv.name][s]) for rv in pm_model.free_RVs}
+        lp_numpyro = float(log_density(model, (), {}, {k: jnp.asarray(v) for k, v in point.items()})[0])
+        values = {}
+        for rv in pm_model.free_RVs:
+            val = point[rv.name][np.triu_indices(2, 1)] if rv.name == "la_corr" else point[rv.name]
+            tr = pm_model.rvs_to_transforms[rv]
+            values[pm_model.rvs_to_values[rv].name] = tr.forward(val, *rv.owner.inputs).eval() if tr else val
+        assert lp_numpyro == pytest.approx(float(logp(values)) - offset, abs=1e-6 * abs(lp_numpyro))
+
+
+def test_histogram_layout_preserves_every_row(table):
+    from hierarchy.jaxmodel import make_layout, with_counts
+
+    spec = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")
+    design = build_design(table, spec)
+    layout = make_layout(design, chunk=8)
+    assert layout.mask.sum() == len(design.y)
+    assert sorted(layout.rows[layout.rows >= 0]) == list(range(len(design.y)))
+    assert np.all(layout.chunk_la == design.la_index[layout.rows[:, 0]])  # one LA per chunk
+    assert layout.y_hist.sum() == len(design.y) and layout.y.sum() == design.y.sum()
+    y2 = design.y[::-1].copy()
+    moved = with_counts(layout, y2)
+    assert moved.y.sum() == y2.sum() and moved.y_hist.shape == layout.y_hist.shape
