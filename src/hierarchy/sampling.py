@@ -181,8 +181,8 @@ def _approximate(spec, priors, design, settings) -> Draws:
         def logdensity(q):
             return -info.potential_fn(unravel(q))
 
-        state, _ = blackjax.vi.pathfinder.approximate(jax.random.fold_in(key, 1), logdensity,
-                                                      flat)
+        state, _ = blackjax.vi.pathfinder.approximate(jax.random.fold_in(key, 1), logdensity, flat,
+                                                      maxiter=1000)
         qs = blackjax.vi.pathfinder.sample(jax.random.fold_in(key, 2), state, num_samples=n)
         qs = qs[0] if isinstance(qs, tuple) else qs
         samples = jax.vmap(lambda q: info.postprocess_fn(unravel(q)))(qs)

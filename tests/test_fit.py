@@ -1,0 +1,208 @@
+"""Fitting: parameter recovery, fit files with provenance, diagnostics, the fit CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hierarchy import cli
+from hierarchy.design import build_design
+from hierarchy.diagnostics import diagnose
+from hierarchy.errors import FitFileError
+from hierarchy.fitfile import build_idata, load_fit, provenance, save_fit
+from hierarchy.jaxmodel import draw_counts
+from hierarchy.priors import load_priors
+from hierarchy.reference import synthetic_geography
+from hierarchy.sampling import fit
+from hierarchy.spec import ModelSpec, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+PRIORS = load_priors(ROOT / "priors/weakly_informative.toml")
+TRUTH = {"intercept": -2.9, "gradient": 0.48, "la_deprivation": 0.25, "cross_level": -0.3,
+         "la_sd": np.array([0.25, 0.10]), "rho": 0.3, "dispersion": 6.0}
+
+
+def known_truth_table(spec: ModelSpec, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Counts drawn from ``spec`` itself at :data:`TRUTH`, on a generated geography."""
+    geo = synthetic_geography(30, seed=seed, lsoa_per_la=50)
+    lsoa = geo.lsoa
+    table = pd.DataFrame({"neighbourhood": lsoa["lsoa"], "la": lsoa["la"],
+                          "exposure": lsoa["children"].astype(float),
+                          "deprivation": lsoa["income_rate"], "referral": 0})
+    design = build_design(table, spec)
+    rng = np.random.default_rng(seed)
+    sd, r = TRUTH["la_sd"], TRUTH["rho"]
+    cov = np.array([[sd[0] ** 2, r * sd[0] * sd[1]], [r * sd[0] * sd[1], sd[1] ** 2]])
+    mean = np.column_stack([TRUTH["intercept"] + TRUTH["la_deprivation"] * design.z,
+                            TRUTH["gradient"] + TRUTH["cross_level"] * design.z])
+    coef = mean + rng.multivariate_normal(np.zeros(2), cov, size=design.n_la)
+    table["referral"] = draw_counts(spec, design, {"la_coef": coef, "dispersion": TRUTH["dispersion"]}, rng)
+    return table, {**TRUTH, "la_coef": coef}
+
+
+@pytest.mark.parametrize("family", ["poisson", "negative_binomial"])
+def test_parameter_recovery(family):
+    """Truth inside simultaneous 95% intervals (Bonferroni over the checks) of every
+    population-level parameter; LA gradients mostly inside their own 95% intervals."""
+    spec = ModelSpec.from_dict({"name": "t", "family": family,
+                                "la_deprivation": {"transform": "log"}})
+    table, truth = known_truth_table(spec, seed=5 if family == "poisson" else 6)
+    design = build_design(table, spec)
+    draws = fit(spec, PRIORS, design, chains=2, tune=500, draws=500, seed=1, chain_method="sequential")
+    post = draws.posterior
+    checks = ["intercept", "gradient", "la_deprivation", "cross_level"]
+    if family == "negative_binomial":
+        checks.append("dispersion")
+    tail = 0.05 / (2 * (len(checks) + 2))
+    for name in checks:
+        lo, hi = np.quantile(post[name], [tail, 1 - tail])
+        assert lo < truth[name] < hi, f"{family} {name}: truth {truth[name]} outside ({lo:.3f}, {hi:.3f})"
+    for k in range(2):
+        lo, hi = np.quantile(post["la_sd"][..., k], [tail, 1 - tail])
+        assert lo < truth["la_sd"][k] < hi, f"la_sd[{k}] {truth['la_sd'][k]} outside ({lo:.3f}, {hi:.3f})"
+    lo, hi = np.quantile(post["la_coef"][..., 1], [0.025, 0.975], axis=(0, 1))
+    covered = np.mean((lo < truth["la_coef"][:, 1]) & (truth["la_coef"][:, 1] < hi))
+    assert covered >= 0.8, f"LA gradients: 95% intervals cover {covered:.0%} of 30 (expect ~95%)"
+    assert draws.stats["diverging"].sum() <= 5
+
+
+@pytest.fixture(scope="module")
+def small_fit(tmp_path_factory):
+    """A short NB fit saved to disk, with its inputs."""
+    folder = tmp_path_factory.mktemp("fit")
+    spec = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")
+    table, _ = known_truth_table(spec, seed=9)
+    data = folder / "data.csv"
+    table.to_csv(data, index=False)
+    out = folder / "small.nc"
+    assert cli.main(["fit", "--data", str(data), "--out", str(out), "--chains", "2", "--tune", "200",
+                     "--draws", "200", "--quiet", "--chain-method", "sequential"]) == 0
+    return out, data, table
+
+
+def test_fit_file_carries_provenance_and_groups(small_fit):
+    from hierarchy.data import data_hash
+
+    out, data, table = small_fit
+    idata = load_fit(out, model=ROOT / "models/inverse_intervention_nb_log.toml",
+                     priors=ROOT / "priors/weakly_informative.toml", data_hash=data_hash(table))
+    prov = provenance(idata)
+    assert prov["model_spec"]["name"] == "inverse_intervention_nb_log"
+    assert prov["priors"]["name"] == "weakly_informative"
+    assert prov["sampler"]["sampler"] == "numpyro" and prov["sampler"]["chains"] == 2
+    assert prov["seed"] == 0 and prov["data_source"] == str(data)
+    assert {"pymc", "numpyro", "jax", "arviz"} <= set(prov["versions"])
+    assert prov["diagnostics"]["status"] in ("ok", "warn") and "rhat_max" in prov["diagnostics"]
+    assert set(idata.groups()) >= {"posterior", "sample_stats", "log_likelihood", "log_prior", "constant_data"}
+    assert "observed_data" not in idata.groups()  # only with --include-data
+    ll = idata.log_likelihood["referral"]
+    assert ll.sizes["neighbourhood"] == len(table) and np.all(np.isfinite(ll.values))
+    assert set(idata.log_prior.data_vars) >= {"intercept", "gradient", "la_sd", "la_corr", "dispersion"}
+    assert idata.posterior["la_coef"].dims == ("chain", "draw", "la", "coef")
+
+
+def test_pointwise_log_likelihood_matches_scipy(small_fit):
+    from scipy import stats
+
+    out, _, table = small_fit
+    idata = load_fit(out)
+    post = idata.posterior.isel(chain=0, draw=0)
+    spec = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")
+    design = build_design(table, spec)
+    coef = post["la_coef"].values
+    mu = np.exp(design.log_exposure + coef[design.la_index, 0] + coef[design.la_index, 1] * design.w)
+    phi = float(post["dispersion"])
+    expected = stats.nbinom.logpmf(design.y, phi, phi / (phi + mu))
+    got = idata.log_likelihood["referral"].isel(chain=0, draw=0).values
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_load_refuses_a_fit_of_another_model_or_prior(small_fit):
+    out, _, _ = small_fit
+    with pytest.raises(FitFileError, match="fitted with model 'inverse_intervention_nb_log'.*'gradient_poisson'"):
+        load_fit(out, model=ROOT / "models/gradient_poisson.toml")
+    with pytest.raises(FitFileError, match="prior set 'weakly_informative'.*'vague'"):
+        load_fit(out, priors=ROOT / "priors/vague.toml")
+    with pytest.raises(FitFileError, match="fitted with data"):
+        load_fit(out, data_hash="0" * 16)
+
+
+def test_corrupt_and_truncated_fits_give_clear_errors(small_fit, tmp_path):
+    out, _, _ = small_fit
+    broken = tmp_path / "broken.nc"
+    broken.write_bytes(out.read_bytes()[: out.stat().st_size // 3])
+    with pytest.raises(FitFileError, match="cannot be read as a fit file"):
+        load_fit(broken)
+    with pytest.raises(FitFileError, match="no such fit file"):
+        load_fit(tmp_path / "missing.nc")
+    idata = load_fit(out)
+    idata.posterior.attrs["hierarchy"] = idata.posterior.attrs["hierarchy"].replace(
+        '"family": "negative_binomial"', '"family": "poisson"')
+    save_fit(idata, tmp_path / "edited.nc")
+    with pytest.raises(FitFileError, match="hashes do not match"):
+        load_fit(tmp_path / "edited.nc")
+
+
+def test_interrupted_write_leaves_no_partial_file(small_fit, tmp_path, monkeypatch):
+    out, _, _ = small_fit
+    idata = load_fit(out)
+    target = tmp_path / "fit.nc"
+    target.write_bytes(b"previous fit")
+
+    def crash(path, **kwargs):
+        Path(path).write_bytes(b"half a netCDF")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(idata), "to_netcdf", lambda self, path, **kw: crash(path))
+    with pytest.raises(KeyboardInterrupt):
+        save_fit(idata, target)
+    assert target.read_bytes() == b"previous fit"  # untouched, not half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.nc"]  # no temporary left behind
+
+
+def test_fits_command_lists_model_priors_sampler_and_status(small_fit, capsys):
+    out, _, _ = small_fit
+    assert cli.main(["fits", str(out.parent)]) == 0
+    text = capsys.readouterr().out
+    assert "small.nc" in text and "inverse_intervention_nb_log" in text and "weakly_informative" in text
+    assert "numpyro" in text and ("ok" in text or "warn" in text)
+
+
+def _idata(chain_means, n=500, seed=0):
+    import arviz as az
+
+    rng = np.random.default_rng(seed)
+    post = {"intercept": np.stack([rng.normal(m, 1, n) for m in chain_means])}
+    stats = {"diverging": np.zeros((len(chain_means), n), bool),
+             "energy": rng.normal(size=(len(chain_means), n)),
+             "tree_depth": np.full((len(chain_means), n), 3)}
+    return az.from_dict(posterior=post, sample_stats=stats)
+
+
+def test_diagnostics_verdicts():
+    good = diagnose(_idata([0, 0, 0, 0]))
+    assert good["status"] == "ok" and good["reasons"] == [] and good["rhat_max"] < 1.01
+    bad = diagnose(_idata([0, 0, 0, 3]))
+    assert bad["status"] == "warn" and any("R-hat" in r for r in bad["reasons"])
+    stuck = _idata([0, 0])
+    stuck.sample_stats["diverging"][0, :7] = True
+    stuck.sample_stats["tree_depth"][1, :50] = 10
+    d = diagnose(stuck)
+    assert "7 divergent transitions" in d["reasons"] and d["tree_depth_saturation"] == pytest.approx(0.05)
+    approx = diagnose(_idata([0]), approximate=True)
+    assert approx["status"] == "warn" and "approximation" in approx["reasons"][0]
+
+
+@pytest.mark.parametrize("sampler", ["advi", "pathfinder"])
+def test_approximations_land_near_the_truth(sampler):
+    spec = ModelSpec.from_dict({"name": "t", "family": "poisson"})
+    table, truth = known_truth_table(spec, seed=5)
+    design = build_design(table, spec)
+    draws = fit(spec, PRIORS, design, sampler=sampler, chains=1, tune=300, draws=300, seed=2)
+    assert draws.posterior["gradient"].shape == (1, 300)
+    assert abs(np.mean(draws.posterior["gradient"]) - truth["gradient"]) < 0.15
+    idata = build_idata(draws, spec, PRIORS, design, data_hash="x" * 16)
+    assert provenance(idata)["diagnostics"]["status"] == "warn"
