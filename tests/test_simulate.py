@@ -181,3 +181,19 @@ def test_bad_strata_and_year(small_geography):
     _, truth = sim.simulate(small_geography, year=2013, seed=0)  # CLA from 2021 on
     assert truth["stages"]["looked_after"]["target_year"] == 2021
     assert truth["stages"]["referral"]["target_year"] == 2013
+
+
+def test_simulation_noise_is_independent_of_the_geography_seed():
+    """Same seed for geography and simulation must not correlate LA slope noise with deprivation."""
+    import numpy as np
+
+    from hierarchy.reference import synthetic_geography
+    from hierarchy.simulate import log_gradient, simulate
+
+    geo = synthetic_geography(60, seed=1, lsoa_per_la=20)
+    _, truth = simulate(geo, seed=1)
+    X = np.array([r["X"] for r in truth["las"]])
+    beta = np.array([r["referral"]["beta"] for r in truth["las"]])
+    ref = truth["stages"]["referral"]
+    noise = beta - log_gradient(X, truth["la_deprivation"]["mean"], (ref["d0"], ref["d1"], ref["d2"]))
+    assert abs(np.corrcoef(noise, X)[0, 1]) < 0.4

@@ -256,7 +256,9 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     if bad or len(set(strata)) != len(strata):
         raise HierarchyError(f"strata must be distinct values from {KNOWN_STRATA}, got {strata}")
     strata = tuple(s for s in KNOWN_STRATA if s in strata)
-    rng = np.random.default_rng(seed)
+    # A stream of its own: the synthetic geography draws from default_rng(seed), and sharing it
+    # would make the LA slope noise a copy of the LA deprivation draws.
+    rng = np.random.default_rng([seed, 20190331])
     lsoa, la = geo.lsoa, geo.la
     la_codes = la["la"].to_numpy()
     la_pos = pd.Index(la_codes).get_indexer(lsoa["la"])

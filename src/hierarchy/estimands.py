@@ -1,0 +1,607 @@
+"""Social-gradient estimands from a saved fit (DESIGN section 3).
+
+Every estimand is computed from posterior *predictions* (:func:`hierarchy.model.log_rate`
+differences, or draws of counts), never from coefficient algebra, so the same code serves any
+centring and LA-deprivation transform. Functions return xarray DataArrays of draws (dims
+``chain, draw`` or ``sample``) whose ``attrs`` carry ``scale`` and ``description``;
+:func:`summarise` turns one into a tidy table with mean, sd and an equal-tailed interval.
+
+Scales: a *gradient score* is the rate multiplier for a 10-percentage-point rise in neighbourhood
+income deprivation ("per 10 points"); :func:`per_sd` converts it to a rise of one standard
+deviation of neighbourhood deprivation ("per SD"). Rates are per 10,000 children.
+
+The typical LA has its LA effects at their mean given LA deprivation (and LA covariates at
+their mean). "10 points less / more" means LA deprivation X_mean -/+ 0.1, with X_mean the
+unweighted mean over LAs of LA deprivation stored in the fit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierarchy import model
+from hierarchy.design import w_of, z_of
+from hierarchy.disclosure import ROUNDING, THRESHOLD, disclose_frame
+from hierarchy.errors import HierarchyError
+from hierarchy.fitfile import fit_spec, load_fit, provenance
+
+TEN_POINTS = 0.1
+PER_10 = "per 10 points"
+PER_10K = "per 10,000 children"
+LA_LEVELS = {"10 points less": -TEN_POINTS, "mean": 0.0, "10 points more": TEN_POINTS}
+"""LA deprivation levels of the headline estimands: offsets from X_mean."""
+TRUTH_KEYS = {"10 points less": "gradient_10_less", "mean": "gradient_at_mean",
+              "10 points more": "gradient_10_more"}
+"""Simulator truth keys (``truth["stages"][outcome][key]``) of the headline gradients."""
+SAMPLE_DIMS = ("chain", "draw", "sample")
+SUBGROUP_OFFSETS = {"stage_gradient_offset": "stage", "stratum_gradient_offset": "stratum"}
+"""Posterior variables (log-gradient offsets by subgroup) that :func:`subgroup_gradients` uses."""
+COUNT_EDGES = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, np.inf)
+SHARE_DEFINITION = (
+    "Share of latent (log-scale) variance between LAs: the variance over LAs of each LA's mean "
+    "log rate (LA intercepts with LA deprivation and covariates, at the LA's average "
+    "neighbourhood), divided by that plus the within-LA variance of the gradient term "
+    "b_j * w_i (plus MSOA variance if modelled) plus the observation-level variance "
+    "log(1 + 1/mu + 1/phi) (Nakagawa et al. 2017; mu = mean expected count per neighbourhood, "
+    "phi = NB dispersion; Poisson drops 1/phi; Poisson-lognormal adds obs_sd^2). "
+    "Neighbourhoods are weighted equally.")
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def as_idata(fit: Any) -> Any:
+    """InferenceData from a fit file path, or ``fit`` itself if it already is one.
+
+    Parameters
+    ----------
+    fit : str, os.PathLike or arviz.InferenceData
+
+    Returns
+    -------
+    arviz.InferenceData
+    """
+    if isinstance(fit, (str, os.PathLike)):
+        return load_fit(fit)
+    return fit
+
+
+def _parts(idata) -> tuple[xr.Dataset, Any, dict[str, Any]]:
+    spec, _ = fit_spec(idata)
+    return idata.posterior, spec, provenance(idata)["design"]
+
+
+def _step(spec) -> float:
+    """Units of ``w`` in 10 points of deprivation."""
+    return TEN_POINTS / spec.deprivation.scale
+
+
+def _label(da: xr.DataArray, name: str, scale: str, description: str) -> xr.DataArray:
+    da = da.rename(name)
+    da.attrs = {"scale": scale, "description": description}
+    return da
+
+
+def la_levels(idata) -> xr.DataArray:
+    """Transformed LA deprivation ``z`` of the typical LA at X_mean and X_mean -/+ 10 points.
+
+    Levels with LA deprivation <= 0 (possible only with a log transform and a low X_mean) are
+    left out. Returns a DataArray on dim ``la_level`` with coordinate ``la_deprivation`` (X).
+    """
+    _, spec, des = _parts(idata)
+    names = [k for k, d in LA_LEVELS.items() if des["X_mean"] + d > 0]
+    X = np.array([des["X_mean"] + LA_LEVELS[k] for k in names])
+    return xr.DataArray(z_of(X, des["X_mean"], spec), dims="la_level",
+                        coords={"la_level": names, "la_deprivation": ("la_level", X)})
+
+
+def x_grid(idata, n: int = 41) -> np.ndarray:
+    """Grid of neighbourhood deprivation from the 1st to the 99th percentile of the data."""
+    x = idata.constant_data["deprivation"].to_numpy()
+    lo, hi = np.quantile(x, [0.01, 0.99])
+    return np.linspace(max(lo, 1e-4), hi, n)
+
+
+# ---------------------------------------------------------------------------- estimands
+
+
+def headline_gradients(idata) -> xr.DataArray:
+    """Gradient score of a typical LA at mean LA deprivation and 10 points less / more.
+
+    The rate multiplier per 10 points of neighbourhood deprivation: the ratio of predicted rates
+    10 points apart within the typical LA at each LA deprivation level.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``chain, draw, la_level``; coordinate ``la_deprivation``; scale "per 10 points".
+    """
+    post, spec, _ = _parts(idata)
+    z = la_levels(idata)
+    d = model.log_rate(post, spec, w=_step(spec), z=z) - model.log_rate(post, spec, w=0.0, z=z)
+    return _label(np.exp(d), "gradient_score", PER_10,
+                  "rate multiplier per 10 points of neighbourhood income deprivation, typical LA")
+
+
+def la_gradients(idata) -> xr.DataArray | None:
+    """LA-specific gradient scores exp(b_j) (per 10 points); None without random gradients.
+
+    Returns
+    -------
+    xarray.DataArray or None
+        Dims ``chain, draw, la``; coordinate ``la_deprivation``.
+    """
+    post, spec, _ = _parts(idata)
+    if "gradient" not in spec.coefs:
+        return None
+    b = post["la_coef"].sel(coef="gradient", drop=True)
+    da = np.exp(b * _step(spec)).assign_coords(
+        la_deprivation=("la", idata.constant_data["la_deprivation"].sel(la=b["la"]).to_numpy()))
+    return _label(da, "la_gradient_score", PER_10,
+                  "rate multiplier per 10 points of neighbourhood income deprivation, each LA")
+
+
+def _w_grid(x: np.ndarray, X: np.ndarray, x_mean: float, spec) -> xr.DataArray:
+    return xr.DataArray(w_of(x[None, :], X[:, None], x_mean, spec), dims=("la_level", "x"))
+
+
+def typical_rates(idata, x: np.ndarray | None = None) -> xr.DataArray:
+    """Predicted rate per 10,000 children in a typical LA at each LA level, over a grid of x.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    x : numpy.ndarray, optional
+        Neighbourhood deprivation (proportion); default :func:`x_grid`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``chain, draw, la_level, x``.
+    """
+    post, spec, des = _parts(idata)
+    x = x_grid(idata) if x is None else np.asarray(x, dtype=float)
+    z = la_levels(idata)
+    w = _w_grid(x, z["la_deprivation"].to_numpy(), des["x_mean"], spec).assign_coords(
+        la_level=z["la_level"], x=x)
+    rate = 1e4 * np.exp(model.log_rate(post, spec, w=w, z=z))
+    return _label(rate, "rate", PER_10K, "predicted rate, typical LA, by neighbourhood deprivation x")
+
+
+def inverse_intervention(idata, x: np.ndarray | None = None) -> xr.DataArray:
+    """Rate ratio between a typical LA 10 points less deprived and one 10 points more deprived.
+
+    Both LAs are compared for a neighbourhood of the same absolute deprivation ``x``; under
+    within/between centring the neighbourhood's ``w`` differs between them (:func:`w_of`).
+    Values above 1 mean the less deprived LA intervenes more (the inverse intervention law).
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    x : numpy.ndarray, optional
+        Neighbourhood deprivation grid; default :func:`x_grid`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``chain, draw, x``.
+    """
+    post, spec, des = _parts(idata)
+    x = x_grid(idata) if x is None else np.asarray(x, dtype=float)
+    X = des["X_mean"] + np.array([-TEN_POINTS, TEN_POINTS])
+    if spec.la_deprivation.transform == "log" and X[0] <= 0:
+        raise HierarchyError(f"mean LA deprivation {des['X_mean']:.3f} is too low to compare LAs "
+                             "10 points either side on a log scale")
+    z = z_of(X, des["X_mean"], spec)
+    w = w_of(x[None, :], X[:, None], des["x_mean"], spec)
+    less, more = (model.log_rate(post, spec, w=xr.DataArray(w[k], dims="x", coords={"x": x}),
+                                 z=float(z[k])) for k in (0, 1))
+    return _label(np.exp(less - more), "inverse_intervention_ratio",
+                  "rate ratio (LA 10 points less / 10 points more deprived)",
+                  "predicted rate ratio for a neighbourhood of the same deprivation x")
+
+
+def deprivation_sd(idata) -> float:
+    """Standard deviation of neighbourhood deprivation over neighbourhoods (proportion)."""
+    x = pd.Series(idata.constant_data["deprivation"].to_numpy(), index=_codes(idata))
+    return float(x[~x.index.duplicated()].std(ddof=1))
+
+
+def per_sd(gradient: xr.DataArray, sd: float) -> xr.DataArray:
+    """Convert gradient scores per 10 points to per ``sd`` of neighbourhood deprivation.
+
+    Parameters
+    ----------
+    gradient : xarray.DataArray
+        Gradient scores per 10 points.
+    sd : float
+        Standard deviation of neighbourhood deprivation (proportion), e.g. :func:`deprivation_sd`.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``gradient ** (sd / 0.1)``, labelled "per SD (s = ... points)".
+    """
+    if gradient.attrs.get("scale") != PER_10:
+        raise HierarchyError(f"per_sd converts gradients per 10 points, got {gradient.attrs}")
+    out = gradient ** (sd / TEN_POINTS)
+    return _label(out, str(gradient.name), f"per SD (1 SD = {100 * sd:.1f} points)",
+                  str(gradient.attrs.get("description", "")).replace("per 10 points", "per SD"))
+
+
+def subgroup_gradients(idata) -> xr.DataArray | None:
+    """Gradient scores by stage or subgroup of a typical LA at mean LA deprivation.
+
+    Uses posterior log-gradient offsets named in :data:`SUBGROUP_OFFSETS` (added to the typical
+    LA's log gradient at mean LA deprivation). Returns None when the posterior has none (the
+    current models), so callers can skip the section.
+    """
+    post, spec, _ = _parts(idata)
+    found = [v for v in SUBGROUP_OFFSETS if v in post]
+    if not found:
+        return None
+    base = np.log(headline_gradients(idata).sel(la_level="mean", drop=True))
+    parts = [np.exp(base + post[v] * _step(spec)).rename({SUBGROUP_OFFSETS[v]: "subgroup"})
+             for v in found]
+    return _label(xr.concat(parts, "subgroup"), "subgroup_gradient_score", PER_10,
+                  "rate multiplier per 10 points, typical LA at mean LA deprivation, by subgroup")
+
+
+def between_la_share(idata, *, chunk: int = 100) -> xr.DataArray:
+    """Share of latent (log-scale) variance between LAs (see :data:`SHARE_DEFINITION`).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``chain, draw``; a proportion.
+    """
+    post, spec, des = _parts(idata)
+    la_idx, w, expo = _rows(idata, spec, des)
+    n_la = post.sizes["la"]
+    coef = post["la_coef"].transpose("chain", "draw", "la", "coef").to_numpy()
+    shape = coef.shape[:2]
+    coef = coef.reshape(-1, n_la, coef.shape[-1])
+    a = coef[..., 0]
+    b = coef[..., 1] if coef.shape[-1] == 2 else np.zeros_like(a)
+    n_j = np.bincount(la_idx, minlength=n_la).astype(float)
+    m_j = np.bincount(la_idx, w, n_la) / np.maximum(n_j, 1)
+    s2_j = np.bincount(la_idx, w**2, n_la) / np.maximum(n_j, 1) - m_j**2
+    share = n_j / n_j.sum()
+    lin = a + b * m_j
+    v_between = (share * lin**2).sum(-1) - (share * lin).sum(-1) ** 2
+    v_within = (share * b**2 * s2_j).sum(-1) + _flat(post, "msoa_sd", shape) ** 2
+    mu = np.concatenate([(expo * np.exp(a[s:s + chunk][:, la_idx] + b[s:s + chunk][:, la_idx] * w))
+                         .mean(-1) for s in range(0, len(a), chunk)])
+    v_obs = np.log1p(1 / mu + (1 / _flat(post, "dispersion", shape, np.inf)))
+    v_obs = v_obs + _flat(post, "obs_sd", shape) ** 2
+    out = v_between / (v_between + v_within + v_obs)
+    da = xr.DataArray(out.reshape(shape), dims=("chain", "draw"),
+                      coords={"chain": post["chain"], "draw": post["draw"]})
+    return _label(da, "between_la_share", "proportion of latent log-scale variance",
+                  SHARE_DEFINITION)
+
+
+def _flat(post: xr.Dataset, name: str, shape: tuple[int, int], default: float = 0.0) -> np.ndarray:
+    if name not in post:
+        return np.full(int(np.prod(shape)), default)
+    return post[name].to_numpy().reshape(-1)
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+def interval(da: xr.DataArray, *, prob: float = 0.9) -> xr.Dataset:
+    """Mean, sd and equal-tailed ``prob`` interval of draws, over the sample dims.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Draws with dims ``chain, draw`` or ``sample`` (and any others).
+    prob : float
+        Interval probability in (0, 1).
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables ``mean``, ``sd``, ``lower``, ``upper``; attrs ``prob`` and ``da.attrs``.
+    """
+    if not 0 < prob < 1:
+        raise HierarchyError(f"prob must be in (0, 1), got {prob}")
+    dims = [d for d in SAMPLE_DIMS if d in da.dims]
+    q = da.quantile([(1 - prob) / 2, (1 + prob) / 2], dim=dims)
+    ds = xr.Dataset({"mean": da.mean(dims), "sd": da.std(dims, ddof=1),
+                     "lower": q.isel(quantile=0, drop=True), "upper": q.isel(quantile=1, drop=True)})
+    ds.attrs = {**da.attrs, "prob": prob}
+    return ds
+
+
+def summarise(da: xr.DataArray, *, prob: float = 0.9) -> pd.DataFrame:
+    """Tidy table of :func:`interval`: one row per non-sample coordinate combination.
+
+    Columns: ``estimand``, the remaining dims and coordinates, ``scale``, ``mean``, ``sd``,
+    ``lower``, ``upper``, ``prob``.
+    """
+    ds = interval(da, prob=prob)
+    if ds["mean"].ndim == 0:
+        frame = pd.DataFrame({k: [float(ds[k])] for k in ("mean", "sd", "lower", "upper")})
+        for c, v in ds.coords.items():
+            frame[c] = [v.item()]
+    else:
+        frame = ds.to_dataframe().reset_index()
+    frame = frame.drop(columns=[c for c in ("quantile",) if c in frame])
+    frame.insert(0, "estimand", str(da.name))
+    frame["scale"] = da.attrs.get("scale", "")
+    frame["prob"] = prob
+    stats = ["mean", "sd", "lower", "upper"]
+    return frame[[c for c in frame if c not in [*stats, "prob"]] + [*stats, "prob"]]
+
+
+def headline_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
+    """The three headline gradient scores (per 10 points) as a tidy table."""
+    return summarise(headline_gradients(idata), prob=prob)
+
+
+def estimands_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
+    """Scalar estimands, tidy: headline gradients per 10 points and per SD, subgroup gradients
+    (when the posterior has them) and the between-LA variance share.
+
+    Columns: ``estimand``, ``la_level``, ``la_deprivation``, ``subgroup``, ``scale``, ``mean``,
+    ``sd``, ``lower``, ``upper``, ``prob``, ``description``.
+    """
+    head = headline_gradients(idata)
+    parts = [head, per_sd(head, deprivation_sd(idata))]
+    sub = subgroup_gradients(idata)
+    if sub is not None:
+        parts.append(sub)
+    parts.append(between_la_share(idata))
+    frames = [summarise(p, prob=prob).assign(description=p.attrs["description"]) for p in parts]
+    out = pd.concat(frames, ignore_index=True)
+    cols = ["estimand", "la_level", "la_deprivation", "subgroup", "scale", "mean", "sd", "lower",
+            "upper", "prob", "description"]
+    return out.reindex(columns=[c for c in cols if c in out])
+
+
+# ---------------------------------------------------------------------------- predictive checks
+
+
+def _codes(idata) -> np.ndarray:
+    """Neighbourhood code of each fitted row (row ids are ``code|stratum...``)."""
+    ids = idata.constant_data["neighbourhood"].to_numpy().astype(str)
+    return np.array([s.split("|", 1)[0] for s in ids])
+
+
+def _rows(idata, spec, des: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LA index (into the posterior's ``la``), centred deprivation w and exposure of each row."""
+    cd = idata.constant_data
+    la_idx = pd.Index(idata.posterior["la"].to_numpy().astype(str)).get_indexer(
+        cd["la_of"].to_numpy().astype(str))
+    X = cd["la_deprivation"].sel(la=idata.posterior["la"]).to_numpy()
+    w = w_of(cd["deprivation"].to_numpy(), X[la_idx], des["x_mean"], spec)
+    return la_idx, np.asarray(w), cd["exposure"].to_numpy()
+
+
+def deciles_of(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """National decile (1 = least deprived) of each row's neighbourhood.
+
+    Deciles are over neighbourhoods (equal numbers of neighbourhoods, not children), ranked by
+    deprivation with ties broken by code, as in :mod:`hierarchy.simulate`; rows of the same
+    neighbourhood (strata) share its decile.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Neighbourhood deprivation of each row.
+    codes : numpy.ndarray
+        Neighbourhood code of each row.
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer deciles 1..10.
+    """
+    s = pd.Series(np.asarray(x, dtype=float), index=np.asarray(codes).astype(str))
+    first = s[~s.index.duplicated()]
+    order = np.lexsort((first.index.to_numpy(), first.to_numpy()))
+    dec = np.empty(len(first), dtype=np.int64)
+    dec[order] = np.arange(len(first)) * 10 // len(first) + 1
+    return dec[first.index.get_indexer(s.index)]
+
+
+def neighbourhood_deciles(idata) -> np.ndarray:
+    """:func:`deciles_of` for the rows of a fit (from its ``constant_data``)."""
+    return deciles_of(idata.constant_data["deprivation"].to_numpy(), _codes(idata))
+
+
+def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
+                         chunk: int = 50) -> xr.DataArray:
+    """Replicated counts for every fitted row from the LA coefficients (NB/Poisson draws).
+
+    ``n_draws`` posterior draws, evenly spaced over all chains, bound the memory
+    (``n_draws x rows``). MSOA effects (when modelled) and Poisson-lognormal row effects are
+    drawn afresh from their fitted SDs (the fit file does not store the MSOA of each row).
+
+    Returns
+    -------
+    xarray.DataArray
+        Integer counts, dims ``sample, neighbourhood``.
+    """
+    post, spec, des = _parts(idata)
+    la_idx, w, expo = _rows(idata, spec, des)
+    flat = post.stack(sample=("chain", "draw"))
+    n_total = flat.sizes["sample"]
+    pick = np.unique(np.linspace(0, n_total - 1, min(n_draws, n_total)).round().astype(int))
+    flat = flat.isel(sample=pick)
+    coef = flat["la_coef"].transpose("sample", "la", "coef").to_numpy()
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(pick), len(w)), dtype=np.int64)
+    for s in range(0, len(pick), chunk):
+        c = coef[s:s + chunk]
+        eta = np.log(expo) + c[:, la_idx, 0]
+        if c.shape[-1] == 2:
+            eta = eta + c[:, la_idx, 1] * w
+        for sd_name in ("msoa_sd", "obs_sd"):
+            if sd_name in flat:
+                sd = flat[sd_name].to_numpy()[s:s + chunk, None]
+                eta = eta + rng.normal(0.0, 1.0, eta.shape) * sd
+        mu = np.exp(eta)
+        if spec.family == "negative_binomial":
+            phi = flat["dispersion"].to_numpy()[s:s + chunk, None]
+            mu = rng.gamma(phi, mu / phi)
+        out[s:s + chunk] = rng.poisson(mu)
+    return xr.DataArray(out, dims=("sample", "neighbourhood"),
+                        coords={"neighbourhood": idata.constant_data["neighbourhood"].to_numpy()},
+                        name=spec.outcome)
+
+
+def observed_counts(idata, data: Any = None) -> np.ndarray | None:
+    """Observed outcome counts aligned with the fitted rows, or None when not available.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    data : str, os.PathLike or pandas.DataFrame, optional
+        The table the fit was made from (its data hash must match the fit's). Without it the
+        fit's ``observed_data`` group is used, if it was saved with the data.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Raw counts: for disclosure-controlled tables only, never publish as they are.
+    """
+    spec, _ = fit_spec(idata)
+    if data is None:
+        if "observed_data" in idata.groups():
+            return idata.observed_data[spec.outcome].to_numpy()
+        return None
+    from hierarchy import data as data_mod
+    from hierarchy.design import build_design
+
+    table = data if isinstance(data, pd.DataFrame) else data_mod.load(data)
+    have, want = data_mod.data_hash(table), provenance(idata)["data_hash"]
+    if have != want:
+        raise HierarchyError(f"the data given (hash {have}) are not the data this fit was made "
+                             f"from (hash {want}); pass the table used to fit it")
+    design = build_design(table, spec)
+    pos = pd.Index(design.row_ids).get_indexer(idata.constant_data["neighbourhood"].to_numpy())
+    if (pos < 0).any():
+        raise HierarchyError("the data lack some of the fitted neighbourhood rows")
+    return design.y[pos]
+
+
+def decile_table(idata, yrep: xr.DataArray, observed: np.ndarray | None = None, *,
+                 prob: float = 0.9, threshold: int = THRESHOLD,
+                 rounding: int = ROUNDING) -> pd.DataFrame:
+    """Rates per 10,000 children by national decile: posterior predictive vs observed.
+
+    Observed counts are disclosure-controlled (:mod:`hierarchy.disclosure`); the observed rate
+    is computed from the published count.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``decile``, ``deprivation_min``, ``deprivation_max``, ``neighbourhoods``, ``children``,
+        ``predicted_mean``, ``predicted_sd``, ``predicted_lower``, ``predicted_upper``, ``prob``,
+        ``scale`` and, with observed data, ``observed_count``, ``observed_rate``.
+    """
+    dec = neighbourhood_deciles(idata)
+    x = idata.constant_data["deprivation"].to_numpy()
+    expo = np.rint(idata.constant_data["exposure"].to_numpy())  # stored as exp(log exposure)
+    codes = _codes(idata)
+    onehot = (dec[:, None] == np.arange(1, 11)[None, :]).astype(float)
+    children = expo @ onehot
+    pred = xr.DataArray(1e4 * (yrep.to_numpy() @ onehot) / children, dims=("sample", "decile"),
+                        coords={"decile": np.arange(1, 11)}, name="rate", attrs={"scale": PER_10K})
+    s = interval(pred, prob=prob)
+    frame = pd.DataFrame({
+        "decile": np.arange(1, 11),
+        "deprivation_min": [x[dec == k].min() for k in range(1, 11)],
+        "deprivation_max": [x[dec == k].max() for k in range(1, 11)],
+        "neighbourhoods": [len(set(codes[dec == k])) for k in range(1, 11)],
+        "children": children,
+        **{f"predicted_{k}": s[k].to_numpy() for k in ("mean", "sd", "lower", "upper")},
+        "prob": prob, "scale": PER_10K})
+    if observed is not None:
+        frame["observed_count"] = np.asarray(observed, dtype=float) @ onehot
+        frame = disclose_frame(frame, counts=["observed_count"],
+                               rates={"observed_rate": ("observed_count", "children")},
+                               threshold=threshold, rounding=rounding)
+    return frame
+
+
+def la_decile_table(idata, observed: np.ndarray, *, threshold: int = THRESHOLD,
+                    rounding: int = ROUNDING) -> pd.DataFrame:
+    """Observed counts and rates per 10,000 by LA and national decile, disclosure-controlled.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long: ``la``, ``la_deprivation``, ``decile`` (``"1"``..``"10"`` and ``"all"``),
+        ``neighbourhoods``, ``children``, ``observed_count``, ``observed_rate`` (NaN where
+        suppressed); only cells with neighbourhoods.
+    """
+    cd = idata.constant_data
+    rows = pd.DataFrame({"la": cd["la_of"].to_numpy().astype(str),
+                         "decile": neighbourhood_deciles(idata).astype(str), "code": _codes(idata),
+                         "children": np.rint(cd["exposure"].to_numpy()),
+                         "observed_count": np.asarray(observed, dtype=float)})
+    agg = {"neighbourhoods": ("code", "nunique"), "children": ("children", "sum"),
+           "observed_count": ("observed_count", "sum")}
+    by_cell = rows.groupby(["la", "decile"], as_index=False).agg(**agg)
+    by_la = rows.groupby("la", as_index=False).agg(**agg).assign(decile="all")
+    frame = pd.concat([by_cell, by_la], ignore_index=True)
+    order = {str(k): k for k in range(1, 11)} | {"all": 11}
+    frame = frame.sort_values(["la", "decile"], key=lambda c: c.map(order) if c.name == "decile"
+                              else c).reset_index(drop=True)
+    X = cd["la_deprivation"].to_series()
+    X.index = X.index.astype(str)
+    frame.insert(1, "la_deprivation", X.reindex(frame["la"]).to_numpy())
+    frame["decile"] = frame["decile"].astype(str)
+    return disclose_frame(frame, counts=["observed_count"],
+                          rates={"observed_rate": ("observed_count", "children")},
+                          threshold=threshold, rounding=rounding)
+
+
+def count_distribution(yrep: xr.DataArray, observed: np.ndarray | None = None, *,
+                       edges: tuple[float, ...] = COUNT_EDGES, prob: float = 0.9,
+                       threshold: int = THRESHOLD, rounding: int = ROUNDING) -> pd.DataFrame:
+    """Posterior predictive check of the count distribution: neighbourhoods per count bin.
+
+    Observed numbers of neighbourhoods per bin are observed counts and are disclosure-controlled.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``bin`` (label), ``low``, ``high`` (bin is low <= count < high), ``predicted_mean``,
+        ``predicted_lower``, ``predicted_upper``, ``prob`` and, with observed data,
+        ``observed_neighbourhoods``.
+    """
+    edges_arr = np.asarray(edges, dtype=float)
+    y = yrep.to_numpy()
+    per_bin = np.stack([((y >= lo) & (y < hi)).sum(-1) for lo, hi in zip(edges_arr[:-1],
+                                                                            edges_arr[1:],
+                                                                            strict=True)], -1)
+    s = interval(xr.DataArray(per_bin, dims=("sample", "bin")), prob=prob)
+    frame = pd.DataFrame({"bin": [_bin_label(lo, hi) for lo, hi in zip(edges_arr[:-1], edges_arr[1:],
+                                                                        strict=True)],
+                          "low": edges_arr[:-1], "high": edges_arr[1:],
+                          "predicted_mean": s["mean"].to_numpy(),
+                          "predicted_lower": s["lower"].to_numpy(),
+                          "predicted_upper": s["upper"].to_numpy(), "prob": prob})
+    if observed is not None:
+        obs = np.asarray(observed)
+        frame["observed_neighbourhoods"] = [((obs >= lo) & (obs < hi)).sum() for lo, hi in
+                                            zip(edges_arr[:-1], edges_arr[1:], strict=True)]
+        frame = disclose_frame(frame, counts=["observed_neighbourhoods"], threshold=threshold,
+                               rounding=rounding)
+    return frame
+
+
+def _bin_label(lo: float, hi: float) -> str:
+    if not np.isfinite(hi):
+        return f"{lo:,.0f}+"
+    return f"{lo:,.0f}" if hi - lo == 1 else f"{lo:,.0f}-{hi - 1:,.0f}"

@@ -1,0 +1,237 @@
+"""Report figures: matplotlib on the Agg canvas, no pyplot state.
+
+Each ``plot_*`` function takes a tidy table from :mod:`hierarchy.estimands` (or a posterior
+Dataset) and returns ``(figure, data)``: the :class:`matplotlib.figure.Figure` and exactly the
+data it plotted. Observed counts and rates in those tables are already disclosure-controlled
+(suppressed cells are NaN and are simply not drawn); the functions never see raw counts.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+LEVEL_COLOURS = {"10 points less": "#1b7837", "mean": "#333333", "10 points more": "#b2182b"}
+PREDICTED = "#2166ac"
+OBSERVED = "#d6604d"
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] = (7.0, 4.5)
+               ) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout Figure on an Agg canvas and its axes (2-d array)."""
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def to_png(fig: Figure, *, dpi: int = 100) -> bytes:
+    """PNG bytes of ``fig``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _rate_label(outcome: str) -> str:
+    return f"{outcome.replace('_', ' ')} rate per 10,000 children"
+
+
+def _percent_axis(ax, label: str) -> None:
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
+
+
+def plot_rate_curves(curves: pd.DataFrame, *, outcome: str = "referral") -> tuple[Figure, pd.DataFrame]:
+    """Predicted rate against neighbourhood deprivation in typical LAs at three deprivation levels.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        :func:`hierarchy.estimands.summarise` of :func:`~hierarchy.estimands.typical_rates`:
+        ``la_level``, ``la_deprivation``, ``x``, ``mean``, ``lower``, ``upper``, ``prob``.
+    outcome : str
+        Stage name for the axis label.
+
+    Returns
+    -------
+    (Figure, pandas.DataFrame)
+        One line (posterior mean) and band (interval) per LA level.
+    """
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    prob = float(curves["prob"].iloc[0])
+    for level, part in curves.groupby("la_level", sort=False):
+        colour = LEVEL_COLOURS.get(str(level), None)
+        X = float(part["la_deprivation"].iloc[0])
+        ax.plot(part["x"], part["mean"], color=colour, label=f"LA {level} ({100 * X:.1f}%)")
+        ax.fill_between(part["x"], part["lower"], part["upper"], color=colour, alpha=0.2, lw=0)
+    ax.set_yscale("log")
+    _percent_axis(ax, "neighbourhood income deprivation")
+    ax.set_ylabel(_rate_label(outcome))
+    ax.set_title(f"Typical LA: predicted rate by neighbourhood deprivation ({prob:.0%} bands)")
+    ax.legend(title="LA deprivation", fontsize="small")
+    return fig, curves
+
+
+def plot_la_gradients(la_table: pd.DataFrame, *, typical: float | None = None
+                      ) -> tuple[Figure, pd.DataFrame]:
+    """Caterpillar plot of LA-specific gradient scores (per 10 points), coloured by LA deprivation.
+
+    Parameters
+    ----------
+    la_table : pandas.DataFrame
+        Summary of :func:`~hierarchy.estimands.la_gradients` (``la``, ``la_deprivation``,
+        ``mean``, ``lower``, ``upper``, ``prob``, ``scale``).
+    typical : float, optional
+        Typical-LA gradient at mean LA deprivation, drawn as a reference line.
+    """
+    data = la_table.sort_values("mean").reset_index(drop=True)
+    n = len(data)
+    fig, ax = new_figure(size=(7.0, min(12.0, max(3.5, 0.16 * n + 1.5))))
+    ax = ax[0, 0]
+    pos = np.arange(n)
+    ax.hlines(pos, data["lower"], data["upper"], color="#999999", lw=1.2)
+    pts = ax.scatter(data["mean"], pos, c=100 * data["la_deprivation"], cmap="viridis", s=14, zorder=3)
+    fig.colorbar(pts, ax=ax, label="LA deprivation (%)")
+    ax.axvline(1.0, color="black", lw=0.6, ls=":")
+    if typical is not None:
+        ax.axvline(typical, color="#b2182b", lw=1, ls="--", label=f"typical LA at mean ({typical:.2f})")
+        ax.legend(fontsize="small", loc="lower right")
+    if n <= 60:
+        ax.set_yticks(pos, data["la"].astype(str), fontsize=6)
+    else:
+        ax.set_yticks([])
+    ax.set_ylabel("local authority (sorted)")
+    ax.set_xlabel(f"gradient score ({data['scale'].iloc[0]}): rate multiplier")
+    ax.set_title(f"LA gradient scores with {float(data['prob'].iloc[0]):.0%} intervals")
+    return fig, data
+
+
+def plot_contrast(contrast: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Inverse-intervention contrast: rate ratio (less / more deprived LA) against x.
+
+    Parameters
+    ----------
+    contrast : pandas.DataFrame
+        Summary of :func:`~hierarchy.estimands.inverse_intervention` (``x``, ``mean``,
+        ``lower``, ``upper``, ``prob``).
+    """
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    ax.plot(contrast["x"], contrast["mean"], color=PREDICTED, label="posterior mean")
+    ax.fill_between(contrast["x"], contrast["lower"], contrast["upper"], color=PREDICTED, alpha=0.2,
+                    lw=0, label=f"{float(contrast['prob'].iloc[0]):.0%} interval")
+    ax.axhline(1.0, color="black", lw=0.6, ls=":")
+    _percent_axis(ax, "neighbourhood income deprivation (same in both LAs)")
+    ax.set_ylabel("rate ratio: LA 10 points less / 10 points more deprived")
+    ax.set_title("Inverse intervention: same neighbourhood, different LA")
+    ax.legend(fontsize="small")
+    return fig, contrast
+
+
+def plot_deciles(deciles: pd.DataFrame, *, outcome: str = "referral") -> tuple[Figure, pd.DataFrame]:
+    """Observed (disclosure-controlled) and posterior predictive rates by national decile.
+
+    Parameters
+    ----------
+    deciles : pandas.DataFrame
+        :func:`~hierarchy.estimands.decile_table` output.
+    """
+    cols = ["decile", "predicted_mean", "predicted_lower", "predicted_upper", "prob"]
+    data = deciles[[c for c in [*cols, "observed_rate"] if c in deciles]].copy()
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    err = [data["predicted_mean"] - data["predicted_lower"], data["predicted_upper"] - data["predicted_mean"]]
+    ax.errorbar(data["decile"], data["predicted_mean"], yerr=err, fmt="o", color=PREDICTED, capsize=3,
+                label=f"posterior predictive ({float(data['prob'].iloc[0]):.0%})")
+    if "observed_rate" in data:
+        ax.plot(data["decile"], data["observed_rate"], "D", color=OBSERVED, ms=6, zorder=5,
+                label="observed (disclosure-controlled)")
+    ax.set_yscale("log")
+    ax.set_xticks(range(1, 11))
+    ax.set_xlabel("national decile of neighbourhood income deprivation (1 = least deprived)")
+    ax.set_ylabel(_rate_label(outcome))
+    ax.set_title("Observed and predicted rates by deprivation decile")
+    ax.legend(fontsize="small")
+    return fig, data
+
+
+def plot_count_ppc(bins: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Posterior predictive check of the distribution of neighbourhood counts.
+
+    Parameters
+    ----------
+    bins : pandas.DataFrame
+        :func:`~hierarchy.estimands.count_distribution` output; observed bins below the
+        threshold are NaN and drawn as absent bars.
+    """
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    pos = np.arange(len(bins))
+    if "observed_neighbourhoods" in bins:
+        ax.bar(pos, bins["observed_neighbourhoods"].fillna(0.0), color=OBSERVED, alpha=0.5,
+               label="observed (disclosure-controlled)")
+    err = [bins["predicted_mean"] - bins["predicted_lower"], bins["predicted_upper"] - bins["predicted_mean"]]
+    ax.errorbar(pos, bins["predicted_mean"], yerr=err, fmt="o", color=PREDICTED, capsize=3,
+                label=f"posterior predictive ({float(bins['prob'].iloc[0]):.0%})")
+    ax.set_xticks(pos, bins["bin"], rotation=45, ha="right")
+    ax.set_xlabel("count per neighbourhood row")
+    ax.set_ylabel("number of neighbourhoods")
+    ax.set_title("Posterior predictive check: distribution of counts")
+    ax.legend(fontsize="small")
+    return fig, bins
+
+
+def plot_la_deciles(la_deciles: pd.DataFrame, *, outcome: str = "referral") -> tuple[Figure, pd.DataFrame]:
+    """Observed rate by national decile, one line per LA (disclosure-controlled; gaps suppressed).
+
+    Parameters
+    ----------
+    la_deciles : pandas.DataFrame
+        :func:`~hierarchy.estimands.la_decile_table` output.
+    """
+    data = la_deciles[la_deciles["decile"] != "all"].assign(
+        decile=lambda d: d["decile"].astype(int))[["la", "la_deprivation", "decile", "observed_rate"]]
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    X = 100 * data.groupby("la")["la_deprivation"].first()
+    norm, cmap = Normalize(X.min(), X.max()), colormaps["viridis"]
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="LA deprivation (%)")
+    for la, part in data.groupby("la"):
+        part = part.set_index("decile").reindex(range(1, 11))
+        ax.plot(part.index, part["observed_rate"], "-o", ms=2, lw=0.8, color=cmap(norm(X[la])), alpha=0.7)
+    ax.set_yscale("log")
+    ax.set_xticks(range(1, 11))
+    ax.set_xlabel("national decile of neighbourhood income deprivation (1 = least deprived)")
+    ax.set_ylabel(f"observed {_rate_label(outcome)}")
+    ax.set_title("Observed rates by decile in each LA (small cells suppressed)")
+    return fig, data.reset_index(drop=True)
+
+
+def plot_rank(posterior: xr.Dataset) -> tuple[Figure, xr.Dataset]:
+    """Rank plots (``arviz.plot_rank``) of scalar hyperparameters, one panel each.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Scalar variables with dims ``chain, draw`` (see :func:`hierarchy.report.hyperparameters`).
+    """
+    import arviz as az
+
+    names = list(posterior.data_vars)
+    ncols = min(3, len(names))
+    nrows = int(np.ceil(len(names) / ncols))
+    fig, axes = new_figure(nrows, ncols, size=(3.2 * ncols, 2.4 * nrows))
+    flat = axes.ravel()
+    az.plot_rank(posterior, var_names=names, ax=flat[:len(names)])
+    for ax in flat[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle("Rank plots of hyperparameters (uniform ranks = chains agree)")
+    return fig, posterior
