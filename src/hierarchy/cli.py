@@ -85,6 +85,30 @@ def _demo(args: argparse.Namespace) -> int:
                          synthetic=args.synthetic, fast=args.fast)
 
 
+def _compare_priors(args: argparse.Namespace) -> int:
+    from hierarchy import compare
+
+    result = compare.compare_priors(
+        args.data, args.model, args.priors, args.out, fits_dir=args.fits_dir, chains=args.chains,
+        tune=args.tune, draws=args.draws, seed=args.seed, workers=args.workers,
+        prior_draws_n=args.prior_draws, prob=args.prob, refit=args.refit, columns=args.columns,
+        prior_only=args.prior_only, log=None if args.quiet else print)
+    print("\n".join(f"- {line}" for line in result.findings))
+    print(f"fits reused: {len(result.reused)}, fitted now: {len(result.fitted)}")
+    print(f"pages: {result.html} and {result.markdown}")
+    return 0
+
+
+def _compare_models(args: argparse.Namespace) -> int:
+    from hierarchy import compare
+
+    result = compare.compare_models(args.fits, names=args.names)
+    print(result.format())
+    if args.out:
+        print(f"\npage: {compare.write_model_comparison(result, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``hierarchy`` argument parser."""
     p = argparse.ArgumentParser(prog="hierarchy", description=__doc__.splitlines()[0])
@@ -150,6 +174,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rounding", type=int, default=5, help="round published counts to this")
     sp.add_argument("--prob", type=float, default=0.9)
     sp.set_defaults(func=_report)
+
+    sp = sub.add_parser("compare-priors", help="prior predictive checks, fits, estimands and "
+                                               "power-scaling sensitivity under several prior sets")
+    sp.add_argument("--data", type=Path, required=True)
+    sp.add_argument("--model", type=Path, default=Path("models/inverse_intervention_nb_log.toml"))
+    sp.add_argument("--priors", nargs="+", required=True, metavar="PRIORS",
+                    help="prior set files, or names of sets in priors/ (e.g. weakly_informative vague)")
+    sp.add_argument("--out", type=Path, required=True, help="folder for the HTML/Markdown pages and CSVs")
+    sp.add_argument("--fits-dir", type=Path, default=Path("fits"),
+                    help="fits are reused from here when model, priors and data match, and saved here")
+    sp.add_argument("--columns", type=Path)
+    sp.add_argument("--chains", type=int, default=4)
+    sp.add_argument("--tune", type=int, default=1000)
+    sp.add_argument("--draws", type=int, default=1000)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--workers", type=int, default=None,
+                    help="parallel fitting processes (default: min(fits, cores))")
+    sp.add_argument("--prior-draws", type=int, default=1000, help="prior predictive draws per set")
+    sp.add_argument("--prob", type=float, default=0.9)
+    sp.add_argument("--refit", action="store_true", help="fit even when a matching fit exists")
+    sp.add_argument("--prior-only", action="store_true",
+                    help="prior predictive checks only: no fits, no posterior comparison")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=_compare_priors)
+
+    sp = sub.add_parser("compare-models", help="PSIS-LOO comparison of saved fits of the same data",
+                        epilog="example: hierarchy compare-models fits/national_nb.nc "
+                               "fits/national_nb_log.nc --out out/loo")
+    sp.add_argument("fits", type=Path, nargs="+")
+    sp.add_argument("--names", nargs="+", help="labels of the fits (default: model names)")
+    sp.add_argument("--out", type=Path, help="folder for CSV tables and HTML/Markdown pages")
+    sp.set_defaults(func=_compare_models)
 
     sp = sub.add_parser("demo", help="main job: simulate, validate, fit and report")
     sp.add_argument("--out", default="out")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hierarchy import AGE_BANDS
 from hierarchy.errors import HierarchyError
 from hierarchy.spec import ModelSpec
 
@@ -37,6 +38,10 @@ class Design:
     msoa_index: np.ndarray | None
     msoa_codes: np.ndarray | None
     x_mean: float  # exposure-weighted mean of x (grand-mean centring)
+    stage_index: np.ndarray  # (n,) int, index into stage_names
+    stage_names: tuple[str, ...]
+    stratum_index: np.ndarray  # (n,) int, index into stratum_names (0 = reference level)
+    stratum_names: tuple[str, ...]
 
     @property
     def n_la(self) -> int:
@@ -44,7 +49,8 @@ class Design:
 
     @property
     def rows_per_la(self) -> float:
-        return float(np.median(np.bincount(self.la_index, minlength=self.n_la)))
+        """Median rows per LA and stage: how much data each LA effect has."""
+        return float(np.median(np.bincount(self.la_index, minlength=self.n_la))) / len(self.stage_names)
 
 
 def z_of(X: np.ndarray | float, X_mean: float, spec: ModelSpec) -> np.ndarray:
@@ -63,9 +69,33 @@ def w_of(x: np.ndarray | float, X: np.ndarray | float, x_mean: float, spec: Mode
     return (np.asarray(x, dtype=float) - ref) / spec.deprivation.scale
 
 
+def stratum_labels(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Index of each row's stratum (combined over ``columns``) and the ordered level names.
+
+    Age bands keep their natural order and sexes are ordered female, male; the first level is
+    the reference the stratum offsets are measured against.
+    """
+    if not columns:
+        return np.zeros(len(table), dtype=np.int64), ("all",)
+    labels = table[list(columns)].astype(str).agg("/".join, axis=1).to_numpy()
+    known = {c: order for c, order in (("age_band", AGE_BANDS), ("sex", ("female", "male")))}
+
+    def key(level: str) -> tuple:
+        parts = level.split("/")
+        return tuple((known[c].index(p) if c in known and p in known[c] else 99, p)
+                     for c, p in zip(columns, parts, strict=True))
+
+    names = tuple(sorted(set(labels), key=key))
+    lookup = {v: i for i, v in enumerate(names)}
+    return np.array([lookup[v] for v in labels], dtype=np.int64), names
+
+
 def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
-    """Arrays for ``spec`` from a validated canonical table (see :mod:`hierarchy.data`)."""
-    needed = ["la", "neighbourhood", "deprivation", spec.exposure, spec.outcome,
+    """Arrays for ``spec`` from a validated canonical table (see :mod:`hierarchy.data`).
+
+    With several stages the table's rows are stacked once per stage (stage-major order).
+    """
+    needed = ["la", "neighbourhood", "deprivation", spec.exposure, *spec.stages, *spec.strata,
               *spec.la.covariates]
     if spec.la_deprivation.measure != "mean":
         needed.append(spec.la_deprivation.measure)
@@ -78,7 +108,6 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     la_codes, la_index = np.unique(table["la"].astype(str).to_numpy(), return_inverse=True)
     exposure = table[spec.exposure].to_numpy(dtype=float)
     x = table["deprivation"].to_numpy(dtype=float)
-    y = table[spec.outcome].to_numpy()
     if np.any(exposure <= 0):
         raise HierarchyError("exposure must be > 0 in every modelled row; validate the data "
                              "first (hierarchy validate) and drop empty rows with --drop-invalid")
@@ -95,18 +124,29 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
                            for c in spec.la.covariates]) if spec.la.covariates else np.zeros((n_la, 0))
     center, scale = cov.mean(axis=0), cov.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    strata = [c for c in ("age_band", "sex", "ethnicity", "need", "stage") if c in table.columns]
     ids = table["neighbourhood"].astype(str)
-    for c in strata:
+    for c in (c for c in ("age_band", "sex", "ethnicity", "need") if c in table.columns):
         ids = ids + "|" + table[c].astype(str)
     msoa_index = msoa_codes = None
     if spec.msoa.random_intercept:
         msoa_codes, msoa_index = np.unique(table["msoa"].astype(str).to_numpy(), return_inverse=True)
-    return Design(y=y.astype(np.int64), log_exposure=np.log(exposure), x=x, w=w, la_index=la_index,
-                  la_codes=la_codes, la_X=la_X, X_mean=X_mean, z=z, la_cov=(cov - center) / scale,
-                  la_cov_names=tuple(spec.la.covariates), la_cov_center=center, la_cov_scale=scale,
-                  row_ids=ids.to_numpy(), msoa_index=msoa_index, msoa_codes=msoa_codes,
-                  x_mean=x_mean)
+    stratum_index, stratum_names = stratum_labels(table, spec.strata)
+    n_stage = len(spec.stages)
+
+    def stack(a: np.ndarray) -> np.ndarray:
+        return np.tile(a, n_stage) if n_stage > 1 else a
+
+    y = np.concatenate([table[s].to_numpy() for s in spec.stages]).astype(np.int64)
+    if n_stage > 1:
+        ids = pd.Series(np.concatenate([(ids + "|" + s).to_numpy() for s in spec.stages]))
+    return Design(y=y, log_exposure=stack(np.log(exposure)), x=stack(x), w=stack(w),
+                  la_index=stack(la_index), la_codes=la_codes, la_X=la_X, X_mean=X_mean, z=z,
+                  la_cov=(cov - center) / scale, la_cov_names=tuple(spec.la.covariates),
+                  la_cov_center=center, la_cov_scale=scale, row_ids=ids.to_numpy(),
+                  msoa_index=None if msoa_index is None else stack(msoa_index), msoa_codes=msoa_codes,
+                  x_mean=x_mean, stage_index=np.repeat(np.arange(n_stage), len(table)),
+                  stage_names=spec.stages, stratum_index=stack(stratum_index),
+                  stratum_names=stratum_names)
 
 
 def _la_level(values: np.ndarray, la_index: np.ndarray, n_la: int) -> np.ndarray:

@@ -20,8 +20,11 @@ def diagnose(idata, *, approximate: bool = False, max_tree_depth: int = 10) -> d
     import arviz as az
 
     post = idata.posterior[[v for v in idata.posterior.data_vars if v not in LATENT]]
-    if "la_corr" in post:  # the diagonal is constant 1: no R-hat
-        post = post.assign(la_corr=post["la_corr"].isel(coef=0, coef_=1))
+    if "la_corr" in post:  # the diagonal is constant 1: keep the correlations above it
+        c = post["la_corr"]
+        iu = np.triu_indices(c.shape[-1], 1)
+        post = post.assign(la_corr=(("chain", "draw", "pair"), c.values[..., iu[0], iu[1]]))
+    post = post.drop_vars([v for v in ("la_coef_flat",) if v in post])
     out: dict[str, Any] = {"approximate": approximate, "reasons": []}
     if approximate:
         out["reasons"].append("approximation, not MCMC: use it to explore, not to report")

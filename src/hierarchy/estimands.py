@@ -18,6 +18,7 @@ unweighted mean over LAs of LA deprivation stored in the fit.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,6 @@ TRUTH_KEYS = {"10 points less": "gradient_10_less", "mean": "gradient_at_mean",
               "10 points more": "gradient_10_more"}
 """Simulator truth keys (``truth["stages"][outcome][key]``) of the headline gradients."""
 SAMPLE_DIMS = ("chain", "draw", "sample")
-SUBGROUP_OFFSETS = {"stage_gradient_offset": "stage", "stratum_gradient_offset": "stratum"}
-"""Posterior variables (log-gradient offsets by subgroup) that :func:`subgroup_gradients` uses."""
 COUNT_EDGES = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, np.inf)
 SHARE_DEFINITION = (
     "Share of latent (log-scale) variance between LAs: the variance over LAs of each LA's mean "
@@ -66,9 +65,37 @@ def as_idata(fit: Any) -> Any:
     -------
     arviz.InferenceData
     """
-    if isinstance(fit, (str, os.PathLike)):
-        return load_fit(fit)
-    return fit
+    idata = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
+    spec, _ = fit_spec(idata)
+    return stage_view(idata) if spec.stacked else idata
+
+
+def stage_view(idata, stage: str | None = None) -> Any:
+    """One stage of a stacked-stages fit, as an ordinary single-stage fit (default: the first).
+
+    The posterior is taken at that stage, the rows are that stage's, and the stored spec names it
+    as the outcome, so every single-stage estimand applies. Stratum offsets are kept.
+    """
+    import json
+
+    import arviz as az
+
+    spec, _ = fit_spec(idata)
+    if not spec.stacked:
+        return idata
+    stage = stage or spec.stages[0]
+    rows = idata.constant_data["stage"].to_numpy().astype(str) == stage
+    ids = [i.rsplit("|", 1)[0] for i in idata.constant_data["neighbourhood"].to_numpy()[rows]]
+    groups = {"posterior": idata.posterior.sel(stage=stage).drop_vars(["la_coef_flat"], errors="ignore")}
+    for g in ("constant_data", "observed_data", "log_likelihood"):
+        if g in idata.groups():
+            ds = idata[g].isel(neighbourhood=rows).assign_coords(neighbourhood=ids)
+            groups[g] = ds.rename({"count": stage}) if "count" in ds else ds
+    prov = provenance(idata)
+    one = replace(spec, outcome=stage)
+    prov.update(model_spec=one.to_dict(), model_hash=one.hash(), view_of_stage=stage)
+    groups["posterior"].attrs["hierarchy"] = json.dumps(prov)
+    return az.InferenceData(**groups)
 
 
 def _parts(idata) -> tuple[xr.Dataset, Any, dict[str, Any]]:
@@ -234,22 +261,46 @@ def per_sd(gradient: xr.DataArray, sd: float) -> xr.DataArray:
                   str(gradient.attrs.get("description", "")).replace("per 10 points", "per SD"))
 
 
-def subgroup_gradients(idata) -> xr.DataArray | None:
-    """Gradient scores by stage or subgroup of a typical LA at mean LA deprivation.
+def subgroup_gradients(fit: Any) -> xr.DataArray | None:
+    """Gradient scores of a typical LA at mean LA deprivation by stage and by stratum.
 
-    Uses posterior log-gradient offsets named in :data:`SUBGROUP_OFFSETS` (added to the typical
-    LA's log gradient at mean LA deprivation). Returns None when the posterior has none (the
-    current models), so callers can skip the section.
+    Computed on the full fit (all stages): the stage's gradient plus each stratum's gradient
+    offset (0 for the reference stratum). Dims ``chain, draw`` plus ``stage`` (stacked fits) and
+    ``stratum`` (stratified fits, every level); None for fits with neither.
     """
-    post, spec, _ = _parts(idata)
-    found = [v for v in SUBGROUP_OFFSETS if v in post]
-    if not found:
+    idata = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
+    spec, _ = fit_spec(idata)
+    if not (spec.stacked or spec.strata):
         return None
-    base = np.log(headline_gradients(idata).sel(la_level="mean", drop=True))
-    parts = [np.exp(base + post[v] * _step(spec)).rename({SUBGROUP_OFFSETS[v]: "subgroup"})
-             for v in found]
-    return _label(xr.concat(parts, "subgroup"), "subgroup_gradient_score", PER_10,
-                  "rate multiplier per 10 points, typical LA at mean LA deprivation, by subgroup")
+    post, des = idata.posterior, provenance(idata)["design"]
+    z = float(z_of(des["X_mean"], des["X_mean"], spec))
+    log_g = model.log_rate(post, spec, w=_step(spec), z=z) - model.log_rate(post, spec, w=0.0, z=z)
+    if "stratum_gradient_offset" in post:
+        names = [str(n) for n in idata.constant_data["stratum"].to_numpy()]
+        ref = [n for n in dict.fromkeys(names) if n not in post["stratum"].to_numpy()][0]
+        off = post["stratum_gradient_offset"] * _step(spec)
+        zero = xr.zeros_like(off.isel(stratum=0)).expand_dims(stratum=[ref])
+        log_g = log_g + xr.concat([zero, off], "stratum")
+    return _label(np.exp(log_g), "subgroup_gradient_score", PER_10,
+                  "rate multiplier per 10 points, typical LA at mean LA deprivation, by stage/stratum")
+
+
+def escalation(fit: Any) -> xr.DataArray | None:
+    """Gradient escalation: ratio of each stage's gradient score to the previous stage's.
+
+    Dims ``chain, draw, step`` (e.g. ``s47 / referral``); values above 1 mean the gradient is
+    steeper at the higher threshold. None unless stages are stacked.
+    """
+    g = subgroup_gradients(fit)
+    if g is None or "stage" not in g.dims:
+        return None
+    if "stratum" in g.dims:
+        g = g.isel(stratum=0, drop=True)
+    stages = [str(v) for v in g["stage"].to_numpy()]
+    parts = [(g.sel(stage=b, drop=True) / g.sel(stage=a, drop=True)).expand_dims(step=[f"{b} / {a}"])
+             for a, b in zip(stages, stages[1:], strict=False)]
+    return _label(xr.concat(parts, "step"), "gradient_escalation", "ratio of gradient scores",
+                  "gradient score at the higher stage divided by the stage below, typical LA")
 
 
 def between_la_share(idata, *, chunk: int = 100) -> xr.DataArray:
@@ -444,6 +495,7 @@ def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
         eta = np.log(expo) + c[:, la_idx, 0]
         if c.shape[-1] == 2:
             eta = eta + c[:, la_idx, 1] * w
+        eta = eta + _stratum_terms(idata, flat, s, chunk, w)
         for sd_name in ("msoa_sd", "obs_sd"):
             if sd_name in flat:
                 sd = flat[sd_name].to_numpy()[s:s + chunk, None]
@@ -456,6 +508,24 @@ def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
     return xr.DataArray(out, dims=("sample", "neighbourhood"),
                         coords={"neighbourhood": idata.constant_data["neighbourhood"].to_numpy()},
                         name=spec.outcome)
+
+
+def _stratum_terms(idata, flat: xr.Dataset, s: int, chunk: int, w: np.ndarray) -> np.ndarray | float:
+    """Stratum intercept and gradient offsets of each row, for draws ``s:s+chunk`` of ``flat``."""
+    if "stratum_intercept_offset" not in flat:
+        return 0.0
+    levels = ["__reference__", *flat["stratum"].to_numpy().astype(str)]
+    k = pd.Index(levels).get_indexer(idata.constant_data["stratum"].to_numpy().astype(str))
+    k = np.where(k < 0, 0, k)  # the reference level is not a coordinate: offset 0
+
+    def offsets(name: str) -> np.ndarray:
+        v = flat[name].transpose("sample", "stratum").to_numpy()[s:s + chunk]
+        return np.concatenate([np.zeros((len(v), 1)), v], axis=1)[:, k]
+
+    out = offsets("stratum_intercept_offset")
+    if "stratum_gradient_offset" in flat:
+        out = out + offsets("stratum_gradient_offset") * w
+    return out
 
 
 def observed_counts(idata, data: Any = None) -> np.ndarray | None:

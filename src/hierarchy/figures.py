@@ -215,6 +215,27 @@ def plot_la_deciles(la_deciles: pd.DataFrame, *, outcome: str = "referral") -> t
     return fig, data.reset_index(drop=True)
 
 
+def plot_subgroups(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Forest plot of gradient scores by stage (panels) and stratum (rows), truth as crosses."""
+    stages = list(dict.fromkeys(table["stage"])) if "stage" in table else [None]
+    fig = Figure(figsize=(3.2 * len(stages) + 1, 0.45 * (len(table) // len(stages)) + 1.6))
+    axes = fig.subplots(1, len(stages), sharey=True, squeeze=False)[0]
+    for ax, stage in zip(axes, stages, strict=True):
+        part = table if stage is None else table[table["stage"] == stage]
+        labels = list(part["stratum"]) if "stratum" in part else ["all"]
+        y = np.arange(len(part))[::-1]
+        ax.errorbar(part["mean"], y, xerr=[part["mean"] - part["lower"], part["upper"] - part["mean"]],
+                    fmt="o", color="C0", capsize=3, label="posterior")
+        if "truth" in part:
+            ax.plot(part["truth"], y, "x", color="C3", label="truth")
+        ax.set_yticks(y, labels)
+        ax.axvline(1.0, color="0.7", lw=0.8)
+        ax.set_title(stage or "gradient score")
+        ax.set_xlabel("gradient score (per 10 points)")
+    axes[0].legend(loc="lower right", fontsize=8)
+    return fig, table
+
+
 def plot_rank(posterior: xr.Dataset) -> tuple[Figure, xr.Dataset]:
     """Rank plots (``arviz.plot_rank``) of scalar hyperparameters, one panel each.
 

@@ -27,9 +27,6 @@ from hierarchy.spec import ModelSpec
 
 FORMAT = 1
 LOGLIK_MAX_VALUES = 25_000_000  # ~100 MB of float32
-DIMS = {"la_sd": ["coef"], "la_corr": ["coef", "coef_"], "la_coef": ["la", "coef"],
-        "la_raw": ["la", "coef"], "la_cov_intercept": ["la_covariate"],
-        "la_cov_gradient": ["la_covariate"], "msoa_raw": ["msoa"]}
 
 
 def versions() -> dict[str, str]:
@@ -55,20 +52,23 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
 
     from hierarchy.diagnostics import diagnose
     from hierarchy.jaxmodel import pointwise_loglik
-    from hierarchy.model import coords
+    from hierarchy.model import coords, dims, observed_name
 
     crd = coords(spec, design)
     crd["coef_"] = crd["coef"]
+    if "la_effect" in crd:
+        crd["la_effect_"] = crd["la_effect"]
     post = {k: v for k, v in draws.posterior.items() if k not in PER_ROW}
     idata = az.from_dict(posterior=post, sample_stats=draws.stats or None, coords=crd,
-                         dims={k: v for k, v in DIMS.items() if k in post})
+                         dims={k: v for k, v in dims(spec).items() if k in post})
+    obs = observed_name(spec)
     chains, n_draw = next(iter(post.values())).shape[:2]
     step = max(1, int(np.ceil(chains * n_draw * len(design.y) / LOGLIK_MAX_VALUES)))
     flat = {k: v[:, ::step].reshape((-1,) + v.shape[2:]) for k, v in draws.posterior.items()}
     ll = pointwise_loglik(spec, design, flat).reshape(chains, -1, len(design.y))
     kept = np.arange(n_draw)[::step]
     idata.add_groups(
-        log_likelihood=xr.Dataset({spec.outcome: (("chain", "draw", "neighbourhood"), ll)},
+        log_likelihood=xr.Dataset({obs: (("chain", "draw", "neighbourhood"), ll)},
                                   coords={"chain": np.arange(chains), "draw": kept,
                                           "neighbourhood": crd["neighbourhood"]}),
         log_prior=_log_prior(draws.posterior, priors),
@@ -76,12 +76,14 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
             {"deprivation": ("neighbourhood", design.x),
              "exposure": ("neighbourhood", np.exp(design.log_exposure)),
              "la_of": ("neighbourhood", design.la_codes[design.la_index]),
-             "la_deprivation": ("la", design.la_X), "z": ("la", design.z)},
+             "la_deprivation": ("la", design.la_X), "z": ("la", design.z),
+             "stage": ("neighbourhood", np.array(design.stage_names)[design.stage_index]),
+             "stratum": ("neighbourhood", np.array(design.stratum_names)[design.stratum_index])},
             coords={"neighbourhood": crd["neighbourhood"], "la": crd["la"]}),
     )
     if include_data:
         idata.add_groups(observed_data=xr.Dataset(
-            {spec.outcome: ("neighbourhood", design.y)},
+            {obs: ("neighbourhood", design.y)},
             coords={"neighbourhood": crd["neighbourhood"]}))
     approximate = draws.settings.get("sampler") in ("pathfinder", "advi")
     if diagnostics is None:
@@ -124,6 +126,7 @@ def _log_prior(posterior: dict[str, np.ndarray], priors: PriorSet):
     groups = {"intercept": "intercept", "gradient": "gradient",
               "la_deprivation": "la_deprivation", "cross_level": "cross_level",
               "la_cov_intercept": "la_covariates", "la_cov_gradient": "la_covariates",
+              "stratum_intercept_offset": "stratum_effects", "stratum_gradient_offset": "stratum_effects",
               "la_sd": "la_sd", "msoa_sd": "msoa_sd", "dispersion": "dispersion",
               "obs_sd": "obs_sd"}
     out = {}
@@ -133,7 +136,7 @@ def _log_prior(posterior: dict[str, np.ndarray], priors: PriorSet):
             lp = priors[group].numpyro().log_prob(v)
             out[var] = (("chain", "draw"), np.asarray(lp.reshape(v.shape[:2] + (-1,)).sum(-1)))
     if "la_corr" in posterior:
-        d = nd.LKJ(2, priors["la_corr"].params["eta"])
+        d = nd.LKJ(posterior["la_corr"].shape[-1], priors["la_corr"].params["eta"])
         out["la_corr"] = (("chain", "draw"), np.asarray(d.log_prob(jnp.asarray(posterior["la_corr"]))))
     return xr.Dataset(out)
 

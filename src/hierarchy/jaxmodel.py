@@ -20,68 +20,81 @@ from dataclasses import dataclass
 import numpy as np
 
 from hierarchy.design import Design
+from hierarchy.model import observed_name
 from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec, resolve_parameterisation
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Padded chunked arrays (numpy) for the likelihood."""
+    """Padded chunked arrays (numpy) for the likelihood; each chunk is one (LA, stage, stratum)."""
 
     chunk_la: np.ndarray  # (K,) LA of each chunk
     onehot: np.ndarray  # (K, n_la) float
+    onehot_stage: np.ndarray  # (K, S) float
+    onehot_stratum: np.ndarray  # (K, n_strata) float
     w: np.ndarray  # (K, C)
     log_exposure: np.ndarray  # (K, C)
     y: np.ndarray  # (K, C) float
     mask: np.ndarray  # (K, C) 1.0 for real rows
     rows: np.ndarray  # (K, C) original row index, -1 for padding
-    y_hist: np.ndarray  # (H,) number of rows with count 0, 1, ..., H-1
+    y_hist: np.ndarray  # (S, H) rows of each stage with count 0, 1, ..., H-1
+    n_stage_rows: np.ndarray  # (S,) rows per stage
     lgamma_y1: float  # sum_i lgamma(y_i + 1)
     msoa_index: np.ndarray | None  # (K, C) int, 0 in padding
     n_rows: int
 
 
+def _hist(y: np.ndarray, stage: np.ndarray, n_stage: int, hist_len: int) -> np.ndarray:
+    return np.stack([np.bincount(y[stage == s], minlength=hist_len) for s in range(n_stage)]).astype(float)
+
+
 def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) -> Layout:
-    """Sort rows by LA and pad them into one-LA chunks of ``chunk`` rows.
+    """Sort rows by (LA, stage, stratum) and pad each group into chunks of ``chunk`` rows.
 
     ``hist_len`` fixes the length of the count histogram (default: next power of two above the
     largest count), so that data sets with the same design share compiled code.
     """
     from scipy.special import gammaln
 
-    order = np.argsort(design.la_index, kind="stable")
-    counts = np.bincount(design.la_index, minlength=design.n_la)
-    chunks_per_la = -(-counts // chunk)
-    K = int(chunks_per_la.sum())
+    n_stage, n_strata = len(design.stage_names), len(design.stratum_names)
+    group = (design.la_index * n_stage + design.stage_index) * n_strata + design.stratum_index
+    order = np.argsort(group, kind="stable")
+    sizes = np.bincount(group, minlength=design.n_la * n_stage * n_strata)
+    per_group = -(-sizes // chunk)
+    K = int(per_group.sum())
     rows = np.full((K, chunk), -1, dtype=np.int64)
-    chunk_la = np.repeat(np.arange(design.n_la), chunks_per_la)
-    start = 0
-    k = 0
-    for n in counts:
-        idx = order[start:start + n]
-        start += n
-        for s in range(0, n, chunk):
-            part = idx[s:s + chunk]
-            rows[k, :len(part)] = part
-            k += 1
+    chunk_group = np.repeat(np.arange(len(sizes)), per_group)
+    starts = np.repeat(np.cumsum(sizes) - sizes, per_group) + chunk * (
+        np.arange(K) - np.repeat(np.cumsum(per_group) - per_group, per_group))
+    ends = np.repeat(np.cumsum(sizes), per_group)
+    for k in range(K):
+        part = order[starts[k]:min(starts[k] + chunk, ends[k])]
+        rows[k, :len(part)] = part
     mask = rows >= 0
     safe = np.where(mask, rows, 0)
 
     def pad(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
         return np.where(mask, a[safe], fill)
 
+    def onehot(index: np.ndarray, n: int) -> np.ndarray:
+        out = np.zeros((K, n))
+        out[np.arange(K), index] = 1.0
+        return out
+
     hist_len = hist_len or int(2 ** np.ceil(np.log2(design.y.max() + 2)))
     if design.y.max() >= hist_len:
         raise ValueError(f"hist_len {hist_len} is too short for a count of {design.y.max()}")
-    onehot = np.zeros((K, design.n_la))
-    onehot[np.arange(K), chunk_la] = 1.0
+    chunk_la = chunk_group // (n_stage * n_strata)
     msoa = None if design.msoa_index is None else np.where(mask, design.msoa_index[safe], 0)
-    return Layout(chunk_la=chunk_la, onehot=onehot, w=pad(design.w),
-                  log_exposure=pad(design.log_exposure), y=pad(design.y.astype(float)),
+    return Layout(chunk_la=chunk_la, onehot=onehot(chunk_la, design.n_la),
+                  onehot_stage=onehot(chunk_group // n_strata % n_stage, n_stage),
+                  onehot_stratum=onehot(chunk_group % n_strata, n_strata),
+                  w=pad(design.w), log_exposure=pad(design.log_exposure), y=pad(design.y.astype(float)),
                   mask=mask.astype(float), rows=rows,
-                  y_hist=np.bincount(design.y, minlength=hist_len).astype(float),
-                  lgamma_y1=float(gammaln(design.y + 1.0).sum()),
-                  msoa_index=msoa, n_rows=len(design.y))
+                  y_hist=_hist(design.y, design.stage_index, n_stage, hist_len),
+                  n_stage_rows=np.bincount(design.stage_index, minlength=n_stage).astype(float),
+                  lgamma_y1=float(gammaln(design.y + 1.0).sum()), msoa_index=msoa, n_rows=len(design.y))
 
 
 def model_data(layout: Layout, dtype=None) -> dict:
@@ -89,21 +102,24 @@ def model_data(layout: Layout, dtype=None) -> dict:
     import jax.numpy as jnp
 
     dtype = dtype or jnp.result_type(float)
-    out = {k: jnp.asarray(getattr(layout, k), dtype=dtype)
-           for k in ("onehot", "w", "log_exposure", "y", "mask", "y_hist")}
+    keys = ("onehot", "onehot_stage", "onehot_stratum", "w", "log_exposure", "y", "mask", "y_hist",
+            "n_stage_rows")
+    out = {k: jnp.asarray(getattr(layout, k), dtype=dtype) for k in keys}
     out["lgamma_y1"] = jnp.asarray(layout.lgamma_y1, dtype=dtype)
     return out
 
 
-def with_counts(layout: Layout, y: np.ndarray) -> Layout:
+def with_counts(layout: Layout, y: np.ndarray, stage_index: np.ndarray | None = None) -> Layout:
     """The same layout with new counts ``y`` (in design row order), same shapes."""
     from dataclasses import replace
 
     from scipy.special import gammaln
 
     mask = layout.rows >= 0
+    n_stage, hist_len = layout.y_hist.shape
+    stage = np.zeros(len(y), dtype=np.int64) if stage_index is None else stage_index
     return replace(layout, y=np.where(mask, y[np.where(mask, layout.rows, 0)], 0.0),
-                   y_hist=np.bincount(y, minlength=len(layout.y_hist)).astype(float)[:len(layout.y_hist)],
+                   y_hist=_hist(y, stage, n_stage, hist_len)[:, :hist_len],
                    lgamma_y1=float(gammaln(y + 1.0).sum()))
 
 
@@ -117,46 +133,63 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
 
     dtype = dtype or jnp.result_type(float)
     param = resolve_parameterisation(spec, design.rows_per_la)
-    ncoef = len(spec.coefs)
-    z = jnp.asarray(design.z, dtype=dtype)
+    ncoef, n_stage = len(spec.coefs), len(spec.stages)
+    n_eff = ncoef * n_stage
+    z = jnp.asarray(design.z, dtype=dtype)[:, None]
     cov = jnp.asarray(design.la_cov, dtype=dtype)
-    n_rows = layout.n_rows
     msoa_index = None if layout.msoa_index is None else jnp.asarray(layout.msoa_index)
     obs_rows = np.where(layout.rows >= 0, layout.rows, 0)
+    n_strata = len(design.stratum_names)
+
+    def stage_param(name: str, group: str):
+        d = priors[group].numpyro()
+        if spec.stacked:
+            return numpyro.sample(name, d.expand([n_stage]).to_event(1))
+        return numpyro.sample(name, d)
 
     def model(arr):
-        mean_a = numpyro.sample("intercept", priors["intercept"].numpyro())
-        mean_a = mean_a + jnp.zeros(design.n_la, dtype)
+        mean_a = jnp.atleast_1d(stage_param("intercept", "intercept")) + jnp.zeros((design.n_la, n_stage), dtype)
         if spec.la.between_effect:
-            mean_a = mean_a + numpyro.sample("la_deprivation", priors["la_deprivation"].numpyro()) * z
+            mean_a = mean_a + jnp.atleast_1d(stage_param("la_deprivation", "la_deprivation")) * z
         if design.la_cov_names:
             p = priors["la_covariates"].numpyro().expand([len(design.la_cov_names)]).to_event(1)
-            mean_a = mean_a + cov @ numpyro.sample("la_cov_intercept", p)
-        means = [mean_a]
+            mean_a = mean_a + (cov @ numpyro.sample("la_cov_intercept", p))[:, None]
+        parts = [mean_a]
         if ncoef == 2:
-            mean_b = numpyro.sample("gradient", priors["gradient"].numpyro()) + jnp.zeros_like(z)
+            mean_b = jnp.atleast_1d(stage_param("gradient", "gradient")) + jnp.zeros_like(mean_a)
             if spec.la.cross_level:
-                mean_b = mean_b + numpyro.sample("cross_level", priors["cross_level"].numpyro()) * z
+                mean_b = mean_b + jnp.atleast_1d(stage_param("cross_level", "cross_level")) * z
             if design.la_cov_names:
-                mean_b = mean_b + cov @ numpyro.sample("la_cov_gradient", p)
-            means.append(mean_b)
-        mean = jnp.stack(means, axis=1)
-        la_sd = numpyro.sample("la_sd", priors["la_sd"].numpyro().expand([ncoef]).to_event(1))
-        if ncoef == 2:
-            corr = numpyro.sample("la_corr", nd.LKJ(2, priors["la_corr"].params["eta"]))
+                mean_b = mean_b + (cov @ numpyro.sample("la_cov_gradient", p))[:, None]
+            parts.append(mean_b)
+        mean = jnp.stack(parts, axis=2).reshape(design.n_la, n_eff)
+        la_sd = numpyro.sample("la_sd", priors["la_sd"].numpyro().expand([n_eff]).to_event(1))
+        if n_eff > 1:
+            corr = numpyro.sample("la_corr", nd.LKJ(n_eff, priors["la_corr"].params["eta"]))
             chol = la_sd[:, None] * jnp.linalg.cholesky(corr)
         else:
             chol = jnp.diag(la_sd)
+        flat_name = "la_coef_flat" if spec.stacked else "la_coef"
         if param == "centred":
-            la_coef = numpyro.sample("la_coef", nd.MultivariateNormal(mean, scale_tril=chol))
+            flat = numpyro.sample(flat_name, nd.MultivariateNormal(mean, scale_tril=chol))
         else:
-            raw = numpyro.sample("la_raw", nd.Normal(0.0, 1.0).expand([design.n_la, ncoef])
-                                 .to_event(2))
-            la_coef = numpyro.deterministic("la_coef", mean + raw @ chol.T)
-        c = arr["onehot"] @ la_coef  # (K, ncoef): no scatter in the gradient
-        eta = arr["log_exposure"] + c[:, :1]
-        if ncoef == 2:
-            eta = eta + c[:, 1:2] * arr["w"]
+            raw = numpyro.sample("la_raw", nd.Normal(0.0, 1.0).expand([design.n_la, n_eff]).to_event(2))
+            flat = numpyro.deterministic(flat_name, mean + raw @ chol.T)
+        if spec.stacked:
+            numpyro.deterministic("la_coef", flat.reshape(design.n_la, n_stage, ncoef))
+        # per chunk: its LA's coefficients for its stage, by matrix products (no scatter)
+        c = (arr["onehot"] @ flat).reshape(-1, n_stage, ncoef)
+        c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
+        a, b = c[:, :1], (c[:, 1:2] if ncoef == 2 else 0.0)
+        if spec.strata:
+            off = numpyro.sample("stratum_intercept_offset", priors["stratum_effects"].numpyro()
+                                 .expand([n_strata - 1]).to_event(1))
+            a = a + (arr["onehot_stratum"][:, 1:] @ off)[:, None]
+            if ncoef == 2:
+                off_b = numpyro.sample("stratum_gradient_offset", priors["stratum_effects"].numpyro()
+                                       .expand([n_strata - 1]).to_event(1))
+                b = b + (arr["onehot_stratum"][:, 1:] @ off_b)[:, None]
+        eta = arr["log_exposure"] + a + b * arr["w"]
         if spec.msoa.random_intercept:
             msoa_sd = numpyro.sample("msoa_sd", priors["msoa_sd"].numpyro())
             msoa_raw = numpyro.sample("msoa_raw", nd.Normal(0.0, 1.0)
@@ -164,20 +197,46 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             eta = eta + (msoa_raw * msoa_sd)[msoa_index]
         if spec.family == "poisson_lognormal":
             obs_sd = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
-            eps_raw = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([n_rows]).to_event(1))
+            eps_raw = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([layout.n_rows]).to_event(1))
             eta = eta + eps_raw[obs_rows] * obs_sd
         y, mask = arr["y"], arr["mask"]
         if spec.family == "negative_binomial":
-            phi = numpyro.sample("dispersion", priors["dispersion"].numpyro())
-            values = jnp.arange(arr["y_hist"].shape[0], dtype=dtype)
-            ll = (jnp.sum(arr["y_hist"] * gammaln(values + phi))
-                  - n_rows * (gammaln(phi) - phi * jnp.log(phi))
-                  + jnp.sum(mask * (y * eta - (y + phi) * jnp.logaddexp(jnp.log(phi), eta))))
+            phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
+            values = jnp.arange(arr["y_hist"].shape[1], dtype=dtype)
+            phi_k = (arr["onehot_stage"] @ phi)[:, None]
+            ll = (jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
+                  - jnp.sum(arr["n_stage_rows"] * (gammaln(phi) - phi * jnp.log(phi)))
+                  + jnp.sum(mask * (y * eta - (y + phi_k) * jnp.logaddexp(jnp.log(phi_k), eta))))
         else:
             ll = jnp.sum(mask * (y * eta - jnp.exp(eta)))
-        numpyro.factor(spec.outcome, ll - arr["lgamma_y1"])
+        numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
 
     return model
+
+
+def _row_eta(design: Design, p: dict, xp):
+    """Linear predictor per design row at one parameter point (numpy or jax.numpy ``xp``)."""
+    coef = p["la_coef"]
+    if coef.ndim == 2:
+        coef = coef[:, None, :]
+    la, st = design.la_index, design.stage_index
+    eta = design.log_exposure + coef[la, st, 0]
+    slope = coef[la, st, 1] if coef.shape[-1] == 2 else 0.0
+    if "stratum_intercept_offset" in p:
+        k = design.stratum_index
+        eta = eta + xp.concatenate([xp.zeros(1), p["stratum_intercept_offset"]])[k]
+        if "stratum_gradient_offset" in p:
+            slope = slope + xp.concatenate([xp.zeros(1), p["stratum_gradient_offset"]])[k]
+    eta = eta + slope * design.w
+    if "msoa_raw" in p:
+        eta = eta + (p["msoa_raw"] * p["msoa_sd"])[design.msoa_index]
+    if "eps_raw" in p:
+        eta = eta + p["eps_raw"] * p["obs_sd"]
+    return eta
+
+
+ROW_PARAMS = ("la_coef", "stratum_intercept_offset", "stratum_gradient_offset", "msoa_raw", "msoa_sd",
+              "eps_raw", "obs_sd", "dispersion")
 
 
 def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.ndarray],
@@ -190,52 +249,34 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
     import jax.numpy as jnp
     from jax.scipy.special import gammaln
 
-    idx = jnp.asarray(design.la_index)
-    w = jnp.asarray(design.w)
-    loge = jnp.asarray(design.log_exposure)
-    y = jnp.asarray(design.y, dtype=w.dtype)
-    msoa = None if design.msoa_index is None else jnp.asarray(design.msoa_index)
+    y = jnp.asarray(design.y, dtype=jnp.result_type(float))
+    stage = jnp.asarray(design.stage_index)
 
     def one(p):
-        eta = loge + p["la_coef"][idx, 0]
-        if p["la_coef"].shape[-1] == 2:
-            eta = eta + p["la_coef"][idx, 1] * w
-        if msoa is not None:
-            eta = eta + (p["msoa_raw"] * p["msoa_sd"])[msoa]
-        if "eps_raw" in p:
-            eta = eta + p["eps_raw"] * p["obs_sd"]
+        eta = _row_eta(design, p, jnp)
         if "dispersion" in p:
-            phi = p["dispersion"]
+            phi = jnp.atleast_1d(p["dispersion"])[stage]
             return (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1) + phi * jnp.log(phi)
                     + y * eta - (y + phi) * jnp.logaddexp(jnp.log(phi), eta))
         return y * eta - jnp.exp(eta) - gammaln(y + 1)
 
-    keys = [k for k in ("la_coef", "msoa_raw", "msoa_sd", "eps_raw", "obs_sd", "dispersion")
-            if k in posterior]
+    keys = [k for k in ROW_PARAMS if k in posterior]
     n_draws = len(posterior["la_coef"])
     out = np.empty((n_draws, len(design.y)), dtype=np.float32)
     many = jax.jit(jax.vmap(one))
     for s in range(0, n_draws, batch):
-        out[s:s + batch] = np.asarray(many({k: jnp.asarray(posterior[k][s:s + batch])
-                                            for k in keys}))
+        out[s:s + batch] = np.asarray(many({k: jnp.asarray(posterior[k][s:s + batch]) for k in keys}))
     return out
 
 
 def draw_counts(spec: ModelSpec, design: Design, params: dict[str, np.ndarray],
                 rng: np.random.Generator) -> np.ndarray:
     """Counts drawn from the model's likelihood at one parameter point (design row order)."""
-    coef = np.asarray(params["la_coef"])
-    eta = design.log_exposure + coef[design.la_index, 0]
-    if coef.shape[-1] == 2:
-        eta = eta + coef[design.la_index, 1] * design.w
-    if "msoa_raw" in params:
-        eta = eta + (np.asarray(params["msoa_raw"]) * params["msoa_sd"])[design.msoa_index]
-    if spec.family == "poisson_lognormal":
-        eps = params.get("eps_raw")
-        eps = rng.standard_normal(len(eta)) if eps is None else np.asarray(eps)
-        eta = eta + eps * params["obs_sd"]
-    mu = np.exp(eta)
+    p = {k: np.asarray(v) for k, v in params.items() if k in ROW_PARAMS}
+    if spec.family == "poisson_lognormal" and "eps_raw" not in p:
+        p["eps_raw"] = rng.standard_normal(len(design.y))
+    mu = np.exp(_row_eta(design, p, np))
     if spec.family == "negative_binomial":
-        phi = float(params["dispersion"])
+        phi = np.atleast_1d(p["dispersion"])[design.stage_index]
         return rng.poisson(rng.gamma(phi, mu / phi))
     return rng.poisson(mu)

@@ -21,63 +21,101 @@ from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec, resolve_parameterisation
 
 HYPERPARAMETERS = ("intercept", "gradient", "la_deprivation", "cross_level", "la_cov_intercept",
-                   "la_cov_gradient", "la_sd", "la_corr", "msoa_sd", "dispersion", "obs_sd")
+                   "la_cov_gradient", "stratum_intercept_offset", "stratum_gradient_offset", "la_sd",
+                   "la_corr", "msoa_sd", "dispersion", "obs_sd")
 """Population-level parameters in the order they are reported."""
+
+STAGE_VARS = ("intercept", "gradient", "la_deprivation", "cross_level", "dispersion")
+"""Parameters with one value per stage when stages are stacked."""
 
 
 def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
     """Named coordinates shared by the PyMC and NumPyro models."""
     c = {"la": list(design.la_codes), "coef": list(spec.coefs),
          "la_covariate": list(design.la_cov_names), "neighbourhood": list(design.row_ids)}
+    if spec.stacked:
+        c["stage"] = list(spec.stages)
+        c["la_effect"] = [f"{s}:{k}" for s in spec.stages for k in spec.coefs]
+    if spec.strata:
+        c["stratum"] = list(design.stratum_names[1:])
     if design.msoa_codes is not None:
         c["msoa"] = list(design.msoa_codes)
     return c
 
 
+def dims(spec: ModelSpec) -> dict[str, list[str]]:
+    """Dimensions of each model variable (beyond chain and draw)."""
+    effect = "la_effect" if spec.stacked else "coef"
+    d = {"la_sd": [effect], "la_corr": [effect, f"{effect}_"], "la_raw": ["la", effect],
+         "la_coef": ["la", "stage", "coef"] if spec.stacked else ["la", "coef"],
+         "la_cov_intercept": ["la_covariate"], "la_cov_gradient": ["la_covariate"], "msoa_raw": ["msoa"],
+         "stratum_intercept_offset": ["stratum"], "stratum_gradient_offset": ["stratum"]}
+    if spec.stacked:
+        d.update({v: ["stage"] for v in STAGE_VARS}, la_coef_flat=["la", "la_effect"])
+    return d
+
+
 def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
-    """Build the PyMC model; the observed variable is named after the outcome stage."""
+    """Build the PyMC model; the observed variable is named after the outcome (or ``count``)."""
     import pymc as pm
     import pytensor.tensor as pt
 
     param = resolve_parameterisation(spec, design.rows_per_la)
-    ncoef = len(spec.coefs)
+    ncoef, n_stage = len(spec.coefs), len(spec.stages)
+    n_eff = ncoef * n_stage
+    sdims = "stage" if spec.stacked else None
     with pm.Model(coords=coords(spec, design)) as model:
-        z = pt.as_tensor(design.z)
-        mean_a = priors["intercept"].pymc("intercept")
-        mean_b = priors["gradient"].pymc("gradient") if ncoef == 2 else None
+        z = pt.as_tensor(design.z)[:, None]
+        cov = pt.as_tensor(design.la_cov)
+
+        def stage_param(var: str, group: str):
+            return pt.atleast_1d(priors[group].pymc(var, dims=sdims))[None, :]  # (1, S)
+
+        mean_a = stage_param("intercept", "intercept") + pt.zeros((design.n_la, n_stage))
         if spec.la.between_effect:
-            mean_a = mean_a + priors["la_deprivation"].pymc("la_deprivation") * z
-        else:
-            mean_a = mean_a + pt.zeros(design.n_la)
-        if ncoef == 2:
-            if spec.la.cross_level:
-                mean_b = mean_b + priors["cross_level"].pymc("cross_level") * z
-            else:
-                mean_b = mean_b + pt.zeros(design.n_la)
+            mean_a = mean_a + stage_param("la_deprivation", "la_deprivation") * z
+
+        def cov_term(var: str):
+            return (cov @ priors["la_covariates"].pymc(var, dims="la_covariate"))[:, None]
+
         if design.la_cov_names:
-            cov = pt.as_tensor(design.la_cov)
-            mean_a = mean_a + cov @ priors["la_covariates"].pymc("la_cov_intercept",
-                                                                  dims="la_covariate")
-            if ncoef == 2:
-                mean_b = mean_b + cov @ priors["la_covariates"].pymc("la_cov_gradient",
-                                                                      dims="la_covariate")
-        mean = pt.stack([mean_a, mean_b], axis=1) if ncoef == 2 else mean_a[:, None]
-        la_sd = priors["la_sd"].pymc("la_sd", dims="coef")
+            mean_a = mean_a + cov_term("la_cov_intercept")
+        parts = [mean_a]
         if ncoef == 2:
-            corr = pm.LKJCorr("la_corr", n=2, eta=priors["la_corr"].params["eta"],
-                              return_matrix=True)
+            mean_b = stage_param("gradient", "gradient") + pt.zeros((design.n_la, n_stage))
+            if spec.la.cross_level:
+                mean_b = mean_b + stage_param("cross_level", "cross_level") * z
+            if design.la_cov_names:
+                mean_b = mean_b + cov_term("la_cov_gradient")
+            parts.append(mean_b)
+        mean = pt.stack(parts, axis=2).reshape((design.n_la, n_eff))  # stage-major: s0:a, s0:b, s1:a ...
+        effect = "la_effect" if spec.stacked else "coef"
+        la_sd = priors["la_sd"].pymc("la_sd", dims=effect)
+        if n_eff > 1:
+            corr = pm.LKJCorr("la_corr", n=n_eff, eta=priors["la_corr"].params["eta"], return_matrix=True)
             chol = la_sd[:, None] * pt.linalg.cholesky(corr)
         else:
             chol = pt.diag(la_sd)
+        flat_name = "la_coef_flat" if spec.stacked else "la_coef"
         if param == "centred":
-            la_coef = pm.MvNormal("la_coef", mu=mean, chol=chol, dims=("la", "coef"))
+            flat = pm.MvNormal(flat_name, mu=mean, chol=chol, dims=("la", effect))
         else:
-            raw = pm.Normal("la_raw", 0.0, 1.0, dims=("la", "coef"))
-            la_coef = pm.Deterministic("la_coef", mean + raw @ chol.T, dims=("la", "coef"))
-        idx = design.la_index
-        eta = design.log_exposure + la_coef[idx, 0]
-        if ncoef == 2:
-            eta = eta + la_coef[idx, 1] * design.w
+            raw = pm.Normal("la_raw", 0.0, 1.0, dims=("la", effect))
+            flat = pm.Deterministic(flat_name, mean + raw @ chol.T, dims=("la", effect))
+        coef = flat.reshape((design.n_la, n_stage, ncoef))
+        if spec.stacked:
+            pm.Deterministic("la_coef", coef, dims=("la", "stage", "coef"))
+        idx, st = design.la_index, design.stage_index
+        eta = design.log_exposure + coef[idx, st, 0]
+        slope = coef[idx, st, 1] if ncoef == 2 else 0.0
+        if spec.strata:
+            k = design.stratum_index
+            off_a = priors["stratum_effects"].pymc("stratum_intercept_offset", dims="stratum")
+            eta = eta + pt.concatenate([pt.zeros(1), off_a])[k]
+            if ncoef == 2:
+                off_b = priors["stratum_effects"].pymc("stratum_gradient_offset", dims="stratum")
+                slope = slope + pt.concatenate([pt.zeros(1), off_b])[k]
+        eta = eta + slope * design.w
         if spec.msoa.random_intercept:
             msoa_sd = priors["msoa_sd"].pymc("msoa_sd")
             msoa_raw = pm.Normal("msoa_raw", 0.0, 1.0, dims="msoa")
@@ -86,13 +124,18 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
             obs_sd = priors["obs_sd"].pymc("obs_sd")
             eps_raw = pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")
             eta = eta + eps_raw * obs_sd
+        name = observed_name(spec)
         if spec.family == "negative_binomial":
-            phi = priors["dispersion"].pymc("dispersion")
-            pm.NegativeBinomial(spec.outcome, mu=pt.exp(eta), alpha=phi, observed=design.y,
-                                dims="neighbourhood")
+            phi = pt.atleast_1d(priors["dispersion"].pymc("dispersion", dims=sdims))[st]
+            pm.NegativeBinomial(name, mu=pt.exp(eta), alpha=phi, observed=design.y, dims="neighbourhood")
         else:
-            pm.Poisson(spec.outcome, mu=pt.exp(eta), observed=design.y, dims="neighbourhood")
+            pm.Poisson(name, mu=pt.exp(eta), observed=design.y, dims="neighbourhood")
     return model
+
+
+def observed_name(spec: ModelSpec) -> str:
+    """Name of the observed variable (and of the log-likelihood): the stage, or ``count``."""
+    return "count" if spec.stacked else spec.outcome
 
 
 def log_rate(posterior, spec: ModelSpec, *, w, z, la_cov=None):

@@ -22,7 +22,7 @@ import xarray as xr
 
 from hierarchy import disclosure, estimands, figures
 from hierarchy.diagnostics import ESS_MIN, RHAT_MAX
-from hierarchy.fitfile import fit_spec, provenance
+from hierarchy.fitfile import fit_spec, load_fit, provenance
 from hierarchy.model import HYPERPARAMETERS
 
 FORMATS = ("table", "csv", "markdown", "json")
@@ -53,9 +53,10 @@ def hyperparameters(idata) -> xr.Dataset:
     for name in (v for v in HYPERPARAMETERS if v in post):
         da = post[name]
         if name == "la_corr":
-            a, b = (str(c) for c in da["coef"].values[:2])
-            if da.sizes["coef"] > 1:
-                out[f"la_corr[{a},{b}]"] = da.isel(coef=0, coef_=1, drop=True)
+            row, col = da.dims[-2:]
+            labels = [str(c) for c in da[row].values]
+            for i, j in zip(*np.triu_indices(len(labels), 1), strict=True):
+                out[f"la_corr[{labels[i]},{labels[j]}]"] = da.isel({row: i, col: j}, drop=True)
             continue
         extra = [d for d in da.dims if d not in ("chain", "draw")]
         if not extra:
@@ -243,7 +244,8 @@ def estimand_tables(idata, *, data: Any = None, prob: float = 0.9, threshold: in
     """
     disclosure.check_rules(threshold, rounding)
     spec, _ = fit_spec(idata)
-    stage = _truth_stage(truth, spec.outcome)
+    # the headline of a stratified fit is its reference stratum's: the pooled truth does not apply
+    stage = None if spec.strata else _truth_stage(truth, spec.outcome)
     est = estimands.estimands_table(idata, prob=prob)
     if stage is not None:
         sd = estimands.deprivation_sd(idata)
@@ -276,6 +278,34 @@ def estimand_tables(idata, *, data: Any = None, prob: float = 0.9, threshold: in
     return tables
 
 
+def subgroup_tables(fit: Any, *, prob: float = 0.9, truth: dict[str, Any] | None = None
+                    ) -> dict[str, pd.DataFrame]:
+    """Gradient scores by stage and stratum, and the stage escalation ratios (empty for fits
+    with neither stages nor strata). With ``truth``, the simulator's values sit beside them."""
+    full = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit
+    sub = estimands.subgroup_gradients(full)
+    if sub is None:
+        return {}
+    spec, _ = fit_spec(full)
+    table = estimands.summarise(sub, prob=prob)
+    if truth:
+        def true(row: pd.Series) -> float:
+            stage = truth["stages"].get(str(row.get("stage", spec.stages[0])), {})
+            if "stratum" in row and spec.strata:
+                levels = str(row["stratum"]).split("/")
+                key = "/".join(f"{c}={v}" for c, v in zip(spec.strata, levels, strict=True))
+                return (stage.get("stratum_gradient_at_mean") or {}).get(key, np.nan)
+            return stage.get("gradient_at_mean", np.nan)
+
+        table = _with_truth(table, table.apply(true, axis=1).to_numpy(dtype=float))
+    out = {"subgroup_gradients": table}
+    esc = estimands.escalation(full)
+    if esc is not None:
+        steeper = (esc > 1).mean(("chain", "draw")).to_pandas().rename("p_steeper")
+        out["escalation"] = estimands.summarise(esc, prob=prob).merge(steeper.reset_index(), on="step")
+    return out
+
+
 def report_figures(idata, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, Any, Any]]:
     """Figures of the report: ``{name: (caption, Figure, plotted data)}``."""
     spec, _ = fit_spec(idata)
@@ -299,6 +329,10 @@ def report_figures(idata, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[st
     if "la_deciles" in tables:
         out["la_deciles"] = ("Observed rates by decile in each LA (suppressed cells left out).",
                              *figures.plot_la_deciles(tables["la_deciles"], outcome=spec.outcome))
+    if "subgroup_gradients" in tables:
+        out["subgroups"] = ("Gradient scores (per 10 points) of a typical LA at mean LA deprivation by "
+                            "stage and stratum; truth marked where known.",
+                            *figures.plot_subgroups(tables["subgroup_gradients"]))
     out["rank"] = ("Rank plots of the hyperparameters.", *figures.plot_rank(hyperparameters(idata)))
     return out
 
@@ -370,6 +404,7 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = estimand_tables(idata, data=data, prob=prob, threshold=threshold, rounding=rounding,
                              truth=truth, n_draws=n_draws)
+    tables.update(subgroup_tables(fit, prob=prob, truth=truth))
     for name, frame in tables.items():
         _csv(frame, out / f"{name}.csv")
     figs = report_figures(idata, tables)
@@ -409,6 +444,17 @@ def _context(idata, tables: dict[str, pd.DataFrame], *, threshold: int, rounding
         ("Posterior predictive check: counts per neighbourhood", "Number of neighbourhood rows "
          "per count bin.", _display(tables["count_distribution"])),
     ]
+    if "subgroup_gradients" in tables:
+        stages = prov["model_spec"]["outcome"]
+        note = (f" The other sections show the first stage ({stages[0]}) and the reference stratum."
+                if isinstance(stages, list) else " The other sections show the reference stratum.")
+        sections.insert(1, ("Gradients by stage and stratum", "Gradient score per 10 points of a typical "
+                            "LA at mean LA deprivation, for each stage and stratum." + note,
+                            _display(tables["subgroup_gradients"])))
+    if "escalation" in tables:
+        sections.insert(2, ("Gradient escalation", "Ratio of each stage's gradient score to the stage "
+                            "below; p_steeper = posterior probability that the ratio exceeds 1.",
+                            _display(tables["escalation"])))
     if "la_gradients" in tables:
         sections.append(("LA gradient scores (per 10 points)", "exp of each LA's gradient "
                          "coefficient.", _display(tables["la_gradients"])))

@@ -80,9 +80,13 @@ GRADIENT_AT_MEAN = {"referral": 1.62, "s47": 1.72, "cp_plan": 1.80, "looked_afte
 REFERRAL_CURVE = {-0.1: 2.33, 0.0: 1.62, 0.1: 1.39}
 """Published referral gradient scores at Xbar - 0.1, Xbar and Xbar + 0.1."""
 DISPERSION = {"referral": 6.0, "s47": 5.0, "cp_plan": 4.0, "looked_after": 4.0}
-TAU = 0.10
-"""SD of the LA slope deviations v_j (log gradient scale)."""
+TAU = 0.085
+"""SD of the LA slope deviations v_j (log gradient scale); with the rural moderation the LA
+slopes vary by about 0.10 around the curve, as published (LA gradients about 1.2-2.4)."""
 STAGE_NOISE_SD = 0.03
+LA_CONDITION_MODERATION = {"la_rural_share": 0.05, "la_log_density": 0.0}
+"""Change in every stage's LA log gradient per SD (over LAs) of each LA condition: gradients
+are steeper in more rural LAs (DESIGN section 3), not by density once rurality is known."""
 CURVE_CLIP = (0.04, 0.28)
 AGE_GRADIENT = {"0-4": 1.10, "5-9": 1.03, "10-15": 0.96, "16-17": 0.90}
 AGE_RATE = {"0-4": 1.15, "5-9": 0.95, "10-15": 1.00, "16-17": 0.85}
@@ -296,6 +300,10 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
                                "rate_ratio": SEX_RATE, "exposure_share": SEX_SHARE}
 
     v = rng.normal(0.0, TAU, n_la)
+    conditions = {"la_rural_share": la["rural_share"].to_numpy(dtype=float),
+                  "la_log_density": la["log_density"].to_numpy(dtype=float)}
+    moderation = sum(m * (conditions[c] - conditions[c].mean()) / (conditions[c].std() or 1.0)
+                     for c, m in LA_CONDITION_MODERATION.items())
     noise = {s: (np.zeros(n_la) if s == "referral" else rng.normal(0.0, STAGE_NOISE_SD, n_la))
              for s in SIM_STAGES}
 
@@ -306,7 +314,7 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         shift = math.log(GRADIENT_AT_MEAN[s] / GRADIENT_AT_MEAN["referral"])
         ds = (d[0] + shift, d[1], d[2])
         curve = log_gradient(X, xbar, ds)
-        beta = curve + v + noise[s]
+        beta = curve + moderation + v + noise[s]
         kernel = exposure * np.exp((beta[row_la] + slope_off) * w + rate_off)
         denom = np.bincount(row_la, kernel, minlength=n_la)
         target, imputed, used = _targets(geo, year, s)
@@ -320,7 +328,7 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         per_la[s] = {"alpha": alpha, "beta": beta, "expected": expected, "dfe": target,
                      "imputed": imputed, "variance": variance}
         grads = np.exp(beta)
-        reg = _la_regression(alpha, ell, beta - curve)
+        reg = _la_regression(alpha, ell, beta - curve - moderation)
         at = {k: float(np.exp(log_gradient(xbar + dx, xbar, ds)))
               for k, dx in (("gradient_at_mean", 0.0), ("gradient_10_less", -0.1),
                             ("gradient_10_more", 0.1))}
@@ -333,7 +341,7 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
             "d0": ds[0], "d1": ds[1], "d2": ds[2], **at,
             "dispersion": DISPERSION[s], "tau": TAU,
             "stage_noise_sd": 0.0 if s == "referral" else STAGE_NOISE_SD,
-            "slope_residual_sd": float((beta - curve).std(ddof=1)) if n_la > 1 else 0.0,
+            "slope_residual_sd": float((beta - curve - moderation).std(ddof=1)) if n_la > 1 else 0.0,
             **reg,
             "la_gradient_range": [float(grads.min()), float(grads.max())],
             "la_gradient_q05_q95": [float(np.quantile(grads, 0.05)),
@@ -416,6 +424,9 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
             "note": "the gradient curve log g(X) = d0 + d1 l + d2 l^2, l = log(X/mean), is "
                     "evaluated with X clipped to curve_clip",
         },
+        "la_conditions": {"gradient_per_sd": LA_CONDITION_MODERATION,
+                          "note": "added to each LA's log gradient per SD over LAs of the condition "
+                                  "(sd with ddof=0), same for every stage"},
         "stages": stages, "strata_terms": strata_terms, "las": las, "deciles": deciles,
     }
     return table, _jsonable(truth)

@@ -4,7 +4,12 @@ A spec says which count is modelled and how (all keys but ``name`` are optional)
 
     name = "inverse_intervention_nb_log"
     family = "negative_binomial"    # poisson | negative_binomial | poisson_lognormal
-    outcome = "referral"            # a count column (hierarchy.STAGES)
+    outcome = "referral"            # a count column (hierarchy.STAGES), or a list of them:
+                                    # stages stacked in one model, each with its own intercept,
+                                    # gradient, LA terms and dispersion; LA effects correlated
+                                    # across stages
+    strata = []                     # stratum columns (e.g. ["age_band"]): intercept and gradient
+                                    # offsets against the first level
     exposure = "exposure"           # column of children at risk (log offset)
 
     [deprivation]
@@ -36,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hierarchy import STAGES
+from hierarchy import STAGES, STRATA
 from hierarchy.errors import SpecError
 from hierarchy.priors import config_hash, did_you_mean, read_toml
 
@@ -77,13 +82,23 @@ class ModelSpec:
 
     name: str
     family: str = "negative_binomial"
-    outcome: str = "referral"
+    outcome: str | tuple[str, ...] = "referral"
     exposure: str = "exposure"
+    strata: tuple[str, ...] = ()
     description: str = ""
     deprivation: Deprivation = field(default_factory=Deprivation)
     la_deprivation: LADeprivation = field(default_factory=LADeprivation)
     la: LALevel = field(default_factory=LALevel)
     msoa: MSOALevel = field(default_factory=MSOALevel)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The modelled count columns (one unless stages are stacked)."""
+        return (self.outcome,) if isinstance(self.outcome, str) else tuple(self.outcome)
+
+    @property
+    def stacked(self) -> bool:
+        return len(self.stages) > 1
 
     @property
     def coefs(self) -> tuple[str, ...]:
@@ -93,6 +108,12 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["la"]["covariates"] = list(self.la.covariates)
+        if not isinstance(self.outcome, str):
+            d["outcome"] = list(self.outcome)
+        if self.strata:
+            d["strata"] = list(self.strata)
+        else:
+            d.pop("strata")
         return d
 
     def hash(self) -> str:
@@ -107,12 +128,19 @@ class ModelSpec:
         d = dict(d)
         sections = {"deprivation": Deprivation, "la_deprivation": LADeprivation,
                     "la": LALevel, "msoa": MSOALevel}
-        scalars = {"name", "family", "outcome", "exposure", "description"}
+        scalars = {"name", "family", "outcome", "exposure", "description", "strata"}
         for key in d:
             if key not in scalars | set(sections):
                 raise SpecError(f"{source}: unknown key '{key}'"
                                 f"{did_you_mean(key, sorted(scalars | set(sections)))}")
         kwargs: dict[str, Any] = {k: d[k] for k in scalars if k in d}
+        if isinstance(kwargs.get("outcome"), list):
+            out = tuple(kwargs["outcome"])
+            kwargs["outcome"] = out[0] if len(out) == 1 else out
+        if "strata" in kwargs:
+            if not isinstance(kwargs["strata"], list | tuple):
+                raise SpecError(f"{source}: strata must be a list of column names, e.g. [\"age_band\"]")
+            kwargs["strata"] = tuple(kwargs["strata"])
         if not isinstance(kwargs.get("name"), str):
             raise SpecError(f"{source}: a model spec needs name = \"...\"")
         for key, kind in sections.items():
@@ -140,7 +168,12 @@ def _choice(source: str, what: str, value: Any, options: tuple[str, ...]) -> Non
 
 def _check(spec: ModelSpec, source: str) -> None:
     _choice(source, "family", spec.family, FAMILIES)
-    _choice(source, "outcome", spec.outcome, STAGES)
+    for stage in spec.stages:
+        _choice(source, "outcome", stage, STAGES)
+    if len(set(spec.stages)) != len(spec.stages):
+        raise SpecError(f"{source}: outcome lists a stage twice: {list(spec.stages)}")
+    for stratum in spec.strata:
+        _choice(source, "strata", stratum, STRATA)
     _choice(source, "deprivation.centring", spec.deprivation.centring,
             ("within_between", "grand_mean"))
     _choice(source, "la_deprivation.transform", spec.la_deprivation.transform, ("identity", "log"))

@@ -1,0 +1,1231 @@
+"""Comparing prior specifications and models.
+
+Two jobs, one command each:
+
+``hierarchy compare-priors`` (:func:`compare_priors`) fits one model under several prior sets and
+puts side by side
+
+* prior predictive checks in the units of the field (:func:`prior_predictive`): the referral
+  rate per 10,000 children that each prior implies for the data's neighbourhoods, by national
+  deprivation decile (median and 90% interval over prior draws; rates ``exp(eta)`` without the
+  count noise), the share of neighbourhoods whose implied rate exceeds 10,000 per 10,000 (more
+  referrals than children: impossible) and the implied gradient scores of a typical LA at mean
+  LA deprivation and 10 points less / more;
+* the headline estimands under each prior (gradient scores at mean LA deprivation and 10 points
+  less / more: 1.62, 2.33 and 1.39 in the published work), with how far their posterior means
+  move between prior sets, as a table and a forest plot;
+* power-scaling prior sensitivity (:func:`power_scaling`, Kallioinen et al. 2024 via
+  :func:`arviz.psens`) of every hyperparameter and headline estimand, with prior-sensitive
+  parameters and prior-data conflict flagged in plain words.
+
+Fits are saved in ``--fits-dir`` and reused when a saved fit has the same model, prior set and
+data hashes (:func:`find_fit`); missing fits run in parallel processes (:mod:`hierarchy.sweep`).
+The output folder gets ``index.html`` (self-contained, figures embedded), ``index.md`` (with the
+figures as PNG files beside it) and CSV tables.
+
+``hierarchy compare-models`` (:func:`compare_models`) compares saved fits of the same data and
+outcome by PSIS-LOO: ELPD, differences and their standard errors, stacking weights and Pareto-k
+diagnostics, with a plain warning when any k > 0.7. Fits whose log-likelihood was thinned
+(``provenance["log_likelihood_thinned_by"] > 1``) get a relative efficiency computed from the
+posterior draws the log-likelihood was evaluated at (:func:`relative_eff`).
+
+Worked example (national simulated data; linear vs log LA deprivation in the cross-level
+interaction)::
+
+    hierarchy simulate --year 2019 --out out/national_2019.parquet
+    hierarchy fit --data out/national_2019.parquet --model models/inverse_intervention_nb.toml \\
+        --chains 2 --tune 500 --draws 500 --out fits/national_nb.nc
+    hierarchy fit --data out/national_2019.parquet --model models/inverse_intervention_nb_log.toml \\
+        --chains 2 --tune 500 --draws 500 --out fits/national_nb_log.nc
+    hierarchy compare-models fits/national_nb.nc fits/national_nb_log.nc --out out/loo
+
+The simulator's typical-LA gradient is close to linear in log LA deprivation, so the log model
+should rank first; with ~200 neighbourhoods per LA the LA slopes are pinned by each LA's own
+data, so the ELPD difference between the two forms is small relative to its standard error
+unless LAs are small. The prior comparison of the same model::
+
+    hierarchy compare-priors --data out/national_2019.parquet \\
+        --model models/inverse_intervention_nb_log.toml \\
+        --priors weakly_informative vague informative_cwip regularising \\
+        --chains 2 --tune 500 --draws 500 --out out/priors
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierarchy.design import Design, z_of
+from hierarchy.errors import FitFileError, HierarchyError
+from hierarchy.priors import PriorSet, config_hash, did_you_mean, load_priors
+from hierarchy.spec import ModelSpec, load_spec
+
+IMPOSSIBLE_RATE = 10_000.0
+"""Rate per 10,000 children above which a neighbourhood has more referrals than children."""
+VISIBLE_IMPOSSIBLE = 0.05
+"""Prior share of neighbourhoods with impossible rates from which a prior is said to put
+*visible* mass on impossible rates (and the page warns)."""
+NEGLIGIBLE_IMPOSSIBLE = 0.01
+"""Below this share the prior mass on impossible rates is called negligible."""
+SENSITIVITY_THRESHOLD = 0.05
+"""Power-scaling sensitivity above which a quantity is called sensitive (Kallioinen et al.)."""
+PARETO_K_THRESHOLD = 0.7
+"""Pareto k above which a PSIS-LOO term is unreliable."""
+PUBLISHED = {"10 points less": 2.33, "mean": 1.62, "10 points more": 1.39}
+"""Published referral gradient scores (Children in Need census 2018-19; DESIGN section 3)."""
+LEVEL_OFFSETS = {"10 points less": -0.1, "mean": 0.0, "10 points more": 0.1}
+ESTIMAND_LABELS = {"10 points less": "gradient score, LA 10 points less deprived",
+                   "mean": "gradient score at mean LA deprivation",
+                   "10 points more": "gradient score, LA 10 points more deprived"}
+PRIORS_DIR = Path("priors")
+
+__all__ = ["ModelComparison", "PriorComparison", "PriorPredictive", "compare_models",
+           "compare_priors", "find_fit", "loo", "power_scaling", "prior_predictive",
+           "relative_eff", "resolve_prior_path", "write_model_comparison"]
+
+
+# ------------------------------------------------------------------------------ prior predictive
+
+
+@dataclass
+class PriorPredictive:
+    """Prior predictive check of one prior set, in rates per 10,000 children.
+
+    Attributes
+    ----------
+    prior_set : str
+        Name of the prior set.
+    deciles : pandas.DataFrame
+        One row per national decile of the data's neighbourhoods (1 = least deprived):
+        ``decile``, ``deprivation_min``, ``deprivation_max``, ``neighbourhoods``, ``children``,
+        ``rate_median``, ``rate_lower``, ``rate_upper`` (children-weighted implied rate of the
+        decile, per 10,000; median and ``prob`` interval over prior draws),
+        ``impossible_share`` (mean share of the decile's neighbourhoods above 10,000), ``prob``.
+    impossible_share : float
+        Mean over prior draws of the share of neighbourhoods whose implied rate exceeds
+        10,000 per 10,000: the prior probability that a neighbourhood has more referrals than
+        children.
+    impossible_median : float
+        Median over prior draws of that share (what a typical prior draw implies).
+    impossible_any : float
+        Share of prior draws with at least one impossible neighbourhood.
+    gradients : pandas.DataFrame
+        Implied gradient scores of a typical LA: ``la_level``, ``la_deprivation``,
+        ``median``, ``lower``, ``upper``, ``p_below_1`` (prior probability of a reversed
+        gradient), ``published``, ``prob``.
+    n_draws : int
+        Prior draws used.
+    """
+
+    prior_set: str
+    deciles: pd.DataFrame
+    impossible_share: float
+    impossible_median: float
+    impossible_any: float
+    gradients: pd.DataFrame
+    n_draws: int
+
+    def verdict(self) -> str:
+        """One plain sentence on the prior mass on impossible rates."""
+        share = self.impossible_share
+        where = self.deciles.loc[self.deciles["impossible_share"].idxmax(), "decile"]
+        text = (f"{self.prior_set}: in the prior, {_pct(share)} of neighbourhoods have an implied "
+                f"rate above 10,000 per 10,000 children (more referrals than children: "
+                f"impossible)")
+        if share >= VISIBLE_IMPOSSIBLE:
+            return (f"{text}. This prior puts visible mass on impossible rates; it is not weakly "
+                    f"informative in the units of the field.")
+        if share >= NEGLIGIBLE_IMPOSSIBLE:
+            return (f"{text}, mostly in the most deprived neighbourhoods (decile {where}): a "
+                    "little prior mass on impossible rates, small next to the data but worth "
+                    "tightening if the prior is meant to exclude them.")
+        return f"{text}: negligible."
+
+
+def _deciles(codes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """National decile (1 = least deprived) of each row's neighbourhood, over neighbourhoods.
+
+    Ranked by deprivation with ties broken by code, as :func:`hierarchy.estimands.neighbourhood_deciles`.
+    """
+    first = pd.Series(x, index=codes)
+    first = first[~first.index.duplicated()]
+    order = np.lexsort((first.index.to_numpy(), first.to_numpy()))
+    dec = np.empty(len(first), dtype=np.int64)
+    dec[order] = np.arange(len(first)) * 10 // len(first) + 1
+    return dec[first.index.get_indexer(codes)]
+
+
+def prior_draws(spec: ModelSpec, priors: PriorSet, design: Design, *, draws: int = 1000,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """Draws of every parameter from the prior, by NumPyro ``Predictive`` on the model function.
+
+    Parameters
+    ----------
+    spec, priors, design
+        The model, prior set and data design.
+    draws : int
+        Number of prior draws.
+    seed : int
+        Seed of the JAX random key.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Parameter name -> array with a leading draw axis (includes ``la_coef``).
+    """
+    import jax
+    from numpyro.infer import Predictive
+
+    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+
+    jax.config.update("jax_enable_x64", True)
+    layout = make_layout(design)
+    model = model_fn(spec, priors, design, layout)
+    sample = Predictive(model, num_samples=draws)(jax.random.PRNGKey(seed), model_data(layout))
+    return {k: np.asarray(v) for k, v in sample.items() if k != spec.outcome}
+
+
+def _log_rates(spec: ModelSpec, design: Design, draws: dict[str, np.ndarray], sl: slice) -> np.ndarray:
+    """Log rate per child of every row for the draws in ``sl`` (``exp`` gives the rate)."""
+    coef = draws["la_coef"][sl]
+    eta = coef[:, design.la_index, 0]
+    if coef.shape[-1] == 2:
+        eta = eta + coef[:, design.la_index, 1] * design.w
+    if "msoa_raw" in draws and design.msoa_index is not None:
+        eta = eta + (draws["msoa_raw"][sl] * draws["msoa_sd"][sl, None])[:, design.msoa_index]
+    if "eps_raw" in draws:
+        eta = eta + draws["eps_raw"][sl] * draws["obs_sd"][sl, None]
+    return eta
+
+
+def prior_predictive(spec: ModelSpec, priors: PriorSet, design: Design, *, draws: int = 1000,
+                     seed: int = 0, prob: float = 0.9, chunk: int = 100) -> PriorPredictive:
+    """Prior predictive check of ``priors`` for ``spec`` on the neighbourhoods of ``design``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Model specification.
+    priors : PriorSet
+        Prior set to check.
+    design : Design
+        The data's design (exposures, deprivation, LAs); outcome counts are not used.
+    draws : int
+        Prior draws.
+    seed : int
+        Random seed.
+    prob : float
+        Interval probability.
+    chunk : int
+        Draws processed at once (memory: ``chunk x rows`` floats).
+
+    Returns
+    -------
+    PriorPredictive
+    """
+    if not 0 < prob < 1:
+        raise HierarchyError(f"prob must be in (0, 1), got {prob}")
+    pd_draws = prior_draws(spec, priors, design, draws=draws, seed=seed)
+    codes = np.array([s.split("|", 1)[0] for s in design.row_ids.astype(str)])
+    dec = _deciles(codes, design.x)
+    onehot = (dec[:, None] == np.arange(1, 11)[None, :]).astype(float)
+    expo = np.exp(design.log_exposure)
+    children = expo @ onehot
+    rows_per = onehot.sum(0)
+    dec_rate, dec_imp, share = [], [], []
+    log_limit = np.log(IMPOSSIBLE_RATE / 1e4)
+    for s in range(0, draws, chunk):
+        eta = _log_rates(spec, design, pd_draws, slice(s, s + chunk))
+        with np.errstate(over="ignore", invalid="ignore"):
+            dec_rate.append(1e4 * (np.exp(eta) * expo) @ onehot / children)
+        bad = (eta > log_limit).astype(float)
+        dec_imp.append(bad @ onehot / rows_per)
+        share.append(bad.mean(1))
+    rate = np.concatenate(dec_rate)
+    imp = np.concatenate(dec_imp)
+    share_arr = np.concatenate(share)
+    lo, hi = (1 - prob) / 2, (1 + prob) / 2
+    deciles = pd.DataFrame({
+        "decile": np.arange(1, 11),
+        "deprivation_min": [design.x[dec == k].min() for k in range(1, 11)],
+        "deprivation_max": [design.x[dec == k].max() for k in range(1, 11)],
+        "neighbourhoods": [len(set(codes[dec == k])) for k in range(1, 11)],
+        "children": children,
+        "rate_median": np.nanquantile(rate, 0.5, axis=0),
+        "rate_lower": np.nanquantile(rate, lo, axis=0),
+        "rate_upper": np.nanquantile(rate, hi, axis=0),
+        "impossible_share": imp.mean(0), "prob": prob})
+    gradients = _prior_gradients(spec, design, pd_draws, prob=prob)
+    return PriorPredictive(prior_set=priors.name, deciles=deciles,
+                           impossible_share=float(share_arr.mean()),
+                           impossible_median=float(np.median(share_arr)),
+                           impossible_any=float((share_arr > 0).mean()), gradients=gradients,
+                           n_draws=draws)
+
+
+def _prior_gradients(spec: ModelSpec, design: Design, draws: dict[str, np.ndarray], *,
+                     prob: float) -> pd.DataFrame:
+    """Implied gradient scores of a typical LA at mean LA deprivation and -/+ 10 points."""
+    from hierarchy.model import typical_gradient
+
+    names = ("intercept", "gradient", "la_deprivation", "cross_level")
+    post = xr.Dataset({k: (("chain", "draw"), draws[k][None, :]) for k in names if k in draws})
+    step = 0.1 / spec.deprivation.scale
+    rows = []
+    for level, off in LEVEL_OFFSETS.items():
+        X = design.X_mean + off
+        if X <= 0 and spec.la_deprivation.transform == "log":
+            continue
+        z = float(z_of(X, design.X_mean, spec))
+        if "gradient" in post:
+            score = np.exp(step * typical_gradient(post, spec, z=z)).to_numpy().ravel()
+        else:
+            score = np.ones(post.sizes["draw"])
+        lo, med, hi = np.quantile(score, [(1 - prob) / 2, 0.5, (1 + prob) / 2])
+        rows.append({"la_level": level, "la_deprivation": X, "median": med, "lower": lo,
+                     "upper": hi, "p_below_1": float((score < 1).mean()),
+                     "published": PUBLISHED[level], "prob": prob})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ sensitivity
+
+
+def _hyper_posterior(idata) -> xr.Dataset:
+    """Hyperparameters of a fit as a Dataset; ``la_corr`` as its off-diagonal correlation."""
+    from hierarchy.model import HYPERPARAMETERS
+
+    post = idata.posterior
+    out = {}
+    for name in HYPERPARAMETERS:
+        if name not in post:
+            continue
+        da = post[name]
+        if name == "la_corr":
+            da = da.isel(coef=0, coef_=1, drop=True)
+        out[name] = da
+    return xr.Dataset(out)
+
+
+def _loglik_draws(idata) -> np.ndarray:
+    """Positions (in the posterior) of the draws the stored log-likelihood was evaluated at."""
+    ll_draw = idata.log_likelihood["draw"].to_numpy()
+    pos = pd.Index(idata.posterior["draw"].to_numpy()).get_indexer(ll_draw)
+    if (pos < 0).any():
+        raise FitFileError("the log_likelihood group has draws that are not in the posterior")
+    return pos
+
+
+def power_scaling(idata, *, threshold: float = SENSITIVITY_THRESHOLD, delta: float = 0.01,
+                  estimands: bool = True) -> pd.DataFrame:
+    """Power-scaling prior and likelihood sensitivity of every hyperparameter of a fit.
+
+    Uses :func:`arviz.psens` (cumulative Jensen-Shannon distance of the posterior when the prior,
+    or the likelihood, is raised to the power ``1 -/+ delta``, by Pareto-smoothed importance
+    weights; Kallioinen et al. 2024). The prior is the joint prior of the hyperparameters (the
+    fit's ``log_prior`` group); the likelihood is the sum of the pointwise ``log_likelihood``.
+
+    ``arviz.psens`` needs the posterior, log prior and log likelihood to hold the same draws; a
+    fit whose log-likelihood was thinned (``log_likelihood_thinned_by > 1``) is therefore
+    restricted to the draws the log-likelihood was evaluated at, for both components.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        A fit with ``posterior``, ``log_prior`` and ``log_likelihood`` groups.
+    threshold : float
+        Sensitivity above which a quantity is flagged (0.05 by convention).
+    delta : float
+        Power-scaling perturbation.
+    estimands : bool
+        Also report the headline gradient scores (:func:`hierarchy.estimands.headline_gradients`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``parameter``, ``prior`` and ``likelihood`` sensitivity, ``diagnosis``
+        (``"prior-data conflict"``, ``"prior dominates (weak likelihood)"`` or ``""``) and
+        ``explanation`` (plain words), one row per scalar quantity; ``draws`` used.
+    """
+    import arviz as az
+
+    missing = [g for g in ("log_prior", "log_likelihood") if g not in idata.groups()]
+    if missing:
+        raise FitFileError(f"power-scaling sensitivity needs the {' and '.join(missing)} "
+                           "group(s), which this fit lacks; refit with hierarchy fit")
+    pos = _loglik_draws(idata)
+    post = _hyper_posterior(idata)
+    if estimands and "gradient" in post:
+        from hierarchy.estimands import headline_gradients
+
+        head = headline_gradients(idata)
+        for level in head["la_level"].to_numpy():
+            post[f"gradient score ({level})"] = head.sel(la_level=level, drop=True).reset_coords(
+                drop=True)
+    post = post.isel(draw=pos)
+    draw = np.arange(len(pos))
+    post = post.assign_coords(draw=draw)
+    lp = idata.log_prior.isel(draw=pos).assign_coords(chain=post["chain"], draw=draw)
+    ll = idata.log_likelihood.assign_coords(chain=post["chain"], draw=draw)
+    sub = az.InferenceData(posterior=post, log_prior=lp, log_likelihood=ll)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = az.psens(sub, component="prior", delta=delta)
+        lik = az.psens(sub, component="likelihood", delta=delta)
+    rows = []
+    for name in prior.data_vars:
+        p_da, l_da = prior[name], lik[name]
+        if p_da.ndim == 0:
+            items = [(name, float(p_da), float(l_da))]
+        else:
+            dim = p_da.dims[0]
+            items = [(f"{name}[{c}]", float(p_da.sel({dim: c})), float(l_da.sel({dim: c})))
+                     for c in p_da[dim].to_numpy()]
+        for label, ps, ls in items:
+            diag, text = _diagnose_sensitivity(label, ps, ls, threshold)
+            rows.append({"parameter": label, "prior": ps, "likelihood": ls, "diagnosis": diag,
+                         "explanation": text, "draws": int(post.sizes["chain"] * len(pos))})
+    return pd.DataFrame(rows)
+
+
+def _diagnose_sensitivity(name: str, prior: float, lik: float, threshold: float) -> tuple[str, str]:
+    if not (np.isfinite(prior) and prior > threshold):
+        return "", ""
+    if np.isfinite(lik) and lik > threshold:
+        return ("prior-data conflict",
+                f"{name}: prior-data conflict. Its posterior moves both when the prior is made "
+                f"stronger or weaker (prior sensitivity {prior:.3f}) and when the data are "
+                f"(likelihood sensitivity {lik:.3f}): the prior and the data pull it in different "
+                "directions. Check this prior against what the data say (or widen it).")
+    return ("prior dominates (weak likelihood)",
+            f"{name}: prior-sensitive (prior sensitivity {prior:.3f}) while the data say little "
+            f"about it (likelihood sensitivity {lik:.3f} < {threshold}): its posterior largely "
+            "repeats the prior. Report it as prior-driven, or get more data (e.g. more LAs).")
+
+
+# ------------------------------------------------------------------------------ fit reuse
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Provenance of a saved fit, read cheaply (posterior attributes only); None if unreadable."""
+    try:
+        with xr.open_dataset(path, group="posterior", engine="h5netcdf") as ds:
+            return json.loads(ds.attrs["hierarchy"])
+    except Exception:  # not a fit, damaged, or another format: simply not reusable
+        return None
+
+
+def find_fit(fits_dir: str | os.PathLike, *, model_hash: str, priors_hash: str, data_hash: str,
+             settings: dict[str, Any] | None = None) -> Path | None:
+    """A saved fit in ``fits_dir`` of this model, prior set and data, or None.
+
+    Parameters
+    ----------
+    fits_dir : path
+        Folder of ``*.nc`` fit files.
+    model_hash, priors_hash, data_hash : str
+        Hashes the fit's provenance must match (``ModelSpec.hash()``, ``PriorSet.hash()``,
+        :func:`hierarchy.data.data_hash`).
+    settings : dict, optional
+        Preferred sampler settings (e.g. ``{"chains": 2, "draws": 500}``): among matching fits,
+        one with these settings wins, then the newest.
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
+    folder = Path(fits_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for p in folder.glob("*.nc"):
+        prov = read_provenance(p)
+        if prov is None:
+            continue
+        if (prov.get("model_hash"), prov.get("priors_hash"), prov.get("data_hash")) != (
+                model_hash, priors_hash, data_hash):
+            continue
+        same = all(prov.get("sampler", {}).get(k) == v for k, v in (settings or {}).items())
+        found.append((same, p.stat().st_mtime, p))
+    return max(found)[2] if found else None
+
+
+def resolve_prior_path(prior: str | os.PathLike, priors_dir: str | os.PathLike = PRIORS_DIR) -> Path:
+    """A prior set file from a path or the name of a shipped set (``vague`` -> priors/vague.toml)."""
+    path = Path(prior)
+    if path.exists():
+        return path
+    named = Path(priors_dir) / f"{prior}.toml"
+    if named.exists() and path.suffix != ".toml":
+        return named
+    shipped = sorted(p.stem for p in Path(priors_dir).glob("*.toml"))
+    raise HierarchyError(f"prior set {str(prior)!r}: no such file, and not the name of a set in "
+                         f"{priors_dir}{did_you_mean(str(prior), shipped)} (known: "
+                         f"{', '.join(shipped) or 'none'})")
+
+
+# ------------------------------------------------------------------------------ compare priors
+
+
+@dataclass
+class PriorComparison:
+    """Everything :func:`compare_priors` computed and where it wrote it.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        Output folder.
+    html, markdown : pathlib.Path
+        The pages.
+    fits : dict of str to pathlib.Path
+        Prior set name -> fit file used.
+    reused, fitted : list of pathlib.Path
+        Fits found in the fits folder, and fits made by this run.
+    prior_predictive : dict of str to PriorPredictive
+    estimands : pandas.DataFrame
+        Headline gradient scores under each prior set.
+    movement : pandas.DataFrame
+        Per estimand: range of posterior means over prior sets.
+    sensitivity : pandas.DataFrame
+        :func:`power_scaling` of each fit, with a ``prior_set`` column.
+    findings : list of str
+        Plain-language findings, as on the page.
+    tables : dict of str to pathlib.Path
+        CSV files written.
+    jobs : list of hierarchy.sweep.JobResult
+        The fits run by this call (worker pid, timings), in prior-set order.
+    """
+
+    out: Path
+    html: Path
+    markdown: Path
+    fits: dict[str, Path]
+    reused: list[Path]
+    fitted: list[Path]
+    prior_predictive: dict[str, PriorPredictive]
+    estimands: pd.DataFrame
+    movement: pd.DataFrame
+    sensitivity: pd.DataFrame
+    findings: list[str]
+    tables: dict[str, Path] = field(default_factory=dict)
+    jobs: list = field(default_factory=list)
+
+
+def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
+                   priors: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                   fits_dir: str | os.PathLike = "fits", chains: int = 4, tune: int = 1000,
+                   draws: int = 1000, seed: int = 0, workers: int | None = None, executor=None,
+                   prior_draws_n: int = 1000, prob: float = 0.9, refit: bool = False,
+                   columns: str | os.PathLike | None = None, prior_only: bool = False,
+                   log: Callable[[str], None] | None = None) -> PriorComparison:
+    """Fit ``model`` under each prior set and compare priors, posteriors and sensitivity.
+
+    Parameters
+    ----------
+    data : path
+        Neighbourhood table (CSV or Parquet).
+    model : path
+        Model spec file.
+    priors : sequence of path or str
+        Prior set files, or names of sets in ``priors/`` (at least one; names must differ).
+    out : path
+        Output folder for the pages and tables.
+    fits_dir : path
+        Where fits are looked up and saved.
+    chains, tune, draws, seed : int
+        Sampler settings of new fits.
+    workers : int, optional
+        Parallel fitting processes (default: :func:`hierarchy.sweep.default_workers`).
+    executor : concurrent.futures.Executor, optional
+        Run the fits there instead (see :func:`hierarchy.sweep.run_sweep`).
+    prior_draws_n : int
+        Prior predictive draws per prior set.
+    prob : float
+        Interval probability of every interval shown.
+    refit : bool
+        Fit even when a matching fit exists.
+    columns : path, optional
+        Column map of the data (TOML).
+    prior_only : bool
+        Prior predictive checks only: no fits, no posterior sections.
+    log : callable, optional
+        Progress messages go here (e.g. ``print``).
+
+    Returns
+    -------
+    PriorComparison
+    """
+    from hierarchy import data as data_mod
+    from hierarchy.design import build_design
+    from hierarchy.fitfile import load_fit
+    from hierarchy.sweep import FitJob, run_jobs
+
+    say = log or (lambda _msg: None)
+    out = Path(out)
+    fits_dir = Path(fits_dir)
+    if not priors:
+        raise HierarchyError("compare-priors needs at least one prior set")
+    spec = load_spec(model)
+    paths = [resolve_prior_path(p) for p in priors]
+    sets = [load_priors(p) for p in paths]
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise HierarchyError(f"prior sets must have distinct names, got {', '.join(names)}")
+    cmap = data_mod.load_column_map(columns) if columns else None
+    table = data_mod.load(data, columns=cmap)
+    dhash = data_mod.data_hash(table)
+    design = build_design(table, spec)
+
+    say(f"prior predictive checks ({prior_draws_n} draws per prior set)")
+    checks = {s.name: prior_predictive(spec, s, design, draws=prior_draws_n, seed=seed, prob=prob)
+              for s in sets}
+
+    wanted = {"chains": chains, "tune": tune, "draws": draws, "seed": seed}
+    fits: dict[str, Path] = {}
+    reused: list[Path] = []
+    jobs: list[tuple[str, FitJob]] = []
+    if prior_only:
+        result = PriorComparison(out=out, html=out / "index.html", markdown=out / "index.md",
+                                 fits={}, reused=[], fitted=[], prior_predictive=checks,
+                                 estimands=pd.DataFrame(), movement=pd.DataFrame(),
+                                 sensitivity=pd.DataFrame(),
+                                 findings=[c.verdict() for c in checks.values()])
+        _write_prior_pages(result, spec=spec, sets=sets, data=Path(data), dhash=dhash,
+                           fit_table=pd.DataFrame(), prob=prob)
+        say(f"wrote {result.html} and {result.markdown}")
+        return result
+    for path, pset in zip(paths, sets, strict=True):
+        found = None if refit else find_fit(fits_dir, model_hash=spec.hash(),
+                                            priors_hash=pset.hash(), data_hash=dhash,
+                                            settings=wanted)
+        if found is not None:
+            say(f"{pset.name}: reusing {found}")
+            fits[pset.name] = found
+            reused.append(found)
+            continue
+        key = config_hash([spec.hash(), pset.hash(), dhash])[:10]
+        target = fits_dir / f"{spec.name}__{pset.name}__{key}.nc"
+        jobs.append((pset.name, FitJob(data=Path(data), model=Path(model), priors=path,
+                                       out=target, columns=Path(columns) if columns else None,
+                                       chains=chains, tune=tune, draws=draws, seed=seed,
+                                       chain_method="sequential" if len(sets) > 1 else "parallel")))
+    fitted: list[Path] = []
+    results = []
+    if jobs:
+        say(f"fitting {len(jobs)} prior set(s): {', '.join(n for n, _ in jobs)}")
+        results = run_jobs([j for _, j in jobs], executor=executor, workers=workers,
+                           on_done=lambda r: say(f"  done in {r.seconds:.0f} s: {r.path}"))
+        for (name, _), res in zip(jobs, results, strict=True):
+            fits[name] = res.path
+            fitted.append(res.path)
+
+    from hierarchy.estimands import headline_gradients, summarise
+
+    idatas = {s.name: load_fit(fits[s.name], model=spec, priors=s, data_hash=dhash) for s in sets}
+    frames, sens = [], []
+    for name, idata in idatas.items():
+        say(f"{name}: estimands and power-scaling sensitivity")
+        head = summarise(headline_gradients(idata), prob=prob)
+        head.insert(0, "prior_set", name)
+        frames.append(head)
+        s = power_scaling(idata)
+        s.insert(0, "prior_set", name)
+        sens.append(s)
+    estimands = pd.concat(frames, ignore_index=True)
+    estimands["published"] = estimands["la_level"].map(PUBLISHED)
+    sensitivity = pd.concat(sens, ignore_index=True)
+    movement = _movement(estimands)
+    fit_table = _fit_table(fits, reused, idatas, sets)
+    findings = _prior_findings(checks, movement, sensitivity, fit_table)
+    result = PriorComparison(out=out, html=out / "index.html", markdown=out / "index.md",
+                             fits=fits, reused=reused, fitted=fitted, prior_predictive=checks,
+                             estimands=estimands, movement=movement, sensitivity=sensitivity,
+                             findings=findings, jobs=list(results))
+    _write_prior_pages(result, spec=spec, sets=sets, data=Path(data), dhash=dhash,
+                       fit_table=fit_table, prob=prob)
+    say(f"wrote {result.html} and {result.markdown}")
+    return result
+
+
+def _movement(estimands: pd.DataFrame) -> pd.DataFrame:
+    """Range of posterior means over prior sets, per headline estimand."""
+    rows = []
+    for level, part in estimands.groupby("la_level", sort=False):
+        lo, hi = part.loc[part["mean"].idxmin()], part.loc[part["mean"].idxmax()]
+        move = float(hi["mean"] - lo["mean"])
+        sd = float(part["sd"].mean())
+        rows.append({"estimand": ESTIMAND_LABELS.get(str(level), str(level)), "la_level": level,
+                     "la_deprivation": float(part["la_deprivation"].iloc[0]),
+                     "published": PUBLISHED.get(str(level), np.nan),
+                     "min_mean": float(lo["mean"]), "min_prior_set": lo["prior_set"],
+                     "max_mean": float(hi["mean"]), "max_prior_set": hi["prior_set"],
+                     "movement": move, "movement_in_sd": move / sd if sd > 0 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _fit_table(fits: dict[str, Path], reused: list[Path], idatas: dict, sets: list[PriorSet]
+               ) -> pd.DataFrame:
+    from hierarchy.fitfile import provenance
+
+    rows = []
+    for s in sets:
+        prov = provenance(idatas[s.name])
+        smp = prov.get("sampler", {})
+        diag = prov.get("diagnostics", {})
+        rows.append({"prior_set": s.name, "fit": str(fits[s.name]),
+                     "source": "reused" if fits[s.name] in reused else "fitted now",
+                     "chains": smp.get("chains"), "tune": smp.get("tune"), "draws": smp.get("draws"),
+                     "seed": smp.get("seed"), "diagnostics": diag.get("status", "?"),
+                     "notes": "; ".join(diag.get("reasons", []))})
+    return pd.DataFrame(rows)
+
+
+def _prior_findings(checks: dict[str, PriorPredictive], movement: pd.DataFrame,
+                    sensitivity: pd.DataFrame, fit_table: pd.DataFrame) -> list[str]:
+    out = [c.verdict() for c in checks.values()]
+    for _, r in movement.iterrows():
+        out.append(f"{r['estimand']} (published {r['published']:.2f}): posterior means range from "
+                   f"{r['min_mean']:.2f} ({r['min_prior_set']}) to {r['max_mean']:.2f} "
+                   f"({r['max_prior_set']}), a movement of {r['movement']:.3f} "
+                   f"({r['movement_in_sd']:.1f} posterior SD).")
+    for name, part in sensitivity.groupby("prior_set", sort=False):
+        flagged = part[part["diagnosis"] != ""]
+        if flagged.empty:
+            out.append(f"{name}: no parameter is prior-sensitive (all power-scaling prior "
+                       f"sensitivities <= {SENSITIVITY_THRESHOLD}).")
+        else:
+            out.extend(f"{name}: {t}" for t in flagged["explanation"])
+    for _, r in fit_table.iterrows():
+        if r["diagnostics"] != "ok":
+            out.append(f"{r['prior_set']}: the fit's convergence diagnostics warn ({r['notes']}); "
+                       "treat its numbers with care.")
+    return out
+
+
+# ------------------------------------------------------------------------------ compare models
+
+
+def relative_eff(idata) -> float:
+    """Relative efficiency of the draws the log-likelihood was evaluated at, for PSIS.
+
+    The mean effective sample size of the posterior (hyperparameters and LA coefficients),
+    restricted to the log-likelihood draws (a thinned subset when the fit was thinned), over the
+    number of those draws. Thinned draws are less autocorrelated, so this is closer to 1 than
+    the efficiency of the full chains.
+    """
+    import arviz as az
+
+    pos = _loglik_draws(idata)
+    post = idata.posterior.isel(draw=pos)
+    keep = [v for v in post.data_vars if v not in ("la_corr", "la_raw", "msoa_raw", "eps_raw")]
+    n = post.sizes["chain"] * post.sizes["draw"]
+    if post.sizes["chain"] < 2 or not keep:
+        return 1.0
+    ess = az.ess(post[keep], method="mean")
+    vals = np.concatenate([np.ravel(ess[v].values) for v in ess.data_vars])
+    reff = float(np.nanmean(vals)) / n
+    return reff if np.isfinite(reff) and reff > 0 else 1.0
+
+
+def loo(idata, *, var_name: str | None = None):
+    """PSIS-LOO of a fit (pointwise), with the relative efficiency of :func:`relative_eff`.
+
+    Returns
+    -------
+    arviz.ELPDData
+        With ``pareto_k`` and ``loo_i`` per neighbourhood.
+    """
+    import arviz as az
+
+    if "log_likelihood" not in idata.groups():
+        raise FitFileError("this fit has no log_likelihood group; LOO needs one (refit it)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az.loo(idata, pointwise=True, reff=relative_eff(idata), var_name=var_name)
+
+
+@dataclass
+class ModelComparison:
+    """PSIS-LOO comparison of saved fits (see :func:`compare_models`).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        :func:`arviz.compare` (stacking weights) plus Pareto-k counts and file names, best first.
+    pareto : pandas.DataFrame
+        Per model: neighbourhoods with k <= 0.5 (good), 0.5-0.7 (ok), 0.7-1 (bad), > 1 (very
+        bad), the largest k and the sample-size-dependent threshold.
+    worst : pandas.DataFrame
+        Neighbourhoods with k > 0.7 (model, neighbourhood, la, k), worst first.
+    loo : dict
+        Model name -> :class:`arviz.ELPDData`.
+    warnings : list of str
+        Plain-language warnings.
+    findings : list of str
+        Plain-language summary of the comparison.
+    """
+
+    table: pd.DataFrame
+    pareto: pd.DataFrame
+    worst: pd.DataFrame
+    loo: dict[str, Any]
+    warnings: list[str]
+    findings: list[str]
+
+    def format(self) -> str:
+        """Plain-text summary for the terminal."""
+        cols = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight",
+                "k_gt_0.7"]
+        lines = [_text_table(self.table[cols], _MODEL_FORMATS), ""]
+        lines += self.findings
+        if self.warnings:
+            lines += ["", *(f"warning: {w}" for w in self.warnings)]
+        return "\n".join(lines)
+
+
+def _model_names(provs: list[dict], paths: list[Path]) -> list[str]:
+    names = [p["model_spec"]["name"] for p in provs]
+    if len(set(names)) < len(names):
+        names = [f"{p['model_spec']['name']} / {p['priors']['name']}" for p in provs]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    return names
+
+
+def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None
+                   ) -> ModelComparison:
+    """Compare saved fits of the same data and outcome by PSIS-LOO.
+
+    Parameters
+    ----------
+    fits : sequence of path
+        Two or more fit files.
+    names : sequence of str, optional
+        Labels (default: the model names, made unique with the prior set or file name).
+
+    Returns
+    -------
+    ModelComparison
+
+    Raises
+    ------
+    HierarchyError
+        When the fits are of different data or outcomes, or their rows differ.
+    """
+    import arviz as az
+
+    from hierarchy.fitfile import load_fit, provenance
+
+    paths = [Path(f) for f in fits]
+    if len(paths) < 2:
+        raise HierarchyError("compare-models needs at least two fit files")
+    idatas = [load_fit(p) for p in paths]
+    provs = [provenance(i) for i in idatas]
+    hashes = {p["data_hash"] for p in provs}
+    if len(hashes) > 1:
+        listing = "; ".join(f"{path} (data hash {p['data_hash']}, from {p.get('data_source') or '?'})"
+                            for path, p in zip(paths, provs, strict=True))
+        raise HierarchyError("cannot compare fits of different data: LOO compares how well each "
+                             "model predicts the same neighbourhoods, so all fits must come from "
+                             f"the same table. Got {listing}. Refit the models on one table.")
+    outcomes = {p["model_spec"]["outcome"] for p in provs}
+    if len(outcomes) > 1:
+        listing = "; ".join(f"{path} models '{p['model_spec']['outcome']}'"
+                            for path, p in zip(paths, provs, strict=True))
+        raise HierarchyError("cannot compare fits of different outcomes: their log likelihoods "
+                             f"are of different counts and are not comparable ({listing}).")
+    rows0 = idatas[0].log_likelihood["neighbourhood"].to_numpy() if "log_likelihood" in \
+        idatas[0].groups() else None
+    for path, i in zip(paths, idatas, strict=True):
+        if "log_likelihood" not in i.groups():
+            raise FitFileError(f"{path} has no log_likelihood group; LOO needs one (refit it)")
+        if not np.array_equal(i.log_likelihood["neighbourhood"].to_numpy(), rows0):
+            raise HierarchyError(f"{path} has different neighbourhood rows from {paths[0]}; "
+                                 "fits must cover the same rows in the same order")
+    names = list(names) if names is not None else _model_names(provs, paths)
+    if len(names) != len(paths) or len(set(names)) != len(names):
+        raise HierarchyError(f"need {len(paths)} distinct names, got {names}")
+    loos = {n: loo(i) for n, i in zip(names, idatas, strict=True)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.compare(loos, ic="loo", method="stacking", scale="log")
+    table = table.reset_index().rename(columns={"index": "model"})
+    pareto_rows, worst_rows = [], []
+    for n, path, i in zip(names, paths, idatas, strict=True):
+        k = np.asarray(loos[n].pareto_k)
+        pareto_rows.append({"model": n, "fit": str(path), "neighbourhoods": k.size,
+                            "good (k<=0.5)": int((k <= 0.5).sum()),
+                            "ok (0.5<k<=0.7)": int(((k > 0.5) & (k <= 0.7)).sum()),
+                            "bad (0.7<k<=1)": int(((k > 0.7) & (k <= 1)).sum()),
+                            "very bad (k>1)": int((k > 1).sum()), "max_k": float(np.nanmax(k)),
+                            "k_threshold_for_draws": float(loos[n]["good_k"]),
+                            "draws": int(loos[n]["n_samples"]),
+                            "thinned_by": int(provenance(i).get("log_likelihood_thinned_by", 1))})
+        bad = np.flatnonzero(k > PARETO_K_THRESHOLD)
+        la_of = i.constant_data["la_of"].to_numpy() if "constant_data" in i.groups() else None
+        for j in bad[np.argsort(-k[bad])]:
+            worst_rows.append({"model": n, "neighbourhood": str(rows0[j]),
+                               "la": str(la_of[j]) if la_of is not None else "", "k": float(k[j])})
+    pareto = pd.DataFrame(pareto_rows)
+    worst = pd.DataFrame(worst_rows, columns=["model", "neighbourhood", "la", "k"])
+    table["k_gt_0.7"] = table["model"].map(
+        dict(zip(pareto["model"], pareto["bad (0.7<k<=1)"] + pareto["very bad (k>1)"], strict=True)))
+    table["fit"] = table["model"].map(dict(zip(names, map(str, paths), strict=True)))
+    warns = []
+    for _, r in pareto.iterrows():
+        n_bad = r["bad (0.7<k<=1)"] + r["very bad (k>1)"]
+        if n_bad:
+            warns.append(f"{r['model']}: {n_bad} of {r['neighbourhoods']} neighbourhoods have Pareto "
+                         f"k > {PARETO_K_THRESHOLD} (largest {r['max_k']:.2f}). For them the "
+                         "importance-sampling estimate of leaving the neighbourhood out is "
+                         "unreliable (the fit changes too much without it), so this model's ELPD "
+                         "and its difference from the others are uncertain. Consider K-fold "
+                         "cross-validation (refit without each fold of LAs or neighbourhoods) or "
+                         "moment matching; neighbourhoods with k > 0.7 are listed in the "
+                         "'worst' table.")
+    return ModelComparison(table=table, pareto=pareto, worst=worst, loo=loos, warnings=warns,
+                           findings=_model_findings(table))
+
+
+def _model_findings(table: pd.DataFrame) -> list[str]:
+    best = table.iloc[0]
+    out = [f"{best['model']} has the highest expected log predictive density "
+           f"(elpd_loo {best['elpd_loo']:.1f}, SE {best['se']:.1f}; stacking weight "
+           f"{best['weight']:.2f})."]
+    for _, r in table.iloc[1:].iterrows():
+        diff, dse = r["elpd_diff"], r["dse"]
+        ratio = diff / dse if dse > 0 else np.inf
+        verdict = ("a clear preference" if ratio > 4 else
+                   "a modest preference (2-4 standard errors)" if ratio > 2 else
+                   "within 2 standard errors: the data do not clearly prefer either")
+        out.append(f"{r['model']}: elpd_loo {diff:.1f} lower (SE of the difference {dse:.1f}, "
+                   f"{ratio:.1f} SE): {verdict}; stacking weight {r['weight']:.2f}.")
+    return out
+
+
+def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> Path:
+    """Write the comparison as CSV tables, Markdown and HTML pages in ``out``.
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML page.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out / "loo_compare.csv", index=False)
+    result.pareto.to_csv(out / "pareto_k.csv", index=False)
+    result.worst.to_csv(out / "pareto_k_worst.csv", index=False)
+    cols = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight", "k_gt_0.7", "fit"]
+    sections = [
+        ("Findings", _bullets(result.findings), None),
+        ("Warnings", _bullets(result.warnings) if result.warnings else
+         [("p", "All Pareto k <= 0.7: the PSIS-LOO estimates are reliable.")], None),
+        ("PSIS-LOO comparison", [("p", "elpd_loo: expected log predictive density for a left-out "
+                                       "neighbourhood, summed over neighbourhoods (higher is better); "
+                                       "elpd_diff and dse: difference from the best model and its "
+                                       "standard error; weight: stacking weight.")],
+         _fmt(result.table[cols], _MODEL_FORMATS)),
+        ("Pareto k diagnostics", [], _fmt(result.pareto, {"max_k": "{:.2f}",
+                                                          "k_threshold_for_draws": "{:.2f}"})),
+    ]
+    if len(result.worst):
+        sections.append(("Neighbourhoods with k > 0.7", [],
+                         _fmt(result.worst.head(50), {"k": "{:.2f}"})))
+    page = "Model comparison (PSIS-LOO)"
+    _write_pages(out, page, sections, figures={})
+    return out / "index.html"
+
+
+_MODEL_FORMATS = {"elpd_loo": "{:.1f}", "se": "{:.1f}", "elpd_diff": "{:.1f}", "dse": "{:.1f}",
+                  "p_loo": "{:.1f}", "weight": "{:.3f}"}
+
+
+# ------------------------------------------------------------------------------ pages and figures
+
+
+def _pct(share: float) -> str:
+    if share == 0:
+        return "0%"
+    if share < 0.001:
+        return "<0.1%"
+    return f"{100 * share:.1f}%"
+
+
+def _fmt(frame: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
+    """Text version of ``frame`` with per-column formats (others via str; NaN as blank)."""
+    out = pd.DataFrame(index=frame.index)
+    for c in frame.columns:
+        fmt = formats.get(c)
+        out[c] = [("" if (isinstance(v, float) and not np.isfinite(v)) else
+                   fmt.format(v) if fmt else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+                  for v in frame[c]]
+    return out.reset_index(drop=True)
+
+
+def _text_table(frame: pd.DataFrame, formats: dict[str, str]) -> str:
+    f = _fmt(frame, formats)
+    widths = [max(len(str(c)), *(len(v) for v in f[c])) for c in f.columns]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(f.columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+              for row in f.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _bullets(items: list[str]) -> list[tuple[str, str]]:
+    return [("li", t) for t in items]
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    def esc(v: str) -> str:
+        return str(v).replace("|", "\\|")
+    head = "| " + " | ".join(esc(c) for c in frame.columns) + " |"
+    sep = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(esc(v) for v in r) + " |" for r in frame.itertuples(index=False)]
+    return "\n".join([head, sep, *rows])
+
+
+def _write_pages(out: Path, title: str, sections: list, figures: dict[str, bytes],
+                 intro: list[str] | None = None) -> None:
+    """Write ``index.html`` (figures embedded) and ``index.md`` (figures as PNG files).
+
+    ``sections``: (heading, paragraphs [(kind, text)], table or None, figure name or None).
+    """
+    for name, png in figures.items():
+        (out / f"{name}.png").write_bytes(png)
+    h = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+         f"<title>{html.escape(title)}</title>",
+         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+         "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}"
+         "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+         "th{background:#f2f2f2}td:first-child{text-align:left}"
+         ".warn{color:#a50026;font-weight:bold}img{max-width:100%}</style></head><body>",
+         f"<h1>{html.escape(title)}</h1>"]
+    md = [f"# {title}", ""]
+    for line in intro or []:
+        h.append(f"<p>{html.escape(line)}</p>")
+        md += [line, ""]
+    for sec in sections:
+        heading, paras, table = sec[0], sec[1], sec[2]
+        fig = sec[3] if len(sec) > 3 else None
+        h.append(f"<h2>{html.escape(heading)}</h2>")
+        md += [f"## {heading}", ""]
+        items = [t for k, t in paras if k == "li"]
+        for kind, text in paras:
+            if kind == "p":
+                h.append(f"<p>{html.escape(text)}</p>")
+                md += [text, ""]
+        if items:
+            h.append("<ul>" + "".join(
+                f"<li{_warn_class(t)}>{html.escape(t)}</li>" for t in items) + "</ul>")
+            md += [f"- {t}" for t in items] + [""]
+        if fig is not None and fig in figures:
+            b64 = base64.b64encode(figures[fig]).decode()
+            h.append(f"<p><img alt='{html.escape(fig)}' src='data:image/png;base64,{b64}'></p>")
+            md += [f"![{fig}]({fig}.png)", ""]
+        if table is not None:
+            h.append(table.to_html(index=False, escape=True, border=0))
+            md += [_md_table(table), ""]
+    h.append("</body></html>")
+    (out / "index.html").write_text("\n".join(h), encoding="utf-8")
+    (out / "index.md").write_text("\n".join(md), encoding="utf-8")
+
+
+def _warn_class(text: str) -> str:
+    keys = ("visible mass", "prior-data conflict", "warn", "unreliable")
+    return " class='warn'" if any(k in text for k in keys) else ""
+
+
+def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (10.0, 4.0)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _colours(names: list[str]) -> dict[str, str]:
+    palette = ["#2166ac", "#b2182b", "#1b7837", "#762a83", "#e08214", "#35978f", "#878787"]
+    return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+
+
+def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = "referral") -> bytes:
+    """PNG: implied rate per 10,000 by decile (left) and implied gradient scores (right)."""
+    fig, ax = _figure(1, 2, size=(11.0, 4.2))
+    names = list(checks)
+    col = _colours(names)
+    left, right = ax[0, 0], ax[0, 1]
+    for i, (name, c) in enumerate(checks.items()):
+        d = c.deciles
+        xs = d["decile"] + (i - (len(names) - 1) / 2) * 0.08
+        left.plot(xs, d["rate_median"], "o-", color=col[name], label=name, ms=4)
+        left.fill_between(xs, d["rate_lower"].clip(lower=1e-3), d["rate_upper"].clip(upper=1e12),
+                          color=col[name], alpha=0.12, lw=0)
+        g = c.gradients
+        ys = np.arange(len(g)) + (i - (len(names) - 1) / 2) * 0.15
+        right.errorbar(g["median"], ys, xerr=[g["median"] - g["lower"], g["upper"] - g["median"]],
+                       fmt="o", color=col[name], label=name, ms=4, capsize=2)
+    left.axhline(IMPOSSIBLE_RATE, color="k", ls="--", lw=1)
+    left.text(1, IMPOSSIBLE_RATE * 1.3, "10,000: more referrals than children", fontsize=8)
+    left.axhspan(215, 1289, color="0.85", zorder=0, label="DfE LA range 2019")
+    left.set_yscale("log")
+    left.set_ylim(1e-1, 1e8)
+    left.set_xticks(range(1, 11))
+    left.set_xlabel("national decile of neighbourhood deprivation (1 = least deprived)")
+    left.set_ylabel(f"implied {outcome.replace('_', ' ')} rate per 10,000 children")
+    prob = float(next(iter(checks.values())).deciles["prob"].iloc[0])
+    left.set_title(f"Prior predictive: median and {prob:.0%} interval")
+    left.legend(fontsize="small")
+    levels = list(next(iter(checks.values())).gradients["la_level"])
+    right.set_yticks(range(len(levels)), [f"LA {lv}" for lv in levels])
+    for j, lv in enumerate(levels):
+        right.plot([PUBLISHED[lv]], [j], "k|", ms=14)
+    right.set_xscale("log")
+    right.axvline(1.0, color="0.6", lw=0.8)
+    right.set_xlabel("implied gradient score per 10 points (| = published)")
+    right.set_title("Prior of the typical-LA gradient score")
+    return _png(fig)
+
+
+def plot_forest(estimands: pd.DataFrame) -> bytes:
+    """PNG: forest plot of the headline gradient scores under each prior set."""
+    levels = list(dict.fromkeys(estimands["la_level"]))
+    names = list(dict.fromkeys(estimands["prior_set"]))
+    col = _colours(names)
+    fig, ax = _figure(1, len(levels), size=(3.6 * len(levels), 0.5 * len(names) + 1.8))
+    for j, lv in enumerate(levels):
+        a = ax[0, j]
+        part = estimands[estimands["la_level"] == lv].set_index("prior_set").reindex(names)
+        ys = np.arange(len(names))[::-1]
+        for y, name in zip(ys, names, strict=True):
+            r = part.loc[name]
+            a.errorbar([r["mean"]], [y], xerr=[[r["mean"] - r["lower"]], [r["upper"] - r["mean"]]],
+                       fmt="o", color=col[name], capsize=3)
+        a.axvline(PUBLISHED[lv], color="k", ls="--", lw=1)
+        a.set_yticks(ys, names if j == 0 else [""] * len(names))
+        a.set_title(f"{ESTIMAND_LABELS[lv]}\n(published {PUBLISHED[lv]:.2f}, dashed)", fontsize=9)
+        a.set_xlabel("gradient score per 10 points")
+    return _png(fig)
+
+
+def _write_prior_pages(result: PriorComparison, *, spec: ModelSpec, sets: list[PriorSet],
+                       data: Path, dhash: str, fit_table: pd.DataFrame, prob: float) -> None:
+    out = result.out
+    out.mkdir(parents=True, exist_ok=True)
+    checks = result.prior_predictive
+    deciles = pd.concat([c.deciles.assign(prior_set=n) for n, c in checks.items()], ignore_index=True)
+    deciles = deciles[["prior_set", *[c for c in deciles.columns if c != "prior_set"]]]
+    imp = pd.DataFrame([{"prior_set": n, "impossible_share": c.impossible_share,
+                         "impossible_share_median_draw": c.impossible_median,
+                         "draws_with_any_impossible": c.impossible_any,
+                         "visible_mass_on_impossible": c.impossible_share >= VISIBLE_IMPOSSIBLE,
+                         "prior_draws": c.n_draws} for n, c in checks.items()])
+    grads = pd.concat([c.gradients.assign(prior_set=n) for n, c in checks.items()], ignore_index=True)
+    grads = grads[["prior_set", *[c for c in grads.columns if c != "prior_set"]]]
+    used = _used_groups(spec)
+    priors_tab = pd.DataFrame([{"prior_set": s.name, **{g: str(s.priors[g]) for g in used
+                                                        if g in s.priors}} for s in sets])
+    posterior = not result.estimands.empty
+    tables = {"prior_predictive_deciles": deciles, "prior_predictive_impossible": imp,
+              "prior_gradients": grads, "prior_sets": priors_tab}
+    if posterior:
+        tables.update({"posterior_estimands": result.estimands, "movement": result.movement,
+                       "sensitivity": result.sensitivity, "fits": fit_table})
+    for name, frame in tables.items():
+        path = out / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        result.tables[name] = path
+    figures = {"prior_predictive": plot_prior_predictive(checks, outcome=spec.outcome)}
+    dec_wide = pd.concat([c.deciles.assign(prior_set=n) for n, c in checks.items()])
+    dec_wide["interval"] = [f"{m:,.0f} ({lo:,.0f} to {hi:,.0f})" for m, lo, hi in
+                            zip(dec_wide["rate_median"], dec_wide["rate_lower"],
+                                dec_wide["rate_upper"], strict=True)]
+    dec_wide = dec_wide.pivot(index="decile", columns="prior_set", values="interval")[list(checks)]
+    dec_wide = dec_wide.reset_index()
+    intro = [f"Model: {spec.name} ({spec.family}, outcome {spec.outcome}). Data: {data} "
+             f"(hash {dhash}). Prior sets: {', '.join(s.name for s in sets)}. Intervals are "
+             f"equal-tailed {prob:.0%} intervals. Gradient scores are rate multipliers per 10 "
+             "percentage points of neighbourhood income deprivation in a typical LA; rates are "
+             "per 10,000 children."]
+    sections = [
+        ("Findings", _bullets(result.findings), None),
+        ("Prior sets", [], priors_tab),
+        ("Prior predictive check: implied rates by deprivation decile",
+         [("p", "Rates a prior implies for the data's neighbourhoods before seeing any counts "
+                "(exp of the linear predictor, no count noise), summarised over prior draws as "
+                f"median ({prob:.0%} interval), per 10,000 children. Anything above 10,000 means "
+                "more referrals than children: impossible. For reference, LA referral rates in "
+                "England in 2019 ranged from 215 to 1,289 per 10,000."),
+          *_bullets([c.verdict() for c in checks.values()])], dec_wide, "prior_predictive"),
+        ("Prior predictive check: impossible rates", [],
+         _fmt(imp, {"impossible_share": "{:.2%}", "impossible_share_median_draw": "{:.2%}",
+                    "draws_with_any_impossible": "{:.1%}"})),
+        ("Prior predictive check: implied gradient scores",
+         [("p", "Prior of the typical-LA gradient score at mean LA deprivation and 10 points "
+                "less/more deprived; p_below_1 is the prior probability of a reversed gradient.")],
+         _fmt(grads, {"la_deprivation": "{:.3f}", "median": "{:.2f}", "lower": "{:.2f}",
+                      "upper": "{:.2f}", "p_below_1": "{:.2f}", "published": "{:.2f}"})),
+    ]
+    if posterior:
+        figures["forest"] = plot_forest(result.estimands)
+        sections += _posterior_sections(result, fit_table)
+    _write_pages(out, f"Prior comparison: {spec.name}", sections, figures, intro=intro)
+
+
+def _posterior_sections(result: PriorComparison, fit_table: pd.DataFrame) -> list:
+    sens = result.sensitivity.copy()
+    sens_show = _fmt(sens[["prior_set", "parameter", "prior", "likelihood", "diagnosis"]],
+                     {"prior": "{:.3f}", "likelihood": "{:.3f}"})
+    est = _fmt(result.estimands[["prior_set", "la_level", "la_deprivation", "mean", "sd", "lower",
+                                 "upper", "published"]],
+               {"la_deprivation": "{:.3f}", "mean": "{:.3f}", "sd": "{:.3f}", "lower": "{:.3f}",
+                "upper": "{:.3f}", "published": "{:.2f}"})
+    mov = _fmt(result.movement[["estimand", "published", "min_mean", "min_prior_set", "max_mean",
+                                "max_prior_set", "movement", "movement_in_sd"]],
+               {"published": "{:.2f}", "min_mean": "{:.3f}", "max_mean": "{:.3f}",
+                "movement": "{:.3f}", "movement_in_sd": "{:.2f}"})
+    return [
+        ("Posterior headline estimands by prior set", [], est, "forest"),
+        ("How much the estimands move between prior sets",
+         [("p", "movement = largest minus smallest posterior mean over the prior sets; "
+                "movement_in_sd divides it by the average posterior SD.")], mov),
+        ("Power-scaling prior sensitivity",
+         [("p", "How much each posterior changes when the prior (or the likelihood) is "
+                "strengthened or weakened slightly (power-scaling, Kallioinen et al. 2024; "
+                f"arviz.psens). Values above {SENSITIVITY_THRESHOLD} are flagged: prior-sensitive "
+                "with a sensitive likelihood suggests prior-data conflict; prior-sensitive with an "
+                "insensitive likelihood means the data say little and the prior decides."),
+          *_bullets([t for t in sens["explanation"] if t])], sens_show),
+        ("Fits", [], fit_table),
+    ]
+
+
+def _used_groups(spec: ModelSpec) -> list[str]:
+    """Prior groups the model uses, in reporting order."""
+    two = len(spec.coefs) == 2
+    flags = {"intercept": True, "gradient": two, "la_deprivation": spec.la.between_effect,
+             "cross_level": two and spec.la.cross_level, "la_covariates": bool(spec.la.covariates),
+             "la_sd": True, "la_corr": two, "msoa_sd": spec.msoa.random_intercept,
+             "dispersion": spec.family == "negative_binomial",
+             "obs_sd": spec.family == "poisson_lognormal"}
+    return [g for g, used in flags.items() if used]
