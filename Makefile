@@ -25,7 +25,7 @@ test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-slow: venv
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow -n 2 --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -84,6 +84,8 @@ TAU = 0.085
 """SD of the LA slope deviations v_j (log gradient scale); with the rural moderation the LA
 slopes vary by about 0.10 around the curve, as published (LA gradients about 1.2-2.4)."""
 STAGE_NOISE_SD = 0.03
+MSOA_SD = 0.10
+"""SD of the MSOA (middle-level) effects on the log rate, shared by every stage."""
 LA_CONDITION_MODERATION = {"la_rural_share": 0.05, "la_log_density": 0.0}
 """Change in every stage's LA log gradient per SD (over LAs) of each LA condition: gradients
 are steeper in more rural LAs (DESIGN section 3), not by density once rurality is known."""
@@ -300,6 +302,9 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
                                "rate_ratio": SEX_RATE, "exposure_share": SEX_SHARE}
 
     v = rng.normal(0.0, TAU, n_la)
+    msoa_codes, msoa_of_lsoa = np.unique(lsoa["msoa"].astype(str).to_numpy(), return_inverse=True)
+    msoa_effect = rng.normal(0.0, MSOA_SD, len(msoa_codes))
+    rate_off = rate_off + msoa_effect[msoa_of_lsoa[idx]]
     conditions = {"la_rural_share": la["rural_share"].to_numpy(dtype=float),
                   "la_log_density": la["log_density"].to_numpy(dtype=float)}
     moderation = sum(m * (conditions[c] - conditions[c].mean()) / (conditions[c].std() or 1.0)
@@ -424,6 +429,8 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
             "note": "the gradient curve log g(X) = d0 + d1 l + d2 l^2, l = log(X/mean), is "
                     "evaluated with X clipped to curve_clip",
         },
+        "msoa": {"sd": MSOA_SD, "realised_sd": float(msoa_effect.std(ddof=1)) if len(msoa_effect) > 1 else 0.0,
+                 "n_msoa": len(msoa_codes)},
         "la_conditions": {"gradient_per_sd": LA_CONDITION_MODERATION,
                           "note": "added to each LA's log gradient per SD over LAs of the condition "
                                   "(sd with ddof=0), same for every stage"},

@@ -1,0 +1,81 @@
+"""Stages, subgroups, LA conditions and three levels recover the simulator's truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hierarchy import estimands, reference, report, simulate
+from hierarchy.workflow import fit_files
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # three fits, ~3 minutes: run by `make test-slow` (CI runs it)
+SHORT = dict(chains=2, tune=300, draws=300, progress=False, chain_method="sequential")
+
+
+def _fit(tmp_path, model: str, geo, *, strata=(), seed=11):
+    table, truth = simulate.simulate(geo, seed=seed, strata=strata)
+    data = tmp_path / f"{model}.parquet"
+    simulate.write(table, truth, data)
+    out = tmp_path / f"{model}.nc"
+    fit_files(data=data, model=ROOT / f"models/{model}.toml", priors=ROOT / "priors/weakly_informative.toml",
+              out=out, **SHORT)
+    return out, truth, data
+
+
+@pytest.fixture(scope="module")
+def stages_fit(tmp_path_factory):
+    geo = reference.synthetic_geography(20, seed=3, lsoa_per_la=25)
+    return _fit(tmp_path_factory.mktemp("stages"), "stages_age_nb", geo, strata=("age",))
+
+
+def test_stage_and_age_gradients_match_the_truth(stages_fit):
+    fit, truth, _ = stages_fit
+    table = report.subgroup_tables(fit, prob=1 - 0.05 / 16, truth=truth)["subgroup_gradients"]
+    assert len(table) == 16 and set(table["stage"]) == {"referral", "s47", "cp_plan", "looked_after"}
+    assert list(table["stratum"][:4]) == ["0-4", "5-9", "10-15", "16-17"]
+    assert table["covered"].all(), table[["stage", "stratum", "mean", "lower", "upper", "truth"]]
+    # steeper for younger children in every stage, as in the truth
+    for _, part in table.groupby("stage"):
+        assert part["mean"].is_monotonic_decreasing and part["truth"].is_monotonic_decreasing
+
+
+def test_escalation_orders_the_stages_as_the_truth_does(stages_fit):
+    fit, truth, _ = stages_fit
+    g = estimands.subgroup_gradients(fit).isel(stratum=0).mean(("chain", "draw"))
+    order = list(g["stage"].to_numpy()[np.argsort(g.to_numpy())])
+    true = {s: truth["stages"][s]["gradient_at_mean"] for s in truth["stages"]}
+    assert order == sorted(true, key=true.get)
+    esc = estimands.escalation(fit)
+    assert list(esc["step"].to_numpy()) == ["s47 / referral", "cp_plan / s47", "looked_after / cp_plan"]
+    assert (esc.mean(("chain", "draw")) > 1).all()  # each threshold steeper, as simulated
+
+
+def test_stacked_report_shows_stage_figure(stages_fit, tmp_path):
+    fit, truth, data = stages_fit
+    index = report.write_report(fit, tmp_path, truth=truth, data=data, n_draws=30)
+    html = index.read_text()
+    assert "Gradients by stage and stratum" in html and "Gradient escalation" in html
+    assert (tmp_path / "figures" / "subgroups.png").exists()
+    _, plotted = __import__("hierarchy.figures", fromlist=["x"]).plot_subgroups(
+        __import__("pandas").read_csv(tmp_path / "subgroup_gradients.csv"))
+    assert len(plotted) == 16
+
+
+def test_la_condition_moderation_is_recovered(tmp_path):
+    geo = reference.synthetic_geography(60, seed=5, lsoa_per_la=20)
+    fit, truth, _ = _fit(tmp_path, "la_conditions_nb", geo)
+    post = estimands.as_idata(fit).posterior["la_cov_gradient"]
+    for name, true in truth["la_conditions"]["gradient_per_sd"].items():
+        lo, hi = post.sel(la_covariate=name).quantile([0.025, 0.975]).to_numpy()
+        assert lo < true < hi, (name, true, lo, hi)
+
+
+def test_three_levels_recover_the_msoa_sd(tmp_path):
+    geo = reference.synthetic_geography(30, seed=8, lsoa_per_la=30)
+    fit, truth, _ = _fit(tmp_path, "three_level_nb", geo)
+    sd = estimands.as_idata(fit).posterior["msoa_sd"]
+    lo, hi = sd.quantile([0.025, 0.975]).to_numpy()
+    assert lo < truth["msoa"]["sd"] < hi and lo > 0.02  # detected, not just "includes zero"
