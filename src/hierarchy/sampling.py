@@ -95,7 +95,7 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
                 progress_bar=progress and chain_method != "vectorized", jit_model_args=True)
     key = jax.random.PRNGKey(settings["seed"])
     t = time.perf_counter()
-    mcmc.warmup(key, data, extra_fields=("num_steps",), collect_warmup=False)
+    mcmc.warmup(key, data, extra_fields=("num_steps",), collect_warmup=True)
     jax.block_until_ready(mcmc.post_warmup_state)
     t_warm = time.perf_counter() - t
     warm_steps = float(np.mean(mcmc.get_extra_fields()["num_steps"])) if settings["tune"] else 0.0
