@@ -49,7 +49,7 @@ def _fit(args: argparse.Namespace) -> int:
         data=args.data, model=args.model, priors=args.priors, columns=args.columns,
         sampler=args.sampler, chains=args.chains, tune=args.tune, draws=args.draws,
         seed=args.seed, out=args.out, include_data=args.include_data, progress=not args.quiet,
-        chain_method=args.chain_method,
+        chain_method=args.chain_method, float32=args.float32,
     )
     print(result)
     return 0
@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--chain-method", default="parallel", choices=["parallel", "sequential",
                                                                     "vectorized"])
+    sp.add_argument("--float32", action="store_true",
+                    help="single precision (faster; the benchmark checks the estimates agree)")
     sp.add_argument("--include-data", action="store_true",
                     help="store the observed counts in the fit file (off by default)")
     sp.add_argument("--quiet", action="store_true")
