@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from test_estimands import shared_fit
 
-from hierarchy import cli, estimands, report
+from hierarchy import cli, estimands, figures, report
 
 HEADLINE = ["10 points less", "mean", "10 points more"]
 
@@ -193,3 +193,14 @@ def test_other_figures_have_their_panels(figs):
     assert titles == list(post.data_vars) and "la_sd[gradient]" in titles
     for name, (caption, fig, _data) in f.items():
         assert caption and all(_labels(ax).strip() for ax in fig.axes if ax.get_visible()), name
+
+
+def test_count_check_draws_skewed_bins_whose_mean_is_outside_the_interval():
+    """A bin that is empty in most draws has mean > 0 but a 90% interval of [0, 0]."""
+    bins = pd.DataFrame({"bin": ["0", "1-4"], "predicted_mean": [0.4, 12.0], "predicted_lower": [0.0, 9.0],
+                         "predicted_upper": [0.0, 15.0], "prob": [0.9, 0.9]})
+    fig, data = figures.plot_count_ppc(bins)
+    ax = fig.axes[0]
+    segments = ax.collections[0].get_segments()
+    assert [tuple(s[:, 1]) for s in segments] == [(0.0, 0.0), (9.0, 15.0)]
+    assert list(ax.lines[0].get_ydata()) == [0.4, 12.0]

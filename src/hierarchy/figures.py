@@ -178,9 +178,10 @@ def plot_count_ppc(bins: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     if "observed_neighbourhoods" in bins:
         ax.bar(pos, bins["observed_neighbourhoods"].fillna(0.0), color=OBSERVED, alpha=0.5,
                label="observed (disclosure-controlled)")
-    err = [bins["predicted_mean"] - bins["predicted_lower"], bins["predicted_upper"] - bins["predicted_mean"]]
-    ax.errorbar(pos, bins["predicted_mean"], yerr=err, fmt="o", color=PREDICTED, capsize=3,
-                label=f"posterior predictive ({float(bins['prob'].iloc[0]):.0%})")
+    # interval and mean drawn apart: in a skewed bin the mean can lie outside the interval
+    ax.vlines(pos, bins["predicted_lower"], bins["predicted_upper"], color=PREDICTED,
+              label=f"posterior predictive {float(bins['prob'].iloc[0]):.0%} interval")
+    ax.plot(pos, bins["predicted_mean"], "o", color=PREDICTED, label="posterior predictive mean")
     ax.set_xticks(pos, bins["bin"], rotation=45, ha="right")
     ax.set_xlabel("count per neighbourhood row")
     ax.set_ylabel("number of neighbourhoods")
