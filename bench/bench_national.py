@@ -64,6 +64,15 @@ def gradient_ms(spec, priors, design, *, float32: bool, reps: int = 7, calls: in
     return float(np.median(times))
 
 
+def headline(posterior: dict, spec, design) -> np.ndarray:
+    """Draws of the typical-LA gradient at mean LA deprivation and 10 points less / more."""
+    from hierarchy.design import z_of
+
+    z = z_of(design.X_mean + np.array([-0.1, 0.0, 0.1]), design.X_mean, spec)
+    g = posterior["gradient"].reshape(-1, 1) + posterior["cross_level"].reshape(-1, 1) * z
+    return np.exp(g)
+
+
 def ours(spec, priors, design, *, tune: int, draws: int, float32: bool, seed: int) -> dict:
     """One hierarchy fit (NumPyro NUTS, parallel chains) with its figures."""
     import arviz as az
@@ -76,7 +85,9 @@ def ours(spec, priors, design, *, tune: int, draws: int, float32: bool, seed: in
     wall = time.perf_counter() - t
     idata = az.from_dict(posterior=d.posterior, sample_stats=d.stats)
     diag = diagnose(idata)
-    return {"wall": wall, "warmup": d.timings["warmup"], "sampling": d.timings["sampling"],
+    h = headline(d.posterior, spec, design)
+    return {"headline_mean": h.mean(0).tolist(), "headline_sd": h.std(0).tolist(),
+            "wall": wall, "warmup": d.timings["warmup"], "sampling": d.timings["sampling"],
             "steps": float(d.stats["n_steps"].mean()), "warmup_steps": d.timings["warmup_mean_steps"],
             "ess_bulk": diag["ess_bulk_min"], "ess_tail": diag["ess_tail_min"], "rhat": diag["rhat_max"],
             "divergences": diag["divergences"], "draws": CHAINS * draws}
@@ -187,6 +198,13 @@ def main() -> None:
         med = median_runs(runs)
         print(row(f"hierarchy f32, median of {args.reps}", med), flush=True)
         res = {"gradient_ms_f32": g32, "gradient_ms_f64": g64, "ours": runs, "ours_median": med}
+        f64 = ours(spec, priors, design, tune=args.tune, draws=args.draws, float32=False, seed=0)
+        print(row("hierarchy f64 (accuracy check)", f64), flush=True)
+        diff = np.abs(np.array(runs[0]["headline_mean"]) - f64["headline_mean"]) / np.array(f64["headline_sd"])
+        m32, m64 = (np.round(r["headline_mean"], 3).tolist() for r in (runs[0], f64))
+        print(f"\nfloat32 check, gradient at 10 less / mean / 10 more: f32 {m32} vs f64 {m64}; "
+              f"|difference| / posterior sd = {np.round(diff, 2).tolist()} (Monte Carlo noise is ~0.05)")
+        res["f64"] = f64
         if not args.skip_pymc:
             res["pymc"] = pymc_default(spec, priors, design, tune=args.anchor_tune, draws=args.anchor_draws)
             print(row(f"PyMC default ({args.anchor_tune}+{args.anchor_draws})", res["pymc"]), flush=True)
