@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from hierarchy.errors import HierarchyError
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hierarchy`` console script."""
     args = build_parser().parse_args(argv)
+    # data warnings read as messages, not as source lines
+    warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"
     try:
         return args.func(args)
     except HierarchyError as err:
