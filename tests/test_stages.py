@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow  # three fits, ~3 minutes: run by `make test-slow`
 SHORT = dict(chains=2, tune=300, draws=300, progress=False, chain_method="sequential")
 
 
-def _fit(tmp_path, model: str, geo, *, strata=(), seed=11):
-    table, truth = simulate.simulate(geo, seed=seed, strata=strata)
+def _fit(tmp_path, model: str, geo, *, strata=(), seed=11, la_conditions=False):
+    table, truth = simulate.simulate(geo, seed=seed, strata=strata, la_conditions=la_conditions)
     data = tmp_path / f"{model}.parquet"
     simulate.write(table, truth, data)
     out = tmp_path / f"{model}.nc"
@@ -66,7 +66,8 @@ def test_stacked_report_shows_stage_figure(stages_fit, tmp_path):
 
 def test_la_condition_moderation_is_recovered(tmp_path):
     geo = reference.synthetic_geography(60, seed=5, lsoa_per_la=20)
-    fit, truth, _ = _fit(tmp_path, "la_conditions_nb", geo)
+    fit, truth, _ = _fit(tmp_path, "la_conditions_nb", geo, la_conditions=True)
+    assert truth["la_conditions"]["gradient_per_sd"]["la_rural_share"] > 0
     post = estimands.as_idata(fit).posterior["la_cov_gradient"]
     for name, true in truth["la_conditions"]["gradient_per_sd"].items():
         lo, hi = post.sel(la_covariate=name).quantile([0.025, 0.975]).to_numpy()

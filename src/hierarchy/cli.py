@@ -37,7 +37,8 @@ def _simulate(args: argparse.Namespace) -> int:
     geo = reference.get_geography(args.reference_dir, synthetic=args.synthetic,
                                   n_la=args.n_la, seed=args.seed)
     strata = tuple(s for s in (args.strata or "").split(",") if s)
-    table, truth = simulate.simulate(geo, year=args.year, strata=strata, seed=args.seed)
+    table, truth = simulate.simulate(geo, year=args.year, strata=strata, seed=args.seed,
+                                     la_conditions=args.la_conditions)
     truth_path = simulate.write(table, truth, args.out)
     print(f"wrote {len(table):,} rows in {table['la'].nunique()} LAs to {args.out}; truth: {truth_path}")
     return 0
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--strata", default="", help="comma list from: age,sex")
     sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
     sp.add_argument("--n-la", type=int, default=151, help="LAs in a generated geography")
+    sp.add_argument("--la-conditions", action="store_true",
+                    help="LA gradients steeper in more rural LAs (truth for models/la_conditions_nb.toml)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", type=Path, required=True)
     ref_opts(sp)

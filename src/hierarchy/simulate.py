@@ -80,15 +80,16 @@ GRADIENT_AT_MEAN = {"referral": 1.62, "s47": 1.72, "cp_plan": 1.80, "looked_afte
 REFERRAL_CURVE = {-0.1: 2.33, 0.0: 1.62, 0.1: 1.39}
 """Published referral gradient scores at Xbar - 0.1, Xbar and Xbar + 0.1."""
 DISPERSION = {"referral": 6.0, "s47": 5.0, "cp_plan": 4.0, "looked_after": 4.0}
-TAU = 0.085
-"""SD of the LA slope deviations v_j (log gradient scale); with the rural moderation the LA
-slopes vary by about 0.10 around the curve, as published (LA gradients about 1.2-2.4)."""
+TAU = 0.10
+"""SD of the LA slope deviations v_j (log gradient scale)."""
 STAGE_NOISE_SD = 0.03
 MSOA_SD = 0.10
 """SD of the MSOA (middle-level) effects on the log rate, shared by every stage."""
 LA_CONDITION_MODERATION = {"la_rural_share": 0.05, "la_log_density": 0.0}
-"""Change in every stage's LA log gradient per SD (over LAs) of each LA condition: gradients
-are steeper in more rural LAs (DESIGN section 3), not by density once rurality is known."""
+"""With ``la_conditions=True``: change in every stage's LA log gradient per SD (over LAs) of each
+LA condition: steeper in more rural LAs (DESIGN section 3), not by density once rurality is known.
+Off by default: rural LAs are less deprived, so a model without rurality would read the
+moderation as part of the inverse intervention effect and miss the published headline truth."""
 CURVE_CLIP = (0.04, 0.28)
 AGE_GRADIENT = {"0-4": 1.10, "5-9": 1.03, "10-15": 0.96, "16-17": 0.90}
 AGE_RATE = {"0-4": 1.15, "5-9": 0.95, "10-15": 1.00, "16-17": 0.85}
@@ -217,6 +218,20 @@ def _targets(geo: Geography, year: int, stage: str) -> tuple[np.ndarray, np.ndar
     return counts, imputed, used
 
 
+def _off_the_curve(v: np.ndarray, ell: np.ndarray) -> np.ndarray:
+    """LA slope deviations with their projection on the curve's basis (1, l, l^2) removed.
+
+    The realised LA slopes then regress exactly onto the typical-LA curve, so the simulated
+    population itself has the published gradients (1.62 / 2.33 / 1.39), not a random draw
+    around them (151 LAs with tau = 0.1 would otherwise move the 10-points-less gradient by
+    about +-0.1).
+    """
+    if len(v) <= 3:
+        return v
+    basis = np.column_stack([np.ones_like(ell), ell, ell**2])
+    return v - basis @ np.linalg.lstsq(basis, v, rcond=None)[0]
+
+
 def _la_regression(alpha: np.ndarray, ell: np.ndarray, slope_res: np.ndarray
                    ) -> dict[str, float | None]:
     ok = np.isfinite(alpha)
@@ -236,7 +251,7 @@ def _deciles(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
-             seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+             seed: int = 0, la_conditions: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
 
     Parameters
@@ -301,14 +316,15 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
                                "log_rate_offset": r_lev, "gradient_multiplier": {},
                                "rate_ratio": SEX_RATE, "exposure_share": SEX_SHARE}
 
-    v = rng.normal(0.0, TAU, n_la)
+    v = _off_the_curve(rng.normal(0.0, TAU, n_la), np.log(np.clip(X, *CURVE_CLIP) / xbar))
     msoa_codes, msoa_of_lsoa = np.unique(lsoa["msoa"].astype(str).to_numpy(), return_inverse=True)
     msoa_effect = rng.normal(0.0, MSOA_SD, len(msoa_codes))
     rate_off = rate_off + msoa_effect[msoa_of_lsoa[idx]]
     conditions = {"la_rural_share": la["rural_share"].to_numpy(dtype=float),
                   "la_log_density": la["log_density"].to_numpy(dtype=float)}
+    per_sd = LA_CONDITION_MODERATION if la_conditions else dict.fromkeys(LA_CONDITION_MODERATION, 0.0)
     moderation = sum(m * (conditions[c] - conditions[c].mean()) / (conditions[c].std() or 1.0)
-                     for c, m in LA_CONDITION_MODERATION.items())
+                     for c, m in per_sd.items())
     noise = {s: (np.zeros(n_la) if s == "referral" else rng.normal(0.0, STAGE_NOISE_SD, n_la))
              for s in SIM_STAGES}
 
@@ -431,7 +447,7 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         },
         "msoa": {"sd": MSOA_SD, "realised_sd": float(msoa_effect.std(ddof=1)) if len(msoa_effect) > 1 else 0.0,
                  "n_msoa": len(msoa_codes)},
-        "la_conditions": {"gradient_per_sd": LA_CONDITION_MODERATION,
+        "la_conditions": {"gradient_per_sd": per_sd,
                           "note": "added to each LA's log gradient per SD over LAs of the condition "
                                   "(sd with ddof=0), same for every stage"},
         "stages": stages, "strata_terms": strata_terms, "las": las, "deciles": deciles,
