@@ -28,7 +28,7 @@ test-slow: venv
 	$(BIN)/python -m pytest -m slow -n 2 --dist loadgroup
 
 lint: venv
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench notebooks
 
 bench: venv
 	$(BIN)/python bench/bench_national.py
