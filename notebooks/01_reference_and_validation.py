@@ -34,45 +34,24 @@
 # %%
 import contextlib
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from IPython.display import Image, display
+from IPython.display import display
 
-from hierarchy import cli, data, figures, reference, simulate
+from hierarchy import cli, data, figures, notebook, reference, simulate
 from hierarchy.errors import DataValidationError, HierarchyError
 
-FAST = os.environ.get("HIERARCHY_FAST", "") not in ("", "0")
+S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
+FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits
+show = notebook.show
 
 
-def find_root() -> Path:
-    """The checkout: the first folder up from the working directory with models/ and priors/."""
-    import hierarchy
-
-    for folder in [Path.cwd(), *Path.cwd().parents, Path(hierarchy.__file__).resolve().parents[2]]:
-        if (folder / "models").is_dir() and (folder / "priors").is_dir() and (folder / "pyproject.toml").is_file():
-            return folder
-    raise RuntimeError("cannot find the hierarchy checkout (models/, priors/): run from inside it")
-
-
-_out = os.environ.get("HIERARCHY_NOTEBOOK_OUT")  # the tests point this at a temporary folder
-OUT_BASE = Path(_out).resolve() if _out else None
-ROOT = find_root()
-os.chdir(ROOT)  # model and prior files are named relative to the checkout
-OUT_BASE = OUT_BASE or ROOT / "out" / "notebooks"  # out/ is git-ignored
 OUT = OUT_BASE / "01_reference_and_validation"
 OUT.mkdir(parents=True, exist_ok=True)
-pd.set_option("display.width", 160)
-pd.set_option("display.max_columns", 20)
-
-
-def show(fig) -> None:
-    """Display a matplotlib Figure (Agg canvas, no pyplot state) as a PNG."""
-    display(Image(figures.to_png(fig)))
 
 
 print(f"run size: {'FAST (small generated data)' if FAST else 'FULL'}; outputs in {OUT}")

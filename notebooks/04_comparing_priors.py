@@ -34,7 +34,6 @@
 # national data, 4 chains x (1000 + 1000), all four prior sets.
 
 # %%
-import os
 import warnings
 from concurrent.futures import Future
 from pathlib import Path
@@ -43,43 +42,22 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, display
 
-from hierarchy import compare, data, reference, sampling, simulate
+from hierarchy import compare, data, notebook, reference, simulate
 from hierarchy.design import build_design
 from hierarchy.priors import load_priors
 from hierarchy.spec import load_spec
 
-FAST = os.environ.get("HIERARCHY_FAST", "") not in ("", "0")
-SIZE = "fast" if FAST else "full"
-SETTINGS = dict(chains=2, tune=200, draws=200, seed=0) if FAST else dict(chains=4, tune=1000, draws=1000, seed=0)
+S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
+FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits
+show = notebook.show
 PRIOR_DRAWS = 300 if FAST else 1000
-sampling.use_host_devices(SETTINGS["chains"])  # chains in parallel on CPU: before JAX starts
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 
 
-def find_root() -> Path:
-    """The checkout: the first folder up from the working directory with models/ and priors/."""
-    import hierarchy
-
-    for folder in [Path.cwd(), *Path.cwd().parents, Path(hierarchy.__file__).resolve().parents[2]]:
-        if (folder / "models").is_dir() and (folder / "priors").is_dir() and (folder / "pyproject.toml").is_file():
-            return folder
-    raise RuntimeError("cannot find the hierarchy checkout (models/, priors/): run from inside it")
-
-
-_out = os.environ.get("HIERARCHY_NOTEBOOK_OUT")  # the tests point this at a temporary folder
-OUT_BASE = Path(_out).resolve() if _out else None
-ROOT = find_root()
-os.chdir(ROOT)  # model and prior files are named relative to the checkout
-OUT_BASE = OUT_BASE or ROOT / "out" / "notebooks"  # out/ is git-ignored
-FITS = OUT_BASE / "fits"
 OUT = OUT_BASE / "04_comparing_priors"
-FITS.mkdir(parents=True, exist_ok=True)
 MODEL = "models/inverse_intervention_nb_log.toml"
 SHIPPED = sorted(p.stem for p in Path("priors").glob("*.toml"))
 POSTERIOR_SETS = ["weakly_informative", "vague"] if FAST else ["weakly_informative", "vague", "informative_cwip",
                                                                  "regularising"]
-pd.set_option("display.width", 160)
-pd.set_option("display.max_columns", 20)
 
 if FAST:
     geo = reference.synthetic_geography(30, seed=0, lsoa_per_la=40)

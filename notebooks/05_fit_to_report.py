@@ -24,7 +24,6 @@
 # and settings is reused.
 
 # %%
-import os
 import warnings
 from pathlib import Path
 
@@ -32,41 +31,17 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, display
 
-from hierarchy import data, disclosure, estimands, fitfile, reference, report, sampling, simulate
+from hierarchy import data, disclosure, estimands, fitfile, notebook, reference, report, simulate
 from hierarchy.errors import FitFileError
-from hierarchy.priors import load_priors
-from hierarchy.spec import load_spec
-from hierarchy.workflow import fit_files
 
-FAST = os.environ.get("HIERARCHY_FAST", "") not in ("", "0")
-SIZE = "fast" if FAST else "full"
-SETTINGS = dict(chains=2, tune=200, draws=200, seed=0) if FAST else dict(chains=4, tune=1000, draws=1000, seed=0)
-sampling.use_host_devices(SETTINGS["chains"])  # chains in parallel on CPU: before JAX starts
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
+FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits
+show = notebook.show
 
 
-def find_root() -> Path:
-    """The checkout: the first folder up from the working directory with models/ and priors/."""
-    import hierarchy
-
-    for folder in [Path.cwd(), *Path.cwd().parents, Path(hierarchy.__file__).resolve().parents[2]]:
-        if (folder / "models").is_dir() and (folder / "priors").is_dir() and (folder / "pyproject.toml").is_file():
-            return folder
-    raise RuntimeError("cannot find the hierarchy checkout (models/, priors/): run from inside it")
-
-
-_out = os.environ.get("HIERARCHY_NOTEBOOK_OUT")  # the tests point this at a temporary folder
-OUT_BASE = Path(_out).resolve() if _out else None
-ROOT = find_root()
-os.chdir(ROOT)  # model and prior files are named relative to the checkout
-OUT_BASE = OUT_BASE or ROOT / "out" / "notebooks"  # out/ is git-ignored
-FITS = OUT_BASE / "fits"
 REPORT = OUT_BASE / "05_fit_to_report" / "report"
-FITS.mkdir(parents=True, exist_ok=True)
 MODEL, PRIORS = "models/inverse_intervention_nb_log.toml", "priors/weakly_informative.toml"
 THRESHOLD, ROUNDING = 10, 5
-pd.set_option("display.width", 160)
-pd.set_option("display.max_columns", 20)
 
 if FAST:
     geo = reference.synthetic_geography(30, seed=0, lsoa_per_la=40)
@@ -86,18 +61,7 @@ DATA_HASH = data.data_hash(loaded)
 
 def fit_or_reuse(model: str, priors: str = PRIORS) -> Path:
     """Fit ``model`` under ``priors`` to DATA with SETTINGS, or reuse a saved fit of exactly that."""
-    spec, pset = load_spec(model), load_priors(priors)
-    path = FITS / f"{spec.name}__{pset.name}__{SIZE}.nc"
-    if path.exists():
-        try:
-            prov = fitfile.provenance(fitfile.load_fit(path, model=spec, priors=pset, data_hash=DATA_HASH))
-            if all(prov["sampler"].get(k) == v for k, v in SETTINGS.items()):
-                print(f"reusing {path}")
-                return path
-        except FitFileError as err:
-            print(f"not reusing {path}: {err}")
-    print(fit_files(data=DATA, model=model, priors=priors, out=path, progress=False, **SETTINGS))
-    return path
+    return notebook.fit_or_reuse(S, model, priors, DATA, DATA_HASH)
 
 
 FIT = fit_or_reuse(MODEL)
