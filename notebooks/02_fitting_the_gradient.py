@@ -31,7 +31,6 @@
 # it: national data (the real England geography when found), 4 chains x (1000 + 1000).
 
 # %%
-import warnings
 from pathlib import Path
 
 import arviz as az
@@ -40,16 +39,13 @@ import pandas as pd
 from IPython.display import display
 
 from hierarchy import (
-    data,
     diagnostics,
     estimands,
     figures,
     fitfile,
     notebook,
-    reference,
     report,
     sampling,
-    simulate,
 )
 from hierarchy.design import build_design
 from hierarchy.priors import load_priors
@@ -71,20 +67,7 @@ print(f"run size: {SIZE}; sampler settings {SETTINGS}; fits in {FITS}")
 # 2019 referral counts. The truth is saved beside the data, so every estimate below has a target.
 
 # %%
-if FAST:
-    geo = reference.synthetic_geography(30, seed=0, lsoa_per_la=40)
-else:
-    geo = reference.get_geography()  # the real England geography when found, else a 151-LA stand-in
-table, truth = simulate.simulate(geo, year=2019, seed=0)
-DATA = OUT_BASE / "data" / f"simulated_2019_{SIZE}.parquet"
-simulate.write(table, truth, DATA)
-with warnings.catch_warnings(record=True) as caught:  # the data's validation warnings
-    warnings.simplefilter("always")
-    loaded = data.load(DATA)
-for w in caught:
-    print(f"data.load: {w.message}")
-warnings.filterwarnings("ignore", message=".*: WARNING column", category=UserWarning)  # shown once, above
-DATA_HASH = data.data_hash(loaded)
+geo, table, truth, DATA, loaded, DATA_HASH = notebook.simulated_data(S)  # written, validated
 rows_per_la = loaded.groupby("la").size()
 print(f"geography: {geo.source}")
 print(f"{len(loaded):,} neighbourhoods in {loaded['la'].nunique()} LAs (median {rows_per_la.median():.0f} per "

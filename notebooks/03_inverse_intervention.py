@@ -31,14 +31,13 @@
 # settings is reused.
 
 # %%
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from hierarchy import data, estimands, figures, fitfile, notebook, reference, simulate
+from hierarchy import estimands, figures, fitfile, notebook, simulate
 from hierarchy.design import build_design, w_of, z_of
 from hierarchy.spec import load_spec
 
@@ -50,20 +49,7 @@ show = notebook.show
 MODEL, PRIORS = "models/inverse_intervention_nb_log.toml", "priors/weakly_informative.toml"
 
 
-if FAST:
-    geo = reference.synthetic_geography(30, seed=0, lsoa_per_la=40)
-else:
-    geo = reference.get_geography()  # the real England geography when found, else a 151-LA stand-in
-table, truth = simulate.simulate(geo, year=2019, seed=0)
-DATA = OUT_BASE / "data" / f"simulated_2019_{SIZE}.parquet"
-simulate.write(table, truth, DATA)
-with warnings.catch_warnings(record=True) as caught:  # the data's validation warnings
-    warnings.simplefilter("always")
-    loaded = data.load(DATA)
-for w in caught:
-    print(f"data.load: {w.message}")
-warnings.filterwarnings("ignore", message=".*: WARNING column", category=UserWarning)  # shown once, above
-DATA_HASH = data.data_hash(loaded)
+geo, table, truth, DATA, loaded, DATA_HASH = notebook.simulated_data(S)  # written, validated
 
 
 def fit_or_reuse(model: str, priors: str = PRIORS) -> Path:

@@ -75,6 +75,33 @@ def show(fig) -> None:
 
 
 
+def simulated_data(session: Session, *, seed: int = 0):
+    """Simulate 2019 data (30 generated LAs when fast, else the national geography), write it,
+    load it back validated and print its warnings once.
+
+    Returns
+    -------
+    tuple
+        ``(geo, table, truth, path, loaded, data_hash)``.
+    """
+    from hierarchy import data, reference, simulate
+
+    if session.fast:
+        geo = reference.synthetic_geography(30, seed=0, lsoa_per_la=40)
+    else:
+        geo = reference.get_geography()  # the real England geography when found, else a stand-in
+    table, truth = simulate.simulate(geo, year=2019, seed=seed)
+    path = session.out / "data" / f"simulated_2019_{session.size}.parquet"
+    simulate.write(table, truth, path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = data.load(path)
+    for w in caught:
+        print(f"data.load: {w.message}")
+    warnings.filterwarnings("ignore", message=".*: WARNING column", category=UserWarning)  # shown once
+    return geo, table, truth, path, loaded, data.data_hash(loaded)
+
+
 def fit_or_reuse(session: Session, model: str, priors: str, data: Path, data_hash: str) -> Path:
     """Fit ``model`` under ``priors`` to ``data`` with the session's settings, or reuse a saved
     fit of exactly that (same model, priors, data hash and settings)."""
