@@ -46,6 +46,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from hierarchy import workflow
+    from hierarchy.sampling import enable_compilation_cache
+
+    enable_compilation_cache()  # process-wide JAX setting: switched on by the command, not the library
 
     result = workflow.fit_files(
         data=args.data, model=args.model, priors=args.priors, columns=args.columns,
@@ -82,6 +85,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from hierarchy import workflow
+    from hierarchy.sampling import enable_compilation_cache
+
+    enable_compilation_cache()
 
     return workflow.demo(out=Path(args.out), fit=Path(args.fit), reference_dir=args.reference_dir,
                          synthetic=args.synthetic, fast=args.fast)

@@ -27,7 +27,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     from hierarchy.diagnostics import format_diagnostics
     from hierarchy.fitfile import build_idata, save_fit
     from hierarchy.priors import load_priors
-    from hierarchy.sampling import enable_compilation_cache, fit
+    from hierarchy.sampling import fit
     from hierarchy.spec import load_spec
 
     t0 = time.perf_counter()
@@ -35,7 +35,6 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     cmap = data_mod.load_column_map(columns) if columns else None
     table = data_mod.load(data, columns=cmap)
     design = build_design(table, spec)
-    enable_compilation_cache()
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
