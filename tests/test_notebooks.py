@@ -145,6 +145,15 @@ def test_05_fit_to_report(notebook_out, tmp_path, monkeypatch):
     assert "notebook 05 checks passed" in text
 
 
+@pytest.mark.slow  # one stacked four-stage x age-band fit: run by make test-slow (CI runs it)
+def test_06_stages_and_subgroups(notebook_out, tmp_path, monkeypatch):
+    text, images, _ = execute("06_stages_and_subgroups", notebook_out, tmp_path, monkeypatch)
+    cells = re.search(r"subgroups: (\d+) stage x age cells, truth inside the 90% interval in (\d+)", text)
+    assert cells and int(cells.group(1)) == 16 and int(cells.group(2)) >= 12, text[-2000:]
+    assert "notebook 06 checks passed" in text
+    assert len(images) >= 1  # the stage x age forest plot
+
+
 def test_every_notebook_is_tested():
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_0")}
     assert {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")} == tested
