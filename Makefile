@@ -7,7 +7,7 @@ DATA   := $(OUT)/national_2019.parquet
 FIT    := fits/demo.nc
 DEMO_ARGS ?=
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-slow test-sbc lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,7 +25,10 @@ test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-slow: venv
-	$(BIN)/python -m pytest -m slow -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -m "slow and not sbc" -n 2 --dist loadgroup
+
+test-sbc: venv
+	$(BIN)/python -m pytest -m sbc -p no:xdist
 
 lint: venv
 	$(BIN)/ruff check src tests bench notebooks

@@ -2,7 +2,11 @@
 
 Draw parameters from the prior, counts from the model, fit, and record the rank of each true
 value among thinned posterior draws: for a correct sampler and model the ranks are uniform.
-One compiled sampler serves every replicate (the data enter as an argument with fixed shapes).
+The data enter the model as an argument with fixed shapes, meant to let one compiled sampler serve
+every replicate; in practice NumPyro 0.22 recompiles on each ``MCMC.run`` here (~10 s a replicate),
+and in a long pytest-xdist worker the piled-up executables crashed XLA (abort, then segfault) after
+dozens of replicates. Caches are now cleared per replicate, but a full 120-replicate run has not been
+verified, so this test is marked ``sbc`` and left out of CI's slow run: ``make test-sbc``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def sbc_ranks(family: str, replicates: int, *, seed: int = 0, thin: int = 3, dra
     for r, y in enumerate(ys):
         mcmc.run(jax.random.PRNGKey(1000 + r), model_data(with_counts(layout, y)))
         post = mcmc.get_samples()
+        jax.clear_caches()  # NumPyro recompiles each run here; unfreed executables crashed XLA
         for name, idx in PARAMS.items():
             key = "la_sd" if name.startswith("la_sd") else name
             if key not in post:
@@ -67,6 +72,7 @@ def sbc_ranks(family: str, replicates: int, *, seed: int = 0, thin: int = 3, dra
 
 
 @pytest.mark.slow
+@pytest.mark.sbc  # `make test-sbc`; not in CI: see the module docstring
 def test_sbc_negative_binomial_random_slope_ranks_are_uniform():
     ranks, n_post = sbc_ranks("negative_binomial", replicates=120)
     bins = 8
