@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hierarchy.errors import HierarchyError
-
 DEFAULT_MODEL = Path("models/inverse_intervention_nb_log.toml")
 DEFAULT_PRIORS = Path("priors/weakly_informative.toml")
 
@@ -75,9 +73,3 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     print(f"report: {path}")
     return 0
 
-
-def require(path: Path, what: str) -> Path:
-    """``path`` if it exists, else a clear error naming ``what`` it should be."""
-    if not Path(path).exists():
-        raise HierarchyError(f"{what} {path} does not exist")
-    return Path(path)
