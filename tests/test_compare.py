@@ -26,6 +26,7 @@ from hierarchy import data as data_mod
 from hierarchy.cli import main
 from hierarchy.design import build_design
 from hierarchy.errors import HierarchyError
+from hierarchy.estimands import deciles_of
 from hierarchy.jaxmodel import draw_counts
 from hierarchy.priors import load_priors
 from hierarchy.spec import load_spec
@@ -282,7 +283,7 @@ def test_prior_predictive_share_is_the_mean_of_the_decile_shares(log_truth_data)
     spec = load_spec(LOG)
     design = build_design(table, spec)
     pp = compare.prior_predictive(spec, load_priors(VAGUE), design, draws=300, seed=2)
-    rows = np.bincount(compare._deciles(design.row_ids, design.x), minlength=11)[1:]
+    rows = np.bincount(deciles_of(design.x, design.row_ids), minlength=11)[1:]
     assert pp.impossible_share == pytest.approx(np.sum(pp.deciles["impossible_share"] * rows) / rows.sum())
     assert list(pp.gradients["la_level"]) == ["10 points less", "mean", "10 points more"]
     assert pp.gradients["published"].tolist() == [2.33, 1.62, 1.39]

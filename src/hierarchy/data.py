@@ -22,7 +22,7 @@ import os
 import tempfile
 import tomllib
 import warnings
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import pandas as pd
 
 from hierarchy import STAGES, STRATA
 from hierarchy.errors import DataValidationError, HierarchyError
+from hierarchy.priors import did_you_mean
 
 REQUIRED: tuple[str, ...] = ("neighbourhood", "la", "exposure", "deprivation")
 """Canonical columns every table must have (plus at least one count column)."""
@@ -126,7 +127,8 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
         if section not in _MAP_SECTIONS:
             home = [s for s, keys in _MAP_SECTIONS.items() if keys and section in keys]
             hint = (f"; '{section}' belongs inside [{home[0]}]" if home
-                    else _did_you_mean(section, _MAP_SECTIONS, brackets=True))
+                    else did_you_mean(section, _MAP_SECTIONS, cutoff=0.6,
+                                     template="; did you mean [{}]?"))
             raise HierarchyError(
                 f"{path}: unknown section [{section}]{hint}. "
                 f"Allowed sections: {', '.join(f'[{s}]' for s in _MAP_SECTIONS)}")
@@ -135,9 +137,9 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
         allowed = _MAP_SECTIONS[section]
         for key, user in body.items():
             if allowed is not None and key not in allowed:
-                raise HierarchyError(
-                    f"{path}: unknown key '{key}' in [{section}]{_did_you_mean(key, allowed)}. "
-                    f"Allowed keys: {', '.join(allowed)}")
+                hint = did_you_mean(key, allowed, cutoff=0.6, template="; did you mean '{}'?")
+                raise HierarchyError(f"{path}: unknown key '{key}' in [{section}]{hint}. "
+                                     f"Allowed keys: {', '.join(allowed)}")
             if not isinstance(user, str) or not user.strip():
                 raise HierarchyError(
                     f"{path}: [{section}] {key} must be a column name in quotes, got {user!r}")
@@ -150,13 +152,6 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
         raise HierarchyError(f"{path}: column(s) {', '.join(map(repr, twice))} are mapped to "
                              "more than one canonical name")
     return cmap
-
-
-def _did_you_mean(word: str, options: Iterable[str], *, brackets: bool = False) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    if not match:
-        return ""
-    return f"; did you mean [{match[0]}]?" if brackets else f"; did you mean '{match[0]}'?"
 
 
 # --------------------------------------------------------------------------- reading

@@ -26,6 +26,7 @@ import difflib
 import hashlib
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,23 @@ GROUPS: dict[str, str] = {
 """Parameter group -> support its prior must have."""
 
 
-def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def did_you_mean(word: str, options: Iterable[str], *, cutoff: float = 0.5,
+                 template: str = " (did you mean '{}'?)") -> str:
+    """``template`` filled with the option closest to ``word``, or ``""`` when none is close.
+
+    Parameters
+    ----------
+    word : str
+        What the user wrote.
+    options : iterable of str
+        The valid names.
+    cutoff : float
+        Similarity cutoff of :func:`difflib.get_close_matches`.
+    template : str
+        The hint, ``{}`` standing for the match (default ``" (did you mean 'x'?)"``).
+    """
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
+    return template.format(close[0]) if close else ""
 
 
 @dataclass(frozen=True)

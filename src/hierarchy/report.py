@@ -5,6 +5,9 @@ diagnostics verdict in one of four formats; :func:`write_report` writes a folder
 ``index.html`` (self-contained: figures embedded as base64 PNG), ``report.md`` (figures beside
 it in ``figures/``) and CSV tables. Every observed count, and every rate computed from one, goes
 through :mod:`hierarchy.disclosure` before it reaches a table or a figure.
+
+:func:`write_pages` writes the simpler pages of ``hierarchy compare-priors`` and
+``compare-models``: sections of paragraphs, tables and figures as ``index.html`` and ``index.md``.
 """
 
 from __future__ import annotations
@@ -534,3 +537,87 @@ def _html(ctx: dict[str, Any], captions: dict[str, str], pngs: dict[str, bytes])
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{e(ctx['title'])}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------------------- comparison pages
+
+WARN_WORDS = ("visible mass", "prior-data conflict", "warn", "unreliable")
+"""List items of a :func:`write_pages` page containing any of these are shown as warnings."""
+PAGE_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+            "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}"
+            "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+            "th{background:#f2f2f2}td:first-child{text-align:left}"
+            ".warn{color:#a50026;font-weight:bold}img{max-width:100%}")
+
+
+def format_columns(frame: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
+    """Text version of ``frame`` with per-column formats (other floats ``{:.4g}``, NaN blank)."""
+    out = pd.DataFrame(index=frame.index)
+    for c in frame.columns:
+        fmt = formats.get(c)
+        out[c] = [("" if (isinstance(v, float) and not np.isfinite(v)) else
+                   fmt.format(v) if fmt else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+                  for v in frame[c]]
+    return out.reset_index(drop=True)
+
+
+def bullets(items: list[str]) -> list[tuple[str, str]]:
+    """Paragraphs of a :func:`write_pages` section shown as a bulleted list."""
+    return [("li", t) for t in items]
+
+
+def write_pages(out: Path, title: str, sections: list[tuple], pngs: dict[str, bytes],
+                intro: list[str] | None = None) -> None:
+    """Write ``index.html`` (figures embedded) and ``index.md`` (figures as PNG files) in ``out``.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        Existing folder.
+    title : str
+        Page title.
+    sections : list of tuple
+        ``(heading, paragraphs, table)`` or ``(heading, paragraphs, table, figure)``:
+        paragraphs are ``("p", text)`` or ``("li", text)`` (:func:`bullets`), the table a
+        frame of text or None, the figure a key of ``pngs`` or None.
+    pngs : dict of str to bytes
+        Figure name -> PNG image.
+    intro : list of str, optional
+        Paragraphs under the title.
+    """
+    for name, png in pngs.items():
+        (out / f"{name}.png").write_bytes(png)
+    h = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+         f"<title>{html.escape(title)}</title>", f"<style>{PAGE_CSS}</style></head><body>",
+         f"<h1>{html.escape(title)}</h1>"]
+    md = [f"# {title}", ""]
+    for line in intro or []:
+        h.append(f"<p>{html.escape(line)}</p>")
+        md += [line, ""]
+    for heading, paras, table, *fig in sections:
+        fig = fig[0] if fig else None
+        h.append(f"<h2>{html.escape(heading)}</h2>")
+        md += [f"## {heading}", ""]
+        for kind, text in paras:
+            if kind == "p":
+                h.append(f"<p>{html.escape(text)}</p>")
+                md += [text, ""]
+        items = [t for k, t in paras if k == "li"]
+        if items:
+            h.append("<ul>" + "".join(
+                f"<li{_warn_class(t)}>{html.escape(t)}</li>" for t in items) + "</ul>")
+            md += [f"- {t}" for t in items] + [""]
+        if fig is not None and fig in pngs:
+            b64 = base64.b64encode(pngs[fig]).decode()
+            h.append(f"<p><img alt='{html.escape(fig)}' src='data:image/png;base64,{b64}'></p>")
+            md += [f"![{fig}]({fig}.png)", ""]
+        if table is not None:
+            h.append(table.to_html(index=False, escape=True, border=0))
+            md += [markdown_table(table), ""]
+    h.append("</body></html>")
+    (out / "index.html").write_text("\n".join(h), encoding="utf-8")
+    (out / "index.md").write_text("\n".join(md), encoding="utf-8")
+
+
+def _warn_class(text: str) -> str:
+    return " class='warn'" if any(k in text for k in WARN_WORDS) else ""
