@@ -31,6 +31,7 @@
 # it: national data (the real England geography when found), 4 chains x (1000 + 1000).
 
 # %%
+import dataclasses
 from pathlib import Path
 
 import arviz as az
@@ -47,9 +48,9 @@ from hierarchy import (
     report,
     sampling,
 )
-from hierarchy.design import build_design
+from hierarchy.design import CENTRING_SE, build_design, centring, describe_centring, la_effect_se
 from hierarchy.priors import load_priors
-from hierarchy.spec import CENTRING_AUTO_MIN_ROWS, ModelSpec, load_spec, resolve_parameterisation
+from hierarchy.spec import ModelSpec, load_spec
 
 S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
 FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits
@@ -206,17 +207,24 @@ show(fig)
 # in 92-185 s; centred (hierarchical centring with LA deprivation in the mean) reached 3,353 and
 # 1.009 in 54 s, hundreds of times more effective draws per second.
 #
-# `parameterisation = "auto"` (the default in every shipped model) therefore centres the LA level
-# when the median number of neighbourhood rows per LA is at least 20 and uses the non-centred form
-# below that; a spec can force either. The fit records which one it used.
+# `parameterisation = "auto"` (the default in every shipped model) therefore decides per LA effect
+# from the counts: it centres an LA's intercept when its median standard error over LAs (Poisson,
+# 1/sqrt(count)) is below 0.2, and its gradient when that is below 0.1, roughly the between-LA SDs
+# in this field; otherwise the effect is non-centred. A stacked model can so centre the referral
+# effects and non-centre the sparse looked-after ones. A spec can force either form; the fit
+# records what it used.
 
 # %%
 spec_default = load_spec(MODELS["inverse_intervention_nb_log"])
 design = build_design(loaded, spec_default)
-auto = resolve_parameterisation(spec_default, design.rows_per_la)
-print(f"median rows per LA: {design.rows_per_la:.0f} (threshold {CENTRING_AUTO_MIN_ROWS})")
+se = la_effect_se(spec_default, design)
+auto = describe_centring(centring(spec_default, design), list(spec_default.coefs))
+sparse = dataclasses.replace(design, y=design.y // 100)
+auto_sparse = describe_centring(centring(spec_default, sparse), list(spec_default.coefs))
+print(f"median standard error of an LA intercept / gradient from the counts: {se[0]:.3f} / {se[1]:.3f} "
+      f"(centred below {CENTRING_SE['intercept']} / {CENTRING_SE['gradient']})")
 print(f"parameterisation (auto) for this data: {auto}")
-print(f"parameterisation (auto) at 5 neighbourhoods per LA: {resolve_parameterisation(spec_default, 5)}")
+print(f"parameterisation (auto) with a hundredth of the counts: {auto_sparse}")
 print(f"recorded in the fit: {fitfile.provenance(default)['sampler']['parameterisation']}")
 
 # %% [markdown]
@@ -224,8 +232,8 @@ print(f"recorded in the fit: {fitfile.provenance(default)['sampler']['parameteri
 # data, same priors, seed and draws, sampled with the lower-level API that `fit_files` wraps
 # (`sampling.fit` returns the draws; `fitfile.build_idata` would add the log-likelihood and
 # provenance). With ~40 neighbourhoods per LA in a fast run the gap is smaller than with ~160; on the
-# national data it is the difference between a usable and an unusable fit. Near the threshold of 20
-# it can go either way: with LAs that small, compare both on your own data.
+# national data it is the difference between a usable and an unusable fit. Near the thresholds it
+# can go either way: with LAs that sparse, compare both on your own data.
 
 # %%
 nc_dict = spec_default.to_dict()
@@ -298,7 +306,7 @@ for name, d in rows.items():
     assert d["status"] in ("ok", "warn") and np.isfinite(d["rhat_max"]) and d["ess_bulk_min"] > 0, (name, d)
     assert isinstance(d["divergences"], int) and d["bfmi_min"] > 0, (name, d)
     assert (d["status"] == "ok") == (not d["reasons"]), d
-assert auto == "centred" and resolve_parameterisation(spec_default, 5) == "non_centred"
+assert auto == "centred" and auto_sparse == "non_centred"
 assert prov_c["sampler"]["parameterisation"] == "centred"
 assert draws_nc.settings["parameterisation"] == "non_centred"
 assert "la_raw" in draws_nc.posterior and "la_raw" not in default.posterior

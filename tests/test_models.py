@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hierarchy.design import build_design
+from hierarchy import jaxmodel as jax_module
+from hierarchy import model as pymc_module
+from hierarchy.design import build_design, centring, la_effect_se
 from hierarchy.errors import SpecError
 from hierarchy.model import build_model
 from hierarchy.priors import GROUPS, Prior, PriorSet, load_priors
 from hierarchy.simulate import simulate
-from hierarchy.spec import ModelSpec, load_spec, resolve_parameterisation
+from hierarchy.spec import ModelSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.toml"))
@@ -94,10 +96,20 @@ def test_spec_errors_name_the_problem(bad, message):
     assert message in str(err.value) and "models/x.toml" in str(err.value)
 
 
-def test_auto_parameterisation_centres_data_rich_levels():
-    spec = ModelSpec(name="m")
-    assert resolve_parameterisation(spec, 160) == "centred"
-    assert resolve_parameterisation(spec, 5) == "non_centred"
+def test_auto_centring_decides_per_effect_from_the_counts(table):
+    spec = load_spec(ROOT / "models/stages_nb.toml")
+    design = build_design(table, spec)
+    se = la_effect_se(spec, design).reshape(len(spec.stages), 2)
+    assert se[0, 0] < se[1:, 0].min()  # referrals outnumber every later stage: smallest errors
+    # a generous rule centres everything, a strict one nothing, one in between splits by stage
+    rich, sparse = design.__class__(**{**design.__dict__, "y": design.y * 1000}), \
+        design.__class__(**{**design.__dict__, "y": design.y * 0})
+    assert centring(spec, rich).all() and not centring(spec, sparse).any()
+    mask = centring(spec, design).reshape(len(spec.stages), 2)
+    limit = np.array([0.2, 0.1])
+    assert np.array_equal(mask, se < limit)
+    fixed = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"], "parameterisation": "centred"}})
+    assert centring(fixed, sparse).all()
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
@@ -112,9 +124,9 @@ def test_every_shipped_model_has_finite_log_density_and_gradient(path, table):
     assert ("count" if spec.stacked else spec.outcome) in model.named_vars
 
 
-@pytest.mark.parametrize("parameterisation", ["centred", "non_centred"])
+@pytest.mark.parametrize("parameterisation", ["centred", "non_centred", "mixed"])
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
-def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table):
+def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, monkeypatch):
     """At random points the two joint log densities differ only by a constant: PyMC's LKJCorr
     normalising constant (2 log(4/3) for a 2 x 2 correlation matrix, exact in NumPyro)."""
     import jax
@@ -126,8 +138,15 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table):
 
     jax.config.update("jax_enable_x64", True)
     spec = load_spec(path)
-    spec = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"],
-                                                         "parameterisation": parameterisation}})
+    n_eff = len(spec.coefs) * len(spec.stages)
+    if parameterisation == "mixed":  # centre every other LA effect, the first one not
+        if n_eff == 1:
+            pytest.skip("one LA effect cannot be mixed")
+        for module in (pymc_module, jax_module):
+            monkeypatch.setattr(module, "centring", lambda spec, design: np.arange(n_eff) % 2 == 1)
+    else:
+        spec = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"],
+                                                             "parameterisation": parameterisation}})
     pset = load_priors(ROOT / "priors/weakly_informative.toml")
     design = build_design(table, spec)
     layout = make_layout(design, chunk=16)
@@ -135,7 +154,7 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table):
     pm_model = build_model(spec, pset, design)
     logp = pm_model.compile_logp(jacobian=False, mode=FAST)
     draws = Predictive(model, num_samples=3)(jax.random.PRNGKey(11))
-    n_eff = len(spec.coefs) * len(spec.stages)
+    assert ("la_centred" in draws) == (parameterisation == "mixed")
     offsets = []
     for s in range(3):
         point = {rv.name: np.asarray(draws[rv.name][s]) for rv in pm_model.free_RVs}
@@ -164,3 +183,25 @@ def test_histogram_layout_preserves_every_row(table):
     y2 = design.y[::-1].copy()
     moved = with_counts(layout, y2)
     assert moved.y.sum() == y2.sum() and moved.y_hist.shape == layout.y_hist.shape
+
+
+def test_lgamma_by_histogram_and_by_row_give_the_same_density(table):
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import Predictive
+    from numpyro.infer.util import log_density
+
+    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+
+    jax.config.update("jax_enable_x64", True)
+    spec = load_spec(ROOT / "models/stages_nb.toml")
+    pset = load_priors(ROOT / "priors/weakly_informative.toml")
+    design = build_design(table, spec)
+    by_hist, by_row = make_layout(design, chunk=8), make_layout(design, chunk=8, hist_len=0)
+    assert by_hist.y_hist.shape[1] > 0 and by_row.y_hist.shape[1] == 0
+    models = [partial(model_fn(spec, pset, design, lay), model_data(lay)) for lay in (by_hist, by_row)]
+    draws = Predictive(models[0], num_samples=2)(jax.random.PRNGKey(5))
+    for s in range(2):
+        point = {k: jnp.asarray(v[s]) for k, v in draws.items() if k != "la_coef"}
+        lp = [float(log_density(m, (), {}, point)[0]) for m in models]
+        assert lp[0] == pytest.approx(lp[1], rel=1e-10)

@@ -47,10 +47,49 @@ class Design:
     def n_la(self) -> int:
         return len(self.la_codes)
 
-    @property
-    def rows_per_la(self) -> float:
-        """Median rows per LA and stage: how much data each LA effect has."""
-        return float(np.median(np.bincount(self.la_index, minlength=self.n_la))) / len(self.stage_names)
+
+CENTRING_SE = {"intercept": 0.2, "gradient": 0.1}
+"""``auto`` centres an LA effect when the data pin it down better than this (its median standard
+error over LAs, log scale): about the between-LA SD of intercepts and of gradients in this field."""
+
+
+def la_effect_se(spec: ModelSpec, design: Design) -> np.ndarray:
+    """Median over LAs of each LA effect's standard error from the counts alone, ``(n_effects,)``.
+
+    Poisson information: ``sum y`` for an intercept, ``sum y (w - wbar)^2`` for a gradient, per LA
+    and stage, in the model's stage-major effect order (``stage:intercept, stage:gradient, ...``).
+    """
+    n_stage = len(design.stage_names)
+    group = design.la_index * n_stage + design.stage_index
+    n = design.n_la * n_stage
+    y = design.y.astype(float)
+    info = [np.bincount(group, y, minlength=n)]
+    if len(spec.coefs) == 2:
+        wbar = np.bincount(group, y * design.w, minlength=n) / np.maximum(info[0], 1e-12)
+        info.append(np.bincount(group, y * (design.w - wbar[group]) ** 2, minlength=n))
+    with np.errstate(divide="ignore"):
+        se = 1.0 / np.sqrt(np.stack(info, axis=-1).reshape(design.n_la, n_stage, -1))
+    return np.median(se, axis=0).reshape(-1)
+
+
+def centring(spec: ModelSpec, design: Design) -> np.ndarray:
+    """Which LA effects are centred (hierarchical centring) rather than non-centred, ``(n_effects,)``.
+
+    ``auto`` decides per effect: centred where the data determine it (:data:`CENTRING_SE`), so a
+    stacked model can centre referral effects and non-centre the sparse looked-after ones.
+    """
+    n_eff = len(spec.coefs) * len(design.stage_names)
+    if spec.la.parameterisation != "auto":
+        return np.full(n_eff, spec.la.parameterisation == "centred")
+    limit = np.tile([CENTRING_SE[c] for c in spec.coefs], len(design.stage_names))
+    return la_effect_se(spec, design) < limit
+
+
+def describe_centring(mask: np.ndarray, labels: list[str]) -> str:
+    """``centred``, ``non_centred`` or ``mixed (centred: ...)`` for provenance and messages."""
+    if mask.all() or not mask.any():
+        return "centred" if mask.all() else "non_centred"
+    return "mixed (centred: " + ", ".join(k for k, c in zip(labels, mask, strict=True) if c) + ")"
 
 
 def z_of(X: np.ndarray | float, X_mean: float, spec: ModelSpec) -> np.ndarray:

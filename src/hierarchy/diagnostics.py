@@ -9,7 +9,7 @@ import numpy as np
 RHAT_MAX = 1.01
 ESS_MIN = 400
 BFMI_MIN = 0.3
-LATENT = ("la_raw", "msoa_raw", "eps_raw")  # auxiliary draws, not reported
+LATENT = ("la_raw", "la_centred", "msoa_raw", "eps_raw")  # auxiliary draws, not reported
 
 
 def diagnose(idata, *, approximate: bool = False, max_tree_depth: int = 10) -> dict[str, Any]:

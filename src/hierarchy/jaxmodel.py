@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hierarchy.design import Design
-from hierarchy.model import observed_name
+from hierarchy.design import Design, centring
+from hierarchy.model import la_effect_order, observed_name
 from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec, resolve_parameterisation
+from hierarchy.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Layout:
 
 
 def _hist(y: np.ndarray, stage: np.ndarray, n_stage: int, hist_len: int) -> np.ndarray:
+    if hist_len == 0:
+        return np.zeros((n_stage, 0))
     return np.stack([np.bincount(y[stage == s], minlength=hist_len) for s in range(n_stage)]).astype(float)
 
 
@@ -53,7 +55,9 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
     """Sort rows by (LA, stage, stratum) and pad each group into chunks of ``chunk`` rows.
 
     ``hist_len`` fixes the length of the count histogram (default: next power of two above the
-    largest count), so that data sets with the same design share compiled code.
+    largest count), so that data sets with the same design share compiled code; 0 means no
+    histogram (``lgamma(y + phi)`` row by row), the default when the histogram would be longer than
+    the data.
     """
     from scipy.special import gammaln
 
@@ -82,8 +86,10 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
         out[np.arange(K), index] = 1.0
         return out
 
-    hist_len = hist_len or int(2 ** np.ceil(np.log2(design.y.max() + 2)))
-    if design.y.max() >= hist_len:
+    if hist_len is None:
+        hist_len = int(2 ** np.ceil(np.log2(design.y.max() + 2)))
+        hist_len = hist_len if hist_len <= len(design.y) else 0
+    if hist_len and design.y.max() >= hist_len:
         raise ValueError(f"hist_len {hist_len} is too short for a count of {design.y.max()}")
     chunk_la = chunk_group // (n_stage * n_strata)
     msoa = None if design.msoa_index is None else np.where(mask, design.msoa_index[safe], 0)
@@ -132,7 +138,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     from jax.scipy.special import gammaln
 
     dtype = dtype or jnp.result_type(float)
-    param = resolve_parameterisation(spec, design.rows_per_la)
+    perm, inv, n_nc = la_effect_order(centring(spec, design))
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
     n_eff = ncoef * n_stage
     z = jnp.asarray(design.z, dtype=dtype)[:, None]
@@ -166,15 +172,21 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         la_sd = numpyro.sample("la_sd", priors["la_sd"].numpyro().expand([n_eff]).to_event(1))
         if n_eff > 1:
             corr = numpyro.sample("la_corr", nd.LKJ(n_eff, priors["la_corr"].params["eta"]))
-            chol = la_sd[:, None] * jnp.linalg.cholesky(corr)
+            chol = la_sd[perm][:, None] * jnp.linalg.cholesky(corr[perm][:, perm])
         else:
             chol = jnp.diag(la_sd)
         flat_name = "la_coef_flat" if spec.stacked else "la_coef"
-        if param == "centred":
+        mean = mean[:, perm]
+        if n_nc == 0:
             flat = numpyro.sample(flat_name, nd.MultivariateNormal(mean, scale_tril=chol))
         else:
-            raw = numpyro.sample("la_raw", nd.Normal(0.0, 1.0).expand([design.n_la, n_eff]).to_event(2))
-            flat = numpyro.deterministic(flat_name, mean + raw @ chol.T)
+            raw = numpyro.sample("la_raw", nd.Normal(0.0, 1.0).expand([design.n_la, n_nc]).to_event(2))
+            x = mean[:, :n_nc] + raw @ chol[:n_nc, :n_nc].T
+            if n_nc < n_eff:  # the centred effects given the non-centred ones
+                x_c = numpyro.sample("la_centred", nd.MultivariateNormal(
+                    mean[:, n_nc:] + raw @ chol[n_nc:, :n_nc].T, scale_tril=chol[n_nc:, n_nc:]))
+                x = jnp.concatenate([x, x_c], axis=1)[:, inv]
+            flat = numpyro.deterministic(flat_name, x)
         if spec.stacked:
             numpyro.deterministic("la_coef", flat.reshape(design.n_la, n_stage, ncoef))
         # per chunk: its LA's coefficients for its stage, by matrix products (no scatter)
@@ -204,7 +216,11 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
             values = jnp.arange(arr["y_hist"].shape[1], dtype=dtype)
             phi_k = (arr["onehot_stage"] @ phi)[:, None]
-            ll = (jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
+            if arr["y_hist"].shape[1]:
+                lgamma_y_phi = jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
+            else:
+                lgamma_y_phi = jnp.sum(mask * gammaln(y + phi_k))
+            ll = (lgamma_y_phi
                   - jnp.sum(arr["n_stage_rows"] * (gammaln(phi) - phi * jnp.log(phi)))
                   + jnp.sum(mask * (y * eta - (y + phi_k) * jnp.logaddexp(jnp.log(phi_k), eta))))
         else:

@@ -9,16 +9,19 @@ For neighbourhood i in LA j (and MSOA m)::
     y_i        ~ Poisson(mu_i) | NegativeBinomial(mu_i, dispersion)
 
 ``la_coef`` holds (a_j, b_j) with dims (la, coef). The LA level is centred on its mean
-(hierarchical centring) or non-centred (``la_raw`` standard normal) per the spec; see
-:func:`hierarchy.spec.resolve_parameterisation`. The NumPyro twin in :mod:`hierarchy.jaxmodel`
-has the same variables and density (tested).
+(hierarchical centring) or non-centred (``la_raw`` standard normal), effect by effect; see
+:func:`hierarchy.design.centring`. With both kinds, the non-centred effects come first in the
+Cholesky factor and the centred ones are drawn given them (``la_centred``). The NumPyro twin in
+:mod:`hierarchy.jaxmodel` has the same variables and density (tested).
 """
 
 from __future__ import annotations
 
-from hierarchy.design import Design
+import numpy as np
+
+from hierarchy.design import Design, centring
 from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec, resolve_parameterisation
+from hierarchy.spec import ModelSpec
 
 HYPERPARAMETERS = ("intercept", "gradient", "la_deprivation", "cross_level", "la_cov_intercept",
                    "la_cov_gradient", "stratum_intercept_offset", "stratum_gradient_offset", "la_sd",
@@ -40,13 +43,26 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
         c["stratum"] = list(design.stratum_names[1:])
     if design.msoa_codes is not None:
         c["msoa"] = list(design.msoa_codes)
+    labels = c["la_effect"] if spec.stacked else c["coef"]
+    mask = centring(spec, design)
+    if not mask.all():
+        c["la_raw_effect"] = [k for k, m in zip(labels, mask, strict=True) if not m]
+        if mask.any():
+            c["la_centred_effect"] = [k for k, m in zip(labels, mask, strict=True) if m]
     return c
+
+
+def la_effect_order(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Permutation putting non-centred LA effects first, its inverse, and their number."""
+    perm = np.argsort(mask, kind="stable")
+    return perm, np.argsort(perm), int((~mask).sum())
 
 
 def dims(spec: ModelSpec) -> dict[str, list[str]]:
     """Dimensions of each model variable (beyond chain and draw)."""
     effect = "la_effect" if spec.stacked else "coef"
-    d = {"la_sd": [effect], "la_corr": [effect, f"{effect}_"], "la_raw": ["la", effect],
+    d = {"la_sd": [effect], "la_corr": [effect, f"{effect}_"], "la_raw": ["la", "la_raw_effect"],
+         "la_centred": ["la", "la_centred_effect"],
          "la_coef": ["la", "stage", "coef"] if spec.stacked else ["la", "coef"],
          "la_cov_intercept": ["la_covariate"], "la_cov_gradient": ["la_covariate"], "msoa_raw": ["msoa"],
          "stratum_intercept_offset": ["stratum"], "stratum_gradient_offset": ["stratum"]}
@@ -60,7 +76,7 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
     import pymc as pm
     import pytensor.tensor as pt
 
-    param = resolve_parameterisation(spec, design.rows_per_la)
+    perm, inv, n_nc = la_effect_order(centring(spec, design))
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
     n_eff = ncoef * n_stage
     sdims = "stage" if spec.stacked else None
@@ -93,15 +109,21 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
         la_sd = priors["la_sd"].pymc("la_sd", dims=effect)
         if n_eff > 1:
             corr = pm.LKJCorr("la_corr", n=n_eff, eta=priors["la_corr"].params["eta"], return_matrix=True)
-            chol = la_sd[:, None] * pt.linalg.cholesky(corr)
+            chol = la_sd[perm][:, None] * pt.linalg.cholesky(corr[perm][:, perm])
         else:
             chol = pt.diag(la_sd)
         flat_name = "la_coef_flat" if spec.stacked else "la_coef"
-        if param == "centred":
+        mean = mean[:, perm]
+        if n_nc == 0:
             flat = pm.MvNormal(flat_name, mu=mean, chol=chol, dims=("la", effect))
         else:
-            raw = pm.Normal("la_raw", 0.0, 1.0, dims=("la", effect))
-            flat = pm.Deterministic(flat_name, mean + raw @ chol.T, dims=("la", effect))
+            raw = pm.Normal("la_raw", 0.0, 1.0, dims=("la", "la_raw_effect"))
+            x = mean[:, :n_nc] + raw @ chol[:n_nc, :n_nc].T
+            if n_nc < n_eff:  # the centred effects given the non-centred ones
+                x_c = pm.MvNormal("la_centred", mu=mean[:, n_nc:] + raw @ chol[n_nc:, :n_nc].T,
+                                  chol=chol[n_nc:, n_nc:], dims=("la", "la_centred_effect"))
+                x = pt.concatenate([x, x_c], axis=1)[:, inv]
+            flat = pm.Deterministic(flat_name, x, dims=("la", effect))
         coef = flat.reshape((design.n_la, n_stage, ncoef))
         if spec.stacked:
             pm.Deterministic("la_coef", coef, dims=("la", "stage", "coef"))

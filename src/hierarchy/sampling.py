@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from hierarchy.design import Design
+from hierarchy.design import Design, centring, describe_centring
 from hierarchy.errors import HierarchyError
 from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec, resolve_parameterisation
+from hierarchy.spec import ModelSpec
 
 SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi")
 MCMC_SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax")
@@ -50,6 +50,13 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _parameterisation(spec: ModelSpec, design: Design) -> str:
+    from hierarchy.model import coords
+
+    labels = coords(spec, design)["la_effect" if spec.stacked else "coef"]
+    return describe_centring(centring(spec, design), labels)
+
+
 def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
         chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
@@ -62,7 +69,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
                              f"choose from {', '.join(SAMPLERS)}")
     settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
-                    parameterisation=resolve_parameterisation(spec, design.rows_per_la))
+                    parameterisation=_parameterisation(spec, design))
     t0 = time.perf_counter()
     if sampler == "numpyro":
         out = _numpyro(spec, priors, design, settings, progress)

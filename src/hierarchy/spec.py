@@ -31,8 +31,9 @@ A spec says which count is modelled and how (all keys but ``name`` are optional)
     [msoa]
     random_intercept = false        # a middle level: neighbourhoods in MSOAs in LAs
 
-``auto`` centres the LA level when LAs have many neighbourhoods (median >= 20; DESIGN section 4:
-the non-centred form mixes hundreds of times worse there) and uses the non-centred form otherwise.
+``auto`` decides per LA effect (each stage's intercept and gradient): centred where the counts pin
+the effect down (DESIGN section 4: there the non-centred form mixes hundreds of times worse),
+non-centred where they do not; see :func:`hierarchy.design.centring`.
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ from hierarchy.errors import SpecError
 from hierarchy.priors import config_hash, did_you_mean, read_toml
 
 FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
-CENTRING_AUTO_MIN_ROWS = 20
-
 
 @dataclass(frozen=True)
 class Deprivation:
@@ -195,10 +194,3 @@ def _check(spec: ModelSpec, source: str) -> None:
 def load_spec(path: str | Path) -> ModelSpec:
     """Read and validate a model spec file."""
     return ModelSpec.from_dict(read_toml(path), source=str(path))
-
-
-def resolve_parameterisation(spec: ModelSpec, rows_per_la: float) -> str:
-    """``centred`` or ``non_centred`` for the LA level, resolving ``auto`` from data size."""
-    if spec.la.parameterisation != "auto":
-        return spec.la.parameterisation
-    return "centred" if rows_per_la >= CENTRING_AUTO_MIN_ROWS else "non_centred"
