@@ -72,3 +72,22 @@ def test_sbc_flags_a_fit_under_the_wrong_prior():
     table = result.uniformity()
     assert table.loc["gradient", "p_value"] < 1e-6
     assert np.mean(result.ranks["gradient"] < 50) > 0.8  # posteriors pulled above the truth
+
+
+@pytest.mark.slow
+@pytest.mark.sbc
+def test_sbc_command_prints_the_uniformity_table_and_writes_the_ranks(tmp_path, capsys):
+    from hierarchy.cli import main
+
+    out = tmp_path / "ranks.csv"
+    code = main(["sbc", "--model", str(ROOT / "models/gradient_nb.toml"), "--priors",
+                 str(ROOT / "priors/informative_cwip.toml"), "--replicates", "12", "--warmup", "80",
+                 "--draws", "60", "--thin", "1", "--las", "5", "--lsoa-per-la", "8", "--out", str(out)])
+    text = capsys.readouterr().out
+    ranks = pd.read_csv(out, index_col="replicate")
+    params = ["intercept", "gradient", "la_sd[0]", "la_sd[1]", "la_corr[1,0]", "dispersion",
+              "la_coef[0,0]", "la_coef[0,1]"]
+    assert list(ranks.columns) == params and len(ranks) == 12
+    assert ranks.to_numpy().min() >= 0 and ranks.to_numpy().max() <= 60
+    assert "12 replicates, ranks out of 60 draws" in text and all(p in text for p in params)
+    assert code == (1 if "not uniform" in text else 0)
