@@ -96,7 +96,7 @@ def test_02_fitting_the_gradient(notebook_out, tmp_path, monkeypatch):
     for _status, rhat, ess, _div, bfmi in diag.values():
         assert 1.0 <= float(rhat) < 2.0 and float(ess) > 0 and float(bfmi) > 0
     assert "parameterisation (auto) for this data: centred" in text
-    assert "parameterisation (auto) at 5 neighbourhoods per LA: non_centred" in text
+    assert "parameterisation (auto) with a hundredth of the counts: non_centred" in text
     assert len(images) >= 3  # trace, rank and the centred / non-centred comparison
     assert "notebook 02 checks passed" in text
 
