@@ -32,7 +32,8 @@ from hierarchy.priors import load_priors
 from hierarchy.spec import load_spec
 from hierarchy.sweep import FitJob, run_jobs, run_sweep
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.xdist_group("compare")]  # one worker builds the module's fits once
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = ROOT / "models/inverse_intervention_nb.toml"

@@ -83,6 +83,7 @@ def small_fit(tmp_path_factory):
     return out, data, table
 
 
+@pytest.mark.xdist_group("small_fit")  # one worker fits once
 def test_fit_file_carries_provenance_and_groups(small_fit):
     from hierarchy.data import data_hash
 
@@ -104,6 +105,7 @@ def test_fit_file_carries_provenance_and_groups(small_fit):
     assert idata.posterior["la_coef"].dims == ("chain", "draw", "la", "coef")
 
 
+@pytest.mark.xdist_group("small_fit")  # one worker fits once
 def test_pointwise_log_likelihood_matches_scipy(small_fit):
     from scipy import stats
 
@@ -120,6 +122,7 @@ def test_pointwise_log_likelihood_matches_scipy(small_fit):
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
+@pytest.mark.xdist_group("small_fit")  # one worker fits once
 def test_load_refuses_a_fit_of_another_model_or_prior(small_fit):
     out, _, _ = small_fit
     with pytest.raises(FitFileError, match="fitted with model 'inverse_intervention_nb_log'.*'gradient_poisson'"):
@@ -130,6 +133,7 @@ def test_load_refuses_a_fit_of_another_model_or_prior(small_fit):
         load_fit(out, data_hash="0" * 16)
 
 
+@pytest.mark.xdist_group("small_fit")  # one worker fits once
 def test_corrupt_and_truncated_fits_give_clear_errors(small_fit, tmp_path):
     out, _, _ = small_fit
     broken = tmp_path / "broken.nc"
@@ -146,6 +150,7 @@ def test_corrupt_and_truncated_fits_give_clear_errors(small_fit, tmp_path):
         load_fit(tmp_path / "edited.nc")
 
 
+@pytest.mark.xdist_group("small_fit")  # one worker fits once
 def test_interrupted_write_leaves_no_partial_file(small_fit, tmp_path, monkeypatch):
     out, _, _ = small_fit
     idata = load_fit(out)
@@ -163,6 +168,7 @@ def test_interrupted_write_leaves_no_partial_file(small_fit, tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["fit.nc"]  # no temporary left behind
 
 
+@pytest.mark.xdist_group("small_fit")  # one worker fits once
 def test_fits_command_lists_model_priors_sampler_and_status(small_fit, capsys):
     out, _, _ = small_fit
     assert cli.main(["fits", str(out.parent)]) == 0
