@@ -48,10 +48,10 @@ def _scalars(name: str, value: np.ndarray) -> dict[str, tuple]:
         i, j = np.tril_indices(value.shape[-1], -1)
         return {f"la_corr[{a},{b}]": (a, b) for a, b in zip(i, j, strict=True)}
     if name == "la_coef":  # the first LA's coefficients stand in for the rest
-        return {f"la_coef[0,{k}]": (0, k) for k in range(value.shape[-1])}
+        return {f"la_coef[{','.join(map(str, (0, *i)))}]": (0, *i) for i in np.ndindex(value.shape[1:])}
     if value.ndim == 0:
         return {name: ()}
-    return {f"{name}[{k}]": (k,) for k in range(value.size)}
+    return {f"{name}[{','.join(map(str, i))}]": i for i in np.ndindex(value.shape)}
 
 
 def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 100, warmup: int = 300,
@@ -114,7 +114,7 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
             s = sample_kernel(s, model_args=(arr,))
             return s, (s.z, s.diverging)
 
-        state, _ = jax.lax.scan(step, state, None, length=warmup)
+        state = jax.lax.fori_loop(0, warmup, lambda _, s: sample_kernel(s, model_args=(arr,)), state)
         _, (zs, diverging) = jax.lax.scan(step, state, None, length=draws)
         post = jax.vmap(postprocess_gen(arr))(jax.tree.map(lambda z: z[::thin], zs))
         return {k: post[k] for k in names}, diverging.sum()
