@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,14 @@ def _parameterisation(spec: ModelSpec, design: Design) -> str:
     return describe_centring(centring(spec, design), labels)
 
 
+def precision_warning(spec: ModelSpec, float32: bool) -> str | None:
+    """Why single precision should not be used for ``spec``, or None."""
+    if float32 and spec.stacked:
+        return ("float32 is unreliable for stacked models: a chain stuck at the maximum tree depth "
+                "where float64 did not (bench/RESULTS.md); fit in float64")
+    return None
+
+
 def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
         chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
@@ -67,6 +76,8 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
 
         raise HierarchyError(f"unknown sampler '{sampler}'{did_you_mean(sampler, SAMPLERS)}; "
                              f"choose from {', '.join(SAMPLERS)}")
+    if message := precision_warning(spec, float32):
+        warnings.warn(message, stacklevel=2)
     settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
                     parameterisation=_parameterisation(spec, design))
