@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -103,8 +104,7 @@ def test_auto_centring_decides_per_effect_from_the_counts(table):
     se = la_effect_se(spec, design).reshape(len(spec.stages), 2)
     assert se[0, 0] < se[1:, 0].min()  # referrals outnumber every later stage: smallest errors
     # a generous rule centres everything, a strict one nothing, one in between splits by stage
-    rich, sparse = design.__class__(**{**design.__dict__, "y": design.y * 1000}), \
-        design.__class__(**{**design.__dict__, "y": design.y * 0})
+    rich, sparse = replace(design, y=design.y * 1000), replace(design, y=design.y * 0)
     assert centring(spec, rich).all() and not centring(spec, sparse).any()
     mask = centring(spec, design).reshape(len(spec.stages), 2)
     limit = np.array([0.2, 0.1])

@@ -137,15 +137,15 @@ def _sbc(args: argparse.Namespace) -> int:
         table = simulate.simulate(geo, seed=args.seed, strata=strata)[0]
     result = sbc(spec, priors, build_design(table, spec), replicates=args.replicates, warmup=args.warmup,
                  draws=args.draws, thin=args.thin, seed=args.seed)
-    table = result.uniformity()
+    uniform = result.uniformity()
     print(f"SBC of {spec.name} under {priors.name}: {args.replicates} replicates, ranks out of "
           f"{result.n_post} draws; divergent transitions in {int((result.divergences > 0).sum())} "
-          f"replicates\n{table.to_string(float_format=lambda v: f'{v:.3f}')}")
+          f"replicates\n{uniform.to_string(float_format=lambda v: f'{v:.3f}')}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(result.ranks).to_csv(args.out, index_label="replicate")
         print(f"ranks written to {args.out}")
-    bad = table.index[table["p_value"] < args.alpha].tolist()
+    bad = uniform.index[uniform["p_value"] < args.alpha].tolist()
     if bad:
         print(f"not uniform at p < {args.alpha}: {', '.join(bad)}")
     return 1 if bad else 0

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hierarchy.diagnostics import LATENT
 from hierarchy.errors import FitFileError, HierarchyError
 from hierarchy.fitfile import load_fit, provenance
 from hierarchy.report import bullets, format_columns, write_pages
@@ -89,7 +90,7 @@ def relative_eff(idata) -> float:
     import arviz as az
 
     post = idata.posterior.isel(draw=loglik_draws(idata))
-    keep = [v for v in post.data_vars if v not in ("la_corr", "la_raw", "la_centred", "msoa_raw", "eps_raw")]
+    keep = [v for v in post.data_vars if v not in (*LATENT, "la_corr")]
     n = post.sizes["chain"] * post.sizes["draw"]
     if post.sizes["chain"] < 2 or not keep:
         return 1.0

@@ -51,6 +51,13 @@ def _hist(y: np.ndarray, stage: np.ndarray, n_stage: int, hist_len: int) -> np.n
     return np.stack([np.bincount(y[stage == s], minlength=hist_len) for s in range(n_stage)]).astype(float)
 
 
+def hist_len_for(max_count: int, n_rows: int) -> int:
+    """Count-histogram length for counts up to ``max_count``: the next power of two, or 0 (lgamma
+    row by row) when that would be longer than the ``n_rows`` rows it summarises."""
+    hist_len = int(2 ** np.ceil(np.log2(max_count + 2)))
+    return hist_len if hist_len <= n_rows else 0
+
+
 def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) -> Layout:
     """Sort rows by (LA, stage, stratum) and pad each group into chunks of ``chunk`` rows.
 
@@ -87,8 +94,7 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
         return out
 
     if hist_len is None:
-        hist_len = int(2 ** np.ceil(np.log2(design.y.max() + 2)))
-        hist_len = hist_len if hist_len <= len(design.y) else 0
+        hist_len = hist_len_for(int(design.y.max()), len(design.y))
     if hist_len and design.y.max() >= hist_len:
         raise ValueError(f"hist_len {hist_len} is too short for a count of {design.y.max()}")
     chunk_la = chunk_group // (n_stage * n_strata)

@@ -38,18 +38,23 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
          "la_covariate": list(design.la_cov_names), "neighbourhood": list(design.row_ids)}
     if spec.stacked:
         c["stage"] = list(spec.stages)
-        c["la_effect"] = [f"{s}:{k}" for s in spec.stages for k in spec.coefs]
+        c["la_effect"] = la_effect_labels(spec)
     if spec.strata:
         c["stratum"] = list(design.stratum_names[1:])
     if design.msoa_codes is not None:
         c["msoa"] = list(design.msoa_codes)
-    labels = c["la_effect"] if spec.stacked else c["coef"]
+    labels = la_effect_labels(spec)
     mask = centring(spec, design)
     if not mask.all():
         c["la_raw_effect"] = [k for k, m in zip(labels, mask, strict=True) if not m]
         if mask.any():
             c["la_centred_effect"] = [k for k, m in zip(labels, mask, strict=True) if m]
     return c
+
+
+def la_effect_labels(spec: ModelSpec) -> list[str]:
+    """Names of the LA effects in model order: the coefficients, or ``stage:coef`` when stacked."""
+    return [f"{s}:{k}" for s in spec.stages for k in spec.coefs] if spec.stacked else list(spec.coefs)
 
 
 def la_effect_order(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

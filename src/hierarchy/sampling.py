@@ -17,6 +17,7 @@ import numpy as np
 
 from hierarchy.design import Design, centring, describe_centring
 from hierarchy.errors import HierarchyError
+from hierarchy.model import la_effect_labels
 from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec
 
@@ -51,13 +52,6 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _parameterisation(spec: ModelSpec, design: Design) -> str:
-    from hierarchy.model import coords
-
-    labels = coords(spec, design)["la_effect" if spec.stacked else "coef"]
-    return describe_centring(centring(spec, design), labels)
-
-
 def precision_warning(spec: ModelSpec, float32: bool) -> str | None:
     """Why single precision should not be used for ``spec``, or None."""
     if float32 and spec.stacked:
@@ -80,7 +74,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         warnings.warn(message, stacklevel=2)
     settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
-                    parameterisation=_parameterisation(spec, design))
+                    parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
     t0 = time.perf_counter()
     if sampler == "numpyro":
         out = _numpyro(spec, priors, design, settings, progress)

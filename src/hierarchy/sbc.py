@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hierarchy.design import Design
-from hierarchy.jaxmodel import draw_counts, make_layout, model_data, model_fn, with_counts
+from hierarchy.jaxmodel import draw_counts, hist_len_for, make_layout, model_data, model_fn, with_counts
 from hierarchy.model import HYPERPARAMETERS
 from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec
@@ -90,8 +90,7 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
     prior = {k: np.asarray(v) for k, v in prior.items()}
     rng = np.random.default_rng([seed, 2018])
     ys = [draw_counts(spec, design, {k: v[r] for k, v in prior.items()}, rng) for r in range(replicates)]
-    hist_len = int(2 ** np.ceil(np.log2(max(int(y.max()) for y in ys) + 2)))
-    hist_len = hist_len if hist_len <= len(design.y) else 0  # else lgamma row by row: cheaper
+    hist_len = hist_len_for(max(int(y.max()) for y in ys), len(design.y))  # one length for every replicate
     layout = make_layout(design, chunk=min(64, int(np.bincount(design.la_index).max())), hist_len=hist_len)
     stage = design.stage_index
     data = [model_data(with_counts(layout, y, stage)) for y in ys]

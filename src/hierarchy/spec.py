@@ -48,6 +48,7 @@ from hierarchy.priors import config_hash, did_you_mean, read_toml
 
 FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
 
+
 @dataclass(frozen=True)
 class Deprivation:
     scale: float = 0.1
