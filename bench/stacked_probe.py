@@ -24,6 +24,8 @@ def main() -> None:
     p.add_argument("--stage-noise", type=float, default=None,
                    help="SD of the stage-specific LA slope noise (simulator default 0.03)")
     p.add_argument("--parameterisation", choices=("auto", "centred", "non_centred"), default="auto")
+    p.add_argument("--stage-structure", choices=("correlated", "anchored"), default=None,
+                   help="override the model file's la.stage_structure")
     p.add_argument("--float32", action="store_true")
     p.add_argument("--tune", type=int, default=300)
     p.add_argument("--draws", type=int, default=200)
@@ -47,6 +49,8 @@ def main() -> None:
     table, _ = simulate.simulate(geo, year=2019, seed=0, strata=("age",))
     spec = load_spec(ROOT / "models/stages_age_nb.toml").to_dict()
     spec["la"] = {**spec["la"], "parameterisation": args.parameterisation}
+    if args.stage_structure:
+        spec["la"]["stage_structure"] = args.stage_structure
     spec = ModelSpec.from_dict(spec)
     design = build_design(table, spec)
     t = time.perf_counter()

@@ -53,6 +53,11 @@ CENTRING_SE = {"intercept": 0.2, "gradient": 0.1}
 error over LAs, log scale): about the between-LA SD of intercepts and of gradients in this field."""
 
 
+STAGE_DEVIATION_SE = {"intercept": 0.2, "gradient": 0.03}
+"""The same for a later stage's own LA deviations in an anchored stacked model (``la_stage_sd``):
+LAs move their thresholds together, so a stage's own gradient deviations are small."""
+
+
 def la_effect_se(spec: ModelSpec, design: Design) -> np.ndarray:
     """Median over LAs of each LA effect's standard error from the counts alone, ``(n_effects,)``.
 
@@ -81,7 +86,9 @@ def centring(spec: ModelSpec, design: Design) -> np.ndarray:
     n_eff = len(spec.coefs) * len(design.stage_names)
     if spec.la.parameterisation != "auto":
         return np.full(n_eff, spec.la.parameterisation == "centred")
-    limit = np.tile([CENTRING_SE[c] for c in spec.coefs], len(design.stage_names))
+    later = STAGE_DEVIATION_SE if spec.stacked and spec.la.stage_structure == "anchored" else CENTRING_SE
+    limit = np.concatenate([[CENTRING_SE[c] for c in spec.coefs],
+                            np.tile([later[c] for c in spec.coefs], len(design.stage_names) - 1)])
     return la_effect_se(spec, design) < limit
 
 

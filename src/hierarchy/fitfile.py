@@ -127,7 +127,8 @@ def _log_prior(posterior: dict[str, np.ndarray], priors: PriorSet):
               "la_deprivation": "la_deprivation", "cross_level": "cross_level",
               "la_cov_intercept": "la_covariates", "la_cov_gradient": "la_covariates",
               "stratum_intercept_offset": "stratum_effects", "stratum_gradient_offset": "stratum_effects",
-              "la_sd": "la_sd", "msoa_sd": "msoa_sd", "dispersion": "dispersion",
+              "la_sd": "la_sd", "la_loading": "la_loading", "la_stage_sd": "la_stage_sd",
+              "msoa_sd": "msoa_sd", "dispersion": "dispersion",
               "obs_sd": "obs_sd"}
     out = {}
     for var, group in groups.items():

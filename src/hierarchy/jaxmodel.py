@@ -15,12 +15,13 @@ Same variables, same density (tests compare them at random points), but laid out
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from hierarchy.design import Design, centring
-from hierarchy.model import la_effect_order, observed_name
+from hierarchy.model import is_anchored, la_effect_order, observed_name
 from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec
 
@@ -136,15 +137,21 @@ def with_counts(layout: Layout, y: np.ndarray, stage_index: np.ndarray | None = 
 
 
 def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
-             dtype=None):
-    """Return a NumPyro model ``model(data)`` for ``spec``; ``data`` is :func:`model_data`."""
+             dtype=None, gather: bool | None = None):
+    """Return a NumPyro model ``model(data)`` for ``spec``; ``data`` is :func:`model_data`.
+
+    ``gather`` picks how chunks get their LA, stage and stratum terms: by indexing (default on CPU,
+    where it is twice as fast at national stacked scale) or by one-hot matrix products (default
+    elsewhere: no scatter-add in the gradient, which jaxlib 0.10.2 makes slow on GPU).
+    """
+    import jax
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as nd
     from jax.scipy.special import gammaln
 
     dtype = dtype or jnp.result_type(float)
-    perm, inv, n_nc = la_effect_order(centring(spec, design))
+    centred, anchored = centring(spec, design), is_anchored(spec)
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
     n_eff = ncoef * n_stage
     z = jnp.asarray(design.z, dtype=dtype)[:, None]
@@ -152,6 +159,13 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     msoa_index = None if layout.msoa_index is None else jnp.asarray(layout.msoa_index)
     obs_rows = np.where(layout.rows >= 0, layout.rows, 0)
     n_strata = len(design.stratum_names)
+
+    gather = jax.default_backend() == "cpu" if gather is None else gather
+    chunk_stage, chunk_stratum = layout.onehot_stage.argmax(1), layout.onehot_stratum.argmax(1)
+
+    def per_chunk(values, onehot, index: np.ndarray):
+        """Each chunk's entry of ``values`` (one per level of ``index``), shape (K, 1)."""
+        return (values[index] if gather else onehot @ values)[:, None]
 
     def stage_param(name: str, group: str):
         d = priors[group].numpyro()
@@ -175,65 +189,175 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
                 mean_b = mean_b + (cov @ numpyro.sample("la_cov_gradient", p))[:, None]
             parts.append(mean_b)
         mean = jnp.stack(parts, axis=2).reshape(design.n_la, n_eff)
-        la_sd = numpyro.sample("la_sd", priors["la_sd"].numpyro().expand([n_eff]).to_event(1))
-        if n_eff > 1:
-            corr = numpyro.sample("la_corr", nd.LKJ(n_eff, priors["la_corr"].params["eta"]))
-            chol = la_sd[perm][:, None] * jnp.linalg.cholesky(corr[perm][:, perm])
+        if anchored:
+            first = _correlated(mean[:, :ncoef], centred[:ncoef], priors, "la_anchor")
+            u = (first - mean[:, :ncoef])[:, None, :]
+            later_shape = [n_stage - 1, ncoef]
+            loading = numpyro.sample("la_loading", priors["la_loading"].numpyro().expand(later_shape)
+                                     .to_event(2))
+            stage_sd = numpyro.sample("la_stage_sd", priors["la_stage_sd"].numpyro().expand(later_shape)
+                                      .to_event(2))
+            later_mean = mean[:, ncoef:].reshape(design.n_la, n_stage - 1, ncoef) + loading * u
+            later = _independent(later_mean.reshape(design.n_la, -1), stage_sd.reshape(-1), centred[ncoef:])
+            flat = numpyro.deterministic("la_coef_flat", jnp.concatenate([first, later], axis=1))
         else:
-            chol = jnp.diag(la_sd)
-        flat_name = "la_coef_flat" if spec.stacked else "la_coef"
-        mean = mean[:, perm]
-        if n_nc == 0:
-            flat = numpyro.sample(flat_name, nd.MultivariateNormal(mean, scale_tril=chol))
-        else:
-            raw = numpyro.sample("la_raw", nd.Normal(0.0, 1.0).expand([design.n_la, n_nc]).to_event(2))
-            x = mean[:, :n_nc] + raw @ chol[:n_nc, :n_nc].T
-            if n_nc < n_eff:  # the centred effects given the non-centred ones
-                x_c = numpyro.sample("la_centred", nd.MultivariateNormal(
-                    mean[:, n_nc:] + raw @ chol[n_nc:, :n_nc].T, scale_tril=chol[n_nc:, n_nc:]))
-                x = jnp.concatenate([x, x_c], axis=1)[:, inv]
-            flat = numpyro.deterministic(flat_name, x)
+            flat = _correlated(mean, centred, priors, "la_coef_flat" if spec.stacked else "la_coef")
         if spec.stacked:
             numpyro.deterministic("la_coef", flat.reshape(design.n_la, n_stage, ncoef))
-        # per chunk: its LA's coefficients for its stage, by matrix products (no scatter)
-        c = (arr["onehot"] @ flat).reshape(-1, n_stage, ncoef)
-        c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
+        # per chunk (not per row): its LA's coefficients for its stage
+        if gather:
+            c = flat.reshape(design.n_la, n_stage, ncoef)[layout.chunk_la, chunk_stage]
+        else:
+            c = (arr["onehot"] @ flat).reshape(-1, n_stage, ncoef)
+            c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
         a, b = c[:, :1], (c[:, 1:2] if ncoef == 2 else 0.0)
         if spec.strata:
             off = numpyro.sample("stratum_intercept_offset", priors["stratum_effects"].numpyro()
                                  .expand([n_strata - 1]).to_event(1))
-            a = a + (arr["onehot_stratum"][:, 1:] @ off)[:, None]
+            a = a + per_chunk(jnp.concatenate([jnp.zeros(1, dtype), off]), arr["onehot_stratum"],
+                              chunk_stratum)
             if ncoef == 2:
                 off_b = numpyro.sample("stratum_gradient_offset", priors["stratum_effects"].numpyro()
                                        .expand([n_strata - 1]).to_event(1))
-                b = b + (arr["onehot_stratum"][:, 1:] @ off_b)[:, None]
-        eta = arr["log_exposure"] + a + b * arr["w"]
+                b = b + per_chunk(jnp.concatenate([jnp.zeros(1, dtype), off_b]), arr["onehot_stratum"],
+                                  chunk_stratum)
+        b = b if ncoef == 2 else jnp.zeros_like(a)
+        within = spec.msoa.random_intercept or spec.family == "poisson_lognormal"
+        per_row = 0.0  # terms that vary within a chunk beyond the deprivation slope (``within``)
         if spec.msoa.random_intercept:
             msoa_sd = numpyro.sample("msoa_sd", priors["msoa_sd"].numpyro())
             msoa_raw = numpyro.sample("msoa_raw", nd.Normal(0.0, 1.0)
                                       .expand([len(design.msoa_codes)]).to_event(1))
-            eta = eta + (msoa_raw * msoa_sd)[msoa_index]
+            per_row = per_row + (msoa_raw * msoa_sd)[msoa_index]
         if spec.family == "poisson_lognormal":
             obs_sd = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
             eps_raw = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([layout.n_rows]).to_event(1))
-            eta = eta + eps_raw[obs_rows] * obs_sd
-        y, mask = arr["y"], arr["mask"]
+            per_row = per_row + eps_raw[obs_rows] * obs_sd
+        rows = (arr["log_exposure"], arr["w"], arr["y"], arr["mask"])
         if spec.family == "negative_binomial":
             phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
             values = jnp.arange(arr["y_hist"].shape[1], dtype=dtype)
-            phi_k = (arr["onehot_stage"] @ phi)[:, None]
+            phi_k = per_chunk(phi, arr["onehot_stage"], chunk_stage)
             if arr["y_hist"].shape[1]:
                 lgamma_y_phi = jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
             else:
-                lgamma_y_phi = jnp.sum(mask * gammaln(y + phi_k))
-            ll = (lgamma_y_phi
-                  - jnp.sum(arr["n_stage_rows"] * (gammaln(phi) - phi * jnp.log(phi)))
-                  + jnp.sum(mask * (y * eta - (y + phi_k) * jnp.logaddexp(jnp.log(phi_k), eta))))
+                lgamma_y_phi = jnp.sum(arr["mask"] * gammaln(arr["y"] + phi_k))
+            ll = (lgamma_y_phi - jnp.sum(arr["n_stage_rows"] * (gammaln(phi) - phi * jnp.log(phi)))
+                  + (_nb_rows(a, b, phi_k, per_row, *rows) if within else
+                     _nb_chunks()(a, b, phi_k, *rows)))
         else:
-            ll = jnp.sum(mask * (y * eta - jnp.exp(eta)))
+            ll = (_poisson_rows(a, b, per_row, *rows) if within else
+                  _poisson_chunks()(a, b, *rows))
         numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
 
     return model
+
+
+def _nb_rows(a, b, phi, per_row, log_exposure, w, y, mask):
+    """NB log-likelihood over chunk rows, less its ``lgamma`` terms, at ``eta = log_exposure + a +
+    b w + per_row``; ``a, b, phi`` are (K, 1) per chunk."""
+    import jax.numpy as jnp
+
+    eta = log_exposure + a + b * w + per_row
+    return jnp.sum(mask * (y * eta - (y + phi) * jnp.log(phi + jnp.exp(eta))))
+
+
+def _poisson_rows(a, b, per_row, log_exposure, w, y, mask):
+    """Poisson log-likelihood over chunk rows, less ``lgamma(y + 1)``."""
+    import jax.numpy as jnp
+
+    eta = log_exposure + a + b * w + per_row
+    return jnp.sum(mask * (y * eta - jnp.exp(eta)))
+
+
+@functools.cache
+def _nb_chunks():
+    """:func:`_nb_rows` without per-row terms, with a hand-written gradient: its forward pass
+    reduces the row derivatives to one value per chunk, so the backward pass reads no per-row
+    arrays (about twice as fast as JAX's own gradient on CPU in float32, bench/RESULTS.md)."""
+    import jax
+    import jax.numpy as jnp
+
+    def fwd(a, b, phi, log_exposure, w, y, mask):
+        eta = log_exposure + a + b * w
+        mu = jnp.exp(eta)
+        log_phi_mu = jnp.log(phi + mu)
+        q = (y + phi) / (phi + mu)
+        d_eta = mask * (y - q * mu)
+        grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True),
+                 jnp.sum(-mask * (log_phi_mu + q), 1, keepdims=True))
+        return jnp.sum(mask * (y * eta - (y + phi) * log_phi_mu)), grads
+
+    def bwd(grads, g):
+        return (*(g * x for x in grads), None, None, None, None)
+
+    f = jax.custom_vjp(lambda *args: fwd(*args)[0])
+    f.defvjp(fwd, bwd)
+    return f
+
+
+@functools.cache
+def _poisson_chunks():
+    """:func:`_poisson_rows` without per-row terms, with a hand-written gradient (see
+    :func:`_nb_chunks`)."""
+    import jax
+    import jax.numpy as jnp
+
+    def fwd(a, b, log_exposure, w, y, mask):
+        eta = log_exposure + a + b * w
+        d_eta = mask * (y - jnp.exp(eta))
+        grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True))
+        return jnp.sum(mask * (y * eta - jnp.exp(eta))), grads
+
+    def bwd(grads, g):
+        return (*(g * x for x in grads), None, None, None, None)
+
+    f = jax.custom_vjp(lambda *args: fwd(*args)[0])
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _correlated(mean, mask: np.ndarray, priors: PriorSet, name: str):
+    """Twin of :func:`hierarchy.model._correlated`: correlated LA effects (la, E) around ``mean``."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as nd
+
+    perm, inv, n_nc = la_effect_order(mask)
+    n_la, n_eff = mean.shape
+    la_sd = numpyro.sample("la_sd", priors["la_sd"].numpyro().expand([n_eff]).to_event(1))
+    if n_eff > 1:
+        corr = numpyro.sample("la_corr", nd.LKJ(n_eff, priors["la_corr"].params["eta"]))
+        chol = la_sd[perm][:, None] * jnp.linalg.cholesky(corr[perm][:, perm])
+    else:
+        chol = jnp.diag(la_sd)
+    mean = mean[:, perm]
+    if n_nc == 0:
+        return numpyro.sample(name, nd.MultivariateNormal(mean, scale_tril=chol))
+    raw = numpyro.sample("la_raw", nd.Normal(0.0, 1.0).expand([n_la, n_nc]).to_event(2))
+    x = mean[:, :n_nc] + raw @ chol[:n_nc, :n_nc].T
+    if n_nc < n_eff:  # the centred effects given the non-centred ones
+        x_c = numpyro.sample("la_centred", nd.MultivariateNormal(
+            mean[:, n_nc:] + raw @ chol[n_nc:, :n_nc].T, scale_tril=chol[n_nc:, n_nc:]))
+        x = jnp.concatenate([x, x_c], axis=1)[:, inv]
+    return numpyro.deterministic(name, x)
+
+
+def _independent(mean, sd, mask: np.ndarray):
+    """Twin of :func:`hierarchy.model._independent`: the later stages of an anchored model."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as nd
+
+    perm, inv, n_nc = la_effect_order(mask)
+    mean, sd = mean[:, perm], sd[perm]
+    parts = []
+    if n_nc:
+        raw = numpyro.sample("la_stage_raw", nd.Normal(0.0, 1.0).expand([mean.shape[0], n_nc]).to_event(2))
+        parts.append(mean[:, :n_nc] + raw * sd[:n_nc])
+    if n_nc < len(mask):
+        parts.append(numpyro.sample("la_stage_centred", nd.Normal(mean[:, n_nc:], sd[n_nc:]).to_event(2)))
+    return jnp.concatenate(parts, axis=1)[:, inv]
 
 
 def _row_eta(design: Design, p: dict, xp):

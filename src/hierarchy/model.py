@@ -11,7 +11,17 @@ For neighbourhood i in LA j (and MSOA m)::
 ``la_coef`` holds (a_j, b_j) with dims (la, coef). The LA level is centred on its mean
 (hierarchical centring) or non-centred (``la_raw`` standard normal), effect by effect; see
 :func:`hierarchy.design.centring`. With both kinds, the non-centred effects come first in the
-Cholesky factor and the centred ones are drawn given them (``la_centred``). The NumPyro twin in
+Cholesky factor and the centred ones are drawn given them (``la_centred``).
+
+Stacked stages (s = 0, 1, ...) have LA effects e_js = (a_js, b_js) around stage-specific means m_js.
+``stage_structure = "correlated"``: all of them in one MVN (one LKJ over 2 x stages effects).
+``"anchored"``: the first stage's effects are the MVN above (``la_anchor``, u_j = e_j0 - m_j0), and
+each later stage follows them::
+
+    e_js = m_js + la_loading_s * u_j + d_js,   d_jsc ~ Normal(0, la_stage_sd_sc)
+
+which is how an LA's practice moves all its thresholds together (a shared deviation, small stage
+deviations) without a near-singular 8 x 8 correlation matrix. The NumPyro twin in
 :mod:`hierarchy.jaxmodel` has the same variables and density (tested).
 """
 
@@ -25,7 +35,7 @@ from hierarchy.spec import ModelSpec
 
 HYPERPARAMETERS = ("intercept", "gradient", "la_deprivation", "cross_level", "la_cov_intercept",
                    "la_cov_gradient", "stratum_intercept_offset", "stratum_gradient_offset", "la_sd",
-                   "la_corr", "msoa_sd", "dispersion", "obs_sd")
+                   "la_corr", "la_loading", "la_stage_sd", "msoa_sd", "dispersion", "obs_sd")
 """Population-level parameters in the order they are reported."""
 
 STAGE_VARS = ("intercept", "gradient", "la_deprivation", "cross_level", "dispersion")
@@ -43,13 +53,23 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
         c["stratum"] = list(design.stratum_names[1:])
     if design.msoa_codes is not None:
         c["msoa"] = list(design.msoa_codes)
-    labels = la_effect_labels(spec)
-    mask = centring(spec, design)
-    if not mask.all():
-        c["la_raw_effect"] = [k for k, m in zip(labels, mask, strict=True) if not m]
-        if mask.any():
-            c["la_centred_effect"] = [k for k, m in zip(labels, mask, strict=True) if m]
+    labels, mask = la_effect_labels(spec), centring(spec, design)
+    blocks = [("la", labels, mask)]
+    if is_anchored(spec):
+        n = len(spec.coefs)
+        c["later_stage"] = list(spec.stages[1:])
+        blocks = [("la", labels[:n], mask[:n]), ("la_stage", labels[n:], mask[n:])]
+    for prefix, names, m in blocks:
+        if not m.all():
+            c[f"{prefix}_raw_effect"] = [k for k, on in zip(names, m, strict=True) if not on]
+        if m.any() and (prefix == "la_stage" or not m.all()):
+            c[f"{prefix}_centred_effect"] = [k for k, on in zip(names, m, strict=True) if on]
     return c
+
+
+def is_anchored(spec: ModelSpec) -> bool:
+    """Whether the LA level is anchored on the first stage (stacked specs only, see the module)."""
+    return spec.stacked and spec.la.stage_structure == "anchored"
 
 
 def la_effect_labels(spec: ModelSpec) -> list[str]:
@@ -65,9 +85,11 @@ def la_effect_order(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 def dims(spec: ModelSpec) -> dict[str, list[str]]:
     """Dimensions of each model variable (beyond chain and draw)."""
-    effect = "la_effect" if spec.stacked else "coef"
+    effect = "la_effect" if spec.stacked and not is_anchored(spec) else "coef"
     d = {"la_sd": [effect], "la_corr": [effect, f"{effect}_"], "la_raw": ["la", "la_raw_effect"],
-         "la_centred": ["la", "la_centred_effect"],
+         "la_centred": ["la", "la_centred_effect"], "la_anchor": ["la", "coef"],
+         "la_loading": ["later_stage", "coef"], "la_stage_sd": ["later_stage", "coef"],
+         "la_stage_raw": ["la", "la_stage_raw_effect"], "la_stage_centred": ["la", "la_stage_centred_effect"],
          "la_coef": ["la", "stage", "coef"] if spec.stacked else ["la", "coef"],
          "la_cov_intercept": ["la_covariate"], "la_cov_gradient": ["la_covariate"], "msoa_raw": ["msoa"],
          "stratum_intercept_offset": ["stratum"], "stratum_gradient_offset": ["stratum"]}
@@ -81,7 +103,6 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
     import pymc as pm
     import pytensor.tensor as pt
 
-    perm, inv, n_nc = la_effect_order(centring(spec, design))
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
     n_eff = ncoef * n_stage
     sdims = "stage" if spec.stacked else None
@@ -110,25 +131,20 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
                 mean_b = mean_b + cov_term("la_cov_gradient")
             parts.append(mean_b)
         mean = pt.stack(parts, axis=2).reshape((design.n_la, n_eff))  # stage-major: s0:a, s0:b, s1:a ...
-        effect = "la_effect" if spec.stacked else "coef"
-        la_sd = priors["la_sd"].pymc("la_sd", dims=effect)
-        if n_eff > 1:
-            corr = pm.LKJCorr("la_corr", n=n_eff, eta=priors["la_corr"].params["eta"], return_matrix=True)
-            chol = la_sd[perm][:, None] * pt.linalg.cholesky(corr[perm][:, perm])
+        mask = centring(spec, design)
+        if is_anchored(spec):
+            first = _correlated(mean[:, :ncoef], mask[:ncoef], priors, "coef", "la_anchor")
+            u = (first - mean[:, :ncoef])[:, None, :]  # (la, 1, coef): the first stage's deviations
+            loading = priors["la_loading"].pymc("la_loading", dims=("later_stage", "coef"))
+            stage_sd = priors["la_stage_sd"].pymc("la_stage_sd", dims=("later_stage", "coef"))
+            later_mean = (mean[:, ncoef:].reshape((design.n_la, n_stage - 1, ncoef)) + loading[None] * u)
+            later = _independent(later_mean.reshape((design.n_la, n_eff - ncoef)), stage_sd.reshape((-1,)),
+                                 mask[ncoef:])
+            flat = pm.Deterministic("la_coef_flat", pt.concatenate([first, later], axis=1),
+                                    dims=("la", "la_effect"))
         else:
-            chol = pt.diag(la_sd)
-        flat_name = "la_coef_flat" if spec.stacked else "la_coef"
-        mean = mean[:, perm]
-        if n_nc == 0:
-            flat = pm.MvNormal(flat_name, mu=mean, chol=chol, dims=("la", effect))
-        else:
-            raw = pm.Normal("la_raw", 0.0, 1.0, dims=("la", "la_raw_effect"))
-            x = mean[:, :n_nc] + raw @ chol[:n_nc, :n_nc].T
-            if n_nc < n_eff:  # the centred effects given the non-centred ones
-                x_c = pm.MvNormal("la_centred", mu=mean[:, n_nc:] + raw @ chol[n_nc:, :n_nc].T,
-                                  chol=chol[n_nc:, n_nc:], dims=("la", "la_centred_effect"))
-                x = pt.concatenate([x, x_c], axis=1)[:, inv]
-            flat = pm.Deterministic(flat_name, x, dims=("la", effect))
+            effect = "la_effect" if spec.stacked else "coef"
+            flat = _correlated(mean, mask, priors, effect, "la_coef_flat" if spec.stacked else "la_coef")
         coef = flat.reshape((design.n_la, n_stage, ncoef))
         if spec.stacked:
             pm.Deterministic("la_coef", coef, dims=("la", "stage", "coef"))
@@ -158,6 +174,51 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
         else:
             pm.Poisson(name, mu=pt.exp(eta), observed=design.y, dims="neighbourhood")
     return model
+
+
+def _correlated(mean, mask: np.ndarray, priors: PriorSet, effect: str, name: str):
+    """Correlated LA effects around ``mean`` (la, E): SDs ``la_sd``, LKJ ``la_corr``, centred or not
+    effect by effect (``mask``); the non-centred come first in a permuted Cholesky factor and the
+    centred ones are drawn given them (``la_centred``). Registers and returns ``name`` (la, E)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    perm, inv, n_nc = la_effect_order(mask)
+    n_eff = len(mask)
+    la_sd = priors["la_sd"].pymc("la_sd", dims=effect)
+    if n_eff > 1:
+        corr = pm.LKJCorr("la_corr", n=n_eff, eta=priors["la_corr"].params["eta"], return_matrix=True)
+        chol = la_sd[perm][:, None] * pt.linalg.cholesky(corr[perm][:, perm])
+    else:
+        chol = pt.diag(la_sd)
+    mean = mean[:, perm]
+    if n_nc == 0:
+        return pm.MvNormal(name, mu=mean, chol=chol, dims=("la", effect))
+    raw = pm.Normal("la_raw", 0.0, 1.0, dims=("la", "la_raw_effect"))
+    x = mean[:, :n_nc] + raw @ chol[:n_nc, :n_nc].T
+    if n_nc < n_eff:
+        x_c = pm.MvNormal("la_centred", mu=mean[:, n_nc:] + raw @ chol[n_nc:, :n_nc].T,
+                          chol=chol[n_nc:, n_nc:], dims=("la", "la_centred_effect"))
+        x = pt.concatenate([x, x_c], axis=1)[:, inv]
+    return pm.Deterministic(name, x, dims=("la", effect))
+
+
+def _independent(mean, sd, mask: np.ndarray):
+    """Independent normal LA effects (la, E) with SDs ``sd`` (E,): the later stages of an anchored
+    model, centred (``la_stage_centred``) or not (``la_stage_raw``) effect by effect (``mask``)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    perm, inv, n_nc = la_effect_order(mask)
+    mean, sd = mean[:, perm], sd[perm]
+    parts = []
+    if n_nc:
+        raw = pm.Normal("la_stage_raw", 0.0, 1.0, dims=("la", "la_stage_raw_effect"))
+        parts.append(mean[:, :n_nc] + raw * sd[:n_nc])
+    if n_nc < len(mask):
+        parts.append(pm.Normal("la_stage_centred", mean[:, n_nc:], sd[n_nc:],
+                               dims=("la", "la_stage_centred_effect")))
+    return pt.concatenate(parts, axis=1)[:, inv]
 
 
 def observed_name(spec: ModelSpec) -> str:

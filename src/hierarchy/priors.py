@@ -59,6 +59,8 @@ GROUPS: dict[str, str] = {
     "stratum_effects": "real",
     "la_sd": "positive",
     "la_corr": "correlation",
+    "la_loading": "real",
+    "la_stage_sd": "positive",
     "msoa_sd": "positive",
     "dispersion": "positive",
     "obs_sd": "positive",

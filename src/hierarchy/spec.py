@@ -27,6 +27,10 @@ A spec says which count is modelled and how (all keys but ``name`` are optional)
     cross_level = true              # z in the mean of the LA gradients
     covariates = []                 # la_* columns, in the means of intercepts and gradients
     parameterisation = "auto"       # auto | centred | non_centred
+    stage_structure = "correlated"  # stacked stages: "correlated" (one LKJ over every stage's
+                                    # LA effects) | "anchored" (later stages follow the first
+                                    # stage's LA effects with loadings, plus small independent
+                                    # stage deviations; see hierarchy.model)
 
     [msoa]
     random_intercept = false        # a middle level: neighbourhoods in MSOAs in LAs
@@ -69,6 +73,7 @@ class LALevel:
     cross_level: bool = True
     covariates: tuple[str, ...] = ()
     parameterisation: str = "auto"
+    stage_structure: str = "correlated"
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,8 @@ class ModelSpec:
         """16-hex hash of the canonical form (ignores the free-text description)."""
         d = self.to_dict()
         d.pop("description")
+        if d["la"]["stage_structure"] == "correlated":  # added later: earlier fits keep their hash
+            d["la"].pop("stage_structure")
         return config_hash(d)
 
     @classmethod
@@ -179,6 +186,7 @@ def _check(spec: ModelSpec, source: str) -> None:
     _choice(source, "la_deprivation.transform", spec.la_deprivation.transform, ("identity", "log"))
     _choice(source, "la.parameterisation", spec.la.parameterisation,
             ("auto", "centred", "non_centred"))
+    _choice(source, "la.stage_structure", spec.la.stage_structure, ("correlated", "anchored"))
     if not spec.deprivation.scale > 0:
         raise SpecError(f"{source}: deprivation.scale must be > 0 (0.1 = per 10 points)")
     m = spec.la_deprivation.measure
