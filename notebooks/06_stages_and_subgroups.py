@@ -19,8 +19,9 @@
 # fits all four stages in one negative binomial model over neighbourhood x age-band rows:
 #
 # - each stage has its own intercept, gradient, LA-deprivation terms and dispersion;
-# - each LA has an intercept and a gradient per stage, eight LA effects correlated through one LKJ
-#   prior (an LA that intervenes more at referral tends to at every stage);
+# - each LA has an intercept and a gradient per stage; the later stages' LA effects follow the
+#   referral ones (`la_loading`) plus small stage-specific deviations (`la_stage_sd`): an LA that
+#   intervenes more at referral tends to at every stage (`la.stage_structure = "anchored"`);
 # - age bands shift the intercept and the gradient against the reference band 0-4.
 #
 # The estimand is the gradient score (rate multiplier per 10 points of neighbourhood income

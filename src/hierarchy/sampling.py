@@ -23,6 +23,8 @@ from hierarchy.spec import ModelSpec
 
 SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi")
 MCMC_SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax")
+MAX_TREE_DEPTH = 10
+WARMUP_TREE_DEPTH = 6
 PER_ROW = ("eps_raw",)  # per-neighbourhood latent effects: used for the likelihood, not stored
 
 
@@ -63,8 +65,13 @@ def precision_warning(spec: ModelSpec, float32: bool) -> str | None:
 def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
         chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
-        float32: bool = False) -> Draws:
-    """Sample the posterior of ``spec`` under ``priors`` given ``design``."""
+        float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH) -> Draws:
+    """Sample the posterior of ``spec`` under ``priors`` given ``design``.
+
+    ``warmup_tree_depth`` caps NUTS trees during NumPyro's warm-up (``2**d - 1`` leapfrog steps):
+    before the mass matrix is adapted the trees run to the cap, and at 10 they made the national
+    stacked warm-up several times longer than its sampling (bench/RESULTS.md).
+    """
     if sampler not in SAMPLERS:
         from hierarchy.priors import did_you_mean
 
@@ -74,6 +81,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         warnings.warn(message, stacklevel=2)
     settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
+                    warmup_tree_depth=warmup_tree_depth,
                     parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
     t0 = time.perf_counter()
     if sampler == "numpyro":
@@ -98,14 +106,15 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     layout = make_layout(design)
     model = model_fn(spec, priors, design, layout, dtype=dtype)
     data = model_data(layout, dtype)
-    kernel = NUTS(model, target_accept_prob=settings["target_accept"])
+    key = jax.random.PRNGKey(settings["seed"])
+    kernel = NUTS(model, target_accept_prob=settings["target_accept"],
+                  max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH))
     chain_method = settings["chain_method"]
     if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
         chain_method = "sequential" if jax.local_device_count() == 1 else "parallel"
     mcmc = MCMC(kernel, num_warmup=settings["tune"], num_samples=settings["draws"],
                 num_chains=settings["chains"], chain_method=chain_method,
                 progress_bar=progress and chain_method != "vectorized", jit_model_args=True)
-    key = jax.random.PRNGKey(settings["seed"])
     t = time.perf_counter()
     mcmc.warmup(key, data, extra_fields=("num_steps",), collect_warmup=True)
     jax.block_until_ready(mcmc.post_warmup_state)
@@ -121,9 +130,10 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     stats = {"diverging": np.asarray(ex["diverging"]), "energy": np.asarray(ex["energy"]),
              "n_steps": steps, "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
     settings["chain_method_used"] = chain_method
-    settings["max_tree_depth"] = 10
+    settings["max_tree_depth"] = MAX_TREE_DEPTH
     return Draws(posterior={k: np.asarray(v) for k, v in samples.items()}, stats=stats,
                  timings={"warmup": t_warm, "sampling": t_samp, "warmup_mean_steps": warm_steps})
+
 
 
 def _pymc(spec, priors, design, settings, progress) -> Draws:
