@@ -107,8 +107,11 @@ def test_auto_centring_decides_per_effect_from_the_counts(table):
     rich, sparse = replace(design, y=design.y * 1000), replace(design, y=design.y * 0)
     assert centring(spec, rich).all() and not centring(spec, sparse).any()
     mask = centring(spec, design).reshape(len(spec.stages), 2)
-    limit = np.array([0.2, 0.1])
-    assert np.array_equal(mask, se < limit)
+    limit = np.array([[0.2, 0.1]] + [[0.2, 0.03]] * (len(spec.stages) - 1))  # anchored: stage deviations
+    assert spec.la.stage_structure == "anchored" and np.array_equal(mask, se < limit)
+    correlated = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"],
+                                                                "stage_structure": "correlated"}})
+    assert np.array_equal(centring(correlated, design).reshape(len(spec.stages), 2), se < np.array([0.2, 0.1]))
     fixed = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"], "parameterisation": "centred"}})
     assert centring(fixed, sparse).all()
 
