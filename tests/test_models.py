@@ -164,7 +164,7 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, mo
     pm_model = build_model(spec, pset, design)
     logp = pm_model.compile_logp(jacobian=False, mode=FAST)
     draws = Predictive(model, num_samples=3)(jax.random.PRNGKey(11))
-    anchored = pymc_module.is_anchored(spec)
+    anchored = spec.anchored
     assert ("la_centred" in draws) == (parameterisation == "mixed")
     assert ("la_stage_raw" in draws) == (anchored and parameterisation != "centred")
     n_corr = len(spec.coefs) if anchored else n_eff

@@ -86,7 +86,7 @@ def centring(spec: ModelSpec, design: Design) -> np.ndarray:
     n_eff = len(spec.coefs) * len(design.stage_names)
     if spec.la.parameterisation != "auto":
         return np.full(n_eff, spec.la.parameterisation == "centred")
-    later = STAGE_DEVIATION_SE if spec.stacked and spec.la.stage_structure == "anchored" else CENTRING_SE
+    later = STAGE_DEVIATION_SE if spec.anchored else CENTRING_SE
     limit = np.concatenate([[CENTRING_SE[c] for c in spec.coefs],
                             np.tile([later[c] for c in spec.coefs], len(design.stage_names) - 1)])
     return la_effect_se(spec, design) < limit

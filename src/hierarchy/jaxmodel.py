@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hierarchy.design import Design, centring
-from hierarchy.model import is_anchored, la_effect_order, observed_name
+from hierarchy.model import la_effect_order, observed_name
 from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec
 
@@ -31,6 +31,8 @@ class Layout:
     """Padded chunked arrays (numpy) for the likelihood; each chunk is one (LA, stage, stratum)."""
 
     chunk_la: np.ndarray  # (K,) LA of each chunk
+    chunk_stage: np.ndarray  # (K,) stage of each chunk
+    chunk_stratum: np.ndarray  # (K,) stratum of each chunk
     onehot: np.ndarray  # (K, n_la) float
     onehot_stage: np.ndarray  # (K, S) float
     onehot_stratum: np.ndarray  # (K, n_strata) float
@@ -98,11 +100,12 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
         hist_len = hist_len_for(int(design.y.max()), len(design.y))
     if hist_len and design.y.max() >= hist_len:
         raise ValueError(f"hist_len {hist_len} is too short for a count of {design.y.max()}")
-    chunk_la = chunk_group // (n_stage * n_strata)
+    chunk_la, chunk_stage, chunk_stratum = (chunk_group // (n_stage * n_strata),
+                                            chunk_group // n_strata % n_stage, chunk_group % n_strata)
     msoa = None if design.msoa_index is None else np.where(mask, design.msoa_index[safe], 0)
-    return Layout(chunk_la=chunk_la, onehot=onehot(chunk_la, design.n_la),
-                  onehot_stage=onehot(chunk_group // n_strata % n_stage, n_stage),
-                  onehot_stratum=onehot(chunk_group % n_strata, n_strata),
+    return Layout(chunk_la=chunk_la, chunk_stage=chunk_stage, chunk_stratum=chunk_stratum,
+                  onehot=onehot(chunk_la, design.n_la), onehot_stage=onehot(chunk_stage, n_stage),
+                  onehot_stratum=onehot(chunk_stratum, n_strata),
                   w=pad(design.w), log_exposure=pad(design.log_exposure), y=pad(design.y.astype(float)),
                   mask=mask.astype(float), rows=rows,
                   y_hist=_hist(design.y, design.stage_index, n_stage, hist_len),
@@ -151,7 +154,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     from jax.scipy.special import gammaln
 
     dtype = dtype or jnp.result_type(float)
-    centred, anchored = centring(spec, design), is_anchored(spec)
+    centred = centring(spec, design)
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
     n_eff = ncoef * n_stage
     z = jnp.asarray(design.z, dtype=dtype)[:, None]
@@ -161,7 +164,6 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     n_strata = len(design.stratum_names)
 
     gather = jax.default_backend() == "cpu" if gather is None else gather
-    chunk_stage, chunk_stratum = layout.onehot_stage.argmax(1), layout.onehot_stratum.argmax(1)
 
     def per_chunk(values, onehot, index: np.ndarray):
         """Each chunk's entry of ``values`` (one per level of ``index``), shape (K, 1)."""
@@ -189,7 +191,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
                 mean_b = mean_b + (cov @ numpyro.sample("la_cov_gradient", p))[:, None]
             parts.append(mean_b)
         mean = jnp.stack(parts, axis=2).reshape(design.n_la, n_eff)
-        if anchored:
+        if spec.anchored:
             first = _correlated(mean[:, :ncoef], centred[:ncoef], priors, "la_anchor")
             u = (first - mean[:, :ncoef])[:, None, :]
             later_shape = [n_stage - 1, ncoef]
@@ -206,7 +208,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             numpyro.deterministic("la_coef", flat.reshape(design.n_la, n_stage, ncoef))
         # per chunk (not per row): its LA's coefficients for its stage
         if gather:
-            c = flat.reshape(design.n_la, n_stage, ncoef)[layout.chunk_la, chunk_stage]
+            c = flat.reshape(design.n_la, n_stage, ncoef)[layout.chunk_la, layout.chunk_stage]
         else:
             c = (arr["onehot"] @ flat).reshape(-1, n_stage, ncoef)
             c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
@@ -215,12 +217,12 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             off = numpyro.sample("stratum_intercept_offset", priors["stratum_effects"].numpyro()
                                  .expand([n_strata - 1]).to_event(1))
             a = a + per_chunk(jnp.concatenate([jnp.zeros(1, dtype), off]), arr["onehot_stratum"],
-                              chunk_stratum)
+                              layout.chunk_stratum)
             if ncoef == 2:
                 off_b = numpyro.sample("stratum_gradient_offset", priors["stratum_effects"].numpyro()
                                        .expand([n_strata - 1]).to_event(1))
                 b = b + per_chunk(jnp.concatenate([jnp.zeros(1, dtype), off_b]), arr["onehot_stratum"],
-                                  chunk_stratum)
+                                  layout.chunk_stratum)
         b = b if ncoef == 2 else jnp.zeros_like(a)
         within = spec.msoa.random_intercept or spec.family == "poisson_lognormal"
         per_row = 0.0  # terms that vary within a chunk beyond the deprivation slope (``within``)
@@ -237,7 +239,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         if spec.family == "negative_binomial":
             phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
             values = jnp.arange(arr["y_hist"].shape[1], dtype=dtype)
-            phi_k = per_chunk(phi, arr["onehot_stage"], chunk_stage)
+            phi_k = per_chunk(phi, arr["onehot_stage"], layout.chunk_stage)
             if arr["y_hist"].shape[1]:
                 lgamma_y_phi = jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
             else:

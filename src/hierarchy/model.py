@@ -55,7 +55,7 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
         c["msoa"] = list(design.msoa_codes)
     labels, mask = la_effect_labels(spec), centring(spec, design)
     blocks = [("la", labels, mask)]
-    if is_anchored(spec):
+    if spec.anchored:
         n = len(spec.coefs)
         c["later_stage"] = list(spec.stages[1:])
         blocks = [("la", labels[:n], mask[:n]), ("la_stage", labels[n:], mask[n:])]
@@ -65,11 +65,6 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
         if m.any() and (prefix == "la_stage" or not m.all()):
             c[f"{prefix}_centred_effect"] = [k for k, on in zip(names, m, strict=True) if on]
     return c
-
-
-def is_anchored(spec: ModelSpec) -> bool:
-    """Whether the LA level is anchored on the first stage (stacked specs only, see the module)."""
-    return spec.stacked and spec.la.stage_structure == "anchored"
 
 
 def la_effect_labels(spec: ModelSpec) -> list[str]:
@@ -85,7 +80,7 @@ def la_effect_order(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 def dims(spec: ModelSpec) -> dict[str, list[str]]:
     """Dimensions of each model variable (beyond chain and draw)."""
-    effect = "la_effect" if spec.stacked and not is_anchored(spec) else "coef"
+    effect = "la_effect" if spec.stacked and not spec.anchored else "coef"
     d = {"la_sd": [effect], "la_corr": [effect, f"{effect}_"], "la_raw": ["la", "la_raw_effect"],
          "la_centred": ["la", "la_centred_effect"], "la_anchor": ["la", "coef"],
          "la_loading": ["later_stage", "coef"], "la_stage_sd": ["later_stage", "coef"],
@@ -132,7 +127,7 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
             parts.append(mean_b)
         mean = pt.stack(parts, axis=2).reshape((design.n_la, n_eff))  # stage-major: s0:a, s0:b, s1:a ...
         mask = centring(spec, design)
-        if is_anchored(spec):
+        if spec.anchored:
             first = _correlated(mean[:, :ncoef], mask[:ncoef], priors, "coef", "la_anchor")
             u = (first - mean[:, :ncoef])[:, None, :]  # (la, 1, coef): the first stage's deviations
             loading = priors["la_loading"].pymc("la_loading", dims=("later_stage", "coef"))

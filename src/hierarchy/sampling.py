@@ -164,7 +164,7 @@ def _pymc(spec, priors, design, settings, progress) -> Draws:
                         ("tree_depth", "depth")):
         if alias in ss and name not in stats:
             stats[name] = ss[alias].values
-    settings["max_tree_depth"] = 10
+    settings["max_tree_depth"] = MAX_TREE_DEPTH
     return Draws(posterior=post, stats=stats, timings={"sampling": t_all})
 
 

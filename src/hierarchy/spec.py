@@ -106,6 +106,11 @@ class ModelSpec:
         return len(self.stages) > 1
 
     @property
+    def anchored(self) -> bool:
+        """Whether later stages' LA effects are anchored on the first stage's (see hierarchy.model)."""
+        return self.stacked and self.la.stage_structure == "anchored"
+
+    @property
     def coefs(self) -> tuple[str, ...]:
         """LA-varying coefficients, the ``coef`` dimension of the model."""
         return ("intercept", "gradient") if self.la.random_gradient else ("intercept",)
