@@ -3,11 +3,93 @@ $HIERARCHY_REFERENCE_DIR); tests that need them skip only when the folder is abs
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
 
 from hierarchy import reference
+
+# One JAX persistent compilation cache for every process of a test session: the xdist workers,
+# the sweep's spawned fitting processes, the notebook kernels and CLI subprocesses all inherit
+# these variables (set here, before any of them starts or imports JAX). Most of a small fit is
+# compilation (a new process compiles hundreds of small programs), and many processes compile
+# the same ones: the notebook fits share one data set, the model tests one small geography. The
+# folder is new for each session, so a run starts as cold as on CI, and is removed at the end.
+# An existing $JAX_COMPILATION_CACHE_DIR is used as it is (and kept).
+_OWN_JAX_CACHE = None
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _OWN_JAX_CACHE = tempfile.mkdtemp(prefix="hierarchy-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_JAX_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # small programs too
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+
+def pytest_unconfigure(config):
+    if _OWN_JAX_CACHE:  # only the process that made the folder (xdist workers inherit the variable)
+        shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_compilation_cache():
+    """Keep in-process CLI commands on the session's JAX cache.
+
+    ``hierarchy fit`` switches JAX's persistent cache on, process-wide, at ~/.cache/hierarchy/jax;
+    run in-process by a test, it would make the rest of that worker read and write the user's
+    cache, whose entries from earlier runs hide compilation time that a fresh CI machine pays.
+    """
+    from hierarchy import sampling
+
+    original = getattr(sampling, "enable_compilation_cache", None)
+    if original is None:
+        yield
+        return
+
+    def enable(path=None):
+        import jax
+
+        original(path or os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sampling, "enable_compilation_cache", enable)
+        yield
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Make ``--dist loadgroup`` honour ``xdist_group`` marks with pytest 9.2.
+
+    pytest-xdist (3.8) groups tests by a suffix on the node id (``...::test@group``) that each worker
+    adds by assigning ``item._nodeid``. pytest 9.2 keeps node ids in ``item._id`` and ignores that
+    attribute, so every test was scheduled on its own: module fixtures were built on both workers
+    (the compare fits twice, the small fit twice) and notebook 05 ran apart from the fit of 02.
+    The suffix is added here where xdist's is missing (with older pytest xdist's works and this
+    does nothing).
+    """
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
+        return
+    for item in items:
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                 for m in item.iter_markers("xdist_group")}
+        if not names:
+            continue
+        suffix = "@" + "_".join(sorted(names))
+        if item.nodeid.endswith(suffix):
+            continue
+        node_id = getattr(item, "_id", None)
+        if hasattr(type(node_id), "parse"):
+            item._id = type(node_id).parse(item.nodeid + suffix)
+        else:
+            item._nodeid = item.nodeid + suffix
+        if not item.nodeid.endswith(suffix):
+            warnings.warn(pytest.PytestWarning(f"cannot put {item.nodeid} in xdist group {suffix[1:]}: "
+                                               "it may run on another worker than its group"), stacklevel=1)
+
 
 NO_REFERENCE = ("England reference data not found (../shared/data/england beside the checkout or "
                 "$HIERARCHY_REFERENCE_DIR); real-geography checks need it")

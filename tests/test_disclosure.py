@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from test_estimands import PLANTED, shared_fit
+from test_estimands import PLANTED, SHARED_FIT, shared_fit
 
 from hierarchy import disclosure, estimands, report
 from hierarchy.errors import HierarchyError
@@ -85,7 +85,7 @@ def _forbidden_rates(children: float) -> list[float]:
     return [1e4 * PLANTED / children, 1e4 * 5 / children]
 
 
-@pytest.mark.xdist_group("planted_cell")  # one worker fits the planted data once
+@SHARED_FIT  # the worker that makes the shared fit (with its planted cell) and uses it
 def test_the_planted_cell_is_real(planted_report):
     p = planted_report
     idata = p["idata"]
@@ -115,7 +115,7 @@ def _numbers(frame: pd.DataFrame) -> np.ndarray:
     return vals[np.isfinite(vals)]
 
 
-@pytest.mark.xdist_group("planted_cell")  # one worker fits the planted data once
+@SHARED_FIT  # the worker that makes the shared fit (with its planted cell) and uses it
 def test_csv_tables_never_reveal_the_planted_cell(planted_report):
     p = planted_report
     csvs = sorted(p["out"].glob("*.csv"))
@@ -138,7 +138,7 @@ def _text_outputs(out) -> dict[str, str]:
     return {"report.md": (out / "report.md").read_text(), "index.html": html}
 
 
-@pytest.mark.xdist_group("planted_cell")  # one worker fits the planted data once
+@SHARED_FIT  # the worker that makes the shared fit (with its planted cell) and uses it
 def test_markdown_and_html_never_reveal_the_planted_cell(planted_report):
     p = planted_report
     for name, text in _text_outputs(p["out"]).items():
@@ -159,7 +159,7 @@ def test_markdown_and_html_never_reveal_the_planted_cell(planted_report):
     assert tds[cols.index(f"decile {p['decile']}") - 1] == "[c]"
 
 
-@pytest.mark.xdist_group("planted_cell")  # one worker fits the planted data once
+@SHARED_FIT  # the worker that makes the shared fit (with its planted cell) and uses it
 def test_figure_data_never_reveal_the_planted_cell(planted_report):
     p = planted_report
     forbidden = _forbidden_rates(p["children"])

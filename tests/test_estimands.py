@@ -24,6 +24,10 @@ from hierarchy.fitfile import fit_spec, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED = 3
+# Every test of the session's shared fit (here, test_report.py and test_disclosure.py) runs on one
+# xdist worker: the fit is made once, and no worker sits idle waiting on its file lock.
+SHARED_FIT = pytest.mark.xdist_group("shared_fit")
+pytestmark = SHARED_FIT
 
 
 def _plant_small_cell(table, value: int = PLANTED) -> dict[str, Any]:

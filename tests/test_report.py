@@ -16,11 +16,12 @@ import sys
 
 import pandas as pd
 import pytest
-from test_estimands import shared_fit
+from test_estimands import SHARED_FIT, shared_fit
 
 from hierarchy import cli, estimands, figures, report
 
 HEADLINE = ["10 points less", "mean", "10 points more"]
+pytestmark = SHARED_FIT  # one worker makes and uses the shared fit
 
 
 @pytest.fixture(scope="module")
