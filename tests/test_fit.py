@@ -193,14 +193,6 @@ def _idata(chain_means, n=500, seed=0):
     return az.from_dict(posterior=post, sample_stats=stats)
 
 
-def test_float32_warning_is_for_stacked_models_only():
-    from hierarchy.sampling import precision_warning
-
-    stacked, single = (load_spec(ROOT / f"models/{m}.toml") for m in ("stages_nb", "inverse_intervention_nb_log"))
-    assert "float64" in precision_warning(stacked, True)
-    assert precision_warning(stacked, False) is None and precision_warning(single, True) is None
-
-
 def test_diagnostics_verdicts():
     good = diagnose(_idata([0, 0, 0, 0]))
     assert good["status"] == "ok" and good["reasons"] == [] and good["rhat_max"] < 1.01

@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chain-method", default="parallel", choices=["parallel", "sequential",
                                                                     "vectorized"])
     sp.add_argument("--float32", action="store_true",
-                    help="single precision (faster; the benchmark checks the estimates agree)")
+                    help="per-row arithmetic in float32, the density and sampler in float64 (about 2x "
+                         "faster; bench/RESULTS.md checks the estimates agree)")
     sp.add_argument("--include-data", action="store_true",
                     help="store the observed counts in the fit file (off by default)")
     sp.add_argument("--quiet", action="store_true")

@@ -10,7 +10,11 @@ Same variables, same density (tests compare them at random points), but laid out
   (a few hundred count values instead of 32.8k rows);
 - the data enter as an argument with fixed shapes, so refitting new counts on the same design
   (simulation-based calibration) reuses one compilation.
-- constants that do not depend on parameters (``lgamma(y + 1)``) are computed once.
+- constants that do not depend on parameters (``lgamma(y + 1)``) are computed once;
+- mixed precision: the per-row arrays may be float32 while the parameters, the sampler and every
+  sum across chunks stay float64 (each chunk's rows are summed in the row precision, the chunk
+  totals in the parameter precision), so float32 speed does not cost a log density whose rounding
+  at 500k rows (~0.1 in a total of ~1e6) confuses NUTS' energy check.
 """
 
 from __future__ import annotations
@@ -114,14 +118,15 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
 
 
 def model_data(layout: Layout, dtype=None) -> dict:
-    """The arrays the model function takes, as JAX arrays of ``dtype``."""
+    """The arrays the model function takes: per-chunk and per-row arrays as ``dtype`` (the row
+    precision), the whole-data summaries (count histogram, totals) in JAX's default float."""
     import jax.numpy as jnp
 
     dtype = dtype or jnp.result_type(float)
-    keys = ("onehot", "onehot_stage", "onehot_stratum", "w", "log_exposure", "y", "mask", "y_hist",
-            "n_stage_rows")
-    out = {k: jnp.asarray(getattr(layout, k), dtype=dtype) for k in keys}
-    out["lgamma_y1"] = jnp.asarray(layout.lgamma_y1, dtype=dtype)
+    rows = ("onehot", "onehot_stage", "onehot_stratum", "w", "log_exposure", "y", "mask")
+    out = {k: jnp.asarray(getattr(layout, k), dtype=dtype) for k in rows}
+    out |= {k: jnp.asarray(getattr(layout, k), dtype=jnp.result_type(float))
+            for k in ("y_hist", "n_stage_rows", "lgamma_y1")}
     return out
 
 
@@ -140,8 +145,10 @@ def with_counts(layout: Layout, y: np.ndarray, stage_index: np.ndarray | None = 
 
 
 def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
-             dtype=None, gather: bool | None = None):
+             gather: bool | None = None):
     """Return a NumPyro model ``model(data)`` for ``spec``; ``data`` is :func:`model_data`.
+
+    Parameters are in JAX's default float; the row arithmetic is in the precision of ``data``.
 
     ``gather`` picks how chunks get their LA, stage and stratum terms: by indexing (default on CPU,
     where it is twice as fast at national stacked scale) or by one-hot matrix products (default
@@ -153,7 +160,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     import numpyro.distributions as nd
     from jax.scipy.special import gammaln
 
-    dtype = dtype or jnp.result_type(float)
+    dtype = jnp.result_type(float)
     centred = centring(spec, design)
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
     n_eff = ncoef * n_stage
@@ -167,7 +174,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
 
     def per_chunk(values, onehot, index: np.ndarray):
         """Each chunk's entry of ``values`` (one per level of ``index``), shape (K, 1)."""
-        return (values[index] if gather else onehot @ values)[:, None]
+        return (values[index] if gather else onehot @ values.astype(onehot.dtype))[:, None]
 
     def stage_param(name: str, group: str):
         d = priors[group].numpyro()
@@ -210,7 +217,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         if gather:
             c = flat.reshape(design.n_la, n_stage, ncoef)[layout.chunk_la, layout.chunk_stage]
         else:
-            c = (arr["onehot"] @ flat).reshape(-1, n_stage, ncoef)
+            c = (arr["onehot"] @ flat.astype(arr["onehot"].dtype)).reshape(-1, n_stage, ncoef)
             c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
         a, b = c[:, :1], (c[:, 1:2] if ncoef == 2 else 0.0)
         if spec.strata:
@@ -243,7 +250,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             if arr["y_hist"].shape[1]:
                 lgamma_y_phi = jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
             else:
-                lgamma_y_phi = jnp.sum(arr["mask"] * gammaln(arr["y"] + phi_k))
+                lgamma_y_phi = _total(arr["mask"] * gammaln(arr["y"] + phi_k.astype(arr["y"].dtype)), dtype)
             ll = (lgamma_y_phi - jnp.sum(arr["n_stage_rows"] * (gammaln(phi) - phi * jnp.log(phi)))
                   + (_nb_rows(a, b, phi_k, per_row, *rows) if within else
                      _nb_chunks()(a, b, phi_k, *rows)))
@@ -255,21 +262,39 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     return model
 
 
+def _total(x, dtype):
+    """Sum of (K, C) row terms: each chunk's rows in their own precision, the chunks in ``dtype``."""
+    import jax.numpy as jnp
+
+    return jnp.sum(jnp.sum(x, axis=1).astype(dtype))
+
+
+def _in_row_precision(x, *per_chunk):
+    """``per_chunk`` values cast to the dtype of the row array ``x``."""
+    import jax.numpy as jnp
+
+    return tuple(jnp.asarray(p).astype(x.dtype) for p in per_chunk)
+
+
 def _nb_rows(a, b, phi, per_row, log_exposure, w, y, mask):
     """NB log-likelihood over chunk rows, less its ``lgamma`` terms, at ``eta = log_exposure + a +
     b w + per_row``; ``a, b, phi`` are (K, 1) per chunk."""
     import jax.numpy as jnp
 
+    dtype = jnp.result_type(a)
+    a, b, phi, per_row = _in_row_precision(y, a, b, phi, per_row)
     eta = log_exposure + a + b * w + per_row
-    return jnp.sum(mask * (y * eta - (y + phi) * jnp.log(phi + jnp.exp(eta))))
+    return _total(mask * (y * eta - (y + phi) * jnp.log(phi + jnp.exp(eta))), dtype)
 
 
 def _poisson_rows(a, b, per_row, log_exposure, w, y, mask):
     """Poisson log-likelihood over chunk rows, less ``lgamma(y + 1)``."""
     import jax.numpy as jnp
 
+    dtype = jnp.result_type(a)
+    a, b, per_row = _in_row_precision(y, a, b, per_row)
     eta = log_exposure + a + b * w + per_row
-    return jnp.sum(mask * (y * eta - jnp.exp(eta)))
+    return _total(mask * (y * eta - jnp.exp(eta)), dtype)
 
 
 @functools.cache
@@ -281,6 +306,8 @@ def _nb_chunks():
     import jax.numpy as jnp
 
     def fwd(a, b, phi, log_exposure, w, y, mask):
+        dtype = jnp.result_type(a)
+        a, b, phi = _in_row_precision(y, a, b, phi)
         eta = log_exposure + a + b * w
         mu = jnp.exp(eta)
         log_phi_mu = jnp.log(phi + mu)
@@ -288,7 +315,7 @@ def _nb_chunks():
         d_eta = mask * (y - q * mu)
         grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True),
                  jnp.sum(-mask * (log_phi_mu + q), 1, keepdims=True))
-        return jnp.sum(mask * (y * eta - (y + phi) * log_phi_mu)), grads
+        return _total(mask * (y * eta - (y + phi) * log_phi_mu), dtype), tuple(g.astype(dtype) for g in grads)
 
     def bwd(grads, g):
         return (*(g * x for x in grads), None, None, None, None)
@@ -306,10 +333,12 @@ def _poisson_chunks():
     import jax.numpy as jnp
 
     def fwd(a, b, log_exposure, w, y, mask):
+        dtype = jnp.result_type(a)
+        a, b = _in_row_precision(y, a, b)
         eta = log_exposure + a + b * w
         d_eta = mask * (y - jnp.exp(eta))
         grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True))
-        return jnp.sum(mask * (y * eta - jnp.exp(eta))), grads
+        return _total(mask * (y * eta - jnp.exp(eta)), dtype), tuple(g.astype(dtype) for g in grads)
 
     def bwd(grads, g):
         return (*(g * x for x in grads), None, None, None, None)
