@@ -77,15 +77,17 @@ def headline(posterior: dict, spec, design) -> np.ndarray:
     return np.exp(g)
 
 
-def ours(spec, priors, design, *, tune: int, draws: int, float32: bool, seed: int) -> dict:
-    """One hierarchy fit (NumPyro NUTS, parallel chains) with its figures."""
+def ours(spec, priors, design, *, tune: int, draws: int, float32: bool, seed: int,
+         chain_method: str = "parallel") -> dict:
+    """One hierarchy fit (NumPyro NUTS, parallel chains by default) with its figures."""
     import arviz as az
 
     from hierarchy.diagnostics import diagnose
     from hierarchy.sampling import fit
 
     t = time.perf_counter()
-    d = fit(spec, priors, design, chains=CHAINS, tune=tune, draws=draws, seed=seed, float32=float32)
+    d = fit(spec, priors, design, chains=CHAINS, tune=tune, draws=draws, seed=seed, float32=float32,
+            chain_method=chain_method)
     wall = time.perf_counter() - t
     idata = az.from_dict(posterior=d.posterior, sample_stats=d.stats)
     diag = diagnose(idata)
@@ -170,6 +172,8 @@ def main() -> None:
     p.add_argument("--skip-bambi", action="store_true")
     p.add_argument("--stacked", action="store_true", help="also fit four stages x age bands")
     p.add_argument("--families", default="negative_binomial,poisson")
+    p.add_argument("--chain-method", default="parallel", choices=("parallel", "sequential", "vectorized"),
+                   help="how the 4 chains run (vectorized: one program for all chains, for a GPU)")
     args = p.parse_args()
 
     from hierarchy.design import build_design
@@ -195,14 +199,16 @@ def main() -> None:
         print(header)
         cold_dir = tempfile.mkdtemp(prefix="jaxcache-")
         enable_compilation_cache(cold_dir)
-        runs = [ours(spec, priors, design, tune=args.tune, draws=args.draws, float32=True, seed=s)
+        runs = [ours(spec, priors, design, tune=args.tune, draws=args.draws, float32=True, seed=s,
+                     chain_method=args.chain_method)
                 for s in range(args.reps)]
         for i, r in enumerate(runs):
             print(row(f"hierarchy f32 run {i + 1}{' (cold cache)' if i == 0 else ''}", r), flush=True)
         med = median_runs(runs)
         print(row(f"hierarchy f32, median of {args.reps}", med), flush=True)
         res = {"gradient_ms_f32": g32, "gradient_ms_f64": g64, "ours": runs, "ours_median": med}
-        f64 = ours(spec, priors, design, tune=args.tune, draws=args.draws, float32=False, seed=0)
+        f64 = ours(spec, priors, design, tune=args.tune, draws=args.draws, float32=False, seed=0,
+                   chain_method=args.chain_method)
         print(row("hierarchy f64 (accuracy check)", f64), flush=True)
         diff = np.abs(np.array(runs[0]["headline_mean"]) - f64["headline_mean"]) / np.array(f64["headline_sd"])
         m32, m64 = (np.round(r["headline_mean"], 3).tolist() for r in (runs[0], f64))
@@ -229,7 +235,8 @@ def main() -> None:
         print(f"\n## stacked: four stages x age bands, {len(design.y):,} rows; one gradient "
               f"{gradient_ms(spec, priors, design, reps=3, calls=10):.1f} ms (float32 rows)\n")
         print(header)
-        r = ours(spec, priors, design, tune=300, draws=300, float32=True, seed=0)
+        r = ours(spec, priors, design, tune=300, draws=300, float32=True, seed=0,
+                 chain_method=args.chain_method)
         print(row("hierarchy f32 (300+300)", r))
         results["stacked"] = r
     out = ROOT / "bench" / "last_run.json"

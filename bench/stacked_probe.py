@@ -29,10 +29,12 @@ def main() -> None:
     p.add_argument("--parameterisation", choices=("auto", "centred", "non_centred"), default="auto")
     p.add_argument("--stage-structure", choices=("correlated", "anchored"), default=None,
                    help="override the model file's la.stage_structure")
-    p.add_argument("--float32", action="store_true")
+    p.add_argument("--float32", action="store_true", help="float32 rows (float64 density and sampler)")
+    p.add_argument("--chain-method", default="parallel", choices=("parallel", "sequential", "vectorized"))
     p.add_argument("--warmup-tree-depth", type=int, default=None, help="default: hierarchy.sampling's")
     p.add_argument("--tune", type=int, default=300)
     p.add_argument("--draws", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed (the data stay seed 0)")
     args = p.parse_args()
 
     from hierarchy.sampling import use_host_devices
@@ -60,7 +62,8 @@ def main() -> None:
     design = build_design(table, spec)
     t = time.perf_counter()
     d = fit(spec, load_priors(ROOT / "priors/weakly_informative.toml"), design, chains=args.chains,
-            tune=args.tune, draws=args.draws, seed=0, float32=args.float32,
+            tune=args.tune, draws=args.draws, seed=args.seed, float32=args.float32,
+            chain_method=args.chain_method,
             **({"warmup_tree_depth": args.warmup_tree_depth} if args.warmup_tree_depth else {}))
     wall = time.perf_counter() - t
     diag = diagnose(az.from_dict(posterior=d.posterior, sample_stats=d.stats))
