@@ -288,15 +288,17 @@ def test_float32_rows_keep_a_float64_log_density(name, table):
     pset = load_priors(ROOT / "priors/weakly_informative.toml")
     design = build_design(table, spec)
     layout = make_layout(design)
-    infos = [initialize_model(jax.random.PRNGKey(2), model_fn(spec, pset, design, layout),
-                              model_args=(model_data(layout, dtype),)) for dtype in ("float32", "float64")]
-    z = infos[1].param_info.z
-    (v32, g32), (v64, g64) = (jax.value_and_grad(i.potential_fn)(z) for i in infos)
-    assert v32.dtype == np.float64 and all(g.dtype == np.float64 for g in g32.values())
-    assert float(v32) == pytest.approx(float(v64), rel=1e-6)  # float32 alone: ~1e-7 per row, summed
-    for k in g64:
-        scale = np.abs(np.asarray(g64[k])).max() + 1.0
-        np.testing.assert_allclose(np.asarray(g32[k]), np.asarray(g64[k]), atol=1e-4 * scale, err_msg=k)
+    infos = [initialize_model(jax.random.PRNGKey(2), model_fn(spec, pset, design, layout, gather=gather),
+                              model_args=(model_data(layout, dtype),))
+             for dtype, gather in (("float64", True), ("float32", True), ("float32", False))]
+    z = infos[0].param_info.z
+    (v64, g64), *rest = (jax.value_and_grad(i.potential_fn)(z) for i in infos)
+    for v32, g32 in rest:  # indexing (CPU) and one-hot products (GPU) on float32 rows
+        assert v32.dtype == np.float64 and all(g.dtype == np.float64 for g in g32.values())
+        assert float(v32) == pytest.approx(float(v64), rel=1e-6)  # float32 alone: ~1e-7 per row, summed
+        for k in g64:
+            scale = np.abs(np.asarray(g64[k])).max() + 1.0
+            np.testing.assert_allclose(np.asarray(g32[k]), np.asarray(g64[k]), atol=1e-4 * scale, err_msg=k)
 
 
 def test_chunk_totals_are_accumulated_in_float64():
