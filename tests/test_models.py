@@ -220,9 +220,9 @@ def test_lgamma_by_histogram_and_by_row_give_the_same_density(table):
         assert lp[0] == pytest.approx(lp[1], rel=1e-10)
 
 
-@pytest.mark.parametrize("name", ["stages_age_nb", "inverse_intervention_nb_log", "gradient_poisson"])
-def test_gather_and_one_hot_layouts_give_the_same_density_and_gradient(name, table):
-    """CPU indexes chunks' LA/stage/stratum terms, GPU multiplies by one-hot matrices: same model."""
+def _values_and_gradients(name: str, table, variants, chunk: int = 64) -> list:
+    """NumPyro potential and its gradient for model file ``name`` at one point, for each
+    ``(row dtype, gather)`` variant of the likelihood (the point: the first variant's initial one)."""
     import jax
     from numpyro.infer.util import initialize_model
 
@@ -232,11 +232,17 @@ def test_gather_and_one_hot_layouts_give_the_same_density_and_gradient(name, tab
     spec = load_spec(ROOT / f"models/{name}.toml")
     pset = load_priors(ROOT / "priors/weakly_informative.toml")
     design = build_design(table, spec)
-    layout = make_layout(design, chunk=8)
-    potentials = [initialize_model(jax.random.PRNGKey(2), model_fn(spec, pset, design, layout, gather=g),
-                                   model_args=(model_data(layout),)) for g in (True, False)]
-    z = potentials[0].param_info.z
-    (v1, g1), (v2, g2) = (jax.value_and_grad(p.potential_fn)(z) for p in potentials)
+    layout = make_layout(design, chunk=chunk)
+    infos = [initialize_model(jax.random.PRNGKey(2), model_fn(spec, pset, design, layout, gather=gather),
+                              model_args=(model_data(layout, dtype),)) for dtype, gather in variants]
+    z = infos[0].param_info.z
+    return [jax.value_and_grad(i.potential_fn)(z) for i in infos]
+
+
+@pytest.mark.parametrize("name", ["stages_age_nb", "inverse_intervention_nb_log", "gradient_poisson"])
+def test_gather_and_one_hot_layouts_give_the_same_density_and_gradient(name, table):
+    """CPU indexes chunks' LA/stage/stratum terms, GPU multiplies by one-hot matrices: same model."""
+    (v1, g1), (v2, g2) = _values_and_gradients(name, table, [("float64", True), ("float64", False)], chunk=8)
     assert float(v1) == pytest.approx(float(v2), rel=1e-12)
     assert set(g1) == set(g2) and any(np.abs(np.asarray(g)).max() > 0 for g in g1.values())
     for k in g1:
@@ -278,21 +284,8 @@ def test_hand_written_chunk_gradients_match_autodiff(family):
 @pytest.mark.parametrize("name", ["stages_age_nb", "gradient_poisson", "three_level_nb"])
 def test_float32_rows_keep_a_float64_log_density(name, table):
     """``fit(float32=True)``: rows in float32, parameters and the density in float64, close to float64."""
-    import jax
-    from numpyro.infer.util import initialize_model
-
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
-
-    jax.config.update("jax_enable_x64", True)
-    spec = load_spec(ROOT / f"models/{name}.toml")
-    pset = load_priors(ROOT / "priors/weakly_informative.toml")
-    design = build_design(table, spec)
-    layout = make_layout(design)
-    infos = [initialize_model(jax.random.PRNGKey(2), model_fn(spec, pset, design, layout, gather=gather),
-                              model_args=(model_data(layout, dtype),))
-             for dtype, gather in (("float64", True), ("float32", True), ("float32", False))]
-    z = infos[0].param_info.z
-    (v64, g64), *rest = (jax.value_and_grad(i.potential_fn)(z) for i in infos)
+    (v64, g64), *rest = _values_and_gradients(name, table, [("float64", True), ("float32", True),
+                                                            ("float32", False)])
     for v32, g32 in rest:  # indexing (CPU) and one-hot products (GPU) on float32 rows
         assert v32.dtype == np.float64 and all(g.dtype == np.float64 for g in g32.values())
         assert float(v32) == pytest.approx(float(v64), rel=1e-6)  # float32 alone: ~1e-7 per row, summed
