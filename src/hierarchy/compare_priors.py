@@ -57,6 +57,7 @@ from hierarchy.estimands import LA_LEVELS, deciles_of, headline_gradients, headl
 from hierarchy.figures import new_figure, to_png
 from hierarchy.fitfile import load_fit, provenance
 from hierarchy.model import HYPERPARAMETERS, typical_gradient
+from hierarchy.predictor import ROW_PARAMS, design_rows, group_params, predictor_draws
 from hierarchy.priors import PriorSet, config_hash, did_you_mean, load_priors
 from hierarchy.report import bullets, format_columns, write_pages
 from hierarchy.spec import ModelSpec, load_spec
@@ -176,16 +177,11 @@ def prior_draws(spec: ModelSpec, priors: PriorSet, design: Design, *, draws: int
 
 
 def _log_rates(spec: ModelSpec, design: Design, draws: dict[str, np.ndarray], sl: slice) -> np.ndarray:
-    """Log rate per child of every row for the draws in ``sl`` (``exp`` gives the rate)."""
-    coef = draws["la_coef"][sl]
-    eta = coef[:, design.la_index, 0]
-    if coef.shape[-1] == 2:
-        eta = eta + coef[:, design.la_index, 1] * design.w
-    if "msoa_raw" in draws and design.msoa_index is not None:
-        eta = eta + (draws["msoa_raw"][sl] * draws["msoa_sd"][sl, None])[:, design.msoa_index]
-    if "eps_raw" in draws:
-        eta = eta + draws["eps_raw"][sl] * draws["obs_sd"][sl, None]
-    return eta
+    """Log rate per child of every row for the draws in ``sl`` (``exp`` gives the rate): the one
+    predictor without the exposure."""
+    rows = design_rows(design) | {"log_exposure": np.zeros(len(design.y))}
+    keys = ROW_PARAMS + group_params(design.group_names)
+    return predictor_draws(rows, {k: v[sl] for k, v in draws.items() if k in keys})
 
 
 def prior_predictive(spec: ModelSpec, priors: PriorSet, design: Design, *, draws: int = 1000,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from hierarchy import AGE_BANDS
 from hierarchy.errors import HierarchyError
+from hierarchy.priors import did_you_mean
 from hierarchy.spec import ModelSpec
 
 
@@ -42,6 +43,12 @@ class Design:
     stage_names: tuple[str, ...]
     stratum_index: np.ndarray  # (n,) int, index into stratum_names (0 = reference level)
     stratum_names: tuple[str, ...]
+    row_X: np.ndarray | None = None  # (n, p) neighbourhood-level terms (products of row values)
+    row_names: tuple[str, ...] = ()
+    group_names: tuple[str, ...] = ()  # other grouping columns (crossed or stratum groups)
+    group_index: tuple[np.ndarray, ...] = ()  # (n,) int per group
+    group_levels: tuple[np.ndarray, ...] = ()  # level names per group
+    group_slope: tuple[bool, ...] = ()  # whether the group's gradients vary too
 
     @property
     def n_la(self) -> int:
@@ -141,16 +148,22 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
 
     With several stages the table's rows are stacked once per stage (stage-major order).
     """
+    row_cols = [c for t in spec.row_terms for c in t.split(":") if c not in ("w", "z")]
     needed = ["la", "neighbourhood", "deprivation", spec.exposure, *spec.stages, *spec.strata,
-              *spec.la.covariates]
+              *spec.la.covariates, *row_cols, *(g for g, _ in spec.groups)]
     if spec.la_deprivation.measure != "mean":
         needed.append(spec.la_deprivation.measure)
     if spec.msoa.random_intercept:
         needed.append("msoa")
     missing = [c for c in needed if c not in table.columns]
     if missing:
+        cols = list(map(str, table.columns))
+        hints = "".join(did_you_mean(m, cols, template=f"; for '{m}' did you mean '{{}}'?") for m in missing)
         raise HierarchyError(f"model '{spec.name}' needs column(s) {', '.join(missing)} that the "
-                             f"data lacks (has: {', '.join(map(str, table.columns))})")
+                             f"data lacks (has: {', '.join(map(str, table.columns))}){hints}")
+    needed = list(dict.fromkeys(needed))
+    for col in (*spec.stages, spec.exposure, *row_cols):
+        _numeric(table, col, count=col in spec.stages)
     la_codes, la_index = np.unique(table["la"].astype(str).to_numpy(), return_inverse=True)
     exposure = table[spec.exposure].to_numpy(dtype=float)
     x = table["deprivation"].to_numpy(dtype=float)
@@ -171,7 +184,8 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     center, scale = cov.mean(axis=0), cov.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     ids = table["neighbourhood"].astype(str)
-    for c in (c for c in ("age_band", "sex", "ethnicity", "need") if c in table.columns):
+    known = [c for c in ("age_band", "sex", "ethnicity", "need") if c in table.columns]
+    for c in dict.fromkeys([*known, *spec.strata, *(g for g, _ in spec.groups)]):
         ids = ids + "|" + table[c].astype(str)
     msoa_index = msoa_codes = None
     if spec.msoa.random_intercept:
@@ -183,6 +197,14 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
         return np.tile(a, n_stage) if n_stage > 1 else a
 
     y = np.concatenate([table[s].to_numpy() for s in spec.stages]).astype(np.int64)
+    values = {"w": w, "z": z[la_index], **{c: table[c].to_numpy(dtype=float) for c in row_cols}}
+    row_X = np.column_stack([np.prod([values[c] for c in t.split(":")], axis=0) for t in spec.row_terms]) \
+        if spec.row_terms else np.zeros((len(table), 0))
+    group_index, group_levels = [], []
+    for g, _ in spec.groups:
+        levels, index = np.unique(table[g].astype(str).to_numpy(), return_inverse=True)
+        group_levels.append(levels)
+        group_index.append(stack(index))
     if n_stage > 1:
         ids = pd.Series(np.concatenate([(ids + "|" + s).to_numpy() for s in spec.stages]))
     return Design(y=y, log_exposure=stack(np.log(exposure)), x=stack(x), w=stack(w),
@@ -192,7 +214,23 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
                   msoa_index=None if msoa_index is None else stack(msoa_index), msoa_codes=msoa_codes,
                   x_mean=x_mean, stage_index=np.repeat(np.arange(n_stage), len(table)),
                   stage_names=spec.stages, stratum_index=stack(stratum_index),
-                  stratum_names=stratum_names)
+                  stratum_names=stratum_names, row_X=np.tile(row_X, (n_stage, 1)), row_names=spec.row_terms,
+                  group_names=tuple(g for g, _ in spec.groups), group_index=tuple(group_index),
+                  group_levels=tuple(group_levels), group_slope=tuple(s for _, s in spec.groups))
+
+
+def _numeric(table: pd.DataFrame, col: str, *, count: bool) -> None:
+    """Refuse a model column that is not numeric (or, for counts, not non-negative integers)."""
+    v = pd.to_numeric(table[col], errors="coerce") if table[col].dtype != bool else None
+    bad = np.ones(len(table), bool) if v is None else ~np.isfinite(v.to_numpy(dtype=float))
+    if count and v is not None:
+        a = v.to_numpy(dtype=float)
+        bad |= (a < 0) | (np.nan_to_num(a) % 1 != 0)
+    if bad.any():
+        rows = ", ".join(str(r + 1) for r in np.flatnonzero(bad)[:5])
+        what = "non-negative whole numbers (a count)" if count else "finite numbers"
+        raise HierarchyError(f"column '{col}' must hold {what}; rows {rows} do not "
+                             f"({int(bad.sum())} in all; row numbers count data rows from 1): fix or drop them")
 
 
 def _la_level(values: np.ndarray, la_index: np.ndarray, n_la: int) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 
 from hierarchy.design import Design, centring
 from hierarchy.model import la_effect_order, observed_name
+from hierarchy.predictor import ROW_PARAMS, design_rows, group_params, la_terms, linear_predictor, row_terms
 from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec
 
@@ -50,6 +51,8 @@ class Layout:
     lgamma_y1: float  # sum_i lgamma(y_i + 1)
     msoa_index: np.ndarray | None  # (K, C) int, 0 in padding
     n_rows: int
+    row_X: np.ndarray | None = None  # (K, C, p) neighbourhood-level terms
+    group_index: tuple[np.ndarray, ...] = ()  # (K, C) int per other grouping column
 
 
 def _hist(y: np.ndarray, stage: np.ndarray, n_stage: int, hist_len: int) -> np.ndarray:
@@ -107,6 +110,7 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
     chunk_la, chunk_stage, chunk_stratum = (chunk_group // (n_stage * n_strata),
                                             chunk_group // n_strata % n_stage, chunk_group % n_strata)
     msoa = None if design.msoa_index is None else np.where(mask, design.msoa_index[safe], 0)
+    row_X = None if design.row_X is None else np.where(mask[..., None], design.row_X[safe], 0.0)
     return Layout(chunk_la=chunk_la, chunk_stage=chunk_stage, chunk_stratum=chunk_stratum,
                   onehot=onehot(chunk_la, design.n_la), onehot_stage=onehot(chunk_stage, n_stage),
                   onehot_stratum=onehot(chunk_stratum, n_strata),
@@ -114,7 +118,8 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
                   mask=mask.astype(float), rows=rows,
                   y_hist=_hist(design.y, design.stage_index, n_stage, hist_len),
                   n_stage_rows=np.bincount(design.stage_index, minlength=n_stage).astype(float),
-                  lgamma_y1=float(gammaln(design.y + 1.0).sum()), msoa_index=msoa, n_rows=len(design.y))
+                  lgamma_y1=float(gammaln(design.y + 1.0).sum()), msoa_index=msoa, n_rows=len(design.y),
+                  row_X=row_X, group_index=tuple(np.where(mask, g[safe], 0) for g in design.group_index))
 
 
 def model_data(layout: Layout, dtype=None) -> dict:
@@ -125,6 +130,8 @@ def model_data(layout: Layout, dtype=None) -> dict:
     dtype = dtype or jnp.result_type(float)
     rows = ("onehot", "onehot_stage", "onehot_stratum", "w", "log_exposure", "y", "mask")
     out = {k: jnp.asarray(getattr(layout, k), dtype=dtype) for k in rows}
+    if layout.row_X is not None and layout.row_X.shape[-1]:
+        out["row_X"] = jnp.asarray(layout.row_X, dtype=dtype)
     out |= {k: jnp.asarray(getattr(layout, k), dtype=jnp.result_type(float))
             for k in ("y_hist", "n_stage_rows", "lgamma_y1")}
     return out
@@ -157,7 +164,6 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     import jax
     import jax.numpy as jnp
     import numpyro
-    import numpyro.distributions as nd
     from jax.scipy.special import gammaln
 
     dtype = jnp.result_type(float)
@@ -213,35 +219,33 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             flat = _correlated(mean, centred, priors, "la_coef_flat" if spec.stacked else "la_coef")
         if spec.stacked:
             numpyro.deterministic("la_coef", flat.reshape(design.n_la, n_stage, ncoef))
-        # per chunk (not per row): its LA's coefficients for its stage
-        if gather:
-            c = flat.reshape(design.n_la, n_stage, ncoef)[layout.chunk_la, layout.chunk_stage]
-        else:
+        p = {"la_coef": flat.reshape(design.n_la, n_stage, ncoef)}
+        if spec.strata:
+            off = priors["stratum_effects"].numpyro().expand([n_strata - 1]).to_event(1)
+            p["stratum_intercept_offset"] = numpyro.sample("stratum_intercept_offset", off)
+            if ncoef == 2 and spec.stratum_gradient:
+                p["stratum_gradient_offset"] = numpyro.sample("stratum_gradient_offset", off)
+        # per chunk (not per row): its LA's coefficients for its stage and stratum
+        if gather:  # the one predictor's LA terms, at chunk level
+            a, b = la_terms({"la_index": layout.chunk_la, "stage_index": layout.chunk_stage,
+                             "stratum_index": layout.chunk_stratum}, p, jnp)
+            a, b = a[:, None], (b[:, None] if ncoef == 2 else 0.0)
+        else:  # the same by one-hot products (no scatter-add in the gradient on GPU)
             c = (arr["onehot"] @ flat.astype(arr["onehot"].dtype)).reshape(-1, n_stage, ncoef)
             c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
-        a, b = c[:, :1], (c[:, 1:2] if ncoef == 2 else 0.0)
-        if spec.strata:
-            off = numpyro.sample("stratum_intercept_offset", priors["stratum_effects"].numpyro()
-                                 .expand([n_strata - 1]).to_event(1))
-            a = a + per_chunk(jnp.concatenate([jnp.zeros(1, dtype), off]), arr["onehot_stratum"],
-                              layout.chunk_stratum)
-            if ncoef == 2:
-                off_b = numpyro.sample("stratum_gradient_offset", priors["stratum_effects"].numpyro()
-                                       .expand([n_strata - 1]).to_event(1))
-                b = b + per_chunk(jnp.concatenate([jnp.zeros(1, dtype), off_b]), arr["onehot_stratum"],
-                                  layout.chunk_stratum)
+            a, b = c[:, :1], (c[:, 1:2] if ncoef == 2 else 0.0)
+            for name in ("stratum_intercept_offset", "stratum_gradient_offset"):
+                if name in p:
+                    off = per_chunk(jnp.concatenate([jnp.zeros(1, dtype), p[name]]), arr["onehot_stratum"],
+                                    layout.chunk_stratum)
+                    a, b = (a + off, b) if name == "stratum_intercept_offset" else (a, b + off)
         b = b if ncoef == 2 else jnp.zeros_like(a)
-        within = spec.msoa.random_intercept or spec.family == "poisson_lognormal"
-        per_row = 0.0  # terms that vary within a chunk beyond the deprivation slope (``within``)
-        if spec.msoa.random_intercept:
-            msoa_sd = numpyro.sample("msoa_sd", priors["msoa_sd"].numpyro())
-            msoa_raw = numpyro.sample("msoa_raw", nd.Normal(0.0, 1.0)
-                                      .expand([len(design.msoa_codes)]).to_event(1))
-            per_row = per_row + (msoa_raw * msoa_sd)[msoa_index]
-        if spec.family == "poisson_lognormal":
-            obs_sd = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
-            eps_raw = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([layout.n_rows]).to_event(1))
-            per_row = per_row + eps_raw[obs_rows] * obs_sd
+        p = row_params(spec, priors, design, layout.n_rows)
+        within = bool(p)
+        # terms that vary within a chunk beyond the deprivation slope: the one predictor's row terms
+        rows_k = {"row_X": arr.get("row_X"), "msoa_index": msoa_index, "w": arr["w"], "row_index": obs_rows,
+                  "groups": tuple(zip(design.group_names, layout.group_index, strict=True))}
+        per_row = row_terms(rows_k, p, jnp)
         rows = (arr["log_exposure"], arr["w"], arr["y"], arr["mask"])
         if spec.family == "negative_binomial":
             phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
@@ -392,29 +396,41 @@ def _independent(mean, sd, mask: np.ndarray):
     return jnp.concatenate(parts, axis=1)[:, inv]
 
 
+def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -> dict:
+    """Sample the parameters of the predictor's row terms (NumPyro sites, inside a model):
+    neighbourhood-level coefficients ``b_{term}`` (and ``row_coef``), MSOA and other group effects
+    (non-centred: ``{g}_raw`` standard normal times ``{g}_sd``) and Poisson-lognormal row effects."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as nd
+
+    p = {}
+    if design.row_names:
+        priors.check_terms(design.row_names)
+        p["row_coef"] = numpyro.deterministic("row_coef", jnp.stack(
+            [numpyro.sample(f"b_{t}", priors.for_term(t).numpyro()) for t in design.row_names]))
+    if spec.msoa.random_intercept:
+        p["msoa_sd"] = numpyro.sample("msoa_sd", priors["msoa_sd"].numpyro())
+        p["msoa_raw"] = numpyro.sample("msoa_raw",
+                                       nd.Normal(0.0, 1.0).expand([len(design.msoa_codes)]).to_event(1))
+    for g, levels, slope in zip(design.group_names, design.group_levels, design.group_slope, strict=True):
+        shape = [len(levels), 2] if slope else [len(levels)]
+        sd = priors.group_sd(g).numpyro()
+        p[f"{g}_sd"] = numpyro.sample(f"{g}_sd", sd.expand([2]).to_event(1) if slope else sd)
+        p[f"{g}_raw"] = numpyro.sample(f"{g}_raw", nd.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
+    if spec.family == "poisson_lognormal":
+        p["obs_sd"] = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
+        p["eps_raw"] = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([n_rows]).to_event(1))
+    return p
+
+
 def _row_eta(design: Design, p: dict, xp):
-    """Linear predictor per design row at one parameter point (numpy or jax.numpy ``xp``)."""
-    coef = p["la_coef"]
-    if coef.ndim == 2:
-        coef = coef[:, None, :]
-    la, st = design.la_index, design.stage_index
-    eta = design.log_exposure + coef[la, st, 0]
-    slope = coef[la, st, 1] if coef.shape[-1] == 2 else 0.0
-    if "stratum_intercept_offset" in p:
-        k = design.stratum_index
-        eta = eta + xp.concatenate([xp.zeros(1), p["stratum_intercept_offset"]])[k]
-        if "stratum_gradient_offset" in p:
-            slope = slope + xp.concatenate([xp.zeros(1), p["stratum_gradient_offset"]])[k]
-    eta = eta + slope * design.w
-    if "msoa_raw" in p:
-        eta = eta + (p["msoa_raw"] * p["msoa_sd"])[design.msoa_index]
-    if "eps_raw" in p:
-        eta = eta + p["eps_raw"] * p["obs_sd"]
-    return eta
+    """Linear predictor per design row at one parameter point: :func:`hierarchy.predictor.linear_predictor`."""
+    return linear_predictor(design_rows(design), p, xp)
 
 
-ROW_PARAMS = ("la_coef", "stratum_intercept_offset", "stratum_gradient_offset", "msoa_raw", "msoa_sd",
-              "eps_raw", "obs_sd", "dispersion")
+def _params(design: Design) -> tuple[str, ...]:
+    return ROW_PARAMS + group_params(design.group_names)
 
 
 def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.ndarray],
@@ -438,7 +454,7 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
                     + y * eta - (y + phi) * jnp.logaddexp(jnp.log(phi), eta))
         return y * eta - jnp.exp(eta) - gammaln(y + 1)
 
-    keys = [k for k in ROW_PARAMS if k in posterior]
+    keys = [k for k in _params(design) if k in posterior]
     n_draws = len(posterior["la_coef"])
     out = np.empty((n_draws, len(design.y)), dtype=np.float32)
     many = jax.jit(jax.vmap(one))
@@ -450,7 +466,7 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
 def draw_counts(spec: ModelSpec, design: Design, params: dict[str, np.ndarray],
                 rng: np.random.Generator) -> np.ndarray:
     """Counts drawn from the model's likelihood at one parameter point (design row order)."""
-    p = {k: np.asarray(v) for k, v in params.items() if k in ROW_PARAMS}
+    p = {k: np.asarray(v) for k, v in params.items() if k in _params(design)}
     if spec.family == "poisson_lognormal" and "eps_raw" not in p:
         p["eps_raw"] = rng.standard_normal(len(design.y))
     mu = np.exp(_row_eta(design, p, np))

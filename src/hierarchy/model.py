@@ -30,11 +30,12 @@ from __future__ import annotations
 import numpy as np
 
 from hierarchy.design import Design, centring
+from hierarchy.predictor import design_rows, linear_predictor
 from hierarchy.priors import PriorSet
 from hierarchy.spec import ModelSpec
 
 HYPERPARAMETERS = ("intercept", "gradient", "la_deprivation", "cross_level", "la_cov_intercept",
-                   "la_cov_gradient", "stratum_intercept_offset", "stratum_gradient_offset", "la_sd",
+                   "la_cov_gradient", "stratum_intercept_offset", "stratum_gradient_offset", "row_coef", "la_sd",
                    "la_corr", "la_loading", "la_stage_sd", "msoa_sd", "dispersion", "obs_sd")
 """Population-level parameters in the order they are reported."""
 
@@ -53,6 +54,12 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
         c["stratum"] = list(design.stratum_names[1:])
     if design.msoa_codes is not None:
         c["msoa"] = list(design.msoa_codes)
+    if design.row_names:
+        c["row_term"] = list(design.row_names)
+    for g, levels, slope in zip(design.group_names, design.group_levels, design.group_slope, strict=True):
+        c[g] = list(levels)
+        if slope:
+            c[f"{g}_coef"] = ["intercept", "gradient"]
     labels, mask = la_effect_labels(spec), centring(spec, design)
     blocks = [("la", labels, mask)]
     if spec.anchored:
@@ -90,6 +97,11 @@ def dims(spec: ModelSpec) -> dict[str, list[str]]:
          "stratum_intercept_offset": ["stratum"], "stratum_gradient_offset": ["stratum"]}
     if spec.stacked:
         d.update({v: ["stage"] for v in STAGE_VARS}, la_coef_flat=["la", "la_effect"])
+    d["row_coef"] = ["row_term"]
+    for g, slope in spec.groups:
+        d[f"{g}_raw"] = [g, f"{g}_coef"] if slope else [g]
+        if slope:
+            d[f"{g}_sd"] = [f"{g}_coef"]
     return d
 
 
@@ -143,25 +155,16 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
         coef = flat.reshape((design.n_la, n_stage, ncoef))
         if spec.stacked:
             pm.Deterministic("la_coef", coef, dims=("la", "stage", "coef"))
-        idx, st = design.la_index, design.stage_index
-        eta = design.log_exposure + coef[idx, st, 0]
-        slope = coef[idx, st, 1] if ncoef == 2 else 0.0
+        st = design.stage_index
+        p = {"la_coef": pt.specify_shape(coef, (design.n_la, n_stage, ncoef))}
         if spec.strata:
-            k = design.stratum_index
-            off_a = priors["stratum_effects"].pymc("stratum_intercept_offset", dims="stratum")
-            eta = eta + pt.concatenate([pt.zeros(1), off_a])[k]
-            if ncoef == 2:
-                off_b = priors["stratum_effects"].pymc("stratum_gradient_offset", dims="stratum")
-                slope = slope + pt.concatenate([pt.zeros(1), off_b])[k]
-        eta = eta + slope * design.w
-        if spec.msoa.random_intercept:
-            msoa_sd = priors["msoa_sd"].pymc("msoa_sd")
-            msoa_raw = pm.Normal("msoa_raw", 0.0, 1.0, dims="msoa")
-            eta = eta + (msoa_raw * msoa_sd)[design.msoa_index]
-        if spec.family == "poisson_lognormal":
-            obs_sd = priors["obs_sd"].pymc("obs_sd")
-            eps_raw = pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")
-            eta = eta + eps_raw * obs_sd
+            p["stratum_intercept_offset"] = priors["stratum_effects"].pymc("stratum_intercept_offset",
+                                                                           dims="stratum")
+            if ncoef == 2 and spec.stratum_gradient:
+                p["stratum_gradient_offset"] = priors["stratum_effects"].pymc("stratum_gradient_offset",
+                                                                              dims="stratum")
+        p |= _row_params(spec, priors, design)
+        eta = linear_predictor(design_rows(design), p, pt)
         name = observed_name(spec)
         if spec.family == "negative_binomial":
             phi = pt.atleast_1d(priors["dispersion"].pymc("dispersion", dims=sdims))[st]
@@ -169,6 +172,29 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
         else:
             pm.Poisson(name, mu=pt.exp(eta), observed=design.y, dims="neighbourhood")
     return model
+
+
+def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
+    """Twin of :func:`hierarchy.jaxmodel.row_params`: neighbourhood-level coefficients, MSOA and
+    other group effects, Poisson-lognormal row effects (inside a model context)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    p = {}
+    if design.row_names:
+        priors.check_terms(design.row_names)
+        p["row_coef"] = pm.Deterministic("row_coef", pt.stack(
+            [priors.for_term(t).pymc(f"b_{t}") for t in design.row_names]), dims="row_term")
+    if spec.msoa.random_intercept:
+        p["msoa_sd"] = priors["msoa_sd"].pymc("msoa_sd")
+        p["msoa_raw"] = pm.Normal("msoa_raw", 0.0, 1.0, dims="msoa")
+    for g, slope in zip(design.group_names, design.group_slope, strict=True):
+        p[f"{g}_sd"] = priors.group_sd(g).pymc(f"{g}_sd", dims=f"{g}_coef" if slope else None)
+        p[f"{g}_raw"] = pm.Normal(f"{g}_raw", 0.0, 1.0, dims=(g, f"{g}_coef") if slope else g)
+    if spec.family == "poisson_lognormal":
+        p["obs_sd"] = priors["obs_sd"].pymc("obs_sd")
+        p["eps_raw"] = pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")
+    return p
 
 
 def _correlated(mean, mask: np.ndarray, priors: PriorSet, effect: str, name: str):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -64,8 +65,15 @@ GROUPS: dict[str, str] = {
     "msoa_sd": "positive",
     "dispersion": "positive",
     "obs_sd": "positive",
+    "neighbourhood_covariates": "real",
+    "interactions": "real",
+    "group_sd": "positive",
 }
-"""Parameter group -> support its prior must have."""
+"""Parameter group (class) -> support its prior must have. ``neighbourhood_covariates`` and
+``interactions`` are the classes of a formula's neighbourhood-level terms (without and with ``w``);
+``group_sd`` the SDs of other grouping columns' effects (``(1 | year)``), unless the set has a group
+named ``{column}_sd`` (as ``msoa_sd``). A ``[terms."w:rural"]`` table gives one term its own prior
+(as brms's ``coef``); naming a term the model lacks is an error."""
 
 
 def did_you_mean(word: str, options: Iterable[str], *, cutoff: float = 0.5,
@@ -107,8 +115,8 @@ class Prior:
         if missing:
             raise SpecError(f"{self.dist} needs parameter(s) {', '.join(missing)}")
         for key, value in self.params.items():
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise SpecError(f"{self.dist} parameter '{key}' must be a number, got {value!r}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise SpecError(f"{self.dist} parameter '{key}' must be a finite number, got {value!r}")
             if key in ("sigma", "beta", "lam", "nu", "eta", "alpha") and value <= 0 and not (
                     self.dist in ("Cauchy",) and key == "alpha"):
                 raise SpecError(f"{self.dist} parameter '{key}' must be > 0, got {value}")
@@ -179,6 +187,25 @@ class PriorSet:
     name: str
     priors: dict[str, Prior]
     description: str = ""
+    terms: dict[str, Prior] = field(default_factory=dict)  # per-term priors of neighbourhood terms
+
+    def for_term(self, term: str) -> Prior:
+        """Prior of the neighbourhood-level term ``term``: its own, or its class's."""
+        if term in self.terms:
+            return self.terms[term]
+        return self["interactions" if "w" in term.split(":") else "neighbourhood_covariates"]
+
+    def group_sd(self, group: str) -> Prior:
+        """Prior of the SDs of grouping column ``group``'s effects."""
+        return self.priors.get(f"{group}_sd") or self["group_sd"]
+
+    def check_terms(self, row_terms) -> None:
+        """Refuse per-term priors for terms the model does not have."""
+        for term in self.terms:
+            if term not in row_terms:
+                raise SpecError(f"prior set '{self.name}' has a prior for the term '{term}', which the model "
+                                f"does not have{did_you_mean(term, list(row_terms))}; its neighbourhood terms: "
+                                f"{', '.join(row_terms) or 'none'}")
 
     def __getitem__(self, group: str) -> Prior:
         if group not in self.priors:
@@ -187,8 +214,11 @@ class PriorSet:
         return self.priors[group]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description,
-                **{g: p.to_dict() for g, p in self.priors.items()}}
+        d = {"name": self.name, "description": self.description,
+             **{g: p.to_dict() for g, p in self.priors.items()}}
+        if self.terms:
+            d["terms"] = {t: p.to_dict() for t, p in self.terms.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> PriorSet:
@@ -198,9 +228,19 @@ class PriorSet:
         if not isinstance(name, str) or not name:
             raise SpecError(f"{source}: a prior set needs a top-level name = \"...\"")
         description = str(d.pop("description", ""))
-        priors = {}
+        priors, terms = {}, {}
+        table = d.pop("terms", {})
+        if not isinstance(table, dict):
+            raise SpecError(f"{source}: [terms] must hold tables such as [terms.\"w:rural\"] with dist = \"...\"")
+        for term, value in table.items():
+            try:
+                terms[term] = Prior.from_dict(value if isinstance(value, dict) else {})
+            except SpecError as err:
+                raise SpecError(f"{source}: [terms.\"{term}\"]: {err}") from None
+            if terms[term].support != "real":
+                raise SpecError(f"{source}: [terms.\"{term}\"] needs a real distribution")
         for group, value in d.items():
-            if group not in GROUPS:
+            if group not in GROUPS and not group.endswith("_sd"):
                 raise SpecError(f"{source}: unknown parameter group '{group}'"
                                 f"{did_you_mean(group, list(GROUPS))}; known: {', '.join(GROUPS)}")
             if not isinstance(value, dict):
@@ -209,13 +249,13 @@ class PriorSet:
                 prior = Prior.from_dict(value)
             except SpecError as err:
                 raise SpecError(f"{source}: [{group}]: {err}") from None
-            if prior.support != GROUPS[group] and not (
-                    GROUPS[group] == "positive" and prior.support == "interval"
-                    and prior.params["lower"] >= 0):
-                raise SpecError(f"{source}: [{group}] needs a {GROUPS[group]} distribution, "
+            want = GROUPS.get(group, "positive")
+            if prior.support != want and not (
+                    want == "positive" and prior.support == "interval" and prior.params["lower"] >= 0):
+                raise SpecError(f"{source}: [{group}] needs a {want} distribution, "
                                 f"{prior.dist} is {prior.support}")
             priors[group] = prior
-        return cls(name=name, priors=priors, description=description)
+        return cls(name=name, priors=priors, description=description, terms=terms)
 
     def hash(self) -> str:
         """16-hex hash of the canonical JSON form."""

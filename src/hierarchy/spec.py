@@ -1,16 +1,12 @@
 """Model specifications as data, read from ``models/*.toml``.
 
-A spec says which count is modelled and how (all keys but ``name`` are optional)::
+A model file carries an lme4/brms formula (:mod:`hierarchy.formula`) beside the domain settings it
+keeps::
 
     name = "inverse_intervention_nb_log"
     family = "negative_binomial"    # poisson | negative_binomial | poisson_lognormal
-    outcome = "referral"            # a count column (hierarchy.STAGES), or a list of them:
-                                    # stages stacked in one model, each with its own intercept,
-                                    # gradient, LA terms and dispersion; LA effects correlated
-                                    # across stages
-    strata = []                     # stratum columns (e.g. ["age_band"]): intercept and gradient
-                                    # offsets against the first level
-    exposure = "exposure"           # column of children at risk (log offset)
+    formula = "referral ~ w * z + (1 + w | la) + offset(log(exposure))"
+    categorical = []                # extra categorical columns (besides hierarchy.STRATA and C(col))
 
     [deprivation]
     scale = 0.1                     # effects per 10 percentage points of income deprivation
@@ -21,19 +17,17 @@ A spec says which count is modelled and how (all keys but ``name`` are optional)
     transform = "log"               # z = log(X / mean X)  |  "identity": z = (X - mean X) / scale
 
     [la]
-    random_intercept = true
-    random_gradient = true          # correlated with the intercept (LKJ prior)
-    between_effect = true           # z in the mean of the LA intercepts
-    cross_level = true              # z in the mean of the LA gradients
-    covariates = []                 # la_* columns, in the means of intercepts and gradients
     parameterisation = "auto"       # auto | centred | non_centred
     stage_structure = "correlated"  # stacked stages: "correlated" (one LKJ over every stage's
                                     # LA effects) | "anchored" (later stages follow the first
                                     # stage's LA effects with loadings, plus small independent
                                     # stage deviations; see hierarchy.model)
 
-    [msoa]
-    random_intercept = false        # a middle level: neighbourhoods in MSOAs in LAs
+Without ``formula`` the older switches say the same (``outcome``, ``exposure``, ``strata``,
+``[la] random_gradient / between_effect / cross_level / covariates``, ``[msoa] random_intercept``);
+a formula sets them and may not be mixed with them. Both forms compile to the same spec and hash:
+the formula is surface syntax, the roles are the model (:func:`hierarchy.formula.render` writes any
+spec back as one formula).
 
 ``auto`` decides per LA effect (each stage's intercept and gradient): centred where the counts pin
 the effect down (DESIGN section 4: there the non-centred form mixes hundreds of times worse),
@@ -42,12 +36,13 @@ non-centred where they do not; see :func:`hierarchy.design.centring`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hierarchy import STAGES, STRATA
 from hierarchy.errors import SpecError
+from hierarchy.formula import compile_formula, render
 from hierarchy.priors import config_hash, did_you_mean, read_toml
 
 FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
@@ -95,6 +90,16 @@ class ModelSpec:
     la_deprivation: LADeprivation = field(default_factory=LADeprivation)
     la: LALevel = field(default_factory=LALevel)
     msoa: MSOALevel = field(default_factory=MSOALevel)
+    row_terms: tuple[str, ...] = ()  # neighbourhood-level terms, e.g. ("rural", "w:rural")
+    groups: tuple[tuple[str, bool], ...] = ()  # other grouping columns: (column, with a gradient)
+    stratum_gradient: bool = True  # strata move the gradient too (w:C(g))
+    categorical: tuple[str, ...] = ()
+    formula: str = field(default="", compare=False)  # as written (surface syntax: not in the hash)
+
+    @property
+    def formula_text(self) -> str:
+        """The model as one lme4/brms formula."""
+        return render(self)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -117,7 +122,16 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("formula")  # surface syntax: the fields below are the model (formula_text renders them)
         d["la"]["covariates"] = list(self.la.covariates)
+        # fields added with the formula language: omitted at their defaults, so specs written
+        # before them (and their formula twins) keep their hash
+        for key, default in (("row_terms", ()), ("groups", ()), ("stratum_gradient", True),
+                             ("categorical", ())):
+            if d[key] == default or (isinstance(default, tuple) and not d[key]):
+                d.pop(key)
+            elif isinstance(default, tuple):
+                d[key] = [list(g) if isinstance(g, tuple) else g for g in d[key]]
         if not isinstance(self.outcome, str):
             d["outcome"] = list(self.outcome)
         if self.strata:
@@ -140,36 +154,91 @@ class ModelSpec:
         d = dict(d)
         sections = {"deprivation": Deprivation, "la_deprivation": LADeprivation,
                     "la": LALevel, "msoa": MSOALevel}
-        scalars = {"name", "family", "outcome", "exposure", "description", "strata"}
+        scalars = {"name", "family", "outcome", "exposure", "description", "strata", "formula", "categorical",
+                   "row_terms", "groups", "stratum_gradient"}  # the last three: the compiled form
         for key in d:
             if key not in scalars | set(sections):
                 raise SpecError(f"{source}: unknown key '{key}'"
                                 f"{did_you_mean(key, sorted(scalars | set(sections)))}")
-        kwargs: dict[str, Any] = {k: d[k] for k in scalars if k in d}
-        if isinstance(kwargs.get("outcome"), list):
-            out = tuple(kwargs["outcome"])
-            kwargs["outcome"] = out[0] if len(out) == 1 else out
-        if "strata" in kwargs:
-            if not isinstance(kwargs["strata"], list | tuple):
-                raise SpecError(f"{source}: strata must be a list of column names, e.g. [\"age_band\"]")
-            kwargs["strata"] = tuple(kwargs["strata"])
-        if not isinstance(kwargs.get("name"), str):
+        if not isinstance(d.get("name"), str) or not d["name"]:
             raise SpecError(f"{source}: a model spec needs name = \"...\"")
+        for key in ("family", "description", "exposure", "formula"):
+            _typed(source, key, d.get(key, ""), str)
+        kwargs: dict[str, Any] = {k: d[k] for k in scalars if k in d}
+        kwargs["categorical"] = _names(source, "categorical", d.get("categorical", []))
+        if isinstance(kwargs.get("outcome"), list):
+            out = _names(source, "outcome", kwargs["outcome"])
+            kwargs["outcome"] = out[0] if len(out) == 1 else out
+        elif "outcome" in kwargs:
+            _typed(source, "outcome", kwargs["outcome"], str)
+        if "strata" in kwargs:
+            kwargs["strata"] = _names(source, "strata", kwargs["strata"])
+        if "row_terms" in kwargs:
+            kwargs["row_terms"] = _names(source, "row_terms", kwargs["row_terms"])
+        if "groups" in kwargs:
+            g = kwargs["groups"]
+            if not (isinstance(g, list) and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+                                                and isinstance(x[1], bool) for x in g)):
+                raise SpecError(f"{source}: groups must be a list of [column, with_gradient] pairs")
+            kwargs["groups"] = tuple((x[0], x[1]) for x in g)
+        if "stratum_gradient" in kwargs:
+            _typed(source, "stratum_gradient", kwargs["stratum_gradient"], bool)
         for key, kind in sections.items():
             table = d.get(key, {})
             if not isinstance(table, dict):
                 raise SpecError(f"{source}: [{key}] must be a table")
             allowed = list(kind.__dataclass_fields__)
-            for sub in table:
+            for sub, value in table.items():
                 if sub not in allowed:
                     raise SpecError(f"{source}: [{key}] has no key '{sub}'"
                                     f"{did_you_mean(sub, allowed)}; allowed: {', '.join(allowed)}")
-            if key == "la" and "covariates" in table:
-                table = {**table, "covariates": tuple(table["covariates"])}
+                if sub == "covariates":
+                    table = {**table, "covariates": _names(source, "la.covariates", value)}
+                else:
+                    _typed(source, f"{key}.{sub}", value, type(kind.__dataclass_fields__[sub].default))
             kwargs[key] = kind(**table)
+        if "formula" in kwargs:
+            kwargs.update(_from_formula(kwargs, d, source))
         spec = cls(**kwargs)
         _check(spec, source)
         return spec
+
+
+def _typed(source: str, key: str, value: Any, kind: type) -> None:
+    """Refuse a value of the wrong TOML type (``"false"`` for false, ``"0.1"`` for 0.1)."""
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)) if kind is float else \
+        isinstance(value, kind)
+    if not ok:
+        want = {bool: "true or false (no quotes)", float: "a number (no quotes)", str: "a quoted string"}[kind]
+        raise SpecError(f"{source}: {key} = {value!r} must be {want}")
+
+
+def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{source}: {key} must be a list of column names, e.g. [\"age_band\"], got {value!r}")
+    return tuple(value)
+
+
+_FORMULA_SETS = ("outcome", "exposure", "strata", "row_terms", "groups", "stratum_gradient")
+_FORMULA_SETS_LA = ("random_gradient", "between_effect", "cross_level", "covariates")
+
+
+def _from_formula(kwargs: dict[str, Any], d: dict[str, Any], source: str) -> dict[str, Any]:
+    """Spec fields from ``formula``; refuses the older switches beside it (they would disagree)."""
+    clash = [k for k in _FORMULA_SETS if k in d] + \
+        [f"la.{k}" for k in _FORMULA_SETS_LA if k in d.get("la", {})] + \
+        ["msoa.random_intercept" for _ in [0] if "random_intercept" in d.get("msoa", {})]
+    if clash:
+        raise SpecError(f"{source}: {', '.join(clash)} and formula both say which terms the model has: "
+                        "remove the former (the formula sets them)")
+    c = compile_formula(kwargs["formula"], categorical=kwargs["categorical"], source=source)
+    la = kwargs.get("la", LALevel())
+    la = LALevel(random_intercept=True, random_gradient=c.random_gradient, between_effect=c.between_effect,
+                 cross_level=c.cross_level, covariates=c.covariates, parameterisation=la.parameterisation,
+                 stage_structure=la.stage_structure)
+    return {"outcome": c.outcome, "exposure": c.exposure, "strata": c.strata, "la": la,
+            "msoa": MSOALevel(random_intercept=c.msoa), "row_terms": c.row_terms, "groups": c.groups,
+            "stratum_gradient": c.stratum_gradient if c.strata else True}
 
 
 def _choice(source: str, what: str, value: Any, options: tuple[str, ...]) -> None:
@@ -180,20 +249,22 @@ def _choice(source: str, what: str, value: Any, options: tuple[str, ...]) -> Non
 
 def _check(spec: ModelSpec, source: str) -> None:
     _choice(source, "family", spec.family, FAMILIES)
-    for stage in spec.stages:
-        _choice(source, "outcome", stage, STAGES)
+    for col in (*spec.stages, spec.exposure, *spec.strata):
+        if not col.isidentifier():
+            raise SpecError(f"{source}: {col!r} is not a column name (letters, digits and _)")
     if len(set(spec.stages)) != len(spec.stages):
         raise SpecError(f"{source}: outcome lists a stage twice: {list(spec.stages)}")
-    for stratum in spec.strata:
-        _choice(source, "strata", stratum, STRATA)
+    if spec.exposure in spec.stages:
+        raise SpecError(f"{source}: {spec.exposure} is both the outcome and the exposure")
     _choice(source, "deprivation.centring", spec.deprivation.centring,
             ("within_between", "grand_mean"))
     _choice(source, "la_deprivation.transform", spec.la_deprivation.transform, ("identity", "log"))
     _choice(source, "la.parameterisation", spec.la.parameterisation,
             ("auto", "centred", "non_centred"))
     _choice(source, "la.stage_structure", spec.la.stage_structure, ("correlated", "anchored"))
-    if not spec.deprivation.scale > 0:
-        raise SpecError(f"{source}: deprivation.scale must be > 0 (0.1 = per 10 points)")
+    if not (math.isfinite(spec.deprivation.scale) and spec.deprivation.scale > 0):
+        raise SpecError(f"{source}: deprivation.scale must be a finite number > 0 (0.1 = per 10 points), "
+                        f"got {spec.deprivation.scale}")
     m = spec.la_deprivation.measure
     if m != "mean" and not m.startswith("la_"):
         raise SpecError(f"{source}: la_deprivation.measure must be 'mean' or an la_* column, got {m!r}")
@@ -203,6 +274,9 @@ def _check(spec: ModelSpec, source: str) -> None:
     for c in spec.la.covariates:
         if not c.startswith("la_"):
             raise SpecError(f"{source}: la.covariates entry {c!r} must name an la_* column")
+    if spec.stacked and (spec.row_terms or spec.groups):
+        raise SpecError(f"{source}: stacked stages with neighbourhood terms or extra groups are not "
+                        "supported yet; fit the stages one at a time")
 
 
 def load_spec(path: str | Path) -> ModelSpec:

@@ -1,0 +1,234 @@
+"""Model formulas in lme4/brms syntax, parsed with ``formulae`` (bambi's parser) and compiled into
+the roles the design and the samplers know.
+
+A formula such as::
+
+    referral ~ w * (z + la_inequality) + w:rural + (1 + w | la) + (1 | msoa) + offset(log(exposure))
+
+names the outcome (a count column, or ``c(a, b, ...)`` for stacked stages), the exposure
+(``offset(log(col))``) and terms built from ``w`` (within-LA neighbourhood deprivation), ``z`` (the
+transformed LA deprivation) and columns of the table. Each term gets one role:
+
+==========================  =====================================================================
+term                        role
+==========================  =====================================================================
+``1``                       mean of the LA intercepts (required)
+``w``                       mean of the LA gradients, with ``(1 + w | la)``
+``z``, ``la_x``             LA level: in the mean of the LA intercepts (hierarchical centring)
+``w:z``, ``w:la_x``         LA level: in the mean of the LA gradients (cross-level interaction)
+``C(g)``, ``w:C(g)``        strata: intercept and gradient offsets against g's first level
+``rural``, ``w:rural``      neighbourhood level: a coefficient on the row value (any product)
+``(1 + w | la)``            correlated LA intercepts and gradients (``(1 | la)``: intercepts)
+``(1 | msoa)``              MSOA intercepts (nested in LAs)
+``(1 | g)``, ``(1 + w | g)`` a crossed or stratum group: partially pooled intercepts (and gradients)
+==========================  =====================================================================
+
+Columns named ``la_*`` are LA-level (constant within an LA); columns in :data:`hierarchy.STRATA`,
+written as ``C(col)`` or listed in the model file's ``categorical`` are categorical. Terms the
+compiler cannot lay out are refused with a message naming the term and a form that works.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hierarchy import STRATA
+from hierarchy.errors import SpecError
+
+SPECIAL = ("w", "z")
+"""Terms the spec defines: within-LA neighbourhood deprivation and transformed LA deprivation."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What a formula says, by role (see module docstring)."""
+
+    outcome: str | tuple[str, ...]
+    exposure: str
+    random_gradient: bool
+    between_effect: bool
+    cross_level: bool
+    covariates: tuple[str, ...]
+    strata: tuple[str, ...]
+    stratum_gradient: bool
+    msoa: bool
+    row_terms: tuple[str, ...]
+    groups: tuple[tuple[str, bool], ...]  # (column, with a gradient)
+
+
+def _name(component, source: str) -> tuple[str, bool]:
+    """Column name of a term component and whether it is written ``C(col)``."""
+    name = component.name
+    m = re.fullmatch(r"C\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)", name)
+    if m:
+        return m.group(1), True
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise SpecError(f"{source}: the term '{name}' is not supported: write columns, w, z, C(col) and "
+                        "their products (a:b, a*b); transform columns in the data, not the formula")
+    return name, False
+
+
+def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str = "<formula>") -> Compiled:
+    """Parse ``text`` and assign each term its role; errors name ``source`` and the term."""
+    import formulae
+
+    if not isinstance(text, str) or "~" not in text:
+        raise SpecError(f"{source}: formula must be a string like "
+                        "'referral ~ w * z + (1 + w | la) + offset(log(exposure))', got {text!r}")
+    try:
+        desc = formulae.model_description(text)
+    except Exception as e:  # formulae raises several error types for bad syntax
+        raise SpecError(f"{source}: cannot parse the formula {text!r}: {e}") from None
+    outcome = _response(desc.response, source)
+    categorical = set(categorical) | set(STRATA)
+    exposure = None
+    terms: list[tuple[str, ...]] = []
+    is_cat: dict[str, bool] = {}
+    intercept = False
+    for term in desc.common_terms:
+        kind = type(term).__name__
+        if kind == "Intercept":
+            intercept = True
+            continue
+        if len(term.components) == 1 and term.components[0].name.startswith("offset("):
+            m = re.fullmatch(r"offset\(\s*log\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\)", term.components[0].name)
+            if not m:
+                raise SpecError(f"{source}: write the exposure as offset(log(column)), got "
+                                f"{term.components[0].name}")
+            if exposure is not None:
+                raise SpecError(f"{source}: the formula has two offsets; give one offset(log(exposure))")
+            exposure = m.group(1)
+            continue
+        names = []
+        for c in term.components:
+            col, wrapped = _name(c, source)
+            is_cat[col] = is_cat.get(col, False) or wrapped or col in categorical
+            names.append(col)
+        terms.append(tuple(names))
+    if not intercept:
+        raise SpecError(f"{source}: the formula drops the intercept (0 + or - 1); neighbourhoods are nested "
+                        "in LAs, so the model needs an intercept whose LA means vary: remove the 0/-1")
+    if exposure is None:
+        raise SpecError(f"{source}: the formula has no exposure: add + offset(log(exposure)) (children at "
+                        "risk; or the earlier stage's count for a conversion rate)")
+    la_expr, msoa, groups = _groups(desc.group_terms, source)
+    if la_expr is None:
+        raise SpecError(f"{source}: the formula has no LA level: add (1 + w | la) (or (1 | la))")
+    random_gradient = "w" in la_expr
+    has = set(terms)
+    if random_gradient and ("w",) not in has:
+        raise SpecError(f"{source}: (1 + w | la) without a fixed w: add w to the formula (the LA gradients "
+                        "vary around its mean)")
+    if ("w",) in has and not random_gradient:
+        raise SpecError(f"{source}: the gradient w must vary by LA in this workbench (the estimands are "
+                        "per-LA gradients): write (1 + w | la)")
+    cats = sorted({c for t in terms for c in t if is_cat[c]})
+    for g, _ in groups:
+        if g in cats:
+            raise SpecError(f"{source}: '{g}' is both a fixed term and a group (1 | {g}): keep one")
+
+    la_mean, la_grad, strata_terms, row_terms = {}, {}, [], []  # dicts: ordered sets
+    for t in terms:
+        if t == ("w",):
+            continue
+        rest = tuple(c for c in t if c != "w")
+        with_w = len(rest) < len(t)
+        if t.count("w") > 1 or not rest:
+            raise SpecError(f"{source}: the term {':'.join(t)} repeats w")
+        if any(is_cat[c] for c in rest):
+            if not all(is_cat[c] for c in rest):
+                raise SpecError(f"{source}: the term {':'.join(t)} mixes a categorical column with a numeric "
+                                "one; write the categorical part as a stratum (C(g) + w:C(g)) and the numeric "
+                                "terms separately")
+            strata_terms.append((tuple(sorted(rest)), with_w))
+        elif len(rest) == 1 and (rest[0] == "z" or rest[0].startswith("la_")):
+            (la_grad if with_w else la_mean)[rest[0]] = None
+        else:
+            row_terms.append(":".join(t))
+    if la_grad and not random_gradient:
+        raise SpecError(f"{source}: {', '.join('w:' + c for c in sorted(la_grad))} moves the LA gradients, "
+                        "which need (1 + w | la)")
+    covariates = tuple(c for c in {**la_mean, **la_grad} if c != "z")
+    for c in covariates:
+        if random_gradient and (c not in la_mean or c not in la_grad):
+            raise SpecError(f"{source}: the LA covariate {c} must enter both LA means: write w * {c} "
+                            f"(= {c} + w:{c}); one without the other is not supported yet")
+    stratum_cols = {cols for cols, _ in strata_terms}
+    if len(stratum_cols) > 1:
+        raise SpecError(f"{source}: several categorical terms ({', '.join(':'.join(c) for c in stratum_cols)})"
+                        ": write one stratum term, e.g. C(age_band):C(sex) for the combined strata, or make "
+                        "one of them a group (1 | col)")
+    strata = next(iter(stratum_cols), ())
+    main = any(not w for _, w in strata_terms)
+    if strata and not main:
+        raise SpecError(f"{source}: w:{':'.join(strata)} needs the main effect {':'.join(strata)} too")
+    return Compiled(outcome=outcome, exposure=exposure, random_gradient=random_gradient,
+                    between_effect="z" in la_mean, cross_level="z" in la_grad, covariates=covariates,
+                    strata=tuple(strata), stratum_gradient=any(w for _, w in strata_terms),
+                    msoa=msoa, row_terms=tuple(row_terms), groups=tuple(groups))
+
+
+def _response(response, source: str) -> str | tuple[str, ...]:
+    if response is None:
+        raise SpecError(f"{source}: the formula has no outcome: write 'referral ~ ...'")
+    name = response.term.components[0].name
+    m = re.fullmatch(r"c\((.*)\)", name)
+    names = [s.strip() for s in m.group(1).split(",")] if m else [name]
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
+            raise SpecError(f"{source}: the outcome must be a count column or c(col, col, ...) for stacked "
+                            f"stages, got {name}")
+    if len(set(names)) != len(names):
+        raise SpecError(f"{source}: the outcome lists a column twice: {name}")
+    return names[0] if len(names) == 1 else tuple(names)
+
+
+def _groups(group_terms, source: str) -> tuple[tuple[str, ...] | None, bool, list[tuple[str, bool]]]:
+    """LA expression (``("1",)`` or ``("1", "w")``), whether MSOA intercepts, other groups."""
+    exprs: dict[str, list[str]] = {}
+    for g in group_terms:
+        factor = [c.name for c in g.factor.components]
+        if factor == ["la", "msoa"] or factor == ["msoa", "la"]:
+            factor = ["msoa"]  # (1 | la:msoa): MSOA codes are unique within England
+        if len(factor) != 1:
+            raise SpecError(f"{source}: the group ({':'.join(factor)}) is not supported: group by one column")
+        expr = "1" if type(g.expr).__name__ == "Intercept" else ":".join(c.name for c in g.expr.components)
+        exprs.setdefault(factor[0], []).append(expr)
+    la = exprs.pop("la", None)
+    for name, expr in ([("la", la)] if la is not None else []) + list(exprs.items()):
+        bad = [e for e in expr if e not in ("1", "w")]
+        if bad:
+            raise SpecError(f"{source}: ({' + '.join(expr)} | {name}) has {', '.join(bad)}: a group may hold "
+                            "an intercept and the gradient w only, e.g. (1 + w | " + name + ")")
+        if "1" not in expr:
+            raise SpecError(f"{source}: (0 + w | {name}) without intercepts is not supported: write (1 + w | "
+                            f"{name})")
+    msoa = exprs.pop("msoa", None)
+    if msoa is not None and "w" in msoa:
+        raise SpecError(f"{source}: (1 + w | msoa) is not supported: MSOAs have ~5 neighbourhoods; use (1 | msoa)")
+    groups = [(g, "w" in e) for g, e in exprs.items()]
+    return (tuple(la) if la is not None else None), msoa is not None, groups
+
+
+def render(spec) -> str:
+    """The formula of a :class:`~hierarchy.spec.ModelSpec` in lme4/brms syntax (for any spec)."""
+    lhs = spec.outcome if isinstance(spec.outcome, str) else f"c({', '.join(spec.outcome)})"
+    grad = spec.la.random_gradient
+    la_terms = (["z"] if spec.la.between_effect else []) + list(spec.la.covariates)
+    if grad and spec.la.cross_level == spec.la.between_effect and la_terms:
+        inner = " + ".join(la_terms)
+        fixed = [f"w * ({inner})" if len(la_terms) > 1 else f"w * {inner}"]
+    else:
+        fixed = (["w"] if grad else []) + la_terms + (["w:z"] if grad and spec.la.cross_level else []) + \
+                ([f"w:{c}" for c in spec.la.covariates] if grad else [])
+    if spec.strata:
+        s = ":".join(f"C({c})" for c in spec.strata)
+        fixed += [s] + ([f"w:{s}"] if grad and spec.stratum_gradient else [])
+    fixed += list(spec.row_terms)
+    parts = fixed + ["(1 + w | la)" if grad else "(1 | la)"]
+    if spec.msoa.random_intercept:
+        parts.append("(1 | msoa)")
+    parts += [f"(1 + w | {g})" if slope else f"(1 | {g})" for g, slope in spec.groups]
+    parts.append(f"offset(log({spec.exposure}))")
+    return f"{lhs} ~ " + " + ".join(parts)
