@@ -114,3 +114,22 @@ def reference_geography(reference_dir: Path) -> reference.Geography:
 def small_geography() -> reference.Geography:
     """A small generated geography (12 LAs of ~30 neighbourhoods) for fast tests."""
     return reference.synthetic_geography(12, seed=7, lsoa_per_la=30)
+
+
+def with_formula_columns(table, seed: int = 0):
+    """``table`` with the columns the formula example models read (test data, not a simulation of
+    them): a rural flag per neighbourhood, LA income inequality, a year and an ethnic group per row,
+    and re-referrals (of at least one referral per row)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = table.copy()
+    codes = t["neighbourhood"].astype(str)
+    rural = {c: int(rng.random() < 0.3) for c in sorted(set(codes))}
+    t["rural"] = codes.map(rural).astype(float)
+    t["la_inequality"] = t.groupby("la")["deprivation"].transform("std").fillna(0.0)
+    t["year"] = rng.choice([2018, 2019, 2020], len(t))
+    t["ethnicity"] = rng.choice(["Asian", "Black", "Mixed", "Other", "White"], len(t))
+    t["referral"] = np.maximum(t["referral"], 1)
+    t["re_referral"] = rng.binomial(t["referral"], 0.2)
+    return t

@@ -18,6 +18,8 @@ from hierarchy.priors import GROUPS, Prior, PriorSet, load_priors
 from hierarchy.simulate import simulate
 from hierarchy.spec import ModelSpec, load_spec
 
+from conftest import with_formula_columns
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.toml"))
 PRIORS = sorted((ROOT / "priors").glob("*.toml"))
@@ -28,7 +30,7 @@ LKJ_CONSTANT = 2 * np.log(4 / 3)  # PyMC's LKJCorr(n=2) normalising constant dif
 
 @pytest.fixture(scope="module")
 def table(small_geography):
-    return simulate(small_geography, seed=3, strata=("age",))[0]
+    return with_formula_columns(simulate(small_geography, seed=3, strata=("age",))[0])
 
 
 def test_shipped_files_are_the_advertised_set():

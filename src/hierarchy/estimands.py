@@ -30,6 +30,7 @@ from hierarchy.design import w_of, z_of
 from hierarchy.disclosure import ROUNDING, THRESHOLD, disclose_frame
 from hierarchy.errors import HierarchyError
 from hierarchy.fitfile import fit_spec, load_fit, provenance
+from hierarchy.predictor import ROW_PARAMS, group_params, predictor_draws
 
 TEN_POINTS = 0.1
 PER_10 = "per 10 points"
@@ -285,6 +286,55 @@ def subgroup_gradients(fit: Any) -> xr.DataArray | None:
                   "rate multiplier per 10 points, typical LA at mean LA deprivation, by stage/stratum")
 
 
+def moderated_gradients(fit: Any) -> xr.DataArray | None:
+    """Gradient scores of a typical LA at mean LA deprivation by a formula's gradient moderators.
+
+    For each neighbourhood-level term ``w:col`` (one numeric column, e.g. ``w:rural``): the gradient
+    with ``col`` at 0 and at 1 (the other neighbourhood terms held at 0); for each group with varying
+    gradients (``(1 + w | ethnicity)``): the gradient of each level. Dim ``subgroup`` (``rural=1``,
+    ``ethnicity=White``); None when the formula has neither. Contrasts: :func:`moderator_contrasts`.
+    """
+    idata = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
+    spec, _ = fit_spec(idata)
+    post, des = idata.posterior, provenance(idata)["design"]
+    z = float(z_of(des["X_mean"], des["X_mean"], spec))
+    base = model.log_rate(post, spec, w=_step(spec), z=z) - model.log_rate(post, spec, w=0.0, z=z)
+    parts = []
+    for term in spec.row_terms:
+        cols = [c for c in term.split(":") if c != "w"]
+        if "w" in term.split(":") and len(cols) == 1 and cols[0] != "z":
+            slope = post["row_coef"].sel(row_term=term) * _step(spec)
+            parts += [base.expand_dims(subgroup=[f"{cols[0]}=0"]),
+                      (base + slope).expand_dims(subgroup=[f"{cols[0]}=1"])]
+    for g, with_slope in spec.groups:
+        if with_slope:
+            dev = (post[f"{g}_raw"].sel({f"{g}_coef": "gradient"}) *
+                   post[f"{g}_sd"].sel({f"{g}_coef": "gradient"})) * _step(spec)
+            dev = dev.drop_vars(f"{g}_coef", errors="ignore")
+            parts.append((base + dev).rename({g: "subgroup"}).assign_coords(
+                subgroup=[f"{g}={v}" for v in post[g].to_numpy()]))
+    if not parts:
+        return None
+    return _label(np.exp(xr.concat(parts, "subgroup")), "moderated_gradient_score", PER_10,
+                  "rate multiplier per 10 points, typical LA at mean LA deprivation, by moderator "
+                  "(other neighbourhood terms held at 0)")
+
+
+def moderator_contrasts(fit: Any) -> pd.DataFrame | None:
+    """Ratio of gradient scores at ``col=1`` vs ``col=0`` for each ``w:col`` term, with P(ratio > 1)."""
+    g = moderated_gradients(fit)
+    if g is None:
+        return None
+    rows = []
+    for label in [str(s) for s in g["subgroup"].to_numpy() if str(s).endswith("=1")]:
+        ratio = g.sel(subgroup=label) / g.sel(subgroup=label[:-1] + "0")
+        r = ratio.to_numpy().ravel()
+        rows.append({"contrast": f"{label} vs {label[:-1]}0", "mean": r.mean(),
+                     "lower": np.quantile(r, 0.05), "upper": np.quantile(r, 0.95),
+                     "p_greater_than_1": (r > 1).mean()})
+    return pd.DataFrame(rows)
+
+
 def escalation(fit: Any) -> xr.DataArray | None:
     """Gradient escalation: ratio of each stage's gradient score to the previous stage's.
 
@@ -406,9 +456,9 @@ def estimands_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
     """
     head = headline_gradients(idata)
     parts = [head, per_sd(head, deprivation_sd(idata))]
-    sub = subgroup_gradients(idata)
-    if sub is not None:
-        parts.append(sub)
+    for sub in (subgroup_gradients(idata), moderated_gradients(idata)):
+        if sub is not None:
+            parts.append(sub)
     parts.append(between_la_share(idata))
     frames = [summarise(p, prob=prob).assign(description=p.attrs["description"]) for p in parts]
     out = pd.concat(frames, ignore_index=True)
@@ -468,9 +518,34 @@ def neighbourhood_deciles(idata) -> np.ndarray:
     return deciles_of(idata.constant_data["deprivation"].to_numpy(), _codes(idata))
 
 
+def fit_rows(idata) -> dict[str, Any]:
+    """The one predictor's row arrays (:mod:`hierarchy.predictor`) for the fitted rows of a fit file:
+    indices into the posterior's coordinates, ``w`` and exposures rebuilt from ``constant_data``."""
+    post, spec, des = _parts(idata)
+    cd = idata.constant_data
+    la_idx, w, expo = _rows(idata, spec, des)
+    stages = list(spec.stages)
+    stage = cd["stage"].to_numpy().astype(str) if "stage" in cd else np.full(len(w), stages[0])
+    levels = ["__reference__", *(post["stratum"].to_numpy().astype(str) if "stratum" in post.coords else [])]
+    k = pd.Index(levels).get_indexer(cd["stratum"].to_numpy().astype(str))
+    groups = tuple((g, pd.Index(post[g].to_numpy().astype(str)).get_indexer(cd[f"{g}_of"].to_numpy().astype(str)))
+                   for g, _ in spec.groups)
+    return {"la_index": la_idx, "stage_index": pd.Index(stages).get_indexer(stage),
+            "stratum_index": np.where(k < 0, 0, k),  # the reference level is not a coordinate: offset 0
+            "log_exposure": np.log(expo), "w": np.asarray(w),
+            "row_X": cd["row_X"].to_numpy() if "row_X" in cd else None, "groups": groups}
+
+
+def _draw_arrays(flat: xr.Dataset, spec) -> dict[str, np.ndarray]:
+    """Posterior draws (dim ``sample`` first) of the parameters the predictor reads."""
+    keys = [k for k in (*ROW_PARAMS, *group_params(g for g, _ in spec.groups)) if k in flat
+            and k not in ("msoa_raw", "eps_raw", "dispersion")]
+    return {k: flat[k].transpose("sample", ...).to_numpy() for k in keys}
+
+
 def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
                          chunk: int = 50) -> xr.DataArray:
-    """Replicated counts for every fitted row from the LA coefficients (NB/Poisson draws).
+    """Replicated counts for every fitted row from the one linear predictor (NB/Poisson draws).
 
     ``n_draws`` posterior draws, evenly spaced over all chains, bound the memory
     (``n_draws x rows``). MSOA effects (when modelled) and Poisson-lognormal row effects are
@@ -481,51 +556,31 @@ def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
     xarray.DataArray
         Integer counts, dims ``sample, neighbourhood``.
     """
-    post, spec, des = _parts(idata)
-    la_idx, w, expo = _rows(idata, spec, des)
+    post, spec, _ = _parts(idata)
+    rows = fit_rows(idata)
     flat = post.stack(sample=("chain", "draw"))
     n_total = flat.sizes["sample"]
     pick = np.unique(np.linspace(0, n_total - 1, min(n_draws, n_total)).round().astype(int))
     flat = flat.isel(sample=pick)
-    coef = flat["la_coef"].transpose("sample", "la", "coef").to_numpy()
+    eta_all = predictor_draws(rows, _draw_arrays(flat, spec), batch=chunk)
     rng = np.random.default_rng(seed)
-    out = np.empty((len(pick), len(w)), dtype=np.int64)
+    out = np.empty(eta_all.shape, dtype=np.int64)
+    stage = rows["stage_index"]
     for s in range(0, len(pick), chunk):
-        c = coef[s:s + chunk]
-        eta = np.log(expo) + c[:, la_idx, 0]
-        if c.shape[-1] == 2:
-            eta = eta + c[:, la_idx, 1] * w
-        eta = eta + _stratum_terms(idata, flat, s, chunk, w)
+        eta = eta_all[s:s + chunk]
         for sd_name in ("msoa_sd", "obs_sd"):
             if sd_name in flat:
                 sd = flat[sd_name].to_numpy()[s:s + chunk, None]
                 eta = eta + rng.normal(0.0, 1.0, eta.shape) * sd
         mu = np.exp(eta)
         if spec.family == "negative_binomial":
-            phi = flat["dispersion"].to_numpy()[s:s + chunk, None]
+            phi = np.atleast_2d(flat["dispersion"].transpose("sample", ...).to_numpy()[s:s + chunk])
+            phi = phi.reshape(len(eta), -1)[:, stage]
             mu = rng.gamma(phi, mu / phi)
         out[s:s + chunk] = rng.poisson(mu)
     return xr.DataArray(out, dims=("sample", "neighbourhood"),
                         coords={"neighbourhood": idata.constant_data["neighbourhood"].to_numpy()},
-                        name=spec.outcome)
-
-
-def _stratum_terms(idata, flat: xr.Dataset, s: int, chunk: int, w: np.ndarray) -> np.ndarray | float:
-    """Stratum intercept and gradient offsets of each row, for draws ``s:s+chunk`` of ``flat``."""
-    if "stratum_intercept_offset" not in flat:
-        return 0.0
-    levels = ["__reference__", *flat["stratum"].to_numpy().astype(str)]
-    k = pd.Index(levels).get_indexer(idata.constant_data["stratum"].to_numpy().astype(str))
-    k = np.where(k < 0, 0, k)  # the reference level is not a coordinate: offset 0
-
-    def offsets(name: str) -> np.ndarray:
-        v = flat[name].transpose("sample", "stratum").to_numpy()[s:s + chunk]
-        return np.concatenate([np.zeros((len(v), 1)), v], axis=1)[:, k]
-
-    out = offsets("stratum_intercept_offset")
-    if "stratum_gradient_offset" in flat:
-        out = out + offsets("stratum_gradient_offset") * w
-    return out
+                        name=model.observed_name(spec))
 
 
 def observed_counts(idata, data: Any = None) -> np.ndarray | None:

@@ -78,8 +78,12 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
              "la_of": ("neighbourhood", design.la_codes[design.la_index]),
              "la_deprivation": ("la", design.la_X), "z": ("la", design.z),
              "stage": ("neighbourhood", np.array(design.stage_names)[design.stage_index]),
-             "stratum": ("neighbourhood", np.array(design.stratum_names)[design.stratum_index])},
-            coords={"neighbourhood": crd["neighbourhood"], "la": crd["la"]}),
+             "stratum": ("neighbourhood", np.array(design.stratum_names)[design.stratum_index]),
+             **({"row_X": (("neighbourhood", "row_term"), design.row_X)} if design.row_names else {}),
+             **{f"{g}_of": ("neighbourhood", lv[ix]) for g, lv, ix in
+                zip(design.group_names, design.group_levels, design.group_index, strict=True)}},
+            coords={"neighbourhood": crd["neighbourhood"], "la": crd["la"],
+                    **({"row_term": list(design.row_names)} if design.row_names else {})}),
     )
     if include_data:
         idata.add_groups(observed_data=xr.Dataset(
@@ -91,7 +95,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
                                max_tree_depth=draws.settings.get("max_tree_depth", 10))
     prov = {
         "format": FORMAT,
-        "model_spec": spec.to_dict(), "model_hash": spec.hash(),
+        "model_spec": spec.to_dict(), "model_hash": spec.hash(), "formula": spec.formula_text,
         "priors": priors.to_dict(), "priors_hash": priors.hash(),
         "config_hash": config_hash([spec.hash(), priors.hash()]),
         "data_hash": data_hash, "data_source": str(data_source), "column_map": column_map,
