@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import with_formula_columns
 
 from hierarchy import jaxmodel as jax_module
 from hierarchy import model as pymc_module
@@ -17,8 +18,6 @@ from hierarchy.model import build_model
 from hierarchy.priors import GROUPS, Prior, PriorSet, load_priors
 from hierarchy.simulate import simulate
 from hierarchy.spec import ModelSpec, load_spec
-
-from conftest import with_formula_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.toml"))

@@ -253,7 +253,12 @@ def _prior_gradients(spec: ModelSpec, design: Design, draws: dict[str, np.ndarra
                      prob: float) -> pd.DataFrame:
     """Implied gradient scores of a typical LA at mean LA deprivation and -/+ 10 points."""
     names = ("intercept", "gradient", "la_deprivation", "cross_level")
-    post = xr.Dataset({k: (("chain", "draw"), draws[k][None, :]) for k in names if k in draws})
+    post = xr.Dataset({k: (("chain", "draw", "stage")[:draws[k].ndim + 1], draws[k][None])
+                       for k in names if k in draws})
+    if "stage" in post.dims:  # stacked: one set of rows per stage
+        return pd.concat([_prior_gradients(spec, design, {k: v[:, i] if v.ndim == 2 else v
+                                                          for k, v in draws.items() if k in names}, prob=prob)
+                          .assign(stage=stage) for i, stage in enumerate(spec.stages)], ignore_index=True)
     step = 0.1 / spec.deprivation.scale
     rows = []
     for level, off in LA_LEVELS.items():
