@@ -42,8 +42,8 @@ def test_census_year_boundaries():
 
 
 def test_referral_counted_in_its_census_year_only(geo):
-    rows = [{"LAchildID": "A", "CINreferralDate": "2018-03-31"}, {"LAchildID": "B", "CINreferralDate": "2018-04-01"},
-            {"LAchildID": "C", "CINreferralDate": "2019-03-31"}, {"LAchildID": "D", "CINreferralDate": "2019-04-01"}]
+    rows = [{"LAchildID": k, "CINreferralDate": d} for k, d in (
+        ("A", "2018-03-31"), ("B", "2018-04-01"), ("C", "2019-03-31"), ("D", "2019-04-01"))]
     assert _count(geo, rows, year=2019)[1] == 2
     assert _count(geo, rows, year=2018)[1] == 1
     assert _count(geo, rows, year=2020)[1] == 1
@@ -62,9 +62,9 @@ def test_same_id_in_two_las_is_two_children(geo):
 
 
 def test_re_referral_at_11_months_counts_at_13_does_not(geo):
-    rows = [{"LAchildID": "A", "CINreferralDate": "2017-12-01"}, {"LAchildID": "A", "CINreferralDate": "2018-11-01"},
-            {"LAchildID": "B", "CINreferralDate": "2017-09-01"}, {"LAchildID": "B", "CINreferralDate": "2018-10-01"},
-            {"LAchildID": "C", "CINreferralDate": "2017-06-01"}, {"LAchildID": "C", "CINreferralDate": "2018-06-01"}]
+    rows = [{"LAchildID": k, "CINreferralDate": d} for k, d in (
+        ("A", "2017-12-01"), ("A", "2018-11-01"), ("B", "2017-09-01"), ("B", "2018-10-01"),
+        ("C", "2017-06-01"), ("C", "2018-06-01"))]
     res, n = _count(geo, rows, stage="re_referral")
     assert n == 1  # A at 11 months; B at 13 months no; C on the anniversary no
     assert int(res.table["referral"].sum()) == 3
@@ -72,7 +72,8 @@ def test_re_referral_at_11_months_counts_at_13_does_not(geo):
 
 def test_re_referral_needs_same_la_and_repeated_record_is_not_one(geo):
     other = geo.lsoa[geo.lsoa["la"] != geo.lsoa["la"].iloc[0]].iloc[0]
-    rows = [{"CINreferralDate": "2018-05-01"}, {"CINreferralDate": "2018-05-01", "S47ActualStartDate": "2018-05-03"},
+    rows = [{"CINreferralDate": "2018-05-01"},
+            {"CINreferralDate": "2018-05-01", "S47ActualStartDate": "2018-05-03"},
             {"LA": other["la"], "LSOA": other["lsoa"], "CINreferralDate": "2018-07-01"}]
     assert _count(geo, rows, stage="re_referral")[1] == 0
 
@@ -99,7 +100,8 @@ def test_single_year_of_age_and_exposures_sum_to_children(geo):
 
 
 def test_over_18_and_unknown_sex_are_reported_not_silently_dropped(geo):
-    rows = [{"LAchildID": "A", "PersonBirthDate": "1999-01-01"}, {"LAchildID": "B", "GenderCurrent": "9"}, {"LAchildID": "C"}]
+    rows = [{"LAchildID": "A", "PersonBirthDate": "1999-01-01"}, {"LAchildID": "B", "GenderCurrent": "9"},
+            {"LAchildID": "C"}]
     res, n = _count(geo, rows, strata=("sex",))
     assert n == 1
     reasons = dict(zip(res.excluded["reason"], res.excluded["events"], strict=True))
@@ -107,8 +109,8 @@ def test_over_18_and_unknown_sex_are_reported_not_silently_dropped(geo):
 
 
 def test_plan_categories_need_and_zero_rows(geo):
-    rows = [{"LAchildID": "A", "CPPstartDate": "2018-06-01", "InitialCategoryOfAbuse": "NEG", "PrimaryNeedCode": "N1"},
-            {"LAchildID": "B", "CPPstartDate": "2018-07-01", "InitialCategoryOfAbuse": "EMO", "PrimaryNeedCode": "N2"}]
+    rows = [{"LAchildID": k, "CPPstartDate": d, "InitialCategoryOfAbuse": c, "PrimaryNeedCode": n}
+            for k, d, c, n in (("A", "2018-06-01", "NEG", "N1"), ("B", "2018-07-01", "EMO", "N2"))]
     res, n = _count(geo, rows, stage="cp_plan", strata=("need",))
     t = res.table
     assert n == 2 and t["cp_plan_neglect"].sum() == 1 and t["cp_plan_emotional"].sum() == 1

@@ -72,12 +72,14 @@ def test_extract_to_hazards_and_gradient_recovered():
 
 
 def test_estimands_suppress_small_groups(geo):
-    rows = [{"LAchildID": f"K{i}", "CINreferralDate": "2018-04-01", "CINclosureDate": "2018-05-01"} for i in range(9)]
+    rows = [{"LAchildID": f"K{i}", "CINreferralDate": "2018-04-01", "CINclosureDate": "2018-05-01"}
+            for i in range(9)]
     rec = _records(geo, rows)
     sp = du.spells(rec, "CINreferralDate", "CINclosureDate", since=pd.Timestamp("2018-04-01"), extract_end=END)
     est = du.estimands(sp, geo)
     assert est["suppressed"].all() and est["spells"].isna().all() and est["median_days"].isna().all()
-    rec = _records(geo, rows + [{"LAchildID": "Z", "CINreferralDate": "2018-04-01", "CINclosureDate": "2018-06-01"}])
+    extra = {"LAchildID": "Z", "CINreferralDate": "2018-04-01", "CINclosureDate": "2018-06-01"}
+    rec = _records(geo, [*rows, extra])
     sp = du.spells(rec, "CINreferralDate", "CINclosureDate", since=pd.Timestamp("2018-04-01"), extract_end=END)
     shown = du.estimands(sp, geo).query("not suppressed")
     assert len(shown) == 1 and shown["median_days"].item() == 30 and shown["share_within_91"].item() == 1.0

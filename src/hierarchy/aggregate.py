@@ -41,7 +41,7 @@ import pandas as pd
 
 from hierarchy import AGE_BANDS
 from hierarchy.errors import HierarchyError
-from hierarchy.extract import ABUSE_CATEGORY, census_year, age_at
+from hierarchy.extract import ABUSE_CATEGORY, age_at, census_year
 from hierarchy.reference import AGE_BANDS as AGE_BAND_YEARS
 from hierarchy.reference import Geography
 
@@ -232,10 +232,11 @@ def aggregate(records: pd.DataFrame, geo: Geography, *, year: int,
     -------
     Aggregated
     """
-    strata = tuple(s for s in AGGREGATE_STRATA if s in strata)
     bad = [s for s in strata if s not in AGGREGATE_STRATA]
     if bad or age not in ("band", "single"):
-        raise HierarchyError(f"strata must come from {', '.join(AGGREGATE_STRATA)} and age be band or single")
+        raise HierarchyError(f"unknown stratum {bad[0]!r}" if bad else f"unknown age mode {age!r}"
+                             f"; strata come from {', '.join(AGGREGATE_STRATA)}, age is band or single")
+    strata = tuple(s for s in AGGREGATE_STRATA if s in strata)
     lsoa = geo.lsoa.set_index(geo.lsoa["lsoa"].astype(str))
     lsoa_la = lsoa["la"].astype(str)
     las = sorted(set(records["LSOA"].astype(str).map(lsoa_la).dropna()))

@@ -189,7 +189,8 @@ def _aggregate(args: argparse.Namespace) -> int:
     for r in result.excluded.itertuples():
         print(f"warning: {r.events} {r.stage} events not counted: {r.reason}")
     aggregate.write_table(result.table, args.out)
-    print(f"wrote {len(result.table):,} rows (census year {year}, {result.table['la'].nunique()} LAs) to {args.out}")
+    n_la = result.table["la"].nunique()
+    print(f"wrote {len(result.table):,} rows (census year {year}, {n_la} LAs) to {args.out}")
     return 0
 
 

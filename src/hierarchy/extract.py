@@ -27,7 +27,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from hierarchy.data import ValidationReport, _Collector, _suggest, read_table

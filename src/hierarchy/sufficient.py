@@ -100,7 +100,8 @@ def read_sums(path: str | os.PathLike) -> pd.DataFrame:
         raise HierarchyError(f"cannot read sums file {path}: {err}") from None
     missing = [c for c in SUM_COLUMNS if c not in sums.columns]
     if missing:
-        raise HierarchyError(f"{path} lacks column(s) {', '.join(missing)}: write it with hierarchy export-sufficient")
+        raise HierarchyError(f"{path} lacks column(s) {', '.join(missing)}: "
+                             "write it with hierarchy export-sufficient")
     sums["stratum"] = sums["stratum"].fillna("")
     return sums
 
