@@ -185,6 +185,7 @@ def test_all_problems_at_once_and_missing_field_hint(geo, tmp_path):
 
 
 def test_field_map(geo, tmp_path):
+    assert ex.load_field_map("examples/cin_fields_example.toml").fields["LAchildID"] == "child_id"
     frame = _records(geo, [{}]).rename(columns={"LAchildID": "child_id"})
     frame.to_csv(tmp_path / "e.csv", index=False)
     (tmp_path / "m.toml").write_text('[fields]\nLAchildID = "child_id"\n')
@@ -225,4 +226,5 @@ def test_cli_aggregate_refuses_bad_extract_and_writes_nothing(tmp_path, capsys):
     _records(geo, [{}, {"LAchildID": "B", "CINclosureDate": "2018-01-01"}]).to_csv(tmp_path / "e.csv", index=False)
     assert main(["aggregate", str(tmp_path / "e.csv"), "--out", str(tmp_path / "t.parquet"), *geo_args]) == 2
     assert not (tmp_path / "t.parquet").exists()
-    assert "line 3" in capsys.readouterr().out.replace("row 3", "line 3")
+    assert "CINclosureDate before CINreferralDate (row 3)" in capsys.readouterr().out
+    assert main(["aggregate", str(tmp_path / "e.csv"), "--out", str(tmp_path / "e.csv"), *geo_args]) == 2

@@ -167,6 +167,8 @@ def _read_checked_extract(args: argparse.Namespace, geo):
 
     from hierarchy import extract
 
+    if Path(args.out).resolve() == Path(args.extract).resolve():
+        raise HierarchyError(f"--out {args.out} is the extract itself; name another file")
     raw = extract.read_extract(args.extract, args.columns)
     end = pd.Timestamp(args.extract_end) if args.extract_end else None
     report = extract.validate_extract(raw, source=str(args.extract), lsoa_codes=geo.lsoa["lsoa"],
