@@ -151,6 +151,124 @@ def _sbc(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# --------------------------------------------------------------------------- child-level extracts (issue 17)
+
+
+def _extract_geography(args: argparse.Namespace):
+    from hierarchy import reference
+
+    if args.synthetic:
+        return reference.synthetic_geography(args.n_la, seed=args.geo_seed, lsoa_per_la=args.lsoa_per_la)
+    return reference.get_geography(args.reference_dir)
+
+
+def _read_checked_extract(args: argparse.Namespace, geo):
+    import pandas as pd
+
+    from hierarchy import extract
+
+    if Path(args.out).resolve() == Path(args.extract).resolve():
+        raise HierarchyError(f"--out {args.out} is the extract itself; name another file")
+    raw = extract.read_extract(args.extract, args.columns)
+    end = pd.Timestamp(args.extract_end) if args.extract_end else None
+    report = extract.validate_extract(raw, source=str(args.extract), lsoa_codes=geo.lsoa["lsoa"],
+                                      lsoa_la=dict(zip(geo.lsoa["lsoa"], geo.lsoa["la"], strict=True)),
+                                      extract_end=end)
+    print(report.format())
+    if not report.ok:
+        raise HierarchyError(f"{args.extract} has errors (listed above); nothing was written")
+    return raw, extract.parse_extract(raw), end or extract.default_extract_end(raw)
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from hierarchy import aggregate
+
+    geo = _extract_geography(args)
+    _, records, end = _read_checked_extract(args, geo)
+    year = args.year or int(end.year if end.month < 4 else end.year + 1)
+    strata = tuple(s for s in args.strata.split(",") if s)
+    result = aggregate.aggregate(records, geo, year=year, strata=strata, age=args.age, pop_file=args.population)
+    for r in result.excluded.itertuples():
+        print(f"warning: {r.events} {r.stage} events not counted: {r.reason}")
+    aggregate.write_table(result.table, args.out)
+    n_la = result.table["la"].nunique()
+    print(f"wrote {len(result.table):,} rows (census year {year}, {n_la} LAs) to {args.out}")
+    return 0
+
+
+def _durations(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from hierarchy import durations
+
+    geo = _extract_geography(args)
+    _, records, end = _read_checked_extract(args, geo)
+    start_col, end_col = (args.start, args.end) if args.start else durations.SPELLS[args.spell]
+    since = pd.Timestamp(args.since) if args.since else pd.Timestamp(end.year - 1, 4, 1)
+    sp = durations.spells(records, start_col, end_col, since=since, extract_end=end)
+    table = durations.person_time(sp, geo)
+    fit = durations.fit_piecewise(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)  # stays inside: neighbourhood-level events
+    est = durations.estimands(sp, geo, threshold=args.threshold)
+    print(f"{len(sp):,} spells {start_col} -> {end_col} from {since.date()}, censored at {end.date()}; "
+          f"table: {args.out}")
+    print("hazard per day by band: " + ", ".join(f"{h:.5f}" for h in fit["hazard"])
+          + f"; log gradient per 10 points of w: {fit['log_gradient']:.3f} (se {fit['se'][-1]:.3f})")
+    print(est.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.estimands:
+        est.to_csv(args.estimands, index=False)
+    return 0
+
+
+def _simulate_extract(args: argparse.Namespace) -> int:
+    import json
+
+    from hierarchy import childsim
+
+    geo = _extract_geography(args)
+    ext, table, truth = childsim.simulate_extract(geo, year=args.year, seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    ext.to_csv(args.out, index=False)
+    truth_path = args.out.with_suffix(".truth.json")
+    truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    table.to_parquet(args.out.with_suffix(".counts.parquet"), index=False)
+    print(f"wrote {len(ext):,} episodes of {truth['child_level']['children']:,} children to {args.out}; "
+          f"truth: {truth_path}")
+    return 0
+
+
+def _export_sufficient(args: argparse.Namespace) -> int:
+    from hierarchy import data, sufficient
+    from hierarchy.spec import load_spec
+
+    spec = load_spec(args.model)
+    table = data.load(args.table, columns=args.columns)
+    sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold)
+    sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold)
+    print(f"wrote {len(sums)} LA x stage x stratum sums (each behind >= {args.threshold} children) to {args.out}")
+    return 0
+
+
+def _fit_sufficient(args: argparse.Namespace) -> int:
+    import arviz as az
+
+    from hierarchy import data, sufficient
+    from hierarchy.priors import load_priors
+    from hierarchy.spec import load_spec
+
+    spec, priors = load_spec(args.model), load_priors(args.priors)
+    public = data.read_table(args.public)
+    draws = sufficient.fit_sufficient(sufficient.read_sums(args.sums), public, spec, priors, chains=args.chains,
+                                      tune=args.tune, draws=args.draws, seed=args.seed)
+    idata = az.from_dict(posterior=draws)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    idata.to_netcdf(args.out)
+    print(az.summary(idata, var_names=[v for v in ("intercept", "gradient", "la_sd") if v in draws]))
+    print(f"posterior written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``hierarchy`` argument parser."""
     p = argparse.ArgumentParser(prog="hierarchy", description=__doc__.splitlines()[0])
@@ -279,7 +397,74 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fast", action="store_true", help="small data and short chains")
     ref_opts(sp)
     sp.set_defaults(func=_demo)
+    _child_level_parsers(sub, ref_opts)
     return p
+
+
+def _child_level_parsers(sub, ref_opts) -> None:
+    """Sub-commands for child-level extracts (issue 17): aggregate, durations, simulate-extract,
+    export-sufficient, fit-sufficient."""
+    def geo_opts(sp: argparse.ArgumentParser) -> None:
+        ref_opts(sp)
+        sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
+        sp.add_argument("--n-la", type=int, default=151)
+        sp.add_argument("--lsoa-per-la", type=float, default=161.0)
+        sp.add_argument("--geo-seed", type=int, default=0, help="seed of the generated geography")
+
+    def extract_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("extract", type=Path, help="child-level CIN extract (CSV or Parquet, DfE field names)")
+        sp.add_argument("--columns", type=Path, help="TOML [fields] map: DfE field -> your column name")
+        sp.add_argument("--extract-end", help="last day the extract covers (default: 31 March of the "
+                                              "census year of the latest referral)")
+        geo_opts(sp)
+
+    sp = sub.add_parser("aggregate", help="child-level CIN extract -> neighbourhood x stratum table of one year")
+    extract_opts(sp)
+    sp.add_argument("--out", type=Path, required=True, help="TABLE.parquet")
+    sp.add_argument("--year", type=int, help="census year (ending 31 March YEAR; default: the extract's last)")
+    sp.add_argument("--strata", default="age_band,sex", help="comma list from age_band,sex,ethnicity,need")
+    sp.add_argument("--age", default="band", choices=["band", "single"], help="age bands or single years")
+    sp.add_argument("--population", type=Path, help="populations: neighbourhood, strata..., exposure")
+    sp.set_defaults(func=_aggregate)
+
+    sp = sub.add_parser("durations", help="time to closure (or re-entry) as a piecewise-exponential table")
+    extract_opts(sp)
+    sp.add_argument("--spell", default="cin", choices=["cin", "cpp"], help="CIN episodes or CP plans")
+    sp.add_argument("--start", help="start date field (with --end: any spell, e.g. a return home)")
+    sp.add_argument("--end", help="end date field (e.g. the next care start, for re-entry)")
+    sp.add_argument("--since", help="spells starting on or after this date (default: 1 April of the last year)")
+    sp.add_argument("--out", type=Path, required=True, help="neighbourhood x band table (CSV; stays inside)")
+    sp.add_argument("--estimands", type=Path, help="CSV of disclosure-controlled estimands")
+    sp.add_argument("--threshold", type=int, default=10)
+    sp.set_defaults(func=_durations)
+
+    sp = sub.add_parser("simulate-extract", help="synthetic child-level CIN extract with a known truth")
+    geo_opts(sp)
+    sp.add_argument("--year", type=int, default=2019)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", type=Path, required=True, help="EXTRACT.csv (+ .truth.json, .counts.parquet)")
+    sp.set_defaults(func=_simulate_extract)
+
+    sp = sub.add_parser("export-sufficient", help="LA-level sums of a Poisson model, disclosure-checked")
+    sp.add_argument("table", type=Path)
+    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"))
+    sp.add_argument("--columns", type=Path)
+    sp.add_argument("--threshold", type=int, default=10, help="refuse any sum behind fewer children")
+    sp.add_argument("--out", type=Path, required=True)
+    sp.set_defaults(func=_export_sufficient)
+
+    sp = sub.add_parser("fit-sufficient", help="fit a Poisson model from exported sums and the public table")
+    sp.add_argument("sums", type=Path)
+    sp.add_argument("--public", type=Path, required=True, help="table with neighbourhood, la, deprivation, "
+                                                               "exposure (and strata); counts not needed")
+    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"))
+    sp.add_argument("--priors", type=Path, default=Path("priors/weakly_informative.toml"))
+    sp.add_argument("--chains", type=int, default=4)
+    sp.add_argument("--tune", type=int, default=500)
+    sp.add_argument("--draws", type=int, default=500)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", type=Path, required=True, help="posterior (netCDF)")
+    sp.set_defaults(func=_fit_sufficient)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,195 @@
+"""Synthetic child-level CIN census extracts with a known truth.
+
+:func:`simulate_extract` draws neighbourhood x age band x sex counts from the calibrated national
+simulator (:func:`hierarchy.simulate.simulate`) and writes one child per counted child, so that the
+aggregation of the extract (:func:`hierarchy.aggregate.aggregate`) gives back exactly the
+simulator's ``referral``, ``s47`` and ``cp_plan`` columns, and hence its gradients.
+
+Construction, per row with counts R (referral), S (s47), P (cp_plan) and n = max(R, S, P)
+children (LAchildID unique within the LA):
+
+* children 0..R-1 are referred in the census year (date uniform over its days); children R..n-1
+  (only when S or P exceed R) were referred in the previous year and are still open;
+* children 0..S-1 get a section 47 enquiry 0-30 days after their referral (or after 1 April for
+  the earlier referrals), 0..P-1 a plan (with an initial conference on the same day) 0-30 days
+  after that, both clipped to 31 March;
+* a share of children referred in the year had an earlier, closed episode 1-400 days before
+  1 April (``truth['re_referral']`` marks those within 12 months: DfE's re-referral);
+* the birth date gives the row's age band at every event in the year (no birthday between the
+  first and last of them); sex 1/2 by the row; ethnicity drawn from broad shares;
+* episode durations and plan durations are piecewise exponential in time since the start
+  (:data:`CIN_HAZARD`, :data:`CPP_HAZARD`, per day, by band of days), multiplied by
+  ``exp(log_gradient * w)`` with ``w = (x - X_la) / 0.1``; episodes still open on 31 March have
+  no closure date (right-censored). Episode closure is drawn independently of any plan (a
+  simplification: real episodes close after their plans end).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hierarchy import AGE_BANDS
+from hierarchy.reference import AGE_BANDS as AGE_BAND_YEARS
+from hierarchy.reference import Geography
+from hierarchy.simulate import simulate
+
+CUTS_DAYS: tuple[int, ...] = (0, 91, 182, 365)
+"""Duration bands (days since start): [0, 91), [91, 182), [182, 365), [365, inf)."""
+CIN_HAZARD = {"hazards": (1 / 120, 1 / 200, 1 / 300, 1 / 400), "log_gradient": -0.10}
+"""Closure hazard per day of CIN episodes by band, and its log change per 10 points of ``w``
+(episodes in more deprived neighbourhoods of an LA stay open longer)."""
+CPP_HAZARD = {"hazards": (1 / 250, 1 / 220, 1 / 180, 1 / 300), "log_gradient": -0.05}
+PRIOR_EPISODE_SHARE = 0.2
+ETHNIC_SHARE = {"WBRI": 0.72, "MWBC": 0.05, "APKN": 0.07, "BAFR": 0.06, "OOTH": 0.05, "WOTH": 0.05}
+NEED_SHARE = {"N1": 0.50, "N2": 0.08, "N3": 0.20, "N4": 0.06, "N5": 0.03, "N6": 0.03, "N7": 0.02,
+              "N8": 0.06, "N9": 0.02}
+PLAN_SHARE = {"NEG": 0.50, "EMO": 0.36, "PHY": 0.07, "SAB": 0.04, "MUL": 0.03}
+
+
+def draw_piecewise(t0: np.ndarray, mult: np.ndarray, rng: np.random.Generator,
+                   hazards=CIN_HAZARD["hazards"], cuts=CUTS_DAYS) -> np.ndarray:
+    """Event times (days) of a piecewise-constant hazard ``mult * hazards[k]``, given survival to ``t0``."""
+    cuts = np.asarray(cuts, dtype=float)
+    h = np.asarray(hazards, dtype=float)
+    target = rng.exponential(size=len(t0))  # cumulative hazard to spend after t0
+    t = np.asarray(t0, dtype=float).copy()
+    out = np.full(len(t), np.inf)
+    left = target.copy()
+    for k in range(len(h)):
+        hi = cuts[k + 1] if k + 1 < len(cuts) else np.inf
+        active = np.isinf(out) & (t < hi)
+        span = np.where(active, hi - np.maximum(t, cuts[k]), 0.0)
+        rate = mult * h[k]
+        need = left / rate
+        done = active & (need <= span)
+        out[done] = np.maximum(t[done], cuts[k]) + need[done]
+        left = np.where(active & ~done, left - span * rate, left)
+        t = np.where(active & ~done, hi, t)
+    return out
+
+
+def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A child-level extract whose aggregation reproduces a national simulation.
+
+    Returns
+    -------
+    extract : pandas.DataFrame
+        DfE field names, dates as ISO text, one row per episode.
+    table : pandas.DataFrame
+        The simulator's neighbourhood x age band x sex table (the truth of the counts), with a
+        ``re_referral`` column counted by construction.
+    truth : dict
+        The simulator's truth plus ``durations`` (hazards, cut points, log gradients).
+    """
+    table, truth = simulate(geo, year=year, strata=("age", "sex"), seed=seed)
+    rng = np.random.default_rng([seed, 17])
+    start, end = np.datetime64(f"{year - 1}-04-01"), np.datetime64(f"{year}-03-31")
+    n_days = int((end - start).astype(int)) + 1
+    R, S, P = (table[c].to_numpy() for c in ("referral", "s47", "cp_plan"))
+    n = np.maximum.reduce([R, S, P])
+    row = np.repeat(np.arange(len(table)), n)
+    i = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)  # index within the row
+    m = len(row)
+    in_year = i < R[row]
+    d = np.timedelta64(1, "D")
+    ref = np.where(in_year, start + rng.integers(0, n_days, m) * d, start - rng.integers(1, 201, m) * d)
+    has_s47, has_cp = i < S[row], i < P[row]
+    s47 = np.minimum(np.where(in_year, ref, start) + rng.integers(0, 31, m) * d, end)
+    cp_base = np.where(has_s47, s47, np.where(in_year, ref, start))
+    cpp = np.minimum(cp_base + rng.integers(0, 31, m) * d, end)
+
+    # birth dates: the row's age band at every event in the year, no birthday between them
+    first = np.where(in_year, ref, np.where(has_s47, s47, cpp))
+    last = np.maximum.reduce([first, np.where(has_s47, s47, first), np.where(has_cp, cpp, first)])
+    bands = table["age_band"].to_numpy()[row]
+    lo = np.array([AGE_BAND_YEARS[c][0] for c in AGE_BAND_YEARS])
+    hi = np.array([AGE_BAND_YEARS[c][1] for c in AGE_BAND_YEARS])
+    b = pd.Index(AGE_BANDS).get_indexer(bands)
+    age = rng.integers(lo[b], hi[b] + 1)
+    age = np.where(in_year, age, np.maximum(age, 1))  # born before a referral up to 200 days before 1 April
+    f, la_ = pd.DatetimeIndex(first), pd.DatetimeIndex(last)
+    upper = _minus_years(f, age)
+    lower = _minus_years(la_, age + 1)
+    room = np.maximum(np.asarray((upper - lower).days) - 1, 0)
+    birth = upper - pd.to_timedelta(np.floor(rng.random(m) * (room + 1)).astype(int), unit="D")
+
+    # durations
+    w = ((table["deprivation"] - table.groupby("la")["deprivation"].transform(
+        lambda s: np.average(s, weights=table.loc[s.index, "exposure"]))) / 0.1).to_numpy()[row]
+    mult = np.exp(CIN_HAZARD["log_gradient"] * w)
+    t0 = np.where(in_year, 0.0, (start - ref) / d)
+    dur = draw_piecewise(t0, mult, rng, CIN_HAZARD["hazards"])
+    closure = _end_date(ref, dur, end)
+    cpp_dur = draw_piecewise(np.zeros(m), np.exp(CPP_HAZARD["log_gradient"] * w), rng, CPP_HAZARD["hazards"])
+    cpp_end = _end_date(cpp, cpp_dur, end)
+
+    la_codes = table["la"].to_numpy()[row]
+    child_no = pd.Series(np.ones(m)).groupby(la_codes).cumsum().to_numpy().astype(int)
+    ids = np.array([f"C{k:07d}" for k in child_no])
+    eth = rng.choice(list(ETHNIC_SHARE), m, p=list(ETHNIC_SHARE.values()))
+    need = rng.choice(list(NEED_SHARE), m, p=list(NEED_SHARE.values()))
+    cat = rng.choice(list(PLAN_SHARE), m, p=list(PLAN_SHARE.values()))
+    sex = np.where(table["sex"].to_numpy()[row] == "male", "1", "2")
+    main = pd.DataFrame({
+        "LAchildID": ids, "LA": la_codes, "LSOA": table["neighbourhood"].to_numpy()[row],
+        "PersonBirthDate": birth.to_numpy().astype("datetime64[D]"), "GenderCurrent": sex, "Ethnicity": eth,
+        "CINreferralDate": ref, "PrimaryNeedCode": need,
+        "S47ActualStartDate": np.where(has_s47, s47, np.datetime64("NaT")),
+        "DateOfInitialCPC": np.where(has_cp, cpp, np.datetime64("NaT")),
+        "CPPstartDate": np.where(has_cp, cpp, np.datetime64("NaT")),
+        "CPPendDate": np.where(has_cp, cpp_end, np.datetime64("NaT")),
+        "InitialCategoryOfAbuse": np.where(has_cp, cat, None),
+        "CINclosureDate": closure, "ReasonForClosure": np.where(pd.isna(closure), None, "RC1"),
+    })
+
+    # earlier closed episodes 1-400 days before 1 April (re-referrals when within 12 months)
+    prior = in_year & (rng.random(m) < PRIOR_EPISODE_SHARE)
+    ref0 = start - rng.integers(1, 401, m) * d
+    prior &= ref0 > main["PersonBirthDate"].to_numpy()
+    gap = ((ref - ref0) / d).astype(int)
+    close0 = ref0 + np.floor(rng.random(m) * np.maximum((start - ref0) / d - 1, 1)).astype(int) * d
+    earlier = main[prior].copy()
+    earlier["CINreferralDate"] = ref0[prior]
+    earlier["CINclosureDate"] = close0[prior]
+    earlier["ReasonForClosure"] = "RC8"
+    for col in ("S47ActualStartDate", "DateOfInitialCPC", "CPPstartDate", "CPPendDate"):
+        earlier[col] = np.datetime64("NaT")
+    earlier["InitialCategoryOfAbuse"] = None
+    extract = pd.concat([earlier, main], ignore_index=True)
+    for col in extract.columns:
+        if pd.api.types.is_datetime64_any_dtype(extract[col]):
+            extract[col] = pd.to_datetime(extract[col]).dt.strftime("%Y-%m-%d")
+    extract = extract.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
+
+    one_year = (pd.to_datetime(ref0) + pd.DateOffset(years=1)).to_numpy()
+    rr = prior & (ref < one_year)
+    table = table.copy()
+    table["re_referral"] = np.bincount(row, rr, minlength=len(table)).astype(np.int64)
+    truth = {**truth, "child_level": {
+        "children": int(m), "episodes": len(extract), "re_referrals": int(rr.sum()),
+        "gap_days_of_re_referrals": [int(gap[rr].min()), int(gap[rr].max())] if rr.any() else []},
+        "durations": {"cuts_days": list(CUTS_DAYS), "unit": "per day",
+                      "cin_closure": {"hazards": list(CIN_HAZARD["hazards"]),
+                                      "log_gradient": CIN_HAZARD["log_gradient"]},
+                      "cpp_end": {"hazards": list(CPP_HAZARD["hazards"]),
+                                  "log_gradient": CPP_HAZARD["log_gradient"]},
+                      "w": "(x - X_la) / 0.1, X_la the child-weighted mean of x over the LA"}}
+    return extract, table, truth
+
+
+def _minus_years(dates: pd.DatetimeIndex, years: np.ndarray) -> pd.DatetimeIndex:
+    """``dates`` minus whole calendar years (29 February -> 28 February)."""
+    y = dates.year.to_numpy() - years
+    mth, day = dates.month.to_numpy(), dates.day.to_numpy()
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    day = np.where((mth == 2) & (day == 29) & ~leap, 28, day)
+    return pd.DatetimeIndex(pd.to_datetime(pd.DataFrame({"year": y, "month": mth, "day": day})))
+
+
+def _end_date(begin: np.ndarray, days: np.ndarray, end: np.datetime64) -> np.ndarray:
+    finite = np.isfinite(days)
+    whole = np.where(finite, np.floor(days), 0).astype(np.int64)
+    out = begin + whole * np.timedelta64(1, "D")
+    return np.where(finite & (out <= end), out, np.datetime64("NaT"))

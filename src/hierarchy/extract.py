@@ -1,0 +1,349 @@
+"""Read and validate a child-level Children in Need (CIN) census extract.
+
+The extract has one row per child episode, or per dated event within an episode (a row per
+section 47 enquiry or per plan repeats the episode's fields), in the DfE field names of
+:data:`FIELDS`. Another spelling is mapped with a TOML file whose ``[fields]`` section maps each
+DfE name to the user's column (``examples/cin_fields_example.toml``)::
+
+    [fields]
+    LAchildID = "child_id"
+    CINreferralDate = "referral_date"
+
+:func:`read_extract` reads it (CSV or Parquet, through :func:`hierarchy.data.read_table`, so row
+labels are CSV line numbers or Parquet row positions), :func:`validate_extract` reports every
+problem at once in the style of :func:`hierarchy.data.validate` (file, column, rows, fix), and
+:func:`parse_extract` returns the typed records the aggregation uses.
+
+Dates are ISO (``2019-03-31``) or DfE day-first (``31/03/2019``). Codes follow the CIN census
+guide: ``GenderCurrent`` 0 not known, 1 male, 2 female, 9 not specified; ``Ethnicity`` the
+DfE 4-letter codes (``WBRI`` ...; ``REFU``/``NOBT`` refused or not obtained); ``PrimaryNeedCode``
+N0-N9; ``InitialCategoryOfAbuse`` PHY, EMO, SAB, NEG, MUL.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hierarchy.data import ValidationReport, _Collector, _suggest, read_table
+from hierarchy.errors import HierarchyError
+from hierarchy.priors import did_you_mean
+
+REQUIRED_FIELDS: tuple[str, ...] = ("LAchildID", "LA", "LSOA", "PersonBirthDate", "GenderCurrent",
+                                    "CINreferralDate")
+"""DfE fields every extract must have."""
+
+DATE_FIELDS: tuple[str, ...] = ("PersonBirthDate", "CINreferralDate", "AssessmentActualStartDate",
+                                "S47ActualStartDate", "DateOfInitialCPC", "CPPstartDate", "CPPendDate",
+                                "CINclosureDate")
+"""Date fields (the optional ones may be absent or empty)."""
+
+CODE_FIELDS: tuple[str, ...] = ("Ethnicity", "PrimaryNeedCode", "InitialCategoryOfAbuse",
+                                "ReasonForClosure", "AssessmentFactors")
+
+FIELDS: tuple[str, ...] = tuple(dict.fromkeys((*REQUIRED_FIELDS, *DATE_FIELDS, *CODE_FIELDS)))
+"""Every DfE field the aggregation reads; other columns are kept and ignored."""
+
+GENDER = {"0": "not known", "1": "male", "2": "female", "9": "not specified"}
+"""``GenderCurrent`` codes; only 1 and 2 have a population to compare with."""
+
+ETHNIC_GROUP = {
+    **dict.fromkeys(("WBRI", "WIRI", "WOTH", "WIRT", "WROM"), "White"),
+    **dict.fromkeys(("MWBC", "MWBA", "MWAS", "MOTH"), "Mixed"),
+    **dict.fromkeys(("AIND", "APKN", "ABAN", "AOTH", "ACHN", "CHNE"), "Asian"),
+    **dict.fromkeys(("BCRB", "BAFR", "BOTH"), "Black"),
+    **dict.fromkeys(("OOTH",), "Other"),
+    **dict.fromkeys(("REFU", "NOBT"), "Unknown"),
+}
+"""DfE ethnicity codes -> broad ethnic group (the ONS 2011 census groups)."""
+
+NEED_CODES: tuple[str, ...] = tuple(f"N{i}" for i in range(10))
+ABUSE_CATEGORY = {"PHY": "physical", "EMO": "emotional", "SAB": "sexual", "NEG": "neglect",
+                  "MUL": "multiple"}
+"""``InitialCategoryOfAbuse`` codes -> the names used in count columns (``cp_plan_neglect``)."""
+
+ORDER: tuple[tuple[str, str], ...] = (
+    ("CINreferralDate", "CINclosureDate"), ("CINreferralDate", "AssessmentActualStartDate"),
+    ("CINreferralDate", "S47ActualStartDate"), ("S47ActualStartDate", "DateOfInitialCPC"),
+    ("CINreferralDate", "CPPstartDate"), ("CPPstartDate", "CPPendDate"),
+)
+"""(earlier, later) date pairs that must be in that order within a row."""
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """DfE field name -> the user's column name, from a ``[fields]`` TOML table."""
+
+    fields: dict[str, str]
+    path: Path | None = None
+
+
+def load_field_map(path: str | os.PathLike) -> FieldMap:
+    """Read a TOML ``[fields]`` map (see ``examples/cin_fields_example.toml``).
+
+    Raises
+    ------
+    HierarchyError
+        If the file is missing, not TOML, has a section other than ``[fields]``, an unknown DfE
+        field (with a did-you-mean hint), a non-string value or a column mapped twice.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HierarchyError(f"field map {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise HierarchyError(f"cannot read field map {path}: {err}") from None
+    extra = [s for s in raw if s != "fields"]
+    if extra:
+        raise HierarchyError(f"{path}: unknown section [{extra[0]}]; a field map has one section, "
+                             "[fields], mapping DfE field names to your column names")
+    body = raw.get("fields", {})
+    if not isinstance(body, dict):
+        raise HierarchyError(f"{path}: [fields] must be a table of DfEName = \"your column\"")
+    out: dict[str, str] = {}
+    for key, user in body.items():
+        if key not in FIELDS:
+            raise HierarchyError(f"{path}: unknown DfE field '{key}' in [fields]"
+                                 f"{did_you_mean(key, FIELDS, cutoff=0.6)}; known: {', '.join(FIELDS)}")
+        if not isinstance(user, str) or not user.strip():
+            raise HierarchyError(f"{path}: [fields] {key} must be a column name in quotes, got {user!r}")
+        out[key] = user.strip()
+    users = list(out.values())
+    twice = sorted({u for u in users if users.count(u) > 1})
+    if twice:
+        raise HierarchyError(f"{path}: column(s) {', '.join(map(repr, twice))} mapped to more than one field")
+    return FieldMap(out, path)
+
+
+def read_extract(path: str | os.PathLike, fields: FieldMap | str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet extract, renaming mapped columns to DfE field names.
+
+    Values are kept as read (strings for CSV) so that :func:`validate_extract` can point at bad
+    cells; ``attrs`` carry ``source``, ``row_label`` and, with a map, ``field_map`` and its path.
+    """
+    if fields is not None and not isinstance(fields, FieldMap):
+        fields = load_field_map(fields)
+    table = read_table(path)
+    if fields is not None:
+        clash = [f for f, u in fields.fields.items() if f in table.columns and u != f]
+        if clash:
+            raise HierarchyError(f"{path}: the file already has column(s) {', '.join(map(repr, clash))} and "
+                                 f"{fields.path} maps other columns to them; rename one of them")
+        table = table.rename(columns={u: f for f, u in fields.fields.items()})
+        table.attrs["field_map"] = dict(fields.fields)
+        table.attrs["field_map_path"] = str(fields.path)
+    for col in (*REQUIRED_FIELDS, *CODE_FIELDS):
+        if col in table.columns and col not in DATE_FIELDS:
+            table[col] = _as_text(table[col])
+    return table
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        num = pd.to_numeric(s, errors="coerce")
+        if (num.dropna() % 1 == 0).all():
+            s = num.astype("Int64")
+    return s.astype(str).str.strip().where(s.notna())
+
+
+def parse_dates(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Dates from ISO or day-first DfE text; returns (datetime64 or NaT, mask of unparseable cells)."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return pd.to_datetime(s).dt.normalize().astype("datetime64[ns]"), pd.Series(False, index=s.index)
+    text = s.astype(str).str.strip().where(s.notna())
+    iso = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    uk = pd.to_datetime(text, format="%d/%m/%Y", errors="coerce")
+    out = iso.fillna(uk).astype("datetime64[ns]")
+    return out, text.notna() & out.isna()
+
+
+def census_year(dates: pd.Series) -> pd.Series:
+    """DfE census year of each date: year Y runs from 1 April Y-1 to 31 March Y (Int64, NA for NaT)."""
+    d = pd.to_datetime(dates)
+    return (d.dt.year + (d.dt.month >= 4)).astype("Int64")
+
+
+def age_at(birth: pd.Series, when: pd.Series) -> pd.Series:
+    """Completed years of age on each date (a birthday counts on the day itself); Int64."""
+    b, w = pd.to_datetime(birth), pd.to_datetime(when)
+    before = (w.dt.month < b.dt.month) | ((w.dt.month == b.dt.month) & (w.dt.day < b.dt.day))
+    return (w.dt.year - b.dt.year - before.astype("Int64")).astype("Int64")
+
+
+def default_extract_end(extract: pd.DataFrame) -> pd.Timestamp:
+    """31 March of the census year of the latest referral: the end of the collection."""
+    ref, _ = parse_dates(extract["CINreferralDate"])
+    if ref.notna().sum() == 0:
+        raise HierarchyError("the extract has no valid CINreferralDate: cannot tell its census year")
+    return pd.Timestamp(int(census_year(ref.dropna()).max()), 3, 31)
+
+
+def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lsoa_la=None,
+                     extract_end: pd.Timestamp | None = None) -> ValidationReport:
+    """Check an extract read by :func:`read_extract`; every problem at once.
+
+    Parameters
+    ----------
+    extract
+        The extract with DfE field names.
+    source
+        The file name, for the report.
+    lsoa_codes
+        Known neighbourhood codes (an unknown LSOA is an error: the child cannot be placed).
+    lsoa_la
+        Optional mapping LSOA -> LA code of the geography; an extract LA that differs is a warning
+        (children placed out of area are counted in the LA of the neighbourhood they live in).
+    extract_end
+        Last day the extract covers (default :func:`default_extract_end`); later dates are errors.
+
+    Returns
+    -------
+    hierarchy.data.ValidationReport
+    """
+    c = _Collector(extract, source)
+    present = set(extract.columns)
+    _check_fields(c, extract)
+    if len(extract) == 0:
+        c.table("error", None, "the extract has no rows", "check the file is the right one")
+    for col in REQUIRED_FIELDS:
+        if col in present:
+            c.rows("error", col, extract[col].isna(), "{n_rows} {have} no " + col,
+                   f"fill in {col}: every record needs it", "missing")
+
+    dates = {}
+    for col in DATE_FIELDS:
+        if col not in present:
+            continue
+        d, bad = parse_dates(extract[col])
+        dates[col] = d
+        if bad.any():
+            ex = ", ".join(map(repr, pd.unique(extract.loc[bad, col].astype(str))[:3]))
+            c.rows("error", col, bad, "{n_rows} {have} a date that cannot be read (e.g. " + ex + ")",
+                   "write dates as YYYY-MM-DD or DD/MM/YYYY", "unreadable date")
+    if "CINreferralDate" in dates and dates["CINreferralDate"].notna().any():
+        end = extract_end if extract_end is not None else pd.Timestamp(
+            int(census_year(dates["CINreferralDate"].dropna()).max()), 3, 31)
+    else:
+        end = extract_end
+    for early, late in ORDER:
+        if early in dates and late in dates:
+            c.rows("error", late, dates[late] < dates[early],
+                   "{n_rows} {have} " + f"{late} before {early}",
+                   f"check both dates: {late} cannot come before {early} in the same record",
+                   f"before {early}")
+    birth = dates.get("PersonBirthDate")
+    if birth is not None:
+        for col, d in dates.items():
+            if col != "PersonBirthDate":
+                c.rows("error", col, d < birth, "{n_rows} {have} " + f"{col} before PersonBirthDate",
+                       "check the birth date and the event date (referrals of unborn children need "
+                       "the expected date of birth on or before the referral)", "before birth")
+    if end is not None:
+        for col, d in dates.items():
+            c.rows("error", col, d > end, "{n_rows} {have} " + f"{col} after the extract's end "
+                   f"({end.date()})", "check the date, or give the extract's real end with --extract-end",
+                   "after the extract's end")
+
+    _check_codes(c, extract)
+    if "LSOA" in present and lsoa_codes is not None:
+        known = set(map(str, lsoa_codes))
+        unknown = extract["LSOA"].notna() & ~extract["LSOA"].isin(known)
+        ex = ", ".join(pd.unique(extract.loc[unknown, "LSOA"])[:3].astype(str))
+        c.rows("error", "LSOA", unknown, "{n_rows} {have} LSOA codes not in the reference geography "
+               f"(e.g. {ex})", "use 2011 LSOA codes (E01...) that match the reference geography, or "
+               "correct the codes", "unknown LSOA code")
+        if lsoa_la is not None and "LA" in present:
+            geo_la = extract["LSOA"].map(dict(lsoa_la))
+            differ = geo_la.notna() & extract["LA"].notna() & (geo_la != extract["LA"])
+            if differ.any() and (geo_la == extract["LA"]).any():  # same coding: worth a warning
+                c.rows("warning", "LA", differ, "{n_rows} {have} an LA other than the LA of the LSOA "
+                       "(children living out of area)", "none needed: they are counted in the LA "
+                       "of the neighbourhood they live in; check the LSOA if that is wrong",
+                       "LA differs from LSOA's LA")
+    _check_children(c, extract, dates)
+    dup = extract.duplicated(keep="first")
+    c.rows("error", None, dup, "{n_rows} {have} an exact copy earlier in the file (duplicated records)",
+           "remove the repeated records: each episode or event is recorded once", "duplicated record")
+    return c.report
+
+
+def _check_fields(c: _Collector, extract: pd.DataFrame) -> None:
+    present = list(map(str, extract.columns))
+    mapped = extract.attrs.get("field_map", {})
+    map_path = extract.attrs.get("field_map_path")
+    others = [p for p in present if p not in FIELDS]
+    for f, user in mapped.items():
+        if f not in present:
+            hint = _suggest(user, others)
+            c.table("error", f, f"column '{user}' (mapped to '{f}' in {map_path}) is not in the file{hint}",
+                    f"correct the column name in {map_path}")
+    for f in REQUIRED_FIELDS:
+        if f in present or f in mapped:
+            continue
+        hint = _suggest(f, others)
+        c.table("error", f, f"required field '{f}' is missing{hint}",
+                f"rename the column to '{f}' or map it with --columns FIELDS.toml "
+                "(see examples/cin_fields_example.toml)")
+
+
+def _check_codes(c: _Collector, extract: pd.DataFrame) -> None:
+    checks = (("GenderCurrent", tuple(GENDER), "0 not known, 1 male, 2 female, 9 not specified"),
+              ("Ethnicity", tuple(ETHNIC_GROUP), "the DfE 4-letter codes, e.g. WBRI, MWBC, APKN, BAFR, "
+                                                 "OOTH, REFU, NOBT"),
+              ("PrimaryNeedCode", NEED_CODES, "N0 to N9"),
+              ("InitialCategoryOfAbuse", tuple(ABUSE_CATEGORY), "PHY, EMO, SAB, NEG or MUL"))
+    for col, allowed, text in checks:
+        if col not in extract.columns:
+            continue
+        v = extract[col]
+        bad = v.notna() & ~v.str.upper().isin(allowed)
+        ex = ", ".join(map(repr, pd.unique(v[bad])[:3]))
+        c.rows("error", col, bad, "{n_rows} {have} an unknown " + col + f" code (e.g. {ex})",
+               f"use {text}", "unknown code")
+
+
+def _check_children(c: _Collector, extract: pd.DataFrame, dates: dict[str, pd.Series]) -> None:
+    """A child (LA, LAchildID) has one birth date and sex; an episode sits in one LA."""
+    if not {"LA", "LAchildID"} <= set(extract.columns):
+        return
+    key = extract["LA"].astype(str) + "\x1f" + extract["LAchildID"].astype(str)
+    for col in ("PersonBirthDate", "GenderCurrent"):
+        if col not in extract.columns:
+            continue
+        value = dates[col].astype(str) if col in dates else extract[col].astype(str)
+        n = value.groupby(key).transform("nunique")
+        c.rows("error", col, n > 1, "{n_rows} {have} a child (LA, LAchildID) recorded with more than one "
+               + col, f"give each child one {col}; or are two children sharing an LAchildID?",
+               f"child with several {col}")
+    if {"CINreferralDate", "PersonBirthDate"} <= set(dates):
+        episode = (extract["LAchildID"].astype(str) + "\x1f" + dates["PersonBirthDate"].astype(str)
+                   + "\x1f" + dates["CINreferralDate"].astype(str))
+        n_la = extract["LA"].groupby(episode).transform("nunique")
+        c.rows("error", "LA", n_la > 1, "{n_rows} {have} one episode (LAchildID, birth date, referral "
+               "date) recorded in more than one LA", "an episode belongs to the LA that received the "
+               "referral: correct the LA codes or remove the copy", "episode in two LAs")
+
+
+def parse_extract(extract: pd.DataFrame) -> pd.DataFrame:
+    """Typed records from a validated extract: dates as datetime64, codes upper-case text.
+
+    Adds ``child`` (LA + LAchildID, the DfE child identity), ``sex`` (male/female/NA) and
+    ``ethnicity`` (broad group, NA where refused or not obtained).
+    """
+    out = pd.DataFrame(index=extract.index)
+    for col in extract.columns:
+        if col in DATE_FIELDS:
+            out[col] = parse_dates(extract[col])[0]
+        elif col in (*REQUIRED_FIELDS, *CODE_FIELDS):
+            out[col] = extract[col].str.upper() if col in CODE_FIELDS else extract[col]
+    out["child"] = out["LA"].astype(str) + "|" + out["LAchildID"].astype(str)
+    out["sex"] = out["GenderCurrent"].map({"1": "male", "2": "female"})
+    if "Ethnicity" in out:
+        group = out["Ethnicity"].map(ETHNIC_GROUP)
+        out["ethnicity"] = group.where(group != "Unknown")
+    return out
