@@ -44,9 +44,10 @@ SAMPLE_DIMS = ("chain", "draw", "sample")
 COUNT_EDGES = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, np.inf)
 SHARE_DEFINITION = (
     "Share of latent (log-scale) variance between LAs: the variance over LAs of each LA's mean "
-    "log rate (LA intercepts with LA deprivation and covariates, at the LA's average "
-    "neighbourhood), divided by that plus the within-LA variance of the gradient term "
-    "b_j * w_i (plus MSOA variance if modelled) plus the observation-level variance "
+    "log rate (the linear predictor without the exposure: LA intercepts with LA deprivation and "
+    "covariates, gradient, neighbourhood terms and groups, averaged over the LA's neighbourhoods), "
+    "divided by that plus the within-LA variance of the same predictor (for the default model the "
+    "gradient term b_j * w_i; plus MSOA variance if modelled) plus the observation-level variance "
     "log(1 + 1/mu + 1/phi) (Nakagawa et al. 2017; mu = mean expected count per neighbourhood, "
     "phi = NB dispersion; Poisson drops 1/phi; Poisson-lognormal adds obs_sd^2). "
     "Neighbourhoods are weighted equally.")
@@ -361,23 +362,25 @@ def between_la_share(idata, *, chunk: int = 100) -> xr.DataArray:
     xarray.DataArray
         Dims ``chain, draw``; a proportion.
     """
-    post, spec, des = _parts(idata)
-    la_idx, w, expo = _rows(idata, spec, des)
+    post, spec, _ = _parts(idata)
+    rows = fit_rows(idata)
+    la_idx, expo = rows["la_index"], np.exp(rows["log_exposure"])
+    rows = rows | {"log_exposure": np.zeros(len(la_idx))}
     n_la = post.sizes["la"]
-    coef = post["la_coef"].transpose("chain", "draw", "la", "coef").to_numpy()
-    shape = coef.shape[:2]
-    coef = coef.reshape(-1, n_la, coef.shape[-1])
-    a = coef[..., 0]
-    b = coef[..., 1] if coef.shape[-1] == 2 else np.zeros_like(a)
+    shape = (post.sizes["chain"], post.sizes["draw"])
+    draws = _draw_arrays(post.stack(sample=("chain", "draw")), spec)
     n_j = np.bincount(la_idx, minlength=n_la).astype(float)
-    m_j = np.bincount(la_idx, w, n_la) / np.maximum(n_j, 1)
-    s2_j = np.bincount(la_idx, w**2, n_la) / np.maximum(n_j, 1) - m_j**2
     share = n_j / n_j.sum()
-    lin = a + b * m_j
-    v_between = (share * lin**2).sum(-1) - (share * lin).sum(-1) ** 2
-    v_within = (share * b**2 * s2_j).sum(-1) + _flat(post, "msoa_sd", shape) ** 2
-    mu = np.concatenate([(expo * np.exp(a[s:s + chunk][:, la_idx] + b[s:s + chunk][:, la_idx] * w))
-                         .mean(-1) for s in range(0, len(a), chunk)])
+    v_between, v_within, mu = [], [], []
+    for s in range(0, int(np.prod(shape)), chunk):  # the one predictor, chunk draws at a time
+        eta = predictor_draws(rows, {k: v[s:s + chunk] for k, v in draws.items()}, batch=chunk)
+        m_j = np.stack([np.bincount(la_idx, e, n_la) for e in eta]) / np.maximum(n_j, 1)
+        s2_j = np.stack([np.bincount(la_idx, e**2, n_la) for e in eta]) / np.maximum(n_j, 1) - m_j**2
+        v_between.append((share * m_j**2).sum(-1) - (share * m_j).sum(-1) ** 2)
+        v_within.append((share * s2_j).sum(-1))
+        mu.append((expo * np.exp(eta)).mean(-1))
+    v_between, mu = np.concatenate(v_between), np.concatenate(mu)
+    v_within = np.concatenate(v_within) + _flat(post, "msoa_sd", shape) ** 2
     v_obs = np.log1p(1 / mu + (1 / _flat(post, "dispersion", shape, np.inf)))
     v_obs = v_obs + _flat(post, "obs_sd", shape) ** 2
     out = v_between / (v_between + v_within + v_obs)
