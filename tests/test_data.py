@@ -175,14 +175,18 @@ def test_exposure_missing(tmp_path):
     assert problem.rows == (line(3), line(8))
 
 
-def test_exposure_zero_with_positive_counts(tmp_path):
+def test_exposure_zero_is_an_error_with_or_without_counts(tmp_path):
+    """validate, --drop-invalid and fit agree: fit needs exposure > 0 in every row, so validate refuses 0."""
     frame = clean_frame()
-    frame.loc[2, "exposure"] = 0  # referral > 0: error
-    frame.loc[6, ["exposure", "referral", "s47"]] = 0  # nothing to explain: fine
+    frame.loc[2, "exposure"] = 0  # referral > 0
+    frame.loc[6, ["exposure", "referral", "s47"]] = 0  # no children and no counts: no information
     report = check(tmp_path, frame)
-    problem = only(report, "exposure")
-    assert problem.message == "1 row has exposure 0 but positive counts"
-    assert problem.rows == (line(2),)
+    messages = {p.message: p.rows for p in report.errors if p.column == "exposure"}
+    assert messages == {"1 row has exposure 0 but positive counts": (line(2),),
+                        "1 row has exposure 0 (no children): the model needs exposure > 0 in every row":
+                            (line(6),)}
+    kept, rejected = data.split_invalid(data.read_table(tmp_path / "table.csv"), report)
+    assert rejected.index.tolist() == [line(2), line(6)] and len(kept) == 8
 
 
 def test_negative_exposure(tmp_path):
