@@ -68,14 +68,14 @@ def check_output(path: str | os.PathLike, *, kind: str, inputs: Iterable[str | o
     """
     path = Path(path)
     allowed = SUFFIXES[kind]
+    if path.is_dir():
+        raise HierarchyError(f"{option} {path} is a folder; give a file name inside it, e.g. "
+                             f"{path / ('out' + allowed[0])}")
     if path.suffix.lower() not in allowed:
         raise HierarchyError(f"{option} {path}: {_WHAT[kind]} is written as "
                              f"{' or '.join(allowed)}; name it with that ending (the format "
                              f"follows the name)")
     _check_not_input(path, inputs, option)
-    if path.is_dir():
-        raise HierarchyError(f"{option} {path} is a folder; give a file name inside it, e.g. "
-                             f"{path / ('out' + allowed[0])}")
     _check_parent(path, option)
     if path.exists() or path.is_symlink():
         if not path.is_file():
@@ -114,12 +114,14 @@ def _check_not_input(path: Path, inputs: Iterable[str | os.PathLike | None], opt
     for item in inputs:
         if item is None:
             continue
-        if _same_file(path, Path(item)):
+        if same_file(path, Path(item)):
             raise HierarchyError(f"{option} {path} is the input file {item}; it is never "
                                  "written over. Choose another name")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are the same file (by any spelling or link)."""
+    a, b = Path(a), Path(b)
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
