@@ -255,6 +255,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    _check_duplicate_columns([str(n).strip() for n in pq.read_schema(path).names], path)
     table = pd.read_parquet(path)
     if not isinstance(table.index, pd.RangeIndex) and any(n is not None for n in
                                                           table.index.names):
