@@ -9,7 +9,6 @@ into files: an existing file as given, otherwise the name of a shipped file (``v
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 from pathlib import Path
 
@@ -26,12 +25,9 @@ def shipped_dir(kind: str) -> Path | None:
 
     The installed package data first, then the checkout beside the source (``src/../models``).
     """
-    try:
-        folder = Path(str(importlib.resources.files(f"hierarchy.shipped_{kind}")))
-        if folder.is_dir() and any(folder.glob("*.toml")):
-            return folder
-    except (ModuleNotFoundError, TypeError, ValueError):
-        pass
+    packaged = Path(__file__).resolve().parent / f"shipped_{kind}"  # in an installed wheel
+    if packaged.is_dir() and any(packaged.glob("*.toml")):
+        return packaged
     checkout = Path(__file__).resolve().parents[2] / kind
     return checkout if checkout.is_dir() else None
 
