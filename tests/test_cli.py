@@ -297,3 +297,15 @@ def test_no_progress_bars_off_a_terminal_but_a_few_plain_lines(data, tmp_path, n
     assert no_fit[0]["progress"] is False and no_fit[0]["log"] is print
     assert run(["fit", "--data", data, "--out", tmp_path / "y.nc", "--quiet"], capsys)[0] == 0
     assert no_fit[1]["progress"] is False and no_fit[1]["log"] is None
+
+
+def test_fit_of_bad_rows_points_to_drop_and_kept(tmp_path, monkeypatch, capsys):
+    """fit, validate and --drop-invalid agree: the rows fit refuses are the rows validate drops."""
+    monkeypatch.setattr("hierarchy.sampling.enable_compilation_cache", lambda: None)
+    monkeypatch.setattr("hierarchy.sampling.use_host_devices", lambda n: None)
+    frame = table()
+    frame.loc[4, ["exposure", "referral"]] = 0
+    src = tmp_path / "in.csv"
+    frame.to_csv(src, index=False)
+    code, _, err = run(["fit", "--data", src, "--out", tmp_path / "x.nc"], capsys)
+    assert code == 2 and "exposure 0 (no children)" in err and "--drop-invalid REJECTS.csv --kept" in err

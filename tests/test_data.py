@@ -640,3 +640,12 @@ def test_write_table_round_trips_through_load(tmp_path):
         out = data.write_table(data.clean(frame), tmp_path / name)
         pd.testing.assert_frame_equal(data.load(out).drop(columns="note"),
                                       data.clean(frame).drop(columns="note"), check_dtype=False)
+
+
+def test_formatted_numbers_are_explained(tmp_path):
+    frame = clean_frame().astype({"exposure": str, "deprivation": str})
+    frame.loc[0, "exposure"] = "1\u00a0234"
+    frame.loc[1, "deprivation"] = "12%"
+    report = check(tmp_path, frame)
+    assert "thousands separators" in only(report, "exposure").fix
+    assert "percentages" in only(report, "deprivation").fix

@@ -139,3 +139,17 @@ def test_pid_alive():
     proc.wait()
     time.sleep(0.05)
     assert paths.pid_alive(os.getpid()) and not paths.pid_alive(proc.pid) and not paths.pid_alive(0)
+
+
+def test_fits_command_tidies_dead_leftovers(tmp_path, capsys):
+    from hierarchy import cli
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = tmp_path / f".a.nc.tmp-{proc.pid}"
+    live = tmp_path / f".b.nc.tmp-{os.getpid()}"
+    dead.write_text("x")
+    live.write_text("x")
+    assert cli.main(["fits", str(tmp_path)]) == 0
+    assert f"removed 1 temporary file(s) left by interrupted writes: {dead.name}" in capsys.readouterr().out
+    assert not dead.exists() and live.exists()

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
 
 from hierarchy import paths, shipped
-from hierarchy.errors import HierarchyError
+from hierarchy.errors import DataValidationError, HierarchyError
 
-ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc"}
+ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc"}  # fits removes only dead temporaries
 """Commands whose every output is written whole or not at all (an interrupt leaves nothing)."""
 
 
@@ -29,6 +30,13 @@ def _probability(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a probability strictly between 0 and 1 "
                                          "(e.g. 0.9 for 90% intervals)")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
     return value
 
 
@@ -143,6 +151,10 @@ def _fits(args: argparse.Namespace) -> int:
     from hierarchy import fitfile
 
     print(fitfile.list_fits(args.folder))
+    removed = paths.clean_stale_temps(args.folder, folder=True)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by interrupted writes: "
+              f"{', '.join(p.name for p in removed)}")
     return 0
 
 
@@ -380,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: a small generated geography)")
     sp.add_argument("--columns", type=Path, help=columns_help)
     sp.add_argument("--las", type=_count(2), default=8, help="LAs in the generated geography")
-    sp.add_argument("--lsoa-per-la", type=float, default=15.0,
+    sp.add_argument("--lsoa-per-la", type=_positive, default=15.0,
                     help="mean neighbourhoods per LA in the generated geography (default: %(default)s)")
     sp.add_argument("--replicates", type=_count(1), default=100,
                     help="simulated data sets, each fitted once (default: %(default)s)")
@@ -417,11 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HierarchyError as err:
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, DataValidationError) and err.report.errors and all(
+                p.n_rows for p in err.report.errors):
+            print(f"to set the failing rows aside: hierarchy validate {err.report.source} --drop-invalid "
+                  "REJECTS.csv --kept KEPT.csv, then fit KEPT.csv", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         done = "nothing written" if args.command in ATOMIC else "outputs may be incomplete"
         print(f"\ninterrupted, {done}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
+        sys.stdout = open(os.devnull, "w")  # no second error when Python flushes at exit
+        return 1
     except OSError as err:  # a file the checks could not foresee (disk full, permissions changed)
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: {where}{err.strerror or err}", file=sys.stderr)

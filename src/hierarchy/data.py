@@ -56,7 +56,7 @@ EXPOSURE_OUTLIER = 20
 
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(\.\d+)?[eE][+-]?\d+$")  # '1.00E+05': a spreadsheet's number
 _DATE_LIKE = re.compile(r"^\d{1,2}-(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)$", re.I)  # '01-Apr'
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")  # '1,234'
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}([,\s\u00a0\u202f]\d{3})+(\.\d*)?$")  # '1,234', '1 234'
 _BOOLEAN = {"true", "false"}
 
 SUPPRESSION_MARKERS = ("c", "x", "z", "u", "low", "*", ":", "..", "[c]", "[x]", "[z]")
@@ -632,6 +632,10 @@ def _not_number_fix(examples: list[str]) -> str | None:
         return ("values such as " + ", ".join(repr(e) for e in examples if _THOUSANDS.match(e))
                 + " have thousands separators: save the file without number formatting (1234, "
                 "not 1,234)")
+    if any(e.strip().endswith("%") for e in examples):
+        return ("values such as " + ", ".join(repr(e) for e in examples if e.strip().endswith("%"))
+                + " are formatted as percentages: save the file without number formatting and "
+                "give a proportion (0.12, not 12%)")
     return None
 
 

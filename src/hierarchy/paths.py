@@ -197,29 +197,31 @@ def pid_alive(pid: int) -> bool:
 def stale_temps(path: str | os.PathLike) -> list[Path]:
     """Temporary files left beside ``path`` by our writers whose process is gone."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    return [p for p in stale_temps_in(path.parent) if _target_name(p) == path.name]
+
+
+def stale_temps_in(folder: str | os.PathLike) -> list[Path]:
+    """Every temporary file of our writers in ``folder`` whose process is gone."""
+    folder = Path(folder) if str(folder) else Path(".")
     if not folder.is_dir():
         return []
-    found = []
-    for candidate in folder.glob(f".{glob_escape(path.name)}.*"):
-        for pattern in TMP_PATTERNS:
-            m = pattern.match(candidate.name)
-            if m and m["name"] == path.name and candidate.is_file() and not candidate.is_symlink() \
-                    and not pid_alive(int(m["pid"])):
-                found.append(candidate)
-                break
-    return sorted(found)
+    return sorted(p for p in folder.glob(".*") if _target_name(p) is not None)
 
 
-def glob_escape(name: str) -> str:
-    """``name`` with glob wildcards escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
+def _target_name(candidate: Path) -> str | None:
+    """The target a stale temporary file was for, or None if it is not one (or still being written)."""
+    for pattern in TMP_PATTERNS:
+        m = pattern.match(candidate.name)
+        if m and candidate.is_file() and not candidate.is_symlink() and not pid_alive(int(m["pid"])):
+            return m["name"]
+    return None
 
 
-def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files of earlier, killed writes to ``path``; return what was removed."""
+def clean_stale_temps(path: str | os.PathLike, *, folder: bool = False) -> list[Path]:
+    """Remove the temporary files of earlier, killed writes to ``path`` (every target in it when
+    ``folder``); return what was removed."""
     removed = []
-    for tmp in stale_temps(path):
+    for tmp in stale_temps_in(path) if folder else stale_temps(path):
         with contextlib.suppress(OSError):
             tmp.unlink()
             removed.append(tmp)

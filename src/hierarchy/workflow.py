@@ -54,7 +54,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
                         data_source=str(data), include_data=include_data,
                         column_map=None if cmap is None else cmap.canonical_to_user())
-    say(f"sampling done in {time.perf_counter() - t0:.0f} s; saving {out}")
+    say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
     save_fit(idata, out)
     wall = time.perf_counter() - t0
     t = draws_.timings
