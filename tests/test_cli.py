@@ -309,3 +309,12 @@ def test_fit_of_bad_rows_points_to_drop_and_kept(tmp_path, monkeypatch, capsys):
     frame.to_csv(src, index=False)
     code, _, err = run(["fit", "--data", src, "--out", tmp_path / "x.nc"], capsys)
     assert code == 2 and "exposure 0 (no children)" in err and "--drop-invalid REJECTS.csv --kept" in err
+
+
+def test_demo_never_replaces_a_foreign_file_and_checks_before_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("hierarchy.sampling.enable_compilation_cache", lambda: None)
+    notes = tmp_path / "notes.nc"
+    notes.write_text("my notes")
+    code, out, err = run(["demo", "--fast", "--out", tmp_path / "out", "--fit", notes], capsys)
+    assert code == 2 and "never replaced" in err and notes.read_text() == "my notes"
+    assert not (tmp_path / "out").exists() and "replacing" not in out

@@ -16,7 +16,7 @@ from pathlib import Path
 from hierarchy import paths, shipped
 from hierarchy.errors import DataValidationError, HierarchyError
 
-ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc"}  # fits removes only dead temporaries
+ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc"}
 """Commands whose every output is written whole or not at all (an interrupt leaves nothing)."""
 
 

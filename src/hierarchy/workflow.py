@@ -77,12 +77,13 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
 
     data_path = out / "national_2019.parquet"
     paths.check_output_folder(out)
-    for path, kind in ((data_path, "parquet"), (data_path.with_suffix(".truth.json"), "json"),
-                       (fit, "fit")):
+    outputs = ((data_path, "parquet"), (data_path.with_suffix(".truth.json"), "json"), (fit, "fit"))
+    for path, kind in outputs:
         paths.check_output(path, kind=kind, replace=True, option="demo output")
+    paths.check_output_folder(out / "report", option="demo output")
+    for path, _kind in outputs:
         if path.exists():
             print(f"replacing {path} (an earlier demo's)")
-    paths.check_output_folder(out / "report", option="demo output")
     out.mkdir(parents=True, exist_ok=True)
     geo = reference.get_geography(reference_dir, synthetic=synthetic or fast,
                                   n_la=20 if fast else 151, seed=0)
