@@ -466,7 +466,7 @@ def normalise_codes(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.Ser
     for col in (*CODE_COLUMNS, *STRATA):
         if col in table.columns and not pd.api.types.is_numeric_dtype(table[col]):
             values = table[col]
-            text = values.where(values.isna(), values.astype(str))
+            text = values.astype(object).map(lambda v: v if pd.isna(v) else str(v))
             stripped = text.str.strip()
             mask = (values.notna() & (stripped != text)).astype(bool)
             if mask.any():
