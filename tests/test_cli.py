@@ -318,3 +318,18 @@ def test_demo_never_replaces_a_foreign_file_and_checks_before_work(tmp_path, mon
     code, out, err = run(["demo", "--fast", "--out", tmp_path / "out", "--fit", notes], capsys)
     assert code == 2 and "never replaced" in err and notes.read_text() == "my notes"
     assert not (tmp_path / "out").exists() and "replacing" not in out
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["validate", "."], "is a folder"),
+    (["validate", "data.csv", "--columns", "."], "column map . is a folder"),
+    (["validate", "data.csv", "--columns", "binary.toml"], "not a text file"),
+    (["fit", "--data", "data.csv", "--out", "x.nc", "--priors", "."], "is a folder"),
+    (["fits", "data.csv"], "is a file"),
+])
+def test_inputs_of_the_wrong_kind_are_messages(data, tmp_path, monkeypatch, no_fit, no_reference, capsys,
+                                               args, expect):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    code, _, err = run(args, capsys)
+    assert code == 2 and expect in err and "Traceback" not in err and no_fit == []

@@ -150,6 +150,8 @@ def _fit(args: argparse.Namespace) -> int:
 def _fits(args: argparse.Namespace) -> int:
     from hierarchy import fitfile
 
+    if args.folder.exists() and not args.folder.is_dir():
+        raise HierarchyError(f"{args.folder} is a file; hierarchy fits lists the fits in a folder")
     print(fitfile.list_fits(args.folder))
     removed = paths.clean_stale_temps(args.folder, folder=True)
     if removed:

@@ -132,7 +132,12 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HierarchyError(f"column map {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except IsADirectoryError:
+        raise HierarchyError(f"column map {path} is a folder; give its .toml file") from None
+    except UnicodeDecodeError:
+        raise HierarchyError(f"column map {path} is not a text file (TOML is UTF-8 text); is it the "
+                             "right file?") from None
+    except (OSError, tomllib.TOMLDecodeError) as err:
         raise HierarchyError(f"cannot read column map {path}: {err}") from None
 
     sections: dict[str, dict[str, str]] = {name: {} for name in _MAP_SECTIONS}
@@ -194,6 +199,8 @@ def read_table(path: str | os.PathLike, columns: ColumnMap | None = None) -> pd.
     suffixes = "".join(path.suffixes[-2:]).lower()
     if not path.exists():
         raise HierarchyError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise HierarchyError(f"data file {path} is a folder; give a .csv or .parquet file")
     try:
         if path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
             table, row_label = _read_csv(path), "line"
