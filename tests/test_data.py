@@ -175,14 +175,18 @@ def test_exposure_missing(tmp_path):
     assert problem.rows == (line(3), line(8))
 
 
-def test_exposure_zero_with_positive_counts(tmp_path):
+def test_exposure_zero_is_an_error_with_or_without_counts(tmp_path):
+    """validate, --drop-invalid and fit agree: fit needs exposure > 0 in every row, so validate refuses 0."""
     frame = clean_frame()
-    frame.loc[2, "exposure"] = 0  # referral > 0: error
-    frame.loc[6, ["exposure", "referral", "s47"]] = 0  # nothing to explain: fine
+    frame.loc[2, "exposure"] = 0  # referral > 0
+    frame.loc[6, ["exposure", "referral", "s47"]] = 0  # no children and no counts: no information
     report = check(tmp_path, frame)
-    problem = only(report, "exposure")
-    assert problem.message == "1 row has exposure 0 but positive counts"
-    assert problem.rows == (line(2),)
+    messages = {p.message: p.rows for p in report.errors if p.column == "exposure"}
+    assert messages == {"1 row has exposure 0 but positive counts": (line(2),),
+                        "1 row has exposure 0 (no children): the model needs exposure > 0 in every row":
+                            (line(6),)}
+    kept, rejected = data.split_invalid(data.read_table(tmp_path / "table.csv"), report)
+    assert rejected.index.tolist() == [line(2), line(6)] and len(kept) == 8
 
 
 def test_negative_exposure(tmp_path):
@@ -521,3 +525,127 @@ def test_cli_validate_drop_invalid(tmp_path, cli, capsys):
     assert cli(["validate", str(path), "--drop-invalid", str(rejects)]) == 0
     assert "wrote 1 rejected rows" in capsys.readouterr().out
     assert pd.read_csv(rejects)["reason"].tolist() == ["s47: negative count"]
+
+
+# --------------------------------------------------------------------------- inputs named, not guessed
+
+
+def test_codes_with_spaces_are_stripped_and_said_and_then_checked_for_duplicates(tmp_path):
+    frame = clean_frame()
+    frame.loc[3, "la"] = LAS[0] + "  "  # Parquet keeps spaces that CSV reading strips
+    frame.loc[1, "neighbourhood"] = frame.loc[2, "neighbourhood"] + " "  # a duplicate in disguise
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path, index=False)
+    report = data.validate(data.read_table(path), source=str(path))
+    spaces = [p for p in report.warnings if "spaces around" in p.message]
+    assert {(p.column, p.rows) for p in spaces} == {("la", (3,)), ("neighbourhood", (1,))}
+    assert only(report, "neighbourhood").rows == (1, 2)  # the duplicate is found once stripped
+    frame.loc[1, "neighbourhood"] = "E01009999 "
+    frame.to_parquet(path, index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = data.load(path)
+    assert sorted(str(w.message).split("spaces around the ")[1][:16] for w in caught) == [
+        "la code (e.g. 'E", "neighbourhood co"]
+    assert loaded["la"].nunique() == 2 and loaded.loc[1, "neighbourhood"] == "E01009999"
+
+
+def test_codes_differing_only_by_case_are_refused_naming_rows(tmp_path):
+    frame = clean_frame()
+    frame.loc[[1, 2], "la"] = LAS[0].lower()
+    problem = only(check(tmp_path, frame), "la")
+    assert "differs from another only by upper/lower case" in problem.message
+    assert problem.rows == (line(1), line(2)) and "'e06000001'" in problem.message
+
+
+def test_duplicate_column_names_are_refused(tmp_path):
+    path = tmp_path / "t.csv"
+    text = clean_frame().to_csv(index=False).splitlines()
+    path.write_text("\n".join([text[0] + ",referral", *(t + ",1" for t in text[1:])]) + "\n")
+    with pytest.raises(HierarchyError, match="'referral' is columns 5, 9"):
+        data.read_table(path)
+    path.write_text("\n".join([text[0].replace("s47", "referral "), *text[1:]]) + "\n")  # equal once stripped
+    with pytest.raises(HierarchyError, match="'referral' is columns 5, 6"):
+        data.read_table(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table([[1, 2], [3, 4]], names=["referral", "referral"]), tmp_path / "t.parquet")
+    with pytest.raises(HierarchyError, match="more than once"):
+        data.read_table(tmp_path / "t.parquet")
+
+
+def test_boolean_counts_are_not_numbers(tmp_path):
+    frame = clean_frame()
+    frame["referral"] = frame["referral"] > 12
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path, index=False)
+    problem = only(data.validate(data.read_table(path), source="t"), "referral")
+    assert problem.n_rows == len(frame) and "true/false" in problem.fix
+    problem = only(check(tmp_path, frame.assign(referral=frame["referral"].map({True: "TRUE",
+                                                                                  False: "FALSE"}))),
+                   "referral")
+    assert "true/false" in problem.fix
+
+
+def test_absurd_exposure_is_an_error_and_outliers_a_warning(tmp_path):
+    frame = clean_frame()
+    frame.loc[1, "exposure"] = 1e9
+    frame.loc[2, "exposure"] = 25 * 205
+    report = check(tmp_path, frame)
+    assert only(report, "exposure").rows == (line(1),)
+    assert "more than in any LA in England" in only(report, "exposure").message
+    assert only(report, "exposure", "warning").rows == (line(2),)
+
+
+def test_all_zero_counts(tmp_path):
+    frame = clean_frame()
+    frame[["referral", "s47"]] = 0
+    report = check(tmp_path, frame)
+    assert [p.message for p in report.errors] == ["every count is 0 (referral, s47): there is nothing to fit"]
+    frame["referral"] = 5
+    assert only(check(tmp_path, frame), "s47", "warning").message.startswith("every s47 count is 0")
+
+
+def test_spreadsheet_mangled_codes(tmp_path):
+    frame = clean_frame()
+    frame.loc[0, "neighbourhood"] = "1.00E+05"
+    frame.loc[1, "neighbourhood"] = "2E+05"
+    frame["age_band"] = "1-4"
+    frame.loc[9, "age_band"] = "01-Apr"
+    report = check(tmp_path, frame)
+    assert only(report, "neighbourhood").rows == (line(0), line(1))
+    assert "rewrote as a number or a date" in only(report, "age_band").message
+
+
+def test_thousands_separators_are_explained(tmp_path):
+    frame = clean_frame().astype({"exposure": str})
+    frame.loc[0, "exposure"] = "1,234"
+    problem = only(check(tmp_path, frame), "exposure")
+    assert "thousands separators" in problem.fix and "'1,234'" in problem.fix
+
+
+def test_boolean_la_covariate_is_a_0_1_number(tmp_path):
+    frame = clean_frame()
+    frame["la_rural"] = frame["la"] == LAS[0]
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path, index=False)
+    loaded = data.load(path)
+    assert loaded["la_rural"].dtype == "float64" and sorted(loaded["la_rural"].unique()) == [0.0, 1.0]
+
+
+def test_write_table_round_trips_through_load(tmp_path):
+    frame = clean_frame()
+    for name in ("kept.csv", "kept.parquet"):
+        out = data.write_table(data.clean(frame), tmp_path / name)
+        pd.testing.assert_frame_equal(data.load(out).drop(columns="note"),
+                                      data.clean(frame).drop(columns="note"), check_dtype=False)
+
+
+def test_formatted_numbers_are_explained(tmp_path):
+    frame = clean_frame().astype({"exposure": str, "deprivation": str})
+    frame.loc[0, "exposure"] = "1\u00a0234"
+    frame.loc[1, "deprivation"] = "12%"
+    report = check(tmp_path, frame)
+    assert "thousands separators" in only(report, "exposure").fix
+    assert "percentages" in only(report, "deprivation").fix

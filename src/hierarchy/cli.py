@@ -7,33 +7,113 @@ Each handler parses arguments and calls the plain function API of one module; he
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
 
-from hierarchy.errors import HierarchyError
+from hierarchy import paths, shipped
+from hierarchy.errors import DataValidationError, HierarchyError
+
+ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc"}
+"""Commands whose every output is written whole or not at all (an interrupt leaves nothing)."""
+
+
+def _progress_bars(quiet: bool) -> bool:
+    """Progress bars only on a terminal: to a log they are thousands of carriage-return lines."""
+    return not quiet and sys.stderr.isatty()
+
+
+def _probability(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability strictly between 0 and 1 "
+                                         "(e.g. 0.9 for 90% intervals)")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _number(text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def _validate(args: argparse.Namespace) -> int:
     from hierarchy import data, reference
 
+    outputs = [(args.drop_invalid, "csv", "--drop-invalid"), (args.kept, "table", "--kept")]
+    for path, kind, option in outputs:
+        if path is not None:
+            paths.check_output(path, kind=kind, inputs=[args.data, args.columns], replace=args.force,
+                               option=option)
+    if args.kept is not None and args.drop_invalid is None:
+        raise HierarchyError("--kept writes the rows that pass when rows are dropped: give "
+                             "--drop-invalid REJECTS.csv too")
+    if args.kept is not None and paths.same_file(args.kept, args.drop_invalid):
+        raise HierarchyError(f"--kept and --drop-invalid name the same file {args.kept}")
     geo = reference.maybe_reference(args.reference_dir)
     columns = data.load_column_map(args.columns) if args.columns else None
     table = data.read_table(args.data, columns=columns)
     report = data.validate(table, source=str(args.data), reference=geo)
     print(report.format())
-    if args.drop_invalid:
-        kept, rejected = data.split_invalid(table, report)
-        data.write_rejected(rejected, args.drop_invalid)
-        print(f"wrote {len(rejected)} rejected rows with reasons to {args.drop_invalid}; "
-              f"{len(kept)} rows pass")
+    if not args.drop_invalid:
+        return 0 if report.ok else 1
+    kept, rejected = data.split_invalid(table, report)
+    data.write_rejected(rejected, args.drop_invalid)
+    print(f"wrote {len(rejected)} rejected rows with reasons to {args.drop_invalid}; "
+          f"{len(kept)} rows pass")
+    if kept.empty:
+        print("error: no row passes: there is nothing to fit", file=sys.stderr)
+        return 1
+    # the rows that pass, checked again as a table of their own (an LA may now be too small)
+    kept_report = data.validate(kept, source=f"{args.data} (the {len(kept)} rows that pass)",
+                                reference=geo)
+    seen = {(p.level, p.column, p.message) for p in report.problems}
+    kept_report.problems = [p for p in kept_report.problems if (p.level, p.column, p.message) not in seen]
+    if kept_report.problems:
+        print("new problems once the rejected rows are dropped:\n" + kept_report.format())
+    if not kept_report.ok:
+        print("error: the rows that pass still fail as a table; nothing kept was written",
+              file=sys.stderr)
+        return 1
+    if args.kept is None:
+        print("to fit the rows that pass, write them with --kept KEPT.csv (or .parquet)")
         return 0
-    return 0 if report.ok else 1
+    data.write_table(data.clean(kept), args.kept)
+    mapped = " with canonical column names (fit it without --columns)" if columns else ""
+    print(f"wrote the {len(kept)} rows that pass to {args.kept}{mapped}")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from hierarchy import reference, simulate
 
+    out = paths.check_output(args.out, kind="parquet", replace=args.force)
+    truth = out.with_suffix(".truth.json")
+    paths.check_output(truth, kind="json", replace=args.force, option="the truth file beside --out")
     geo = reference.get_geography(args.reference_dir, synthetic=args.synthetic,
                                   n_la=args.n_la, seed=args.seed)
     strata = tuple(s for s in (args.strata or "").split(",") if s)
@@ -48,12 +128,19 @@ def _fit(args: argparse.Namespace) -> int:
     from hierarchy import workflow
     from hierarchy.sampling import enable_compilation_cache
 
+    model, priors = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
+    replacing = args.out.exists()
+    paths.check_output(args.out, kind="fit", inputs=[args.data, model, priors, args.columns],
+                       replace=args.force)
+    if replacing:
+        print(f"replacing the fit {args.out} (--force)")
     enable_compilation_cache()  # process-wide JAX setting: switched on by the command, not the library
 
     result = workflow.fit_files(
-        data=args.data, model=args.model, priors=args.priors, columns=args.columns,
+        data=args.data, model=model, priors=priors, columns=args.columns,
         sampler=args.sampler, chains=args.chains, tune=args.tune, draws=args.draws,
-        seed=args.seed, out=args.out, include_data=args.include_data, progress=not args.quiet,
+        seed=args.seed, out=args.out, include_data=args.include_data,
+        progress=_progress_bars(args.quiet), log=None if args.quiet else print,
         chain_method=args.chain_method, float32=args.float32,
     )
     print(result)
@@ -63,7 +150,13 @@ def _fit(args: argparse.Namespace) -> int:
 def _fits(args: argparse.Namespace) -> int:
     from hierarchy import fitfile
 
+    if args.folder.exists() and not args.folder.is_dir():
+        raise HierarchyError(f"{args.folder} is a file; hierarchy fits lists the fits in a folder")
     print(fitfile.list_fits(args.folder))
+    removed = paths.clean_stale_temps(args.folder, folder=True)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by interrupted writes: "
+              f"{', '.join(p.name for p in removed)}")
     return 0
 
 
@@ -77,6 +170,7 @@ def _summary(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from hierarchy import report
 
+    paths.check_output_folder(args.out, inputs=[args.fit, args.data])
     path = report.write_report(args.fit, args.out, data=args.data, threshold=args.threshold,
                                rounding=args.rounding, prob=args.prob)
     print(f"report written to {path}")
@@ -90,14 +184,19 @@ def _demo(args: argparse.Namespace) -> int:
     enable_compilation_cache()
 
     return workflow.demo(out=Path(args.out), fit=Path(args.fit), reference_dir=args.reference_dir,
-                         synthetic=args.synthetic, fast=args.fast)
+                         synthetic=args.synthetic, fast=args.fast, progress=_progress_bars(False))
 
 
 def _compare_priors(args: argparse.Namespace) -> int:
     from hierarchy import compare
 
+    model = shipped.resolve(args.model, "models")
+    priors = [shipped.resolve(p, "priors") for p in args.priors]
+    paths.check_output_folder(args.out, inputs=[args.data, model, *priors, args.columns])
+    paths.check_output_folder(args.fits_dir, inputs=[args.data, model, *priors, args.columns],
+                              option="--fits-dir")
     result = compare.compare_priors(
-        args.data, args.model, args.priors, args.out, fits_dir=args.fits_dir, chains=args.chains,
+        args.data, model, priors, args.out, fits_dir=args.fits_dir, chains=args.chains,
         tune=args.tune, draws=args.draws, seed=args.seed, workers=args.workers,
         prior_draws_n=args.prior_draws, prob=args.prob, refit=args.refit, columns=args.columns,
         prior_only=args.prior_only, log=None if args.quiet else print)
@@ -110,6 +209,8 @@ def _compare_priors(args: argparse.Namespace) -> int:
 def _compare_models(args: argparse.Namespace) -> int:
     from hierarchy import compare
 
+    if args.out:
+        paths.check_output_folder(args.out, inputs=args.fits)
     result = compare.compare_models(args.fits, names=args.names)
     print(result.format())
     if args.out:
@@ -127,8 +228,12 @@ def _sbc(args: argparse.Namespace) -> int:
     from hierarchy.sbc import sbc
     from hierarchy.spec import load_spec
 
+    model, priors_path = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
+    if args.out:
+        paths.check_output(args.out, kind="csv", inputs=[model, priors_path, args.data, args.columns],
+                           replace=args.force)
     jax.config.update("jax_enable_x64", True)
-    spec, priors = load_spec(args.model), load_priors(args.priors)
+    spec, priors = load_spec(model), load_priors(priors_path)
     if args.data:  # the user's geography and exposures; their counts are not used
         table = data.read_table(args.data, columns=data.load_column_map(args.columns) if args.columns else None)
     else:
@@ -142,8 +247,8 @@ def _sbc(args: argparse.Namespace) -> int:
           f"{result.n_post} draws; divergent transitions in {int((result.divergences > 0).sum())} "
           f"replicates\n{uniform.to_string(float_format=lambda v: f'{v:.3f}')}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(result.ranks).to_csv(args.out, index_label="replicate")
+        with paths.atomic_path(args.out) as tmp:
+            pd.DataFrame(result.ranks).to_csv(tmp, index_label="replicate")
         print(f"ranks written to {args.out}")
     bad = uniform.index[uniform["p_value"] < args.alpha].tolist()
     if bad:
@@ -270,130 +375,161 @@ def _fit_sufficient(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the ``hierarchy`` argument parser."""
+    """Return the ``hierarchy`` argument parser (every option has a line of help)."""
     p = argparse.ArgumentParser(prog="hierarchy", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    shipped_models = ", ".join(shipped.names("models"))
+    shipped_priors = ", ".join(shipped.names("priors"))
+    model_help = f"model file, or a shipped model's name: {shipped_models} (default: %(default)s)"
+    priors_help = f"prior set file, or a shipped set's name: {shipped_priors} (default: %(default)s)"
+    columns_help = "TOML column map from your column names to the canonical ones " \
+                   "(examples/columns_example.toml)"
+    seed_help = "random seed (default: %(default)s)"
+    force_help = "replace an existing output file of the same kind (never an input or a foreign file)"
 
     def ref_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--reference-dir", type=Path, default=None,
                         help="folder with the England reference data (default: "
                              "$HIERARCHY_REFERENCE_DIR or ../shared/data/england)")
 
+    def sampling_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--chains", type=_count(1), default=4, help="MCMC chains (default: %(default)s)")
+        sp.add_argument("--tune", type=_count(0), default=1000,
+                        help="warm-up iterations per chain, discarded (default: %(default)s)")
+        sp.add_argument("--draws", type=_count(1), default=1000,
+                        help="posterior draws kept per chain (default: %(default)s)")
+        sp.add_argument("--seed", type=int, default=0, help=seed_help)
+
     sp = sub.add_parser("validate", help="check a neighbourhood table and report every problem")
-    sp.add_argument("data", type=Path)
-    sp.add_argument("--columns", type=Path, help="TOML column map (your names -> canonical)")
+    sp.add_argument("data", type=Path, help="the table: .csv or .parquet")
+    sp.add_argument("--columns", type=Path, help=columns_help)
     sp.add_argument("--drop-invalid", type=Path, metavar="REJECTS.csv",
-                    help="write rejected rows with reasons here instead of failing")
+                    help="write the rows that fail, with reasons, here (exit 0 when the rest pass)")
+    sp.add_argument("--kept", type=Path, metavar="KEPT.csv",
+                    help="with --drop-invalid: write the rows that pass here (.csv or .parquet), "
+                         "ready for hierarchy fit --data")
+    sp.add_argument("--force", action="store_true", help=force_help)
     ref_opts(sp)
     sp.set_defaults(func=_validate)
 
     sp = sub.add_parser("simulate", help="simulate national neighbourhood counts with known truth")
-    sp.add_argument("--year", type=int, default=2019)
+    sp.add_argument("--year", type=int, default=2019, help="year of the calibration targets "
+                                                            "(default: %(default)s)")
     sp.add_argument("--strata", default="", help="comma list from: age,sex")
     sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
-    sp.add_argument("--n-la", type=int, default=151, help="LAs in a generated geography")
+    sp.add_argument("--n-la", type=_count(2), default=151, help="LAs in a generated geography")
     sp.add_argument("--la-conditions", action="store_true",
                     help="LA gradients steeper in more rural LAs (truth for models/la_conditions_nb.toml)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--seed", type=int, default=0, help=seed_help)
+    sp.add_argument("--out", type=Path, required=True,
+                    help="the table to write (.parquet); the truth goes beside it as .truth.json")
+    sp.add_argument("--force", action="store_true", help=force_help)
     ref_opts(sp)
     sp.set_defaults(func=_simulate)
 
     sp = sub.add_parser("fit", help="fit a model file under a prior file and save the posterior")
-    sp.add_argument("--data", type=Path, required=True)
-    sp.add_argument("--model", type=Path, default=Path("models/inverse_intervention_nb_log.toml"))
-    sp.add_argument("--priors", type=Path, default=Path("priors/weakly_informative.toml"))
-    sp.add_argument("--columns", type=Path)
+    sp.add_argument("--data", type=Path, required=True, help="the neighbourhood table (.csv or .parquet)")
+    sp.add_argument("--model", default=shipped.DEFAULT_MODEL, help=model_help)
+    sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS, help=priors_help)
+    sp.add_argument("--columns", type=Path, help=columns_help)
     sp.add_argument("--sampler", default="numpyro",
-                    choices=["numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi"])
-    sp.add_argument("--chains", type=int, default=4)
-    sp.add_argument("--tune", type=int, default=1000)
-    sp.add_argument("--draws", type=int, default=1000)
-    sp.add_argument("--seed", type=int, default=0)
+                    choices=["numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi"],
+                    help="NUTS implementation, or an approximation (pathfinder, advi) "
+                         "(default: %(default)s)")
+    sampling_opts(sp)
     sp.add_argument("--chain-method", default="parallel", choices=["parallel", "sequential",
-                                                                    "vectorized"])
+                                                                    "vectorized"],
+                    help="numpyro: chains on separate cores, one after another, or vectorised "
+                         "(GPU) (default: %(default)s)")
     sp.add_argument("--float32", action="store_true",
                     help="per-row arithmetic in float32, the density and sampler in float64 (about 2x "
                          "faster; bench/RESULTS.md checks the estimates agree)")
     sp.add_argument("--include-data", action="store_true",
                     help="store the observed counts in the fit file (off by default)")
-    sp.add_argument("--quiet", action="store_true")
-    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    sp.add_argument("--out", type=Path, required=True, help="the fit file to write (.nc)")
+    sp.add_argument("--force", action="store_true", help="replace an existing fit file (only a fit)")
     sp.set_defaults(func=_fit)
 
     sp = sub.add_parser("fits", help="list saved fits")
-    sp.add_argument("folder", type=Path, nargs="?", default=Path("fits"))
+    sp.add_argument("folder", type=Path, nargs="?", default=Path("fits"),
+                    help="folder of .nc fit files (default: %(default)s)")
     sp.set_defaults(func=_fits)
 
     sp = sub.add_parser("summary", help="ArviZ summary and headline estimands of a fit")
-    sp.add_argument("fit", type=Path)
-    sp.add_argument("--format", default="table", choices=["table", "csv", "markdown", "json"])
-    sp.add_argument("--prob", type=float, default=0.9)
+    sp.add_argument("fit", type=Path, help="a fit file (.nc)")
+    sp.add_argument("--format", default="table", choices=["table", "csv", "markdown", "json"],
+                    help="output format (default: %(default)s)")
+    sp.add_argument("--prob", type=_probability, default=0.9,
+                    help="probability of the intervals, between 0 and 1 (default: %(default)s)")
     sp.set_defaults(func=_summary)
 
     sp = sub.add_parser("report", help="HTML/Markdown/CSV report of a fit")
-    sp.add_argument("fit", type=Path)
-    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("fit", type=Path, help="a fit file (.nc)")
+    sp.add_argument("--out", type=Path, required=True, help="folder for the report (created if missing)")
     sp.add_argument("--data", type=Path, help="observed data for observed-vs-predicted panels")
-    sp.add_argument("--threshold", type=int, default=10, help="suppress counts below this")
-    sp.add_argument("--rounding", type=int, default=5, help="round published counts to this")
-    sp.add_argument("--prob", type=float, default=0.9)
+    sp.add_argument("--threshold", type=_count(0), default=10, help="suppress counts below this")
+    sp.add_argument("--rounding", type=_count(0), default=5, help="round published counts to this")
+    sp.add_argument("--prob", type=_probability, default=0.9,
+                    help="probability of the intervals, between 0 and 1 (default: %(default)s)")
     sp.set_defaults(func=_report)
 
     sp = sub.add_parser("compare-priors", help="prior predictive checks, fits, estimands and "
                                                "power-scaling sensitivity under several prior sets")
-    sp.add_argument("--data", type=Path, required=True)
-    sp.add_argument("--model", type=Path, default=Path("models/inverse_intervention_nb_log.toml"))
+    sp.add_argument("--data", type=Path, required=True, help="the neighbourhood table (.csv or .parquet)")
+    sp.add_argument("--model", default=shipped.DEFAULT_MODEL, help=model_help)
     sp.add_argument("--priors", nargs="+", required=True, metavar="PRIORS",
-                    help="prior set files, or names of sets in priors/ (e.g. weakly_informative vague)")
+                    help=f"prior set files, or names of shipped sets: {shipped_priors}")
     sp.add_argument("--out", type=Path, required=True, help="folder for the HTML/Markdown pages and CSVs")
     sp.add_argument("--fits-dir", type=Path, default=Path("fits"),
                     help="fits are reused from here when model, priors and data match, and saved here")
-    sp.add_argument("--columns", type=Path)
-    sp.add_argument("--chains", type=int, default=4)
-    sp.add_argument("--tune", type=int, default=1000)
-    sp.add_argument("--draws", type=int, default=1000)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--workers", type=int, default=None,
+    sp.add_argument("--columns", type=Path, help=columns_help)
+    sampling_opts(sp)
+    sp.add_argument("--workers", type=_count(1), default=None,
                     help="parallel fitting processes (default: min(fits, cores))")
-    sp.add_argument("--prior-draws", type=int, default=1000, help="prior predictive draws per set")
-    sp.add_argument("--prob", type=float, default=0.9)
+    sp.add_argument("--prior-draws", type=_count(1), default=1000, help="prior predictive draws per set")
+    sp.add_argument("--prob", type=_probability, default=0.9,
+                    help="probability of the intervals, between 0 and 1 (default: %(default)s)")
     sp.add_argument("--refit", action="store_true", help="fit even when a matching fit exists")
     sp.add_argument("--prior-only", action="store_true",
                     help="prior predictive checks only: no fits, no posterior comparison")
-    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.set_defaults(func=_compare_priors)
 
     sp = sub.add_parser("compare-models", help="PSIS-LOO comparison of saved fits of the same data",
                         epilog="example: hierarchy compare-models fits/national_nb.nc "
                                "fits/national_nb_log.nc --out out/loo")
-    sp.add_argument("fits", type=Path, nargs="+")
+    sp.add_argument("fits", type=Path, nargs="+", help="two or more fit files (.nc) of the same data")
     sp.add_argument("--names", nargs="+", help="labels of the fits (default: model names)")
     sp.add_argument("--out", type=Path, help="folder for CSV tables and HTML/Markdown pages")
     sp.set_defaults(func=_compare_models)
 
     sp = sub.add_parser("sbc", help="simulation-based calibration of a model under a prior set",
                         epilog="exit status 1 when some parameter's ranks are not uniform")
-    sp.add_argument("--model", type=Path, default=Path("models/inverse_intervention_nb_log.toml"))
-    sp.add_argument("--priors", type=Path, default=Path("priors/weakly_informative.toml"))
+    sp.add_argument("--model", default=shipped.DEFAULT_MODEL, help=model_help)
+    sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS, help=priors_help)
     sp.add_argument("--data", type=Path, help="take LAs, deprivation and exposures from this table "
                                               "(default: a small generated geography)")
-    sp.add_argument("--columns", type=Path)
-    sp.add_argument("--las", type=int, default=8, help="LAs in the generated geography")
-    sp.add_argument("--lsoa-per-la", type=float, default=15.0)
-    sp.add_argument("--replicates", type=int, default=100)
-    sp.add_argument("--warmup", type=int, default=250)
-    sp.add_argument("--draws", type=int, default=200)
-    sp.add_argument("--thin", type=int, default=2)
-    sp.add_argument("--alpha", type=float, default=0.001, help="chi-square level per parameter")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--columns", type=Path, help=columns_help)
+    sp.add_argument("--las", type=_count(2), default=8, help="LAs in the generated geography")
+    sp.add_argument("--lsoa-per-la", type=_positive, default=15.0,
+                    help="mean neighbourhoods per LA in the generated geography (default: %(default)s)")
+    sp.add_argument("--replicates", type=_count(1), default=100,
+                    help="simulated data sets, each fitted once (default: %(default)s)")
+    sp.add_argument("--warmup", type=_count(1), default=250, help="warm-up iterations per replicate")
+    sp.add_argument("--draws", type=_count(1), default=200, help="posterior draws per replicate")
+    sp.add_argument("--thin", type=_count(1), default=2, help="keep every n-th draw for the ranks")
+    sp.add_argument("--alpha", type=_probability, default=0.001, help="chi-square level per parameter")
+    sp.add_argument("--seed", type=int, default=0, help=seed_help)
     sp.add_argument("--out", type=Path, help="CSV of the ranks, one row per replicate")
+    sp.add_argument("--force", action="store_true", help=force_help)
     sp.set_defaults(func=_sbc)
 
     sp = sub.add_parser("demo", help="main job: simulate, validate, fit and report")
-    sp.add_argument("--out", default="out")
-    sp.add_argument("--fit", default="fits/demo.nc")
-    sp.add_argument("--synthetic", action="store_true")
+    sp.add_argument("--out", default="out", help="folder for the data and the report (default: %(default)s)")
+    sp.add_argument("--fit", default="fits/demo.nc", help="the fit file; the demo's own is replaced "
+                                                          "(default: %(default)s)")
+    sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
     sp.add_argument("--fast", action="store_true", help="small data and short chains")
     ref_opts(sp)
     sp.set_defaults(func=_demo)
@@ -468,7 +604,11 @@ def _child_level_parsers(sub, ref_opts) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``hierarchy`` console script."""
+    """Entry point of the ``hierarchy`` console script.
+
+    Problems the user can fix are one ``error:`` line on stderr and exit status 2 (never a
+    traceback); Ctrl-C exits 130.
+    """
     args = build_parser().parse_args(argv)
     # data warnings read as messages, not as source lines
     warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"
@@ -476,6 +616,21 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HierarchyError as err:
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, DataValidationError) and err.report.errors and all(
+                p.n_rows for p in err.report.errors):
+            print(f"to set the failing rows aside: hierarchy validate {err.report.source} --drop-invalid "
+                  "REJECTS.csv --kept KEPT.csv, then fit KEPT.csv", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        done = "nothing written" if args.command in ATOMIC else "outputs may be incomplete"
+        print(f"\ninterrupted, {done}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading (| head)
+        sys.stdout = open(os.devnull, "w")  # no second error when Python flushes at exit
+        return 1
+    except OSError as err:  # a file the checks could not foresee (disk full, permissions changed)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

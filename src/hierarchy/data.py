@@ -16,10 +16,11 @@ that fail, and :func:`load` does read + validate + clean dtypes in one call.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import hashlib
 import os
-import tempfile
+import re
 import tomllib
 import warnings
 from collections.abc import Hashable
@@ -32,6 +33,7 @@ import pandas as pd
 
 from hierarchy import STAGES, STRATA
 from hierarchy.errors import DataValidationError, HierarchyError
+from hierarchy.paths import atomic_path
 from hierarchy.priors import did_you_mean
 
 REQUIRED: tuple[str, ...] = ("neighbourhood", "la", "exposure", "deprivation")
@@ -45,6 +47,17 @@ MIN_LA_NEIGHBOURHOODS = 5
 
 MAX_ROW_LABELS = 5
 """How many offending row labels a problem lists."""
+
+MAX_EXPOSURE = 1_000_000
+"""More children than this in one row is an error: England's largest LA has about 340,000."""
+
+EXPOSURE_OUTLIER = 20
+"""Rows with exposure above this multiple of the median get a warning."""
+
+_SCIENTIFIC = re.compile(r"^[+-]?\d+(\.\d+)?[eE][+-]?\d+$")  # '1.00E+05': a spreadsheet's number
+_DATE_LIKE = re.compile(r"^\d{1,2}-(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)$", re.I)  # '01-Apr'
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}([,\s\u00a0\u202f]\d{3})+(\.\d*)?$")  # '1,234', '1 234'
+_BOOLEAN = {"true", "false"}
 
 SUPPRESSION_MARKERS = ("c", "x", "z", "u", "low", "*", ":", "..", "[c]", "[x]", "[z]")
 """Markers the DfE and ONS use in published tables instead of small or missing counts."""
@@ -119,7 +132,12 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HierarchyError(f"column map {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except IsADirectoryError:
+        raise HierarchyError(f"column map {path} is a folder; give its .toml file") from None
+    except UnicodeDecodeError:
+        raise HierarchyError(f"column map {path} is not a text file (TOML is UTF-8 text); is it the "
+                             "right file?") from None
+    except (OSError, tomllib.TOMLDecodeError) as err:
         raise HierarchyError(f"cannot read column map {path}: {err}") from None
 
     sections: dict[str, dict[str, str]] = {name: {} for name in _MAP_SECTIONS}
@@ -181,6 +199,8 @@ def read_table(path: str | os.PathLike, columns: ColumnMap | None = None) -> pd.
     suffixes = "".join(path.suffixes[-2:]).lower()
     if not path.exists():
         raise HierarchyError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise HierarchyError(f"data file {path} is a folder; give a .csv or .parquet file")
     try:
         if path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
             table, row_label = _read_csv(path), "line"
@@ -216,7 +236,23 @@ def read_table(path: str | os.PathLike, columns: ColumnMap | None = None) -> pd.
     return table
 
 
+def _check_duplicate_columns(names: list[str], path: Path) -> None:
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names, start=1):
+        if not name:  # unnamed (e.g. trailing commas): pandas names them 'Unnamed: i'
+            continue
+        seen.setdefault(name, []).append(i)
+    twice = {n: pos for n, pos in seen.items() if len(pos) > 1}
+    if twice:
+        what = "; ".join(f"'{n}' is columns {', '.join(map(str, pos))}" for n, pos in twice.items())
+        raise HierarchyError(f"{path}: the same column name appears more than once ({what}); only one "
+                             "could be used. Rename or remove the extra column(s)")
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # pandas renames duplicates 'x.1'
+        header = next(csv.reader(fh), [])
+    _check_duplicate_columns([str(c).strip() for c in header], path)
     table = pd.read_csv(path, dtype=str, skip_blank_lines=False, encoding="utf-8-sig")
     table.columns = [str(c).strip() for c in table.columns]
     table.index = pd.RangeIndex(2, len(table) + 2, name="line")  # header is line 1
@@ -226,11 +262,15 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    _check_duplicate_columns([str(n).strip() for n in pq.read_schema(path).names], path)
     table = pd.read_parquet(path)
     if not isinstance(table.index, pd.RangeIndex) and any(n is not None for n in
                                                           table.index.names):
         table = table.reset_index()  # a stored, named index is data
-    table.columns = [str(c) for c in table.columns]
+    table.columns = [str(c).strip() for c in table.columns]
+    _check_duplicate_columns(list(table.columns), path)
     table.index = pd.RangeIndex(len(table), name="row")
     return table
 
@@ -377,6 +417,19 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> Vali
     ValidationReport
     """
     c = _Collector(table, source)
+    names = [str(col) for col in table.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # every check below needs one column per name
+        c.table("error", None, f"the same column name appears more than once: {', '.join(twice)}",
+                "rename or remove the extra column(s)")
+        return c.report
+    raw = table
+    table, stripped = normalise_codes(table)
+    for col, mask in stripped.items():
+        examples = ", ".join(repr(v) for v in pd.unique(raw.loc[mask.to_numpy(), col])[:3])
+        c.rows("warning", col, mask, "{n_rows} {have} spaces around the " + col + f" code (e.g. {examples}); "
+               "they were removed", "nothing to do: the codes are used without the spaces (fix the "
+               "source if you can)", "spaces around the code")
     present = set(table.columns)
     _check_columns(c, table)
     if len(table) == 0:
@@ -387,24 +440,10 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> Vali
         _check_count(c, table[stage], stage, num, bad)
     count_num = pd.DataFrame({s: num for s, (num, _) in counts.items()}, index=table.index)
     any_positive = (count_num > 0).any(axis=1).to_numpy()
+    _check_all_zero(c, count_num)
 
     if "exposure" in present:
-        exposure, _ = _parse_numbers(table["exposure"])
-        _check_missing_number(c, table["exposure"], exposure, "exposure",
-                              "give the number of children in the row (mid-year estimate)")
-        c.rows("error", "exposure", exposure < 0, "{n_rows} {have} a negative exposure",
-               "exposure is the number of children in the row and cannot be negative",
-               "negative")
-        c.rows("error", "exposure", (exposure == 0) & any_positive,
-               "{n_rows} {have} exposure 0 but positive counts",
-               "counts need children: check the population figure or the row's codes",
-               "0 with positive counts")
-        for stage in counts:
-            c.rows("warning", stage, (exposure > 0) & (count_num[stage] > exposure),
-                   "{n_rows} {have} a " + stage + " count above exposure (more than the "
-                   "children in the row)",
-                   "possible for repeat events, otherwise check the exposure figure",
-                   "count above exposure")
+        _check_exposure(c, table["exposure"], count_num, any_positive)
 
     if "deprivation" in present:
         _check_deprivation(c, table["deprivation"])
@@ -413,10 +452,113 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> Vali
         if col in present:
             c.rows("error", col, table[col].isna(), "{n_rows} {have} no " + col + " value",
                    "fill in the value or drop the rows", "missing")
+            _check_code_spelling(c, table[col], col)
     _check_structure(c, table)
     if reference is not None:
         _check_reference(c, table, reference)
     return c.report
+
+
+def normalise_codes(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """Codes and strata without surrounding spaces.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        A copy with the spaces removed (``attrs`` kept); the input itself when nothing changed.
+    changed : dict
+        Column -> boolean mask of the rows whose code had surrounding spaces (changed columns only).
+    """
+    changed = {}
+    for col in (*CODE_COLUMNS, *STRATA):
+        if col in table.columns and not pd.api.types.is_numeric_dtype(table[col]):
+            values = table[col]
+            text = values.astype(object).map(lambda v: v if pd.isna(v) else str(v))
+            stripped = text.str.strip()
+            mask = (values.notna() & (stripped != text)).astype(bool)
+            if mask.any():
+                changed[col] = (mask, stripped)
+    if not changed:
+        return table, {}
+    out = table.copy()
+    for col, (_mask, stripped) in changed.items():
+        out[col] = stripped.replace("", np.nan)
+    out.attrs = dict(table.attrs)
+    return out, {col: mask for col, (mask, _) in changed.items()}
+
+
+def _check_code_spelling(c: _Collector, codes: pd.Series, col: str) -> None:
+    """Codes a spreadsheet rewrote, and codes that differ only by upper/lower case."""
+    text = codes.dropna().astype(str)
+    mangled = codes.notna() & codes.astype(str).map(
+        lambda v: bool(_SCIENTIFIC.match(v) or _DATE_LIKE.match(v)))
+    if mangled.any():
+        examples = ", ".join(map(repr, pd.unique(codes[mangled])[:3]))
+        c.rows("error", col, mangled, "{n_rows} {have} a " + col + " code that a spreadsheet "
+               f"rewrote as a number or a date (e.g. {examples}); the original code is lost",
+               "export the codes again from the source with the column formatted as Text (do not "
+               "open and save the CSV in a spreadsheet)", "code rewritten by a spreadsheet")
+    spellings = text.groupby(text.str.upper()).unique()
+    clash = spellings[spellings.map(len) > 1]
+    if len(clash):
+        common = text.value_counts()
+        majority = {key: max(values, key=lambda v: (common[v], v)) for key, values in clash.items()}
+        upper = codes.astype(str).str.upper()
+        minority = codes.notna() & upper.isin(list(majority)) & (codes != upper.map(majority))
+        example = ", ".join(map(repr, clash.iloc[0]))
+        c.rows("error", col, minority, "{n_rows} {have} a " + col + " code that differs from "
+               f"another only by upper/lower case ({_plural(len(clash), 'code')}, e.g. {example}); "
+               "they would count as different " + col + "s",
+               "use one spelling for each code (ONS codes are upper case)", "code differs only by case")
+
+
+def _check_all_zero(c: _Collector, count_num: pd.DataFrame) -> None:
+    if count_num.empty or count_num.isna().all().all():
+        return
+    zero = [s for s in count_num if count_num[s].notna().any() and (count_num[s].fillna(0) == 0).all()]
+    if zero and len(zero) == count_num.shape[1]:
+        c.table("error", None, f"every count is 0 ({', '.join(zero)}): there is nothing to fit",
+                "check the count columns are the right ones and the extract is complete")
+    elif zero:
+        for stage in zero:
+            c.table("warning", stage, f"every {stage} count is 0: a model of this stage cannot be fitted",
+                    "check the column, or leave the stage out of the model")
+
+
+def _check_exposure(c: _Collector, raw: pd.Series, count_num: pd.DataFrame, any_positive) -> None:
+    exposure, _ = _parse_numbers(raw)
+    _check_missing_number(c, raw, exposure, "exposure",
+                          "give the number of children in the row (mid-year estimate)")
+    c.rows("error", "exposure", exposure < 0, "{n_rows} {have} a negative exposure",
+           "exposure is the number of children in the row and cannot be negative",
+           "negative")
+    c.rows("error", "exposure", (exposure == 0) & any_positive,
+           "{n_rows} {have} exposure 0 but positive counts",
+           "counts need children: check the population figure or the row's codes",
+           "0 with positive counts")
+    c.rows("error", "exposure", (exposure == 0) & ~any_positive,
+           "{n_rows} {have} exposure 0 (no children): the model needs exposure > 0 in every row",
+           "remove the rows (they carry no information), e.g. with --drop-invalid, or correct the "
+           "population figure", "0 (no children)")
+    c.rows("error", "exposure", exposure > MAX_EXPOSURE,
+           "{n_rows} {have} exposure above " + f"{MAX_EXPOSURE:,} children (e.g. "
+           f"{exposure[exposure > MAX_EXPOSURE].iloc[0] if (exposure > MAX_EXPOSURE).any() else 0:,.0f}), "
+           "more than in any LA in England",
+           "exposure is the number of children in the row: check for a unit or typing error",
+           "implausibly large")
+    median = exposure[exposure > 0].median()
+    if np.isfinite(median) and median > 0:
+        far = (exposure > EXPOSURE_OUTLIER * median) & (exposure <= MAX_EXPOSURE)
+        c.rows("warning", "exposure", far, "{n_rows} {have} exposure more than "
+               f"{EXPOSURE_OUTLIER} times the median row ({median:,.0f})",
+               "check these figures: a large exposure weighs heavily in its LA's deprivation",
+               "far above the median")
+    for stage in count_num:
+        c.rows("warning", stage, (exposure > 0) & (count_num[stage] > exposure),
+               "{n_rows} {have} a " + stage + " count above exposure (more than the "
+               "children in the row)",
+               "possible for repeat events, otherwise check the exposure figure",
+               "count above exposure")
 
 
 def _check_columns(c: _Collector, table: pd.DataFrame) -> None:
@@ -476,13 +618,32 @@ def _suggest(name: str, candidates: list[str]) -> str:
 
 def _parse_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Return (float64 numbers, NaN where missing or bad; mask of present-but-bad values)."""
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+    if pd.api.types.is_bool_dtype(s) or s.map(lambda v: isinstance(v, bool | np.bool_)).any():
+        num = pd.Series(np.nan, index=s.index)  # true/false is not a number of anything
+    elif pd.api.types.is_numeric_dtype(s):
         num = s.astype("float64")
     else:
         num = pd.to_numeric(s, errors="coerce").astype("float64")
     bad = s.notna() & ~np.isfinite(num.fillna(0))
     bad |= s.notna() & num.isna()
     return num.where(~bad), bad
+
+
+def _not_number_fix(examples: list[str]) -> str | None:
+    """A specific fix when the bad values are true/false or use thousands separators."""
+    lower = {e.lower() for e in examples}
+    if lower and lower <= _BOOLEAN:
+        return ("the column holds true/false values, not numbers: is it the right column? Map the "
+                "right one with --columns")
+    if any(_THOUSANDS.match(e) for e in examples):
+        return ("values such as " + ", ".join(repr(e) for e in examples if _THOUSANDS.match(e))
+                + " have thousands separators: save the file without number formatting (1234, "
+                "not 1,234)")
+    if any(e.strip().endswith("%") for e in examples):
+        return ("values such as " + ", ".join(repr(e) for e in examples if e.strip().endswith("%"))
+                + " are formatted as percentages: save the file without number formatting and "
+                "give a proportion (0.12, not 12%)")
+    return None
 
 
 def _check_count(c: _Collector, raw: pd.Series, stage: str, num: pd.Series,
@@ -492,7 +653,10 @@ def _check_count(c: _Collector, raw: pd.Series, stage: str, num: pd.Series,
         examples = list(dict.fromkeys(raw[nonint].astype(str)))[:3]
         text = bad & num.isna()
         fix = "counts must be whole numbers"
-        if text.any():
+        special = _not_number_fix(examples)
+        if special:
+            fix = special
+        elif text.any():
             fix = (f"text such as {', '.join(repr(m) for m in SUPPRESSION_MARKERS[:6])} is how "
                    "the DfE marks suppressed or missing counts: get the unsuppressed counts "
                    "(do not replace them with 0) or drop the rows with --drop-invalid")
@@ -510,6 +674,7 @@ def _check_missing_number(c: _Collector, raw: pd.Series, num: pd.Series, col: st
     bad = raw.notna() & num.isna()
     examples = list(dict.fromkeys(raw[bad].astype(str)))[:3]
     what = f" (e.g. {', '.join(map(repr, examples))})" if examples else ""
+    fix = _not_number_fix(examples) or fix
     c.rows("error", col, num.isna(), "{n_rows} {have} a missing or non-numeric " + col + what,
            fix, "missing or not a number")
 
@@ -655,15 +820,28 @@ def split_invalid(table: pd.DataFrame,
 def write_rejected(rejected: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write rejected rows (with their row labels and reasons) to CSV, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            rejected.to_csv(fh, index=True, index_label=rejected.index.name or "row")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        rejected.to_csv(fh, index=True, index_label=rejected.index.name or "row")
+    return path
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table as CSV or Parquet (by the name's ending), atomically, without its row labels.
+
+    Used for the rows that pass validation (``hierarchy validate --drop-invalid R --kept K``):
+    the file has canonical column names, so ``hierarchy fit --data K`` reads it without a map.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise HierarchyError(f"{path}: a table is written as .csv or .parquet")
+    frame = table.reset_index(drop=True)
+    frame.attrs = {}
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            frame.to_csv(tmp, index=False, encoding="utf-8")
+        else:
+            frame.to_parquet(tmp, index=False)
     return path
 
 
@@ -683,8 +861,8 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
     Returns
     -------
     pandas.DataFrame
-        Codes and strata as str, counts int64, exposure and deprivation float64, numeric
-        ``la_*`` columns float64; index reset; ``attrs["source"]`` kept.
+        Codes and strata as str (surrounding spaces removed), counts int64, exposure and
+        deprivation float64, numeric ``la_*`` columns float64; index reset; ``attrs["source"]`` kept.
 
     Raises
     ------
@@ -700,8 +878,15 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
         raise DataValidationError(report)
     for problem in report.warnings:
         warnings.warn(f"{report.source}: {problem.format()}", UserWarning, stacklevel=2)
+    out = clean(table)
+    out.attrs = {"source": str(path), "row_label": table.attrs.get("row_label")}
+    return out
 
-    out = table.reset_index(drop=True)
+
+def clean(table: pd.DataFrame) -> pd.DataFrame:
+    """A table that passed :func:`validate` with clean dtypes (see :func:`load`); index reset."""
+    out, _ = normalise_codes(table)
+    out = out.reset_index(drop=True)
     for col in (*CODE_COLUMNS, *STRATA):
         if col in out.columns:
             out[col] = out[col].astype(str)
@@ -709,12 +894,15 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
         if stage in out.columns:
             out[stage] = pd.to_numeric(out[stage]).astype("int64")
     for col in ("exposure", "deprivation"):
-        out[col] = pd.to_numeric(out[col]).astype("float64")
+        if col in out.columns:
+            out[col] = pd.to_numeric(out[col]).astype("float64")
     for col in table_roles(out)["la_covariates"]:
+        if pd.api.types.is_bool_dtype(out[col]):  # a yes/no LA covariate is a 0/1 number
+            out[col] = out[col].astype("float64")
+            continue
         num, bad = _parse_numbers(out[col])
         if not bad.any():
             out[col] = num
-    out.attrs = {"source": str(path), "row_label": table.attrs.get("row_label")}
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -148,15 +147,11 @@ def _log_prior(posterior: dict[str, np.ndarray], priors: PriorSet):
 
 def save_fit(idata, path: str | Path) -> Path:
     """Write ``idata`` to ``path`` atomically: a temporary file beside it, then a rename."""
+    from hierarchy.paths import atomic_path  # removes leftovers of killed writes, cleans up on failure
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         idata.to_netcdf(str(tmp), engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -5,18 +5,28 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-DEFAULT_MODEL = Path("models/inverse_intervention_nb_log.toml")
-DEFAULT_PRIORS = Path("priors/weakly_informative.toml")
+from hierarchy import paths, shipped
+from hierarchy.errors import HierarchyError
+
+DEFAULT_MODEL = shipped.DEFAULT_MODEL
+DEFAULT_PRIORS = shipped.DEFAULT_PRIORS
 
 
 def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro",
               chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
               include_data: bool = False, progress: bool = True,
-              chain_method: str = "parallel", float32: bool = False) -> str:
+              chain_method: str = "parallel", float32: bool = False, log=None) -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
 
-    Returns a short text summary (path, timings, diagnostics).
+    ``model`` and ``priors`` are files or shipped names (:func:`hierarchy.shipped.resolve`).
+    ``out`` is checked before any work: it may not be an input, and an existing file there is
+    replaced only if it is a fit (callers that must not replace fits check first, as
+    ``hierarchy fit`` does without ``--force``). ``log`` (e.g. ``print``) gets a few plain
+    progress lines. Returns a short text summary (path, timings, diagnostics).
     """
+    say = log or (lambda _msg: None)
+    model, priors = shipped.resolve(model, "models"), shipped.resolve(priors, "priors")
+    paths.check_output(out, kind="fit", inputs=[data, model, priors, columns], replace=True)
     from hierarchy.sampling import use_host_devices
 
     use_host_devices(max(chains, 1))  # before JAX starts
@@ -32,12 +42,19 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     spec, pset = load_spec(model), load_priors(priors)
     cmap = data_mod.load_column_map(columns) if columns else None
     table = data_mod.load(data, columns=cmap)
+    for stage in spec.stages:
+        if stage in table.columns and not (table[stage] > 0).any():
+            raise HierarchyError(f"{data}: every {stage} count is 0; {spec.name} cannot be fitted "
+                                 "(check the count column and the extract)")
     design = build_design(table, spec)
+    say(f"fitting {spec.name} / {pset.name} to {len(table):,} rows: {chains} chains x ({tune} warm-up "
+        f"+ {draws} draws), {sampler}")
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
                         data_source=str(data), include_data=include_data,
                         column_map=None if cmap is None else cmap.canonical_to_user())
+    say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
     save_fit(idata, out)
     wall = time.perf_counter() - t0
     t = draws_.timings
@@ -50,21 +67,33 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
 
 
 def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
-         fast: bool = False) -> int:
-    """Main job: simulate national data, validate it, fit the default model, write a report."""
+         fast: bool = False, progress: bool = True) -> int:
+    """Main job: simulate national data, validate it, fit the default model, write a report.
+
+    The demo replaces its own earlier outputs (a fit at ``fit``, the simulated table in ``out``)
+    and says so; it never replaces a file that is not of the kind it writes.
+    """
     from hierarchy import reference, simulate
 
+    data_path = out / "national_2019.parquet"
+    paths.check_output_folder(out)
+    outputs = ((data_path, "parquet"), (data_path.with_suffix(".truth.json"), "json"), (fit, "fit"))
+    for path, kind in outputs:
+        paths.check_output(path, kind=kind, replace=True, option="demo output")
+    paths.check_output_folder(out / "report", option="demo output")
+    for path, _kind in outputs:
+        if path.exists():
+            print(f"replacing {path} (an earlier demo's)")
     out.mkdir(parents=True, exist_ok=True)
     geo = reference.get_geography(reference_dir, synthetic=synthetic or fast,
                                   n_la=20 if fast else 151, seed=0)
     print(f"geography: {geo.source}")
-    data_path = out / "national_2019.parquet"
     table, truth = simulate.simulate(geo, year=2019, seed=0)
     simulate.write(table, truth, data_path)
     print(f"simulated {len(table):,} neighbourhoods in {table['la'].nunique()} LAs -> {data_path}")
     kw = dict(chains=2, tune=300, draws=300) if fast else dict(chains=4, tune=1000, draws=1000)
     print(fit_files(data=data_path, model=DEFAULT_MODEL, priors=DEFAULT_PRIORS, out=fit,
-                    include_data=True, **kw))
+                    include_data=True, progress=progress, log=print, **kw))
     try:
         from hierarchy import report
     except ImportError:  # the report stage lands separately
@@ -72,4 +101,3 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     path = report.write_report(fit, out / "report", data=data_path, truth=truth)
     print(f"report: {path}")
     return 0
-
