@@ -247,7 +247,7 @@ except DataValidationError as err:
 
 # %%
 rejects = OUT / "rejects.csv"
-for args in (["validate", str(bad_csv)], ["validate", str(bad_csv), "--drop-invalid", str(rejects)]):
+for args in (["validate", str(bad_csv)], ["validate", str(bad_csv), "--drop-invalid", str(rejects), "--force"]):
     with contextlib.redirect_stdout(io.StringIO()) as printed:  # the report itself is shown above
         code = cli.main(args)
     print(f"$ hierarchy {' '.join(a if '/' not in a else Path(a).name for a in args)}")

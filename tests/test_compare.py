@@ -300,7 +300,7 @@ def test_prior_predictive_share_is_the_mean_of_the_decile_shares(log_truth_data)
 
 def test_prior_set_names_resolve_and_unknown_names_are_explained(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    assert compare.resolve_prior_path("vague") == Path("priors/vague.toml")
+    assert compare.resolve_prior_path("vague").resolve() == (ROOT / "priors/vague.toml").resolve()
     with pytest.raises(HierarchyError, match="did you mean 'vague'"):
         compare.resolve_prior_path("vauge")
     copy = tmp_path / "p.toml"

@@ -50,6 +50,7 @@ import xarray as xr
 from matplotlib.ticker import FixedLocator, NullFormatter
 
 from hierarchy import data as data_mod
+from hierarchy import shipped
 from hierarchy.compare_models import loglik_draws
 from hierarchy.design import Design, build_design, z_of
 from hierarchy.errors import FitFileError, HierarchyError
@@ -495,19 +496,14 @@ def resolve_prior_path(prior: str | os.PathLike, priors_dir: str | os.PathLike =
         When neither exists; the message suggests the closest known name.
     """
     path = Path(prior)
-    if path.exists():
-        return path
-    folders = [Path(priors_dir)]
-    if Path(priors_dir) == PRIORS_DIR:  # also the checkout's priors/ when run from elsewhere
-        folders.append(Path(__file__).resolve().parents[2] / PRIORS_DIR)
-    for folder in folders:
-        named = folder / f"{prior}.toml"
-        if named.exists() and path.suffix != ".toml":
-            return named
-    shipped = sorted({p.stem for folder in folders for p in folder.glob("*.toml")})
+    if path.exists() or Path(priors_dir) == PRIORS_DIR:  # a file, or a shipped set (package data)
+        return shipped.resolve(prior, "priors")
+    named = Path(priors_dir) / f"{prior}.toml"
+    if named.exists() and path.suffix != ".toml":
+        return named
+    known = sorted(p.stem for p in Path(priors_dir).glob("*.toml"))
     raise HierarchyError(f"prior set {str(prior)!r}: no such file, and not the name of a set in "
-                         f"{priors_dir}{did_you_mean(str(prior), shipped)} (known: "
-                         f"{', '.join(shipped) or 'none'})")
+                         f"{priors_dir}{did_you_mean(str(prior), known)} (known: {', '.join(known) or 'none'})")
 
 
 # ------------------------------------------------------------------------------ compare priors
