@@ -62,6 +62,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
                               ["diagnostics"])
     return (f"fit saved to {out}: {spec.name} / {pset.name} / {sampler}, "
             f"{chains} chains x ({tune} tune + {draws} draws)\n"
+            f"model: {spec.formula_text} ({spec.family})\n"
             f"wall {wall:.1f} s (sampler {t['total']:.1f} s: warmup incl. compile "
             f"{t.get('warmup', float('nan')):.1f} s, sampling {t.get('sampling', 0):.1f} s)\n{diag}")
 
