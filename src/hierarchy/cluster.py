@@ -136,9 +136,10 @@ def connect(scheduler: str | None = None, *, workers: int = 1) -> Iterator:
         raise HierarchyError(f"'{SYNCHRONOUS}' runs fits in this process, without a Dask client: "
                              "give a scheduler address (tcp://host:8786) or a scheduler file")
     if address is not None:
-        kind = "scheduler_file" if Path(address).is_file() else "address"
+        file = Path(address).expanduser()
+        where = {"scheduler_file": str(file)} if file.is_file() else {"address": address}
         try:
-            client = Client(**{kind: address}, timeout="30s")
+            client = Client(**where, timeout="30s")
         except (OSError, TimeoutError) as err:
             src = "--scheduler" if scheduler else f"${SCHEDULER_ENV}"
             raise HierarchyError(f"cannot reach the Dask scheduler {address} (from {src}): {err}; "

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hierarchy.errors import SpecError
+from hierarchy.errors import HierarchyError, SpecError
 from hierarchy.priors import did_you_mean, read_toml
 from hierarchy.sweep import FitJob, JobResult, SweepResult, execute
 
@@ -96,7 +96,7 @@ def load_grid(path: str | os.PathLike, out: str | os.PathLike) -> list[FitJob]:
     """
     path, out = Path(path), Path(out)
     raw = read_toml(path)
-    base = path.resolve().parent
+    base = path.parent
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise SpecError(f"{path}: unknown key(s) {', '.join(unknown)}"
@@ -127,7 +127,10 @@ def load_grid(path: str | os.PathLike, out: str | os.PathLike) -> list[FitJob]:
     for d, m, p in itertools.product(data, models, priors):
         for combo in itertools.product(*axes.values()):
             kw = dict(zip(axes, combo, strict=True))
-            job = FitJob(data=d, model=m, priors=p, out=out / "pending.nc", columns=columns, **kw)
+            try:
+                job = FitJob(data=d, model=m, priors=p, out=out / "pending.nc", columns=columns, **kw)
+            except HierarchyError as err:
+                raise SpecError(f"{path}: [settings] {err}") from None
             name = _fit_name(job)
             if name in names:
                 raise SpecError(f"{path}: two fits would be saved as {name} ({names[name]} and {d}); "

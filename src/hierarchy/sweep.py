@@ -74,7 +74,8 @@ class FitJob:
     """One fit of a sweep: which files, where to save, and the sampler settings.
 
     Relative paths resolve in the caller's working directory (they are made absolute before a
-    job is sent to a worker). Equal jobs are equal and hash alike.
+    job is sent to the workers of an existing Dask cluster, which may run elsewhere). Equal jobs
+    are equal and hash alike.
     """
 
     data: Path
@@ -372,10 +373,11 @@ def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: in
 
     from hierarchy.cluster import SYNCHRONOUS, connect, resolve_scheduler
 
-    if executor is None and resolve_scheduler(scheduler) == SYNCHRONOUS:
+    address = resolve_scheduler(scheduler)
+    if executor is None and address == SYNCHRONOUS:
         for i in todo:
             try:
-                res = run_job(jobs[i].absolute())
+                res = run_job(jobs[i])
             except Exception as err:
                 fail(i, err)
                 continue
@@ -383,20 +385,25 @@ def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: in
         return result
     if executor is None:
         n = workers if workers is not None else default_workers(len(todo))
-        with connect(scheduler, workers=n) as client:
-            _gather(client, jobs, todo, result.keys, finish, fail)
+        with connect(scheduler, workers=n) as client:  # a local cluster shares our working directory
+            _gather(client, jobs, todo, result.keys, finish, fail, absolute=address is not None)
     else:
         _gather(executor, jobs, todo, result.keys, finish, fail)
     return result
 
 
 def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str | None],
-            finish: Callable[[int, JobResult], None], fail: Callable[[int, BaseException], None]) -> None:
-    """Submit ``jobs[i]`` for ``i`` in ``todo`` and report each as it completes."""
+            finish: Callable[[int, JobResult], None], fail: Callable[[int, BaseException], None], *,
+            absolute: bool = True) -> None:
+    """Submit ``jobs[i]`` for ``i`` in ``todo`` and report each as it completes.
+
+    Paths are sent absolute to Dask workers (they may run elsewhere) unless ``absolute`` is
+    false, and as given to a ``concurrent.futures`` executor (processes of this machine).
+    """
     import concurrent.futures as cf
 
     if isinstance(executor, cf.Executor):
-        futures = {executor.submit(run_job, jobs[i].absolute()): i for i in todo}
+        futures = {executor.submit(run_job, jobs[i]): i for i in todo}
         completed = cf.as_completed(futures)
     else:
         from distributed import Client, as_completed
@@ -407,7 +414,7 @@ def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str |
         from hierarchy.cluster import JaxWorkerSetup
 
         executor.register_plugin(JaxWorkerSetup())  # idempotent; only acts before JAX starts
-        futures = {executor.submit(run_job, jobs[i].absolute(), pure=False,
+        futures = {executor.submit(run_job, jobs[i].absolute() if absolute else jobs[i], pure=False,
                                    key=f"fit-{jobs[i].out.stem}-{keys[i]}-{i}"): i for i in todo}
         completed = as_completed(futures)
     for fut in completed:
