@@ -386,7 +386,8 @@ def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: in
     if executor is None:
         n = workers if workers is not None else default_workers(len(todo))
         with connect(scheduler, workers=n) as client:  # a local cluster shares our working directory
-            _gather(client, jobs, todo, result.keys, finish, fail, absolute=address is not None)
+            _gather(client, jobs, todo, result.keys, finish, fail, absolute=address is not None,
+                    setup=False)  # connect() has set the workers up
     else:
         _gather(executor, jobs, todo, result.keys, finish, fail)
     return result
@@ -394,11 +395,12 @@ def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: in
 
 def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str | None],
             finish: Callable[[int, JobResult], None], fail: Callable[[int, BaseException], None], *,
-            absolute: bool = True) -> None:
+            absolute: bool = True, setup: bool = True) -> None:
     """Submit ``jobs[i]`` for ``i`` in ``todo`` and report each as it completes.
 
     Paths are sent absolute to Dask workers (they may run elsewhere) unless ``absolute`` is
     false, and as given to a ``concurrent.futures`` executor (processes of this machine).
+    ``setup`` registers :class:`hierarchy.cluster.JaxWorkerSetup` on a Dask client's workers.
     """
     import concurrent.futures as cf
 
@@ -411,9 +413,10 @@ def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str |
         if not isinstance(executor, Client):
             raise HierarchyError("executor must be a dask.distributed.Client or a "
                                  f"concurrent.futures.Executor, got {type(executor).__name__}")
-        from hierarchy.cluster import JaxWorkerSetup
+        if setup:
+            from hierarchy.cluster import JaxWorkerSetup
 
-        executor.register_plugin(JaxWorkerSetup())  # idempotent; only acts before JAX starts
+            executor.register_plugin(JaxWorkerSetup())  # acts only in workers that have not started JAX
         futures = {executor.submit(run_job, jobs[i].absolute() if absolute else jobs[i], pure=False,
                                    key=f"fit-{jobs[i].out.stem}-{keys[i]}-{i}"): i for i in todo}
         completed = as_completed(futures)
