@@ -248,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("sweep", help="fit every combination of a grid of data x models x priors x "
                                       "settings, on Dask; a rerun skips finished fits",
-                        epilog="grid format: see hierarchy/grid.py; exit status 1 when a fit failed")
+                        epilog='grid file, e.g.: data = "d.parquet"  model = ["gradient_nb", "gradient_poisson"]  '
+                               'priors = ["weakly_informative", "vague"]  [settings] chains = 4  seed = [0, 1] '
+                               '(README, "Sweeps"); exit status 1 when a fit failed')
     sp.add_argument("grid", type=Path, help="grid file (TOML)")
     sp.add_argument("--out", type=Path, required=True, help="folder for the fits and sweep.csv")
     scheduler_opt(sp, "; 'synchronous': one fit after another in this process")
