@@ -31,7 +31,7 @@ from hierarchy.estimands import deciles_of
 from hierarchy.jaxmodel import draw_counts
 from hierarchy.priors import load_priors
 from hierarchy.spec import load_spec
-from hierarchy.sweep import FitJob, run_jobs, run_sweep
+from hierarchy.sweep import FitJob, run_sweep
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.xdist_group("compare")]  # one worker builds the module's fits once
@@ -107,12 +107,6 @@ def test_sweep_runs_jobs_in_parallel_processes_and_returns_every_fit(fitted):
     prov = compare.read_provenance(results[0].path)
     assert prov["sampler"]["chain_method"] == "sequential"
     assert prov["sampler"]["draws"] == SETTINGS["draws"]
-
-
-def test_sweep_refuses_two_jobs_writing_one_file(log_truth_data, tmp_path):
-    job = FitJob(data=log_truth_data, model=LOG, priors=DEFAULT, out=tmp_path / "a.nc")
-    with pytest.raises(HierarchyError, match="same fit file"):
-        run_jobs([job, job])
 
 
 def test_loo_prefers_the_data_generating_log_interaction(fitted):

@@ -188,22 +188,40 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _compare_priors(args: argparse.Namespace) -> int:
-    from hierarchy import compare
+    import contextlib
+
+    from hierarchy import cluster, compare
 
     model = shipped.resolve(args.model, "models")
     priors = [shipped.resolve(p, "priors") for p in args.priors]
     paths.check_output_folder(args.out, inputs=[args.data, model, *priors, args.columns])
     paths.check_output_folder(args.fits_dir, inputs=[args.data, model, *priors, args.columns],
                               option="--fits-dir")
-    result = compare.compare_priors(
-        args.data, model, priors, args.out, fits_dir=args.fits_dir, chains=args.chains,
-        tune=args.tune, draws=args.draws, seed=args.seed, workers=args.workers,
-        prior_draws_n=args.prior_draws, prob=args.prob, refit=args.refit, columns=args.columns,
-        prior_only=args.prior_only, log=None if args.quiet else print)
+    # a given scheduler is connected to here; unset, the sweep reads $HIERARCHY_DASK_SCHEDULER or
+    # starts a local cluster only if some fit is missing
+    with (cluster.connect(args.scheduler) if args.scheduler else contextlib.nullcontext()) as client:
+        result = compare.compare_priors(
+            args.data, model, priors, args.out, fits_dir=args.fits_dir, chains=args.chains,
+            tune=args.tune, draws=args.draws, seed=args.seed, workers=args.workers, executor=client,
+            prior_draws_n=args.prior_draws, prob=args.prob, refit=args.refit, columns=args.columns,
+            prior_only=args.prior_only, log=None if args.quiet else print)
     print("\n".join(f"- {line}" for line in result.findings))
     print(f"fits reused: {len(result.reused)}, fitted now: {len(result.fitted)}")
     print(f"pages: {result.html} and {result.markdown}")
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from hierarchy.grid import run_grid
+
+    result = run_grid(args.grid, args.out, scheduler=args.scheduler, workers=args.workers,
+                      refit=args.refit, log=None if args.quiet else print)
+    table = result.table()
+    counts = table["status"].value_counts()
+    print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("fitted", "skipped", "failed")))
+    for _, row in table[table["status"] == "failed"].iterrows():
+        print(f"failed: {Path(row['out']).name}: {row['error']}", file=sys.stderr)
+    return 1 if len(result.failures) else 0
 
 
 def _compare_models(args: argparse.Namespace) -> int:
@@ -474,6 +492,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probability of the intervals, between 0 and 1 (default: %(default)s)")
     sp.set_defaults(func=_report)
 
+    def scheduler_opt(sp: argparse.ArgumentParser, extra: str = "") -> None:
+        sp.add_argument("--scheduler", metavar="ADDRESS",
+                        help="Dask scheduler address (tcp://host:8786) or scheduler file to run the fits "
+                             "on (default: $HIERARCHY_DASK_SCHEDULER, else a local cluster of worker "
+                             f"processes){extra}")
+
+    sp = sub.add_parser("sweep", help="fit every combination of a grid of data x models x priors x "
+                                      "settings, on Dask; a rerun skips finished fits",
+                        epilog='grid file, e.g.: data = "d.parquet"  model = ["gradient_nb", "gradient_poisson"]  '
+                               'priors = ["weakly_informative", "vague"]  [settings] chains = 4  seed = [0, 1] '
+                               '(README, "Sweeps"); exit status 1 when a fit failed')
+    sp.add_argument("grid", type=Path, help="grid file (TOML)")
+    sp.add_argument("--out", type=Path, required=True, help="folder for the fits and sweep.csv")
+    scheduler_opt(sp, "; 'synchronous': one fit after another in this process")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="worker processes of a local cluster (default: min(fits, cores))")
+    sp.add_argument("--refit", action="store_true", help="fit even when a finished fit is there")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=_sweep)
+
     sp = sub.add_parser("compare-priors", help="prior predictive checks, fits, estimands and "
                                                "power-scaling sensitivity under several prior sets")
     sp.add_argument("--data", type=Path, required=True, help="the neighbourhood table (.csv or .parquet)")
@@ -487,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling_opts(sp)
     sp.add_argument("--workers", type=_count(1), default=None,
                     help="parallel fitting processes (default: min(fits, cores))")
+    scheduler_opt(sp)
     sp.add_argument("--prior-draws", type=_count(1), default=1000, help="prior predictive draws per set")
     sp.add_argument("--prob", type=_probability, default=0.9,
                     help="probability of the intervals, between 0 and 1 (default: %(default)s)")

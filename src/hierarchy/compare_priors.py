@@ -16,7 +16,7 @@
   parameters and prior-data conflict flagged in plain words.
 
 Fits are saved in ``--fits-dir`` and reused when a saved fit has the same model, prior set and
-data hashes (:func:`find_fit`); missing fits run in parallel processes (:mod:`hierarchy.sweep`).
+data hashes (:func:`find_fit`); missing fits run on Dask (:mod:`hierarchy.sweep`).
 The output folder gets ``index.html`` (self-contained, figures embedded), ``index.md`` (with the
 figures as PNG files beside it) and CSV tables.
 
@@ -687,7 +687,7 @@ def _find_or_fit(spec: ModelSpec, sets: list[PriorSet], paths: list[Path], *,
                    columns=Path(columns) if columns else None, **settings,
                    chain_method="parallel" if alone else "sequential") for path, pset in missing]
     say(f"fitting {len(jobs)} prior set(s): {', '.join(pset.name for _, pset in missing)}")
-    results = run_jobs(jobs, executor=executor, workers=workers,
+    results = run_jobs(jobs, executor=executor, workers=workers, refit=refit,
                        on_done=lambda r: say(f"  done in {r.seconds:.0f} s: {r.path}"))
     for (_, pset), res in zip(missing, results, strict=True):
         fits[pset.name] = res.path

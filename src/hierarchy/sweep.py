@@ -1,41 +1,58 @@
-"""Run many fits at once: a sweep of (data, model, priors, settings) jobs in parallel processes.
+"""Run many fits: a sweep of (data, model, priors, settings) jobs on a Dask cluster.
 
 A :class:`FitJob` is plain data (file paths and sampler settings), so it can be pickled and sent
 anywhere; :func:`run_job` fits one job with :func:`hierarchy.workflow.fit_files` and saves the
-fit; :func:`run_sweep` runs a list of jobs on an executor and returns the fit paths in job order.
+fit. :func:`execute` runs a list of jobs and gathers what happened to each into a
+:class:`SweepResult` (:meth:`SweepResult.table`: one row per job); :func:`run_jobs` and
+:func:`run_sweep` do the same and raise :class:`SweepError` if a job failed.
 
-By default the executor is a local :class:`concurrent.futures.ProcessPoolExecutor` with the
-``"spawn"`` start method (a fresh interpreter per worker: JAX is not fork-safe, and XLA flags
-such as the host device count only take effect before JAX starts). Inside a worker, chains run
-one after another (``chain_method="sequential"``) so that ``workers`` processes use about
-``workers`` cores. The default number of workers is ``min(len(jobs), cores available)``: 2 on
-the 2-core machine this was measured on (DESIGN section 4).
+Where the jobs run (:mod:`hierarchy.cluster`): on the Dask scheduler given as ``scheduler`` or
+in ``$HIERARCHY_DASK_SCHEDULER``, else on a new local cluster of ``workers`` worker processes
+(default ``min(jobs, cores)``); ``scheduler="synchronous"`` runs them one after another in this
+process (for debugging), and ``executor`` takes any ``dask.distributed.Client`` or
+``concurrent.futures.Executor``. Inside a worker the chains of a job run as the job says
+(``chain_method="sequential"`` by default, so that ``workers`` processes use about ``workers``
+cores).
 
-A later change can hand the same jobs to a distributed engine: pass any object with the
-:class:`concurrent.futures.Executor` ``submit(fn, *args)`` method whose futures have
-``result()`` (for example a ``dask.distributed.Client``)::
+Each job is content-addressed: its key (:func:`job_key`) is a hash of the data hash, the model
+hash, the prior set hash and the sampler settings (sampler, chains, tune, draws, seed, float32
+and whether observed data are stored), the hashes that fit files already carry. A job whose
+``out`` file is a fit with the same key (:func:`fit_key` of its provenance) is skipped unless
+``refit``: a rerun of a sweep refits nothing that finished. A failed job (bad input, a worker
+that died) is reported with its error while the others finish. The key does not cover package
+versions: refit after upgrading the numerical stack.
 
-    from hierarchy.sweep import FitJob, run_sweep
+Example::
+
+    from hierarchy.sweep import FitJob, execute
 
     jobs = [FitJob(data="out/national_2019.parquet", model="models/inverse_intervention_nb.toml",
                    priors=f"priors/{p}.toml", out=f"fits/{p}.nc", chains=2, tune=500, draws=500)
             for p in ("weakly_informative", "vague")]
-    paths = run_sweep(jobs, workers=2)
+    print(execute(jobs, workers=2).table())
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import dataclasses
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hierarchy.errors import HierarchyError
 
-__all__ = ["FitJob", "JobResult", "SweepError", "available_cores", "default_workers", "run_job",
+if TYPE_CHECKING:
+    import pandas as pd
+
+KEY_SETTINGS = ("sampler", "chains", "tune", "draws", "seed", "float32", "include_data")
+"""Job settings covered by the content key (besides the data, model and prior set hashes)."""
+
+__all__ = ["KEY_SETTINGS", "FitJob", "JobResult", "SweepError", "SweepResult", "content_key",
+           "default_workers", "execute", "fit_key", "job_key", "read_provenance", "run_job",
            "run_jobs", "run_sweep"]
 
 
@@ -56,8 +73,9 @@ class SweepError(HierarchyError):
 class FitJob:
     """One fit of a sweep: which files, where to save, and the sampler settings.
 
-    Paths are kept as given (relative paths resolve in the worker's working directory, which is
-    the caller's for local processes). Equal jobs are equal and hash alike.
+    Relative paths resolve in the caller's working directory (they are made absolute before a
+    job is sent to the workers of an existing Dask cluster, which may run elsewhere). Equal jobs
+    are equal and hash alike.
     """
 
     data: Path
@@ -83,17 +101,30 @@ class FitJob:
             if int(getattr(self, name)) < (1 if name != "tune" else 0):
                 raise HierarchyError(f"FitJob.{name} must be positive, got {getattr(self, name)}")
 
+    def absolute(self) -> FitJob:
+        """The same job with absolute paths (for workers with another working directory)."""
+        paths = {n: getattr(self, n).absolute() for n in ("data", "model", "priors", "out", "columns")
+                 if getattr(self, n) is not None}
+        return dataclasses.replace(self, **paths)
+
 
 @dataclass(frozen=True)
 class JobResult:
-    """What a finished job reports: the fit path, the worker's process id and its timings."""
+    """What a finished job reports: the fit path, where and when it ran, and its summary.
+
+    ``status`` is ``"fitted"``, or ``"skipped"`` when ``out`` already held a fit with the job's
+    content ``key`` (then ``pid`` is None and ``started == finished`` is the file's time).
+    """
 
     job: FitJob
     path: Path
-    pid: int
+    pid: int | None
     started: float  # time.time() in the worker
     finished: float
     summary: str
+    key: str = ""
+    status: str = "fitted"
+    host: str = ""
 
     @property
     def seconds(self) -> float:
@@ -101,17 +132,87 @@ class JobResult:
         return self.finished - self.started
 
 
-def available_cores() -> int:
-    """Cores this process may run on (CPU affinity where the platform has it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def default_workers(n_jobs: int) -> int:
     """``min(n_jobs, cores available)``, at least 1."""
+    from hierarchy.cluster import available_cores
+
     return max(1, min(n_jobs, available_cores()))
+
+
+# ------------------------------------------------------------------------------ content keys
+
+
+def content_key(*, data_hash: str, model_hash: str, priors_hash: str, settings: dict[str, Any]) -> str:
+    """16-hex key of a fit: data, model and prior set hashes and the :data:`KEY_SETTINGS`."""
+    from hierarchy.priors import config_hash
+
+    norm = {"sampler": str(settings.get("sampler")), "float32": bool(settings.get("float32", False)),
+            "include_data": bool(settings.get("include_data", False))}
+    for name in ("chains", "tune", "draws", "seed"):
+        value = settings.get(name)
+        norm[name] = None if value is None else int(value)
+    return config_hash({"data": data_hash, "model": model_hash, "priors": priors_hash, "settings": norm})
+
+
+def fit_key(provenance: dict[str, Any] | None) -> str | None:
+    """The content key of a saved fit, from its provenance (None when that lacks a hash)."""
+    if not provenance:
+        return None
+    hashes = [provenance.get(k) for k in ("data_hash", "model_hash", "priors_hash")]
+    if not all(hashes):
+        return None
+    settings = {**provenance.get("sampler", {}), "include_data": provenance.get("include_data", False)}
+    return content_key(data_hash=hashes[0], model_hash=hashes[1], priors_hash=hashes[2],
+                       settings=settings)
+
+
+def job_key(job: FitJob, *, data_hashes: dict | None = None) -> str:
+    """The content key of ``job``: reads and hashes its data, model and prior files.
+
+    Parameters
+    ----------
+    job : FitJob
+    data_hashes : dict, optional
+        Cache of data hashes by file (path, size, modification time, column map), filled here:
+        pass one dict to hash each data file of a sweep once.
+
+    Raises
+    ------
+    HierarchyError
+        When a file is missing or invalid (the message names it).
+    """
+    from hierarchy import data as data_mod
+    from hierarchy.priors import load_priors
+    from hierarchy.spec import load_spec
+
+    cache = {} if data_hashes is None else data_hashes
+    if not job.data.exists():
+        raise HierarchyError(f"{job.data}: no such data file")
+    st = job.data.stat()
+    ident = (str(job.data.resolve()), st.st_size, st.st_mtime_ns,
+             None if job.columns is None else str(job.columns.resolve()))
+    if ident not in cache:
+        cmap = data_mod.load_column_map(job.columns) if job.columns else None
+        cache[ident] = data_mod.data_hash(data_mod.load(job.data, columns=cmap))
+    settings = {n: getattr(job, n) for n in KEY_SETTINGS}
+    return content_key(data_hash=cache[ident], model_hash=load_spec(job.model).hash(),
+                       priors_hash=load_priors(job.priors).hash(), settings=settings)
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Provenance of a saved fit (posterior attributes only), or None if it is not a readable fit."""
+    import json
+
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, group="posterior", engine="h5netcdf") as ds:
+            return json.loads(ds.attrs["hierarchy"])
+    except Exception:  # missing, not a fit, damaged: not a finished fit
+        return None
+
+
+# ------------------------------------------------------------------------------ one job
 
 
 def run_job(job: FitJob) -> JobResult:
@@ -125,7 +226,7 @@ def run_job(job: FitJob) -> JobResult:
     Returns
     -------
     JobResult
-        Fit path, worker pid, start and end times and the fit's text summary.
+        Fit path, worker host and pid, start and end times and the fit's text summary.
     """
     from hierarchy.workflow import fit_files
 
@@ -135,84 +236,226 @@ def run_job(job: FitJob) -> JobResult:
                         draws=job.draws, seed=job.seed, include_data=job.include_data,
                         progress=False, chain_method=job.chain_method, float32=job.float32)
     return JobResult(job=job, path=Path(job.out), pid=os.getpid(), started=started,
-                     finished=time.time(), summary=summary)
+                     finished=time.time(), summary=summary, host=socket.gethostname())
 
 
-def run_jobs(jobs: Sequence[FitJob], *, executor: Executor | None = None, workers: int | None = None,
-             on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
-    """Run ``jobs`` in parallel and return their results in job order.
+# ------------------------------------------------------------------------------ many jobs
+
+
+@dataclass
+class SweepResult:
+    """What happened to each job of a sweep, in job order.
+
+    Attributes
+    ----------
+    jobs : list of FitJob
+    keys : list of str or None
+        Content key of each job (None where its files could not be read).
+    results : list of JobResult or None
+        Fitted or skipped jobs; None for failed ones.
+    failures : dict of int to BaseException
+        Job index -> its error.
+    """
+
+    jobs: list[FitJob]
+    keys: list[str | None]
+    results: list[JobResult | None]
+    failures: dict[int, BaseException] = field(default_factory=dict)
+
+    @property
+    def done(self) -> list[JobResult]:
+        """Results of the jobs that did not fail, in job order."""
+        return [r for r in self.results if r is not None]
+
+    def raise_failures(self) -> None:
+        """Raise :class:`SweepError` if any job failed."""
+        if self.failures:
+            raise SweepError({self.jobs[i]: err for i, err in sorted(self.failures.items())}, self.done)
+
+    def table(self) -> pd.DataFrame:
+        """One row per job: its files and settings, status, key, timings, diagnostics and error.
+
+        ``status`` is ``fitted``, ``skipped`` (a finished fit with the same key was found) or
+        ``failed`` (``error`` says why); ``diagnostics``, ``rhat_max``, ``ess_bulk_min``,
+        ``ess_tail_min`` and ``divergences`` come from the saved fit.
+        """
+        import pandas as pd
+
+        rows = []
+        for i, job in enumerate(self.jobs):
+            res, err = self.results[i], self.failures.get(i)
+            row = {"data": str(job.data), "model": str(job.model), "priors": str(job.priors),
+                   **{n: getattr(job, n) for n in ("sampler", "chains", "tune", "draws", "seed",
+                                                    "float32")},
+                   "out": str(job.out), "key": self.keys[i],
+                   "status": "failed" if err is not None else res.status,
+                   "seconds": None if res is None or res.status == "skipped" else round(res.seconds, 2),
+                   "host": None if res is None else res.host, "pid": None if res is None else res.pid}
+            diag = (read_provenance(res.path) or {}).get("diagnostics", {}) if res is not None else {}
+            row.update(diagnostics=diag.get("status"),
+                       **{k: diag.get(k) for k in ("rhat_max", "ess_bulk_min", "ess_tail_min",
+                                                   "divergences")})
+            row["error"] = None if err is None else f"{err.__class__.__name__}: {err}"
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: int | None = None,
+            executor: Any = None, refit: bool = False,
+            on_done: Callable[[JobResult], None] | None = None,
+            on_error: Callable[[FitJob, BaseException], None] | None = None) -> SweepResult:
+    """Run ``jobs`` (skipping finished ones) and gather what happened to each.
 
     Parameters
     ----------
     jobs : sequence of FitJob
         The fits to run; their ``out`` paths must be distinct.
-    executor : concurrent.futures.Executor, optional
-        Where to run them (anything with ``submit(fn, job)`` returning a future with
-        ``result()``). Default: a local spawn-context process pool of ``workers`` processes,
-        shut down on return.
+    scheduler : str, optional
+        Dask scheduler address or scheduler file; default ``$HIERARCHY_DASK_SCHEDULER``, else a
+        new local cluster of worker processes. ``"synchronous"``: one job after another in this
+        process.
     workers : int, optional
-        Processes of the default pool; default :func:`default_workers`. Ignored with
-        ``executor``.
+        Worker processes of a new local cluster; default :func:`default_workers` of the jobs to
+        run. Ignored with an existing scheduler or ``executor``.
+    executor : dask.distributed.Client or concurrent.futures.Executor, optional
+        Run the jobs there instead (it is left open).
+    refit : bool
+        Fit even when ``out`` holds a finished fit with the job's key.
     on_done : callable, optional
-        Called with each :class:`JobResult` as it finishes (in completion order), e.g. to print
-        progress.
+        Called with each :class:`JobResult` (fitted or skipped) as it finishes.
+    on_error : callable, optional
+        Called with each failed job and its error as it fails.
 
     Returns
     -------
-    list of JobResult
+    SweepResult
+        Job failures are in ``failures``, not raised.
 
     Raises
     ------
-    SweepError
-        If any job failed (after all the others have finished; their fits are saved).
+    HierarchyError
+        When two jobs write the same file, or no cluster could be reached.
     """
     jobs = list(jobs)
     outs = [j.out.resolve() for j in jobs]
     if len(set(outs)) != len(outs):
         dup = sorted({str(o) for o in outs if outs.count(o) > 1})
         raise HierarchyError(f"two jobs of the sweep write the same fit file: {', '.join(dup)}")
-    if not jobs:
-        return []
-    own = executor is None
-    if own:
-        n = workers if workers is not None else default_workers(len(jobs))
-        if n < 1:
-            raise HierarchyError(f"workers must be at least 1, got {n}")
-        executor = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures: list[Future] = [executor.submit(run_job, job) for job in jobs]
-        results: dict[int, JobResult] = {}
-        failures: dict[FitJob, BaseException] = {}
-        pending = dict(enumerate(futures))
-        while pending:  # poll so that any Future-like object works, in completion order
-            for i, fut in list(pending.items()):
-                if hasattr(fut, "done") and not fut.done():
-                    continue
-                del pending[i]
-                try:
-                    results[i] = fut.result()
-                except Exception as err:  # reported together below
-                    failures[jobs[i]] = err
-                    continue
-                if on_done is not None:
-                    on_done(results[i])
-            if pending:
-                time.sleep(0.05)
-    finally:
-        if own:
-            executor.shutdown(wait=True)
-    done = [results[i] for i in sorted(results)]
-    if failures:
-        raise SweepError(failures, done)
-    return done
+    done = on_done or (lambda _r: None)
+    failed = on_error or (lambda _j, _e: None)
+    result = SweepResult(jobs=jobs, keys=[None] * len(jobs), results=[None] * len(jobs))
+
+    def fail(i: int, err: BaseException) -> None:
+        result.failures[i] = err
+        failed(jobs[i], err)
+
+    todo, hashes = [], {}
+    for i, job in enumerate(jobs):
+        try:
+            result.keys[i] = job_key(job, data_hashes=hashes)
+        except Exception as err:  # a bad input file fails its jobs only
+            fail(i, err)
+            continue
+        if not refit and job.out.exists() and fit_key(read_provenance(job.out)) == result.keys[i]:
+            stamp = job.out.stat().st_mtime
+            result.results[i] = JobResult(job=job, path=job.out, pid=None, started=stamp, finished=stamp,
+                                          summary=f"{job.out}: already fitted (key {result.keys[i]})",
+                                          key=result.keys[i], status="skipped")
+            done(result.results[i])
+        else:
+            todo.append(i)
+    if not todo:
+        return result
+
+    def finish(i: int, res: JobResult) -> None:
+        result.results[i] = dataclasses.replace(res, job=jobs[i], path=jobs[i].out, key=result.keys[i])
+        done(result.results[i])
+
+    from hierarchy.cluster import SYNCHRONOUS, connect, resolve_scheduler
+
+    address = resolve_scheduler(scheduler)
+    if executor is None and address == SYNCHRONOUS:
+        for i in todo:
+            try:
+                res = run_job(jobs[i])
+            except Exception as err:
+                fail(i, err)
+                continue
+            finish(i, res)
+        return result
+    if executor is None:
+        n = workers if workers is not None else default_workers(len(todo))
+        with connect(scheduler, workers=n) as client:  # a local cluster shares our working directory
+            _gather(client, jobs, todo, result.keys, finish, fail, absolute=address is not None,
+                    setup=False)  # connect() has set the workers up
+    else:
+        _gather(executor, jobs, todo, result.keys, finish, fail)
+    return result
 
 
-def run_sweep(jobs: Sequence[FitJob], *, executor: Executor | None = None, workers: int | None = None,
-              on_done: Callable[[JobResult], None] | None = None) -> list[Path]:
-    """Run ``jobs`` in parallel processes and return the saved fit paths in job order.
+def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str | None],
+            finish: Callable[[int, JobResult], None], fail: Callable[[int, BaseException], None], *,
+            absolute: bool = True, setup: bool = True) -> None:
+    """Submit ``jobs[i]`` for ``i`` in ``todo`` and report each as it completes.
 
-    See :func:`run_jobs` for the parameters; this is the interface a distributed engine needs to
-    honour (jobs in, fit paths out).
+    Paths are sent absolute to Dask workers (they may run elsewhere) unless ``absolute`` is
+    false, and as given to a ``concurrent.futures`` executor (processes of this machine).
+    ``setup`` registers :class:`hierarchy.cluster.JaxWorkerSetup` on a Dask client's workers.
     """
-    return [r.path for r in run_jobs(jobs, executor=executor, workers=workers, on_done=on_done)]
+    import concurrent.futures as cf
 
+    if isinstance(executor, cf.Executor):
+        futures = {executor.submit(run_job, jobs[i]): i for i in todo}
+        completed = cf.as_completed(futures)
+    else:
+        from distributed import Client, as_completed
+
+        if not isinstance(executor, Client):
+            raise HierarchyError("executor must be a dask.distributed.Client or a "
+                                 f"concurrent.futures.Executor, got {type(executor).__name__}")
+        if setup:
+            from hierarchy.cluster import JaxWorkerSetup
+
+            executor.register_plugin(JaxWorkerSetup())  # acts only in workers that have not started JAX
+        futures = {executor.submit(run_job, jobs[i].absolute() if absolute else jobs[i], pure=False,
+                                   key=f"fit-{jobs[i].out.stem}-{keys[i]}-{i}"): i for i in todo}
+        completed = as_completed(futures)
+    for fut in completed:
+        i = futures[fut]
+        try:
+            res = fut.result()
+        except Exception as err:  # reported with the job; the others go on
+            fail(i, err)
+            continue
+        finish(i, res)
+
+
+def run_jobs(jobs: Sequence[FitJob], *, executor: Any = None, workers: int | None = None,
+             scheduler: str | None = None, refit: bool = False,
+             on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+    """Run ``jobs`` (skipping finished ones) and return their results in job order.
+
+    Parameters are those of :func:`execute`.
+
+    Returns
+    -------
+    list of JobResult
+        One per job, ``status`` ``"fitted"`` or ``"skipped"``.
+
+    Raises
+    ------
+    SweepError
+        If any job failed (after all the others have finished; their fits are saved).
+    """
+    result = execute(jobs, scheduler=scheduler, workers=workers, executor=executor, refit=refit,
+                     on_done=on_done)
+    result.raise_failures()
+    return result.done
+
+
+def run_sweep(jobs: Sequence[FitJob], *, executor: Any = None, workers: int | None = None,
+              scheduler: str | None = None, refit: bool = False,
+              on_done: Callable[[JobResult], None] | None = None) -> list[Path]:
+    """Run ``jobs`` and return the fit paths in job order (see :func:`run_jobs`)."""
+    return [r.path for r in run_jobs(jobs, executor=executor, workers=workers, scheduler=scheduler,
+                                     refit=refit, on_done=on_done)]

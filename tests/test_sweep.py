@@ -1,0 +1,125 @@
+"""Sweeps on Dask: a grid of fits on a two-worker local cluster equals the sequential run, a rerun
+refits nothing, and a failing fit is reported while the others finish.
+
+One tiny data set (6 LAs of ~8 neighbourhoods), the Poisson gradient model, 2 chains x (50 + 50)
+draws: the checks are about where and whether fits run, not about what they estimate. The grid's
+second model is of assessments, a column the data lack, so its fits fail inside the workers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from hierarchy import cluster, reference, simulate
+from hierarchy.cli import main
+from hierarchy.errors import HierarchyError, SpecError
+from hierarchy.grid import TABLE, load_grid
+from hierarchy.sweep import FitJob, SweepError, execute, run_jobs
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = """
+data = "tiny.parquet"
+model = ["gradient_poisson", "assessment_poisson.toml"]
+priors = "weakly_informative"
+
+[settings]
+chains = 2
+tune = 50
+draws = 50
+seed = [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("grid")
+    table, _ = simulate.simulate(reference.synthetic_geography(6, seed=1, lsoa_per_la=8), seed=1)
+    table.to_parquet(folder / "tiny.parquet")
+    spec = (ROOT / "models/gradient_poisson.toml").read_text()
+    (folder / "assessment_poisson.toml").write_text(
+        spec.replace('name = "gradient_poisson"', 'name = "assessment_poisson"')
+        .replace('outcome = "referral"', 'outcome = "assessment"'))
+    (folder / "grid.toml").write_text(GRID)
+    return folder / "grid.toml"
+
+
+def _posterior(path: Path) -> dict[str, np.ndarray]:
+    with xr.open_dataset(path, group="posterior", engine="h5netcdf") as ds:
+        return {k: ds[k].values for k in ds.data_vars}
+
+
+def test_two_worker_sweep_equals_the_sequential_run_and_a_rerun_refits_nothing(grid, tmp_path):
+    out = tmp_path / "dask"
+    assert main(["sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet"]) == 1  # a fit failed
+    table = pd.read_csv(out / TABLE)
+    assert table["status"].tolist() == ["fitted", "fitted", "failed", "failed"]
+    assert table["seed"].tolist() == [0, 1, 0, 1]
+    fitted, failed = table[table["status"] == "fitted"], table[table["status"] == "failed"]
+    assert failed["error"].str.contains("needs column.*assessment", regex=True).all()
+    assert failed["pid"].isna().all() and not any(out.glob("assessment_poisson*.nc"))
+    assert os.getpid() not in set(fitted["pid"])  # fitted in worker processes
+    assert fitted["key"].nunique() == 2 and fitted["diagnostics"].notna().all()
+
+    sequential = execute(load_grid(grid, tmp_path / "seq"), scheduler="synchronous")
+    assert sequential.table()["status"].tolist() == table["status"].tolist()
+    assert sequential.table()["key"].tolist()[:2] == fitted["key"].tolist()
+    for name in fitted["out"]:
+        dask_draws, seq_draws = _posterior(Path(name)), _posterior(tmp_path / "seq" / Path(name).name)
+        assert dask_draws.keys() == seq_draws.keys()
+        for var, values in dask_draws.items():
+            np.testing.assert_array_equal(values, seq_draws[var], err_msg=var)
+    assert not np.array_equal(*(_posterior(Path(n))["gradient"] for n in fitted["out"]))  # seeds differ
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.nc")}
+    assert main(["sweep", str(grid), "--out", str(out), "--workers", "1", "--quiet"]) == 1
+    again = pd.read_csv(out / TABLE)
+    assert again["status"].tolist() == ["skipped", "skipped", "failed", "failed"]  # failed ones retried
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.nc")} == stamps
+
+
+def test_run_jobs_raises_every_failure_after_the_others_and_refuses_one_file_twice(grid, tmp_path):
+    bad = FitJob(data=grid.parent / "tiny.parquet", model=grid.parent / "missing.toml",
+                 priors=ROOT / "priors/weakly_informative.toml", out=tmp_path / "a.nc")
+    with pytest.raises(SweepError, match="(?s)1 of 1 fit.*missing.toml"):  # the files are read first
+        run_jobs([bad], scheduler="synchronous")
+    with pytest.raises(HierarchyError, match="same fit file"):
+        run_jobs([bad, bad])
+
+
+def test_grid_errors_name_the_file_and_the_key(grid, tmp_path):
+    jobs = load_grid(grid, tmp_path)
+    assert [j.out.name for j in jobs][:2] == ["gradient_poisson__weakly_informative__tiny__2x50+50_seed0.nc",
+                                               "gradient_poisson__weakly_informative__tiny__2x50+50_seed1.nc"]
+    assert all(j.chains == 2 and j.draws == 50 for j in jobs)
+    for text, message in [
+        (GRID.replace("seed =", "sead ="), "unknown setting.*sead.*did you mean 'seed'"),
+        (GRID.replace("chains = 2", "chains = 2.5"), "settings.chains' must be int"),
+        (GRID.replace('"tiny.parquet"', '"nope.parquet"'), "nope.parquet does not exist"),
+        (GRID.replace('"weakly_informative"', '"weakly_informativ"'), "did you mean 'weakly_informative'"),
+        (GRID.replace('"weakly_informative"', '["weakly_informative", "weakly_informative"]'),
+         "two fits would be saved as"),
+    ]:
+        path = grid.parent / "bad_grid.toml"
+        path.write_text(text)
+        with pytest.raises(SpecError, match=message) as err:
+            load_grid(path, tmp_path)
+        assert str(path) in str(err.value)
+
+
+def test_scheduler_comes_from_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setenv(cluster.SCHEDULER_ENV, "tcp://10.0.0.1:8786")
+    assert cluster.resolve_scheduler("tcp://other:1") == "tcp://other:1"
+    assert cluster.resolve_scheduler(None) == "tcp://10.0.0.1:8786"
+    monkeypatch.setenv(cluster.SCHEDULER_ENV, " ")
+    assert cluster.resolve_scheduler(None) is None
+    env = cluster.worker_environment(3, {"JAX_COMPILATION_CACHE_DIR": "/c", "XLA_FLAGS": "--xla_foo=1"})
+    assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_force_host_platform_device_count=3"
+    assert env["JAX_COMPILATION_CACHE_DIR"] == "/c"
