@@ -52,6 +52,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter
 from hierarchy import data as data_mod
 from hierarchy import shipped
 from hierarchy.compare_models import loglik_draws
+from hierarchy.config import config_hash, did_you_mean
 from hierarchy.design import Design, build_design, z_of
 from hierarchy.errors import FitFileError, HierarchyError
 from hierarchy.estimands import LA_LEVELS, deciles_of, headline_gradients, headline_table
@@ -59,7 +60,7 @@ from hierarchy.figures import new_figure, to_png
 from hierarchy.fitfile import load_fit, provenance
 from hierarchy.model import HYPERPARAMETERS, typical_gradient
 from hierarchy.predictor import ROW_PARAMS, design_rows, group_params, predictor_draws
-from hierarchy.priors import PriorSet, config_hash, did_you_mean, load_priors
+from hierarchy.priors import PriorSet, load_priors
 from hierarchy.report import bullets, format_columns, write_pages
 from hierarchy.spec import ModelSpec, load_spec
 from hierarchy.sweep import FitJob, run_jobs

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from hierarchy import STAGES, STRATA
+from hierarchy.config import did_you_mean
 from hierarchy.errors import DataValidationError, HierarchyError
 from hierarchy.paths import atomic_path
-from hierarchy.priors import did_you_mean
 
 REQUIRED: tuple[str, ...] = ("neighbourhood", "la", "exposure", "deprivation")
 """Canonical columns every table must have (plus at least one count column)."""

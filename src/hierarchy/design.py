@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from hierarchy import AGE_BANDS
+from hierarchy.config import did_you_mean
 from hierarchy.errors import HierarchyError
-from hierarchy.priors import did_you_mean
 from hierarchy.spec import ModelSpec
 
 

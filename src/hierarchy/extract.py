@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from hierarchy.config import did_you_mean
 from hierarchy.data import ValidationReport, _Collector, _suggest, read_table
 from hierarchy.errors import HierarchyError
-from hierarchy.priors import did_you_mean
 
 REQUIRED_FIELDS: tuple[str, ...] = ("LAchildID", "LA", "LSOA", "PersonBirthDate", "GenderCurrent",
                                     "CINreferralDate")

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hierarchy.config import did_you_mean, read_toml
 from hierarchy.errors import HierarchyError, SpecError
-from hierarchy.priors import did_you_mean, read_toml
 from hierarchy.sweep import FitJob, JobResult, SweepResult, execute
 
 CHECKOUT = Path(__file__).resolve().parents[2]

@@ -66,7 +66,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     stacked warm-up several times longer than its sampling (bench/RESULTS.md).
     """
     if sampler not in SAMPLERS:
-        from hierarchy.priors import did_you_mean
+        from hierarchy.config import did_you_mean
 
         raise HierarchyError(f"unknown sampler '{sampler}'{did_you_mean(sampler, SAMPLERS)}; "
                              f"choose from {', '.join(SAMPLERS)}")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hierarchy.config import did_you_mean
 from hierarchy.errors import HierarchyError
-from hierarchy.priors import did_you_mean
 
 KINDS = {"models": "model", "priors": "prior set"}
 DEFAULT_MODEL = "inverse_intervention_nb_log"

@@ -41,9 +41,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hierarchy.config import config_hash, did_you_mean, read_toml
 from hierarchy.errors import SpecError
 from hierarchy.formula import compile_formula, render
-from hierarchy.priors import config_hash, did_you_mean, read_toml
 
 FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
 

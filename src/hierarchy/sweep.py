@@ -144,7 +144,7 @@ def default_workers(n_jobs: int) -> int:
 
 def content_key(*, data_hash: str, model_hash: str, priors_hash: str, settings: dict[str, Any]) -> str:
     """16-hex key of a fit: data, model and prior set hashes and the :data:`KEY_SETTINGS`."""
-    from hierarchy.priors import config_hash
+    from hierarchy.config import config_hash
 
     norm = {"sampler": str(settings.get("sampler")), "float32": bool(settings.get("float32", False)),
             "include_data": bool(settings.get("include_data", False))}
