@@ -145,7 +145,8 @@ def test_recovers_a_crossed_year_effect_in_three_levels(table):
 
     def truth(d, rng):
         return {"year_raw": year / 0.3, "year_sd": 0.3, "msoa_sd": 0.1,
-                "msoa_raw": rng.standard_normal(len(d.msoa_codes))}
+                "msoa_raw": rng.standard_normal(len(d.msoa_codes)),
+                "la:year_raw": rng.standard_normal(len(d.group_levels[1])), "la:year_sd": 0.05}
 
     post, _ = _recover(spec, table, truth, seed=3)
     u = post["year_raw"] * post["year_sd"][..., None]

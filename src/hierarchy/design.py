@@ -150,7 +150,7 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     """
     row_cols = [c for t in spec.row_terms for c in t.split(":") if c not in ("w", "z")]
     needed = ["la", "neighbourhood", "deprivation", spec.exposure, *spec.stages, *spec.strata,
-              *spec.la.covariates, *row_cols, *(g for g, _ in spec.groups)]
+              *spec.la.covariates, *row_cols, *(c for g, _ in spec.groups for c in g.split(":"))]
     if spec.la_deprivation.measure != "mean":
         needed.append(spec.la_deprivation.measure)
     if spec.msoa.random_intercept:
@@ -185,7 +185,8 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     scale = np.where(scale > 0, scale, 1.0)
     ids = table["neighbourhood"].astype(str)
     known = [c for c in ("age_band", "sex", "ethnicity", "need") if c in table.columns]
-    for c in dict.fromkeys([*known, *spec.strata, *(g for g, _ in spec.groups)]):
+    group_cols = [c for g, _ in spec.groups for c in g.split(":") if c != "la"]
+    for c in dict.fromkeys([*known, *spec.strata, *group_cols]):
         ids = ids + "|" + table[c].astype(str)
     msoa_index = msoa_codes = None
     if spec.msoa.random_intercept:
@@ -201,8 +202,9 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     row_X = np.column_stack([np.prod([values[c] for c in t.split(":")], axis=0) for t in spec.row_terms]) \
         if spec.row_terms else np.zeros((len(table), 0))
     group_index, group_levels = [], []
-    for g, _ in spec.groups:
-        levels, index = np.unique(table[g].astype(str).to_numpy(), return_inverse=True)
+    for g, _ in spec.groups:  # "a:b" groups by each combination of a and b
+        labels = table[g.split(":")].astype(str).agg("/".join, axis=1) if ":" in g else table[g].astype(str)
+        levels, index = np.unique(labels.to_numpy(), return_inverse=True)
         group_levels.append(levels)
         group_index.append(stack(index))
     if n_stage > 1:

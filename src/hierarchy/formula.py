@@ -20,7 +20,8 @@ term                        role
 ``rural``, ``w:rural``      neighbourhood level: a coefficient on the row value (any product)
 ``(1 + w | la)``            correlated LA intercepts and gradients (``(1 | la)``: intercepts)
 ``(1 | msoa)``              MSOA intercepts (nested in LAs)
-``(1 | g)``, ``(1 + w | g)`` a crossed or stratum group: partially pooled intercepts (and gradients)
+``(1 | g)``, ``(1 + w | g)`` a crossed or stratum group: partially pooled intercepts (and gradients);
+                            ``(1 | la:year)`` each combination (LA x year variation)
 ==========================  =====================================================================
 
 Columns named ``la_*`` are LA-level (constant within an LA); columns in :data:`hierarchy.STRATA`,
@@ -191,10 +192,8 @@ def _groups(group_terms, source: str) -> tuple[tuple[str, ...] | None, bool, lis
         factor = [c.name for c in g.factor.components]
         if factor == ["la", "msoa"] or factor == ["msoa", "la"]:
             factor = ["msoa"]  # (1 | la:msoa): MSOA codes are unique within England
-        if len(factor) != 1:
-            raise SpecError(f"{source}: the group ({':'.join(factor)}) is not supported: group by one column")
         expr = "1" if type(g.expr).__name__ == "Intercept" else ":".join(c.name for c in g.expr.components)
-        exprs.setdefault(factor[0], []).append(expr)
+        exprs.setdefault(":".join(factor), []).append(expr)  # a:b groups by each combination
     la = exprs.pop("la", None)
     for name, expr in ([("la", la)] if la is not None else []) + list(exprs.items()):
         bad = [e for e in expr if e not in ("1", "w")]
