@@ -509,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=None,
                     help="worker processes of a local cluster (default: min(fits, cores))")
     sp.add_argument("--refit", action="store_true", help="fit even when a finished fit is there")
-    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.set_defaults(func=_sweep)
 
     sp = sub.add_parser("compare-priors", help="prior predictive checks, fits, estimands and "
@@ -582,8 +582,9 @@ def _child_level_parsers(sub, ref_opts) -> None:
     def geo_opts(sp: argparse.ArgumentParser) -> None:
         ref_opts(sp)
         sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
-        sp.add_argument("--n-la", type=int, default=151)
-        sp.add_argument("--lsoa-per-la", type=float, default=161.0)
+        sp.add_argument("--n-la", type=int, default=151, help="LAs of a generated geography (default: %(default)s)")
+        sp.add_argument("--lsoa-per-la", type=float, default=161.0,
+                        help="mean neighbourhoods per LA of a generated geography (default: %(default)s)")
         sp.add_argument("--geo-seed", type=int, default=0, help="seed of the generated geography")
 
     def extract_opts(sp: argparse.ArgumentParser) -> None:
@@ -610,34 +611,38 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.add_argument("--since", help="spells starting on or after this date (default: 1 April of the last year)")
     sp.add_argument("--out", type=Path, required=True, help="neighbourhood x band table (CSV; stays inside)")
     sp.add_argument("--estimands", type=Path, help="CSV of disclosure-controlled estimands")
-    sp.add_argument("--threshold", type=int, default=10)
+    sp.add_argument("--threshold", type=int, default=10,
+                    help="suppress groups behind fewer spells or events (default: %(default)s)")
     sp.set_defaults(func=_durations)
 
     sp = sub.add_parser("simulate-extract", help="synthetic child-level CIN extract with a known truth")
     geo_opts(sp)
-    sp.add_argument("--year", type=int, default=2019)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--year", type=int, default=2019, help="census year to simulate (default: %(default)s)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     sp.add_argument("--out", type=Path, required=True, help="EXTRACT.csv (+ .truth.json, .counts.parquet)")
     sp.set_defaults(func=_simulate_extract)
 
     sp = sub.add_parser("export-sufficient", help="LA-level sums of a Poisson model, disclosure-checked")
     sp.add_argument("table", type=Path)
-    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"))
-    sp.add_argument("--columns", type=Path)
+    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"),
+                    help="a Poisson model file (default: %(default)s)")
+    sp.add_argument("--columns", type=Path, help="TOML column map for the table")
     sp.add_argument("--threshold", type=int, default=10, help="refuse any sum behind fewer children")
-    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--out", type=Path, required=True, help="SUMS.csv")
     sp.set_defaults(func=_export_sufficient)
 
     sp = sub.add_parser("fit-sufficient", help="fit a Poisson model from exported sums and the public table")
     sp.add_argument("sums", type=Path)
     sp.add_argument("--public", type=Path, required=True, help="table with neighbourhood, la, deprivation, "
                                                                "exposure (and strata); counts not needed")
-    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"))
-    sp.add_argument("--priors", type=Path, default=Path("priors/weakly_informative.toml"))
-    sp.add_argument("--chains", type=int, default=4)
-    sp.add_argument("--tune", type=int, default=500)
-    sp.add_argument("--draws", type=int, default=500)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"),
+                    help="the Poisson model the sums were exported for (default: %(default)s)")
+    sp.add_argument("--priors", type=Path, default=Path("priors/weakly_informative.toml"),
+                    help="prior set file (default: %(default)s)")
+    sp.add_argument("--chains", type=int, default=4, help="chains (default: %(default)s)")
+    sp.add_argument("--tune", type=int, default=500, help="warm-up draws per chain (default: %(default)s)")
+    sp.add_argument("--draws", type=int, default=500, help="draws per chain (default: %(default)s)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     sp.add_argument("--out", type=Path, required=True, help="posterior (netCDF)")
     sp.set_defaults(func=_fit_sufficient)
 
