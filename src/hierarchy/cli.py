@@ -582,7 +582,7 @@ def _child_level_parsers(sub, ref_opts) -> None:
     def geo_opts(sp: argparse.ArgumentParser) -> None:
         ref_opts(sp)
         sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
-        sp.add_argument("--n-la", type=int, default=151, help="LAs of a generated geography (default: %(default)s)")
+        sp.add_argument("--n-la", type=int, default=151, help="LAs of a generated geography (default: 151)")
         sp.add_argument("--lsoa-per-la", type=float, default=161.0,
                         help="mean neighbourhoods per LA of a generated geography (default: %(default)s)")
         sp.add_argument("--geo-seed", type=int, default=0, help="seed of the generated geography")
@@ -623,7 +623,7 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.set_defaults(func=_simulate_extract)
 
     sp = sub.add_parser("export-sufficient", help="LA-level sums of a Poisson model, disclosure-checked")
-    sp.add_argument("table", type=Path)
+    sp.add_argument("table", type=Path, help="validated neighbourhood table (CSV or Parquet)")
     sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"),
                     help="a Poisson model file (default: %(default)s)")
     sp.add_argument("--columns", type=Path, help="TOML column map for the table")
@@ -632,7 +632,7 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.set_defaults(func=_export_sufficient)
 
     sp = sub.add_parser("fit-sufficient", help="fit a Poisson model from exported sums and the public table")
-    sp.add_argument("sums", type=Path)
+    sp.add_argument("sums", type=Path, help="SUMS.csv written by export-sufficient")
     sp.add_argument("--public", type=Path, required=True, help="table with neighbourhood, la, deprivation, "
                                                                "exposure (and strata); counts not needed")
     sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"),
