@@ -12,8 +12,12 @@ DEFAULT_PRIORS = Path("priors/weakly_informative.toml")
 def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro",
               chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
               include_data: bool = False, progress: bool = True,
-              chain_method: str = "parallel", float32: bool = False) -> str:
+              chain_method: str = "parallel", float32: bool = False,
+              include_log_likelihood: bool = False) -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
+
+    The fit file holds no observed counts and no pointwise log-likelihood unless
+    ``include_data`` / ``include_log_likelihood`` ask for them (either makes it disclosive).
 
     Returns a short text summary (path, timings, diagnostics).
     """
@@ -37,6 +41,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
                         data_source=str(data), include_data=include_data,
+                        include_log_likelihood=include_log_likelihood,
                         column_map=None if cmap is None else cmap.canonical_to_user())
     save_fit(idata, out)
     wall = time.perf_counter() - t0
