@@ -359,13 +359,12 @@ def secondary_suppression(values: np.ndarray, lines: Sequence[tuple[int, Sequenc
     is_total[list(totals)] = True
     known = np.zeros(len(v), dtype=bool)
     known[list(public)] = True
-    while True:
-        exposed = derivable(a, mask)
-        if not exposed.any():
-            exposed = pinned(np.where(mask, 0.0, v), mask, lines, rounding=rounding, exact=known)
-            if not exposed.any():
-                return mask
-        k = int(np.flatnonzero(exposed)[0])
+    def score(c: int, rel: np.ndarray) -> tuple:
+        others = np.flatnonzero(a[:, c] != 0)
+        alone = any(not (mask & (a[r] != 0)).any() for r in others if r not in rel)
+        return (alone, bool(is_total[c]), v[c], c)
+
+    def protect(k: int) -> None:
         rel = np.flatnonzero(a[:, k] != 0)
         cand = np.flatnonzero((np.abs(a[rel]).sum(0) > 0) & ~mask & ~known)
         if not len(cand):  # every neighbour is suppressed: widen to any relation with a suppression
@@ -374,10 +373,15 @@ def secondary_suppression(values: np.ndarray, lines: Sequence[tuple[int, Sequenc
         if not len(cand):
             raise HierarchyError("secondary suppression found no cell to suppress; the table's "
                                  "relations are inconsistent")
+        mask[min(cand, key=lambda c: score(c, rel))] = True
 
-        def score(c: int) -> tuple:
-            others = np.flatnonzero(a[:, c] != 0)
-            alone = any(not (mask & (a[r] != 0)).any() for r in others if r not in rel)
-            return (alone, bool(is_total[c]), v[c], c)
-
-        mask[min(cand, key=score)] = True
+    while True:
+        exposed = derivable(a, mask)
+        if exposed.any():  # exact by linear algebra: one cell at a time (cheap to recheck)
+            protect(int(np.flatnonzero(exposed)[0]))
+            continue
+        exposed = pinned(np.where(mask, 0.0, v), mask, lines, rounding=rounding, exact=known)
+        if not exposed.any():
+            return mask
+        for k in np.flatnonzero(exposed):  # pinned by bounds: protect them all before the next LPs
+            protect(int(k))
