@@ -177,9 +177,11 @@ def test_poisson_lognormal_marginal_log_likelihood_matches_numerical_integration
 
     for d in range(3):
         eta = np.asarray(_row_eta(design, {"la_coef": post["la_coef"][d]}, np))
+        sd = post["obs_sd"][d]
         for i in range(0, len(design.y), 4):
-            f = lambda e, i=i: stats.poisson.pmf(design.y[i], np.exp(eta[i] + post["obs_sd"][d] * e)) \
-                * stats.norm.pdf(e)
+            def f(e, y=design.y[i], eta_i=eta[i], sd=sd):
+                return stats.poisson.pmf(y, np.exp(eta_i + sd * e)) * stats.norm.pdf(e)
+
             ref = np.log(integrate.quad(f, -12, 12, points=[0.0], limit=200)[0])
             assert ll[d, i] == pytest.approx(ref, abs=1e-4)
 

@@ -217,7 +217,7 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
         table = az.compare(loos, ic="loo", method="stacking", scale="log")
     table = table.reset_index().rename(columns={"index": "model"})
     pareto_rows, worst_rows = [], []
-    for n, path, i, prov in zip(names, paths, idatas, provs, strict=True):
+    for n, path, i in zip(names, paths, idatas, strict=True):
         k = np.asarray(loos[n].pareto_k)
         pareto_rows.append({"model": n, "fit": str(path), "neighbourhoods": k.size,
                             "good (k<=0.5)": int((k <= 0.5).sum()),

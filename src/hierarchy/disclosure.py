@@ -368,7 +368,7 @@ def secondary_suppression(values: np.ndarray, lines: Sequence[tuple[int, Sequenc
         rel = np.flatnonzero(a[:, k] != 0)
         cand = np.flatnonzero((np.abs(a[rel]).sum(0) > 0) & ~mask & ~known)
         if not len(cand):  # every neighbour is suppressed: widen to any relation with a suppression
-            rel = np.flatnonzero((np.abs(a[:, mask]).sum(1) > 0))
+            rel = np.flatnonzero(np.abs(a[:, mask]).sum(1) > 0)
             cand = np.flatnonzero((np.abs(a[rel]).sum(0) > 0) & ~mask & ~known)
         if not len(cand):
             raise HierarchyError("secondary suppression found no cell to suppress; the table's "

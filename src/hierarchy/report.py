@@ -25,8 +25,8 @@ import xarray as xr
 
 from hierarchy import disclosure, estimands, figures
 from hierarchy.diagnostics import ESS_MIN, RHAT_MAX
-from hierarchy.fitfile import checked_diagnostics, fit_spec, load_fit, provenance
 from hierarchy.errors import HierarchyError
+from hierarchy.fitfile import checked_diagnostics, fit_spec, load_fit, provenance
 from hierarchy.model import HYPERPARAMETERS
 
 FORMATS = ("table", "csv", "markdown", "json")
