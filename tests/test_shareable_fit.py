@@ -274,3 +274,27 @@ def test_a_resealed_verdict_is_caught_by_the_draws(fits, tmp_path, capsys):
 def test_an_untouched_fit_loads_and_summarises(fits, capsys):
     assert cli.main(["summary", str(fits.default)]) == 0
     assert "WARN" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- residual risk
+
+
+def test_groups_whose_totals_the_effect_draws_give_away_are_named(fits):
+    """LA effect draws carry each LA's total count (score identity): a fit whose LA has a total
+    below 10, or no more rows than LA effects, is flagged as not shareable."""
+    spec = fits.spec
+    assert fitfile.effect_group_risks(spec, fits.design) == []
+    prov = json.loads(fitfile.load_fit(fits.default).posterior.attrs["hierarchy"])
+    assert prov["shareable"] is True and prov["disclosure_risks"] == []
+    leaky = json.loads(fitfile.load_fit(fits.leaky).posterior.attrs["hierarchy"])
+    assert leaky["shareable"] is False
+    table = fits.table.copy()
+    first = table["la"] == table["la"].iloc[0]
+    table.loc[first, "referral"] = 0
+    table.loc[first.idxmax(), "referral"] = 3
+    risks = fitfile.effect_group_risks(spec, build_design(table, spec))
+    assert len(risks) == 1 and risks[0].startswith("1 LA(-stage) group(s) have fewer than 10")
+    two = table[~first | (table.index.isin(table.index[first][:2]))]
+    two = two.assign(referral=fits.table["referral"])
+    risks = fitfile.effect_group_risks(spec, build_design(two, spec))
+    assert any("at most 2 row(s)" in r for r in risks)

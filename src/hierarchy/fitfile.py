@@ -134,6 +134,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     if include_log_likelihood:
         step = _loglik_step(idata, len(design.y))
         idata.add_groups(log_likelihood=log_likelihood_dataset(idata, design, spec=spec, step=step))
+    risks = effect_group_risks(spec, design, post)
     prov = {
         "format": FORMAT,
         "model_spec": spec.to_dict(), "model_hash": spec.hash(),
@@ -144,6 +145,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         "timings": draws.timings, "versions": versions(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "include_data": include_data, "include_log_likelihood": include_log_likelihood,
+        "disclosure_risks": risks, "shareable": not (include_data or include_log_likelihood or risks),
         "log_likelihood_thinned_by": step,
         "design": {"X_mean": design.X_mean, "x_mean": design.x_mean,
                    "la_cov_center": design.la_cov_center.tolist(),
@@ -153,6 +155,47 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     }
     idata.posterior.attrs["hierarchy"] = json.dumps(prov, default=_json_default)
     return seal(idata)
+
+
+# ---------------------------------------------------------------------------- residual risk
+
+
+def effect_group_risks(spec: ModelSpec, design: Design, posterior_names: Any = ("la_coef",), *,
+                       threshold: int = 10) -> list[str]:
+    """Groups whose observed totals the stored effect draws give away (counts of groups only).
+
+    The posterior draws of a group's random effects carry the group's sufficient statistics: by
+    the score identity E[d log p / d a_j] = 0 the total count of LA j (and its deprivation-weighted
+    total) is the posterior mean of a function of the draws (measured: LA totals of 787-11,910
+    back to within 0.1-1% from 200 draws; the error shrinks as 1/sqrt(draws)). So a group whose
+    total is below ``threshold``, or which has no more rows than effects (its rows' counts solve
+    from those totals), is disclosed by a fit that stores its effect draws.
+
+    Returns
+    -------
+    list of str
+        Plain sentences naming how many groups are at risk (empty: none).
+    """
+    names = set(posterior_names)
+    out = []
+    n_eff = 1 + int(bool(getattr(spec.la, "random_gradient", True)))
+    groups = [("LA", design.la_index, n_eff)] if "la_coef" in names else []
+    if design.msoa_index is not None and "msoa_raw" in names:
+        groups.append(("MSOA", design.msoa_index, 1))
+    for level, index, k in groups:
+        key = index.astype(np.int64) * len(design.stage_names) + design.stage_index
+        totals = np.bincount(key, weights=design.y.astype(float))
+        rows = np.bincount(key)
+        used = rows > 0
+        small = int((used & (totals < threshold)).sum())
+        few = int((used & (rows <= k)).sum())
+        if small:
+            out.append(f"{small} {level}(-stage) group(s) have fewer than {threshold} counts in all: "
+                       f"their totals can be estimated closely from the {level} effect draws")
+        if few:
+            out.append(f"{few} {level}(-stage) group(s) have at most {k} row(s): their counts can be "
+                       f"rebuilt from the {level} effect draws")
+    return out
 
 
 # ---------------------------------------------------------------------------- log-likelihood

@@ -46,8 +46,13 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     save_fit(idata, out)
     wall = time.perf_counter() - t0
     t = draws_.timings
-    diag = format_diagnostics(__import__("json").loads(idata.posterior.attrs["hierarchy"])
-                              ["diagnostics"])
+    prov = __import__("json").loads(idata.posterior.attrs["hierarchy"])
+    diag = format_diagnostics(prov["diagnostics"])
+    if not prov["shareable"]:
+        why = [*(["it holds the observed counts (--include-data)"] if include_data else []),
+               *(["it holds the pointwise log-likelihood (--include-log-likelihood)"]
+                 if include_log_likelihood else []), *prov["disclosure_risks"]]
+        diag += "\nwarning: this fit file is DISCLOSIVE, keep it inside: " + "; ".join(why)
     return (f"fit saved to {out}: {spec.name} / {pset.name} / {sampler}, "
             f"{chains} chains x ({tune} tune + {draws} draws)\n"
             f"wall {wall:.1f} s (sampler {t['total']:.1f} s: warmup incl. compile "
