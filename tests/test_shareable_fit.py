@@ -298,3 +298,15 @@ def test_groups_whose_totals_the_effect_draws_give_away_are_named(fits):
     two = two.assign(referral=fits.table["referral"])
     risks = fitfile.effect_group_risks(spec, build_design(two, spec))
     assert any("at most 2 row(s)" in r for r in risks)
+
+
+def test_fits_listing_refuses_an_edited_file_instead_of_showing_its_claim(fits, tmp_path):
+    folder = tmp_path / "fits"
+    folder.mkdir()
+    shutil.copy(fits.default, folder / "good.nc")
+    shutil.copy(fits.default, folder / "edited.nc")
+    _edit_attrs(folder / "edited.nc", _status_ok)
+    lines = {ln.split()[0]: ln for ln in fitfile.list_fits(folder).splitlines()[1:]}
+    assert "warn" in lines["good.nc"] and lines["good.nc"].rstrip().endswith("yes")
+    assert "refused: its content does not match its seal" in lines["edited.nc"]
+    assert " ok " not in lines["edited.nc"]

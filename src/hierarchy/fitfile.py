@@ -585,22 +585,25 @@ def fit_spec(idata) -> tuple[ModelSpec, PriorSet]:
 
 
 def list_fits(folder: str | Path) -> str:
-    """A table of the fits in ``folder``: model, priors, sampler, date, diagnostics status."""
-    import xarray as xr
+    """A table of the fits in ``folder``: model, priors, sampler, date, diagnostics, shareable.
 
+    Every file is checked as :func:`load_fit` checks it; a file that fails is listed as refused,
+    with the reason, never with the verdict it claims.
+    """
     rows = []
     for p in sorted(Path(folder).glob("*.nc")):
         try:
-            with xr.open_dataset(p, group="posterior", engine="h5netcdf") as ds:
-                prov = json.loads(ds.attrs["hierarchy"])
+            prov = provenance(load_fit(p))
             rows.append((p.name, prov["model_spec"]["name"], prov["priors"]["name"],
                          prov["sampler"].get("sampler", "?"), prov["created"][:16],
-                         prov["diagnostics"]["status"]))
+                         prov["diagnostics"]["status"], "yes" if prov.get("shareable") else "NO"))
+        except FitFileError as err:
+            rows.append((p.name, "?", "?", "?", "?", f"refused: {str(err).removeprefix(f'{p}: ')[:90]}", "?"))
         except Exception as err:
-            rows.append((p.name, "?", "?", "?", "?", f"unreadable ({err.__class__.__name__})"))
+            rows.append((p.name, "?", "?", "?", "?", f"unreadable ({err.__class__.__name__})", "?"))
     if not rows:
         return f"no fits in {folder}"
-    head = ("fit", "model", "priors", "sampler", "created", "diagnostics")
+    head = ("fit", "model", "priors", "sampler", "created", "diagnostics", "shareable")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
                      for r in [head, *rows])
