@@ -456,8 +456,8 @@ def checked_diagnostics(idata) -> dict[str, Any]:
     same = fresh.get("status") == stored.get("status")
     for key in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "bfmi_min"):
         a, b = fresh.get(key), stored.get(key)
-        if (a is None) != (b is None) or (a is not None and not np.isclose(float(a), float(b),
-                                                                             rtol=1e-6, atol=1e-9)):
+        if (a is None) != (b is None) or (a is not None and not np.isclose(
+                float(a), float(b), rtol=1e-6, atol=1e-9, equal_nan=True)):
             same = False
     if not same:
         raise FitFileError(f"the stored diagnostics ({stored.get('status')}: "
