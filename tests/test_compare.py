@@ -109,9 +109,9 @@ def test_sweep_runs_jobs_in_parallel_processes_and_returns_every_fit(fitted):
     assert prov["sampler"]["draws"] == SETTINGS["draws"]
 
 
-def test_loo_prefers_the_data_generating_log_interaction(fitted):
+def test_loo_prefers_the_data_generating_log_interaction(fitted, log_truth_data):
     lin, log = fitted.linear[0], fitted.log
-    result = compare.compare_models([lin, log])
+    result = compare.compare_models([lin, log], data=log_truth_data)  # log-likelihood from the data
     table = result.table.set_index("model")
     elpd_log = table.loc["inverse_intervention_nb_log", "elpd_loo"]
     elpd_lin = table.loc["inverse_intervention_nb", "elpd_loo"]
@@ -130,9 +130,12 @@ def test_loo_prefers_the_data_generating_log_interaction(fitted):
     assert "inverse_intervention_nb_log has the highest" in result.format()
 
 
-def test_compare_models_cli_writes_tables_and_pages(fitted, tmp_path, capsys):
+def test_compare_models_cli_writes_tables_and_pages(fitted, log_truth_data, tmp_path, capsys):
     out = tmp_path / "loo"
-    assert main(["compare-models", str(fitted.linear[0]), str(fitted.log), "--out", str(out)]) == 0
+    assert main(["compare-models", str(fitted.linear[0]), str(fitted.log), "--out", str(out)]) == 2
+    assert "--data" in capsys.readouterr().err  # the fits hold no log-likelihood: it says what it needs
+    assert main(["compare-models", str(fitted.linear[0]), str(fitted.log), "--out", str(out),
+                 "--data", str(log_truth_data)]) == 0
     printed = capsys.readouterr().out
     assert "elpd_loo" in printed and "stacking weight" in printed
     for name in ("index.html", "index.md", "loo_compare.csv", "pareto_k.csv", "pareto_k_worst.csv"):
@@ -140,14 +143,14 @@ def test_compare_models_cli_writes_tables_and_pages(fitted, tmp_path, capsys):
 
 
 def _edited_copy(src: Path, dst: Path, edit) -> Path:
-    """A copy of a fit whose provenance is changed by ``edit(prov)``."""
-    from hierarchy.fitfile import load_fit, save_fit
+    """A copy of a fit whose provenance is changed by ``edit(prov)`` (and resealed)."""
+    from hierarchy.fitfile import load_fit, save_fit, seal
 
     idata = load_fit(src)
     prov = json.loads(idata.posterior.attrs["hierarchy"])
     edit(prov)
     idata.posterior.attrs["hierarchy"] = json.dumps(prov)
-    return save_fit(idata, dst)
+    return save_fit(seal(idata), dst)
 
 
 def test_compare_models_refuses_different_data_and_outcomes(fitted, tmp_path):
@@ -171,12 +174,12 @@ def test_compare_models_refuses_different_data_and_outcomes(fitted, tmp_path):
     assert main(["compare-models", str(lin), str(moved)]) == 2  # CLI: clear error, no traceback
 
 
-def test_thinned_log_likelihood_uses_matching_draws(fitted):
+def test_thinned_log_likelihood_uses_matching_draws(fitted, log_truth_data):
     import arviz as az
 
-    from hierarchy.fitfile import load_fit
+    from hierarchy.fitfile import add_log_likelihood, load_fit
 
-    idata = load_fit(fitted.log)
+    idata = add_log_likelihood(load_fit(fitted.log), log_truth_data)
     full = compare.loo(idata)
     groups = {g: getattr(idata, g) for g in idata.groups()}
     groups["log_likelihood"] = idata.log_likelihood.isel(draw=slice(None, None, 3))

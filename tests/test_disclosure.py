@@ -77,7 +77,7 @@ def planted_report(tmp_path_factory):
     report.write_report(idata, out, data=shared["data"], truth=shared["truth"])
     tables = report.estimand_tables(idata, data=shared["data"])
     figs = report.report_figures(idata, tables)
-    return {"out": out, "idata": idata, "figs": figs, **shared["planted"]}
+    return {"out": out, "idata": idata, "figs": figs, "shared": shared, **shared["planted"]}
 
 
 def _forbidden_rates(children: float) -> list[float]:
@@ -178,3 +178,115 @@ def test_figure_data_never_reveal_the_planted_cell(planted_report):
     la_data = p["figs"]["la_deciles"][2]
     cell = la_data[(la_data["la"] == p["la"]) & (la_data["decile"] == p["decile"])]
     assert len(cell) == 1 and np.isnan(cell["observed_rate"].iloc[0])
+
+
+# ---------------------------------------------------------------------------- differencing
+
+
+def _attack(values: np.ndarray, lines: list[tuple[int, list[int]]]) -> dict[int, tuple[float, float]]:
+    """An attacker's bounds on each suppressed (NaN) cell from the published cells and totals.
+
+    Every relation ``values[total] == sum(values[members])`` holds exactly (rounding 1), counts are
+    >= 0; each suppressed cell is minimised and maximised by linear programming.
+    """
+    from scipy.optimize import linprog
+
+    n = len(values)
+    a = np.zeros((len(lines), n))
+    for i, (t, members) in enumerate(lines):
+        a[i, members] = 1.0
+        a[i, t] -= 1.0
+    bounds = [(0, None) if np.isnan(v) else (v, v) for v in values]
+    out = {}
+    for k in np.flatnonzero(np.isnan(values)):
+        c = np.zeros(n)
+        c[k] = 1
+        lo = linprog(c, A_eq=a, b_eq=np.zeros(len(a)), bounds=bounds).fun
+        hi = linprog(-c, A_eq=a, b_eq=np.zeros(len(a)), bounds=bounds)
+        out[int(k)] = (lo, np.inf if hi.status == 3 else -hi.fun)
+    return out
+
+
+def _derived(bounds: dict[int, tuple[float, float]]) -> list[int]:
+    """Cells pinned to a single whole number."""
+    return [k for k, (lo, hi) in bounds.items() if np.ceil(lo - 1e-6) >= np.floor(hi + 1e-6)]
+
+
+def test_issue_example_the_la_total_minus_its_other_deciles_gives_the_cell():
+    """LA total 209, deciles 4 (suppressed), 100, 105: 209 - 205 = 4 without secondary suppression."""
+    values = np.array([np.nan, 100.0, 105.0, 209.0])
+    lines = [(3, [0, 1, 2])]
+    assert _derived(_attack(values, lines)) == [0]  # the primary suppression alone leaks
+    mask = disclosure.secondary_suppression(values, lines, rounding=1, totals=[3])
+    assert mask.tolist() == [True, True, False, False]  # the smaller other decile goes too
+    assert _derived(_attack(np.where(mask, np.nan, values), lines)) == []
+
+
+def _random_table(rng: np.random.Generator, n_la: int = 8) -> tuple[np.ndarray, list, list, int]:
+    """Published LA x decile counts with LA totals and decile totals (rounding 1, threshold 10)."""
+    counts = rng.choice([0, 1, 3, 5, 8, 12, 20, 40, 90], size=(n_la, 10))
+    present = rng.random((n_la, 10)) < 0.7  # LAs without neighbourhoods in some deciles
+    counts = np.where(present, counts, 0)
+    cells, index = [], {}
+    for i in range(n_la):
+        for d in range(10):
+            if present[i, d]:
+                index[i, d] = len(cells)
+                cells.append(counts[i, d])
+    la_tot = [len(cells) + i for i in range(n_la)]
+    cells += list(counts.sum(1))
+    dec_tot = [len(cells) + d for d in range(10)]
+    cells += list(counts.sum(0))
+    lines = [(la_tot[i], [index[i, d] for d in range(10) if present[i, d]]) for i in range(n_la)]
+    lines += [(dec_tot[d], [index[i, d] for i in range(n_la) if present[i, d]]) for d in range(10)]
+    lines = [(t, m) for t, m in lines if m]
+    published = disclosure.disclose_counts(cells, threshold=10, rounding=1)
+    return published, lines, la_tot + dec_tot, len(cells)
+
+
+def test_no_suppressed_cell_can_be_derived_after_secondary_suppression():
+    rng = np.random.default_rng(19)
+    leaked_before = 0
+    for _ in range(6):
+        values, lines, totals, _n = _random_table(rng, n_la=6)
+        leaked_before += len(_derived(_attack(values, lines)))
+        mask = disclosure.secondary_suppression(values, lines, rounding=1, totals=totals)
+        assert (mask >= np.isnan(values)).all()  # primary suppression kept
+        assert _derived(_attack(np.where(mask, np.nan, values), lines)) == []
+        assert mask.mean() < 0.9  # not everything
+    assert leaked_before > 0  # primary suppression alone leaks in these tables
+
+
+@SHARED_FIT
+def test_report_tables_resist_differencing_and_weak_rules_are_loud(planted_report, tmp_path):
+    """The report's LA x decile and national decile tables, published unrounded (by explicit
+    choice): no suppressed cell follows from the others and the totals."""
+    shared = shared_fit_paths(planted_report)
+    with pytest.raises(HierarchyError, match="--allow-below-default-rules"):
+        report.write_report(shared["fit"], tmp_path / "weak", data=shared["data"], rounding=1)
+    assert not (tmp_path / "weak").exists()
+    out = report.write_report(shared["fit"], tmp_path / "weak", data=shared["data"], rounding=1,
+                              allow_below_default_rules=True).parent
+    md = (out / "report.md").read_text()
+    assert md.index("NOT FOR PUBLICATION") < md.index("## Diagnostics")
+    html = (out / "index.html").read_text()
+    assert html.index("NOT FOR PUBLICATION") < html.index("<h2>Diagnostics</h2>")
+    assert (out / "NOT_FOR_PUBLICATION.txt").exists()
+    la = pd.read_csv(out / "la_deciles.csv", dtype=str, keep_default_na=False)
+    dec = pd.read_csv(out / "deciles.csv", dtype=str, keep_default_na=False)
+    values = np.concatenate([pd.to_numeric(la["observed_count"].replace("[c]", np.nan)).to_numpy(float),
+                             pd.to_numeric(dec["observed_count"].replace("[c]", np.nan)).to_numpy(float)])
+    lines = [(int(p.index[p["decile"] == "all"][0]), list(p.index[p["decile"] != "all"]))
+             for _, p in la.groupby("la")]
+    lines += [(len(la) + j, list(la.index[la["decile"] == d])) for j, d in enumerate(dec["decile"])]
+    assert np.isnan(values).any()
+    assert _derived(_attack(values, lines)) == []
+    dist = pd.read_csv(out / "count_distribution.csv", dtype=str, keep_default_na=False)
+    bins = pd.to_numeric(dist["observed_neighbourhoods"].replace("[c]", np.nan)).to_numpy(float)
+    n_rows = len(estimands.observed_counts(planted_report["idata"]))
+    assert _derived(_attack(np.append(bins, n_rows), [(len(bins), list(range(len(bins))))])) == []
+
+
+def shared_fit_paths(planted_report) -> dict:
+    """Paths of the session's shared fit (fit, data)."""
+    return planted_report["shared"]

@@ -12,7 +12,7 @@ from hierarchy import cli
 from hierarchy.design import build_design
 from hierarchy.diagnostics import diagnose
 from hierarchy.errors import FitFileError
-from hierarchy.fitfile import build_idata, load_fit, provenance, save_fit
+from hierarchy.fitfile import add_log_likelihood, build_idata, load_fit, provenance, save_fit
 from hierarchy.jaxmodel import draw_counts
 from hierarchy.priors import load_priors
 from hierarchy.reference import synthetic_geography
@@ -102,9 +102,10 @@ def test_fit_file_carries_provenance_and_groups(small_fit):
     assert prov["seed"] == 0 and prov["data_source"] == str(data)
     assert {"pymc", "numpyro", "jax", "arviz"} <= set(prov["versions"])
     assert prov["diagnostics"]["status"] in ("ok", "warn") and "rhat_max" in prov["diagnostics"]
-    assert set(idata.groups()) >= {"posterior", "sample_stats", "log_likelihood", "log_prior", "constant_data"}
+    assert set(idata.groups()) >= {"posterior", "sample_stats", "log_prior", "constant_data"}
     assert "observed_data" not in idata.groups()  # only with --include-data
-    ll = idata.log_likelihood["referral"]
+    assert "log_likelihood" not in idata.groups()  # only with --include-log-likelihood (disclosive)
+    ll = add_log_likelihood(idata, table).log_likelihood["referral"]
     assert ll.sizes["neighbourhood"] == len(table) and np.all(np.isfinite(ll.values))
     assert set(idata.log_prior.data_vars) >= {"intercept", "gradient", "la_sd", "la_corr", "dispersion"}
     assert idata.posterior["la_coef"].dims == ("chain", "draw", "la", "coef")
@@ -123,7 +124,7 @@ def test_pointwise_log_likelihood_matches_scipy(small_fit):
     mu = np.exp(design.log_exposure + coef[design.la_index, 0] + coef[design.la_index, 1] * design.w)
     phi = float(post["dispersion"])
     expected = stats.nbinom.logpmf(design.y, phi, phi / (phi + mu))
-    got = idata.log_likelihood["referral"].isel(chain=0, draw=0).values
+    got = add_log_likelihood(idata, table).log_likelihood["referral"].isel(chain=0, draw=0).values
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
@@ -151,7 +152,7 @@ def test_corrupt_and_truncated_fits_give_clear_errors(small_fit, tmp_path):
     idata.posterior.attrs["hierarchy"] = idata.posterior.attrs["hierarchy"].replace(
         '"family": "negative_binomial"', '"family": "poisson"')
     save_fit(idata, tmp_path / "edited.nc")
-    with pytest.raises(FitFileError, match="hashes do not match"):
+    with pytest.raises(FitFileError, match="does not match its seal"):
         load_fit(tmp_path / "edited.nc")
 
 

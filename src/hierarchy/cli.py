@@ -142,6 +142,7 @@ def _fit(args: argparse.Namespace) -> int:
         seed=args.seed, out=args.out, include_data=args.include_data,
         progress=_progress_bars(args.quiet), log=None if args.quiet else print,
         chain_method=args.chain_method, float32=args.float32,
+        include_log_likelihood=args.include_log_likelihood,
     )
     print(result)
     return 0
@@ -172,7 +173,8 @@ def _report(args: argparse.Namespace) -> int:
 
     paths.check_output_folder(args.out, inputs=[args.fit, args.data])
     path = report.write_report(args.fit, args.out, data=args.data, threshold=args.threshold,
-                               rounding=args.rounding, prob=args.prob)
+                               rounding=args.rounding, prob=args.prob,
+                               allow_below_default_rules=args.allow_below_default_rules)
     print(f"report written to {path}")
     return 0
 
@@ -229,7 +231,7 @@ def _compare_models(args: argparse.Namespace) -> int:
 
     if args.out:
         paths.check_output_folder(args.out, inputs=args.fits)
-    result = compare.compare_models(args.fits, names=args.names)
+    result = compare.compare_models(args.fits, names=args.names, data=args.data, columns=args.columns)
     print(result.format())
     if args.out:
         print(f"\npage: {compare.write_model_comparison(result, args.out)}")
@@ -445,7 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
     ref_opts(sp)
     sp.set_defaults(func=_simulate)
 
-    sp = sub.add_parser("fit", help="fit a model file under a prior file and save the posterior")
+    sp = sub.add_parser("fit", help="fit a model file under a prior file and save the posterior",
+                        description="Fit a model file under a prior file and save the posterior. By "
+                                    "default the fit file is shareable: parameter draws, diagnostics, "
+                                    "provenance and the public inputs (deprivation, children, LA), "
+                                    "sealed by a content hash; no observed counts and no pointwise "
+                                    "log-likelihood (from which the counts can be rebuilt). "
+                                    "--include-data and --include-log-likelihood add them and make "
+                                    "the file disclosive.")
     sp.add_argument("--data", type=Path, required=True, help="the neighbourhood table (.csv or .parquet)")
     sp.add_argument("--model", default=shipped.DEFAULT_MODEL, help=model_help)
     sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS, help=priors_help)
@@ -463,7 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="per-row arithmetic in float32, the density and sampler in float64 (about 2x "
                          "faster; bench/RESULTS.md checks the estimates agree)")
     sp.add_argument("--include-data", action="store_true",
-                    help="store the observed counts in the fit file (off by default)")
+                    help="store the observed counts in the fit file (off by default; DISCLOSIVE: "
+                         "such a file must not leave the secure environment)")
+    sp.add_argument("--include-log-likelihood", action="store_true",
+                    help="store the pointwise log-likelihood (off by default; DISCLOSIVE: with the "
+                         "posterior it gives back every observed count exactly). Not needed for LOO: "
+                         "compare-models --data recomputes it from the data")
     sp.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     sp.add_argument("--out", type=Path, required=True, help="the fit file to write (.nc)")
     sp.add_argument("--force", action="store_true", help="replace an existing fit file (only a fit)")
@@ -486,8 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("fit", type=Path, help="a fit file (.nc)")
     sp.add_argument("--out", type=Path, required=True, help="folder for the report (created if missing)")
     sp.add_argument("--data", type=Path, help="observed data for observed-vs-predicted panels")
-    sp.add_argument("--threshold", type=_count(0), default=10, help="suppress counts below this")
-    sp.add_argument("--rounding", type=_count(0), default=5, help="round published counts to this")
+    sp.add_argument("--threshold", type=_count(0), default=10,
+                    help="suppress observed counts below this (default 10)")
+    sp.add_argument("--rounding", type=_count(0), default=5,
+                    help="round published observed counts to a multiple of this (default 5)")
+    sp.add_argument("--allow-below-default-rules", action="store_true",
+                    help="needed for a threshold below 10 or a rounding base below 5: the report "
+                         "then says at its top that it is NOT safe to publish under the default rules")
     sp.add_argument("--prob", type=_probability, default=0.9,
                     help="probability of the intervals, between 0 and 1 (default: %(default)s)")
     sp.set_defaults(func=_report)
@@ -537,10 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("compare-models", help="PSIS-LOO comparison of saved fits of the same data",
                         epilog="example: hierarchy compare-models fits/national_nb.nc "
-                               "fits/national_nb_log.nc --out out/loo")
+                               "fits/national_nb_log.nc --data out/national_2019.parquet --out out/loo")
     sp.add_argument("fits", type=Path, nargs="+", help="two or more fit files (.nc) of the same data")
     sp.add_argument("--names", nargs="+", help="labels of the fits (default: model names)")
     sp.add_argument("--out", type=Path, help="folder for CSV tables and HTML/Markdown pages")
+    sp.add_argument("--data", type=Path,
+                    help="the table the fits were made from: the pointwise log-likelihood is "
+                         "recomputed from it (fit files hold none by default)")
+    sp.add_argument("--columns", type=Path, help="TOML column map of --data")
     sp.set_defaults(func=_compare_models)
 
     sp = sub.add_parser("sbc", help="simulation-based calibration of a model under a prior set",

@@ -5,7 +5,10 @@ differences and their standard errors, stacking weights and Pareto-k diagnostics
 warning when any k > 0.7. Fits whose log-likelihood was thinned
 (``provenance["log_likelihood_thinned_by"] > 1``) get a relative efficiency computed from the
 posterior draws the log-likelihood was evaluated at (:func:`relative_eff`).
-:func:`write_model_comparison` writes the tables and pages.
+:func:`write_model_comparison` writes the tables and pages. Fit files hold no pointwise
+log-likelihood unless fitted with ``--include-log-likelihood`` (it discloses the counts); with
+``data`` (``--data``) it is recomputed from the table in memory
+(:func:`hierarchy.fitfile.add_log_likelihood`).
 
 Worked example (national simulated data; linear vs log LA deprivation in the cross-level
 interaction)::
@@ -15,7 +18,8 @@ interaction)::
         --chains 2 --tune 500 --draws 500 --out fits/national_nb.nc
     hierarchy fit --data out/national_2019.parquet --model models/inverse_intervention_nb_log.toml \
         --chains 2 --tune 500 --draws 500 --out fits/national_nb_log.nc
-    hierarchy compare-models fits/national_nb.nc fits/national_nb_log.nc --out out/loo
+    hierarchy compare-models fits/national_nb.nc fits/national_nb_log.nc \
+        --data out/national_2019.parquet --out out/loo
 
 Measured (32,844 neighbourhoods, 151 LAs; 2 chains x 500 draws, log-likelihood thinned by 2;
 every Pareto k <= 0.7)::
@@ -118,7 +122,9 @@ def loo(idata, *, var_name: str | None = None):
     import arviz as az
 
     if "log_likelihood" not in idata.groups():
-        raise FitFileError("this fit has no log_likelihood group; LOO needs one (refit it)")
+        raise FitFileError("this fit has no log_likelihood group (fit files leave it out: it discloses "
+                           "the counts); add it from the data with "
+                           "hierarchy.fitfile.add_log_likelihood(idata, data)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.loo(idata, pointwise=True, reff=relative_eff(idata), var_name=var_name)
@@ -163,9 +169,12 @@ class ModelComparison:
         return "\n".join(lines)
 
 
-def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None
-                   ) -> ModelComparison:
+def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None,
+                   data: Any = None, columns: str | os.PathLike | None = None) -> ModelComparison:
     """Compare saved fits of the same data and outcome by PSIS-LOO.
+
+    Fit files hold no pointwise log-likelihood by default (it would give back the observed
+    counts); with ``data`` it is recomputed from the table, in memory, for each fit without one.
 
     Parameters
     ----------
@@ -173,6 +182,10 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
         Two or more fit files.
     names : sequence of str, optional
         Labels (default: the model names, made unique with the prior set or file name).
+    data : str, os.PathLike or pandas.DataFrame, optional
+        The table the fits were made from (its data hash must match theirs).
+    columns : str or os.PathLike, optional
+        Column map of ``data``.
 
     Returns
     -------
@@ -190,18 +203,21 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
         raise HierarchyError("compare-models needs at least two fit files")
     idatas = [load_fit(p) for p in paths]
     provs = [provenance(i) for i in idatas]
-    _check_comparable(paths, idatas, provs)
-    rows = idatas[0].log_likelihood["neighbourhood"].to_numpy()
+    _check_same_data(paths, provs)
     names = list(names) if names is not None else _model_names(provs, paths)
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise HierarchyError(f"need {len(paths)} distinct names, got {names}")
+    stored = {n: i.groups() for n, i in zip(names, idatas, strict=True)}
+    idatas = _with_log_likelihood(paths, idatas, data, columns)
+    _check_comparable(paths, idatas, provs)
+    rows = idatas[0].log_likelihood["neighbourhood"].to_numpy()
     loos = {n: loo(i) for n, i in zip(names, idatas, strict=True)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = az.compare(loos, ic="loo", method="stacking", scale="log")
     table = table.reset_index().rename(columns={"index": "model"})
     pareto_rows, worst_rows = [], []
-    for n, path, i, prov in zip(names, paths, idatas, provs, strict=True):
+    for n, path, i in zip(names, paths, idatas, strict=True):
         k = np.asarray(loos[n].pareto_k)
         pareto_rows.append({"model": n, "fit": str(path), "neighbourhoods": k.size,
                             "good (k<=0.5)": int((k <= 0.5).sum()),
@@ -210,7 +226,9 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
                             "very bad (k>1)": int((k > 1).sum()), "max_k": float(np.nanmax(k)),
                             "k_threshold_for_draws": float(loos[n]["good_k"]),
                             "draws": int(loos[n]["n_samples"]),
-                            "thinned_by": int(prov.get("log_likelihood_thinned_by", 1))})
+                            "thinned_by": _thinned_by(i),
+                            "log_likelihood": "stored in the fit" if "log_likelihood" in stored[n]
+                            else "recomputed from the data"})
         bad = np.flatnonzero(k > PARETO_K_THRESHOLD)
         la_of = i.constant_data["la_of"].to_numpy() if "constant_data" in i.groups() else None
         for j in bad[np.argsort(-k[bad])]:
@@ -237,8 +255,37 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
                            findings=_model_findings(table))
 
 
-def _check_comparable(paths: list[Path], idatas: list, provs: list[dict]) -> None:
-    """Refuse fits of different data or outcomes, without a log-likelihood, or of other rows."""
+def _thinned_by(idata) -> int:
+    """Step between the posterior draws the log-likelihood was evaluated at."""
+    pos = loglik_draws(idata)
+    return int(pos[1] - pos[0]) if len(pos) > 1 else 1
+
+
+def _with_log_likelihood(paths: list[Path], idatas: list, data: Any, columns: Any) -> list:
+    """Each fit with its pointwise log-likelihood: stored, or recomputed from ``data``."""
+    from hierarchy.fitfile import add_log_likelihood
+
+    lacking = [p for p, i in zip(paths, idatas, strict=True) if "log_likelihood" not in i.groups()]
+    if not lacking:
+        return idatas
+    if data is None:
+        raise HierarchyError(
+            f"{', '.join(map(str, lacking))} hold(s) no pointwise log-likelihood: fit files leave it "
+            "out by default because with the posterior it gives back every observed count. LOO "
+            "needs it: pass the table the fits were made from, where the data are "
+            "(hierarchy compare-models FIT FIT ... --data TABLE [--columns MAP.toml]); it is "
+            "recomputed in memory and not saved. (Or refit with --include-log-likelihood, which "
+            "makes the fit files disclosive.)")
+    if not isinstance(data, pd.DataFrame):
+        from hierarchy import data as data_mod
+
+        cmap = data_mod.load_column_map(columns) if columns else None
+        data = data_mod.load(data, columns=cmap)
+    return [add_log_likelihood(i, data) for i in idatas]
+
+
+def _check_same_data(paths: list[Path], provs: list[dict]) -> None:
+    """Refuse fits of different data or outcomes."""
     if len({p["data_hash"] for p in provs}) > 1:
         listing = "; ".join(f"{path} (data hash {p['data_hash']}, from {p.get('data_source') or '?'})"
                             for path, p in zip(paths, provs, strict=True))
@@ -250,10 +297,14 @@ def _check_comparable(paths: list[Path], idatas: list, provs: list[dict]) -> Non
                             for path, p in zip(paths, provs, strict=True))
         raise HierarchyError("cannot compare fits of different outcomes: their log likelihoods "
                              f"are of different counts and are not comparable ({listing}).")
+
+
+def _check_comparable(paths: list[Path], idatas: list, provs: list[dict]) -> None:
+    """Refuse fits without a log-likelihood or of other rows."""
     rows0 = None
     for path, i in zip(paths, idatas, strict=True):
         if "log_likelihood" not in i.groups():
-            raise FitFileError(f"{path} has no log_likelihood group; LOO needs one (refit it)")
+            raise FitFileError(f"{path} has no log_likelihood group; pass the data to recompute it")
         rows = i.log_likelihood["neighbourhood"].to_numpy()
         if rows0 is None:
             rows0 = rows

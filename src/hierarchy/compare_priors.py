@@ -57,7 +57,7 @@ from hierarchy.design import Design, build_design, z_of
 from hierarchy.errors import FitFileError, HierarchyError
 from hierarchy.estimands import LA_LEVELS, deciles_of, headline_gradients, headline_table
 from hierarchy.figures import new_figure, to_png
-from hierarchy.fitfile import load_fit, provenance
+from hierarchy.fitfile import add_log_likelihood, load_fit, provenance
 from hierarchy.model import HYPERPARAMETERS, typical_gradient
 from hierarchy.predictor import ROW_PARAMS, design_rows, group_params, predictor_draws
 from hierarchy.priors import PriorSet, load_priors
@@ -629,7 +629,9 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
                                              columns=columns, dhash=dhash, fits_dir=Path(fits_dir),
                                              settings=settings, refit=refit, workers=workers,
                                              executor=executor, say=say)
-        idatas = {s.name: load_fit(fits[s.name], model=spec, priors=s, data_hash=dhash) for s in sets}
+        # fit files hold no log-likelihood (it discloses the counts): recompute it here, in memory
+        idatas = {s.name: add_log_likelihood(load_fit(fits[s.name], model=spec, priors=s, data_hash=dhash),
+                                             design) for s in sets}
         frames, sens = [], []
         for name, idata in idatas.items():
             say(f"{name}: estimands and power-scaling sensitivity")

@@ -6,7 +6,13 @@ the data behind figures:
 * a count below ``threshold`` (default 10) is suppressed: ``NaN`` in numeric data (absent from
   figures), :data:`SUPPRESSED` (``"[c]"``) in text tables;
 * any other count is rounded to the nearest multiple of ``rounding`` (default 5; half up);
-* a rate is computed from the *rounded* count, and is suppressed when its count is.
+* a rate is computed from the *rounded* count, and is suppressed when its count is;
+* where a table's totals are published (an LA's cells and its total, a national decile and the
+  LA cells in it, count bins and the number of neighbourhoods), further cells are suppressed
+  (secondary suppression, :func:`secondary_suppression`) until no suppressed cell can be derived
+  from the published ones, exactly or to one whole number;
+* rules below the defaults need an explicit choice (:func:`require_default_rules`), which the
+  report states at its top.
 
 Posterior quantities (model predictions, estimands) are not observed counts and are not suppressed.
 Denominators (children in the population) are population estimates and are shown as they are.
@@ -14,7 +20,7 @@ Denominators (children in the population) are population estimates and are shown
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -194,3 +200,188 @@ def rules_text(*, threshold: int = THRESHOLD, rounding: int = ROUNDING) -> str:
             "histogram. Model predictions and estimands are posterior quantities, not observed "
             "counts, and are not suppressed; children (denominators) are population estimates and "
             "are shown as they are.")
+
+
+# ---------------------------------------------------------------------------- below the defaults
+
+
+def below_default(threshold: int, rounding: int) -> bool:
+    """Whether the rules are weaker than the defaults (threshold < 10 or rounding base < 5)."""
+    return threshold < THRESHOLD or rounding < ROUNDING
+
+
+def require_default_rules(threshold: int, rounding: int, *, allow: bool = False) -> None:
+    """Refuse rules below the defaults unless ``allow`` is an explicit choice.
+
+    Raises
+    ------
+    HierarchyError
+        When ``threshold`` < :data:`THRESHOLD` or ``rounding`` < :data:`ROUNDING` and not ``allow``.
+    """
+    check_rules(threshold, rounding)
+    if below_default(threshold, rounding) and not allow:
+        raise HierarchyError(
+            f"disclosure rules below the defaults (threshold {threshold}, rounding {rounding}; defaults "
+            f"{THRESHOLD} and {ROUNDING}) would publish small counts or unrounded counts. If this output "
+            "stays inside the secure environment, say so explicitly with --allow-below-default-rules "
+            "(allow_below_default_rules=True); the report then states it at its top.")
+
+
+def below_default_warning(threshold: int, rounding: int) -> str:
+    """The warning a report carries at its top when its rules are below the defaults ('' if not)."""
+    if not below_default(threshold, rounding):
+        return ""
+    return (f"WARNING: NOT FOR PUBLICATION. This report was made with disclosure rules below the "
+            f"defaults (threshold {threshold} instead of {THRESHOLD}, rounding base {rounding} instead "
+            f"of {ROUNDING}), by explicit choice: it may show small or exact observed counts and rates "
+            "from which children can be identified. It must not leave the secure environment.")
+
+
+# ---------------------------------------------------------------------------- secondary suppression
+
+
+def linear_lines(n_cells: int, lines: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
+    """Constraint matrix ``A`` (lines x cells) of published additive relations, ``A @ v = 0``.
+
+    Parameters
+    ----------
+    n_cells : int
+        Number of cells (totals included).
+    lines : sequence of (int, sequence of int)
+        ``(total, members)``: cell ``total`` is the sum of cells ``members``.
+    """
+    a = np.zeros((len(lines), n_cells))
+    for i, (total, members) in enumerate(lines):
+        a[i, list(members)] = 1.0
+        a[i, total] -= 1.0
+    return a
+
+
+def derivable(lines_matrix: np.ndarray, suppressed: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
+    """Suppressed cells whose exact value follows from the published cells by linear algebra.
+
+    A suppressed cell is determined when its unit vector lies in the row space of the constraint
+    matrix restricted to the suppressed cells, i.e. when every null vector of that matrix is zero
+    at the cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask over cells (False for published cells).
+    """
+    from scipy.linalg import null_space
+
+    idx = np.flatnonzero(suppressed)
+    out = np.zeros(len(suppressed), dtype=bool)
+    if not len(idx):
+        return out
+    sub = lines_matrix[:, idx]
+    sub = sub[np.abs(sub).sum(1) > 0]
+    if not len(sub):
+        return out
+    null = null_space(sub)
+    out[idx] = np.abs(null).max(axis=1, initial=0.0) < 1e-7 if null.size else True
+    return out
+
+
+def pinned(values: np.ndarray, suppressed: np.ndarray, lines: Sequence[tuple[int, Sequence[int]]], *,
+           rounding: int = ROUNDING, exact: np.ndarray | None = None) -> np.ndarray:
+    """Suppressed cells an attacker can pin to one whole number from the published table.
+
+    The attacker knows every additive relation in ``lines``, that counts are >= 0 and that each
+    published value is its true count rounded to ``rounding`` (exact when ``rounding`` <= 1 and
+    for the ``exact`` cells), and
+    bounds each suppressed cell by linear programming (min and max). A cell is pinned when its
+    interval holds a single whole number.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask over cells.
+    """
+    from scipy.optimize import linprog
+
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    half = rounding / 2 if rounding > 1 else 0.0
+    exact = np.zeros(n, dtype=bool) if exact is None else np.asarray(exact, dtype=bool)
+    bounds = [(0, None) if s else (x, x) if e else (max(0.0, x - half), x + half)
+              for x, s, e in zip(v, suppressed, exact, strict=True)]
+    a = linear_lines(n, lines)
+    out = np.zeros(n, dtype=bool)
+    for k in np.flatnonzero(suppressed):
+        c = np.zeros(n)
+        c[k] = 1.0
+        lo = linprog(c, A_eq=a, b_eq=np.zeros(len(a)), bounds=bounds, method="highs")
+        hi = linprog(-c, A_eq=a, b_eq=np.zeros(len(a)), bounds=bounds, method="highs")
+        if lo.status != 0 or hi.status == 2:  # infeasible: the published table is inconsistent
+            continue
+        top = np.inf if hi.status == 3 else -hi.fun
+        out[k] = np.ceil(lo.fun - 1e-6) >= np.floor(top + 1e-6)
+    return out
+
+
+def secondary_suppression(values: np.ndarray, lines: Sequence[tuple[int, Sequence[int]]], *,
+                          rounding: int = ROUNDING, totals: Iterable[int] = (),
+                          public: Iterable[int] = ()) -> np.ndarray:
+    """Cells to suppress so that no suppressed cell can be derived from the published ones.
+
+    Primary suppression (NaN in ``values``) is extended greedily: while some suppressed cell is
+    determined by the additive relations (:func:`derivable`) or pinned to one whole number by
+    bounds (:func:`pinned`), the published cell that shares a relation with it is suppressed too,
+    preferring cells that do not leave another relation with a single suppressed cell, then
+    inner cells over totals, then the smallest.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Published (already rounded) value of every cell, totals included; NaN where suppressed.
+    lines : sequence of (int, sequence of int)
+        ``(total, members)`` relations: cell ``total`` is the sum of cells ``members``.
+    rounding : int
+        Rounding base of the published values (the attacker's uncertainty about them).
+    totals : iterable of int
+        Cells that are totals (suppressed last).
+    public : iterable of int
+        Cells known anyway (e.g. the number of neighbourhoods): never suppressed.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the cells to show as suppressed (primary and secondary).
+    """
+    v = np.asarray(values, dtype=float)
+    mask = ~np.isfinite(v)
+    if not mask.any():
+        return mask
+    a = linear_lines(len(v), lines)
+    is_total = np.zeros(len(v), dtype=bool)
+    is_total[list(totals)] = True
+    known = np.zeros(len(v), dtype=bool)
+    known[list(public)] = True
+    def score(c: int, rel: np.ndarray) -> tuple:
+        others = np.flatnonzero(a[:, c] != 0)
+        alone = any(not (mask & (a[r] != 0)).any() for r in others if r not in rel)
+        return (alone, bool(is_total[c]), v[c], c)
+
+    def protect(k: int) -> None:
+        rel = np.flatnonzero(a[:, k] != 0)
+        cand = np.flatnonzero((np.abs(a[rel]).sum(0) > 0) & ~mask & ~known)
+        if not len(cand):  # every neighbour is suppressed: widen to any relation with a suppression
+            rel = np.flatnonzero(np.abs(a[:, mask]).sum(1) > 0)
+            cand = np.flatnonzero((np.abs(a[rel]).sum(0) > 0) & ~mask & ~known)
+        if not len(cand):
+            raise HierarchyError("secondary suppression found no cell to suppress; the table's "
+                                 "relations are inconsistent")
+        mask[min(cand, key=lambda c: score(c, rel))] = True
+
+    while True:
+        exposed = derivable(a, mask)
+        if exposed.any():  # exact by linear algebra: one cell at a time (cheap to recheck)
+            protect(int(np.flatnonzero(exposed)[0]))
+            continue
+        exposed = pinned(np.where(mask, 0.0, v), mask, lines, rounding=rounding, exact=known)
+        if not exposed.any():
+            return mask
+        for k in np.flatnonzero(exposed):  # pinned by bounds: protect them all before the next LPs
+            protect(int(k))

@@ -1,11 +1,32 @@
-"""Fit files: ArviZ InferenceData netCDF with provenance, written atomically.
+"""Fit files: ArviZ InferenceData netCDF with provenance, sealed by a content hash, written atomically.
 
-Groups: ``posterior``, ``sample_stats``, ``log_likelihood`` (pointwise, for LOO; thinned to at
-most :data:`LOGLIK_MAX_VALUES` values), ``log_prior`` (per hyperparameter, for power-scaling),
-``constant_data`` (covariates and exposures: no outcomes) and, only when asked,
-``observed_data``. ``posterior.attrs["hierarchy"]`` holds the provenance as JSON: model spec,
-prior set, their hashes, the data hash, column map, sampler settings, seed, versions, timings
-and diagnostics.
+What a fit file holds by default (a *shareable* fit, DESIGN sections 5 and 8):
+
+* ``posterior``: parameter draws (hyperparameters and LA / MSOA effects; never per-neighbourhood
+  latent effects);
+* ``sample_stats``: divergences, energy, tree depth (for the diagnostics);
+* ``log_prior``: log prior density of each hyperparameter draw (for power-scaling);
+* ``constant_data``: the public inputs per neighbourhood row (deprivation, children, LA, stage,
+  stratum) and per LA (LA deprivation, its transform): no outcome and nothing computed from one.
+
+It holds **no pointwise log-likelihood** and no observed counts: a stored log-likelihood with the
+posterior and ``constant_data`` gives back every observed count exactly (measured: all 1,125
+counts of a small fit). Two groups are written only when asked, and make the file disclosive:
+
+* ``log_likelihood`` (``include_log_likelihood=True``; thinned to at most
+  :data:`LOGLIK_MAX_VALUES` values), for LOO without the data. Without it,
+  :func:`add_log_likelihood` recomputes it from the data table where the data are (what
+  ``hierarchy compare-models --data`` and ``compare-priors`` do);
+* ``observed_data`` (``include_data=True``).
+
+``posterior.attrs["hierarchy"]`` holds the provenance as JSON: model spec, prior set, their
+hashes, the data hash, column map, sampler settings, seed, versions, timings, the design
+constants the estimands use and the diagnostics. ``posterior.attrs["hierarchy_seal"]`` is a
+SHA-256 of the provenance and of every array of every group (:func:`content_hash`);
+:func:`load_fit` refuses a file whose content does not match it, so an edited diagnostics
+verdict, design constant or draw is caught. The seal detects edits, it is not a signature:
+anyone with this code can reseal a file; the report and summary therefore also recompute the
+diagnostics from the draws (:func:`checked_diagnostics`).
 """
 
 from __future__ import annotations
@@ -24,8 +45,19 @@ from hierarchy.priors import PriorSet, config_hash
 from hierarchy.sampling import PER_ROW, Draws
 from hierarchy.spec import ModelSpec
 
-FORMAT = 1
+FORMAT = 2
+"""Fit file format: 2 = sealed, log-likelihood only when asked (format 1 files are refused)."""
 LOGLIK_MAX_VALUES = 25_000_000  # ~100 MB of float32
+SEAL_ATTR = "hierarchy_seal"
+REQUIRED_KEYS = ("format", "model_spec", "model_hash", "priors", "priors_hash", "data_hash",
+                 "sampler", "design", "diagnostics", "include_data", "include_log_likelihood",
+                 "created")
+"""Provenance keys every fit must have (a missing one is refused with its name)."""
+REQUIRED_DESIGN_KEYS = ("X_mean", "x_mean", "la_cov_center", "la_cov_scale", "n_rows", "n_la")
+PUBLIC_ROW_DATA = ("deprivation", "exposure", "la_of", "stage", "stratum")
+"""The only per-neighbourhood arrays a shareable fit holds (public inputs, in ``constant_data``)."""
+GAUSS_HERMITE_NODES = 32
+"""Quadrature nodes of the Poisson-lognormal marginal log-likelihood."""
 
 
 def versions() -> dict[str, str]:
@@ -44,13 +76,30 @@ def versions() -> dict[str, str]:
 
 def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design, *,
                 data_hash: str, data_source: str = "", column_map: dict | None = None,
-                include_data: bool = False, diagnostics: dict | None = None):
-    """Assemble InferenceData with every group and the provenance attributes."""
+                include_data: bool = False, include_log_likelihood: bool = False,
+                diagnostics: dict | None = None):
+    """Assemble a sealed InferenceData with the provenance attributes.
+
+    Parameters
+    ----------
+    draws : hierarchy.sampling.Draws
+    spec, priors, design
+        The model, prior set and design the draws were made with.
+    data_hash, data_source, column_map
+        Provenance of the data.
+    include_data : bool
+        Store the observed counts (``observed_data``): the file is then disclosive.
+    include_log_likelihood : bool
+        Store the pointwise log-likelihood (``log_likelihood``), from which the observed counts
+        can be rebuilt exactly: the file is then disclosive. Off by default; LOO and power-scaling
+        recompute it from the data (:func:`add_log_likelihood`).
+    diagnostics : dict, optional
+        Precomputed :func:`hierarchy.diagnostics.diagnose` output.
+    """
     import arviz as az
     import xarray as xr
 
     from hierarchy.diagnostics import diagnose
-    from hierarchy.jaxmodel import pointwise_loglik
     from hierarchy.model import coords, dims, observed_name
 
     crd = coords(spec, design)
@@ -61,15 +110,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     idata = az.from_dict(posterior=post, sample_stats=draws.stats or None, coords=crd,
                          dims={k: v for k, v in dims(spec).items() if k in post})
     obs = observed_name(spec)
-    chains, n_draw = next(iter(post.values())).shape[:2]
-    step = max(1, int(np.ceil(chains * n_draw * len(design.y) / LOGLIK_MAX_VALUES)))
-    flat = {k: v[:, ::step].reshape((-1,) + v.shape[2:]) for k, v in draws.posterior.items()}
-    ll = pointwise_loglik(spec, design, flat).reshape(chains, -1, len(design.y))
-    kept = np.arange(n_draw)[::step]
     idata.add_groups(
-        log_likelihood=xr.Dataset({obs: (("chain", "draw", "neighbourhood"), ll)},
-                                  coords={"chain": np.arange(chains), "draw": kept,
-                                          "neighbourhood": crd["neighbourhood"]}),
         log_prior=_log_prior(draws.posterior, priors),
         constant_data=xr.Dataset(
             {"deprivation": ("neighbourhood", design.x),
@@ -92,6 +133,11 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     if diagnostics is None:
         diagnostics = diagnose(idata, approximate=approximate,
                                max_tree_depth=draws.settings.get("max_tree_depth", 10))
+    step = None
+    if include_log_likelihood:
+        step = _loglik_step(idata, len(design.y))
+        idata.add_groups(log_likelihood=log_likelihood_dataset(idata, design, spec=spec, step=step))
+    risks = effect_group_risks(spec, design, post)
     prov = {
         "format": FORMAT,
         "model_spec": spec.to_dict(), "model_hash": spec.hash(), "formula": spec.formula_text,
@@ -101,7 +147,9 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         "sampler": draws.settings, "seed": draws.settings.get("seed"),
         "timings": draws.timings, "versions": versions(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "include_data": include_data, "log_likelihood_thinned_by": step,
+        "include_data": include_data, "include_log_likelihood": include_log_likelihood,
+        "disclosure_risks": risks, "shareable": not (include_data or include_log_likelihood or risks),
+        "log_likelihood_thinned_by": step,
         "design": {"X_mean": design.X_mean, "x_mean": design.x_mean,
                    "la_cov_center": design.la_cov_center.tolist(),
                    "la_cov_scale": design.la_cov_scale.tolist(), "n_rows": int(len(design.y)),
@@ -109,7 +157,317 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         "diagnostics": diagnostics,
     }
     idata.posterior.attrs["hierarchy"] = json.dumps(prov, default=_json_default)
+    return seal(idata)
+
+
+# ---------------------------------------------------------------------------- residual risk
+
+
+def effect_group_risks(spec: ModelSpec, design: Design, posterior_names: Any = ("la_coef",), *,
+                       threshold: int = 10) -> list[str]:
+    """Groups whose observed totals the stored effect draws give away (counts of groups only).
+
+    The posterior draws of a group's random effects carry the group's sufficient statistics: by
+    the score identity E[d log p / d a_j] = 0 the total count of LA j (and its deprivation-weighted
+    total) is the posterior mean of a function of the draws (measured: LA totals of 787-11,910
+    back to within 0.1-1% from 200 draws; the error shrinks as 1/sqrt(draws)). So a group whose
+    total is below ``threshold``, or which has no more rows than effects (its rows' counts solve
+    from those totals), is disclosed by a fit that stores its effect draws.
+
+    Returns
+    -------
+    list of str
+        Plain sentences naming how many groups are at risk (empty: none).
+    """
+    names = set(posterior_names)
+    out = []
+    n_eff = 1 + int(bool(getattr(spec.la, "random_gradient", True)))
+    groups = [("LA", design.la_index, n_eff)] if "la_coef" in names else []
+    if design.msoa_index is not None and "msoa_raw" in names:
+        groups.append(("MSOA", design.msoa_index, 1))
+    for level, index, k in groups:
+        key = index.astype(np.int64) * len(design.stage_names) + design.stage_index
+        totals = np.bincount(key, weights=design.y.astype(float))
+        rows = np.bincount(key)
+        used = rows > 0
+        small = int((used & (totals < threshold)).sum())
+        few = int((used & (rows <= k)).sum())
+        if small:
+            out.append(f"{small} {level}(-stage) group(s) have fewer than {threshold} counts in all: "
+                       f"their totals can be estimated closely from the {level} effect draws")
+        if few:
+            out.append(f"{few} {level}(-stage) group(s) have at most {k} row(s): their counts can be "
+                       f"rebuilt from the {level} effect draws")
+    return out
+
+
+# ---------------------------------------------------------------------------- log-likelihood
+
+
+def _loglik_step(idata, n_rows: int) -> int:
+    """Thinning of the draws that keeps the pointwise log-likelihood under LOGLIK_MAX_VALUES."""
+    n = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
+    return max(1, int(np.ceil(n * n_rows / LOGLIK_MAX_VALUES)))
+
+
+def pointwise_log_likelihood(spec: ModelSpec, design: Design, posterior: dict[str, np.ndarray],
+                             *, batch: int = 100) -> np.ndarray:
+    """Log-likelihood of each row at each draw, ``(draws, rows)`` float32.
+
+    Negative binomial and Poisson: :func:`hierarchy.jaxmodel.pointwise_loglik`. Poisson-lognormal:
+    the observation-level effect is integrated out (adaptive Gauss-Hermite quadrature,
+    :data:`GAUSS_HERMITE_NODES` nodes around each row's mode), as the fit stores no per-row
+    latent draws; this is also the log-likelihood LOO should use for such a model.
+
+    Parameters
+    ----------
+    spec, design
+        Model and design (the design carries the observed counts).
+    posterior : dict of str to numpy.ndarray
+        Parameter draws with a leading draw axis (chains flattened); per-row latent draws are
+        ignored.
+    batch : int
+        Draws per compiled batch.
+    """
+    from hierarchy.jaxmodel import pointwise_loglik
+
+    posterior = {k: v for k, v in posterior.items() if k not in PER_ROW}
+    if spec.family != "poisson_lognormal":
+        return pointwise_loglik(spec, design, posterior, batch=batch)
+    return _pln_marginal_loglik(design, posterior, batch=batch)
+
+
+def _pln_marginal_loglik(design: Design, posterior: dict[str, np.ndarray], *, batch: int = 100
+                         ) -> np.ndarray:
+    """log of int Poisson(y | exp(eta + s e)) N(e | 0, 1) de, adaptive Gauss-Hermite per row."""
+    import jax
+    import jax.numpy as jnp
+    from jax.scipy.special import gammaln, logsumexp
+
+    from hierarchy.jaxmodel import ROW_PARAMS, _row_eta
+
+    x, w = np.polynomial.hermite.hermgauss(GAUSS_HERMITE_NODES)
+    x, logw = jnp.asarray(x), jnp.asarray(np.log(w))
+    y = jnp.asarray(design.y, dtype=float)
+
+    def one(p):
+        eta = _row_eta(design, p, jnp)
+        s = p["obs_sd"]
+
+        def g(e):  # log joint of the observation-level effect e
+            lin = eta + s * e
+            return y * lin - jnp.exp(lin) - gammaln(y + 1) - 0.5 * e ** 2
+
+        def newton(e, _):
+            lam = jnp.exp(eta + s * e)
+            grad, hess = s * (y - lam) - e, -(s ** 2) * lam - 1.0
+            return e - grad / hess, None
+
+        start = jnp.clip((jnp.log(jnp.maximum(y, 0.5)) - eta) / s, -8.0, 8.0)
+        mode, _ = jax.lax.scan(newton, start, None, length=30)
+        sd = 1.0 / jnp.sqrt(s ** 2 * jnp.exp(eta + s * mode) + 1.0)
+        nodes = mode[:, None] + jnp.sqrt(2.0) * sd[:, None] * x[None, :]
+        gk = jax.vmap(g, in_axes=1, out_axes=1)(nodes)
+        return (logsumexp(logw[None, :] + gk + x[None, :] ** 2, axis=1)
+                + jnp.log(jnp.sqrt(2.0) * sd) - 0.5 * jnp.log(2 * jnp.pi))
+
+    keys = [k for k in ROW_PARAMS if k in posterior and k != "eps_raw"]
+    n_draws = len(posterior["la_coef"])
+    out = np.empty((n_draws, len(design.y)), dtype=np.float32)
+    many = jax.jit(jax.vmap(one))
+    for i in range(0, n_draws, batch):
+        out[i:i + batch] = np.asarray(many({k: jnp.asarray(posterior[k][i:i + batch]) for k in keys}))
+    return out
+
+
+def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec | None = None,
+                           step: int | None = None):
+    """The ``log_likelihood`` group of a fit, computed from its posterior and the data's design.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        A fit (its posterior and ``constant_data``).
+    design : hierarchy.design.Design
+        Design of the table the fit was made from (same rows in the same order).
+    spec : ModelSpec, optional
+        The fit's model (default: the stored one).
+    step : int, optional
+        Keep every ``step``-th draw (default: the thinning that keeps under
+        :data:`LOGLIK_MAX_VALUES` values).
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable named after the outcome, dims ``chain, draw, neighbourhood``.
+    """
+    import xarray as xr
+
+    from hierarchy.jaxmodel import ROW_PARAMS
+    from hierarchy.model import observed_name
+
+    spec = spec or fit_spec(idata)[0]
+    rows = np.asarray(idata.constant_data["neighbourhood"].to_numpy()).astype(str)
+    if len(design.row_ids) != len(rows) or not np.array_equal(np.asarray(design.row_ids).astype(str), rows):
+        raise FitFileError("the data's rows are not the rows this fit was made from (a different "
+                           "table, or a different model's rows); pass the table used to fit it")
+    step = step or _loglik_step(idata, len(rows))
+    post = idata.posterior
+    chains = post.sizes["chain"]
+    kept = post["draw"].to_numpy()[::step]
+    flat = {}
+    for k in ROW_PARAMS:
+        if k in post and k not in PER_ROW:
+            v = post[k].transpose("chain", "draw", ...).to_numpy()[:, ::step]
+            flat[k] = v.reshape((-1,) + v.shape[2:])
+    ll = pointwise_log_likelihood(spec, design, flat).reshape(chains, len(kept), len(rows))
+    return xr.Dataset({observed_name(spec): (("chain", "draw", "neighbourhood"), ll)},
+                      coords={"chain": post["chain"].to_numpy(), "draw": kept,
+                              "neighbourhood": idata.constant_data["neighbourhood"].to_numpy()})
+
+
+def add_log_likelihood(idata, data: Any, *, columns: Any = None):
+    """A copy of a fit with its pointwise log-likelihood recomputed from the data (in memory only).
+
+    Use it where the data are (the secure environment) for LOO and power-scaling; never save the
+    result for sharing: with the log-likelihood the counts can be rebuilt.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        A loaded fit (not a stage view of a stacked fit).
+    data : str, os.PathLike, pandas.DataFrame or hierarchy.design.Design
+        The table the fit was made from (its data hash must match), or its design.
+    columns : str or os.PathLike, optional
+        Column map of the table.
+
+    Returns
+    -------
+    arviz.InferenceData
+        With a ``log_likelihood`` group (an existing one is kept as it is).
+    """
+    import arviz as az
+
+    if "log_likelihood" in idata.groups():
+        return idata
+    spec, _ = fit_spec(idata)
+    design = data if isinstance(data, Design) else _design_of(idata, data, columns, spec)
+    groups = {g: idata[g] for g in idata.groups()}
+    groups["log_likelihood"] = log_likelihood_dataset(idata, design, spec=spec)
+    return az.InferenceData(**groups)
+
+
+def _design_of(idata, data: Any, columns: Any, spec: ModelSpec) -> Design:
+    import pandas as pd
+
+    from hierarchy import data as data_mod
+    from hierarchy.design import build_design
+
+    if isinstance(data, pd.DataFrame):
+        table = data
+    else:
+        cmap = data_mod.load_column_map(columns) if columns else None
+        table = data_mod.load(data, columns=cmap)
+    have, want = data_mod.data_hash(table), provenance(idata)["data_hash"]
+    if have != want:
+        raise FitFileError(f"the data given (hash {have}) are not the data this fit was made from "
+                           f"(hash {want}); pass the table used to fit it")
+    return build_design(table, spec)
+
+
+# ---------------------------------------------------------------------------- seal
+
+
+def _canonical_bytes(values: np.ndarray) -> bytes:
+    """Bytes of an array that survive the netCDF round trip (dtype widths, bool, strings)."""
+    a = np.asarray(values)
+    if a.dtype.kind in "biu":
+        return np.ascontiguousarray(a, dtype="<i8").tobytes()
+    if a.dtype.kind == "f":
+        return np.ascontiguousarray(a, dtype="<f8").tobytes()
+    return "\x1f".join(str(v) for v in a.ravel()).encode("utf-8")
+
+
+def content_hash(idata) -> str:
+    """SHA-256 of a fit's provenance and of every variable and coordinate of every group.
+
+    Names, dimensions, shapes and values are covered; values are hashed as 64-bit numbers or
+    text, so the hash is the same before and after a netCDF round trip.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(str(idata.posterior.attrs.get("hierarchy", "")).encode("utf-8"))
+    for group in sorted(idata.groups()):
+        ds = idata[group]
+        for name in sorted(map(str, ds.variables)):
+            da = ds[name]
+            h.update(f"\n{group}/{name}{tuple(da.dims)}{tuple(da.shape)}".encode())
+            h.update(_canonical_bytes(da.to_numpy()))
+    return h.hexdigest()
+
+
+def seal(idata):
+    """Store :func:`content_hash` in ``posterior.attrs`` (returns ``idata``)."""
+    idata.posterior.attrs.pop(SEAL_ATTR, None)
+    idata.posterior.attrs[SEAL_ATTR] = content_hash(idata)
     return idata
+
+
+def _check_seal(idata, path: Path) -> None:
+    stored = idata.posterior.attrs.get(SEAL_ATTR)
+    if stored is None:
+        raise FitFileError(f"{path}: has no content seal ('{SEAL_ATTR}'): it was made by an older "
+                           "version of hierarchy (whose fit files also carried the disclosive "
+                           "pointwise log-likelihood) or the seal was removed. Refit it.")
+    if content_hash(idata) != stored:
+        raise FitFileError(f"{path}: its content does not match its seal: the provenance (e.g. the "
+                           "diagnostics or a design constant) or the draws were edited after "
+                           "the fit was saved, or the file is damaged. Refusing it: refit.")
+
+
+def _check_keys(prov: dict[str, Any], path: Path) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in prov]
+    design = prov.get("design")
+    if isinstance(design, dict):
+        missing += [f"design.{k}" for k in REQUIRED_DESIGN_KEYS if k not in design]
+    elif "design" not in missing:
+        missing.append("design (not a table)")
+    if missing:
+        raise FitFileError(f"{path}: the provenance lacks {', '.join(missing)}; the file was "
+                           "edited or damaged (or made by an older version). Refit it.")
+
+
+def checked_diagnostics(idata) -> dict[str, Any]:
+    """The stored diagnostics, refused unless the draws give the same verdict and figures.
+
+    Recomputes :func:`hierarchy.diagnostics.diagnose` from the posterior and sample stats of a
+    fit as loaded (not a stage view), so a verdict edited and resealed is still caught.
+
+    Raises
+    ------
+    FitFileError
+        When the stored verdict or figures differ from those of the draws.
+    """
+    from hierarchy.diagnostics import diagnose
+
+    prov = provenance(idata)
+    stored = prov["diagnostics"]
+    settings = prov.get("sampler", {})
+    fresh = diagnose(idata, approximate=bool(stored.get("approximate", False)),
+                     max_tree_depth=settings.get("max_tree_depth", 10))
+    same = fresh.get("status") == stored.get("status")
+    for key in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "bfmi_min"):
+        a, b = fresh.get(key), stored.get(key)
+        if (a is None) != (b is None) or (a is not None and not np.isclose(
+                float(a), float(b), rtol=1e-6, atol=1e-9, equal_nan=True)):
+            same = False
+    if not same:
+        raise FitFileError(f"the stored diagnostics ({stored.get('status')}: "
+                           f"{'; '.join(stored.get('reasons', [])) or 'no reasons'}) are not those of "
+                           f"the draws ({fresh['status']}: {'; '.join(fresh['reasons']) or 'no reasons'})"
+                           ": the fit file was edited. Refusing it: refit.")
+    return stored
 
 
 def _json_default(o: Any) -> Any:
@@ -166,7 +524,14 @@ def provenance(idata) -> dict[str, Any]:
 
 def load_fit(path: str | Path, *, model: str | Path | ModelSpec | None = None,
              priors: str | Path | PriorSet | None = None, data_hash: str | None = None):
-    """Load a fit, check its provenance, and refuse it if it does not match the given files."""
+    """Load a fit, check its provenance and seal, and refuse it if it does not match the given files.
+
+    Raises
+    ------
+    FitFileError
+        When the file is missing, unreadable, of another format, lacks a provenance key, does
+        not match its seal (edited after saving), or was fitted with other files.
+    """
     import arviz as az
 
     from hierarchy.priors import load_priors
@@ -183,6 +548,13 @@ def load_fit(path: str | Path, *, model: str | Path | ModelSpec | None = None,
     if "posterior" not in idata.groups():
         raise FitFileError(f"{path}: has no posterior group; not a hierarchy fit")
     prov = provenance(idata)
+    if not isinstance(prov, dict):
+        raise FitFileError(f"{path}: its provenance is not a table; the file was edited or damaged")
+    if prov.get("format") != FORMAT:
+        raise FitFileError(f"{path}: fit file format {prov.get('format')!r}, this version reads "
+                           f"format {FORMAT} (sealed, no log-likelihood unless asked for). Refit it.")
+    _check_keys(prov, path)
+    _check_seal(idata, path)
     spec = ModelSpec.from_dict(prov["model_spec"], source=f"{path} (stored spec)")
     pset = PriorSet.from_dict(prov["priors"], source=f"{path} (stored priors)")
     if spec.hash() != prov["model_hash"] or pset.hash() != prov["priors_hash"]:
@@ -212,22 +584,25 @@ def fit_spec(idata) -> tuple[ModelSpec, PriorSet]:
 
 
 def list_fits(folder: str | Path) -> str:
-    """A table of the fits in ``folder``: model, priors, sampler, date, diagnostics status."""
-    import xarray as xr
+    """A table of the fits in ``folder``: model, priors, sampler, date, diagnostics, shareable.
 
+    Every file is checked as :func:`load_fit` checks it; a file that fails is listed as refused,
+    with the reason, never with the verdict it claims.
+    """
     rows = []
     for p in sorted(Path(folder).glob("*.nc")):
         try:
-            with xr.open_dataset(p, group="posterior", engine="h5netcdf") as ds:
-                prov = json.loads(ds.attrs["hierarchy"])
+            prov = provenance(load_fit(p))
             rows.append((p.name, prov["model_spec"]["name"], prov["priors"]["name"],
                          prov["sampler"].get("sampler", "?"), prov["created"][:16],
-                         prov["diagnostics"]["status"]))
+                         prov["diagnostics"]["status"], "yes" if prov.get("shareable") else "NO"))
+        except FitFileError as err:
+            rows.append((p.name, "?", "?", "?", "?", f"refused: {str(err).removeprefix(f'{p}: ')[:90]}", "?"))
         except Exception as err:
-            rows.append((p.name, "?", "?", "?", "?", f"unreadable ({err.__class__.__name__})"))
+            rows.append((p.name, "?", "?", "?", "?", f"unreadable ({err.__class__.__name__})", "?"))
     if not rows:
         return f"no fits in {folder}"
-    head = ("fit", "model", "priors", "sampler", "created", "diagnostics")
+    head = ("fit", "model", "priors", "sampler", "created", "diagnostics", "shareable")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
                      for r in [head, *rows])

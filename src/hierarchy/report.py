@@ -25,10 +25,13 @@ import xarray as xr
 
 from hierarchy import disclosure, estimands, figures
 from hierarchy.diagnostics import ESS_MIN, RHAT_MAX
-from hierarchy.fitfile import fit_spec, load_fit, provenance
+from hierarchy.errors import HierarchyError
+from hierarchy.fitfile import checked_diagnostics, fit_spec, load_fit, provenance
 from hierarchy.model import HYPERPARAMETERS
 
 FORMATS = ("table", "csv", "markdown", "json")
+ALL_LAS = "any LA (no LA deprivation term)"
+"""``la_level`` of the headline gradient of a model without LA deprivation (one level only)."""
 DISCLOSED = {"observed_count": "{:,.0f}", "observed_neighbourhoods": "{:,.0f}",
              "observed_rate": "{:,.1f}"}
 """Disclosure-controlled columns and their text format in Markdown/HTML."""
@@ -78,6 +81,25 @@ def arviz_summary(idata, *, prob: float = 0.9) -> pd.DataFrame:
     return table.rename_axis("parameter").reset_index()
 
 
+def with_la_level(frame: pd.DataFrame) -> pd.DataFrame:
+    """Estimand table with an ``la_level`` column (:data:`ALL_LAS` for models without one).
+
+    Models without an LA deprivation term (``gradient_poisson``, ``gradient_nb``) have one
+    typical LA, so their estimand tables have no ``la_level``.
+    """
+    if "la_level" in frame:
+        return frame
+    out = frame.copy()
+    out.insert(1, "la_level", np.where(out["estimand"] == "gradient_score", ALL_LAS, ""))
+    return out
+
+
+def _at_mean(frame: pd.DataFrame) -> pd.Series:
+    """Rows of the headline gradient per 10 points of the typical LA at mean LA deprivation."""
+    return ((frame["estimand"] == "gradient_score") & frame["la_level"].isin(["mean", ALL_LAS])
+            & (frame["scale"] == estimands.PER_10))
+
+
 def verdict(diag: dict[str, Any]) -> str:
     """One-line plain verdict of the stored diagnostics."""
     if diag.get("status") == "ok":
@@ -104,6 +126,20 @@ def _diagnostic_rows(diag: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _load_checked(fit: Any) -> tuple[Any, dict[str, Any], Any]:
+    """The fit (a stage view of a stacked fit), its diagnostics rechecked against the draws, and
+    the whole fit.
+
+    A fit file is loaded with :func:`hierarchy.fitfile.load_fit` (seal checked) and its stored
+    diagnostics recomputed from the draws (:func:`hierarchy.fitfile.checked_diagnostics`), so an
+    edited verdict is refused even if the file was resealed.
+    """
+    full = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit
+    prov = provenance(full)
+    diag = prov["diagnostics"] if "view_of_stage" in prov else checked_diagnostics(full)
+    return estimands.as_idata(full), diag, full
+
+
 def summary_text(fit: Any, *, fmt: str = "table", prob: float = 0.9) -> str:
     """Hyperparameter summary, headline estimands and diagnostics verdict of a fit, as text.
 
@@ -121,15 +157,14 @@ def summary_text(fit: Any, *, fmt: str = "table", prob: float = 0.9) -> str:
     -------
     str
     """
-    from hierarchy.errors import HierarchyError
-
     if fmt not in FORMATS:
         raise HierarchyError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    idata = estimands.as_idata(fit)
+    if not 0 < prob < 1:
+        raise HierarchyError(f"--prob must be between 0 and 1 (e.g. 0.9), got {prob}")
+    idata, diag, _ = _load_checked(fit)
     prov = provenance(idata)
     summ = arviz_summary(idata, prob=prob)
-    head = estimands.headline_table(idata, prob=prob)
-    diag = prov["diagnostics"]
+    head = with_la_level(estimands.headline_table(idata, prob=prob))
     title = f"{prov['model_spec']['name']} / {prov['priors']['name']} ({prov['created']})"
     if fmt == "json":
         return json.dumps({"fit": title, "model": prov["model_spec"]["name"],
@@ -249,7 +284,7 @@ def estimand_tables(idata, *, data: Any = None, prob: float = 0.9, threshold: in
     spec, _ = fit_spec(idata)
     # the headline of a stratified fit is its reference stratum's: the pooled truth does not apply
     stage = None if spec.strata else _truth_stage(truth, spec.outcome)
-    est = estimands.estimands_table(idata, prob=prob)
+    est = with_la_level(estimands.estimands_table(idata, prob=prob))
     if stage is not None:
         sd = estimands.deprivation_sd(idata)
         power = np.where(est["scale"] == estimands.PER_10, 1.0, sd / estimands.TEN_POINTS)
@@ -278,7 +313,39 @@ def estimand_tables(idata, *, data: Any = None, prob: float = 0.9, threshold: in
     if observed is not None:
         tables["la_deciles"] = estimands.la_decile_table(idata, observed, threshold=threshold,
                                                          rounding=rounding)
+        protect_margins(tables, rounding=rounding, n_rows=len(observed))
     return tables
+
+
+def protect_margins(tables: dict[str, pd.DataFrame], *, rounding: int, n_rows: int) -> None:
+    """Secondary suppression (in place) of the observed tables whose totals are published.
+
+    LA x decile cells sum to the LA's ``all`` row and to the national decile's count in
+    ``deciles``; the count bins of ``count_distribution`` sum to the number of rows (public).
+    Cells are added to the suppressed ones (:func:`hierarchy.disclosure.secondary_suppression`)
+    until none can be derived from the others and the totals.
+    """
+    la, dec = tables.get("la_deciles"), tables.get("deciles")
+    if la is not None and dec is not None and "observed_count" in dec:
+        n = len(la)
+        values = np.concatenate([la["observed_count"].to_numpy(float), dec["observed_count"].to_numpy(float)])
+        lines = []
+        for _, part in la.groupby("la", sort=False):
+            total = part.index[part["decile"] == "all"]
+            lines.append((int(total[0]), [int(i) for i in part.index[part["decile"] != "all"]]))
+        for j, d in enumerate(dec["decile"].astype(str)):
+            lines.append((n + j, [int(i) for i in la.index[la["decile"] == d]]))
+        totals = [t for t, _ in lines]
+        mask = disclosure.secondary_suppression(values, lines, rounding=rounding, totals=totals)
+        for frame, m in ((la, mask[:n]), (dec, mask[n:])):
+            frame.loc[m, ["observed_count", "observed_rate"]] = np.nan
+    dist = tables.get("count_distribution")
+    if dist is not None and "observed_neighbourhoods" in dist:
+        values = np.append(dist["observed_neighbourhoods"].to_numpy(float), float(n_rows))
+        k = len(dist)
+        mask = disclosure.secondary_suppression(values, [(k, list(range(k)))], rounding=rounding,
+                                                totals=[k], public=[k])
+        dist.loc[mask[:k], "observed_neighbourhoods"] = np.nan
 
 
 def subgroup_tables(fit: Any, *, prob: float = 0.9, truth: dict[str, Any] | None = None
@@ -313,8 +380,7 @@ def report_figures(idata, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[st
     """Figures of the report: ``{name: (caption, Figure, plotted data)}``."""
     spec, _ = fit_spec(idata)
     head = tables["estimands"]
-    at_mean = head[(head["estimand"] == "gradient_score") & (head["la_level"] == "mean")
-                   & (head["scale"] == estimands.PER_10)]["mean"]
+    at_mean = head[_at_mean(head)]["mean"]
     out = {"rate_curves": ("Predicted rate per 10,000 children against neighbourhood deprivation for "
                            "typical LAs at mean LA deprivation and 10 points less / more.",
                            *figures.plot_rate_curves(tables["rate_curves"], outcome=spec.outcome))}
@@ -377,7 +443,7 @@ def _prior_rows(priors: dict[str, Any]) -> pd.DataFrame:
 
 def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshold: int = 10,
                  rounding: int = 5, prob: float = 0.9, truth: dict[str, Any] | None = None,
-                 n_draws: int = 200) -> Path:
+                 n_draws: int = 200, allow_below_default_rules: bool = False) -> Path:
     """Write an HTML, Markdown and CSV report of a fit into folder ``out``.
 
     Parameters
@@ -396,18 +462,32 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
         Simulator truth; shown beside the estimates.
     n_draws : int
         Posterior draws for posterior predictive tables.
+    allow_below_default_rules : bool
+        Explicit choice needed for ``threshold`` < 10 or ``rounding`` < 5; the report then says
+        at its top that it is not for publication.
 
     Returns
     -------
     pathlib.Path
         The ``index.html`` written.
+
+    Raises
+    ------
+    HierarchyError
+        Rules below the defaults without ``allow_below_default_rules``; an edited fit file.
     """
-    idata = estimands.as_idata(fit)
+    disclosure.require_default_rules(threshold, rounding, allow=allow_below_default_rules)
+    if not 0 < prob < 1:
+        raise HierarchyError(f"prob must be between 0 and 1 (e.g. 0.9), got {prob}")
+    idata, diag, full = _load_checked(fit)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = estimand_tables(idata, data=data, prob=prob, threshold=threshold, rounding=rounding,
                              truth=truth, n_draws=n_draws)
-    tables.update(subgroup_tables(fit, prob=prob, truth=truth))
+    tables.update(subgroup_tables(full, prob=prob, truth=truth))
+    warning = disclosure.below_default_warning(threshold, rounding)
+    if warning:
+        (out / "NOT_FOR_PUBLICATION.txt").write_text(warning + "\n", encoding="utf-8")
     for name, frame in tables.items():
         _csv(frame, out / f"{name}.csv")
     figs = report_figures(idata, tables)
@@ -415,7 +495,7 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
     for name, (_caption, fig, _data) in figs.items():
         pngs[name] = figures.to_png(fig)
         (out / "figures" / f"{name}.png").write_bytes(pngs[name])
-    context = _context(idata, tables, threshold=threshold, rounding=rounding, prob=prob)
+    context = _context(idata, tables, threshold=threshold, rounding=rounding, prob=prob, diag=diag)
     captions = {k: v[0] for k, v in figs.items()}
     (out / "report.md").write_text(_markdown(context, captions), encoding="utf-8")
     index = out / "index.html"
@@ -424,7 +504,7 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
 
 
 def _context(idata, tables: dict[str, pd.DataFrame], *, threshold: int, rounding: int,
-             prob: float) -> dict[str, Any]:
+             prob: float, diag: dict[str, Any]) -> dict[str, Any]:
     """Everything the Markdown and HTML writers show, as text tables and paragraphs."""
     prov = provenance(idata)
     est = tables["estimands"]
@@ -470,9 +550,9 @@ def _context(idata, tables: dict[str, pd.DataFrame], *, threshold: int, rounding
                          "data; pass the data table to compare with observed rates.", None))
     return {"title": f"Social-gradient report: {prov['model_spec']['name']} / {prov['priors']['name']}",
             "provenance": provenance_rows(prov), "priors": _prior_rows(prov["priors"]),
-            "diagnostics": _diagnostic_rows(prov["diagnostics"]),
-            "status": prov["diagnostics"].get("status", "warn"),
+            "diagnostics": _diagnostic_rows(diag), "status": diag.get("status", "warn"),
             "rules": disclosure.rules_text(threshold=threshold, rounding=rounding),
+            "rules_warning": disclosure.below_default_warning(threshold, rounding),
             "sections": sections, "csvs": [f"{k}.csv" for k in tables]}
 
 
@@ -490,7 +570,10 @@ def _la_decile_wide(la_deciles: pd.DataFrame) -> pd.DataFrame:
 def _markdown(ctx: dict[str, Any], captions: dict[str, str]) -> str:
     kv = pd.DataFrame(ctx["provenance"], columns=["item", "value"])
     diag = pd.DataFrame(ctx["diagnostics"], columns=["check", "value"])
-    parts = [f"# {ctx['title']}", "## Diagnostics", f"**{ctx['diagnostics'][0][1]}**",
+    parts = [f"# {ctx['title']}"]
+    if ctx["rules_warning"]:
+        parts.append(f"> **{ctx['rules_warning']}**")
+    parts += ["## Diagnostics", f"**{ctx['diagnostics'][0][1]}**",
              markdown_table(diag), "## Provenance", markdown_table(kv), "### Priors",
              markdown_table(ctx["priors"]), "## Disclosure control", ctx["rules"]]
     for title, text, table in ctx["sections"]:
@@ -519,7 +602,10 @@ def _html(ctx: dict[str, Any], captions: dict[str, str], pngs: dict[str, bytes])
     e = html.escape
     kv = pd.DataFrame(ctx["provenance"], columns=["item", "value"])
     diag = pd.DataFrame(ctx["diagnostics"], columns=["check", "value"])
-    body = [f"<h1>{e(ctx['title'])}</h1>", "<h2>Diagnostics</h2>",
+    body = [f"<h1>{e(ctx['title'])}</h1>"]
+    if ctx["rules_warning"]:
+        body.append(f"<p class='warn'><strong>{e(ctx['rules_warning'])}</strong></p>")
+    body += ["<h2>Diagnostics</h2>",
             f"<p class='{e(ctx['status'])}'><strong>{e(ctx['diagnostics'][0][1])}</strong></p>",
             _html_table(diag, text=True), "<h2>Provenance</h2>", _html_table(kv, text=True),
             "<h3>Priors</h3>", _html_table(ctx["priors"], text=True), "<h2>Disclosure control</h2>",

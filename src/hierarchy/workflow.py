@@ -15,14 +15,17 @@ DEFAULT_PRIORS = shipped.DEFAULT_PRIORS
 def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro",
               chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
               include_data: bool = False, progress: bool = True,
-              chain_method: str = "parallel", float32: bool = False, log=None) -> str:
+              chain_method: str = "parallel", float32: bool = False, log=None,
+              include_log_likelihood: bool = False) -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
 
     ``model`` and ``priors`` are files or shipped names (:func:`hierarchy.shipped.resolve`).
     ``out`` is checked before any work: it may not be an input, and an existing file there is
     replaced only if it is a fit (callers that must not replace fits check first, as
     ``hierarchy fit`` does without ``--force``). ``log`` (e.g. ``print``) gets a few plain
-    progress lines. Returns a short text summary (path, timings, diagnostics).
+    progress lines. The fit file holds no observed counts and no pointwise log-likelihood unless
+    ``include_data`` / ``include_log_likelihood`` ask for them (either makes it disclosive).
+    Returns a short text summary (path, timings, diagnostics).
     """
     say = log or (lambda _msg: None)
     model, priors = shipped.resolve(model, "models"), shipped.resolve(priors, "priors")
@@ -53,13 +56,19 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
                         data_source=str(data), include_data=include_data,
+                        include_log_likelihood=include_log_likelihood,
                         column_map=None if cmap is None else cmap.canonical_to_user())
     say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
     save_fit(idata, out)
     wall = time.perf_counter() - t0
     t = draws_.timings
-    diag = format_diagnostics(__import__("json").loads(idata.posterior.attrs["hierarchy"])
-                              ["diagnostics"])
+    prov = __import__("json").loads(idata.posterior.attrs["hierarchy"])
+    diag = format_diagnostics(prov["diagnostics"])
+    if not prov["shareable"]:
+        why = [*(["it holds the observed counts (--include-data)"] if include_data else []),
+               *(["it holds the pointwise log-likelihood (--include-log-likelihood)"]
+                 if include_log_likelihood else []), *prov["disclosure_risks"]]
+        diag += "\nwarning: this fit file is DISCLOSIVE, keep it inside: " + "; ".join(why)
     return (f"fit saved to {out}: {spec.name} / {pset.name} / {sampler}, "
             f"{chains} chains x ({tune} tune + {draws} draws)\n"
             f"model: {spec.formula_text} ({spec.family})\n"
