@@ -425,7 +425,7 @@ def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -
 
 
 def _row_eta(design: Design, p: dict, xp):
-    """Linear predictor per design row at one parameter point (:func:`hierarchy.predictor.linear_predictor`)."""
+    """Linear predictor per design row at one parameter point (the one predictor)."""
     return linear_predictor(design_rows(design), p, xp)
 
 
