@@ -272,7 +272,7 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"columns of {args.newdata}: {frame.attrs['column_map']}")
     print(f"predicted {len(frame)} row(s) of {frame.attrs['stage']} ("
           + ", ".join(f"{n} {k}" for k, n in kinds.items())
-          + f") from {frame.attrs['draws']} posterior draws: rates per 10,000 children with "
+          + f") from {frame.attrs['draws']} posterior draws: rates {frame['scale'].iloc[0]} with "
             f"{args.prob:.0%} intervals")
     print(f"predictions written to {args.out}")
     return 0

@@ -18,8 +18,9 @@ Each row of ``newdata`` is one of three kinds:
 Everything goes through the one linear predictor (:mod:`hierarchy.predictor`): for each
 posterior draw, ``rate = 10,000 exp(eta - log exposure)``. With ``counts=True`` each draw also
 gets a predictive count (Poisson or negative binomial around ``exposure x rate``), for which
-hypothetical rows need ``exposure``. Outputs never carry observed counts (only predictions), and the
-fit file is only read.
+hypothetical rows need the model's exposure column. Rates are per 10,000 of the model's exposure
+(children; referrals for ``re_referrals_nb``). Outputs never carry observed counts (only
+predictions; an exposure that is itself a count is not echoed), and the fit file is only read.
 
 Stacked-stage fits predict one stage (``stage=``, default the first). Poisson-lognormal row effects
 and MSOA effects are not stored per row in fit files: they are drawn afresh from their fitted SDs
@@ -356,8 +357,8 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
     # exposure (counts only)
     expo = np.exp(np.where(obs, fr["log_exposure"][safe], 0.0))
     if counts and hyp.any():
-        e = _numbers(table, "exposure", hyp, source, why="for predictive counts of hypothetical rows "
-                     "(children in the neighbourhood)", lower=0.0, strict_lower=True)
+        e = _numbers(table, spec.exposure, hyp, source, why="for predictive counts of hypothetical rows "
+                     f"(the model's exposure: {_exposure_words(spec)})", lower=0.0, strict_lower=True)
         expo = np.where(hyp, e, expo)
     rows = {"la_index": la_index.astype(np.int64), "stage_index": np.zeros(n, dtype=np.int64),
             "stratum_index": stratum_index.astype(np.int64), "log_exposure": np.zeros(n), "w": w,
@@ -386,12 +387,22 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
     for c in (*spec.strata, *_row_columns(spec), *(g for g, _ in spec.groups), *spec.la.covariates):
         if c in table.columns and c not in shown:
             shown[c] = table[c].to_numpy()
-    if counts:
+    if counts and spec.exposure == "exposure":  # children; another exposure (referrals) is a count: not shown
         shown["exposure"] = expo
     out = pd.DataFrame({"prediction": kind, **shown})
     out["note"] = ["; ".join(dict.fromkeys(x_)) for x_ in notes]
     out.attrs["exposure"] = expo
     return rows, extra, out
+
+
+def _exposure_words(spec) -> str:
+    return "children in the row" if spec.exposure == "exposure" else f"the {spec.exposure} count"
+
+
+def scale_label(spec) -> str:
+    """The unit of predicted rates: per 10,000 children, or per 10,000 of the model's exposure
+    (``re_referrals_nb``: re-referrals per 10,000 referrals)."""
+    return PER_10K if spec.exposure == "exposure" else f"per 10,000 {spec.exposure}"
 
 
 def _same_within(table, las, values, mask, col, source) -> None:
@@ -538,7 +549,7 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
     out["rate_sd"] = rate.std(0, ddof=1) if len(rate) > 1 else np.nan
     out["rate_median"] = np.median(rate, 0)
     out["rate_lower"], out["rate_upper"] = np.quantile(rate, [lo, hi], axis=0)
-    out["prob"], out["scale"] = prob, PER_10K
+    out["prob"], out["scale"] = prob, scale_label(f.spec)
     if counts:
         mu = np.exp(eta) * out.attrs["exposure"][None, :]
         if f.spec.family == "negative_binomial":
