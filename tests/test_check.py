@@ -79,3 +79,21 @@ def test_check_with_data_gives_one_prior_predictive_line_and_checks_columns(tmp_
     assert len(line) == 1 and "decile 1" in line[0] and "decile 10" in line[0] and "impossible" in line[0]
     assert main(["check", "rural_gradient_nb", "--data", str(data)]) == 2  # the data have no 'rural'
     assert "needs column(s) rural" in capsys.readouterr().err
+
+
+def test_api_reference_builds_offline_from_the_docstrings(tmp_path):
+    """``make docs`` runs pdoc; here on the newest modules only (seconds), into a temporary folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("pdoc")
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "pdoc", "--docformat", "numpy", "--no-show-source", "-o",
+                           str(tmp_path), "hierarchy.predict", "hierarchy.check", "hierarchy.published"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "hierarchy" / "predict.html").read_text()
+    assert "Expected rates per 10,000 children" in page and "new LA" in page
