@@ -45,6 +45,8 @@ from hierarchy.priors import did_you_mean
 KINDS = ("observed neighbourhood", "hypothetical neighbourhood", "new LA")
 PER_10K = "per 10,000 children"
 _TOL = 1e-6
+LA_TOLERANCE = 0.005
+"""An LA deprivation given for a fitted LA may differ from the fitted one by this much (rounding)."""
 
 
 @dataclass
@@ -281,11 +283,21 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
     known_la = ~new_la
     X[known_la & hyp] = X_fit[[la_pos[c] for c in las[known_la & hyp]]]
     X[obs] = X_fit[fr["la_index"][safe[obs]]]
+    given_col = measure if measure in table.columns else "la_deprivation"
+    if given_col in table.columns:  # an LA deprivation given for a fitted LA must be the fitted one
+        given = pd.to_numeric(pd.Series(_text(table, given_col)), errors="coerce").to_numpy(dtype=float)
+        off = ~new_la & np.isfinite(given) & ~(np.abs(given - X) <= LA_TOLERANCE)
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            which = las[i] or "the named neighbourhood's"
+            raise HierarchyError(f"{source}: {_where(table, off)} give '{given_col}' for fitted LAs ({which}: "
+                                 f"fitted {X[i]:.4g}, given {given[i]:.4g}); leave it empty for fitted LAs, or "
+                                 "give a new LA code to predict an LA at another deprivation")
     if new_la.any():
         col = measure if measure in table.columns or "la_deprivation" not in table.columns else "la_deprivation"
         positive = spec.la_deprivation.transform == "log"
         X[new_la] = _numbers(table, col, new_la, source,
-                             why=f"for LAs the fit lacks ({', '.join(sorted(set(las[new_la]))[:3])}...: their LA "
+                             why=f"for LAs the fit lacks ({_few(sorted(set(las[new_la])))}: their LA "
                                  "deprivation, as the fit's LA deprivation was measured)",
                              lower=0.0, strict_lower=positive, upper=1.0 if measure == "la_deprivation" else None
                              )[new_la]
@@ -393,6 +405,10 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
     out["note"] = ["; ".join(dict.fromkeys(x_)) for x_ in notes]
     out.attrs["exposure"] = expo
     return rows, extra, out
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _exposure_words(spec) -> str:
