@@ -196,7 +196,8 @@ def _observed_index(f: _Fit, table: pd.DataFrame, codes: np.ndarray, source: str
     for i, c in enumerate(code_of):
         by_code.setdefault(c, []).append(i)
     pick = np.full(len(table), -1)
-    extra = [c for c in (*STRATA, *f.spec.strata, *(g for g, _ in f.spec.groups)) if c in table.columns]
+    group_cols = [c for g, _ in f.spec.groups for c in g.split(":") if c != "la"]  # as hierarchy.design
+    extra = [c for c in (*STRATA, *f.spec.strata, *group_cols) if c in table.columns]
     extra = list(dict.fromkeys(extra))
     id_pos = {s: i for i, s in enumerate(ids)}
     for r, code in enumerate(codes):
@@ -343,17 +344,20 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
         hx = np.column_stack([np.prod([values[c] for c in t.split(":")], axis=0) for t in spec.row_terms])
         row_X = np.where(obs[:, None], row_X[safe], np.nan_to_num(hx))
     # other grouping columns: fitted levels, or new levels drawn from the group's spread
+    group_cols = [c for g, _ in spec.groups for c in g.split(":") if c != "la"]
     groups = []
     for (g, _slope), (_, fitted_idx) in zip(spec.groups, fr["groups"], strict=True):
         levels = post[g].to_numpy().astype(str)
         pos = {v: i for i, v in enumerate(levels)}
         idx = np.where(obs, fitted_idx[safe], 0)
         if hyp.any():
-            if g not in table.columns:
+            lacking = [c for c in g.split(":") if c not in table.columns]
+            if lacking:
                 raise HierarchyError(f"{source}: the model has group effects (1 | {g}); hypothetical rows need "
-                                     f"column '{g}' (a level the fit lacks gets an effect drawn from the "
-                                     "group's fitted SD)")
-            vals = _text(table, g)
+                                     f"column(s) {', '.join(lacking)} (a level the fit lacks gets an effect drawn "
+                                     "from the group's fitted SD)")
+            parts = [las if c == "la" else _text(table, c) for c in g.split(":")]
+            vals = np.array(["/".join(v) for v in zip(*parts, strict=True)], dtype=object)  # a:b: each combination
             new_levels = list(dict.fromkeys(v for v, h in zip(vals, hyp, strict=True) if h and v not in pos))
             for i in np.flatnonzero(hyp):
                 if vals[i] in pos:
@@ -396,7 +400,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
     kind = np.where(obs, KINDS[0], np.where(new_la, KINDS[2], KINDS[1]))
     shown = {"neighbourhood": codes, "la": np.where(obs, cd["la_of"].to_numpy().astype(str)[safe], las),
              "deprivation": x, "la_deprivation": X}
-    for c in (*spec.strata, *_row_columns(spec), *(g for g, _ in spec.groups), *spec.la.covariates):
+    for c in (*spec.strata, *_row_columns(spec), *group_cols, *spec.la.covariates):
         if c in table.columns and c not in shown:
             shown[c] = table[c].to_numpy()
     if counts and spec.exposure == "exposure":  # children; another exposure (referrals) is a count: not shown
