@@ -139,7 +139,9 @@ def _uses_map(table: pd.DataFrame, mapping: dict[str, str]) -> bool:
 
 
 def _where(table: pd.DataFrame, mask: np.ndarray) -> str:
-    label = "lines" if table.attrs.get("row_label") == "line" else "rows"
+    """``line 3`` / ``lines 3, 7`` (CSV line numbers) or ``rows ...`` of the rows in ``mask``."""
+    label = "line" if table.attrs.get("row_label") == "line" else "row"
+    label += "s" if np.sum(mask) > 1 else ""
     idx = [str(i) for i in table.index[np.asarray(mask)][:5]]
     more = f" ({int(np.sum(mask))} in all)" if np.sum(mask) > 5 else ""
     return f"{label} {', '.join(idx)}{more}"
@@ -165,7 +167,7 @@ def _numbers(table: pd.DataFrame, col: str, rows: np.ndarray, source: str, *, wh
         rng = "" if lower is None else (f" above {lower:g}" if strict_lower else f" of at least {lower:g}")
         rng += "" if upper is None else f" and at most {upper:g}"
         raise HierarchyError(f"{source}: column '{col}' must hold a number{rng} {why}; "
-                             f"{_where(table, bad)} do not: fix them")
+                             f"{_where(table, bad)} {'do' if bad.sum() > 1 else 'does'} not: fix them")
     return np.where(rows, v, np.nan)
 
 
@@ -233,8 +235,8 @@ def _check_agrees(table: pd.DataFrame, col: str, fitted: np.ndarray, obs: np.nda
     else:
         bad = has & (given != fitted.astype(str))
     if bad.any():
-        raise HierarchyError(f"{source}: {_where(table, bad)} name neighbourhoods the fit has, but their "
-                             f"'{col}' differs from the fitted value; to predict a changed or hypothetical "
+        raise HierarchyError(f"{source}: {_where(table, bad)}: a neighbourhood the fit has, with "
+                             f"'{col}' different from the fitted value; to predict a changed or hypothetical "
                              "neighbourhood, leave its neighbourhood code empty (or give a new code)")
 
 
@@ -261,7 +263,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
         unknown = [c for c in codes[nobody] if c][:3]
         known = [c for c in np.unique([s.split("|", 1)[0] for s in cd["neighbourhood"].to_numpy().astype(str)])]
         near = did_you_mean(unknown[0], known, cutoff=0.8) if unknown else ""
-        raise HierarchyError(f"{source}: {_where(table, nobody)} have no 'la' and no neighbourhood code the "
+        raise HierarchyError(f"{source}: {_where(table, nobody)}: no 'la' and no neighbourhood code the "
                              f"fit has{' (' + ', '.join(unknown) + ')' if unknown else ''}{near}{hint}; "
                              "give each row a fitted neighbourhood code, or an LA code with deprivation")
     new_la = hyp & np.array([c not in la_pos for c in las])
@@ -291,7 +293,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
         if off.any():
             i = int(np.flatnonzero(off)[0])
             which = las[i] or "the named neighbourhood's"
-            raise HierarchyError(f"{source}: {_where(table, off)} give '{given_col}' for fitted LAs ({which}: "
+            raise HierarchyError(f"{source}: {_where(table, off)}: '{given_col}' given for a fitted LA ({which}: "
                                  f"fitted {X[i]:.4g}, given {given[i]:.4g}); leave it empty for fitted LAs, or "
                                  "give a new LA code to predict an LA at another deprivation")
     if new_la.any():
@@ -329,7 +331,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
         levels = ["__reference__", *(post["stratum"].to_numpy().astype(str) if "stratum" in post.coords else [])]
         bad = hyp & np.array([lab not in names for lab in labels])
         if bad.any():
-            raise HierarchyError(f"{source}: {_where(table, bad)} have a stratum ({labels[bad][0]}) the fit "
+            raise HierarchyError(f"{source}: {_where(table, bad)}: a stratum ({labels[bad][0]}) the fit "
                                  f"lacks; fitted strata ({'/'.join(spec.strata)}): {', '.join(names)}")
         k = pd.Index(levels).get_indexer(labels)
         stratum_index = np.where(hyp, np.where(k < 0, 0, k), stratum_index)
