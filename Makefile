@@ -7,7 +7,7 @@ DATA   := $(OUT)/national_2019.parquet
 FIT    := fits/demo.nc
 DEMO_ARGS ?=
 
-.PHONY: venv demo test test-slow test-sbc lint bench clean
+.PHONY: venv demo test test-slow test-sbc lint docs bench clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ test-sbc: venv
 
 lint: venv
 	$(BIN)/ruff check src tests bench notebooks
+
+# API reference from the docstrings (pdoc; no network needed): build/api/index.html
+docs: venv
+	$(BIN)/pdoc --docformat numpy --no-show-source -o build/api hierarchy
 
 bench: venv
 	$(BIN)/python bench/bench_national.py

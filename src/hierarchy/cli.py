@@ -16,7 +16,7 @@ from pathlib import Path
 from hierarchy import paths, shipped
 from hierarchy.errors import DataValidationError, HierarchyError
 
-ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc"}
+ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc", "predict", "check"}
 """Commands whose every output is written whole or not at all (an interrupt leaves nothing)."""
 
 
@@ -256,6 +256,8 @@ def _sbc(args: argparse.Namespace) -> int:
     spec, priors = load_spec(model), load_priors(priors_path)
     if args.data:  # the user's geography and exposures; their counts are not used
         table = data.read_table(args.data, columns=data.load_column_map(args.columns) if args.columns else None)
+        print(f"columns of {args.data}: " + (f"column map {args.columns}" if args.columns else
+                                             "canonical column names (no --columns)"))
     else:
         geo = reference.synthetic_geography(args.las, seed=args.seed, lsoa_per_la=args.lsoa_per_la)
         strata = tuple("age" if s == "age_band" else s for s in spec.strata)
@@ -274,6 +276,68 @@ def _sbc(args: argparse.Namespace) -> int:
     if bad:
         print(f"not uniform at p < {args.alpha}: {', '.join(bad)}")
     return 1 if bad else 0
+
+
+# --------------------------------------------------------------------------- predict and check (issue 23)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from hierarchy import predict
+
+    paths.check_output(args.out, kind="csv", inputs=[args.fit, args.newdata, args.columns], replace=args.force)
+    frame = predict.predict(args.fit, args.newdata, prob=args.prob, counts=args.counts, draws=args.draws,
+                            stage=args.stage, columns=args.columns, seed=args.seed)
+    predict.write_predictions(frame, args.out)
+    kinds = frame["prediction"].value_counts()
+    print(f"columns of {args.newdata}: {frame.attrs['column_map']}")
+    print(f"predicted {len(frame)} row(s) of {frame.attrs['stage']} ("
+          + ", ".join(f"{n} {k}" for k, n in kinds.items())
+          + f") from {frame.attrs['draws']} posterior draws: rates {frame['scale'].iloc[0]} with "
+            f"{args.prob:.0%} intervals")
+    print(f"predictions written to {args.out}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from hierarchy.check import check_model
+
+    print(check_model(args.model, args.priors, data=args.data, columns=args.columns,
+                      draws=args.prior_draws, seed=args.seed).format())
+    return 0
+
+
+def _predict_check_parsers(sub, model_help: str, priors_help: str, columns_help: str, force_help: str) -> None:
+    sp = sub.add_parser("predict", help="expected rates per 10,000 (with intervals) for observed, hypothetical "
+                                        "or new-LA neighbourhoods from a fit",
+                        epilog="newdata columns: neighbourhood (a fitted code: its fitted rate), or la + "
+                               "deprivation (a hypothetical neighbourhood; an LA the fit lacks also needs "
+                               "la_deprivation), plus the model's other terms; see hierarchy.predict")
+    sp.add_argument("fit", type=Path, help="a fit file (.nc)")
+    sp.add_argument("--newdata", type=Path, required=True, help="the rows to predict (.csv or .parquet)")
+    sp.add_argument("--columns", type=Path, help=columns_help + "; default: the map recorded in the fit, "
+                                                                "when the file uses its names")
+    sp.add_argument("--out", type=Path, required=True, help="the predictions to write (.csv)")
+    sp.add_argument("--prob", type=_probability, default=0.9,
+                    help="probability of the intervals, between 0 and 1 (default: %(default)s)")
+    sp.add_argument("--counts", action="store_true",
+                    help="also predictive counts (hypothetical rows then need exposure)")
+    sp.add_argument("--draws", type=_count(1), default=None, help="posterior draws to use (default: all)")
+    sp.add_argument("--stage", help="stage of a stacked-stages fit (default: the first)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of new-LA effects and predictive counts")
+    sp.add_argument("--force", action="store_true", help=force_help)
+    sp.set_defaults(func=_predict)
+
+    sp = sub.add_parser("check", help="validate a model (and prior set) without fitting: formula, "
+                                      "parameters with their priors, prior predictive line")
+    sp.add_argument("model", help=model_help.replace(" (default: %(default)s)", ""))
+    sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS, help=priors_help)
+    sp.add_argument("--data", type=Path, help="a table: check the model's columns and summarise the prior "
+                                              "predictive (counts are not read)")
+    sp.add_argument("--columns", type=Path, help=columns_help)
+    sp.add_argument("--prior-draws", type=_count(1), default=200,
+                    help="prior predictive draws (default: %(default)s)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    sp.set_defaults(func=_check)
 
 
 # --------------------------------------------------------------------------- child-level extracts (issue 17)
@@ -596,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref_opts(sp)
     sp.set_defaults(func=_demo)
     _child_level_parsers(sub, ref_opts)
+    _predict_check_parsers(sub, model_help, priors_help, columns_help, force_help)
     return p
 
 

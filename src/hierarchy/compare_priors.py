@@ -9,11 +9,17 @@
   referrals than children: impossible) and the implied gradient scores of a typical LA at mean
   LA deprivation and 10 points less / more;
 * the headline estimands under each prior (gradient scores at mean LA deprivation and 10 points
-  less / more: 1.62, 2.33 and 1.39 in the published work), with how far their posterior means
-  move between prior sets, as a table and a forest plot;
+  less / more), with how far their posterior means move between prior sets, as a table and a
+  forest plot;
 * power-scaling prior sensitivity (:func:`power_scaling`, Kallioinen et al. 2024 via
   :func:`arviz.psens`) of every hyperparameter and headline estimand, with prior-sensitive
   parameters and prior-data conflict flagged in plain words.
+
+Published figures (:mod:`hierarchy.published`, one table with sources) appear only beside the
+estimand they describe: the same outcome, LA level, scale and census year. The year is the data's
+(:func:`data_year`: a single ``year`` column value, or the simulator's truth file beside the data);
+when it is not known, or the table has nothing for that outcome and year, none is shown and the
+page says why.
 
 Fits are saved in ``--fits-dir`` and reused when a saved fit has the same model, prior set and
 data hashes (:func:`find_fit`); missing fits run on Dask (:mod:`hierarchy.sweep`).
@@ -50,7 +56,7 @@ import xarray as xr
 from matplotlib.ticker import FixedLocator, NullFormatter
 
 from hierarchy import data as data_mod
-from hierarchy import shipped
+from hierarchy import published, shipped
 from hierarchy.compare_models import loglik_draws
 from hierarchy.config import config_hash, did_you_mean
 from hierarchy.design import Design, build_design, z_of
@@ -74,8 +80,11 @@ NEGLIGIBLE_IMPOSSIBLE = 0.01
 """Below this share the prior mass on impossible rates is called negligible."""
 SENSITIVITY_THRESHOLD = 0.05
 """Power-scaling sensitivity above which a quantity is called sensitive (Kallioinen et al.)."""
-PUBLISHED = {"10 points less": 2.33, "mean": 1.62, "10 points more": 1.39}
-"""Published referral gradient scores (Children in Need census 2018-19; DESIGN section 3)."""
+GRADIENT_SCALE = "per 10 points"
+PUBLISHED = {level: published.value(outcome="referral", estimand="gradient_score", la_level=level,
+                                    scale=GRADIENT_SCALE, year=2019) for level in LA_LEVELS}
+"""Referral gradient scores of 2018-19, as read from :mod:`hierarchy.published` (kept for notebooks:
+the pages look figures up by outcome and year with :func:`published_gradient`)."""
 ESTIMAND_LABELS = {"10 points less": "gradient score, LA 10 points less deprived",
                    "mean": "gradient score at mean LA deprivation",
                    "10 points more": "gradient score, LA 10 points more deprived"}
@@ -85,9 +94,51 @@ PRIOR_DOMINATES = "prior dominates (weak likelihood)"
 
 __all__ = ["CONFLICT", "ESTIMAND_LABELS", "IMPOSSIBLE_RATE", "NEGLIGIBLE_IMPOSSIBLE", "PRIORS_DIR",
            "PRIOR_DOMINATES", "PUBLISHED", "SENSITIVITY_THRESHOLD", "VISIBLE_IMPOSSIBLE",
-           "PriorComparison", "PriorPredictive", "compare_priors", "find_fit", "plot_forest",
-           "plot_prior_predictive", "power_scaling", "prior_draws", "prior_predictive",
+           "PriorComparison", "PriorPredictive", "compare_priors", "data_year", "find_fit", "plot_forest",
+           "plot_prior_predictive", "power_scaling", "prior_draws", "prior_predictive", "published_gradient",
            "read_provenance", "resolve_prior_path", "sensitivity_findings"]
+
+
+# ------------------------------------------------------------------------------ published figures
+
+
+def published_gradient(outcome: str, year: int | None, level: str) -> float:
+    """The published typical-LA gradient score (per 10 points) for ``outcome`` in ``year`` at LA
+    level ``level``, or NaN when the table has none (or the year is unknown)."""
+    v = published.value(outcome=outcome, estimand="gradient_score", la_level=level, scale=GRADIENT_SCALE,
+                        year=year)
+    return np.nan if v is None else v
+
+
+def data_year(data: str | os.PathLike | None, table: pd.DataFrame | None = None) -> int | None:
+    """The census year of a table: its ``year`` column when that holds one value, else the ``year``
+    of the simulator's truth file beside it (``X.truth.json``), else None."""
+    if table is not None and "year" in table.columns:
+        years = pd.to_numeric(table["year"], errors="coerce").dropna().unique()
+        return int(years[0]) if len(years) == 1 else None
+    if data is not None:
+        truth = Path(data).with_suffix(".truth.json")
+        if truth.is_file():
+            try:
+                year = json.loads(truth.read_text()).get("year")
+            except (OSError, json.JSONDecodeError):
+                return None
+            return int(year) if isinstance(year, int) else None
+    return None
+
+
+def published_note(outcome: str, year: int | None) -> str:
+    """A sentence on which published figures the pages show for ``outcome`` and ``year``."""
+    if year is None:
+        return ("No published figures are shown: the data's year is not known (give the table a "
+                "single-valued year column).")
+    found = published.figures()
+    found = found[(found["outcome"] == outcome) & (found["year"] == year)
+                  & found["estimand"].isin(["gradient_score", "la_rate_range"])]  # those the pages show
+    if found.empty:
+        return f"No published figures are shown: the published table has none for {outcome} in {year}."
+    sources = "; ".join(dict.fromkeys(found["source"]))
+    return f"Published figures shown are for {outcome} in {year} (sources: {sources})."
 
 
 # ------------------------------------------------------------------------------ prior predictive
@@ -121,6 +172,10 @@ class PriorPredictive:
         gradient), ``published``, ``prob``.
     n_draws : int
         Prior draws used.
+    outcome : str
+        The (first) modelled outcome.
+    year : int or None
+        Census year of the data, for published figures (None: unknown, none shown).
     """
 
     prior_set: str
@@ -130,6 +185,8 @@ class PriorPredictive:
     impossible_any: float
     gradients: pd.DataFrame
     n_draws: int
+    outcome: str = "referral"
+    year: int | None = None
 
     def verdict(self) -> str:
         """One plain sentence on the prior mass on impossible rates."""
@@ -187,7 +244,8 @@ def _log_rates(spec: ModelSpec, design: Design, draws: dict[str, np.ndarray], sl
 
 
 def prior_predictive(spec: ModelSpec, priors: PriorSet, design: Design, *, draws: int = 1000,
-                     seed: int = 0, prob: float = 0.9, chunk: int = 100) -> PriorPredictive:
+                     seed: int = 0, prob: float = 0.9, chunk: int = 100,
+                     year: int | None = None) -> PriorPredictive:
     """Prior predictive check of ``priors`` for ``spec`` on the neighbourhoods of ``design``.
 
     Parameters
@@ -206,6 +264,9 @@ def prior_predictive(spec: ModelSpec, priors: PriorSet, design: Design, *, draws
         Interval probability.
     chunk : int
         Draws processed at once (memory: ``chunk x rows`` floats).
+    year : int, optional
+        Census year of the data: published gradient scores for the outcome and year are put beside
+        the implied ones (none when None).
 
     Returns
     -------
@@ -243,23 +304,24 @@ def prior_predictive(spec: ModelSpec, priors: PriorSet, design: Design, *, draws
         "rate_lower": np.nanquantile(rate, lo, axis=0),
         "rate_upper": np.nanquantile(rate, hi, axis=0),
         "impossible_share": imp.mean(0), "prob": prob})
-    gradients = _prior_gradients(spec, design, pd_draws, prob=prob)
+    gradients = _prior_gradients(spec, design, pd_draws, prob=prob, year=year)
     return PriorPredictive(prior_set=priors.name, deciles=deciles,
                            impossible_share=float(share_arr.mean()),
                            impossible_median=float(np.median(share_arr)),
                            impossible_any=float((share_arr > 0).mean()), gradients=gradients,
-                           n_draws=draws)
+                           n_draws=draws, outcome=spec.stages[0], year=year)
 
 
 def _prior_gradients(spec: ModelSpec, design: Design, draws: dict[str, np.ndarray], *,
-                     prob: float) -> pd.DataFrame:
+                     prob: float, year: int | None, outcome: str | None = None) -> pd.DataFrame:
     """Implied gradient scores of a typical LA at mean LA deprivation and -/+ 10 points."""
     names = ("intercept", "gradient", "la_deprivation", "cross_level")
     post = xr.Dataset({k: (("chain", "draw", "stage")[:draws[k].ndim + 1], draws[k][None])
                        for k in names if k in draws})
     if "stage" in post.dims:  # stacked: one set of rows per stage
         return pd.concat([_prior_gradients(spec, design, {k: v[:, i] if v.ndim == 2 else v
-                                                          for k, v in draws.items() if k in names}, prob=prob)
+                                                          for k, v in draws.items() if k in names}, prob=prob,
+                                           year=year, outcome=stage)
                           .assign(stage=stage) for i, stage in enumerate(spec.stages)], ignore_index=True)
     step = 0.1 / spec.deprivation.scale
     rows = []
@@ -275,7 +337,7 @@ def _prior_gradients(spec: ModelSpec, design: Design, draws: dict[str, np.ndarra
         lo, med, hi = np.quantile(score, [(1 - prob) / 2, 0.5, (1 + prob) / 2])
         rows.append({"la_level": level, "la_deprivation": X, "median": med, "lower": lo,
                      "upper": hi, "p_below_1": float((score < 1).mean()),
-                     "published": PUBLISHED[level], "prob": prob})
+                     "published": published_gradient(outcome or spec.stages[0], year, level), "prob": prob})
     return pd.DataFrame(rows)
 
 
@@ -560,6 +622,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
                    draws: int = 1000, seed: int = 0, workers: int | None = None, executor=None,
                    prior_draws_n: int = 1000, prob: float = 0.9, refit: bool = False,
                    columns: str | os.PathLike | None = None, prior_only: bool = False,
+                   year: int | None = None,
                    log: Callable[[str], None] | None = None) -> PriorComparison:
     """Fit ``model`` under each prior set and compare priors, posteriors and sensitivity.
 
@@ -591,6 +654,9 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
         Column map of the data (TOML).
     prior_only : bool
         Prior predictive checks only: no fits, no posterior sections.
+    year : int, optional
+        Census year of the data (2019 for 2018-19), for the published figures shown beside the
+        estimands; default :func:`data_year`. With no year known, none is shown.
     log : callable, optional
         Progress messages go here (e.g. ``print``).
 
@@ -612,9 +678,11 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
     table = data_mod.load(data, columns=cmap)
     dhash = data_mod.data_hash(table)
     design = build_design(table, spec)
+    year = data_year(data, table) if year is None else int(year)
+    outcome = spec.stages[0]
 
     say(f"prior predictive checks ({prior_draws_n} draws per prior set)")
-    checks = {s.name: prior_predictive(spec, s, design, draws=prior_draws_n, seed=seed, prob=prob)
+    checks = {s.name: prior_predictive(spec, s, design, draws=prior_draws_n, seed=seed, prob=prob, year=year)
               for s in sets}
     if prior_only:
         result = PriorComparison(out=out, html=out / "index.html", markdown=out / "index.md",
@@ -642,7 +710,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
             s.insert(0, "prior_set", name)
             sens.append(s)
         estimands = pd.concat(frames, ignore_index=True)
-        estimands["published"] = estimands["la_level"].map(PUBLISHED)
+        estimands["published"] = [published_gradient(outcome, year, str(lv)) for lv in estimands["la_level"]]
         sensitivity = pd.concat(sens, ignore_index=True)
         movement = _movement(estimands)
         fit_table = _fit_table(fits, reused, idatas, sets)
@@ -653,7 +721,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
                                  findings=_prior_findings(checks, movement, sensitivity, fit_table),
                                  jobs=list(results))
     _write_prior_pages(result, spec=spec, sets=sets, data=Path(data), dhash=dhash,
-                       fit_table=fit_table, prob=prob)
+                       fit_table=fit_table, prob=prob, year=year)
     say(f"wrote {result.html} and {result.markdown}")
     return result
 
@@ -706,7 +774,7 @@ def _movement(estimands: pd.DataFrame) -> pd.DataFrame:
         sd = float(part["sd"].mean())
         rows.append({"estimand": ESTIMAND_LABELS.get(str(level), str(level)), "la_level": level,
                      "la_deprivation": float(part["la_deprivation"].iloc[0]),
-                     "published": PUBLISHED.get(str(level), np.nan),
+                     "published": float(part["published"].iloc[0]) if "published" in part else np.nan,
                      "min_mean": float(lo["mean"]), "min_prior_set": lo["prior_set"],
                      "max_mean": float(hi["mean"]), "max_prior_set": hi["prior_set"],
                      "movement": move, "movement_in_sd": move / sd if sd > 0 else np.nan})
@@ -732,7 +800,8 @@ def _prior_findings(checks: dict[str, PriorPredictive], movement: pd.DataFrame,
                     sensitivity: pd.DataFrame, fit_table: pd.DataFrame) -> list[str]:
     out = [c.verdict() for c in checks.values()]
     for _, r in movement.iterrows():
-        out.append(f"{r['estimand']} (published {r['published']:.2f}): posterior means range from "
+        pub = f" (published {r['published']:.2f})" if np.isfinite(r["published"]) else ""
+        out.append(f"{r['estimand']}{pub}: posterior means range from "
                    f"{r['min_mean']:.2f} ({r['min_prior_set']}) to {r['max_mean']:.2f} "
                    f"({r['max_prior_set']}), a movement of {r['movement']:.3f} "
                    f"({r['movement_in_sd']:.1f} posterior SD).")
@@ -752,7 +821,8 @@ def _colours(names: list[str]) -> dict[str, str]:
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 
-def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = "referral") -> bytes:
+def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = "referral",
+                          year: int | None = None) -> bytes:
     """PNG: implied rate per 10,000 by decile (left) and implied gradient scores (right).
 
     Parameters
@@ -761,6 +831,9 @@ def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = 
         Prior set name -> :func:`prior_predictive` result.
     outcome : str
         Stage name for the axis label.
+    year : int, optional
+        Census year of the data: the published LA rate range of ``outcome`` in ``year`` is shaded
+        when :mod:`hierarchy.published` has one.
 
     Returns
     -------
@@ -785,7 +858,9 @@ def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = 
                        fmt="o", color=col[name], label=name, ms=4, capsize=2)
     left.axhline(IMPOSSIBLE_RATE, color="k", ls="--", lw=1)
     left.text(1, IMPOSSIBLE_RATE * 1.3, "10,000: more referrals than children", fontsize=8)
-    left.axhspan(215, 1289, color="0.85", zorder=0, label="DfE LA range 2019")
+    band = published.rate_range(outcome=outcome, year=year)
+    if band is not None:
+        left.axhspan(band[0], band[1], color="0.85", zorder=0, label=f"published LA range {year}")
     left.set_yscale("log")
     left.set_ylim(1e-1, 1e8)
     left.set_xticks(range(1, 11))
@@ -798,15 +873,18 @@ def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = 
     short = {"10 points less": "LA 10 points\nless deprived", "mean": "LA at mean\ndeprivation",
              "10 points more": "LA 10 points\nmore deprived"}
     right.set_yticks(range(len(levels)), [short.get(lv, lv) for lv in levels])
+    pub = next(iter(checks.values())).gradients.set_index("la_level")["published"]
     for j, lv in enumerate(levels):
-        right.plot([PUBLISHED[lv]], [j], "k|", ms=14)
+        if np.isfinite(pub.get(lv, np.nan)):
+            right.plot([pub[lv]], [j], "k|", ms=14)
     right.set_xscale("log")
     right.xaxis.set_major_locator(FixedLocator([0.1, 0.25, 0.5, 1, 2, 4, 10]))
     right.xaxis.set_major_formatter(lambda v, _pos: f"{v:g}")
     right.xaxis.set_minor_formatter(NullFormatter())
     right.set_xlim(0.1, 10)  # wider priors run off the panel
     right.axvline(1.0, color="0.6", lw=0.8)
-    right.set_xlabel("implied gradient score per 10 points (| = published)")
+    right.set_xlabel("implied gradient score per 10 points"
+                     + (" (| = published)" if np.isfinite(pub.to_numpy(dtype=float)).any() else ""))
     right.set_title("Prior of the typical-LA gradient score")
     return to_png(fig)
 
@@ -823,7 +901,8 @@ def plot_forest(estimands: pd.DataFrame) -> bytes:
     Returns
     -------
     bytes
-        The PNG image: one panel per LA level, published values dashed.
+        The PNG image: one panel per LA level, published values (where the ``published`` column has
+        one) dashed.
     """
     levels = list(dict.fromkeys(estimands["la_level"]))
     names = list(dict.fromkeys(estimands["prior_set"]))
@@ -837,9 +916,13 @@ def plot_forest(estimands: pd.DataFrame) -> bytes:
             r = part.loc[name]
             a.errorbar([r["mean"]], [y], xerr=[[r["mean"] - r["lower"]], [r["upper"] - r["mean"]]],
                        fmt="o", color=col[name], capsize=3)
-        a.axvline(PUBLISHED[lv], color="k", ls="--", lw=1)
+        pub = float(part["published"].iloc[0]) if "published" in part else np.nan
         a.set_yticks(ys, names if j == 0 else [""] * len(names))
-        a.set_title(f"{ESTIMAND_LABELS[lv]}\n(published {PUBLISHED[lv]:.2f}, dashed)", fontsize=9)
+        if np.isfinite(pub):
+            a.axvline(pub, color="k", ls="--", lw=1)
+            a.set_title(f"{ESTIMAND_LABELS[lv]}\n(published {pub:.2f}, dashed)", fontsize=9)
+        else:
+            a.set_title(ESTIMAND_LABELS[lv], fontsize=9)
         a.set_xlabel("gradient score per 10 points")
     return to_png(fig)
 
@@ -848,7 +931,8 @@ def plot_forest(estimands: pd.DataFrame) -> bytes:
 
 
 def _write_prior_pages(result: PriorComparison, *, spec: ModelSpec, sets: list[PriorSet],
-                       data: Path, dhash: str, fit_table: pd.DataFrame, prob: float) -> None:
+                       data: Path, dhash: str, fit_table: pd.DataFrame, prob: float,
+                       year: int | None = None) -> None:
     """Write the CSV tables (recorded in ``result.tables``), figures and pages."""
     out = result.out
     out.mkdir(parents=True, exist_ok=True)
@@ -875,7 +959,11 @@ def _write_prior_pages(result: PriorComparison, *, spec: ModelSpec, sets: list[P
         path = out / f"{name}.csv"
         frame.to_csv(path, index=False)
         result.tables[name] = path
-    figures = {"prior_predictive": plot_prior_predictive(checks, outcome=spec.outcome)}
+    outcome = spec.stages[0]
+    figures = {"prior_predictive": plot_prior_predictive(checks, outcome=outcome, year=year)}
+    band = published.rate_range(outcome=outcome, year=year)
+    reference = (f"For reference, published LA {outcome.replace('_', ' ')} rates in England in {year} ranged "
+                 f"from {band[0]:,.0f} to {band[1]:,.0f} per 10,000 ({band[2]})." if band else "")
     dec_wide = deciles.assign(interval=[f"{_big(m)} ({_big(lo)} to {_big(hi)})" for m, lo, hi in
                                         zip(deciles["rate_median"], deciles["rate_lower"],
                                             deciles["rate_upper"], strict=True)])
@@ -885,7 +973,7 @@ def _write_prior_pages(result: PriorComparison, *, spec: ModelSpec, sets: list[P
              f"(hash {dhash}). Prior sets: {', '.join(s.name for s in sets)}. Intervals are "
              f"equal-tailed {prob:.0%} intervals. Gradient scores are rate multipliers per 10 "
              "percentage points of neighbourhood income deprivation in a typical LA; rates are "
-             "per 10,000 children."]
+             "per 10,000 children.", published_note(outcome, year)]
     sections = [
         ("Findings", bullets(result.findings), None),
         ("Prior sets", [], priors_tab),
@@ -893,8 +981,7 @@ def _write_prior_pages(result: PriorComparison, *, spec: ModelSpec, sets: list[P
          [("p", "Rates a prior implies for the data's neighbourhoods before seeing any counts "
                 "(exp of the linear predictor, no count noise), summarised over prior draws as "
                 f"median ({prob:.0%} interval), per 10,000 children. Anything above 10,000 means "
-                "more referrals than children: impossible. For reference, LA referral rates in "
-                "England in 2019 ranged from 215 to 1,289 per 10,000."),
+                "more events than children: impossible. " + reference),
           *bullets([c.verdict() for c in checks.values()])], dec_wide, "prior_predictive"),
         ("Prior predictive check: impossible rates", [],
          format_columns(imp, {"impossible_share": "{:.2%}", "impossible_share_median_draw": "{:.2%}",

@@ -1,0 +1,212 @@
+"""Check a model file without fitting it: ``hierarchy check MODEL [--priors P] [--data D]``.
+
+:func:`check_model` validates the model (and prior set), and describes it: the model as one
+lme4/brms formula, every parameter it has with the prior it gets (by class, or the term's own
+``[terms."..."]`` prior; :meth:`hierarchy.priors.PriorSet.for_term`, :meth:`~hierarchy.priors.PriorSet.group_sd`),
+and, given data, a one-line prior predictive summary (:func:`hierarchy.compare_priors.prior_predictive`):
+implied rates per 10,000 in the least and most deprived deciles, the share of neighbourhoods with
+impossible rates, and the implied gradient score at mean LA deprivation. Nothing is fitted or written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from hierarchy import shipped
+from hierarchy.priors import PriorSet, load_priors
+from hierarchy.spec import ModelSpec, load_spec
+
+
+@dataclass
+class ModelCheck:
+    """What :func:`check_model` found: the model, its parameters and priors, the prior predictive line."""
+
+    spec: ModelSpec
+    priors: PriorSet
+    model_path: str
+    priors_path: str
+    parameters: pd.DataFrame
+    prior_predictive: str | None = None
+    data_note: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        """The plain-text description printed by ``hierarchy check``."""
+        s = self.spec
+        lines = [f"model {s.name} ({self.model_path}): valid",
+                 f"  formula: {s.formula_text}",
+                 f"  family: {s.family}" + ("; dispersion phi: variance mu + mu^2/phi"
+                                            if s.family == "negative_binomial" else ""),
+                 f"  deprivation: w = (x - {'X_la' if s.deprivation.centring == 'within_between' else 'mean x'})"
+                 f" / {s.deprivation.scale:g}; LA deprivation z = "
+                 + ("log(X / mean X)" if s.la_deprivation.transform == "log" else
+                    f"(X - mean X) / {s.deprivation.scale:g}")
+                 + ("" if s.la_deprivation.measure == "mean" else f" (X = column {s.la_deprivation.measure})"),
+                 f"  LA effects: {', '.join(s.coefs)}; parameterisation {s.la.parameterisation}"
+                 + (f"; stages {', '.join(s.stages)} ({s.la.stage_structure})" if s.stacked else "")]
+        if s.description:
+            lines.append(f"  {s.description}")
+        lines.append(f"prior set {self.priors.name} ({self.priors_path}): valid")
+        lines.append("parameters:")
+        width = max(len(p) for p in self.parameters["parameter"])
+        cw = max(len(c) for c in self.parameters["class"])
+        pw = max(len(c) for c in self.parameters["prior"])
+        for _, r in self.parameters.iterrows():
+            lines.append(f"  {r['parameter'].ljust(width)}  {r['class'].ljust(cw)}  {r['prior'].ljust(pw)}"
+                         + (f"  ({r['meaning']})" if r["meaning"] else ""))
+        lines.extend(f"note: {n}" for n in self.notes)
+        if self.data_note:
+            lines.append(self.data_note)
+        if self.prior_predictive:
+            lines.append(self.prior_predictive)
+        return "\n".join(lines)
+
+
+def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
+    """The model's parameters with their prior class and prior.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    priors : PriorSet
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``parameter`` (the fit's variable name, with its coordinate), ``class`` (prior group, or
+        ``terms."t"`` for a term's own prior), ``prior``, ``meaning``.
+
+    Raises
+    ------
+    SpecError
+        When the prior set lacks a class the model needs, or has a per-term prior for a term the
+        model lacks.
+    """
+    priors.check_terms(spec.row_terms)
+    rows: list[tuple[str, str, str]] = []
+    per_stage = "[each stage]" if spec.stacked else ""
+
+    def add(name: str, group: str, meaning: str, prior=None) -> None:
+        rows.append((name, group, str(prior if prior is not None else priors[group]), meaning))
+
+    add(f"intercept{per_stage}", "intercept", "log rate per child, typical LA at mean LA deprivation, w = 0")
+    if "gradient" in spec.coefs:
+        add(f"gradient{per_stage}", "gradient", f"log rate ratio per {spec.deprivation.scale:g} of deprivation")
+    if spec.la.between_effect:
+        add(f"la_deprivation{per_stage}", "la_deprivation", "LA intercept per unit of z")
+    if "gradient" in spec.coefs and spec.la.cross_level:
+        add(f"cross_level{per_stage}", "cross_level", "LA gradient per unit of z")
+    for c in spec.la.covariates:
+        add(f"la_cov_intercept[{c}]", "la_covariates", "LA intercept per SD of the covariate")
+        if "gradient" in spec.coefs:
+            add(f"la_cov_gradient[{c}]", "la_covariates", "LA gradient per SD of the covariate")
+    for t in spec.row_terms:
+        own = t in priors.terms
+        group = f'terms."{t}"' if own else ("interactions" if "w" in t.split(":") else "neighbourhood_covariates")
+        add(f"row_coef[{t}]", group, "neighbourhood-level term", prior=priors.for_term(t))
+    if spec.strata:
+        add(f"stratum_intercept_offset[{'/'.join(spec.strata)}]", "stratum_effects",
+            "log rate vs the reference stratum")
+        if "gradient" in spec.coefs and spec.stratum_gradient:
+            add(f"stratum_gradient_offset[{'/'.join(spec.strata)}]", "stratum_effects",
+                "gradient vs the reference stratum")
+    effects = ([f"{s}:{c}" for s in spec.stages for c in spec.coefs] if spec.stacked and not spec.anchored
+               else list(spec.coefs))
+    for e in effects:
+        add(f"la_sd[{e}]", "la_sd", "SD of LA effects" + (" (first stage)" if spec.anchored else ""))
+    if len(effects) > 1:
+        add("la_corr", "la_corr", f"LKJ correlation of the {len(effects)} LA effects")
+    if spec.anchored:
+        for s in spec.stages[1:]:
+            for c in spec.coefs:
+                add(f"la_loading[{s}:{c}]", "la_loading", "how the stage's LA effect follows the first stage's")
+                add(f"la_stage_sd[{s}:{c}]", "la_stage_sd", "SD of the stage's own LA deviations")
+    if spec.msoa.random_intercept:
+        add("msoa_sd", "msoa_sd", "SD of MSOA intercepts")
+    for g, slope in spec.groups:
+        group = f"{g}_sd" if f"{g}_sd" in priors.priors else "group_sd"
+        for c in (("intercept", "gradient") if slope else ("intercept",)):
+            add(f"{g}_sd" + (f"[{c}]" if slope else ""), group, f"SD of {g} {c}s", prior=priors.group_sd(g))
+    if spec.family == "negative_binomial":
+        add(f"dispersion{per_stage}", "dispersion", "NB phi (larger: closer to Poisson)")
+    if spec.family == "poisson_lognormal":
+        add("obs_sd", "obs_sd", "SD of neighbourhood-level log-normal noise")
+    return pd.DataFrame(rows, columns=["parameter", "class", "prior", "meaning"])
+
+
+def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = None, *,
+                data: str | os.PathLike | None = None, columns: str | os.PathLike | None = None,
+                draws: int = 200, seed: int = 0) -> ModelCheck:
+    """Validate a model (and prior set) without fitting, and describe it.
+
+    Parameters
+    ----------
+    model : path or str
+        A model file or a shipped model's name.
+    priors : path or str, optional
+        A prior set file or a shipped set's name (default: the default set).
+    data : path, optional
+        A neighbourhood table: checked against the model's columns, and used for a one-line prior
+        predictive summary (its counts are not read).
+    columns : path, optional
+        Column map of ``data``.
+    draws : int
+        Prior predictive draws.
+    seed : int
+        Seed of the prior draws.
+
+    Returns
+    -------
+    ModelCheck
+        ``.format()`` gives the text ``hierarchy check`` prints.
+
+    Raises
+    ------
+    HierarchyError
+        The model or prior set is invalid, the set lacks a prior the model needs, or the data lack
+        a column the model reads.
+    """
+    model_path = shipped.resolve(model, "models")
+    priors_path = shipped.resolve(priors or shipped.DEFAULT_PRIORS, "priors")
+    spec, pset = load_spec(model_path), load_priors(priors_path)
+    result = ModelCheck(spec=spec, priors=pset, model_path=str(model_path), priors_path=str(priors_path),
+                        parameters=parameters(spec, pset))
+    if data is not None:
+        result.prior_predictive, result.data_note = _prior_line(spec, pset, data, columns, draws, seed)
+    return result
+
+
+def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws: int, seed: int
+                ) -> tuple[str, str]:
+    import jax
+
+    from hierarchy import data as data_mod
+    from hierarchy.compare_priors import prior_predictive
+    from hierarchy.design import build_design
+
+    jax.config.update("jax_enable_x64", True)
+    table = data_mod.load(data, columns=columns)
+    design = build_design(table, spec)
+    pp = prior_predictive(spec, pset, design, draws=draws, seed=seed)
+    d = pp.deciles
+    first, last = d.iloc[0], d.iloc[-1]
+    g = pp.gradients
+    g = g[g["la_level"] == "mean"].iloc[0] if "mean" in set(g["la_level"]) else None
+    grad = (f"; gradient score at mean LA deprivation {g['median']:.2g} ({g['lower']:.2g} to {g['upper']:.2g})"
+            if g is not None else "")
+    note = (f"data {data}: {len(table):,} rows, {design.n_la} LAs; the model's columns are all there"
+            + (f" (column map {columns})" if columns else ""))
+    line = (f"prior predictive ({draws} draws, {pset.name}): {spec.stages[0].replace('_', ' ')} rate per "
+            f"10,000 in decile 1 {_big(first['rate_median'])} ({_big(first['rate_lower'])} to "
+            f"{_big(first['rate_upper'])}), decile 10 {_big(last['rate_median'])} ({_big(last['rate_lower'])} "
+            f"to {_big(last['rate_upper'])}); {100 * pp.impossible_share:.2f}% of neighbourhoods above "
+            f"10,000 (impossible){grad}")
+    return line, note
+
+
+def _big(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) < 1e6 else f"{v:.1e}"

@@ -1,0 +1,99 @@
+"""``hierarchy check``: a model described and validated without fitting (hierarchy.check)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hierarchy import reference, simulate
+from hierarchy.check import check_model, parameters
+from hierarchy.cli import main
+from hierarchy.errors import HierarchyError, SpecError
+from hierarchy.priors import load_priors
+from hierarchy.shipped import resolve
+from hierarchy.spec import load_spec
+
+
+def test_check_prints_the_formula_and_each_parameter_with_its_prior(capsys):
+    assert main(["check", "rural_gradient_nb", "--priors", "vague"]) == 0
+    out = capsys.readouterr().out
+    spec = load_spec(resolve("rural_gradient_nb", "models"))
+    assert f"formula: {spec.formula_text}" in out and "w:rural" in spec.formula_text
+    vague = load_priors(resolve("vague", "priors"))
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and "(" in line}
+    assert str(vague["gradient"]) in lines["gradient"]
+    term = lines["row_coef[w:rural]"]
+    assert "interactions" in term and str(vague["interactions"]) in term
+    assert "neighbourhood_covariates" in lines["row_coef[rural]"]
+    assert "la_corr" in lines and "dispersion" in lines and "obs_sd" not in lines
+
+
+def test_per_term_and_group_priors_are_shown_by_term(tmp_path):
+    pset = load_priors(resolve("weakly_informative", "priors")).to_dict()
+    pset["terms"] = {"w:rural": {"dist": "Normal", "mu": 0.0, "sigma": 0.05}}
+    pset["year_sd"] = {"dist": "HalfNormal", "sigma": 0.07}
+    path = tmp_path / "own.toml"
+    import tomli_w
+
+    path.write_bytes(tomli_w.dumps(pset).encode())
+    model = tmp_path / "m.toml"
+    model.write_text('name = "m"\nformula = "referral ~ w * z + rural + w:rural + (1 + w | la) + (1 | year) '
+                     '+ offset(log(exposure))"\n')
+    table = parameters(load_spec(model), load_priors(path)).set_index("parameter")
+    assert table.loc["row_coef[w:rural]", "class"] == 'terms."w:rural"'
+    assert table.loc["row_coef[w:rural]", "prior"] == "Normal(mu=0, sigma=0.05)"
+    assert table.loc["year_sd", "class"] == "year_sd" and "0.07" in table.loc["year_sd", "prior"]
+
+
+def test_check_refuses_a_bad_model_and_a_prior_set_that_lacks_a_class(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nformula = "referral ~ w * z + (1 + w | la) + offset(log(exposure))"\n'
+                   'famly = "poisson"\n')
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'famly'" in err and "did you mean 'family'" in err
+    with pytest.raises(HierarchyError, match="not a shipped model"):
+        check_model("no_such_model")
+    lacking = load_priors(resolve("weakly_informative", "priors")).to_dict()
+    lacking.pop("dispersion")
+    import tomli_w
+
+    p = tmp_path / "lacking.toml"
+    p.write_bytes(tomli_w.dumps(lacking).encode())
+    with pytest.raises(SpecError, match="has no prior for 'dispersion'"):
+        check_model("gradient_nb", p)
+    own = load_priors(resolve("weakly_informative", "priors")).to_dict()
+    own["terms"] = {"w:urban": {"dist": "Normal", "mu": 0.0, "sigma": 0.1}}
+    p.write_bytes(tomli_w.dumps(own).encode())
+    with pytest.raises(SpecError, match="prior for the term 'w:urban', which the model does not have"):
+        check_model("rural_gradient_nb", p)
+
+
+def test_check_with_data_gives_one_prior_predictive_line_and_checks_columns(tmp_path, capsys):
+    geo = reference.synthetic_geography(6, seed=2, lsoa_per_la=12)
+    table, _ = simulate.simulate(geo, seed=2)
+    data = tmp_path / "t.parquet"
+    table.to_parquet(data)
+    assert main(["check", "gradient_nb", "--data", str(data), "--prior-draws", "50"]) == 0
+    out = capsys.readouterr().out
+    line = [x for x in out.splitlines() if x.startswith("prior predictive")]
+    assert len(line) == 1 and "decile 1" in line[0] and "decile 10" in line[0] and "impossible" in line[0]
+    assert main(["check", "rural_gradient_nb", "--data", str(data)]) == 2  # the data have no 'rural'
+    assert "needs column(s) rural" in capsys.readouterr().err
+
+
+def test_api_reference_builds_offline_from_the_docstrings(tmp_path):
+    """``make docs`` runs pdoc; here on the newest modules only (seconds), into a temporary folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("pdoc")
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "pdoc", "--docformat", "numpy", "--no-show-source", "-o",
+                           str(tmp_path), "hierarchy.predict", "hierarchy.check", "hierarchy.published"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "hierarchy" / "predict.html").read_text()
+    assert "Expected rates per 10,000 children" in page and "new LA" in page
