@@ -32,7 +32,7 @@ BAMBI_VENV = ROOT / "bench" / ".venv-bambi"
 
 
 def national_table(strata: tuple[str, ...] = ()):
-    from hierarchy import reference, simulate
+    from hierarchy.data import reference, simulate
 
     geo = reference.get_geography()
     table, _ = simulate.simulate(geo, year=2019, seed=0, strata=strata)
@@ -48,7 +48,7 @@ def gradient_ms(spec, priors, design, *, precision: str = "mixed", reps: int = 7
     import jax
     from numpyro.infer.util import initialize_model
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", precision != "float32")
     layout = make_layout(design)
@@ -70,7 +70,7 @@ def gradient_ms(spec, priors, design, *, precision: str = "mixed", reps: int = 7
 
 def headline(posterior: dict, spec, design) -> np.ndarray:
     """Draws of the typical-LA gradient at mean LA deprivation and 10 points less / more."""
-    from hierarchy.design import z_of
+    from hierarchy.language.design import z_of
 
     z = z_of(design.X_mean + np.array([-0.1, 0.0, 0.1]), design.X_mean, spec)
     g = posterior["gradient"].reshape(-1, 1) + posterior["cross_level"].reshape(-1, 1) * z
@@ -82,8 +82,8 @@ def ours(spec, priors, design, *, tune: int, draws: int, float32: bool, seed: in
     """One hierarchy fit (NumPyro NUTS, parallel chains by default) with its figures."""
     import arviz as az
 
-    from hierarchy.diagnostics import diagnose
-    from hierarchy.sampling import fit
+    from hierarchy.inference.diagnostics import diagnose
+    from hierarchy.inference.sampling import fit
 
     t = time.perf_counter()
     d = fit(spec, priors, design, chains=CHAINS, tune=tune, draws=draws, seed=seed, float32=float32,
@@ -104,7 +104,7 @@ def pymc_default(spec, priors, design, *, tune: int, draws: int) -> dict:
     import arviz as az
     import pymc as pm
 
-    from hierarchy.model import build_model
+    from hierarchy.likelihood.model import build_model
 
     t = time.perf_counter()
     with build_model(spec, priors, design):
@@ -176,10 +176,10 @@ def main() -> None:
                    help="how the 4 chains run (vectorized: one program for all chains, for a GPU)")
     args = p.parse_args()
 
-    from hierarchy.design import build_design
-    from hierarchy.priors import load_priors
-    from hierarchy.sampling import enable_compilation_cache
-    from hierarchy.spec import ModelSpec, load_spec
+    from hierarchy.inference.sampling import enable_compilation_cache
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import ModelSpec, load_spec
 
     priors = load_priors(ROOT / "priors/weakly_informative.toml")
     base = load_spec(ROOT / "models/inverse_intervention_nb_log.toml").to_dict()

@@ -46,10 +46,10 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from hierarchy import reference, simulate
-    from hierarchy.design import build_design, centring
-    from hierarchy.priors import load_priors
-    from hierarchy.spec import ModelSpec
+    from hierarchy.data import reference, simulate
+    from hierarchy.language.design import build_design, centring
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import ModelSpec
 
     hand, plain = ModelSpec.from_dict(HAND_WRITTEN), ModelSpec.from_dict(PLAIN)
     geo = reference.get_geography(synthetic=args.fast, n_la=20 if args.fast else 151, seed=0)

@@ -31,23 +31,23 @@ def main() -> None:
                    help="override the model file's la.stage_structure")
     p.add_argument("--float32", action="store_true", help="float32 rows (float64 density and sampler)")
     p.add_argument("--chain-method", default="parallel", choices=("parallel", "sequential", "vectorized"))
-    p.add_argument("--warmup-tree-depth", type=int, default=None, help="default: hierarchy.sampling's")
+    p.add_argument("--warmup-tree-depth", type=int, default=None, help="default: hierarchy.inference.sampling's")
     p.add_argument("--tune", type=int, default=300)
     p.add_argument("--draws", type=int, default=200)
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (the data stay seed 0)")
     args = p.parse_args()
 
-    from hierarchy.sampling import use_host_devices
+    from hierarchy.inference.sampling import use_host_devices
 
     use_host_devices(args.chains)
     import arviz as az
 
-    from hierarchy import reference, simulate
-    from hierarchy.design import build_design
-    from hierarchy.diagnostics import diagnose
-    from hierarchy.priors import load_priors
-    from hierarchy.sampling import fit
-    from hierarchy.spec import ModelSpec, load_spec
+    from hierarchy.data import reference, simulate
+    from hierarchy.inference.diagnostics import diagnose
+    from hierarchy.inference.sampling import fit
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import ModelSpec, load_spec
 
     if args.stage_noise is not None:
         simulate.STAGE_NOISE_SD = args.stage_noise

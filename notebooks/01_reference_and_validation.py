@@ -23,7 +23,7 @@
 #    checkout, otherwise a generated stand-in with obviously fake codes; the notebook says which;
 # 2. the distribution of **LA deprivation** (the child-weighted mean of neighbourhood income
 #    deprivation over the LA), which is the between-LA axis of every estimand that follows;
-# 3. a deliberately **bad extract** run through `hierarchy.data.validate`: every problem is reported
+# 3. a deliberately **bad extract** run through `hierarchy.data.table.validate`: every problem is reported
 #    at once, with row numbers and a fix, and `--drop-invalid` sets the failing rows aside with
 #    their reasons instead of dropping them silently.
 #
@@ -42,8 +42,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from hierarchy import cli, data, figures, notebook, reference, simulate
+from hierarchy import cli, notebook
+from hierarchy.data import reference, simulate
+from hierarchy.data import table as data
 from hierarchy.errors import DataValidationError, HierarchyError
+from hierarchy.reporting import figures
 
 S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
 FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits

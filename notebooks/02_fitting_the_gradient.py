@@ -39,18 +39,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from hierarchy import (
-    diagnostics,
-    estimands,
-    figures,
-    fitfile,
-    notebook,
-    report,
-    sampling,
-)
-from hierarchy.design import CENTRING_SE, build_design, centring, describe_centring, la_effect_se
-from hierarchy.priors import load_priors
-from hierarchy.spec import ModelSpec, load_spec
+from hierarchy import notebook
+from hierarchy.inference import diagnostics, sampling
+from hierarchy.language.design import CENTRING_SE, build_design, centring, describe_centring, la_effect_se
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
+from hierarchy.reporting import figures, report
+from hierarchy.results import estimands, fitfile
 
 S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
 FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits

@@ -23,7 +23,7 @@
 # 2. the **cross-level interaction**: LA deprivation in the mean of the LA gradients;
 # 3. the **headline gradients** of a typical LA at mean LA deprivation and 10 points less / more,
 #    against the simulator's truth;
-# 4. the **inverse-intervention contrast** and the **rate curves**, drawn by `hierarchy.figures`:
+# 4. the **inverse-intervention contrast** and the **rate curves**, drawn by `hierarchy.reporting.figures`:
 #    the same functions, so the same figures, as `hierarchy report`.
 #
 # Run size: `HIERARCHY_FAST=1`: 30 generated LAs, 2 chains x (200 + 200); otherwise national data
@@ -37,9 +37,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from hierarchy import estimands, figures, fitfile, notebook, simulate
-from hierarchy.design import build_design, w_of, z_of
-from hierarchy.spec import load_spec
+from hierarchy import notebook
+from hierarchy.data import simulate
+from hierarchy.language.design import build_design, w_of, z_of
+from hierarchy.language.spec import load_spec
+from hierarchy.reporting import figures
+from hierarchy.results import estimands, fitfile
 
 S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
 FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits

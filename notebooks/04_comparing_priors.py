@@ -25,7 +25,7 @@
 # 2. fits the default model under several sets and puts the **posterior headline estimands** side by
 #    side, with power-scaling prior sensitivity.
 #
-# It uses `hierarchy.compare`, the module behind `hierarchy compare-priors`: prior draws come from
+# It uses `hierarchy.results.compare`, the module behind `hierarchy compare-priors`: prior draws come from
 # NumPyro's `Predictive` run on the very model function that is fitted, so the prior checked is the
 # prior used.
 #
@@ -42,10 +42,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, display
 
-from hierarchy import compare, data, notebook, reference, simulate
-from hierarchy.design import build_design
-from hierarchy.priors import load_priors
-from hierarchy.spec import load_spec
+from hierarchy import notebook
+from hierarchy.data import reference, simulate
+from hierarchy.data import table as data
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import load_spec
+from hierarchy.results import compare
 
 S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
 FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits

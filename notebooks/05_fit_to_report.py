@@ -30,8 +30,10 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, display
 
-from hierarchy import disclosure, estimands, fitfile, notebook, report
+from hierarchy import disclosure, notebook
 from hierarchy.errors import FitFileError
+from hierarchy.reporting import report
+from hierarchy.results import estimands, fitfile
 
 S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
 FAST, SIZE, SETTINGS, ROOT, OUT_BASE, FITS = S.fast, S.size, S.settings, S.root, S.out, S.fits

@@ -32,7 +32,11 @@
 # geography with four age bands (about 525,000 stacked rows: expect a long fit on 2 cores).
 
 # %%
-from hierarchy import data, estimands, figures, notebook, reference, report, simulate
+from hierarchy import notebook
+from hierarchy.data import reference, simulate
+from hierarchy.data import table as data
+from hierarchy.reporting import figures, report
+from hierarchy.results import estimands
 
 S = notebook.setup()  # run size (HIERARCHY_FAST), the checkout as working directory, output folders
 FAST, SIZE, SETTINGS, OUT_BASE = S.fast, S.size, S.settings, S.out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hierarchy import reference
+from hierarchy.data import reference
 
 # One JAX persistent compilation cache for every process of a test session: the xdist workers,
 # the sweep's spawned fitting processes, the notebook kernels and CLI subprocesses all inherit
@@ -41,7 +41,7 @@ def _session_compilation_cache():
     run in-process by a test, it would make the rest of that worker read and write the user's
     cache, whose entries from earlier runs hide compilation time that a fresh CI machine pays.
     """
-    from hierarchy import sampling
+    from hierarchy.inference import sampling
 
     original = getattr(sampling, "enable_compilation_cache", None)
     if original is None:

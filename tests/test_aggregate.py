@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import aggregate as ag
-from hierarchy import childsim, data
-from hierarchy import extract as ex
 from hierarchy.cli import main
+from hierarchy.data import aggregate as ag
+from hierarchy.data import childsim
+from hierarchy.data import extract as ex
+from hierarchy.data import table as data
+from hierarchy.data.reference import synthetic_geography
 from hierarchy.errors import HierarchyError
-from hierarchy.reference import synthetic_geography
 
 
 @pytest.fixture(scope="module")

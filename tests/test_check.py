@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from hierarchy import reference, simulate
 from hierarchy.check import check_model, parameters
 from hierarchy.cli import main
+from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError, SpecError
-from hierarchy.priors import load_priors
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import load_spec
 from hierarchy.shipped import resolve
-from hierarchy.spec import load_spec
 
 
 def test_check_prints_the_formula_and_each_parameter_with_its_prior(capsys):
@@ -92,7 +92,7 @@ def test_api_reference_builds_offline_from_the_docstrings(tmp_path):
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run([sys.executable, "-m", "pdoc", "--docformat", "numpy", "--no-show-source", "-o",
-                           str(tmp_path), "hierarchy.predict", "hierarchy.check", "hierarchy.published"],
+                           str(tmp_path), "hierarchy.results.predict", "hierarchy.check", "hierarchy.published"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "hierarchy" / "predict.html").read_text()

@@ -40,13 +40,13 @@ def no_fit(monkeypatch):
     """workflow.fit_files replaced: records its keyword arguments instead of fitting."""
     calls = []
     monkeypatch.setattr(workflow, "fit_files", lambda **kw: calls.append(kw) or "fitted (stand-in)")
-    monkeypatch.setattr("hierarchy.sampling.enable_compilation_cache", lambda: None)
+    monkeypatch.setattr("hierarchy.inference.sampling.enable_compilation_cache", lambda: None)
     return calls
 
 
 @pytest.fixture
 def no_reference(monkeypatch):
-    from hierarchy import reference
+    from hierarchy.data import reference
 
     monkeypatch.setattr(reference, "maybe_reference", lambda _dir: None)
 
@@ -130,7 +130,7 @@ def test_validate_drop_invalid_never_replaces_the_input(data, no_reference, caps
 
 
 def test_validate_drop_invalid_writes_the_kept_rows_fit_can_use(tmp_path, no_reference, capsys):
-    from hierarchy import data as data_mod
+    from hierarchy.data import table as data_mod
 
     frame = table()
     frame.loc[2, "referral"] = -1
@@ -229,7 +229,7 @@ def test_ctrl_c_says_nothing_written_and_exits_130(data, tmp_path, monkeypatch, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(workflow, "fit_files", interrupted)
-    monkeypatch.setattr("hierarchy.sampling.enable_compilation_cache", lambda: None)
+    monkeypatch.setattr("hierarchy.inference.sampling.enable_compilation_cache", lambda: None)
     code, _, err = run(["fit", "--data", data, "--out", tmp_path / "x.nc"], capsys)
     assert code == 130 and err.strip() == "interrupted, nothing written"
     assert list(tmp_path.glob("*x.nc*")) == []
@@ -240,7 +240,7 @@ def test_os_errors_are_messages(data, tmp_path, monkeypatch, capsys):
         raise OSError(28, "No space left on device", str(tmp_path / "x.nc"))
 
     monkeypatch.setattr(workflow, "fit_files", full)
-    monkeypatch.setattr("hierarchy.sampling.enable_compilation_cache", lambda: None)
+    monkeypatch.setattr("hierarchy.inference.sampling.enable_compilation_cache", lambda: None)
     code, _, err = run(["fit", "--data", data, "--out", tmp_path / "x.nc"], capsys)
     assert code == 2 and err.strip() == f"error: {tmp_path / 'x.nc'}: No space left on device"
 
@@ -259,7 +259,7 @@ def test_shipped_names_resolve_for_every_command_outside_the_checkout(data, tmp_
         ("inverse_intervention_nb_log.toml", "vague.toml")]
     assert all(Path(c["model"]).is_file() and Path(c["priors"]).is_file() for c in no_fit)
 
-    from hierarchy import compare
+    from hierarchy.results import compare
 
     seen = {}
 
@@ -273,9 +273,9 @@ def test_shipped_names_resolve_for_every_command_outside_the_checkout(data, tmp_
     assert seen["model"].name == "inverse_intervention_nb_log.toml"
     assert [p.name for p in seen["priors"]] == ["vague.toml", "weakly_informative.toml"]
 
-    import hierarchy.spec
+    import hierarchy.language.spec
 
-    monkeypatch.setattr(hierarchy.spec, "load_spec", lambda path: seen.update(sbc=path) or 1 / 0)
+    monkeypatch.setattr(hierarchy.language.spec, "load_spec", lambda path: seen.update(sbc=path) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
         cli.main(["sbc", "--priors", "vague", "--replicates", "1"])
     assert seen["sbc"].name == "inverse_intervention_nb_log.toml"
@@ -301,8 +301,8 @@ def test_no_progress_bars_off_a_terminal_but_a_few_plain_lines(data, tmp_path, n
 
 def test_fit_of_bad_rows_points_to_drop_and_kept(tmp_path, monkeypatch, capsys):
     """fit, validate and --drop-invalid agree: the rows fit refuses are the rows validate drops."""
-    monkeypatch.setattr("hierarchy.sampling.enable_compilation_cache", lambda: None)
-    monkeypatch.setattr("hierarchy.sampling.use_host_devices", lambda n: None)
+    monkeypatch.setattr("hierarchy.inference.sampling.enable_compilation_cache", lambda: None)
+    monkeypatch.setattr("hierarchy.inference.sampling.use_host_devices", lambda n: None)
     frame = table()
     frame.loc[4, ["exposure", "referral"]] = 0
     src = tmp_path / "in.csv"
@@ -312,7 +312,7 @@ def test_fit_of_bad_rows_points_to_drop_and_kept(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_never_replaces_a_foreign_file_and_checks_before_work(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("hierarchy.sampling.enable_compilation_cache", lambda: None)
+    monkeypatch.setattr("hierarchy.inference.sampling.enable_compilation_cache", lambda: None)
     notes = tmp_path / "notes.nc"
     notes.write_text("my notes")
     code, out, err = run(["demo", "--fast", "--out", tmp_path / "out", "--fit", notes], capsys)

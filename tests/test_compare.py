@@ -1,7 +1,7 @@
 """Comparing prior sets and models: statistical checks on tiny fits (2 chains x (200 + 200) draws).
 
 One data set serves every fitted test: a small synthetic geography (50 LAs of ~12 neighbourhoods)
-whose referral counts are drawn (:func:`hierarchy.jaxmodel.draw_counts`) from the log-LA-deprivation
+whose referral counts are drawn (:func:`hierarchy.likelihood.jaxmodel.draw_counts`) from the log-LA-deprivation
 model with strong LA-level effects and little LA noise, so that the log form of the cross-level
 interaction is clearly right and the linear form is clearly wrong where LAs are small. Three fits in
 all, on one pool of two spawned processes: the log model under the default and under a conflicting
@@ -22,16 +22,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import compare, reference, simulate
-from hierarchy import data as data_mod
 from hierarchy.cli import main
-from hierarchy.design import build_design
+from hierarchy.data import reference, simulate
+from hierarchy.data import table as data_mod
 from hierarchy.errors import HierarchyError
-from hierarchy.estimands import deciles_of
-from hierarchy.jaxmodel import draw_counts
-from hierarchy.priors import load_priors
-from hierarchy.spec import load_spec
-from hierarchy.sweep import FitJob, run_sweep
+from hierarchy.inference.sweep import FitJob, run_sweep
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import load_spec
+from hierarchy.likelihood.jaxmodel import draw_counts
+from hierarchy.results import compare
+from hierarchy.results.estimands import deciles_of
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.xdist_group("compare")]  # one worker builds the module's fits once
@@ -144,7 +145,7 @@ def test_compare_models_cli_writes_tables_and_pages(fitted, log_truth_data, tmp_
 
 def _edited_copy(src: Path, dst: Path, edit) -> Path:
     """A copy of a fit whose provenance is changed by ``edit(prov)`` (and resealed)."""
-    from hierarchy.fitfile import load_fit, save_fit, seal
+    from hierarchy.results.fitfile import load_fit, save_fit, seal
 
     idata = load_fit(src)
     prov = json.loads(idata.posterior.attrs["hierarchy"])
@@ -154,7 +155,7 @@ def _edited_copy(src: Path, dst: Path, edit) -> Path:
 
 
 def test_compare_models_refuses_different_data_and_outcomes(fitted, tmp_path):
-    from hierarchy.spec import ModelSpec
+    from hierarchy.language.spec import ModelSpec
 
     lin, log = fitted.linear[0], fitted.log
 
@@ -177,7 +178,7 @@ def test_compare_models_refuses_different_data_and_outcomes(fitted, tmp_path):
 def test_thinned_log_likelihood_uses_matching_draws(fitted, log_truth_data):
     import arviz as az
 
-    from hierarchy.fitfile import add_log_likelihood, load_fit
+    from hierarchy.results.fitfile import add_log_likelihood, load_fit
 
     idata = add_log_likelihood(load_fit(fitted.log), log_truth_data)
     full = compare.loo(idata)

@@ -1,4 +1,4 @@
-"""Tests for hierarchy.data: reading, column maps, validation, splitting and hashing."""
+"""Tests for hierarchy.data.table: reading, column maps, validation, splitting and hashing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from hierarchy import data
+from hierarchy.data import table as data
 from hierarchy.errors import DataValidationError, HierarchyError
 
 LAS = ("E06000001", "E06000002")
@@ -492,10 +492,10 @@ def cli(monkeypatch):
     from hierarchy import cli as cli_module
 
     try:
-        from hierarchy import reference
+        from hierarchy.data import reference
     except ImportError:  # written in parallel; stand in for it
-        reference = types.ModuleType("hierarchy.reference")
-        monkeypatch.setitem(sys.modules, "hierarchy.reference", reference)
+        reference = types.ModuleType("hierarchy.data.reference")
+        monkeypatch.setitem(sys.modules, "hierarchy.data.reference", reference)
         monkeypatch.setattr(hierarchy, "reference", reference, raising=False)
     monkeypatch.setattr(reference, "maybe_reference", lambda _dir: None, raising=False)
     return cli_module.main

@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 from test_estimands import PLANTED, SHARED_FIT, shared_fit
 
-from hierarchy import disclosure, estimands, report
+from hierarchy import disclosure
 from hierarchy.errors import HierarchyError
+from hierarchy.reporting import report
+from hierarchy.results import estimands
 
 OBSERVED_COUNTS = ("observed_count", "observed_neighbourhoods")
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import childsim
-from hierarchy import durations as du
-from hierarchy import extract as ex
-from hierarchy.reference import synthetic_geography
+from hierarchy.data import childsim
+from hierarchy.data import extract as ex
+from hierarchy.data.reference import synthetic_geography
+from hierarchy.results import durations as du
 
 END = pd.Timestamp("2019-03-31")
 

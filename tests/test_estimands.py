@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from hierarchy import estimands, model, reference, simulate
-from hierarchy.design import w_of, z_of
+from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError
-from hierarchy.fitfile import fit_spec, provenance
+from hierarchy.language.design import w_of, z_of
+from hierarchy.likelihood import model
+from hierarchy.results import estimands
+from hierarchy.results.fitfile import fit_spec, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED = 3

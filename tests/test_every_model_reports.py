@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from hierarchy import fitfile, report, simulate
-from hierarchy.data import data_hash
-from hierarchy.design import build_design
-from hierarchy.priors import load_priors
-from hierarchy.sampling import fit
-from hierarchy.spec import load_spec
+from hierarchy.data import simulate
+from hierarchy.data.table import data_hash
+from hierarchy.inference.sampling import fit
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import load_spec
+from hierarchy.reporting import report
+from hierarchy.results import fitfile
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.toml"))

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 
 from hierarchy import cli
-from hierarchy.design import build_design
-from hierarchy.diagnostics import diagnose
+from hierarchy.data.reference import synthetic_geography
 from hierarchy.errors import FitFileError
-from hierarchy.fitfile import add_log_likelihood, build_idata, load_fit, provenance, save_fit
-from hierarchy.jaxmodel import draw_counts
-from hierarchy.priors import load_priors
-from hierarchy.reference import synthetic_geography
-from hierarchy.sampling import fit
-from hierarchy.spec import ModelSpec, load_spec
+from hierarchy.inference.diagnostics import diagnose
+from hierarchy.inference.sampling import fit
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
+from hierarchy.likelihood.jaxmodel import draw_counts
+from hierarchy.results.fitfile import add_log_likelihood, build_idata, load_fit, provenance, save_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIORS = load_priors(ROOT / "priors/weakly_informative.toml")
@@ -90,7 +90,7 @@ def small_fit(tmp_path_factory):
 
 @pytest.mark.xdist_group("small_fit")  # one worker fits once
 def test_fit_file_carries_provenance_and_groups(small_fit):
-    from hierarchy.data import data_hash
+    from hierarchy.data.table import data_hash
 
     out, data, table = small_fit
     idata = load_fit(out, model=ROOT / "models/inverse_intervention_nb_log.toml",

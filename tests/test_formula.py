@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from conftest import with_formula_columns
 
-from hierarchy.compare_priors import _log_rates, prior_draws, prior_predictive
-from hierarchy.design import build_design
-from hierarchy.jaxmodel import draw_counts, make_layout, model_data, model_fn, pointwise_loglik
-from hierarchy.predictor import design_rows, predictor_draws
-from hierarchy.priors import load_priors
-from hierarchy.simulate import simulate
-from hierarchy.spec import ModelSpec, load_spec
+from hierarchy.data.simulate import simulate
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
+from hierarchy.likelihood.jaxmodel import draw_counts, make_layout, model_data, model_fn, pointwise_loglik
+from hierarchy.likelihood.predictor import design_rows, predictor_draws
+from hierarchy.results.compare_priors import _log_rates, prior_draws, prior_predictive
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.toml"))
@@ -94,7 +94,7 @@ def test_prior_predictive_runs_on_stratified_and_stacked_models(name, table):
 
 def _recover(spec: ModelSpec, table, truth: dict, seed: int):
     """Counts drawn from ``spec`` at ``truth`` (through the one predictor), refitted by NUTS."""
-    from hierarchy.sampling import fit
+    from hierarchy.inference.sampling import fit
 
     design = build_design(table, spec)
     rng = np.random.default_rng(seed)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from conftest import with_formula_columns
 
-from hierarchy import jaxmodel as jax_module
-from hierarchy import model as pymc_module
-from hierarchy.design import build_design, centring, la_effect_se
+from hierarchy.data.simulate import simulate
 from hierarchy.errors import SpecError
-from hierarchy.model import build_model
-from hierarchy.priors import GROUPS, Prior, PriorSet, load_priors
-from hierarchy.simulate import simulate
-from hierarchy.spec import ModelSpec, load_spec
+from hierarchy.language.design import build_design, centring, la_effect_se
+from hierarchy.language.priors import GROUPS, Prior, PriorSet, load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
+from hierarchy.likelihood import jaxmodel as jax_module
+from hierarchy.likelihood import model as pymc_module
+from hierarchy.likelihood.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "models").glob("*.toml"))
@@ -167,7 +167,7 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, mo
     from numpyro.infer import Predictive
     from numpyro.infer.util import log_density
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)
     spec = load_spec(path)
@@ -209,7 +209,7 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, mo
 
 
 def test_histogram_layout_preserves_every_row(table):
-    from hierarchy.jaxmodel import make_layout, with_counts
+    from hierarchy.likelihood.jaxmodel import make_layout, with_counts
 
     spec = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")
     design = build_design(table, spec)
@@ -229,7 +229,7 @@ def test_lgamma_by_histogram_and_by_row_give_the_same_density(table):
     from numpyro.infer import Predictive
     from numpyro.infer.util import log_density
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)
     spec = load_spec(ROOT / "models/stages_nb.toml")
@@ -251,7 +251,7 @@ def _values_and_gradients(name: str, table, variants, chunk: int = 64) -> list:
     import jax
     from numpyro.infer.util import initialize_model
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)
     spec = load_spec(ROOT / f"models/{name}.toml")
@@ -279,7 +279,7 @@ def test_hand_written_chunk_gradients_match_autodiff(family):
     import jax
     import jax.numpy as jnp
 
-    from hierarchy import jaxmodel
+    from hierarchy.likelihood import jaxmodel
 
     jax.config.update("jax_enable_x64", True)
     rng = np.random.default_rng(4)
@@ -325,7 +325,7 @@ def test_chunk_totals_are_accumulated_in_float64():
     import jax
     import jax.numpy as jnp
 
-    from hierarchy.jaxmodel import _total
+    from hierarchy.likelihood.jaxmodel import _total
 
     jax.config.update("jax_enable_x64", True)
     x = np.random.default_rng(0).normal(1e3, 10.0, (10_000, 64)).astype(np.float32)

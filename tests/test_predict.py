@@ -1,4 +1,4 @@
-"""Predictions from a fit (hierarchy.predict): observed neighbourhoods give back their fitted rate,
+"""Predictions from a fit (hierarchy.results.predict): observed neighbourhoods give back their fitted rate,
 hypothetical ones follow the model's centring, new LAs carry the between-LA spread.
 
 One small fit per module (16 generated LAs of ~25 neighbourhoods, 2 chains x 200 + 200) of the
@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 from conftest import with_formula_columns
 
-from hierarchy import estimands, reference, simulate, workflow
+from hierarchy import workflow
 from hierarchy.cli import main
+from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError
-from hierarchy.predict import KINDS, predict
+from hierarchy.results import estimands
+from hierarchy.results.predict import KINDS, predict
 
 MODEL = """name = "predict_test_nb"
 family = "negative_binomial"

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import compare_priors as cp
-from hierarchy import published, reference, simulate
-from hierarchy.design import build_design
-from hierarchy.priors import load_priors
+from hierarchy import published
+from hierarchy.data import reference, simulate
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
+from hierarchy.results import compare_priors as cp
 from hierarchy.shipped import resolve
-from hierarchy.spec import ModelSpec, load_spec
 
 
 def test_every_figure_has_outcome_scale_year_and_source():

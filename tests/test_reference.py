@@ -1,4 +1,4 @@
-"""Tests of hierarchy.reference: finding, parsing and mapping the real data; generated geography."""
+"""Tests of hierarchy.data.reference: finding, parsing and mapping the real data; generated geography."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import reference
+from hierarchy.data import reference
 from hierarchy.errors import HierarchyError
 
 LSOA_COLUMNS = ["lsoa", "lsoa_name", "msoa", "la", "la_name", "income_rate", "children",

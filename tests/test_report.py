@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 from test_estimands import SHARED_FIT, shared_fit
 
-from hierarchy import cli, estimands, figures, report
+from hierarchy import cli
+from hierarchy.reporting import figures, report
+from hierarchy.results import estimands
 
 HEADLINE = ["10 points less", "mean", "10 points more"]
 pytestmark = SHARED_FIT  # one worker makes and uses the shared fit

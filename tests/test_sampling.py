@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hierarchy.design import build_design
-from hierarchy.priors import load_priors
-from hierarchy.simulate import simulate
-from hierarchy.spec import load_spec
+from hierarchy.data.simulate import simulate
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_warm_up_trees_are_capped_and_sampling_trees_are_not(small_geography):
-    from hierarchy.sampling import MAX_TREE_DEPTH, fit
+    from hierarchy.inference.sampling import MAX_TREE_DEPTH, fit
 
     table, truth = simulate(small_geography, seed=5)
     spec = load_spec(ROOT / "models/stages_nb.toml")

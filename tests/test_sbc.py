@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy.design import build_design
-from hierarchy.priors import PriorSet, load_priors
-from hierarchy.reference import synthetic_geography
-from hierarchy.sbc import sbc
-from hierarchy.spec import ModelSpec
+from hierarchy.data.reference import synthetic_geography
+from hierarchy.inference.sbc import sbc
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import PriorSet, load_priors
+from hierarchy.language.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 # SBC holds for any proper prior; a field-plausible one keeps each replicate's posterior easy.

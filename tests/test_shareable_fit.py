@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import cli, fitfile, reference, simulate
-from hierarchy.design import build_design
+from hierarchy import cli
+from hierarchy.data import reference, simulate
 from hierarchy.errors import FitFileError
-from hierarchy.priors import load_priors
-from hierarchy.sampling import fit
-from hierarchy.spec import load_spec
+from hierarchy.inference.sampling import fit
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import load_spec
+from hierarchy.results import fitfile
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -42,7 +44,7 @@ def fits(tmp_path_factory) -> SimpleNamespace:
     priors = load_priors(ROOT / "priors/weakly_informative.toml")
     design = build_design(table, spec)
     draws = fit(spec, priors, design, chains=2, tune=100, draws=100, seed=1, progress=False)
-    from hierarchy.data import data_hash
+    from hierarchy.data.table import data_hash
 
     kw = dict(data_hash=data_hash(table), data_source=str(data))
     default = fitfile.save_fit(fitfile.build_idata(draws, spec, priors, design, **kw), folder / "default.nc")
@@ -66,8 +68,8 @@ def rebuild_counts(path: Path, max_count: int = 2000) -> np.ndarray | None:
     import arviz as az
     from scipy.special import gammaln
 
-    from hierarchy.jaxmodel import _row_eta
-    from hierarchy.spec import ModelSpec
+    from hierarchy.language.spec import ModelSpec
+    from hierarchy.likelihood.jaxmodel import _row_eta
 
     idata = az.from_netcdf(str(path), engine="h5netcdf")
     if "log_likelihood" not in idata.groups():
@@ -132,7 +134,7 @@ def test_a_default_fit_cannot_be_turned_back_into_counts(fits):
 
 
 def test_loo_is_the_same_from_the_data_as_from_a_stored_log_likelihood(fits):
-    from hierarchy.compare_models import loo
+    from hierarchy.results.compare_models import loo
 
     stored = fitfile.load_fit(fits.leaky)
     recomputed = fitfile.add_log_likelihood(fitfile.load_fit(fits.default), fits.data)
@@ -173,7 +175,7 @@ def test_poisson_lognormal_marginal_log_likelihood_matches_numerical_integration
     rng = np.random.default_rng(0)
     post = {"la_coef": rng.normal([-3.0, 0.4], 0.1, size=(3, design.n_la, 2)), "obs_sd": np.array([0.2, 0.5, 1.0])}
     ll = fitfile.pointwise_log_likelihood(spec, design, post)
-    from hierarchy.jaxmodel import _row_eta
+    from hierarchy.likelihood.jaxmodel import _row_eta
 
     for d in range(3):
         eta = np.asarray(_row_eta(design, {"la_coef": post["la_coef"][d]}, np))

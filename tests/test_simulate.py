@@ -1,4 +1,4 @@
-"""Tests of hierarchy.simulate: calibration to DfE totals and the published gradients."""
+"""Tests of hierarchy.data.simulate: calibration to DfE totals and the published gradients."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import simulate as sim
+from hierarchy.data import simulate as sim
 from hierarchy.errors import HierarchyError
 
 COUNTS = ["referral", "s47", "cp_plan", "looked_after"]
@@ -188,8 +188,8 @@ def test_simulation_noise_is_independent_of_the_geography_seed():
     """Same seed for geography and simulation must not correlate LA slope noise with deprivation."""
     import numpy as np
 
-    from hierarchy.reference import synthetic_geography
-    from hierarchy.simulate import log_gradient, simulate
+    from hierarchy.data.reference import synthetic_geography
+    from hierarchy.data.simulate import log_gradient, simulate
 
     geo = synthetic_geography(60, seed=1, lsoa_per_la=20)
     _, truth = simulate(geo, seed=1)
@@ -205,7 +205,7 @@ def test_realised_la_slopes_reproduce_the_published_curve(reference_geography):
     exactly onto the typical-LA curve (their random deviations are orthogonal to it)."""
     import numpy as np
 
-    from hierarchy.simulate import simulate
+    from hierarchy.data.simulate import simulate
 
     _, truth = simulate(reference_geography, seed=3)
     xbar = truth["la_deprivation"]["mean"]

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hierarchy import estimands, reference, report, simulate
+from hierarchy.data import reference, simulate
+from hierarchy.reporting import report
+from hierarchy.results import estimands
 from hierarchy.workflow import fit_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +61,7 @@ def test_stacked_report_shows_stage_figure(stages_fit, tmp_path):
     html = index.read_text()
     assert "Gradients by stage and stratum" in html and "Gradient escalation" in html
     assert (tmp_path / "figures" / "subgroups.png").exists()
-    _, plotted = __import__("hierarchy.figures", fromlist=["x"]).plot_subgroups(
+    _, plotted = __import__("hierarchy.reporting.figures", fromlist=["x"]).plot_subgroups(
         __import__("pandas").read_csv(tmp_path / "subgroup_gradients.csv"))
     assert len(plotted) == 16
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hierarchy import simulate
-from hierarchy import sufficient as su
-from hierarchy.design import build_design
+from hierarchy.data import simulate
+from hierarchy.data.reference import synthetic_geography
 from hierarchy.errors import HierarchyError
-from hierarchy.priors import load_priors
-from hierarchy.reference import synthetic_geography
-from hierarchy.spec import ModelSpec, load_spec
+from hierarchy.inference import sufficient as su
+from hierarchy.language.design import build_design
+from hierarchy.language.priors import load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_sums_give_the_same_log_density_up_to_a_constant(setup):
     from numpyro import handlers
     from numpyro.infer.util import log_density
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)
     table, spec, priors = setup
@@ -73,7 +73,7 @@ def test_sums_file_round_trip(setup, tmp_path):
 
 @pytest.mark.slow
 def test_sufficient_fit_matches_neighbourhood_fit(setup):
-    from hierarchy.sampling import fit
+    from hierarchy.inference.sampling import fit
 
     table, spec, priors = setup
     sums = su.sufficient_sums(table, spec)

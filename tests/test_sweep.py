@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from hierarchy import cluster, reference, simulate
 from hierarchy.cli import main
+from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError, SpecError
-from hierarchy.grid import TABLE, load_grid
-from hierarchy.sweep import FitJob, SweepError, execute, run_jobs
+from hierarchy.inference import cluster
+from hierarchy.inference.grid import TABLE, load_grid
+from hierarchy.inference.sweep import FitJob, SweepError, execute, run_jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

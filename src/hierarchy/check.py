@@ -2,8 +2,9 @@
 
 :func:`check_model` validates the model (and prior set), and describes it: the model as one
 lme4/brms formula, every parameter it has with the prior it gets (by class, or the term's own
-``[terms."..."]`` prior; :meth:`hierarchy.priors.PriorSet.for_term`, :meth:`~hierarchy.priors.PriorSet.group_sd`),
-and, given data, a one-line prior predictive summary (:func:`hierarchy.compare_priors.prior_predictive`):
+``[terms."..."]`` prior; :meth:`~hierarchy.language.priors.PriorSet.for_term`,
+:meth:`~hierarchy.language.priors.PriorSet.group_sd`),
+and, given data, a one-line prior predictive summary (:func:`hierarchy.results.compare_priors.prior_predictive`):
 implied rates per 10,000 in the least and most deprived deciles, the share of neighbourhoods with
 impossible rates, and the implied gradient score at mean LA deprivation. Nothing is fitted or written.
 """
@@ -17,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 from hierarchy import shipped
-from hierarchy.priors import PriorSet, load_priors
-from hierarchy.spec import ModelSpec, load_spec
+from hierarchy.language.priors import PriorSet, load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
 
 
 @dataclass
@@ -184,9 +185,9 @@ def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws:
                 ) -> tuple[str, str]:
     import jax
 
-    from hierarchy import data as data_mod
-    from hierarchy.compare_priors import prior_predictive
-    from hierarchy.design import build_design
+    from hierarchy.data import table as data_mod
+    from hierarchy.language.design import build_design
+    from hierarchy.results.compare_priors import prior_predictive
 
     jax.config.update("jax_enable_x64", True)
     table = data_mod.load(data, columns=columns)

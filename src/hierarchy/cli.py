@@ -62,7 +62,8 @@ def _number(text: str, kind):
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from hierarchy import data, reference
+    from hierarchy.data import reference
+    from hierarchy.data import table as data
 
     outputs = [(args.drop_invalid, "csv", "--drop-invalid"), (args.kept, "table", "--kept")]
     for path, kind, option in outputs:
@@ -109,7 +110,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from hierarchy import reference, simulate
+    from hierarchy.data import reference, simulate
 
     out = paths.check_output(args.out, kind="parquet", replace=args.force)
     truth = out.with_suffix(".truth.json")
@@ -126,7 +127,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from hierarchy import workflow
-    from hierarchy.sampling import enable_compilation_cache
+    from hierarchy.inference.sampling import enable_compilation_cache
 
     model, priors = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
     replacing = args.out.exists()
@@ -149,7 +150,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _fits(args: argparse.Namespace) -> int:
-    from hierarchy import fitfile
+    from hierarchy.results import fitfile
 
     if args.folder.exists() and not args.folder.is_dir():
         raise HierarchyError(f"{args.folder} is a file; hierarchy fits lists the fits in a folder")
@@ -162,14 +163,14 @@ def _fits(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from hierarchy import report
+    from hierarchy.reporting import report
 
     print(report.summary_text(args.fit, fmt=args.format, prob=args.prob))
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from hierarchy import report
+    from hierarchy.reporting import report
 
     paths.check_output_folder(args.out, inputs=[args.fit, args.data])
     path = report.write_report(args.fit, args.out, data=args.data, threshold=args.threshold,
@@ -181,7 +182,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from hierarchy import workflow
-    from hierarchy.sampling import enable_compilation_cache
+    from hierarchy.inference.sampling import enable_compilation_cache
 
     enable_compilation_cache()
 
@@ -192,7 +193,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _compare_priors(args: argparse.Namespace) -> int:
     import contextlib
 
-    from hierarchy import cluster, compare
+    from hierarchy.inference import cluster
+    from hierarchy.results import compare
 
     model = shipped.resolve(args.model, "models")
     priors = [shipped.resolve(p, "priors") for p in args.priors]
@@ -214,7 +216,7 @@ def _compare_priors(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from hierarchy.grid import run_grid
+    from hierarchy.inference.grid import run_grid
 
     result = run_grid(args.grid, args.out, scheduler=args.scheduler, workers=args.workers,
                       refit=args.refit, log=None if args.quiet else print)
@@ -227,7 +229,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare_models(args: argparse.Namespace) -> int:
-    from hierarchy import compare
+    from hierarchy.results import compare
 
     if args.out:
         paths.check_output_folder(args.out, inputs=args.fits)
@@ -242,11 +244,12 @@ def _sbc(args: argparse.Namespace) -> int:
     import jax
     import pandas as pd
 
-    from hierarchy import data, reference, simulate
-    from hierarchy.design import build_design
-    from hierarchy.priors import load_priors
-    from hierarchy.sbc import sbc
-    from hierarchy.spec import load_spec
+    from hierarchy.data import reference, simulate
+    from hierarchy.data import table as data
+    from hierarchy.inference.sbc import sbc
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
 
     model, priors_path = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
     if args.out:
@@ -282,7 +285,7 @@ def _sbc(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from hierarchy import predict
+    from hierarchy.results import predict
 
     paths.check_output(args.out, kind="csv", inputs=[args.fit, args.newdata, args.columns], replace=args.force)
     frame = predict.predict(args.fit, args.newdata, prob=args.prob, counts=args.counts, draws=args.draws,
@@ -311,7 +314,7 @@ def _predict_check_parsers(sub, model_help: str, priors_help: str, columns_help:
                                         "or new-LA neighbourhoods from a fit",
                         epilog="newdata columns: neighbourhood (a fitted code: its fitted rate), or la + "
                                "deprivation (a hypothetical neighbourhood; an LA the fit lacks also needs "
-                               "la_deprivation), plus the model's other terms; see hierarchy.predict")
+                               "la_deprivation), plus the model's other terms; see hierarchy.results.predict")
     sp.add_argument("fit", type=Path, help="a fit file (.nc)")
     sp.add_argument("--newdata", type=Path, required=True, help="the rows to predict (.csv or .parquet)")
     sp.add_argument("--columns", type=Path, help=columns_help + "; default: the map recorded in the fit, "
@@ -344,7 +347,7 @@ def _predict_check_parsers(sub, model_help: str, priors_help: str, columns_help:
 
 
 def _extract_geography(args: argparse.Namespace):
-    from hierarchy import reference
+    from hierarchy.data import reference
 
     if args.synthetic:
         return reference.synthetic_geography(args.n_la, seed=args.geo_seed, lsoa_per_la=args.lsoa_per_la)
@@ -354,7 +357,7 @@ def _extract_geography(args: argparse.Namespace):
 def _read_checked_extract(args: argparse.Namespace, geo):
     import pandas as pd
 
-    from hierarchy import extract
+    from hierarchy.data import extract
 
     if Path(args.out).resolve() == Path(args.extract).resolve():
         raise HierarchyError(f"--out {args.out} is the extract itself; name another file")
@@ -370,7 +373,7 @@ def _read_checked_extract(args: argparse.Namespace, geo):
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from hierarchy import aggregate
+    from hierarchy.data import aggregate
 
     geo = _extract_geography(args)
     _, records, end = _read_checked_extract(args, geo)
@@ -388,7 +391,7 @@ def _aggregate(args: argparse.Namespace) -> int:
 def _durations(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from hierarchy import durations
+    from hierarchy.results import durations
 
     geo = _extract_geography(args)
     _, records, end = _read_checked_extract(args, geo)
@@ -413,7 +416,7 @@ def _durations(args: argparse.Namespace) -> int:
 def _simulate_extract(args: argparse.Namespace) -> int:
     import json
 
-    from hierarchy import childsim
+    from hierarchy.data import childsim
 
     geo = _extract_geography(args)
     ext, table, truth = childsim.simulate_extract(geo, year=args.year, seed=args.seed)
@@ -428,8 +431,9 @@ def _simulate_extract(args: argparse.Namespace) -> int:
 
 
 def _export_sufficient(args: argparse.Namespace) -> int:
-    from hierarchy import data, sufficient
-    from hierarchy.spec import load_spec
+    from hierarchy.data import table as data
+    from hierarchy.inference import sufficient
+    from hierarchy.language.spec import load_spec
 
     spec = load_spec(args.model)
     table = data.load(args.table, columns=args.columns)
@@ -442,9 +446,10 @@ def _export_sufficient(args: argparse.Namespace) -> int:
 def _fit_sufficient(args: argparse.Namespace) -> int:
     import arviz as az
 
-    from hierarchy import data, sufficient
-    from hierarchy.priors import load_priors
-    from hierarchy.spec import load_spec
+    from hierarchy.data import table as data
+    from hierarchy.inference import sufficient
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
 
     spec, priors = load_spec(args.model), load_priors(args.priors)
     public = data.read_table(args.public)

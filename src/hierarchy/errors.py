@@ -8,7 +8,7 @@ class HierarchyError(Exception):
 class DataValidationError(HierarchyError):
     """A neighbourhood table broke one or more invariants; ``report`` lists them all."""
 
-    def __init__(self, report):  # report: hierarchy.data.ValidationReport
+    def __init__(self, report):  # report: hierarchy.data.table.ValidationReport
         self.report = report
         super().__init__(report.format())
 

@@ -46,7 +46,7 @@ def setup() -> Session:
 
     Also lets JAX run the chains in parallel on CPU (must happen before JAX starts).
     """
-    from hierarchy.sampling import use_host_devices
+    from hierarchy.inference.sampling import use_host_devices
 
     fast = os.environ.get("HIERARCHY_FAST", "") not in ("", "0")
     settings = dict(chains=2, tune=200, draws=200, seed=0) if fast else dict(chains=4, tune=1000, draws=1000,
@@ -68,7 +68,7 @@ def show(fig) -> None:
     """Display a matplotlib Figure (Agg canvas, no pyplot state) as a PNG."""
     from IPython.display import Image, display
 
-    from hierarchy.figures import to_png
+    from hierarchy.reporting.figures import to_png
 
     display(Image(to_png(fig)))
 
@@ -84,7 +84,8 @@ def simulated_data(session: Session, *, seed: int = 0):
     tuple
         ``(geo, table, truth, path, loaded, data_hash)``.
     """
-    from hierarchy import data, reference, simulate
+    from hierarchy.data import reference, simulate
+    from hierarchy.data import table as data
 
     if session.fast:
         geo = reference.synthetic_geography(30, seed=0, lsoa_per_la=40)
@@ -105,10 +106,10 @@ def simulated_data(session: Session, *, seed: int = 0):
 def fit_or_reuse(session: Session, model: str, priors: str, data: Path, data_hash: str) -> Path:
     """Fit ``model`` under ``priors`` to ``data`` with the session's settings, or reuse a saved
     fit of exactly that (same model, priors, data hash and settings)."""
-    from hierarchy import fitfile
     from hierarchy.errors import FitFileError
-    from hierarchy.priors import load_priors
-    from hierarchy.spec import load_spec
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
+    from hierarchy.results import fitfile
     from hierarchy.workflow import fit_files
 
     spec, pset = load_spec(model), load_priors(priors)

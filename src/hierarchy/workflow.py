@@ -30,16 +30,16 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     say = log or (lambda _msg: None)
     model, priors = shipped.resolve(model, "models"), shipped.resolve(priors, "priors")
     paths.check_output(out, kind="fit", inputs=[data, model, priors, columns], replace=True)
-    from hierarchy.sampling import use_host_devices
+    from hierarchy.inference.sampling import use_host_devices
 
     use_host_devices(max(chains, 1))  # before JAX starts
-    from hierarchy import data as data_mod
-    from hierarchy.design import build_design
-    from hierarchy.diagnostics import format_diagnostics
-    from hierarchy.fitfile import build_idata, save_fit
-    from hierarchy.priors import load_priors
-    from hierarchy.sampling import fit
-    from hierarchy.spec import load_spec
+    from hierarchy.data import table as data_mod
+    from hierarchy.inference.diagnostics import format_diagnostics
+    from hierarchy.inference.sampling import fit
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
+    from hierarchy.results.fitfile import build_idata, save_fit
 
     t0 = time.perf_counter()
     spec, pset = load_spec(model), load_priors(priors)
@@ -83,7 +83,7 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     The demo replaces its own earlier outputs (a fit at ``fit``, the simulated table in ``out``)
     and says so; it never replaces a file that is not of the kind it writes.
     """
-    from hierarchy import reference, simulate
+    from hierarchy.data import reference, simulate
 
     data_path = out / "national_2019.parquet"
     paths.check_output_folder(out)
@@ -105,7 +105,7 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     print(fit_files(data=data_path, model=DEFAULT_MODEL, priors=DEFAULT_PRIORS, out=fit,
                     include_data=True, progress=progress, log=print, **kw))
     try:
-        from hierarchy import report
+        from hierarchy.reporting import report
     except ImportError:  # the report stage lands separately
         return 0
     path = report.write_report(fit, out / "report", data=data_path, truth=truth)

@@ -68,8 +68,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hierarchy.data.reference import Geography
 from hierarchy.errors import HierarchyError
-from hierarchy.reference import Geography
 
 __all__ = ["simulate", "write", "curve_coefficients", "log_gradient", "SIM_STAGES"]
 

@@ -1,6 +1,6 @@
 """Social-gradient estimands from a saved fit (DESIGN section 3).
 
-Every estimand is computed from posterior *predictions* (:func:`hierarchy.model.log_rate`
+Every estimand is computed from posterior *predictions* (:func:`hierarchy.likelihood.model.log_rate`
 differences, or draws of counts), never from coefficient algebra, so the same code serves any
 centring and LA-deprivation transform. Functions return xarray DataArrays of draws (dims
 ``chain, draw`` or ``sample``) whose ``attrs`` carry ``scale`` and ``description``;
@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierarchy import model
-from hierarchy.design import w_of, z_of
 from hierarchy.disclosure import ROUNDING, THRESHOLD, disclose_frame
 from hierarchy.errors import HierarchyError
-from hierarchy.fitfile import fit_spec, load_fit, provenance
-from hierarchy.predictor import ROW_PARAMS, group_params, predictor_draws
+from hierarchy.language.design import w_of, z_of
+from hierarchy.likelihood import model
+from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
+from hierarchy.results.fitfile import fit_spec, load_fit, provenance
 
 TEN_POINTS = 0.1
 PER_10 = "per 10 points"
@@ -493,7 +493,7 @@ def deciles_of(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """National decile (1 = least deprived) of each row's neighbourhood.
 
     Deciles are over neighbourhoods (equal numbers of neighbourhoods, not children), ranked by
-    deprivation with ties broken by code, as in :mod:`hierarchy.simulate`; rows of the same
+    deprivation with ties broken by code, as in :mod:`hierarchy.data.simulate`; rows of the same
     neighbourhood (strata) share its decile.
 
     Parameters
@@ -522,7 +522,7 @@ def neighbourhood_deciles(idata) -> np.ndarray:
 
 
 def fit_rows(idata) -> dict[str, Any]:
-    """The one predictor's row arrays (:mod:`hierarchy.predictor`) for the fitted rows of a fit file:
+    """The one predictor's row arrays (:mod:`hierarchy.likelihood.predictor`) for the fitted rows of a fit file:
     indices into the posterior's coordinates, ``w`` and exposures rebuilt from ``constant_data``."""
     post, spec, des = _parts(idata)
     cd = idata.constant_data
@@ -606,8 +606,8 @@ def observed_counts(idata, data: Any = None) -> np.ndarray | None:
         if "observed_data" in idata.groups():
             return idata.observed_data[spec.outcome].to_numpy()
         return None
-    from hierarchy import data as data_mod
-    from hierarchy.design import build_design
+    from hierarchy.data import table as data_mod
+    from hierarchy.language.design import build_design
 
     table = data if isinstance(data, pd.DataFrame) else data_mod.load(data)
     have, want = data_mod.data_hash(table), provenance(idata)["data_hash"]

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hierarchy.design import Design
-from hierarchy.jaxmodel import draw_counts, hist_len_for, make_layout, model_data, model_fn, with_counts
-from hierarchy.model import HYPERPARAMETERS
-from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec
+from hierarchy.language.design import Design
+from hierarchy.language.priors import PriorSet
+from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood.jaxmodel import draw_counts, hist_len_for, make_layout, model_data, model_fn, with_counts
+from hierarchy.likelihood.model import HYPERPARAMETERS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pandas as pd
 from hierarchy import AGE_BANDS
 from hierarchy.config import did_you_mean
 from hierarchy.errors import HierarchyError
-from hierarchy.spec import ModelSpec
+from hierarchy.language.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def stratum_labels(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.nd
 
 
 def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
-    """Arrays for ``spec`` from a validated canonical table (see :mod:`hierarchy.data`).
+    """Arrays for ``spec`` from a validated canonical table (see :mod:`hierarchy.data.table`).
 
     With several stages the table's rows are stacked once per stage (stage-major order).
     """

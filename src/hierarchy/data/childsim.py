@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from hierarchy import AGE_BANDS
-from hierarchy.reference import AGE_BANDS as AGE_BAND_YEARS
-from hierarchy.reference import Geography
-from hierarchy.simulate import simulate
+from hierarchy.data.reference import AGE_BANDS as AGE_BAND_YEARS
+from hierarchy.data.reference import Geography
+from hierarchy.data.simulate import simulate
 
 CUTS_DAYS: tuple[int, ...] = (0, 91, 182, 365)
 """Duration bands (days since start): [0, 91), [91, 182), [182, 365), [365, inf)."""

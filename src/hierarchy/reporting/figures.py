@@ -1,6 +1,6 @@
 """Report figures: matplotlib on the Agg canvas, no pyplot state.
 
-Each ``plot_*`` function takes a tidy table from :mod:`hierarchy.estimands` (or a posterior
+Each ``plot_*`` function takes a tidy table from :mod:`hierarchy.results.estimands` (or a posterior
 Dataset) and returns ``(figure, data)``: the :class:`matplotlib.figure.Figure` and exactly the
 data it plotted. Observed counts and rates in those tables are already disclosure-controlled
 (suppressed cells are NaN and are simply not drawn); the functions never see raw counts.
@@ -54,7 +54,7 @@ def plot_rate_curves(curves: pd.DataFrame, *, outcome: str = "referral") -> tupl
     Parameters
     ----------
     curves : pandas.DataFrame
-        :func:`hierarchy.estimands.summarise` of :func:`~hierarchy.estimands.typical_rates`:
+        :func:`hierarchy.results.estimands.summarise` of :func:`~hierarchy.results.estimands.typical_rates`:
         ``la_level``, ``la_deprivation``, ``x``, ``mean``, ``lower``, ``upper``, ``prob``.
     outcome : str
         Stage name for the axis label.
@@ -87,7 +87,7 @@ def plot_la_gradients(la_table: pd.DataFrame, *, typical: float | None = None
     Parameters
     ----------
     la_table : pandas.DataFrame
-        Summary of :func:`~hierarchy.estimands.la_gradients` (``la``, ``la_deprivation``,
+        Summary of :func:`~hierarchy.results.estimands.la_gradients` (``la``, ``la_deprivation``,
         ``mean``, ``lower``, ``upper``, ``prob``, ``scale``).
     typical : float, optional
         Typical-LA gradient at mean LA deprivation, drawn as a reference line.
@@ -120,7 +120,7 @@ def plot_contrast(contrast: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     Parameters
     ----------
     contrast : pandas.DataFrame
-        Summary of :func:`~hierarchy.estimands.inverse_intervention` (``x``, ``mean``,
+        Summary of :func:`~hierarchy.results.estimands.inverse_intervention` (``x``, ``mean``,
         ``lower``, ``upper``, ``prob``).
     """
     fig, ax = new_figure()
@@ -142,7 +142,7 @@ def plot_deciles(deciles: pd.DataFrame, *, outcome: str = "referral") -> tuple[F
     Parameters
     ----------
     deciles : pandas.DataFrame
-        :func:`~hierarchy.estimands.decile_table` output.
+        :func:`~hierarchy.results.estimands.decile_table` output.
     """
     cols = ["decile", "predicted_mean", "predicted_lower", "predicted_upper", "prob"]
     data = deciles[[c for c in [*cols, "observed_rate"] if c in deciles]].copy()
@@ -169,7 +169,7 @@ def plot_count_ppc(bins: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     Parameters
     ----------
     bins : pandas.DataFrame
-        :func:`~hierarchy.estimands.count_distribution` output; observed bins below the
+        :func:`~hierarchy.results.estimands.count_distribution` output; observed bins below the
         threshold are NaN and drawn as absent bars.
     """
     fig, ax = new_figure()
@@ -196,7 +196,7 @@ def plot_la_deciles(la_deciles: pd.DataFrame, *, outcome: str = "referral") -> t
     Parameters
     ----------
     la_deciles : pandas.DataFrame
-        :func:`~hierarchy.estimands.la_decile_table` output.
+        :func:`~hierarchy.results.estimands.la_decile_table` output.
     """
     data = la_deciles[la_deciles["decile"] != "all"].assign(
         decile=lambda d: d["decile"].astype(int))[["la", "la_deprivation", "decile", "observed_rate"]]
@@ -243,7 +243,7 @@ def plot_rank(posterior: xr.Dataset) -> tuple[Figure, xr.Dataset]:
     Parameters
     ----------
     posterior : xarray.Dataset
-        Scalar variables with dims ``chain, draw`` (see :func:`hierarchy.report.hyperparameters`).
+        Scalar variables with dims ``chain, draw`` (see :func:`hierarchy.reporting.report.hyperparameters`).
     """
     import arviz as az
 

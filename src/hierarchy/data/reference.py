@@ -178,7 +178,7 @@ def find_reference_dir(explicit: Path | None = None) -> Path | None:
     if env:
         return _check_dir(Path(env).expanduser(), f"${ENV_VAR}")
     candidates = [
-        Path(__file__).resolve().parents[3] / "shared" / "data" / "england",
+        Path(__file__).resolve().parents[4] / "shared" / "data" / "england",
         Path.cwd().parent / "shared" / "data" / "england",
     ]
     for folder in candidates:

@@ -28,7 +28,7 @@ def group_params(group_names) -> tuple[str, ...]:
 
 
 def design_rows(design) -> dict[str, Any]:
-    """The row arrays of a :class:`~hierarchy.design.Design` that the predictor reads."""
+    """The row arrays of a :class:`~hierarchy.language.design.Design` that the predictor reads."""
     return {"la_index": design.la_index, "stage_index": design.stage_index,
             "stratum_index": design.stratum_index, "log_exposure": design.log_exposure, "w": design.w,
             "row_X": design.row_X, "msoa_index": design.msoa_index,

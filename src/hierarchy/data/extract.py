@@ -9,9 +9,9 @@ DfE name to the user's column (``examples/cin_fields_example.toml``)::
     LAchildID = "child_id"
     CINreferralDate = "referral_date"
 
-:func:`read_extract` reads it (CSV or Parquet, through :func:`hierarchy.data.read_table`, so row
+:func:`read_extract` reads it (CSV or Parquet, through :func:`hierarchy.data.table.read_table`, so row
 labels are CSV line numbers or Parquet row positions), :func:`validate_extract` reports every
-problem at once in the style of :func:`hierarchy.data.validate` (file, column, rows, fix), and
+problem at once in the style of :func:`hierarchy.data.table.validate` (file, column, rows, fix), and
 :func:`parse_extract` returns the typed records the aggregation uses.
 
 Dates are ISO (``2019-03-31``) or DfE day-first (``31/03/2019``). Codes follow the CIN census
@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from hierarchy.config import did_you_mean
-from hierarchy.data import ValidationReport, _Collector, _suggest, read_table
+from hierarchy.data.table import ValidationReport, _Collector, _suggest, read_table
 from hierarchy.errors import HierarchyError
 
 REQUIRED_FIELDS: tuple[str, ...] = ("LAchildID", "LA", "LSOA", "PersonBirthDate", "GenderCurrent",
@@ -203,7 +203,7 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
 
     Returns
     -------
-    hierarchy.data.ValidationReport
+    hierarchy.data.table.ValidationReport
     """
     c = _Collector(extract, source)
     present = set(extract.columns)

@@ -2,7 +2,7 @@
 quick approximations pathfinder (BlackJAX) and ADVI (NumPyro, mean-field).
 
 Every sampler returns the same :class:`Draws` (arrays with leading ``chain, draw`` axes and
-normalised sample statistics), which :mod:`hierarchy.fitfile` turns into InferenceData.
+normalised sample statistics), which :mod:`hierarchy.results.fitfile` turns into InferenceData.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from hierarchy.design import Design, centring, describe_centring
 from hierarchy.errors import HierarchyError
-from hierarchy.model import la_effect_labels
-from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec
+from hierarchy.language.design import Design, centring, describe_centring
+from hierarchy.language.priors import PriorSet
+from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood.model import la_effect_labels
 
 SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi")
 MCMC_SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax")
@@ -60,7 +60,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     """Sample the posterior of ``spec`` under ``priors`` given ``design``.
 
     ``float32`` puts the per-row arithmetic in float32 (about twice as fast on CPU) and keeps the
-    parameters, the log density and the sampler in float64 (:mod:`hierarchy.jaxmodel`).
+    parameters, the log density and the sampler in float64 (:mod:`hierarchy.likelihood.jaxmodel`).
     ``warmup_tree_depth`` caps NUTS trees during NumPyro's warm-up (``2**d - 1`` leapfrog steps):
     before the mass matrix is adapted the trees run to the cap, and at 10 they made the national
     stacked warm-up several times longer than its sampling (bench/RESULTS.md).
@@ -90,7 +90,7 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     import jax
     from numpyro.infer import MCMC, NUTS
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)  # float32 means float32 rows (jaxmodel: mixed precision)
     layout = make_layout(design)
@@ -129,7 +129,7 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
 def _pymc(spec, priors, design, settings, progress) -> Draws:
     import pymc as pm
 
-    from hierarchy.model import build_model
+    from hierarchy.likelihood.model import build_model
 
     model = build_model(spec, priors, design)
     kwargs = dict(draws=settings["draws"], tune=settings["tune"], chains=settings["chains"],
@@ -165,7 +165,7 @@ def _approximate(spec, priors, design, settings) -> Draws:
     import jax
     from numpyro.infer.util import initialize_model
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)
     layout = make_layout(design)

@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from hierarchy.design import Design
 from hierarchy.errors import FitFileError
-from hierarchy.priors import PriorSet, config_hash
-from hierarchy.sampling import PER_ROW, Draws
-from hierarchy.spec import ModelSpec
+from hierarchy.inference.sampling import PER_ROW, Draws
+from hierarchy.language.design import Design
+from hierarchy.language.priors import PriorSet, config_hash
+from hierarchy.language.spec import ModelSpec
 
 FORMAT = 2
 """Fit file format: 2 = sealed, log-likelihood only when asked (format 1 files are refused)."""
@@ -82,7 +82,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
 
     Parameters
     ----------
-    draws : hierarchy.sampling.Draws
+    draws : hierarchy.inference.sampling.Draws
     spec, priors, design
         The model, prior set and design the draws were made with.
     data_hash, data_source, column_map
@@ -94,13 +94,13 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         can be rebuilt exactly: the file is then disclosive. Off by default; LOO and power-scaling
         recompute it from the data (:func:`add_log_likelihood`).
     diagnostics : dict, optional
-        Precomputed :func:`hierarchy.diagnostics.diagnose` output.
+        Precomputed :func:`hierarchy.inference.diagnostics.diagnose` output.
     """
     import arviz as az
     import xarray as xr
 
-    from hierarchy.diagnostics import diagnose
-    from hierarchy.model import coords, dims, observed_name
+    from hierarchy.inference.diagnostics import diagnose
+    from hierarchy.likelihood.model import coords, dims, observed_name
 
     crd = coords(spec, design)
     crd["coef_"] = crd["coef"]
@@ -214,7 +214,7 @@ def pointwise_log_likelihood(spec: ModelSpec, design: Design, posterior: dict[st
                              *, batch: int = 100) -> np.ndarray:
     """Log-likelihood of each row at each draw, ``(draws, rows)`` float32.
 
-    Negative binomial and Poisson: :func:`hierarchy.jaxmodel.pointwise_loglik`. Poisson-lognormal:
+    Negative binomial and Poisson: :func:`hierarchy.likelihood.jaxmodel.pointwise_loglik`. Poisson-lognormal:
     the observation-level effect is integrated out (adaptive Gauss-Hermite quadrature,
     :data:`GAUSS_HERMITE_NODES` nodes around each row's mode), as the fit stores no per-row
     latent draws; this is also the log-likelihood LOO should use for such a model.
@@ -229,7 +229,7 @@ def pointwise_log_likelihood(spec: ModelSpec, design: Design, posterior: dict[st
     batch : int
         Draws per compiled batch.
     """
-    from hierarchy.jaxmodel import pointwise_loglik
+    from hierarchy.likelihood.jaxmodel import pointwise_loglik
 
     posterior = {k: v for k, v in posterior.items() if k not in PER_ROW}
     if spec.family != "poisson_lognormal":
@@ -244,7 +244,7 @@ def _pln_marginal_loglik(design: Design, posterior: dict[str, np.ndarray], *, ba
     import jax.numpy as jnp
     from jax.scipy.special import gammaln, logsumexp
 
-    from hierarchy.jaxmodel import ROW_PARAMS, _row_eta
+    from hierarchy.likelihood.jaxmodel import ROW_PARAMS, _row_eta
 
     x, w = np.polynomial.hermite.hermgauss(GAUSS_HERMITE_NODES)
     x, logw = jnp.asarray(x), jnp.asarray(np.log(w))
@@ -288,7 +288,7 @@ def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec | None = No
     ----------
     idata : arviz.InferenceData
         A fit (its posterior and ``constant_data``).
-    design : hierarchy.design.Design
+    design : hierarchy.language.design.Design
         Design of the table the fit was made from (same rows in the same order).
     spec : ModelSpec, optional
         The fit's model (default: the stored one).
@@ -303,8 +303,8 @@ def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec | None = No
     """
     import xarray as xr
 
-    from hierarchy.jaxmodel import ROW_PARAMS
-    from hierarchy.model import observed_name
+    from hierarchy.likelihood.jaxmodel import ROW_PARAMS
+    from hierarchy.likelihood.model import observed_name
 
     spec = spec or fit_spec(idata)[0]
     rows = np.asarray(idata.constant_data["neighbourhood"].to_numpy()).astype(str)
@@ -336,7 +336,7 @@ def add_log_likelihood(idata, data: Any, *, columns: Any = None):
     ----------
     idata : arviz.InferenceData
         A loaded fit (not a stage view of a stacked fit).
-    data : str, os.PathLike, pandas.DataFrame or hierarchy.design.Design
+    data : str, os.PathLike, pandas.DataFrame or hierarchy.language.design.Design
         The table the fit was made from (its data hash must match), or its design.
     columns : str or os.PathLike, optional
         Column map of the table.
@@ -360,8 +360,8 @@ def add_log_likelihood(idata, data: Any, *, columns: Any = None):
 def _design_of(idata, data: Any, columns: Any, spec: ModelSpec) -> Design:
     import pandas as pd
 
-    from hierarchy import data as data_mod
-    from hierarchy.design import build_design
+    from hierarchy.data import table as data_mod
+    from hierarchy.language.design import build_design
 
     if isinstance(data, pd.DataFrame):
         table = data
@@ -441,7 +441,7 @@ def _check_keys(prov: dict[str, Any], path: Path) -> None:
 def checked_diagnostics(idata) -> dict[str, Any]:
     """The stored diagnostics, refused unless the draws give the same verdict and figures.
 
-    Recomputes :func:`hierarchy.diagnostics.diagnose` from the posterior and sample stats of a
+    Recomputes :func:`hierarchy.inference.diagnostics.diagnose` from the posterior and sample stats of a
     fit as loaded (not a stage view), so a verdict edited and resealed is still caught.
 
     Raises
@@ -449,7 +449,7 @@ def checked_diagnostics(idata) -> dict[str, Any]:
     FitFileError
         When the stored verdict or figures differ from those of the draws.
     """
-    from hierarchy.diagnostics import diagnose
+    from hierarchy.inference.diagnostics import diagnose
 
     prov = provenance(idata)
     stored = prov["diagnostics"]
@@ -534,8 +534,8 @@ def load_fit(path: str | Path, *, model: str | Path | ModelSpec | None = None,
     """
     import arviz as az
 
-    from hierarchy.priors import load_priors
-    from hierarchy.spec import load_spec
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
 
     path = Path(path)
     if not path.exists():

@@ -23,11 +23,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierarchy import disclosure, estimands, figures
-from hierarchy.diagnostics import ESS_MIN, RHAT_MAX
+from hierarchy import disclosure
 from hierarchy.errors import HierarchyError
-from hierarchy.fitfile import checked_diagnostics, fit_spec, load_fit, provenance
-from hierarchy.model import HYPERPARAMETERS
+from hierarchy.inference.diagnostics import ESS_MIN, RHAT_MAX
+from hierarchy.likelihood.model import HYPERPARAMETERS
+from hierarchy.reporting import figures
+from hierarchy.results import estimands
+from hierarchy.results.fitfile import checked_diagnostics, fit_spec, load_fit, provenance
 
 FORMATS = ("table", "csv", "markdown", "json")
 ALL_LAS = "any LA (no LA deprivation term)"
@@ -52,7 +54,7 @@ def hyperparameters(idata) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Variables with dims ``chain, draw`` in :data:`hierarchy.model.HYPERPARAMETERS` order.
+        Variables with dims ``chain, draw`` in :data:`hierarchy.likelihood.model.HYPERPARAMETERS` order.
     """
     post = idata.posterior
     out: dict[str, xr.DataArray] = {}
@@ -130,8 +132,8 @@ def _load_checked(fit: Any) -> tuple[Any, dict[str, Any], Any]:
     """The fit (a stage view of a stacked fit), its diagnostics rechecked against the draws, and
     the whole fit.
 
-    A fit file is loaded with :func:`hierarchy.fitfile.load_fit` (seal checked) and its stored
-    diagnostics recomputed from the draws (:func:`hierarchy.fitfile.checked_diagnostics`), so an
+    A fit file is loaded with :func:`hierarchy.results.fitfile.load_fit` (seal checked) and its stored
+    diagnostics recomputed from the draws (:func:`hierarchy.results.fitfile.checked_diagnostics`), so an
     edited verdict is refused even if the file was resealed.
     """
     full = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit

@@ -211,7 +211,7 @@ def _groups(group_terms, source: str) -> tuple[tuple[str, ...] | None, bool, lis
 
 
 def render(spec) -> str:
-    """The formula of a :class:`~hierarchy.spec.ModelSpec` in lme4/brms syntax (for any spec)."""
+    """The formula of a :class:`~hierarchy.language.spec.ModelSpec` in lme4/brms syntax (for any spec)."""
     lhs = spec.outcome if isinstance(spec.outcome, str) else f"c({', '.join(spec.outcome)})"
     grad = spec.la.random_gradient
     la_terms = (["z"] if spec.la.between_effect else []) + list(spec.la.covariates)

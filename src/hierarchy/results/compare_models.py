@@ -8,7 +8,7 @@ posterior draws the log-likelihood was evaluated at (:func:`relative_eff`).
 :func:`write_model_comparison` writes the tables and pages. Fit files hold no pointwise
 log-likelihood unless fitted with ``--include-log-likelihood`` (it discloses the counts); with
 ``data`` (``--data``) it is recomputed from the table in memory
-(:func:`hierarchy.fitfile.add_log_likelihood`).
+(:func:`hierarchy.results.fitfile.add_log_likelihood`).
 
 Worked example (national simulated data; linear vs log LA deprivation in the cross-level
 interaction)::
@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hierarchy.diagnostics import LATENT
 from hierarchy.errors import FitFileError, HierarchyError
-from hierarchy.fitfile import load_fit, provenance
-from hierarchy.report import bullets, format_columns, write_pages
+from hierarchy.inference.diagnostics import LATENT
+from hierarchy.reporting.report import bullets, format_columns, write_pages
+from hierarchy.results.fitfile import load_fit, provenance
 
 PARETO_K_THRESHOLD = 0.7
 """Pareto k above which a PSIS-LOO term is unreliable."""
@@ -124,7 +124,7 @@ def loo(idata, *, var_name: str | None = None):
     if "log_likelihood" not in idata.groups():
         raise FitFileError("this fit has no log_likelihood group (fit files leave it out: it discloses "
                            "the counts); add it from the data with "
-                           "hierarchy.fitfile.add_log_likelihood(idata, data)")
+                           "hierarchy.results.fitfile.add_log_likelihood(idata, data)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.loo(idata, pointwise=True, reff=relative_eff(idata), var_name=var_name)
@@ -263,7 +263,7 @@ def _thinned_by(idata) -> int:
 
 def _with_log_likelihood(paths: list[Path], idatas: list, data: Any, columns: Any) -> list:
     """Each fit with its pointwise log-likelihood: stored, or recomputed from ``data``."""
-    from hierarchy.fitfile import add_log_likelihood
+    from hierarchy.results.fitfile import add_log_likelihood
 
     lacking = [p for p, i in zip(paths, idatas, strict=True) if "log_likelihood" not in i.groups()]
     if not lacking:
@@ -277,7 +277,7 @@ def _with_log_likelihood(paths: list[Path], idatas: list, data: Any, columns: An
             "recomputed in memory and not saved. (Or refit with --include-log-likelihood, which "
             "makes the fit files disclosive.)")
     if not isinstance(data, pd.DataFrame):
-        from hierarchy import data as data_mod
+        from hierarchy.data import table as data_mod
 
         cmap = data_mod.load_column_map(columns) if columns else None
         data = data_mod.load(data, columns=cmap)

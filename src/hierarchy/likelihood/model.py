@@ -10,7 +10,7 @@ For neighbourhood i in LA j (and MSOA m)::
 
 ``la_coef`` holds (a_j, b_j) with dims (la, coef). The LA level is centred on its mean
 (hierarchical centring) or non-centred (``la_raw`` standard normal), effect by effect; see
-:func:`hierarchy.design.centring`. With both kinds, the non-centred effects come first in the
+:func:`hierarchy.language.design.centring`. With both kinds, the non-centred effects come first in the
 Cholesky factor and the centred ones are drawn given them (``la_centred``).
 
 Stacked stages (s = 0, 1, ...) have LA effects e_js = (a_js, b_js) around stage-specific means m_js.
@@ -22,17 +22,17 @@ each later stage follows them::
 
 which is how an LA's practice moves all its thresholds together (a shared deviation, small stage
 deviations) without a near-singular 8 x 8 correlation matrix. The NumPyro twin in
-:mod:`hierarchy.jaxmodel` has the same variables and density (tested).
+:mod:`hierarchy.likelihood.jaxmodel` has the same variables and density (tested).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hierarchy.design import Design, centring
-from hierarchy.predictor import design_rows, linear_predictor
-from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec
+from hierarchy.language.design import Design, centring
+from hierarchy.language.priors import PriorSet
+from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood.predictor import design_rows, linear_predictor
 
 HYPERPARAMETERS = ("intercept", "gradient", "la_deprivation", "cross_level", "la_cov_intercept",
                    "la_cov_gradient", "stratum_intercept_offset", "stratum_gradient_offset", "row_coef", "la_sd",
@@ -175,7 +175,7 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
 
 
 def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
-    """Twin of :func:`hierarchy.jaxmodel.row_params`: neighbourhood-level coefficients, MSOA and
+    """Twin of :func:`hierarchy.likelihood.jaxmodel.row_params`: neighbourhood-level coefficients, MSOA and
     other group effects, Poisson-lognormal row effects (inside a model context)."""
     import pymc as pm
     import pytensor.tensor as pt

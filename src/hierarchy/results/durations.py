@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hierarchy.data.reference import Geography
 from hierarchy.disclosure import THRESHOLD
 from hierarchy.errors import HierarchyError
-from hierarchy.reference import Geography
 
 CUTS_DAYS: tuple[int, ...] = (0, 91, 182, 365)
 """Default band edges in days since the start: [0, 91), [91, 182), [182, 365), [365, inf)."""

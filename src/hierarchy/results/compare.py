@@ -1,17 +1,17 @@
 """Comparing prior specifications and models: one module per command, re-exported here.
 
-* ``hierarchy compare-priors`` (:mod:`hierarchy.compare_priors`): fit one model under several
+* ``hierarchy compare-priors`` (:mod:`hierarchy.results.compare_priors`): fit one model under several
   prior sets and compare prior predictive checks in rates per 10,000 children, the headline
   estimands under each set and power-scaling prior sensitivity; fits are reused when their
   model, prior set and data hashes match.
-* ``hierarchy compare-models`` (:mod:`hierarchy.compare_models`): compare saved fits of the same
+* ``hierarchy compare-models`` (:mod:`hierarchy.results.compare_models`): compare saved fits of the same
   data and outcome by PSIS-LOO (ELPD differences, stacking weights, Pareto-k diagnostics).
 
 Both write ``index.html`` (self-contained), ``index.md`` and CSV tables
-(:func:`hierarchy.report.write_pages`). The module docstrings hold worked national examples.
+(:func:`hierarchy.reporting.report.write_pages`). The module docstrings hold worked national examples.
 """
 
-from hierarchy.compare_models import (
+from hierarchy.results.compare_models import (
     PARETO_K_THRESHOLD,
     ModelComparison,
     compare_models,
@@ -19,7 +19,7 @@ from hierarchy.compare_models import (
     relative_eff,
     write_model_comparison,
 )
-from hierarchy.compare_priors import (
+from hierarchy.results.compare_priors import (
     CONFLICT,
     ESTIMAND_LABELS,
     IMPOSSIBLE_RATE,

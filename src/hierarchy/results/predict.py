@@ -12,10 +12,10 @@ Each row of ``newdata`` is one of three kinds:
 * **new LA**: ``la`` is a code the fit lacks; its LA deprivation must be given (column
   ``la_deprivation``, or the spec's LA measure column) with any LA covariates. Its LA effects are
   drawn, draw by draw, from the fitted LA-level distribution (mean at its LA deprivation, covariance
-  from ``la_sd`` and ``la_corr``; :mod:`hierarchy.model`), so its interval carries the between-LA
+  from ``la_sd`` and ``la_corr``; :mod:`hierarchy.likelihood.model`), so its interval carries the between-LA
   spread.
 
-Everything goes through the one linear predictor (:mod:`hierarchy.predictor`): for each
+Everything goes through the one linear predictor (:mod:`hierarchy.likelihood.predictor`): for each
 posterior draw, ``rate = 10,000 exp(eta - log exposure)``. With ``counts=True`` each draw also
 gets a predictive count (Poisson or negative binomial around ``exposure x rate``), for which
 hypothetical rows need the model's exposure column. Rates are per 10,000 of the model's exposure
@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from hierarchy import STRATA
-from hierarchy.design import w_of, z_of
 from hierarchy.errors import HierarchyError
-from hierarchy.priors import did_you_mean
+from hierarchy.language.design import w_of, z_of
+from hierarchy.language.priors import did_you_mean
 
 KINDS = ("observed neighbourhood", "hypothetical neighbourhood", "new LA")
 PER_10K = "per 10,000 children"
@@ -63,8 +63,8 @@ class _Fit:
 
 
 def _open(fit: Any, stage: str | None) -> _Fit:
-    from hierarchy.estimands import stage_view
-    from hierarchy.fitfile import fit_spec, load_fit, provenance
+    from hierarchy.results.estimands import stage_view
+    from hierarchy.results.fitfile import fit_spec, load_fit, provenance
 
     full = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
     full_spec, _ = fit_spec(full)
@@ -100,7 +100,7 @@ def read_newdata(newdata: Any, *, columns: Any = None, fit_map: dict[str, str] |
     -------
     table, source, map_note
     """
-    from hierarchy import data as data_mod
+    from hierarchy.data import table as data_mod
 
     if isinstance(newdata, pd.DataFrame):
         table, source = newdata.copy(), newdata.attrs.get("source", "<newdata table>")
@@ -198,7 +198,7 @@ def _observed_index(f: _Fit, table: pd.DataFrame, codes: np.ndarray, source: str
     for i, c in enumerate(code_of):
         by_code.setdefault(c, []).append(i)
     pick = np.full(len(table), -1)
-    group_cols = [c for g, _ in f.spec.groups for c in g.split(":") if c != "la"]  # as hierarchy.design
+    group_cols = [c for g, _ in f.spec.groups for c in g.split(":") if c != "la"]  # as hierarchy.language.design
     extra = [c for c in (*STRATA, *f.spec.strata, *group_cols) if c in table.columns]
     extra = list(dict.fromkeys(extra))
     id_pos = {s: i for i, s in enumerate(ids)}
@@ -268,7 +268,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
                              "give each row a fitted neighbourhood code, or an LA code with deprivation")
     new_la = hyp & np.array([c not in la_pos for c in las])
     # observed rows: the fitted arrays
-    from hierarchy.estimands import fit_rows
+    from hierarchy.results.estimands import fit_rows
 
     fr = fit_rows(idata)
     X_fit = cd["la_deprivation"].sel(la=post["la"]).to_numpy()
@@ -544,7 +544,7 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
     HierarchyError
         Naming the file, column and rows of bad input, and the fix.
     """
-    from hierarchy.predictor import ROW_PARAMS, group_params, predictor_draws
+    from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
 
     if not 0 < prob < 1:
         raise HierarchyError(f"prob must be in (0, 1), got {prob}")

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hierarchy.design import Design, build_design
 from hierarchy.disclosure import THRESHOLD
 from hierarchy.errors import HierarchyError
-from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec
+from hierarchy.language.design import Design, build_design
+from hierarchy.language.priors import PriorSet
+from hierarchy.language.spec import ModelSpec
 
 SUM_COLUMNS = ("la", "stage", "stratum", "n", "sum_yw")
 
@@ -144,7 +144,7 @@ def sufficient_model(spec: ModelSpec, priors: PriorSet, design: Design, arr: np.
     import numpyro
     from numpyro import handlers
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn, with_counts
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn, with_counts
 
     layout = with_counts(make_layout(design), np.zeros(len(design.y), dtype=np.int64), design.stage_index)
     inner = model_fn(spec, priors, design, layout)

@@ -1,6 +1,6 @@
 """Model specifications as data, read from ``models/*.toml``.
 
-A model file carries an lme4/brms formula (:mod:`hierarchy.formula`) beside the domain settings it
+A model file carries an lme4/brms formula (:mod:`hierarchy.language.formula`) beside the domain settings it
 keeps::
 
     name = "inverse_intervention_nb_log"
@@ -21,17 +21,17 @@ keeps::
     stage_structure = "correlated"  # stacked stages: "correlated" (one LKJ over every stage's
                                     # LA effects) | "anchored" (later stages follow the first
                                     # stage's LA effects with loadings, plus small independent
-                                    # stage deviations; see hierarchy.model)
+                                    # stage deviations; see hierarchy.likelihood.model)
 
 Without ``formula`` the older switches say the same (``outcome``, ``exposure``, ``strata``,
 ``[la] random_gradient / between_effect / cross_level / covariates``, ``[msoa] random_intercept``);
 a formula sets them and may not be mixed with them. Both forms compile to the same spec and hash:
-the formula is surface syntax, the roles are the model (:func:`hierarchy.formula.render` writes any
+the formula is surface syntax, the roles are the model (:func:`hierarchy.language.formula.render` writes any
 spec back as one formula).
 
 ``auto`` decides per LA effect (each stage's intercept and gradient): centred where the counts pin
 the effect down (DESIGN section 4: there the non-centred form mixes hundreds of times worse),
-non-centred where they do not; see :func:`hierarchy.design.centring`.
+non-centred where they do not; see :func:`hierarchy.language.design.centring`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any
 
 from hierarchy.config import config_hash, did_you_mean, read_toml
 from hierarchy.errors import SpecError
-from hierarchy.formula import compile_formula, render
+from hierarchy.language.formula import compile_formula, render
 
 FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
 
@@ -112,7 +112,7 @@ class ModelSpec:
 
     @property
     def anchored(self) -> bool:
-        """Whether later stages' LA effects are anchored on the first stage's (see hierarchy.model)."""
+        """Whether later stages' LA effects are anchored on the first stage's (see hierarchy.likelihood.model)."""
         return self.stacked and self.la.stage_structure == "anchored"
 
     @property

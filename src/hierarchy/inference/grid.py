@@ -21,7 +21,7 @@ Paths are relative to the grid file; a model or prior set may also be named by t
 file in ``models/`` or ``priors/`` (of the working directory, else of the checkout). Each fit is
 saved in the output folder as ``MODEL__PRIORS__DATA__CHAINSxTUNE+DRAWS_seedSEED[...].nc``, and
 :func:`run_grid` writes ``sweep.csv`` there: one row per fit (status, content key, timings,
-diagnostics, error). A rerun skips the fits already there (:mod:`hierarchy.sweep`).
+diagnostics, error). A rerun skips the fits already there (:mod:`hierarchy.inference.sweep`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from typing import Any
 
 from hierarchy.config import did_you_mean, read_toml
 from hierarchy.errors import HierarchyError, SpecError
-from hierarchy.sweep import FitJob, JobResult, SweepResult, execute
+from hierarchy.inference.sweep import FitJob, JobResult, SweepResult, execute
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[3]
 TOP_KEYS = ("data", "model", "priors", "columns", "settings")
 SETTINGS = {"chains": int, "tune": int, "draws": int, "seed": int, "sampler": str, "float32": bool,
             "chain_method": str, "include_data": bool}
@@ -160,7 +160,7 @@ def run_grid(path: str | os.PathLike, out: str | os.PathLike, *, scheduler: str 
     out : path
         Folder for the fits and the table.
     scheduler, workers, refit
-        As for :func:`hierarchy.sweep.execute`.
+        As for :func:`hierarchy.inference.sweep.execute`.
     log : callable, optional
         Progress messages (e.g. ``print``).
 

@@ -1,4 +1,4 @@
-"""NumPyro twin of :func:`hierarchy.model.build_model`, written for speed.
+"""NumPyro twin of :func:`hierarchy.likelihood.model.build_model`, written for speed.
 
 Same variables, same density (tests compare them at random points), but laid out for JAX:
 
@@ -24,11 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hierarchy.design import Design, centring
-from hierarchy.model import la_effect_order, observed_name
-from hierarchy.predictor import ROW_PARAMS, design_rows, group_params, la_terms, linear_predictor, row_terms
-from hierarchy.priors import PriorSet
-from hierarchy.spec import ModelSpec
+from hierarchy.language.design import Design, centring
+from hierarchy.language.priors import PriorSet
+from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood.model import la_effect_order, observed_name
+from hierarchy.likelihood.predictor import (
+    ROW_PARAMS,
+    design_rows,
+    group_params,
+    la_terms,
+    linear_predictor,
+    row_terms,
+)
 
 
 @dataclass(frozen=True)
@@ -354,7 +361,7 @@ def _with_chunk_gradient(fwd):
 
 
 def _correlated(mean, mask: np.ndarray, priors: PriorSet, name: str):
-    """Twin of :func:`hierarchy.model._correlated`: correlated LA effects (la, E) around ``mean``."""
+    """Twin of :func:`hierarchy.likelihood.model._correlated`: correlated LA effects (la, E) around ``mean``."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as nd
@@ -380,7 +387,7 @@ def _correlated(mean, mask: np.ndarray, priors: PriorSet, name: str):
 
 
 def _independent(mean, sd, mask: np.ndarray):
-    """Twin of :func:`hierarchy.model._independent`: the later stages of an anchored model."""
+    """Twin of :func:`hierarchy.likelihood.model._independent`: the later stages of an anchored model."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as nd

@@ -22,11 +22,11 @@ when it is not known, or the table has nothing for that outcome and year, none i
 page says why.
 
 Fits are saved in ``--fits-dir`` and reused when a saved fit has the same model, prior set and
-data hashes (:func:`find_fit`); missing fits run on Dask (:mod:`hierarchy.sweep`).
+data hashes (:func:`find_fit`); missing fits run on Dask (:mod:`hierarchy.inference.sweep`).
 The output folder gets ``index.html`` (self-contained, figures embedded), ``index.md`` (with the
 figures as PNG files beside it) and CSV tables.
 
-Worked example (national simulated data, as in :mod:`hierarchy.compare_models`)::
+Worked example (national simulated data, as in :mod:`hierarchy.results.compare_models`)::
 
     hierarchy compare-priors --data out/national_2019.parquet \
         --model models/inverse_intervention_nb_log.toml \
@@ -55,21 +55,21 @@ import pandas as pd
 import xarray as xr
 from matplotlib.ticker import FixedLocator, NullFormatter
 
-from hierarchy import data as data_mod
 from hierarchy import published, shipped
-from hierarchy.compare_models import loglik_draws
 from hierarchy.config import config_hash, did_you_mean
-from hierarchy.design import Design, build_design, z_of
+from hierarchy.data import table as data_mod
 from hierarchy.errors import FitFileError, HierarchyError
-from hierarchy.estimands import LA_LEVELS, deciles_of, headline_gradients, headline_table
-from hierarchy.figures import new_figure, to_png
-from hierarchy.fitfile import add_log_likelihood, load_fit, provenance
-from hierarchy.model import HYPERPARAMETERS, typical_gradient
-from hierarchy.predictor import ROW_PARAMS, design_rows, group_params, predictor_draws
-from hierarchy.priors import PriorSet, load_priors
-from hierarchy.report import bullets, format_columns, write_pages
-from hierarchy.spec import ModelSpec, load_spec
-from hierarchy.sweep import FitJob, run_jobs
+from hierarchy.inference.sweep import FitJob, run_jobs
+from hierarchy.language.design import Design, build_design, z_of
+from hierarchy.language.priors import PriorSet, load_priors
+from hierarchy.language.spec import ModelSpec, load_spec
+from hierarchy.likelihood.model import HYPERPARAMETERS, typical_gradient
+from hierarchy.likelihood.predictor import ROW_PARAMS, design_rows, group_params, predictor_draws
+from hierarchy.reporting.figures import new_figure, to_png
+from hierarchy.reporting.report import bullets, format_columns, write_pages
+from hierarchy.results.compare_models import loglik_draws
+from hierarchy.results.estimands import LA_LEVELS, deciles_of, headline_gradients, headline_table
+from hierarchy.results.fitfile import add_log_likelihood, load_fit, provenance
 
 IMPOSSIBLE_RATE = 10_000.0
 """Rate per 10,000 children above which a neighbourhood has more referrals than children."""
@@ -226,7 +226,7 @@ def prior_draws(spec: ModelSpec, priors: PriorSet, design: Design, *, draws: int
     import jax
     from numpyro.infer import Predictive
 
-    from hierarchy.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)
     layout = make_layout(design)
@@ -380,7 +380,7 @@ def power_scaling(idata, *, threshold: float = SENSITIVITY_THRESHOLD, delta: flo
     delta : float
         Power-scaling perturbation.
     estimands : bool
-        Also report the headline gradient scores (:func:`hierarchy.estimands.headline_gradients`).
+        Also report the headline gradient scores (:func:`hierarchy.results.estimands.headline_gradients`).
 
     Returns
     -------
@@ -513,7 +513,7 @@ def find_fit(fits_dir: str | os.PathLike, *, model_hash: str, priors_hash: str, 
         Folder of ``*.nc`` fit files.
     model_hash, priors_hash, data_hash : str
         Hashes the fit's provenance must match (``ModelSpec.hash()``, ``PriorSet.hash()``,
-        :func:`hierarchy.data.data_hash`).
+        :func:`hierarchy.data.table.data_hash`).
     settings : dict, optional
         Preferred sampler settings (e.g. ``{"chains": 2, "draws": 500}``): among matching fits,
         one with these settings wins, then the newest.
@@ -597,7 +597,7 @@ class PriorComparison:
         Plain-language findings, as on the page.
     tables : dict of str to pathlib.Path
         CSV files written.
-    jobs : list of hierarchy.sweep.JobResult
+    jobs : list of hierarchy.inference.sweep.JobResult
         The fits run by this call (worker pid, timings), in prior-set order.
     """
 
@@ -641,9 +641,9 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
     chains, tune, draws, seed : int
         Sampler settings of new fits.
     workers : int, optional
-        Parallel fitting processes (default: :func:`hierarchy.sweep.default_workers`).
+        Parallel fitting processes (default: :func:`hierarchy.inference.sweep.default_workers`).
     executor : concurrent.futures.Executor, optional
-        Run the fits there instead (see :func:`hierarchy.sweep.run_sweep`).
+        Run the fits there instead (see :func:`hierarchy.inference.sweep.run_sweep`).
     prior_draws_n : int
         Prior predictive draws per prior set.
     prob : float

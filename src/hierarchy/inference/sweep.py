@@ -6,7 +6,7 @@ fit. :func:`execute` runs a list of jobs and gathers what happened to each into 
 :class:`SweepResult` (:meth:`SweepResult.table`: one row per job); :func:`run_jobs` and
 :func:`run_sweep` do the same and raise :class:`SweepError` if a job failed.
 
-Where the jobs run (:mod:`hierarchy.cluster`): on the Dask scheduler given as ``scheduler`` or
+Where the jobs run (:mod:`hierarchy.inference.cluster`): on the Dask scheduler given as ``scheduler`` or
 in ``$HIERARCHY_DASK_SCHEDULER``, else on a new local cluster of ``workers`` worker processes
 (default ``min(jobs, cores)``); ``scheduler="synchronous"`` runs them one after another in this
 process (for debugging), and ``executor`` takes any ``dask.distributed.Client`` or
@@ -24,7 +24,7 @@ versions: refit after upgrading the numerical stack.
 
 Example::
 
-    from hierarchy.sweep import FitJob, execute
+    from hierarchy.inference.sweep import FitJob, execute
 
     jobs = [FitJob(data="out/national_2019.parquet", model="models/inverse_intervention_nb.toml",
                    priors=f"priors/{p}.toml", out=f"fits/{p}.nc", chains=2, tune=500, draws=500)
@@ -134,7 +134,7 @@ class JobResult:
 
 def default_workers(n_jobs: int) -> int:
     """``min(n_jobs, cores available)``, at least 1."""
-    from hierarchy.cluster import available_cores
+    from hierarchy.inference.cluster import available_cores
 
     return max(1, min(n_jobs, available_cores()))
 
@@ -181,9 +181,9 @@ def job_key(job: FitJob, *, data_hashes: dict | None = None) -> str:
     HierarchyError
         When a file is missing or invalid (the message names it).
     """
-    from hierarchy import data as data_mod
-    from hierarchy.priors import load_priors
-    from hierarchy.spec import load_spec
+    from hierarchy.data import table as data_mod
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
 
     cache = {} if data_hashes is None else data_hashes
     if not job.data.exists():
@@ -371,7 +371,7 @@ def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: in
         result.results[i] = dataclasses.replace(res, job=jobs[i], path=jobs[i].out, key=result.keys[i])
         done(result.results[i])
 
-    from hierarchy.cluster import SYNCHRONOUS, connect, resolve_scheduler
+    from hierarchy.inference.cluster import SYNCHRONOUS, connect, resolve_scheduler
 
     address = resolve_scheduler(scheduler)
     if executor is None and address == SYNCHRONOUS:
@@ -400,7 +400,7 @@ def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str |
 
     Paths are sent absolute to Dask workers (they may run elsewhere) unless ``absolute`` is
     false, and as given to a ``concurrent.futures`` executor (processes of this machine).
-    ``setup`` registers :class:`hierarchy.cluster.JaxWorkerSetup` on a Dask client's workers.
+    ``setup`` registers :class:`hierarchy.inference.cluster.JaxWorkerSetup` on a Dask client's workers.
     """
     import concurrent.futures as cf
 
@@ -414,7 +414,7 @@ def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str |
             raise HierarchyError("executor must be a dask.distributed.Client or a "
                                  f"concurrent.futures.Executor, got {type(executor).__name__}")
         if setup:
-            from hierarchy.cluster import JaxWorkerSetup
+            from hierarchy.inference.cluster import JaxWorkerSetup
 
             executor.register_plugin(JaxWorkerSetup())  # acts only in workers that have not started JAX
         futures = {executor.submit(run_job, jobs[i].absolute() if absolute else jobs[i], pure=False,

@@ -26,7 +26,7 @@ Rules (each tested on hand-made records in ``tests/test_aggregate.py``):
   columns, ``exposure``), which ethnicity strata need. ``need`` rows carry the population of their
   other strata (the rate of referrals with that primary need per child).
 
-The output has the canonical column names of :mod:`hierarchy.data` plus ``year``, ``re_referral``
+The output has the canonical column names of :mod:`hierarchy.data.table` plus ``year``, ``re_referral``
 and plan-category counts (kept and ignored by ``hierarchy validate`` and ``hierarchy fit``).
 """
 
@@ -40,10 +40,10 @@ import numpy as np
 import pandas as pd
 
 from hierarchy import AGE_BANDS
+from hierarchy.data.extract import ABUSE_CATEGORY, age_at, census_year
+from hierarchy.data.reference import AGE_BANDS as AGE_BAND_YEARS
+from hierarchy.data.reference import Geography
 from hierarchy.errors import HierarchyError
-from hierarchy.extract import ABUSE_CATEGORY, age_at, census_year
-from hierarchy.reference import AGE_BANDS as AGE_BAND_YEARS
-from hierarchy.reference import Geography
 
 STAGE_DATES: dict[str, str] = {"referral": "CINreferralDate", "assessment": "AssessmentActualStartDate",
                                "s47": "S47ActualStartDate", "cp_plan": "CPPstartDate"}
@@ -91,7 +91,7 @@ def re_referrals(records: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     records
-        Parsed records (:func:`hierarchy.extract.parse_extract`).
+        Parsed records (:func:`hierarchy.data.extract.parse_extract`).
 
     Returns
     -------
@@ -193,7 +193,7 @@ def _single_years(geo: Geography) -> pd.DataFrame:
     """Children by single year of age per neighbourhood (ONS file, or bands split evenly)."""
     cols = [str(a) for a in range(MAX_AGE + 1)]
     if geo.is_reference:
-        from hierarchy.reference import REQUIRED_FILES
+        from hierarchy.data.reference import REQUIRED_FILES
 
         folder = Path(geo.source.split(":", 1)[1])
         ons = pd.read_csv(folder / REQUIRED_FILES[1], usecols=["lsoa11_code", *cols])
@@ -216,7 +216,7 @@ def aggregate(records: pd.DataFrame, geo: Geography, *, year: int,
     Parameters
     ----------
     records
-        Parsed, validated records (:func:`hierarchy.extract.parse_extract`).
+        Parsed, validated records (:func:`hierarchy.data.extract.parse_extract`).
     geo
         Geography whose LSOAs the records use.
     year

@@ -1,0 +1,1 @@
+"""Inference: samplers, diagnostics, simulation-based calibration and batches of fits."""

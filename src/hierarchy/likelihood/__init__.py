@@ -1,0 +1,1 @@
+"""The likelihood: the one linear predictor, the NumPyro density and its PyMC twin."""

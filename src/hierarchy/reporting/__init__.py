@@ -1,0 +1,1 @@
+"""Reporting: pages, figures and disclosure control (the only layer that renders pages)."""

@@ -1,0 +1,1 @@
+"""Results: fit files, estimands, predictions and comparisons of priors and models."""
