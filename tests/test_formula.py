@@ -89,7 +89,21 @@ def test_prior_predictive_runs_on_stratified_and_stacked_models(name, table):
         assert np.allclose(shift[:, design.stratum_index > 0], 5.0)
         assert np.allclose(shift[:, design.stratum_index == 0], 0.0)
     pp = prior_predictive(spec, pset, design, draws=20, seed=0)
-    assert pp is not None
+    assert set(pp.gradients["la_level"]) >= {"mean"}
+    if spec.stacked:
+        assert list(pp.gradients["stage"].unique()) == list(spec.stages)
+
+
+@pytest.mark.parametrize("name", ["age_strata_nb", "stages_nb"])
+def test_compare_priors_pages_for_stratified_and_stacked_models(name, table, tmp_path):
+    from hierarchy.results.compare_priors import compare_priors
+
+    data = tmp_path / "t.parquet"
+    table.to_parquet(data)
+    result = compare_priors(data, ROOT / f"models/{name}.toml",
+                            [PRIORS, ROOT / "priors/vague.toml"], tmp_path / "out", prior_only=True,
+                            prior_draws_n=100, fits_dir=tmp_path / "fits")
+    assert result.html.exists() and "vague" in result.html.read_text()
 
 
 def _recover(spec: ModelSpec, table, truth: dict, seed: int):

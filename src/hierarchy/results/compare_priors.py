@@ -852,7 +852,7 @@ def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = 
                   label=f"{name} (median off scale)" if off else name)
         left.fill_between(xs, d["rate_lower"].clip(lower=1e-3), d["rate_upper"].clip(upper=1e12),
                           color=col[name], alpha=0.12, lw=0)
-        g = c.gradients
+        g = _first_stage(c.gradients)
         ys = np.arange(len(g)) + (i - (len(names) - 1) / 2) * 0.15
         right.errorbar(g["median"], ys, xerr=[g["median"] - g["lower"], g["upper"] - g["median"]],
                        fmt="o", color=col[name], label=name, ms=4, capsize=2)
@@ -869,11 +869,11 @@ def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = 
     prob = float(next(iter(checks.values())).deciles["prob"].iloc[0])
     left.set_title(f"Prior predictive: median and {prob:.0%} interval")
     left.legend(fontsize="small")
-    levels = list(next(iter(checks.values())).gradients["la_level"])
+    levels = list(_first_stage(next(iter(checks.values())).gradients)["la_level"])
     short = {"10 points less": "LA 10 points\nless deprived", "mean": "LA at mean\ndeprivation",
              "10 points more": "LA 10 points\nmore deprived"}
     right.set_yticks(range(len(levels)), [short.get(lv, lv) for lv in levels])
-    pub = next(iter(checks.values())).gradients.set_index("la_level")["published"]
+    pub = _first_stage(next(iter(checks.values())).gradients).set_index("la_level")["published"]
     for j, lv in enumerate(levels):
         if np.isfinite(pub.get(lv, np.nan)):
             right.plot([pub[lv]], [j], "k|", ms=14)
@@ -887,6 +887,12 @@ def plot_prior_predictive(checks: dict[str, PriorPredictive], *, outcome: str = 
                      + (" (| = published)" if np.isfinite(pub.to_numpy(dtype=float)).any() else ""))
     right.set_title("Prior of the typical-LA gradient score")
     return to_png(fig)
+
+
+def _first_stage(gradients: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the first stage of a stacked model's prior gradients (all rows otherwise): the
+    stage the figure's rates are for."""
+    return gradients[gradients["stage"] == gradients["stage"].iloc[0]] if "stage" in gradients else gradients
 
 
 def plot_forest(estimands: pd.DataFrame) -> bytes:
