@@ -583,7 +583,8 @@ def model_records(idata, tables: dict[str, pd.DataFrame], figs: dict[str, tuple[
 
     basis, verdict = _basis(idata, config)
     codes = list(estimands._codes(idata)) + list(idata.constant_data["neighbourhood"].to_numpy().astype(str))
-    hoods = pd.Series(estimands._codes(idata)).groupby(idata.constant_data["la_of"].to_numpy().astype(str)).nunique()
+    la_of = idata.constant_data["la_of"].to_numpy().astype(str)
+    hoods = pd.Series(estimands._codes(idata)).groupby(la_of).nunique()
     n_h, n_la = int(hoods.sum()), len(hoods)
     behind = {
         "la_gradients": (f"One row per LA: each LA's gradient rests on its own neighbourhoods (fewest "
@@ -592,7 +593,8 @@ def model_records(idata, tables: dict[str, pd.DataFrame], figs: dict[str, tuple[
         "subgroup_gradients": f"Each row is a typical LA's gradient for a stage or stratum: all {n_h} "
                               f"neighbourhoods in {n_la} LAs are behind it.",
     }
-    default = f"Every quantity is a function of all parameters, informed by all {n_h} neighbourhoods in {n_la} LAs."
+    default = (f"Every quantity is a function of all parameters, informed by all {n_h} neighbourhoods "
+               f"in {n_la} LAs.")
     records: list[dict[str, Any]] = []
     status = "review" if verdict == "pass" else "fail"
     model_tables = [k for k in ("estimands", "summary", "inverse_intervention", "rate_curves",
