@@ -334,7 +334,7 @@ import pandas as pd
 from acro import ACRO
 rows = pd.read_csv(sys.argv[1], dtype={"la": str, "decile": str})
 session = ACRO(suppress=False)
-children = rows.loc[rows.index.repeat(rows["count"].astype(int))]
+children = rows.loc[rows.index.repeat(rows["count"].astype(int))].reset_index(drop=True)
 deciles = sorted(rows["decile"].unique())
 freq = session.crosstab(children["la"], pd.Categorical(children["decile"], categories=deciles))
 sums = session.crosstab(rows["la"], rows["decile"], values=rows["count"], aggfunc="sum")
