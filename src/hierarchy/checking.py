@@ -747,3 +747,29 @@ def _replace_observed(tables: dict[str, pd.DataFrame], published: dict[str, pd.D
                                                                                      strict=True)]
         la["observed_count"] = np.asarray(counts, dtype=float)
         la["observed_rate"] = 1e4 * la["observed_count"] / la["children"]
+
+
+def describe_folder(out_dir: str | os.PathLike) -> str:
+    """What a checker sees in a results folder: one line per output (type, status, reasons), as text.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        A folder written by :func:`write_checking_folder`.
+
+    Returns
+    -------
+    str
+        A Markdown table.
+    """
+    doc = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+    lines = ["| output | type | status | files | reasons (cells) |", "|---|---|---|---|---|"]
+    for uid, rec in doc["results"].items():
+        sdc = rec["files"][0].get("sdc") or {}
+        reasons = ", ".join(f"{k} {v}" for k, v in (sdc.get("summary") or {}).items() if v)
+        if rec["type"] == "custom":
+            reasons = "custom output: comment for the checker" + ("; MinimumDoFCheck fail"
+                                                                  if rec["status"] == "fail" else "")
+        names = ", ".join(f["name"] for f in rec["files"])
+        lines.append(f"| {uid} | {rec['type']} | {rec['status']} | {names} | {reasons or 'none'} |")
+    return "\n".join(lines) + "\n"
