@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_estimands import PLANTED, SHARED_FIT, shared_fit
+from test_packaging import wheel  # noqa: F401  (the fixture: the project built as a wheel)
 
 from hierarchy import checking, disclosure, estimands
 from hierarchy.errors import HierarchyError
@@ -299,6 +300,31 @@ def test_the_folder_has_acros_layout_and_checksums(folders):
             assert (out / "checksums" / f"{f['name']}.txt").read_text() == digest
     config = json.loads((out / "config.json").read_text())
     assert config["safe_threshold"] == 10 and config["suppress"] is True
+
+
+@SHARED_FIT
+def test_without_observed_data_only_model_outputs_are_registered(folders, tmp_path):
+    import arviz as az
+
+    from hierarchy.fitfile import load_fit
+
+    full = load_fit(folders["fit"])
+    bare = az.InferenceData(**{g: full[g] for g in full.groups() if g != "observed_data"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checking.write_checking_folder(bare, tmp_path / "out", n_draws=20)
+    results = _results(tmp_path / "out")
+    assert results and all(r["type"] == "custom" for r in results.values())
+    assert "figure_la_deciles" not in results and "estimands" in results
+    text = checking.describe_folder(tmp_path / "out")
+    assert "| estimands | custom | review | estimands.csv |" in text
+
+
+def test_the_wheel_ships_acros_default_rules(wheel):  # noqa: F811
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        assert "hierarchy/acro_default.yaml" in zf.namelist()
 
 
 # ---------------------------------------------------------------------------- ACRO's own loader
