@@ -1,0 +1,775 @@
+"""Output checking as UK secure environments do it: an ACRO results folder for the output checkers.
+
+Secure research environments check every output with ACRO (SACRO project, Python ``acro``) and review
+it in the SACRO-Viewer. :func:`write_checking_folder` writes such a folder (``results.json``,
+``config.json``, the output files and ``checksums/``) in ACRO 1.0.2's format, without importing
+``acro`` (it pins pandas <= 2.3.3; this project runs pandas 3):
+
+* **observed tables** (LA x national decile with margins, rates by decile, the count distribution)
+  are checked cell by cell with ACRO's checks for a frequency table (``RequiredZeroCheck``,
+  ``PresenceOfZeroCheck``, ``PresenceOfLinkedTableCheck``, ``MinimumThresholdCheck``) and its
+  dominance checks (``NKCheck``, ``PPercentCheck``) over the neighbourhoods that make up each cell,
+  with the values of the environment's ACRO configuration (:func:`acro_config`), never constants
+  here. Failing cells are suppressed (ACRO's ``suppress`` mitigation), the others rounded to
+  ``safe_round_base``, and secondary suppression (:func:`hierarchy.disclosure.secondary_suppression`)
+  then protects the suppressed cells from differencing against the published margins
+  (reason ``SecondarySuppression``);
+* **model outputs** (estimand tables and figures: posterior quantities) are registered as ACRO
+  custom outputs with a generated comment a checker can judge (model, neighbourhoods and LAs behind
+  each quantity, residual degrees of freedom against ``safe_dof_threshold``, no observed count shown);
+  an output holding a per-neighbourhood value is refused (:func:`register_model_output`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hierarchy import disclosure
+from hierarchy.errors import HierarchyError
+
+ACRO_VERSION = "1.0.2"
+"""The ACRO results format written (``acro.record.load_records`` requires its version exactly)."""
+FREQUENCY_CHECKS = ("RequiredZeroCheck", "PresenceOfZeroCheck", "PresenceOfLinkedTableCheck",
+                    "MinimumThresholdCheck")
+"""ACRO's checks of a frequency table (statbarn ``Frequencies``), in ACRO's order."""
+DOMINANCE_CHECKS = ("NKCheck", "PPercentCheck")
+"""ACRO's dominance checks (risk ``Dominance``), run over the neighbourhoods in each cell."""
+SECONDARY = "SecondarySuppression"
+"""Reason of a cell suppressed only to protect another from differencing against the margins."""
+EMPTY = "empty: no neighbourhoods in this cell"
+SHIPPED_CONFIG = Path(__file__).with_name("acro_default.yaml")
+CONFIG_KEYS = {"safe_threshold": "int", "safe_dof_threshold": "int", "safe_nk_n": "int",
+               "safe_nk_k": "share", "safe_pratio_p": "float", "zeros_are_disclosive": "bool",
+               "safe_round_base": "int"}
+"""ACRO configuration keys the checks read, and their kind."""
+PER_NEIGHBOURHOOD_COLUMNS = ("neighbourhood", "lsoa", "lsoa_code", "row", "row_id")
+TOOL = {"@type": "SoftwareApplication", "name": "ACRO", "url": "https://github.com/AI-SDC/ACRO",
+        "version": ACRO_VERSION}
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def environment_config_path() -> tuple[Path, str]:
+    """The ACRO configuration of this environment and where it came from.
+
+    The ``default.yaml`` of an installed ``acro`` package (the file an environment's system managers
+    edit) when one is found (located without importing it), otherwise the copy of ACRO's defaults
+    shipped with hierarchy.
+    """
+    spec = importlib.util.find_spec("acro")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            path = Path(folder) / "default.yaml"
+            if path.is_file():
+                return path, "the installed acro package's default.yaml"
+    return SHIPPED_CONFIG, "ACRO's default rules shipped with hierarchy (no acro installed)"
+
+
+def acro_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read and check an ACRO configuration YAML.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The environment's ACRO YAML; default :func:`environment_config_path`.
+
+    Returns
+    -------
+    dict
+        The YAML's values, plus ``config_source`` (the file read).
+
+    Raises
+    ------
+    HierarchyError
+        A missing or unreadable file, or a key the checks need that is missing or out of range
+        (naming the file, the key and the fix).
+    """
+    import yaml
+
+    source = "given with --acro-config" if path is not None else None
+    if path is None:
+        path, source = environment_config_path()
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise HierarchyError(f"{path}: cannot read the ACRO configuration ({err.strerror}); give the "
+                             "environment's ACRO YAML (acro's default.yaml) with --acro-config") from None
+    except yaml.YAMLError as err:
+        raise HierarchyError(f"{path}: not valid YAML ({err}); fix the file or give another") from None
+    if not isinstance(config, dict):
+        raise HierarchyError(f"{path}: an ACRO configuration is a mapping of keys (safe_threshold: 10, "
+                             "...); this file holds none")
+    for key, kind in CONFIG_KEYS.items():
+        if key not in config:
+            raise HierarchyError(f"{path}: ACRO configuration key {key!r} is missing; add it (ACRO's "
+                                 f"default: {_shipped_value(key)})")
+        v = config[key]
+        ok = {"bool": isinstance(v, bool),
+              "int": isinstance(v, int) and not isinstance(v, bool) and v >= (1 if key != "safe_threshold"
+                                                                              and key != "safe_dof_threshold"
+                                                                              else 0),
+              "share": isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1,
+              "float": isinstance(v, int | float) and not isinstance(v, bool) and v >= 0}[kind]
+        if not ok:
+            want = {"bool": "true or false", "int": "a whole number" + (" >= 1" if key not in
+                                                                        ("safe_threshold",
+                                                                         "safe_dof_threshold") else " >= 0"),
+                    "share": "a share in (0, 1]", "float": "a number >= 0"}[kind]
+            raise HierarchyError(f"{path}: ACRO configuration key {key!r} must be {want}, got {v!r}")
+    if config.get("federated"):
+        raise HierarchyError(f"{path}: federated: true asks ACRO for evidence for a trusted aggregator, "
+                             "which hierarchy does not write; set federated: false")
+    return {**config, "config_source": f"{path} ({source})"}
+
+
+def _shipped_value(key: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(SHIPPED_CONFIG.read_text(encoding="utf-8")).get(key)
+
+
+# ---------------------------------------------------------------------------- cell checks
+
+
+def _top_sum(values: Sequence[float], n: int) -> float:
+    return float(np.sort(np.asarray(values, dtype=float))[::-1][:n].sum())
+
+
+def table_checks(counts: pd.DataFrame, config: dict[str, Any], *,
+                 contributions: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """ACRO's cell checks of a frequency table, with the configuration's values.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        Cell frequencies (units behind each cell); NaN marks a structurally empty cell (no
+        neighbourhoods), which no check flags.
+    config : dict
+        An ACRO configuration (:func:`acro_config`).
+    contributions : pandas.DataFrame, optional
+        Same shape; each cell a sequence of the non-negative contributions (one per neighbourhood)
+        that sum to its count. Runs :data:`DOMINANCE_CHECKS` as ACRO does on a sum: ``NKCheck`` fails
+        when the largest ``safe_nk_n`` make up ``safe_nk_k`` or more of the cell;
+        ``PPercentCheck`` fails when (total - two largest) / largest < ``safe_pratio_p`` (and, as
+        in ACRO, when the largest is 0).
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Boolean mask per check (True: the cell fails), in ACRO's order.
+    """
+    c = counts.astype(float)
+    cell = c.notna()
+    none = pd.DataFrame(False, index=c.index, columns=c.columns)
+    masks = {"RequiredZeroCheck": none.copy(),
+             "PresenceOfZeroCheck": (c == 0) & cell if config["zeros_are_disclosive"] else none.copy(),
+             "PresenceOfLinkedTableCheck": none.copy(),
+             "MinimumThresholdCheck": (c < config["safe_threshold"]) & cell}
+    if contributions is not None:
+        n, k, p = int(config["safe_nk_n"]), float(config["safe_nk_k"]), float(config["safe_pratio_p"])
+        nk, pr = none.copy(), none.copy()
+        for i in range(c.shape[0]):
+            for j in range(c.shape[1]):
+                if not cell.iat[i, j]:
+                    continue
+                vals = np.asarray(contributions.iat[i, j], dtype=float)
+                total = float(vals.sum())
+                nk.iat[i, j] = total > 0 and _top_sum(vals, n) / total >= k
+                top1 = _top_sum(vals, 1)
+                rest = total - _top_sum(vals, 2)
+                pr.iat[i, j] = (rest if top1 == 0 else rest / top1) < p
+        masks["NKCheck"], masks["PPercentCheck"] = nk, pr
+    return masks
+
+
+def outcome_frame(masks: dict[str, pd.DataFrame], counts: pd.DataFrame) -> pd.DataFrame:
+    """ACRO's per-cell outcome: the failing checks' names (``"MinimumThresholdCheck; "``) or ``"ok"``.
+
+    Structurally empty cells (NaN counts) read :data:`EMPTY`.
+    """
+    out = pd.DataFrame("", index=counts.index, columns=counts.columns, dtype=object)
+    for name, mask in masks.items():
+        out = out + np.where(mask.to_numpy(dtype=bool), name + "; ", "")
+    out = out.where(out != "", "ok")
+    return out.where(counts.notna(), EMPTY)
+
+
+def sdc_dict(masks: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """ACRO's ``sdc`` of a table file: cells failing each check (count and [row, column] positions)."""
+    out: dict[str, Any] = {"summary": {}, "cells": {}}
+    for name, mask in masks.items():
+        m = mask.to_numpy(dtype=bool)
+        out["summary"][name] = int(m.sum())
+        out["cells"][name] = [[int(r), int(c)] for r, c in zip(*np.nonzero(m), strict=True)]
+    return out
+
+
+# ---------------------------------------------------------------------------- observed tables
+
+
+def _cell_contributions(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str], *,
+                        row_key: str, col_key: str, total: str = "All") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Counts and per-neighbourhood contributions of a rows x columns table with margins.
+
+    ``frame`` has one row per neighbourhood (``row_key``, ``col_key``, ``count``); a cell with no
+    neighbourhood is NaN (structurally empty).
+    """
+    idx, cols = [*index, total], [*columns, total]
+    counts = pd.DataFrame(np.nan, index=idx, columns=cols)
+    cells = np.empty((len(idx), len(cols)), dtype=object)
+    groups = {(str(r), str(c)): g["count"].to_numpy(float)
+              for (r, c), g in frame.groupby([row_key, col_key], sort=False)}
+    for i, r in enumerate(idx):
+        for j, c in enumerate(cols):
+            if r == total and c == total:
+                vals = frame["count"].to_numpy(float)
+            elif r == total:
+                vals = frame.loc[frame[col_key].astype(str) == c, "count"].to_numpy(float)
+            elif c == total:
+                vals = frame.loc[frame[row_key].astype(str) == r, "count"].to_numpy(float)
+            else:
+                vals = groups.get((r, c), np.array([]))
+            if len(vals):
+                counts.iat[i, j] = vals.sum()
+                cells[i, j] = vals
+    return counts, pd.DataFrame(cells, index=idx, columns=cols)
+
+
+def _margin_lines(counts: pd.DataFrame) -> tuple[list[tuple[int, list[int]]], list[int], np.ndarray]:
+    """Additive relations of a table with an ``All`` row and column, over its non-empty cells."""
+    shape = counts.shape
+    exists = counts.notna().to_numpy()
+    pos = -np.ones(shape, dtype=int)
+    pos[exists] = np.arange(exists.sum())
+    lines = []
+    for i in range(shape[0]):  # each row's total is the sum of its cells
+        members = [int(pos[i, j]) for j in range(shape[1] - 1) if exists[i, j]]
+        if exists[i, -1] and members:
+            lines.append((int(pos[i, -1]), members))
+    for j in range(shape[1]):  # each column's total is the sum of its cells
+        members = [int(pos[i, j]) for i in range(shape[0] - 1) if exists[i, j]]
+        if exists[-1, j] and members:
+            lines.append((int(pos[-1, j]), members))
+    totals = sorted({t for t, _ in lines})
+    return lines, totals, pos
+
+
+def check_observed_table(counts: pd.DataFrame, config: dict[str, Any], *,
+                         contributions: pd.DataFrame | None = None, margins: bool = True,
+                         public_total: float | None = None) -> dict[str, Any]:
+    """Check a table of observed counts with ACRO's rules, suppress, round and protect its margins.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        Raw cell counts; with ``margins`` the last row and column are the totals (``All``).
+        NaN: a structurally empty cell.
+    config : dict
+        ACRO configuration (:func:`acro_config`).
+    contributions : pandas.DataFrame, optional
+        Per-neighbourhood contributions of each cell, for the dominance checks.
+    margins : bool
+        Whether the last row and column are totals (secondary suppression over both).
+    public_total : float, optional
+        Without margins: the table's total, which is public (e.g. the number of rows fitted); the
+        cells are protected against differencing from it.
+
+    Returns
+    -------
+    dict
+        ``published`` (rounded counts, NaN where suppressed), ``masks`` (per check, with
+        :data:`SECONDARY`), ``outcome`` and ``sdc`` (ACRO's), ``suppressed`` (boolean frame).
+    """
+    masks = table_checks(counts, config, contributions=contributions)
+    primary = np.logical_or.reduce([m.to_numpy(bool) for m in masks.values()])
+    base = int(config["safe_round_base"])
+    rounded = pd.DataFrame(disclosure.round_counts(counts.to_numpy(float), base), index=counts.index,
+                           columns=counts.columns)
+    exists = counts.notna().to_numpy()
+    if margins:
+        lines, totals, pos = _margin_lines(counts)
+        values = rounded.to_numpy(float)[exists].copy()
+        values[primary[exists]] = np.nan
+        flat = disclosure.secondary_suppression(values, lines, rounding=base, totals=totals)
+        final = np.zeros(counts.shape, dtype=bool)
+        final[exists] = flat
+    else:
+        values = rounded.to_numpy(float)[:, 0].copy()
+        values[primary[:, 0]] = np.nan
+        if public_total is not None and exists[:, 0].all():
+            k = len(values)
+            flat = disclosure.secondary_suppression(np.append(values, float(public_total)),
+                                                    [(k, list(range(k)))], rounding=base, totals=[k],
+                                                    public=[k])[:k]
+        else:
+            flat = ~np.isfinite(values)
+        final = flat[:, None]
+    final &= exists
+    secondary = final & ~primary
+    masks[SECONDARY] = pd.DataFrame(secondary, index=counts.index, columns=counts.columns)
+    published = rounded.mask(pd.DataFrame(final | ~exists, index=counts.index, columns=counts.columns))
+    return {"published": published, "masks": masks, "outcome": outcome_frame(masks, counts),
+            "sdc": sdc_dict(masks), "suppressed": pd.DataFrame(final, index=counts.index,
+                                                                columns=counts.columns)}
+
+
+def _summary(masks: dict[str, pd.DataFrame], analysis: str) -> str:
+    lines = [f"{analysis} : "]
+    for name, mask in masks.items():
+        n = int(mask.to_numpy(bool).sum())
+        if name == "PresenceOfLinkedTableCheck":
+            lines.append(f" {name}: secondary suppression applied against the published margins "
+                         "(see SecondarySuppression); a manual review against other outputs is "
+                         "recommended.")
+        elif n:
+            what = "suppressed to protect other cells" if name == SECONDARY else "suppressed"
+            lines.append(f" {name}: fail - {n} cells {what}.")
+    return "\n".join(lines) + "\n"
+
+
+def _fair(masks: dict[str, pd.DataFrame], dependent: str, independent: list[str]) -> dict[str, Any]:
+    checks = [c for c in masks if c != SECONDARY]
+    risks = ["ClassDisclosure", "Differencing", "LowCount"] + (["Dominance"] if "NKCheck" in masks else [])
+    return {"context": "https://w3id.org/statbarnsdc#", "statbarn": "Frequencies", "risks": risks,
+            "checks_needed": checks, "common_mitigations": ["Suppression"],
+            "check_status": {c: "fail" if masks[c].to_numpy(bool).any() else "pass" for c in checks},
+            "dependent": dependent, "independent": independent}
+
+
+def _table_record(uid: str, frames: list[pd.DataFrame], checked: dict[str, Any], config: dict[str, Any],
+                  *, command: str, dependent: str, independent: list[str], comment: str) -> dict[str, Any]:
+    base = int(config["safe_round_base"])
+    return {"uid": uid, "status": "review", "type": "table",
+            "properties": {"method": "crosstab", "mitigation": "suppress", "round_base": base},
+            "frames": frames, "sdc": checked["sdc"], "outcome": checked["outcome"], "command": command,
+            "summary": _summary(checked["masks"], "FrequencyTable"), "comments": [comment],
+            "exception": (f"Suppression automatically applied where needed (ACRO's checks with "
+                          f"safe_threshold {config['safe_threshold']}, zeros_are_disclosive "
+                          f"{config['zeros_are_disclosive']}, n-k {config['safe_nk_n']}/"
+                          f"{config['safe_nk_k']}, p-ratio {config['safe_pratio_p']}), then secondary "
+                          f"suppression against the published margins; other counts rounded to the "
+                          f"nearest {base}, and rates computed from the rounded counts"),
+            "fair": _fair(checked["masks"], dependent, independent)}
+
+
+def observed_records(idata, observed: np.ndarray, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """ACRO table records of the observed tables of a fit: LA x decile, deciles, count distribution.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        The fit (a stage view of a stacked fit).
+    observed : numpy.ndarray
+        Raw observed counts of the fitted rows (:func:`hierarchy.estimands.observed_counts`).
+    config : dict
+        ACRO configuration.
+
+    Returns
+    -------
+    list of dict
+        Records (``frames``: the published tables written as ``{uid}_{i}.csv``).
+    """
+    from hierarchy import estimands
+    from hierarchy.fitfile import fit_spec
+
+    spec, _ = fit_spec(idata)
+    cd = idata.constant_data
+    rows = pd.DataFrame({"code": estimands._codes(idata), "la": cd["la_of"].to_numpy().astype(str),
+                         "decile": estimands.neighbourhood_deciles(idata).astype(str),
+                         "children": np.rint(cd["exposure"].to_numpy()),
+                         "count": np.asarray(observed, dtype=float)})
+    hoods = rows.groupby("code", sort=False).agg(la=("la", "first"), decile=("decile", "first"),
+                                                 children=("children", "sum"), count=("count", "sum"))
+    las = sorted(hoods["la"].unique())
+    deciles = [str(d) for d in range(1, 11)]
+    counts, contrib = _cell_contributions(hoods, las, deciles, row_key="la", col_key="decile")
+    checked = check_observed_table(counts, config, contributions=contrib)
+    children = _cell_contributions(hoods.assign(count=hoods["children"]), las, deciles, row_key="la",
+                                   col_key="decile")[0]
+    rates = (1e4 * checked["published"] / children).round(2)
+    counts.index.name = rates.index.name = "la"
+    n_hoods, n_la = len(hoods), len(las)
+    outcome = str(spec.outcome)
+    nb = (f"Units: {outcome} counts (children) per cell, from {n_hoods} neighbourhoods in {n_la} LAs; "
+          "deciles are national deciles of neighbourhood income deprivation (public). Dominance "
+          "(NKCheck, PPercentCheck) is checked over the neighbourhoods that make up each cell, so no "
+          "cell stands for one or two neighbourhoods. Children (denominators) are public population "
+          "estimates.")
+    pub = checked["published"].rename_axis("la")
+    la_rec = _table_record(
+        "la_deciles", [pub, rates.rename_axis("la")], checked, config,
+        command=f"hierarchy report --for-checking: observed {outcome} by LA x national decile with "
+                "margins (file 0: counts; file 1: rates per 10,000 children from the published counts)",
+        dependent=outcome, independent=["la", "decile"], comment=nb)
+    # the national deciles are the All row of the LA x decile table: same cells, same suppression
+    dec_checked = {
+        "masks": {k: m.loc[["All"], deciles].T.rename(columns={"All": outcome}) for k, m in
+                  checked["masks"].items()},
+        "outcome": checked["outcome"].loc[["All"], deciles].T.rename(columns={"All": outcome})}
+    dec_checked["sdc"] = sdc_dict(dec_checked["masks"])
+    dec_counts = checked["published"].loc[["All"], deciles].T.rename(columns={"All": outcome})
+    dec_rates = (1e4 * dec_counts / children.loc[["All"], deciles].T.rename(columns={"All": outcome}))
+    dec_table = pd.DataFrame({"observed_count": dec_counts[outcome], "observed_rate": dec_rates[outcome].round(2)})
+    dec_table.index.name = "decile"
+    dec_checked["outcome"] = pd.DataFrame({"observed_count": dec_checked["outcome"][outcome],
+                                           "observed_rate": dec_checked["outcome"][outcome]})
+    dec_checked["masks"] = {k: pd.DataFrame({"observed_count": m[outcome], "observed_rate": m[outcome]})
+                            for k, m in dec_checked["masks"].items()}
+    dec_checked["sdc"] = sdc_dict(dec_checked["masks"])
+    dec_rec = _table_record(
+        "deciles", [dec_table], dec_checked, config,
+        command=f"hierarchy report --for-checking: observed {outcome} and rate per 10,000 children by "
+                "national decile (the All row of la_deciles, suppressed alike)",
+        dependent=outcome, independent=["decile"], comment=nb)
+    # count distribution: neighbourhood rows per count bin; the number of rows is public
+    edges = np.asarray(estimands.COUNT_EDGES, dtype=float)
+    obs = np.asarray(observed, dtype=float)
+    labels = [estimands._bin_label(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    bins = pd.DataFrame({"rows": [float(((obs >= lo) & (obs < hi)).sum())
+                                  for lo, hi in zip(edges[:-1], edges[1:], strict=True)]}, index=labels)
+    bins.index.name = "count_bin"
+    ones = np.empty((len(labels), 1), dtype=object)
+    for i, v in enumerate(bins["rows"]):
+        ones[i, 0] = np.ones(int(v))
+    ones = pd.DataFrame(ones, index=labels, columns=["rows"])
+    dist_checked = check_observed_table(bins, config, contributions=ones, margins=False,
+                                        public_total=float(len(obs)))
+    dist_rec = _table_record(
+        "count_distribution", [dist_checked["published"]], dist_checked, config,
+        command=f"hierarchy report --for-checking: number of fitted rows per {outcome} count bin "
+                f"(the {len(obs)} rows in all are public)",
+        dependent="rows", independent=["count_bin"],
+        comment=f"Units: fitted rows (neighbourhoods, or neighbourhood x stratum) per bin of their "
+                f"{outcome} count; each row counts once.")
+    return [la_rec, dec_rec, dist_rec]
+
+
+def published_for_report(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """The published observed tables of :func:`observed_records`, keyed by uid (first file)."""
+    return {r["uid"]: r["frames"][0] for r in records if r["type"] == "table"}
+
+
+# ---------------------------------------------------------------------------- model outputs
+
+
+def per_neighbourhood_reason(frame: pd.DataFrame, codes: Sequence[str]) -> str:
+    """Why a table holds per-neighbourhood values ('' when it does not).
+
+    A column or index named like a neighbourhood identifier, or any label equal to a fitted
+    neighbourhood's code (or row id), makes it per-neighbourhood.
+    """
+    names = [str(c).lower() for c in frame.columns] + [str(n).lower() for n in frame.index.names if n]
+    hit = [n for n in names if n in PER_NEIGHBOURHOOD_COLUMNS]
+    if hit:
+        return f"it has a per-neighbourhood column {hit[0]!r}"
+    known = {str(c) for c in codes} | {str(c).split("|", 1)[0] for c in codes}
+    labels = set(map(str, frame.index))
+    for col in frame.columns:
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
+            labels |= set(map(str, frame[col].dropna()))
+    found = sorted(labels & known)
+    if found:
+        return f"it names {len(found)} neighbourhood(s) (e.g. {found[0]!r})"
+    return ""
+
+
+def register_model_output(records: list[dict[str, Any]], uid: str, files: dict[str, Any], comment: str,
+                          *, codes: Sequence[str], data: pd.DataFrame | None = None,
+                          status: str = "review") -> None:
+    """Append an ACRO custom output (a model table or figure) to ``records``, or refuse it.
+
+    Parameters
+    ----------
+    records : list of dict
+        Records so far (appended to).
+    uid : str
+        Output name.
+    files : dict
+        ``{file name: pandas.DataFrame (written as CSV) or bytes (written as is)}``.
+    comment : str
+        The justification a checker reads.
+    codes : sequence of str
+        The fitted neighbourhood codes (row ids).
+    data : pandas.DataFrame, optional
+        The data behind a figure, checked like a table.
+    status : str
+        ACRO status (``"review"``; ``"fail"`` when a check such as the degrees of freedom fails).
+
+    Raises
+    ------
+    HierarchyError
+        When a table, or a figure's data, holds per-neighbourhood values.
+    """
+    frames = [f for f in files.values() if isinstance(f, pd.DataFrame)] + ([data] if data is not None else [])
+    for frame in frames:
+        reason = per_neighbourhood_reason(frame, codes)
+        if reason:
+            raise HierarchyError(f"output {uid!r} is not registered for checking: {reason}. Outputs may "
+                                 "not show per-neighbourhood quantities; aggregate them (by LA, decile "
+                                 "or stratum) first")
+    if any(str(u["uid"]) == uid for u in records):
+        raise HierarchyError(f"output {uid!r} is registered twice")
+    records.append({"uid": uid, "status": status, "type": "custom", "properties": {}, "files_out": files,
+                    "sdc": {}, "outcome": pd.DataFrame(), "command": "custom", "summary": status,
+                    "comments": [comment], "exception": "", "fair": {}})
+
+
+def residual_dof(idata) -> tuple[int, int, int]:
+    """Observations, parameters and residual degrees of freedom of a fit.
+
+    Parameters are counted as every element of every posterior variable per draw (derived ones
+    included, so the count errs high and the degrees of freedom low).
+    """
+    post = idata.posterior
+    n_par = int(sum(np.prod([s for d, s in post[v].sizes.items() if d not in ("chain", "draw")])
+                    for v in post.data_vars))
+    n_obs = int(idata.constant_data.sizes["neighbourhood"])
+    return n_obs, n_par, n_obs - n_par
+
+
+def _basis(idata, config: dict[str, Any]) -> tuple[str, str]:
+    """The common part of every model output's comment, and the ACRO status its DoF gives."""
+    from hierarchy import estimands
+    from hierarchy.fitfile import fit_spec, provenance
+
+    spec, priors = fit_spec(idata)
+    prov = provenance(idata)
+    n_obs, n_par, dof = residual_dof(idata)
+    hoods = len(set(estimands._codes(idata)))
+    n_la = int(idata.posterior.sizes.get("la", len(set(idata.constant_data["la_of"].to_numpy()))))
+    threshold = int(config["safe_dof_threshold"])
+    verdict = "pass" if dof >= threshold else "fail"
+    text = (f"Model output: posterior quantities, not observed counts. Model {spec.name} "
+            f"({spec.family}): {spec.formula_text}; priors {priors.name}; fit {prov.get('config_hash', '')}. "
+            f"Fitted to {n_obs} rows from {hoods} neighbourhoods in {n_la} LAs. Residual degrees of "
+            f"freedom {dof} = {n_obs} observations - {n_par} parameters (every posterior element counted; "
+            f"MinimumDoFCheck with safe_dof_threshold {threshold}: {verdict}). No observed count is shown, "
+            "and no quantity of a single neighbourhood.")
+    return text, verdict
+
+
+def model_records(idata, tables: dict[str, pd.DataFrame], figs: dict[str, tuple[str, Any, Any]],
+                  config: dict[str, Any]) -> list[dict[str, Any]]:
+    """ACRO custom records of a fit's model tables and figures, each with its generated comment.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    tables : dict of pandas.DataFrame
+        Report tables (:func:`hierarchy.report.estimand_tables`); the observed ones are skipped
+        here (they are checked as tables).
+    figs : dict
+        ``{name: (caption, Figure, plotted data)}`` (:func:`hierarchy.report.report_figures`),
+        made from the published observed tables.
+    config : dict
+        ACRO configuration.
+    """
+    from hierarchy import estimands
+    from hierarchy import figures as figmod
+
+    basis, verdict = _basis(idata, config)
+    codes = list(estimands._codes(idata)) + list(idata.constant_data["neighbourhood"].to_numpy().astype(str))
+    la_of = idata.constant_data["la_of"].to_numpy().astype(str)
+    hoods = pd.Series(estimands._codes(idata)).groupby(la_of).nunique()
+    n_h, n_la = int(hoods.sum()), len(hoods)
+    behind = {
+        "la_gradients": (f"One row per LA: each LA's gradient rests on its own neighbourhoods (fewest "
+                         f"{hoods.min()}, median {int(hoods.median())}) and, through partial pooling, "
+                         f"on all {n_h}."),
+        "subgroup_gradients": f"Each row is a typical LA's gradient for a stage or stratum: all {n_h} "
+                              f"neighbourhoods in {n_la} LAs are behind it.",
+    }
+    default = (f"Every quantity is a function of all parameters, informed by all {n_h} neighbourhoods "
+               f"in {n_la} LAs.")
+    records: list[dict[str, Any]] = []
+    status = "review" if verdict == "pass" else "fail"
+    model_tables = [k for k in ("estimands", "summary", "inverse_intervention", "rate_curves",
+                                "la_gradients", "subgroup_gradients", "escalation") if k in tables]
+    for name in model_tables:
+        frame = tables[name].drop(columns=[c for c in ("truth", "covered") if c in tables[name]])
+        register_model_output(records, name, {f"{name}.csv": frame},
+                              f"{basis} {behind.get(name, default)}", codes=codes, status=status)
+    observed_figs = {"deciles": "deciles", "count_distribution": "count_distribution",
+                     "la_deciles": "la_deciles"}
+    for name, (caption, fig, data) in figs.items():
+        note = behind.get(name, default)
+        if name in observed_figs:
+            note = (f"The observed values plotted are those of table output {observed_figs[name]!r} as "
+                    "published (after ACRO's checks, suppression and rounding; suppressed cells absent); "
+                    "the rest are posterior predictive quantities. " + default)
+        frame = data if isinstance(data, pd.DataFrame) else None
+        register_model_output(records, f"figure_{name}", {f"figure_{name}.png": figmod.to_png(fig)},
+                              f"{caption} {basis} {note}", codes=codes, data=frame, status=status)
+    return records
+
+
+# ---------------------------------------------------------------------------- the folder
+
+
+def _write_results(records: list[dict[str, Any]], folder: Path, config: dict[str, Any]) -> None:
+    """Write the records' files, ``results.json``, ``checksums/`` and ``config.json`` (ACRO's order)."""
+    now = datetime.datetime.now().isoformat()
+    results: dict[str, Any] = {}
+    for rec in records:
+        names = []
+        for i, frame in enumerate(rec.get("frames", [])):
+            names.append(f"{rec['uid']}_{i}.csv")
+            (folder / names[-1]).write_text(frame.to_csv(), encoding="utf-8")
+        for name, content in rec.get("files_out", {}).items():
+            blocked = [str(e).lower() for e in config.get("blocked_extensions") or []]
+            if Path(name).suffix.lower() in blocked:
+                raise HierarchyError(f"output file {name}: its extension is blocked by the ACRO "
+                                     f"configuration ({config.get('config_source')})")
+            names.append(name)
+            if isinstance(content, pd.DataFrame):
+                content.to_csv(folder / name, index=False)
+            else:
+                (folder / name).write_bytes(content)
+        results[rec["uid"]] = {
+            "uid": rec["uid"], "status": rec["status"], "type": rec["type"], "properties": rec["properties"],
+            "files": [{"name": n, "sdc": rec["sdc"]} for n in names],
+            "outcome": json.loads(rec["outcome"].to_json()), "command": rec["command"],
+            "summary": rec["summary"], "timestamp": now, "comments": rec["comments"],
+            "exception": rec["exception"], "fair": rec["fair"]}
+    (folder / "results.json").write_text(json.dumps({"version": ACRO_VERSION, "tool": TOOL,
+                                                     "results": results}, indent=4), encoding="utf-8")
+    sums = folder / "checksums"
+    sums.mkdir()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        (sums / f"{path.name}.txt").write_text(hashlib.sha256(path.read_bytes()).hexdigest(), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps({**config, "suppress": True}, indent=4, default=str),
+                                        encoding="utf-8")
+
+
+def write_records(records: list[dict[str, Any]], out_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
+    """Write an ACRO results folder atomically (built beside it, then renamed into place).
+
+    Refuses an existing ``out_dir`` that is not empty, as ACRO's ``finalise`` does.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HierarchyError(f"{out}: exists and is not an empty folder; choose a new folder for the "
+                             "results to check (nothing is written over)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_results(records, tmp, config)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_checking_folder(fit: Any, out_dir: str | os.PathLike, *, data: Any = None,
+                          config: str | os.PathLike | None = None, prob: float = 0.9,
+                          n_draws: int = 200) -> Path:
+    """Write an ACRO results folder of a fit's report for the output checkers (SACRO-Viewer).
+
+    Parameters
+    ----------
+    fit : str, os.PathLike or arviz.InferenceData
+        A fit file (seal checked) or a loaded fit.
+    out_dir : str or os.PathLike
+        New folder (refused when it exists and is not empty).
+    data : str, os.PathLike or pandas.DataFrame, optional
+        The fitted table (its hash must match the fit's), for the observed tables; without it
+        (and without observed data in the fit) only model outputs are registered.
+    config : str or os.PathLike, optional
+        The environment's ACRO YAML; default :func:`environment_config_path`.
+    prob : float
+        Interval probability of the model tables.
+    n_draws : int
+        Posterior draws for the posterior predictive tables.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+    """
+    from hierarchy import estimands, report
+    from hierarchy.fitfile import load_fit
+
+    cfg = acro_config(config)
+    full = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit
+    idata = estimands.as_idata(full)
+    # raw tables in memory only: the observed columns are replaced by the checked ones below
+    tables = report.estimand_tables(idata, data=data, prob=prob, threshold=0, rounding=1, n_draws=n_draws)
+    tables.update(report.subgroup_tables(full, prob=prob))
+    observed = estimands.observed_counts(idata, data)
+    records: list[dict[str, Any]] = []
+    if observed is not None:
+        records = observed_records(idata, observed, cfg)
+        _replace_observed(tables, published_for_report(records))
+    else:
+        for name in ("deciles", "count_distribution"):
+            tables[name] = tables[name].drop(columns=[c for c in ("observed_count", "observed_rate",
+                                                                 "observed_neighbourhoods") if c in tables[name]])
+    figs = report.report_figures(idata, tables)
+    try:
+        records += model_records(idata, tables, figs, cfg)
+    finally:
+        import matplotlib.pyplot as plt
+
+        for _caption, fig, _data in figs.values():
+            plt.close(fig)
+    return write_records(records, out_dir, cfg)
+
+
+def _replace_observed(tables: dict[str, pd.DataFrame], published: dict[str, pd.DataFrame]) -> None:
+    """Put the published (checked) observed values into the report tables the figures are drawn from."""
+    dec = tables["deciles"]
+    pub = published["deciles"]
+    dec["observed_count"] = pub["observed_count"].to_numpy()
+    dec["observed_rate"] = pub["observed_rate"].to_numpy()
+    dist = tables["count_distribution"]
+    dist["observed_neighbourhoods"] = published["count_distribution"]["rows"].to_numpy()
+    if "la_deciles" in tables:
+        la = tables["la_deciles"]
+        wide = published["la_deciles"]
+        counts = [wide.loc[str(a), "All" if d == "all" else str(d)] for a, d in zip(la["la"], la["decile"],
+                                                                                     strict=True)]
+        la["observed_count"] = np.asarray(counts, dtype=float)
+        la["observed_rate"] = 1e4 * la["observed_count"] / la["children"]
+
+
+def describe_folder(out_dir: str | os.PathLike) -> str:
+    """What a checker sees in a results folder: one line per output (type, status, reasons), as text.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        A folder written by :func:`write_checking_folder`.
+
+    Returns
+    -------
+    str
+        A Markdown table.
+    """
+    doc = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+    lines = ["| output | type | status | files | reasons (cells) |", "|---|---|---|---|---|"]
+    for uid, rec in doc["results"].items():
+        sdc = rec["files"][0].get("sdc") or {}
+        reasons = ", ".join(f"{k} {v}" for k, v in (sdc.get("summary") or {}).items() if v)
+        if rec["type"] == "custom":
+            reasons = "custom output: comment for the checker" + ("; MinimumDoFCheck fail"
+                                                                  if rec["status"] == "fail" else "")
+        names = ", ".join(f["name"] for f in rec["files"])
+        lines.append(f"| {uid} | {rec['type']} | {rec['status']} | {names} | {reasons or 'none'} |")
+    return "\n".join(lines) + "\n"
