@@ -1,4 +1,4 @@
-"""ACRO results folders for output checking (:mod:`hierarchy.checking`)."""
+"""ACRO results folders for output checking (:mod:`hierarchy.reporting.checking`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import pytest
 from test_estimands import PLANTED, SHARED_FIT, shared_fit
 from test_packaging import wheel  # noqa: F401  (the fixture: the project built as a wheel)
 
-from hierarchy import checking, disclosure, estimands
+from hierarchy import disclosure
 from hierarchy.errors import HierarchyError
+from hierarchy.reporting import checking
+from hierarchy.results import estimands
 
 DEFAULT_YAML = checking.SHIPPED_CONFIG.read_text(encoding="utf-8")
 
@@ -306,7 +308,7 @@ def test_the_folder_has_acros_layout_and_checksums(folders):
 def test_without_observed_data_only_model_outputs_are_registered(folders, tmp_path):
     import arviz as az
 
-    from hierarchy.fitfile import load_fit
+    from hierarchy.results.fitfile import load_fit
 
     full = load_fit(folders["fit"])
     bare = az.InferenceData(**{g: full[g] for g in full.groups() if g != "observed_data"})
@@ -324,7 +326,7 @@ def test_the_wheel_ships_acros_default_rules(wheel):  # noqa: F811
     import zipfile
 
     with zipfile.ZipFile(wheel) as zf:
-        assert "hierarchy/acro_default.yaml" in zf.namelist()
+        assert "hierarchy/reporting/acro_default.yaml" in zf.namelist()
 
 
 # ---------------------------------------------------------------------------- ACRO's own loader

@@ -172,11 +172,21 @@ def _summary(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from hierarchy.reporting import report
 
+    if args.acro_config and not args.for_checking:
+        raise HierarchyError("--acro-config is the configuration of --for-checking DIR: give both")
     paths.check_output_folder(args.out, inputs=[args.fit, args.data])
+    if args.for_checking:
+        paths.check_output_folder(args.for_checking, inputs=[args.fit, args.data], option="--for-checking")
     path = report.write_report(args.fit, args.out, data=args.data, threshold=args.threshold,
                                rounding=args.rounding, prob=args.prob,
                                allow_below_default_rules=args.allow_below_default_rules)
     print(f"report written to {path}")
+    if args.for_checking:
+        from hierarchy.reporting.checking import describe_folder, write_checking_folder
+
+        folder = write_checking_folder(args.fit, args.for_checking, data=args.data, config=args.acro_config,
+                                       prob=args.prob)
+        print(f"results folder for the output checkers: {folder}\n{describe_folder(folder)}")
     return 0
 
 
@@ -187,7 +197,8 @@ def _demo(args: argparse.Namespace) -> int:
     enable_compilation_cache()
 
     return workflow.demo(out=Path(args.out), fit=Path(args.fit), reference_dir=args.reference_dir,
-                         synthetic=args.synthetic, fast=args.fast, progress=_progress_bars(False))
+                         synthetic=args.synthetic, fast=args.fast, progress=_progress_bars(False),
+                         for_checking=args.for_checking)
 
 
 def _compare_priors(args: argparse.Namespace) -> int:
@@ -578,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "then says at its top that it is NOT safe to publish under the default rules")
     sp.add_argument("--prob", type=_probability, default=0.9,
                     help="probability of the intervals, between 0 and 1 (default: %(default)s)")
+    sp.add_argument("--for-checking", type=Path, metavar="DIR",
+                    help="also write an ACRO results folder (results.json, outputs, checksums) for the "
+                         "output checkers (SACRO-Viewer) in this new folder")
+    sp.add_argument("--acro-config", type=Path, metavar="YAML",
+                    help="the environment's ACRO configuration (default: an installed acro's "
+                         "default.yaml, else ACRO's defaults)")
     sp.set_defaults(func=_report)
 
     def scheduler_opt(sp: argparse.ArgumentParser, extra: str = "") -> None:
@@ -662,6 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default: %(default)s)")
     sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
     sp.add_argument("--fast", action="store_true", help="small data and short chains")
+    sp.add_argument("--for-checking", action="store_true",
+                    help="also write OUT/report_for_checking, an ACRO results folder for output checkers")
     ref_opts(sp)
     sp.set_defaults(func=_demo)
     _child_level_parsers(sub, ref_opts)

@@ -77,7 +77,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
 
 
 def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
-         fast: bool = False, progress: bool = True) -> int:
+         fast: bool = False, progress: bool = True, for_checking: bool = False) -> int:
     """Main job: simulate national data, validate it, fit the default model, write a report.
 
     The demo replaces its own earlier outputs (a fit at ``fit``, the simulated table in ``out``)
@@ -91,6 +91,10 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     for path, kind in outputs:
         paths.check_output(path, kind=kind, replace=True, option="demo output")
     paths.check_output_folder(out / "report", option="demo output")
+    checking = out / "report_for_checking"
+    if for_checking and checking.exists() and any(checking.iterdir()) and not (checking / "results.json").exists():
+        raise HierarchyError(f"demo output {checking} exists and is not an ACRO results folder: move it "
+                             "away")
     for path, _kind in outputs:
         if path.exists():
             print(f"replacing {path} (an earlier demo's)")
@@ -110,4 +114,14 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
         return 0
     path = report.write_report(fit, out / "report", data=data_path, truth=truth)
     print(f"report: {path}")
+    if for_checking:
+        import shutil
+
+        from hierarchy.reporting.checking import describe_folder, write_checking_folder
+
+        if checking.exists():
+            print(f"replacing {checking} (an earlier demo's)")
+            shutil.rmtree(checking)
+        write_checking_folder(fit, checking, data=data_path)
+        print(f"results folder for the output checkers: {checking}\n{describe_folder(checking)}")
     return 0

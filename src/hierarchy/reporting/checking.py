@@ -374,7 +374,7 @@ def observed_records(idata, observed: np.ndarray, config: dict[str, Any]) -> lis
     idata : arviz.InferenceData
         The fit (a stage view of a stacked fit).
     observed : numpy.ndarray
-        Raw observed counts of the fitted rows (:func:`hierarchy.estimands.observed_counts`).
+        Raw observed counts of the fitted rows (:func:`hierarchy.results.estimands.observed_counts`).
     config : dict
         ACRO configuration.
 
@@ -383,8 +383,8 @@ def observed_records(idata, observed: np.ndarray, config: dict[str, Any]) -> lis
     list of dict
         Records (``frames``: the published tables written as ``{uid}_{i}.csv``).
     """
-    from hierarchy import estimands
-    from hierarchy.fitfile import fit_spec
+    from hierarchy.results import estimands
+    from hierarchy.results.fitfile import fit_spec
 
     spec, _ = fit_spec(idata)
     cd = idata.constant_data
@@ -543,8 +543,8 @@ def residual_dof(idata) -> tuple[int, int, int]:
 
 def _basis(idata, config: dict[str, Any]) -> tuple[str, str]:
     """The common part of every model output's comment, and the ACRO status its DoF gives."""
-    from hierarchy import estimands
-    from hierarchy.fitfile import fit_spec, provenance
+    from hierarchy.results import estimands
+    from hierarchy.results.fitfile import fit_spec, provenance
 
     spec, priors = fit_spec(idata)
     prov = provenance(idata)
@@ -570,16 +570,16 @@ def model_records(idata, tables: dict[str, pd.DataFrame], figs: dict[str, tuple[
     ----------
     idata : arviz.InferenceData
     tables : dict of pandas.DataFrame
-        Report tables (:func:`hierarchy.report.estimand_tables`); the observed ones are skipped
+        Report tables (:func:`hierarchy.reporting.report.estimand_tables`); the observed ones are skipped
         here (they are checked as tables).
     figs : dict
-        ``{name: (caption, Figure, plotted data)}`` (:func:`hierarchy.report.report_figures`),
+        ``{name: (caption, Figure, plotted data)}`` (:func:`hierarchy.reporting.report.report_figures`),
         made from the published observed tables.
     config : dict
         ACRO configuration.
     """
-    from hierarchy import estimands
-    from hierarchy import figures as figmod
+    from hierarchy.reporting import figures as figmod
+    from hierarchy.results import estimands
 
     basis, verdict = _basis(idata, config)
     codes = list(estimands._codes(idata)) + list(idata.constant_data["neighbourhood"].to_numpy().astype(str))
@@ -703,8 +703,9 @@ def write_checking_folder(fit: Any, out_dir: str | os.PathLike, *, data: Any = N
     pathlib.Path
         The folder written.
     """
-    from hierarchy import estimands, report
-    from hierarchy.fitfile import load_fit
+    from hierarchy.reporting import report
+    from hierarchy.results import estimands
+    from hierarchy.results.fitfile import load_fit
 
     cfg = acro_config(config)
     full = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit
