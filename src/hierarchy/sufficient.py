@@ -29,6 +29,7 @@ from hierarchy.design import Design, build_design
 from hierarchy.disclosure import THRESHOLD
 from hierarchy.errors import HierarchyError
 from hierarchy.priors import PriorSet
+from hierarchy.sampling import Draws
 from hierarchy.spec import ModelSpec
 
 SUM_COLUMNS = ("la", "stage", "stratum", "n", "sum_yw")
@@ -171,12 +172,108 @@ def sufficient_model(spec: ModelSpec, priors: PriorSet, design: Design, arr: np.
 def fit_sufficient(sums: pd.DataFrame, public: pd.DataFrame, spec: ModelSpec, priors: PriorSet, *,
                    chains: int = 4, tune: int = 500, draws: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
     """Posterior draws (chains x draws x ...) of the model fitted from the sums and the public table."""
+    draws_, _ = sample_sufficient(sums, public, spec, priors, chains=chains, tune=tune, draws=draws, seed=seed)
+    return draws_.posterior
+
+
+def sample_sufficient(sums: pd.DataFrame, public: pd.DataFrame, spec: ModelSpec, priors: PriorSet, *,
+                      chains: int = 4, tune: int = 500, draws: int = 500, seed: int = 0,
+                      progress: bool = False) -> tuple[Draws, Design]:
+    """NUTS on the sums' likelihood: :class:`~hierarchy.sampling.Draws` as ``hierarchy fit`` makes them,
+    and the public design (its counts are pseudo-counts: see :func:`public_design`)."""
+    import time
+
     import jax
     from numpyro.infer import MCMC, NUTS
 
+    from hierarchy.design import centring, describe_centring
+    from hierarchy.model import la_effect_labels
+    from hierarchy.sampling import MAX_TREE_DEPTH
+
     jax.config.update("jax_enable_x64", True)
     design, arr = public_design(public, sums, spec)
-    mcmc = MCMC(NUTS(sufficient_model(spec, priors, design, arr)), num_warmup=tune, num_samples=draws,
-                num_chains=chains, chain_method="sequential", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed))
-    return {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
+    mcmc = MCMC(NUTS(sufficient_model(spec, priors, design, arr), max_tree_depth=MAX_TREE_DEPTH),
+                num_warmup=tune, num_samples=draws, num_chains=chains, chain_method=chain_method,
+                progress_bar=progress)
+    t = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps", "energy"))
+    samples = mcmc.get_samples(group_by_chain=True)
+    ex = mcmc.get_extra_fields(group_by_chain=True)
+    steps = np.asarray(ex["num_steps"])
+    stats = {"diverging": np.asarray(ex["diverging"]), "energy": np.asarray(ex["energy"]), "n_steps": steps,
+             "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
+    settings = dict(sampler="numpyro", chains=chains, tune=tune, draws=draws, seed=seed,
+                    chain_method=chain_method, chain_method_used=chain_method, target_accept=0.8, float32=False,
+                    max_tree_depth=MAX_TREE_DEPTH, likelihood="sufficient_sums",
+                    parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
+    total = time.perf_counter() - t
+    return Draws(posterior={k: np.asarray(v) for k, v in samples.items()}, stats=stats, settings=settings,
+                 timings={"sampling": total, "total": total}), design
+
+
+def sums_hash(sums: pd.DataFrame) -> str:
+    """16-hex hash of the sums (cells in sorted order, values as written)."""
+    from hierarchy.config import config_hash
+
+    cells = sums[list(SUM_COLUMNS)].sort_values(["la", "stage", "stratum"]).astype(str).to_numpy().tolist()
+    return config_hash({"sums": cells})
+
+
+def sums_model_hash(path: str | os.PathLike) -> str | None:
+    """The model hash :func:`write_sums` wrote in the file's first line (None if absent)."""
+    import re
+
+    with open(path, encoding="utf-8") as fh:
+        m = re.search(r"\(hash ([0-9a-f]{16})\)", fh.readline())
+    return m.group(1) if m else None
+
+
+def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: int = 4, tune: int = 1000,
+                   draws: int = 1000, seed: int = 0, progress: bool = True) -> str:
+    """``hierarchy fit --sufficient SUMS --data PUBLIC``: fit from the sums and save a normal fit file.
+
+    The fit file is what :func:`hierarchy.workflow.fit_files` writes (:func:`hierarchy.fitfile.build_idata`),
+    so ``summary`` and ``report`` read it. Its data hash combines the sums' hash and the public table's;
+    ``data_source`` names both files and the sampler settings say ``likelihood = "sufficient_sums"``.
+    No pointwise log-likelihood is stored: the neighbourhood counts are not there to compute it.
+    """
+    from hierarchy import data as data_mod
+    from hierarchy import paths, shipped
+    from hierarchy.config import config_hash
+    from hierarchy.diagnostics import format_diagnostics
+    from hierarchy.fitfile import build_idata, save_fit
+    from hierarchy.priors import load_priors
+    from hierarchy.spec import load_spec
+
+    model, priors = shipped.resolve(model, "models"), shipped.resolve(priors, "priors")
+    paths.check_output(out, kind="fit", inputs=[sums, public, model, priors, columns], replace=True)
+    spec, pset = load_spec(model), load_priors(priors)
+    check_exact(spec)
+    written_for = sums_model_hash(sums)
+    if written_for is not None and written_for != spec.hash():
+        raise HierarchyError(f"{sums} was exported for a model with hash {written_for}, not {spec.name} "
+                             f"({spec.hash()}): fit it with the model it was exported for")
+    table = read_sums(sums)
+    cmap = data_mod.load_column_map(columns) if columns else None
+    pub = data_mod.read_table(public, columns=cmap)
+    stages = [s for s in spec.stages if s in pub.columns]
+    if stages:
+        raise HierarchyError(f"{public} has the count column(s) {', '.join(stages)}: the public table for a "
+                             "sums fit holds no counts (drop them; the counts are in the sums)")
+    pub_clean = data_mod.clean(pub, strata=spec.strata)
+    draws_, design = sample_sufficient(table, pub_clean, spec, pset, chains=chains, tune=tune, draws=draws,
+                                       seed=seed, progress=progress)
+    draws_.settings["sums_file"] = str(sums)
+    dhash = config_hash([sums_hash(table), data_mod.data_hash(pub_clean, strata=spec.strata)])
+    idata = build_idata(draws_, spec, pset, design, data_hash=dhash,
+                        data_source=f"sufficient sums {sums} with public table {public}",
+                        column_map=None if cmap is None else cmap.canonical_to_user())
+    if "log_likelihood" in idata.groups():  # built from pseudo-counts: meaningless for a sums fit
+        del idata.log_likelihood
+    save_fit(idata, out)
+    import json
+
+    diag = format_diagnostics(json.loads(idata.posterior.attrs["hierarchy"])["diagnostics"])
+    return (f"fit saved to {out}: {spec.name} / {pset.name} from sufficient sums {sums}, "
+            f"{chains} chains x ({tune} tune + {draws} draws), {draws_.timings['total']:.1f} s\n{diag}")

@@ -41,7 +41,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     t0 = time.perf_counter()
     spec, pset = load_spec(model), load_priors(priors)
     cmap = data_mod.load_column_map(columns) if columns else None
-    table = data_mod.load(data, columns=cmap)
+    named = dict(counts=spec.stages, strata=spec.strata)  # any count / stratum column the model names
+    table = data_mod.load(data, columns=cmap, **named)
     for stage in spec.stages:
         if stage in table.columns and not (table[stage] > 0).any():
             raise HierarchyError(f"{data}: every {stage} count is 0; {spec.name} cannot be fitted "
@@ -51,7 +52,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
         f"+ {draws} draws), {sampler}")
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32)
-    idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
+    idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **named),
                         data_source=str(data), include_data=include_data,
                         column_map=None if cmap is None else cmap.canonical_to_user())
     say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
