@@ -401,8 +401,8 @@ def _export_sufficient(args: argparse.Namespace) -> int:
     from hierarchy import data, sufficient
     from hierarchy.spec import load_spec
 
-    spec = load_spec(args.model)
-    table = data.load(args.table, columns=args.columns)
+    spec = load_spec(shipped.resolve(args.model, "models"))
+    table = data.load(args.table, columns=args.columns, counts=spec.stages, strata=spec.strata)
     sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold)
     sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold)
     print(f"wrote {len(sums)} LA x stage x stratum sums (each behind >= {args.threshold} children) to {args.out}")
@@ -669,8 +669,8 @@ def _child_level_parsers(sub, ref_opts) -> None:
 
     sp = sub.add_parser("export-sufficient", help="LA-level sums of a Poisson model, disclosure-checked")
     sp.add_argument("table", type=Path, help="validated neighbourhood table (CSV or Parquet)")
-    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"),
-                    help="a Poisson model file (default: %(default)s)")
+    sp.add_argument("--model", default="gradient_poisson",
+                    help="a Poisson model file or shipped name (default: %(default)s)")
     sp.add_argument("--columns", type=Path, help="TOML column map for the table")
     sp.add_argument("--threshold", type=int, default=10, help="refuse any sum behind fewer children")
     sp.add_argument("--out", type=Path, required=True, help="SUMS.csv")

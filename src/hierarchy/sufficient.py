@@ -224,8 +224,8 @@ def sums_model_hash(path: str | os.PathLike) -> str | None:
     """The model hash :func:`write_sums` wrote in the file's first line (None if absent)."""
     import re
 
-    with open(path, encoding="utf-8") as fh:
-        m = re.search(r"\(hash ([0-9a-f]{16})\)", fh.readline())
+    with open(path, "rb") as fh:
+        m = re.search(r"\(hash ([0-9a-f]{16})\)", fh.readline().decode("utf-8", errors="replace"))
     return m.group(1) if m else None
 
 
@@ -250,11 +250,11 @@ def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: in
     paths.check_output(out, kind="fit", inputs=[sums, public, model, priors, columns], replace=True)
     spec, pset = load_spec(model), load_priors(priors)
     check_exact(spec)
+    table = read_sums(sums)
     written_for = sums_model_hash(sums)
     if written_for is not None and written_for != spec.hash():
         raise HierarchyError(f"{sums} was exported for a model with hash {written_for}, not {spec.name} "
                              f"({spec.hash()}): fit it with the model it was exported for")
-    table = read_sums(sums)
     cmap = data_mod.load_column_map(columns) if columns else None
     pub = data_mod.read_table(public, columns=cmap)
     stages = [s for s in spec.stages if s in pub.columns]
