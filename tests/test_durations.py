@@ -192,3 +192,60 @@ def test_simulated_reentry_has_its_hazards():
     ratio = np.log(f["hazard"][1:] / f["hazard"][0]) - np.log(np.asarray(t["hazards"][1:]) / t["hazards"][0])
     assert np.all(np.abs(ratio / np.hypot(f["se"][1:4], f["se"][0])) < 4), ratio
     assert abs(f["log_gradient"] - t["log_gradient"]) < 4 * np.hypot(f["se"][-1], 0.05 / np.sqrt(12))
+
+
+def _true_share(hazards_per_day, cuts, log_gradient, w, days):
+    lh = np.log(np.asarray(hazards_per_day) * du.YEAR_DAYS * np.exp(log_gradient * w))
+    return 1 - du.survival_from_hazards(lh[None, :], np.asarray(cuts, dtype=float), np.array([days]))[0, 0]
+
+
+@pytest.mark.slow  # two fits: ~4-5 min on the shared 2-core machine
+@pytest.mark.parametrize("kind", ["cin", "reentry"])
+def test_extract_to_durations_table_to_fit_recovers_the_hazards(kind, tmp_path, capsys):
+    """simulate-extract -> durations (CLI) -> hierarchy fit (CLI) -> posterior estimands vs the truth."""
+    import json
+
+    from hierarchy.cli import main
+    from hierarchy.fitfile import load_fit
+
+    geo_args = ["--synthetic", "--n-la", "12", "--lsoa-per-la", "30", "--geo-seed", "3"]
+    geo = synthetic_geography(12, seed=3, lsoa_per_la=30)
+    if kind == "cin":
+        extract, _, truth = childsim.simulate_extract(geo, year=2019, seed=8)
+        t = {**truth["durations"]["cin_closure"], "cuts_days": truth["durations"]["cuts_days"]}
+        spell, model, horizon = ["--spell", "cin"], "cin_duration_poisson", None
+    else:
+        extract, truth = childsim.simulate_care_extract(geo, year=2019, seed=8)
+        t = truth["reentry"]
+        spell, model, horizon = ["--spell", "reentry"], "care_reentry_poisson", 6 * 365
+    ext, table, fit = tmp_path / "ext.csv", tmp_path / "table.parquet", tmp_path / "fit.nc"
+    extract.to_csv(ext, index=False)
+    assert main(["durations", str(ext), *geo_args, *spell, "--out", str(table)]) == 0
+    assert main(["fit", "--data", str(table), "--model", model, "--priors", "time_to_event", "--chains", "2",
+                 "--tune", "400", "--draws", "400", "--quiet", "--out", str(fit)]) == 0
+    capsys.readouterr()
+    idata = load_fit(fit)
+    post = idata.posterior
+    u = np.mean(list(t["la_effects"]["intercept"].values()))  # the simulated LAs' mean effect
+    log_h = np.log(np.asarray(t["hazards"]) * du.YEAR_DAYS)
+    k = len(post["stratum"]) + 1  # bands the extract reaches
+    checks = {"intercept": log_h[0] + u, "gradient": t["log_gradient"]}
+    for name, truth_value in checks.items():
+        d = post[name].to_numpy().ravel()
+        assert abs(d.mean() - truth_value) < 3.5 * d.std(), (kind, name, d.mean(), truth_value)
+    off = post["stratum_intercept_offset"].to_numpy().reshape(-1, k - 1)
+    z = (off.mean(0) - (log_h[1:k] - log_h[0])) / off.std(0)
+    assert np.all(np.abs(z) < 3.5), (kind, z)
+    est = du.posterior_estimands(idata, horizon_days=horizon).query("la_level == 'mean'")
+    des = json.loads(post.attrs["hierarchy"])["design"]
+    for r in est.itertuples():
+        w = (r.deprivation - r.la_deprivation) / 0.1
+        if abs(w) > 2:
+            continue  # far outside most LAs' neighbourhoods: a long extrapolation
+        for days in [91] + ([horizon] if horizon else []):
+            true = _true_share(t["hazards"], t["cuts_days"], t["log_gradient"], w, days)
+            lo, hi = getattr(r, f"share_within_{days}_lo"), getattr(r, f"share_within_{days}_hi")
+            assert lo - 0.03 < true < hi + 0.03, (kind, r.group, days, lo, true, hi, des["X_mean"])
+    if horizon:
+        share = est[f"share_within_{horizon}"].to_numpy()
+        assert 0.25 < share.mean() < 0.5  # about the published 35% within six years
