@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hierarchy import simulate
@@ -132,3 +133,15 @@ def test_fit_sufficient_cli_writes_a_normal_fit_file(tmp_path, capsys):
     assert "gradient" in capsys.readouterr().out
     est = du.posterior_estimands(idata)
     assert len(est) == 15 and (est["median_days"] > 0).all()
+
+
+def test_public_table_must_match_the_sums(setup):
+    table, spec, _ = setup
+    sums = su.sufficient_sums(table, spec)
+    public = table.drop(columns=["referral"])
+    with pytest.raises(HierarchyError, match="have no sum"):  # an LA the sums do not cover
+        su.public_design(public, sums[sums["la"] != sums["la"].iloc[0]], spec)
+    extra = public[public["la"] == public["la"].iloc[0]].assign(la="LA999",
+                                                                neighbourhood=lambda t: t["neighbourhood"] + "x")
+    with pytest.raises(HierarchyError, match="have no sum"):
+        su.public_design(pd.concat([public, extra]), sums, spec)

@@ -349,8 +349,12 @@ def _durations(args: argparse.Namespace) -> int:
                                inputs=[args.extract, args.columns], replace=args.force, option=what)
     geo = _extract_geography(args)
     _, records, end = _read_checked_extract(args, geo, extract.CARE_REQUIRED_FIELDS if reentry else None)
-    cuts = (tuple(int(c) for c in args.cuts.split(",")) if args.cuts else
-            durations.REENTRY_CUTS_DAYS if reentry else durations.CUTS_DAYS)
+    try:
+        cuts = (tuple(int(c) for c in args.cuts.split(",")) if args.cuts else
+                durations.REENTRY_CUTS_DAYS if reentry else durations.CUTS_DAYS)
+    except ValueError:
+        raise HierarchyError(f"--cuts {args.cuts}: give whole days separated by commas, e.g. 0,91,182,365"
+                             ) from None
     durations.band_labels(cuts)  # checks the cut points
     default_since = pd.Timestamp(end.year - 6, 4, 1) if reentry else pd.Timestamp(end.year - 1, 4, 1)
     since = pd.Timestamp(args.since) if args.since else default_since

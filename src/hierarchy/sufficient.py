@@ -128,6 +128,15 @@ def public_design(public: pd.DataFrame, sums: pd.DataFrame, spec: ModelSpec) -> 
             raise HierarchyError(f"the sums name {what} {sums[col][i < 0].iloc[0]!r}, which the public table "
                                  "and model do not have: use the table and model the sums were made from")
     arr = np.zeros((2, len(la), len(stage), len(stratum)))
+    have = np.zeros(arr.shape[1:], dtype=bool)
+    have[idx] = True
+    used = np.zeros_like(have)
+    used[design.la_index, design.stage_index, design.stratum_index] = True
+    if (used & ~have).any():
+        j, s_, k = (a[0] for a in np.nonzero(used & ~have))
+        raise HierarchyError(f"{int((used & ~have).sum())} LA x stage x stratum cells of the public table have no "
+                             f"sum (e.g. {la[j]}/{stage[s_]}/{stratum[k]}): the public table must cover the same "
+                             "LAs and strata as the table the sums were exported from")
     arr[0][idx] = sums["n"].to_numpy(dtype=float)
     arr[1][idx] = sums["sum_yw"].to_numpy(dtype=float)
     expo = np.exp(design.log_exposure)
