@@ -137,13 +137,11 @@ def _fit(args: argparse.Namespace) -> int:
     if replacing:
         print(f"replacing the fit {args.out} (--force)")
     if args.sufficient is not None:  # the export that leaves the children behind (issue 17)
-        from hierarchy import sufficient
-
         if args.sampler != "numpyro" or args.float32:
             raise HierarchyError("--sufficient fits with NumPyro in float64: drop --sampler/--float32")
         use_host_devices(max(args.chains, 1))
         enable_compilation_cache()
-        print(sufficient.fit_sums_files(sums=args.sufficient, public=args.data, model=model, priors=priors,
+        print(workflow.fit_sums_files(sums=args.sufficient, public=args.data, model=model, priors=priors,
                                         out=args.out, columns=args.columns, chains=args.chains, tune=args.tune,
                                         draws=args.draws, seed=args.seed, progress=_progress_bars(args.quiet)))
         return 0
@@ -415,14 +413,14 @@ def _export_sufficient(args: argparse.Namespace) -> int:
 
 def _fit_sufficient(args: argparse.Namespace) -> int:
     """Same as ``hierarchy fit --sufficient SUMS --data PUBLIC``: a normal fit file."""
-    from hierarchy import sufficient
+    from hierarchy import workflow
     from hierarchy.sampling import enable_compilation_cache, use_host_devices
 
     paths.check_output(args.out, kind="fit", inputs=[args.sums, args.public, args.model, args.priors],
                        replace=args.force)
     use_host_devices(max(args.chains, 1))
     enable_compilation_cache()
-    print(sufficient.fit_sums_files(sums=args.sums, public=args.public, model=args.model, priors=args.priors,
+    print(workflow.fit_sums_files(sums=args.sums, public=args.public, model=args.model, priors=args.priors,
                                     out=args.out, chains=args.chains, tune=args.tune, draws=args.draws,
                                     seed=args.seed, progress=False))
     return 0
