@@ -119,7 +119,8 @@ def small_geography() -> reference.Geography:
 def with_formula_columns(table, seed: int = 0):
     """``table`` with the columns the formula example models read (test data, not a simulation of
     them): a rural flag per neighbourhood, LA income inequality, a year and an ethnic group per row,
-    and re-referrals (of at least one referral per row)."""
+    re-referrals (of at least one referral per row), and a duration band and events for the duration
+    and re-entry models."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -132,4 +133,6 @@ def with_formula_columns(table, seed: int = 0):
     t["ethnicity"] = rng.choice(["Asian", "Black", "Mixed", "Other", "White"], len(t))
     t["referral"] = np.maximum(t["referral"], 1)
     t["re_referral"] = rng.binomial(t["referral"], 0.2)
+    t["band"] = rng.choice(["0000-0091", "0091-0182", "0182+"], len(t))  # duration models (events per band)
+    t["events"] = rng.binomial(t["referral"], 0.5)
     return t

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hierarchy.data import simulate
@@ -85,3 +86,63 @@ def test_sufficient_fit_matches_neighbourhood_fit(setup):
         a, b = np.ravel(outside[name]), np.ravel(inside[name])
         se = np.sqrt(a.var() / 200 + b.var() / 200)  # conservative ESS of 200 per fit
         assert abs(a.mean() - b.mean()) < 4 * se, (name, a.mean(), b.mean(), se)
+
+
+@pytest.mark.slow  # ~110 s on the shared 2-core machine (compiles, samples, summary)
+def test_fit_sufficient_cli_writes_a_normal_fit_file(tmp_path, capsys):
+    """extract -> durations table (stays inside) -> sums -> hierarchy fit --sufficient -> summary."""
+    import pandas as pd
+
+    from hierarchy.cli import main
+    from hierarchy.data import childsim
+    from hierarchy.data import extract as ex
+    from hierarchy.data import table as data
+    from hierarchy.results import durations as du
+    from hierarchy.results.fitfile import load_fit, provenance
+
+    geo = synthetic_geography(6, seed=3, lsoa_per_la=30)
+    extract, _, _ = childsim.simulate_extract(geo, year=2019, seed=2)
+    sp = du.spells(ex.parse_extract(extract), *du.SPELLS["cin"], since=pd.Timestamp("2018-04-01"),
+                   extract_end=pd.Timestamp("2019-03-31"))
+    with pytest.raises(HierarchyError, match="fewer than 10 children"):  # the 182-365 band of small LAs
+        su.sufficient_sums(du.model_table(sp, geo), load_spec("models/cin_duration_poisson.toml"))
+    table = du.model_table(sp, geo, (0, 91))  # coarser bands: every sum behind >= 10 closures
+    inside = data.write_table(table, tmp_path / "cin.parquet")
+    public = data.write_table(table.drop(columns=["events"]), tmp_path / "public.parquet")
+    sums, fit = tmp_path / "sums.csv", tmp_path / "sums.nc"
+    assert main(["export-sufficient", str(inside), "--model", "cin_duration_poisson", "--out", str(sums)]) == 0
+    assert main(["fit", "--sufficient", str(inside), "--data", str(public), "--model", "cin_duration_poisson",
+                 "--priors", "time_to_event", "--chains", "1", "--tune", "30", "--draws", "30", "--quiet",
+                 "--out", str(fit)]) == 2  # the table with counts is not a sums file
+    assert main(["fit", "--sufficient", str(sums), "--data", str(inside), "--model", "cin_duration_poisson",
+                 "--priors", "time_to_event", "--chains", "1", "--tune", "30", "--draws", "30", "--quiet",
+                 "--out", str(fit)]) == 2  # the public table may not carry the counts
+    assert "holds no counts" in capsys.readouterr().err
+    assert main(["fit", "--sufficient", str(sums), "--data", str(public), "--model", "gradient_poisson",
+                 "--chains", "1", "--tune", "30", "--draws", "30", "--quiet", "--out", str(fit)]) == 2
+    assert "exported for a model" in capsys.readouterr().err
+    assert main(["fit", "--sufficient", str(sums), "--data", str(public), "--model", "cin_duration_poisson",
+                 "--priors", "time_to_event", "--chains", "1", "--tune", "100", "--draws", "100", "--quiet",
+                 "--out", str(fit)]) == 0
+    idata = load_fit(fit, model="models/cin_duration_poisson.toml", priors="priors/time_to_event.toml")
+    prov = provenance(idata)
+    assert prov["sampler"]["likelihood"] == "sufficient_sums" and "sums.csv" in prov["data_source"]
+    assert "log_likelihood" not in idata.groups() and "observed_data" not in idata.groups()
+    assert set(idata.posterior.stratum.values) == {"0091+"}
+    capsys.readouterr()
+    assert main(["summary", str(fit)]) == 0
+    assert "gradient" in capsys.readouterr().out
+    est = du.posterior_estimands(idata)
+    assert len(est) == 15 and (est["median_days"] > 0).all()
+
+
+def test_public_table_must_match_the_sums(setup):
+    table, spec, _ = setup
+    sums = su.sufficient_sums(table, spec)
+    public = table.drop(columns=["referral"])
+    with pytest.raises(HierarchyError, match="have no sum"):  # an LA the sums do not cover
+        su.public_design(public, sums[sums["la"] != sums["la"].iloc[0]], spec)
+    extra = public[public["la"] == public["la"].iloc[0]].assign(la="LA999",
+                                                                neighbourhood=lambda t: t["neighbourhood"] + "x")
+    with pytest.raises(HierarchyError, match="have no sum"):
+        su.public_design(pd.concat([public, extra]), sums, spec)

@@ -190,7 +190,7 @@ def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws:
     from hierarchy.results.compare_priors import prior_predictive
 
     jax.config.update("jax_enable_x64", True)
-    table = data_mod.load(data, columns=columns)
+    table = data_mod.load(data, columns=columns, **spec.data_columns)
     design = build_design(table, spec)
     pp = prior_predictive(spec, pset, design, draws=draws, seed=seed)
     d = pp.deciles

@@ -78,7 +78,9 @@ def _validate(args: argparse.Namespace) -> int:
     geo = reference.maybe_reference(args.reference_dir)
     columns = data.load_column_map(args.columns) if args.columns else None
     table = data.read_table(args.data, columns=columns)
-    report = data.validate(table, source=str(args.data), reference=geo)
+    named = dict(counts=tuple(n for n in args.counts.split(",") if n),
+                 strata=tuple(n for n in args.strata.split(",") if n))
+    report = data.validate(table, source=str(args.data), reference=geo, **named)
     print(report.format())
     if not args.drop_invalid:
         return 0 if report.ok else 1
@@ -91,7 +93,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     # the rows that pass, checked again as a table of their own (an LA may now be too small)
     kept_report = data.validate(kept, source=f"{args.data} (the {len(kept)} rows that pass)",
-                                reference=geo)
+                                reference=geo, **named)
     seen = {(p.level, p.column, p.message) for p in report.problems}
     kept_report.problems = [p for p in kept_report.problems if (p.level, p.column, p.message) not in seen]
     if kept_report.problems:
@@ -103,7 +105,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.kept is None:
         print("to fit the rows that pass, write them with --kept KEPT.csv (or .parquet)")
         return 0
-    data.write_table(data.clean(kept), args.kept)
+    data.write_table(data.clean(kept, **named), args.kept)
     mapped = " with canonical column names (fit it without --columns)" if columns else ""
     print(f"wrote the {len(kept)} rows that pass to {args.kept}{mapped}")
     return 0
@@ -127,14 +129,23 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from hierarchy import workflow
-    from hierarchy.inference.sampling import enable_compilation_cache
+    from hierarchy.inference.sampling import enable_compilation_cache, use_host_devices
 
     model, priors = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
     replacing = args.out.exists()
-    paths.check_output(args.out, kind="fit", inputs=[args.data, model, priors, args.columns],
+    paths.check_output(args.out, kind="fit", inputs=[args.data, model, priors, args.columns, args.sufficient],
                        replace=args.force)
     if replacing:
         print(f"replacing the fit {args.out} (--force)")
+    if args.sufficient is not None:  # the export that leaves the children behind (issue 17)
+        if args.sampler != "numpyro" or args.float32:
+            raise HierarchyError("--sufficient fits with NumPyro in float64: drop --sampler/--float32")
+        use_host_devices(max(args.chains, 1))
+        enable_compilation_cache()
+        print(workflow.fit_sums_files(sums=args.sufficient, public=args.data, model=model, priors=priors,
+                                        out=args.out, columns=args.columns, chains=args.chains, tune=args.tune,
+                                        draws=args.draws, seed=args.seed, progress=_progress_bars(args.quiet)))
+        return 0
     enable_compilation_cache()  # process-wide JAX setting: switched on by the command, not the library
 
     result = workflow.fit_files(
@@ -365,7 +376,7 @@ def _extract_geography(args: argparse.Namespace):
     return reference.get_geography(args.reference_dir)
 
 
-def _read_checked_extract(args: argparse.Namespace, geo):
+def _read_checked_extract(args: argparse.Namespace, geo, required=None):
     import pandas as pd
 
     from hierarchy.data import extract
@@ -376,7 +387,7 @@ def _read_checked_extract(args: argparse.Namespace, geo):
     end = pd.Timestamp(args.extract_end) if args.extract_end else None
     report = extract.validate_extract(raw, source=str(args.extract), lsoa_codes=geo.lsoa["lsoa"],
                                       lsoa_la=dict(zip(geo.lsoa["lsoa"], geo.lsoa["la"], strict=True)),
-                                      extract_end=end)
+                                      extract_end=end, required=required or extract.REQUIRED_FIELDS)
     print(report.format())
     if not report.ok:
         raise HierarchyError(f"{args.extract} has errors (listed above); nothing was written")
@@ -402,25 +413,54 @@ def _aggregate(args: argparse.Namespace) -> int:
 def _durations(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from hierarchy.data import extract
+    from hierarchy.data import table as data
     from hierarchy.results import durations
 
+    reentry = args.spell == "reentry"
+    if reentry and args.start:
+        raise HierarchyError("--spell reentry builds its spells from care episodes; --start/--end are for "
+                             "other spells")
+    if bool(args.start) != bool(args.end):
+        raise HierarchyError("give --start and --end together (the date fields a spell runs between)")
+    for path, what in ((args.out, "--out"), (args.estimands, "--estimands")):
+        if path is not None:
+            paths.check_output(path, kind="table" if what == "--out" else "csv",
+                               inputs=[args.extract, args.columns], replace=args.force, option=what)
     geo = _extract_geography(args)
-    _, records, end = _read_checked_extract(args, geo)
-    start_col, end_col = (args.start, args.end) if args.start else durations.SPELLS[args.spell]
-    since = pd.Timestamp(args.since) if args.since else pd.Timestamp(end.year - 1, 4, 1)
-    sp = durations.spells(records, start_col, end_col, since=since, extract_end=end)
-    table = durations.person_time(sp, geo)
-    fit = durations.fit_piecewise(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)  # stays inside: neighbourhood-level events
-    est = durations.estimands(sp, geo, threshold=args.threshold)
-    print(f"{len(sp):,} spells {start_col} -> {end_col} from {since.date()}, censored at {end.date()}; "
-          f"table: {args.out}")
-    print("hazard per day by band: " + ", ".join(f"{h:.5f}" for h in fit["hazard"])
-          + f"; log gradient per 10 points of w: {fit['log_gradient']:.3f} (se {fit['se'][-1]:.3f})")
+    _, records, end = _read_checked_extract(args, geo, extract.CARE_REQUIRED_FIELDS if reentry else None)
+    try:
+        cuts = (tuple(int(c) for c in args.cuts.split(",")) if args.cuts else
+                durations.REENTRY_CUTS_DAYS if reentry else durations.CUTS_DAYS)
+    except ValueError:
+        raise HierarchyError(f"--cuts {args.cuts}: give whole days separated by commas, e.g. 0,91,182,365"
+                             ) from None
+    durations.band_labels(cuts)  # checks the cut points
+    default_since = pd.Timestamp(end.year - 6, 4, 1) if reentry else pd.Timestamp(end.year - 1, 4, 1)
+    since = pd.Timestamp(args.since) if args.since else default_since
+    if reentry:
+        sp = durations.reentry_spells(records, since=since, extract_end=end)
+        what = "returns home -> next care start"
+    else:
+        start_col, end_col = (args.start, args.end) if args.start else durations.SPELLS[args.spell]
+        sp = durations.spells(records, start_col, end_col, since=since, extract_end=end)
+        what = f"{start_col} -> {end_col}"
+    if sp.empty:
+        raise HierarchyError(f"no spells ({what}) start on or after {since.date()}: check --since and the extract")
+    table = durations.model_table(sp, geo, cuts)
+    data.write_table(table, args.out)  # stays inside: neighbourhood-level events
+    fit = durations.fit_piecewise(durations.person_time(sp, geo, cuts))
+    within = 6 * 365 if reentry else 91
+    est = durations.estimands(sp, geo, threshold=args.threshold, within_days=within)
+    print(f"{len(sp):,} spells {what} from {since.date()}, censored at {end.date()}; table: {args.out} "
+          f"(fit it: hierarchy fit --data {args.out} --model "
+          f"{'care_reentry' if reentry else args.spell + '_duration'}_poisson --priors time_to_event)")
+    print("maximum-likelihood check, hazard per child-year by band: "
+          + ", ".join(f"{h * durations.YEAR_DAYS:.3f}" for h in fit["hazard"])
+          + f"; log hazard ratio per 10 points of w: {fit['log_gradient']:.3f} (se {fit['se'][-1]:.3f})")
     print(est.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.estimands:
-        est.to_csv(args.estimands, index=False)
+        data.write_table(est, args.estimands)
     return 0
 
 
@@ -446,8 +486,8 @@ def _export_sufficient(args: argparse.Namespace) -> int:
     from hierarchy.inference import sufficient
     from hierarchy.language.spec import load_spec
 
-    spec = load_spec(args.model)
-    table = data.load(args.table, columns=args.columns)
+    spec = load_spec(shipped.resolve(args.model, "models"))
+    table = data.load(args.table, columns=args.columns, counts=spec.stages, strata=spec.strata)
     sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold)
     sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold)
     print(f"wrote {len(sums)} LA x stage x stratum sums (each behind >= {args.threshold} children) to {args.out}")
@@ -455,22 +495,17 @@ def _export_sufficient(args: argparse.Namespace) -> int:
 
 
 def _fit_sufficient(args: argparse.Namespace) -> int:
-    import arviz as az
+    """Same as ``hierarchy fit --sufficient SUMS --data PUBLIC``: a normal fit file."""
+    from hierarchy import workflow
+    from hierarchy.inference.sampling import enable_compilation_cache, use_host_devices
 
-    from hierarchy.data import table as data
-    from hierarchy.inference import sufficient
-    from hierarchy.language.priors import load_priors
-    from hierarchy.language.spec import load_spec
-
-    spec, priors = load_spec(args.model), load_priors(args.priors)
-    public = data.read_table(args.public)
-    draws = sufficient.fit_sufficient(sufficient.read_sums(args.sums), public, spec, priors, chains=args.chains,
-                                      tune=args.tune, draws=args.draws, seed=args.seed)
-    idata = az.from_dict(posterior=draws)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    idata.to_netcdf(args.out)
-    print(az.summary(idata, var_names=[v for v in ("intercept", "gradient", "la_sd") if v in draws]))
-    print(f"posterior written to {args.out}")
+    paths.check_output(args.out, kind="fit", inputs=[args.sums, args.public, args.model, args.priors],
+                       replace=args.force)
+    use_host_devices(max(args.chains, 1))
+    enable_compilation_cache()
+    print(workflow.fit_sums_files(sums=args.sums, public=args.public, model=args.model, priors=args.priors,
+                                    out=args.out, chains=args.chains, tune=args.tune, draws=args.draws,
+                                    seed=args.seed, progress=False))
     return 0
 
 
@@ -503,6 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("validate", help="check a neighbourhood table and report every problem")
     sp.add_argument("data", type=Path, help="the table: .csv or .parquet")
     sp.add_argument("--columns", type=Path, help=columns_help)
+    sp.add_argument("--counts", default="", metavar="COL,...",
+                    help="further count columns to check, e.g. events (a durations table needs no stage column)")
+    sp.add_argument("--strata", default="", metavar="COL,...",
+                    help="further stratum columns (part of the row key), e.g. band")
     sp.add_argument("--drop-invalid", type=Path, metavar="REJECTS.csv",
                     help="write the rows that fail, with reasons, here (exit 0 when the rest pass)")
     sp.add_argument("--kept", type=Path, metavar="KEPT.csv",
@@ -559,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "posterior it gives back every observed count exactly). Not needed for LOO: "
                          "compare-models --data recomputes it from the data")
     sp.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    sp.add_argument("--sufficient", type=Path, metavar="SUMS.csv",
+                    help="fit a Poisson model from LA-level sums (hierarchy export-sufficient); --data is then "
+                         "the public table (neighbourhood, la, deprivation, exposure, strata; no counts)")
     sp.add_argument("--out", type=Path, required=True, help="the fit file to write (.nc)")
     sp.add_argument("--force", action="store_true", help="replace an existing fit file (only a fit)")
     sp.set_defaults(func=_fit)
@@ -717,14 +759,20 @@ def _child_level_parsers(sub, ref_opts) -> None:
 
     sp = sub.add_parser("durations", help="time to closure (or re-entry) as a piecewise-exponential table")
     extract_opts(sp)
-    sp.add_argument("--spell", default="cin", choices=["cin", "cpp"], help="CIN episodes or CP plans")
+    sp.add_argument("--spell", default="cin", choices=["cin", "cpp", "reentry"],
+                    help="CIN episodes, CP plans, or re-entry to care after a return home (a looked-after "
+                         "extract: CLAstartDate, CLAendDate, ReasonEpisodeCeased)")
+    sp.add_argument("--cuts", help="band edges in days, e.g. 0,91,182,365 (default: that; re-entry 0,182,365,730)")
     sp.add_argument("--start", help="start date field (with --end: any spell, e.g. a return home)")
     sp.add_argument("--end", help="end date field (e.g. the next care start, for re-entry)")
-    sp.add_argument("--since", help="spells starting on or after this date (default: 1 April of the last year)")
-    sp.add_argument("--out", type=Path, required=True, help="neighbourhood x band table (CSV; stays inside)")
-    sp.add_argument("--estimands", type=Path, help="CSV of disclosure-controlled estimands")
+    sp.add_argument("--since", help="spells starting on or after this date (default: 1 April of the last year; "
+                                    "re-entry: six years before that)")
+    sp.add_argument("--out", type=Path, required=True,
+                    help="neighbourhood x band table (CSV or Parquet) for hierarchy fit; stays inside")
+    sp.add_argument("--estimands", type=Path, help="CSV of disclosure-controlled Kaplan-Meier estimands")
     sp.add_argument("--threshold", type=int, default=10,
                     help="suppress groups behind fewer spells or events (default: %(default)s)")
+    sp.add_argument("--force", action="store_true", help="replace existing output files")
     sp.set_defaults(func=_durations)
 
     sp = sub.add_parser("simulate-extract", help="synthetic child-level CIN extract with a known truth")
@@ -736,8 +784,8 @@ def _child_level_parsers(sub, ref_opts) -> None:
 
     sp = sub.add_parser("export-sufficient", help="LA-level sums of a Poisson model, disclosure-checked")
     sp.add_argument("table", type=Path, help="validated neighbourhood table (CSV or Parquet)")
-    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"),
-                    help="a Poisson model file (default: %(default)s)")
+    sp.add_argument("--model", default="gradient_poisson",
+                    help="a Poisson model file or shipped name (default: %(default)s)")
     sp.add_argument("--columns", type=Path, help="TOML column map for the table")
     sp.add_argument("--threshold", type=int, default=10, help="refuse any sum behind fewer children")
     sp.add_argument("--out", type=Path, required=True, help="SUMS.csv")
@@ -755,7 +803,8 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.add_argument("--tune", type=int, default=500, help="warm-up draws per chain (default: %(default)s)")
     sp.add_argument("--draws", type=int, default=500, help="draws per chain (default: %(default)s)")
     sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    sp.add_argument("--out", type=Path, required=True, help="posterior (netCDF)")
+    sp.add_argument("--out", type=Path, required=True, help="the fit file to write (.nc), as hierarchy fit writes")
+    sp.add_argument("--force", action="store_true", help="replace an existing fit file (only a fit)")
     sp.set_defaults(func=_fit_sufficient)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     t0 = time.perf_counter()
     spec, pset = load_spec(model), load_priors(priors)
     cmap = data_mod.load_column_map(columns) if columns else None
-    table = data_mod.load(data, columns=cmap)
+    named = spec.data_columns  # any count / stratum column the model names
+    table = data_mod.load(data, columns=cmap, **named)
     for stage in spec.stages:
         if stage in table.columns and not (table[stage] > 0).any():
             raise HierarchyError(f"{data}: every {stage} count is 0; {spec.name} cannot be fitted "
@@ -54,7 +56,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
         f"+ {draws} draws), {sampler}")
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32)
-    idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
+    idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **named),
                         data_source=str(data), include_data=include_data,
                         include_log_likelihood=include_log_likelihood,
                         column_map=None if cmap is None else cmap.canonical_to_user())
@@ -74,6 +76,61 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
             f"model: {spec.formula_text} ({spec.family})\n"
             f"wall {wall:.1f} s (sampler {t['total']:.1f} s: warmup incl. compile "
             f"{t.get('warmup', float('nan')):.1f} s, sampling {t.get('sampling', 0):.1f} s)\n{diag}")
+
+
+def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: int = 4, tune: int = 1000,
+                   draws: int = 1000, seed: int = 0, progress: bool = True) -> str:
+    """``hierarchy fit --sufficient SUMS --data PUBLIC``: fit from LA-level sums
+    (:mod:`hierarchy.inference.sufficient`) and save a normal fit file.
+
+    The fit file is what :func:`fit_files` writes (:func:`hierarchy.results.fitfile.build_idata`),
+    so ``summary`` and ``report`` read it. Its data hash combines the sums' hash and the public table's;
+    ``data_source`` names both files and the sampler settings say ``likelihood = "sufficient_sums"``.
+    No pointwise log-likelihood is stored: the neighbourhood counts are not there to compute it.
+    """
+    from hierarchy.config import config_hash
+    from hierarchy.data import table as data_mod
+    from hierarchy.inference.diagnostics import format_diagnostics
+    from hierarchy.inference.sufficient import (
+        check_exact,
+        read_sums,
+        sample_sufficient,
+        sums_hash,
+        sums_model_hash,
+    )
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
+    from hierarchy.results.fitfile import build_idata, save_fit
+
+    model, priors = shipped.resolve(model, "models"), shipped.resolve(priors, "priors")
+    paths.check_output(out, kind="fit", inputs=[sums, public, model, priors, columns], replace=True)
+    spec, pset = load_spec(model), load_priors(priors)
+    check_exact(spec)
+    table = read_sums(sums)
+    written_for = sums_model_hash(sums)
+    if written_for is not None and written_for != spec.hash():
+        raise HierarchyError(f"{sums} was exported for a model with hash {written_for}, not {spec.name} "
+                             f"({spec.hash()}): fit it with the model it was exported for")
+    cmap = data_mod.load_column_map(columns) if columns else None
+    pub = data_mod.read_table(public, columns=cmap)
+    stages = [s for s in spec.stages if s in pub.columns]
+    if stages:
+        raise HierarchyError(f"{public} has the count column(s) {', '.join(stages)}: the public table for a "
+                             "sums fit holds no counts (drop them; the counts are in the sums)")
+    pub_clean = data_mod.clean(pub, strata=spec.strata)
+    draws_, design = sample_sufficient(table, pub_clean, spec, pset, chains=chains, tune=tune, draws=draws,
+                                       seed=seed, progress=progress)
+    draws_.settings["sums_file"] = str(sums)
+    dhash = config_hash([sums_hash(table), data_mod.data_hash(pub_clean, strata=spec.strata)])
+    idata = build_idata(draws_, spec, pset, design, data_hash=dhash,
+                        data_source=f"sufficient sums {sums} with public table {public}",
+                        column_map=None if cmap is None else cmap.canonical_to_user())
+    if "log_likelihood" in idata.groups():  # built from pseudo-counts: meaningless for a sums fit
+        del idata.log_likelihood
+    save_fit(idata, out)
+    diag = format_diagnostics(json.loads(idata.posterior.attrs["hierarchy"])["diagnostics"])
+    return (f"fit saved to {out}: {spec.name} / {pset.name} from sufficient sums {sums}, "
+            f"{chains} chains x ({tune} tune + {draws} draws), {draws_.timings['total']:.1f} s\n{diag}")
 
 
 def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,

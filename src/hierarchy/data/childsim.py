@@ -19,7 +19,8 @@ children (LAchildID unique within the LA):
   first and last of them); sex 1/2 by the row; ethnicity drawn from broad shares;
 * episode durations and plan durations are piecewise exponential in time since the start
   (:data:`CIN_HAZARD`, :data:`CPP_HAZARD`, per day, by band of days), multiplied by
-  ``exp(log_gradient * w)`` with ``w = (x - X_la) / 0.1``; episodes still open on 31 March have
+  ``exp(u_la + (log_gradient + v_la) * w)`` with ``w = (x - X_la) / 0.1`` and LA effects
+  (:func:`la_effects`, SDs :data:`LA_HAZARD_SD`); episodes still open on 31 March have
   no closure date (right-censored). Episode closure is drawn independently of any plan (a
   simplification: real episodes close after their plans end).
 """
@@ -40,6 +41,17 @@ CIN_HAZARD = {"hazards": (1 / 120, 1 / 200, 1 / 300, 1 / 400), "log_gradient": -
 """Closure hazard per day of CIN episodes by band, and its log change per 10 points of ``w``
 (episodes in more deprived neighbourhoods of an LA stay open longer)."""
 CPP_HAZARD = {"hazards": (1 / 250, 1 / 220, 1 / 180, 1 / 300), "log_gradient": -0.05}
+LA_HAZARD_SD = (0.2, 0.05)
+"""SDs of each LA's log-hazard effect and of its gradient's deviation (mean 0: the hazards above are
+a typical LA's), for every duration and re-entry hazard."""
+REENTRY_CUTS_DAYS: tuple[int, ...] = (0, 182, 365, 730)
+"""Re-entry bands (days since the return home): [0, 182), [182, 365), [365, 730), [730, inf)."""
+REENTRY_HAZARD = {"hazards": (0.30 / 365.25, 0.20 / 365.25, 0.08 / 365.25, 0.03 / 365.25),
+                  "log_gradient": 0.12}
+"""Re-entry hazard per day by band after a return home (about 36% re-enter within six years) and its
+log change per 10 points of ``w`` (LA effects: :data:`LA_HAZARD_SD`)."""
+RETURN_HOME_RATE = 0.003
+"""Returns home from care per child per year in an average neighbourhood."""
 PRIOR_EPISODE_SHARE = 0.2
 ETHNIC_SHARE = {"WBRI": 0.72, "MWBC": 0.05, "APKN": 0.07, "BAFR": 0.06, "OOTH": 0.05, "WOTH": 0.05}
 NEED_SHARE = {"N1": 0.50, "N2": 0.08, "N3": 0.20, "N4": 0.06, "N5": 0.03, "N6": 0.03, "N7": 0.02,
@@ -118,14 +130,19 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
     # durations
     w = ((table["deprivation"] - table.groupby("la")["deprivation"].transform(
         lambda s: np.average(s, weights=table.loc[s.index, "exposure"]))) / 0.1).to_numpy()[row]
-    mult = np.exp(CIN_HAZARD["log_gradient"] * w)
+    la_codes = table["la"].to_numpy()[row]
+    la_eff = {kind: la_effects(np.unique(table["la"].astype(str)), np.random.default_rng([seed, 17, i]))
+              for i, kind in enumerate(("cin", "cpp"))}
+    u_cin, v_cin = (np.array([la_eff["cin"][j][la] for la in la_codes]) for j in (0, 1))
+    u_cpp, v_cpp = (np.array([la_eff["cpp"][j][la] for la in la_codes]) for j in (0, 1))
+    mult = np.exp(u_cin + (CIN_HAZARD["log_gradient"] + v_cin) * w)
     t0 = np.where(in_year, 0.0, (start - ref) / d)
     dur = draw_piecewise(t0, mult, rng, CIN_HAZARD["hazards"])
     closure = _end_date(ref, dur, end)
-    cpp_dur = draw_piecewise(np.zeros(m), np.exp(CPP_HAZARD["log_gradient"] * w), rng, CPP_HAZARD["hazards"])
+    cpp_dur = draw_piecewise(np.zeros(m), np.exp(u_cpp + (CPP_HAZARD["log_gradient"] + v_cpp) * w), rng,
+                             CPP_HAZARD["hazards"])
     cpp_end = _end_date(cpp, cpp_dur, end)
 
-    la_codes = table["la"].to_numpy()[row]
     child_no = pd.Series(np.ones(m)).groupby(la_codes).cumsum().to_numpy().astype(int)
     ids = np.array([f"C{k:07d}" for k in child_no])
     eth = rng.choice(list(ETHNIC_SHARE), m, p=list(ETHNIC_SHARE.values()))
@@ -172,11 +189,24 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
         "gap_days_of_re_referrals": [int(gap[rr].min()), int(gap[rr].max())] if rr.any() else []},
         "durations": {"cuts_days": list(CUTS_DAYS), "unit": "per day",
                       "cin_closure": {"hazards": list(CIN_HAZARD["hazards"]),
-                                      "log_gradient": CIN_HAZARD["log_gradient"]},
+                                      "log_gradient": CIN_HAZARD["log_gradient"],
+                                      "la_sd": list(LA_HAZARD_SD), "la_effects": _listed(la_eff["cin"])},
                       "cpp_end": {"hazards": list(CPP_HAZARD["hazards"]),
-                                  "log_gradient": CPP_HAZARD["log_gradient"]},
+                                  "log_gradient": CPP_HAZARD["log_gradient"],
+                                  "la_sd": list(LA_HAZARD_SD), "la_effects": _listed(la_eff["cpp"])},
                       "w": "(x - X_la) / 0.1, X_la the child-weighted mean of x over the LA"}}
     return extract, table, truth
+
+
+def la_effects(las: np.ndarray, rng: np.random.Generator, sd=LA_HAZARD_SD) -> tuple[dict, dict]:
+    """Each LA's log-hazard effect and gradient deviation, independent normals with SDs ``sd``."""
+    return (dict(zip(las, rng.normal(0, sd[0], len(las)), strict=True)),
+            dict(zip(las, rng.normal(0, sd[1], len(las)), strict=True)))
+
+
+def _listed(eff: tuple[dict, dict]) -> dict:
+    return {"intercept": {k: float(v) for k, v in eff[0].items()},
+            "gradient": {k: float(v) for k, v in eff[1].items()}}
 
 
 def _minus_years(dates: pd.DatetimeIndex, years: np.ndarray) -> pd.DatetimeIndex:
@@ -193,3 +223,86 @@ def _end_date(begin: np.ndarray, days: np.ndarray, end: np.datetime64) -> np.nda
     whole = np.where(finite, np.floor(days), 0).astype(np.int64)
     out = begin + whole * np.timedelta64(1, "D")
     return np.where(finite & (out <= end), out, np.datetime64("NaT"))
+
+
+def simulate_care_extract(geo: Geography, *, year: int = 2019, years: int = 7, seed: int = 0
+                          ) -> tuple[pd.DataFrame, dict]:
+    """A looked-after extract (one row per care episode) with returns home and re-entries of known hazard.
+
+    Children return home (``ReasonEpisodeCeased`` E4A or E4B) uniformly over the ``years`` census
+    years ending 31 March ``year``, at ``RETURN_HOME_RATE * children * exp(0.5 * (x - mean x) / 0.1)``
+    per neighbourhood and year; each has the care episode that ended (started 30-700 days before)
+    and, if the child re-entered by 31 March ``year``, the next episode (open, or ended X1/E8).
+    Time to re-entry is piecewise exponential (:data:`REENTRY_HAZARD` per day by band of
+    :data:`REENTRY_CUTS_DAYS`) times ``exp(u_la + (log_gradient + v_la) * w)`` (:func:`la_effects`).
+    A few children leave care other ways (adopted E11, other E8) and are never at risk.
+
+    Returns
+    -------
+    extract : pandas.DataFrame
+        Fields LAchildID, LA, LSOA, PersonBirthDate, GenderCurrent, CLAstartDate, CLAendDate,
+        ReasonEpisodeCeased (dates as ISO text).
+    truth : dict
+        ``reentry``: hazards, cut points, log gradient, LA effects, the share re-entering within
+        six years of a typical neighbourhood (w = 0) of a typical LA.
+    """
+    rng = np.random.default_rng([seed, 903])
+    lsoa = geo.lsoa
+    kids = lsoa["children"].to_numpy(dtype=float)
+    x = lsoa["income_rate"].to_numpy(dtype=float)
+    la = lsoa["la"].astype(str).to_numpy()
+    X_la = pd.Series(x * kids).groupby(la).sum() / pd.Series(kids).groupby(la).sum()
+    w = (x - X_la.loc[la].to_numpy()) / 0.1
+    x_mean = np.sum(kids * x) / kids.sum()
+    n = rng.poisson(RETURN_HOME_RATE * years * kids * np.exp(0.5 * (x - x_mean) / 0.1))
+    row = np.repeat(np.arange(len(lsoa)), n)
+    m = len(row)
+    end = np.datetime64(f"{year}-03-31")
+    first = np.datetime64(f"{year - years}-04-01")
+    span = int((end - first).astype(int)) + 1
+    d = np.timedelta64(1, "D")
+    home = first + rng.integers(0, span, m) * d
+    eff = la_effects(np.unique(la), np.random.default_rng([seed, 903, 1]))
+    u, v = (np.array([e[j] for j in la[row]]) for e in eff)
+    mult = np.exp(u + (REENTRY_HAZARD["log_gradient"] + v) * w[row])
+    t = draw_piecewise(np.zeros(m), mult, rng, REENTRY_HAZARD["hazards"], REENTRY_CUTS_DAYS)
+    back = _end_date(home, np.maximum(t, 1.0), end)  # a start on the day of the return is a transfer
+    start0 = home - rng.integers(30, 701, m) * d
+    age = rng.integers(1, 16, m)
+    born = pd.to_timedelta(age * 365 + rng.integers(0, 365, m), unit="D")
+    birth = pd.DatetimeIndex(start0.astype("datetime64[ns]")) - born
+    child_no = pd.Series(np.ones(m)).groupby(la[row]).cumsum().to_numpy().astype(int)
+    ids = np.array([f"L{k:07d}" for k in child_no])
+    sex = rng.choice(["1", "2"], m)
+    base = pd.DataFrame({"LAchildID": ids, "LA": la[row], "LSOA": lsoa["lsoa"].astype(str).to_numpy()[row],
+                         "PersonBirthDate": birth.to_numpy().astype("datetime64[D]"), "GenderCurrent": sex})
+    left = base.assign(CLAstartDate=start0, CLAendDate=home, ReasonEpisodeCeased=rng.choice(["E4A", "E4B"], m))
+    again = ~pd.isna(back)
+    later_end = back + rng.integers(30, 900, m) * d
+    closed = again & (later_end <= end)
+    reentry = base[again].assign(CLAstartDate=back[again],
+                                 CLAendDate=np.where(closed, later_end, np.datetime64("NaT"))[again],
+                                 ReasonEpisodeCeased=np.where(closed, "E8", None)[again])
+    k = max(1, m // 10)  # children who left care other ways: never at risk of re-entry
+    other = base.iloc[:0].copy()
+    if m:
+        pick = rng.choice(m, k, replace=False)
+        other = base.iloc[pick].assign(LAchildID=[f"A{i:07d}" for i in range(k)],
+                                       CLAstartDate=start0[pick], CLAendDate=home[pick],
+                                       ReasonEpisodeCeased=rng.choice(["E11", "E8"], k))
+    extract = pd.concat([left, reentry, other], ignore_index=True)
+    for col in ("PersonBirthDate", "CLAstartDate", "CLAendDate"):
+        extract[col] = pd.to_datetime(extract[col]).dt.strftime("%Y-%m-%d")
+    extract = extract.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
+    h = np.asarray(REENTRY_HAZARD["hazards"])
+    cuts = np.asarray(REENTRY_CUTS_DAYS, dtype=float)
+    six = 6 * 365.25
+    cum = np.sum(h * np.clip(np.minimum(six, np.append(cuts[1:], np.inf)) - cuts, 0, None))
+    truth = {"reentry": {"cuts_days": list(REENTRY_CUTS_DAYS), "unit": "per day",
+                         "hazards": list(h), "log_gradient": REENTRY_HAZARD["log_gradient"],
+                         "la_sd": list(LA_HAZARD_SD), "la_effects": _listed(eff),
+                         "share_within_six_years_typical": float(1 - np.exp(-cum)),
+                         "returns_home": int(m), "reentries_observed": int(again.sum()),
+                         "extract_end": str(end), "first_return_home": str(first),
+                         "w": "(x - X_la) / 0.1, X_la the child-weighted mean of x over the LA"}}
+    return extract, truth

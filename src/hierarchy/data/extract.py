@@ -37,13 +37,23 @@ REQUIRED_FIELDS: tuple[str, ...] = ("LAchildID", "LA", "LSOA", "PersonBirthDate"
                                     "CINreferralDate")
 """DfE fields every extract must have."""
 
+CARE_REQUIRED_FIELDS: tuple[str, ...] = ("LAchildID", "LA", "LSOA", "PersonBirthDate", "GenderCurrent",
+                                         "CLAstartDate")
+"""Fields every looked-after (care episode) extract must have: one row per care episode, with
+``CLAstartDate`` (SSDA903 DECOM), ``CLAendDate`` (DEC, empty while looked after) and
+``ReasonEpisodeCeased`` (REC)."""
+
 DATE_FIELDS: tuple[str, ...] = ("PersonBirthDate", "CINreferralDate", "AssessmentActualStartDate",
                                 "S47ActualStartDate", "DateOfInitialCPC", "CPPstartDate", "CPPendDate",
-                                "CINclosureDate")
+                                "CINclosureDate", "CLAstartDate", "CLAendDate")
 """Date fields (the optional ones may be absent or empty)."""
 
 CODE_FIELDS: tuple[str, ...] = ("Ethnicity", "PrimaryNeedCode", "InitialCategoryOfAbuse",
-                                "ReasonForClosure", "AssessmentFactors")
+                                "ReasonForClosure", "AssessmentFactors", "ReasonEpisodeCeased")
+
+RETURN_HOME_CODES: tuple[str, ...] = ("E4A", "E4B")
+"""``ReasonEpisodeCeased`` (SSDA903 REC) codes of a return home to parents or relatives (as part of
+the care plan, or not): the start of a spell at risk of re-entry to care."""
 
 FIELDS: tuple[str, ...] = tuple(dict.fromkeys((*REQUIRED_FIELDS, *DATE_FIELDS, *CODE_FIELDS)))
 """Every DfE field the aggregation reads; other columns are kept and ignored."""
@@ -66,10 +76,14 @@ ABUSE_CATEGORY = {"PHY": "physical", "EMO": "emotional", "SAB": "sexual", "NEG":
                   "MUL": "multiple"}
 """``InitialCategoryOfAbuse`` codes -> the names used in count columns (``cp_plan_neglect``)."""
 
+REASON_CEASED: tuple[str, ...] = ("E11", "E12", "E13", "E14", "E15", "E16", "E17", "E2", "E3", "E41", "E45",
+                                  "E46", "E47", "E48", "E4A", "E4B", "E5", "E6", "E7", "E8", "E9", "X1")
+"""SSDA903 reasons a care episode ceased (``ReasonEpisodeCeased``)."""
+
 ORDER: tuple[tuple[str, str], ...] = (
     ("CINreferralDate", "CINclosureDate"), ("CINreferralDate", "AssessmentActualStartDate"),
     ("CINreferralDate", "S47ActualStartDate"), ("S47ActualStartDate", "DateOfInitialCPC"),
-    ("CINreferralDate", "CPPstartDate"), ("CPPstartDate", "CPPendDate"),
+    ("CINreferralDate", "CPPstartDate"), ("CPPstartDate", "CPPendDate"), ("CLAstartDate", "CLAendDate"),
 )
 """(earlier, later) date pairs that must be in that order within a row."""
 
@@ -176,15 +190,21 @@ def age_at(birth: pd.Series, when: pd.Series) -> pd.Series:
 
 
 def default_extract_end(extract: pd.DataFrame) -> pd.Timestamp:
-    """31 March of the census year of the latest referral: the end of the collection."""
-    ref, _ = parse_dates(extract["CINreferralDate"])
+    """31 March of the census year of the latest referral (care start, in a looked-after extract):
+    the end of the collection."""
+    field = "CINreferralDate" if "CINreferralDate" in extract.columns else "CLAstartDate"
+    if field not in extract.columns:
+        raise HierarchyError("the extract has neither CINreferralDate nor CLAstartDate: cannot tell its "
+                             "census year; give --extract-end")
+    ref, _ = parse_dates(extract[field])
     if ref.notna().sum() == 0:
-        raise HierarchyError("the extract has no valid CINreferralDate: cannot tell its census year")
+        raise HierarchyError(f"the extract has no valid {field}: cannot tell its census year")
     return pd.Timestamp(int(census_year(ref.dropna()).max()), 3, 31)
 
 
 def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lsoa_la=None,
-                     extract_end: pd.Timestamp | None = None) -> ValidationReport:
+                     extract_end: pd.Timestamp | None = None,
+                     required: tuple[str, ...] = REQUIRED_FIELDS) -> ValidationReport:
     """Check an extract read by :func:`read_extract`; every problem at once.
 
     Parameters
@@ -200,6 +220,9 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
         (children placed out of area are counted in the LA of the neighbourhood they live in).
     extract_end
         Last day the extract covers (default :func:`default_extract_end`); later dates are errors.
+    required
+        The fields every record needs: :data:`REQUIRED_FIELDS` (CIN census) or
+        :data:`CARE_REQUIRED_FIELDS` (a looked-after extract, for re-entry to care).
 
     Returns
     -------
@@ -207,10 +230,10 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
     """
     c = _Collector(extract, source)
     present = set(extract.columns)
-    _check_fields(c, extract)
+    _check_fields(c, extract, required)
     if len(extract) == 0:
         c.table("error", None, "the extract has no rows", "check the file is the right one")
-    for col in REQUIRED_FIELDS:
+    for col in required:
         if col in present:
             c.rows("error", col, extract[col].isna(), "{n_rows} {have} no " + col,
                    f"fill in {col}: every record needs it", "missing")
@@ -225,9 +248,10 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
             ex = ", ".join(map(repr, pd.unique(extract.loc[bad, col].astype(str))[:3]))
             c.rows("error", col, bad, "{n_rows} {have} a date that cannot be read (e.g. " + ex + ")",
                    "write dates as YYYY-MM-DD or DD/MM/YYYY", "unreadable date")
-    if "CINreferralDate" in dates and dates["CINreferralDate"].notna().any():
+    first = next((f for f in ("CINreferralDate", "CLAstartDate") if f in dates and dates[f].notna().any()), None)
+    if first is not None:
         end = extract_end if extract_end is not None else pd.Timestamp(
-            int(census_year(dates["CINreferralDate"].dropna()).max()), 3, 31)
+            int(census_year(dates[first].dropna()).max()), 3, 31)
     else:
         end = extract_end
     for early, late in ORDER:
@@ -272,7 +296,7 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
     return c.report
 
 
-def _check_fields(c: _Collector, extract: pd.DataFrame) -> None:
+def _check_fields(c: _Collector, extract: pd.DataFrame, required: tuple[str, ...] = REQUIRED_FIELDS) -> None:
     present = list(map(str, extract.columns))
     mapped = extract.attrs.get("field_map", {})
     map_path = extract.attrs.get("field_map_path")
@@ -282,7 +306,7 @@ def _check_fields(c: _Collector, extract: pd.DataFrame) -> None:
             hint = _suggest(user, others)
             c.table("error", f, f"column '{user}' (mapped to '{f}' in {map_path}) is not in the file{hint}",
                     f"correct the column name in {map_path}")
-    for f in REQUIRED_FIELDS:
+    for f in required:
         if f in present or f in mapped:
             continue
         hint = _suggest(f, others)
@@ -296,7 +320,8 @@ def _check_codes(c: _Collector, extract: pd.DataFrame) -> None:
               ("Ethnicity", tuple(ETHNIC_GROUP), "the DfE 4-letter codes, e.g. WBRI, MWBC, APKN, BAFR, "
                                                  "OOTH, REFU, NOBT"),
               ("PrimaryNeedCode", NEED_CODES, "N0 to N9"),
-              ("InitialCategoryOfAbuse", tuple(ABUSE_CATEGORY), "PHY, EMO, SAB, NEG or MUL"))
+              ("InitialCategoryOfAbuse", tuple(ABUSE_CATEGORY), "PHY, EMO, SAB, NEG or MUL"),
+              ("ReasonEpisodeCeased", REASON_CEASED, "the SSDA903 REC codes, e.g. E4A, E4B, E11, E8, X1"))
     for col, allowed, text in checks:
         if col not in extract.columns:
             continue

@@ -7,6 +7,9 @@ The canonical table has one row per neighbourhood (LSOA), or per neighbourhood x
   column named after a stage in :data:`hierarchy.STAGES`;
 * optional: ``msoa`` (middle-level code), strata columns (:data:`hierarchy.STRATA`) and
   LA-level covariates (any column named ``la_*``, constant within an LA);
+* other count and stratum columns when the caller names them (``counts=``, ``strata=``; e.g. the
+  ``events`` and duration ``band`` of a time-to-event table, :mod:`hierarchy.results.durations`, or the
+  outcome and strata a model file names): checked as the canonical ones are;
 * any other column is kept untouched and ignored.
 
 :func:`read_table` reads a CSV or Parquet file (optionally renaming columns with a TOML column
@@ -399,7 +402,8 @@ class _Collector:
         self.report.problems.append(Problem(level, column, 0, (), message, fix))
 
 
-def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> ValidationReport:
+def validate(table: pd.DataFrame, *, source: str, reference: Any = None, counts: tuple[str, ...] = (),
+             strata: tuple[str, ...] = ()) -> ValidationReport:
     """Check a table read by :func:`read_table` and report every problem at once.
 
     Parameters
@@ -411,6 +415,10 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> Vali
     reference
         Optional reference geography: ``reference.lsoa`` (a DataFrame with column ``lsoa``) and
         ``reference.la`` (with column ``la``); unknown codes give warnings.
+    counts, strata
+        Further count columns (non-negative whole numbers, like the stages) and stratum columns
+        (codes; part of the row key) the caller names, e.g. ``("events",)`` and ``("band",)``.
+        Each must be in the table. With ``counts`` the table needs no stage column.
 
     Returns
     -------
@@ -431,11 +439,12 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> Vali
                "they were removed", "nothing to do: the codes are used without the spaces (fix the "
                "source if you can)", "spaces around the code")
     present = set(table.columns)
-    _check_columns(c, table)
+    extra_counts, extra_strata = _extra_names(counts, strata)
+    _check_columns(c, table, extra_counts, extra_strata)
     if len(table) == 0:
         c.table("error", None, "the table has no rows", "check the file is the right one")
 
-    counts = {s: _parse_numbers(table[s]) for s in STAGES if s in present}
+    counts = {s: _parse_numbers(table[s]) for s in (*STAGES, *extra_counts) if s in present}
     for stage, (num, bad) in counts.items():
         _check_count(c, table[stage], stage, num, bad)
     count_num = pd.DataFrame({s: num for s, (num, _) in counts.items()}, index=table.index)
@@ -448,15 +457,31 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None) -> Vali
     if "deprivation" in present:
         _check_deprivation(c, table["deprivation"])
 
-    for col in (*CODE_COLUMNS, *STRATA):
+    for col in (*CODE_COLUMNS, *STRATA, *extra_strata):
         if col in present:
             c.rows("error", col, table[col].isna(), "{n_rows} {have} no " + col + " value",
                    "fill in the value or drop the rows", "missing")
             _check_code_spelling(c, table[col], col)
-    _check_structure(c, table)
+    _check_structure(c, table, extra_strata)
     if reference is not None:
         _check_reference(c, table, reference)
     return c.report
+
+
+def _extra_names(counts: tuple[str, ...], strata: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The named count and stratum columns beyond the canonical ones (refuses clashes)."""
+    if isinstance(counts, str) or isinstance(strata, str):
+        raise HierarchyError("counts and strata are tuples of column names, e.g. ('events',)")
+    fixed = {*REQUIRED, *CODE_COLUMNS}
+    for name in (*counts, *strata):
+        if not isinstance(name, str) or not name or name in fixed:
+            raise HierarchyError(f"{name!r} cannot be named as a count or stratum column: it is "
+                                 f"empty or one of {', '.join(sorted(fixed))}")
+    both = set(counts) & set(strata)
+    if both:
+        raise HierarchyError(f"{', '.join(sorted(both))} named both as a count and as a stratum column")
+    return (tuple(dict.fromkeys(c for c in counts if c not in STAGES)),
+            tuple(dict.fromkeys(c for c in strata if c not in STRATA)))
 
 
 def normalise_codes(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
@@ -553,7 +578,7 @@ def _check_exposure(c: _Collector, raw: pd.Series, count_num: pd.DataFrame, any_
                f"{EXPOSURE_OUTLIER} times the median row ({median:,.0f})",
                "check these figures: a large exposure weighs heavily in its LA's deprivation",
                "far above the median")
-    for stage in count_num:
+    for stage in (s for s in count_num if s in STAGES):  # a named count may have another exposure (time)
         c.rows("warning", stage, (exposure > 0) & (count_num[stage] > exposure),
                "{n_rows} {have} a " + stage + " count above exposure (more than the "
                "children in the row)",
@@ -561,12 +586,18 @@ def _check_exposure(c: _Collector, raw: pd.Series, count_num: pd.DataFrame, any_
                "count above exposure")
 
 
-def _check_columns(c: _Collector, table: pd.DataFrame) -> None:
+def _check_columns(c: _Collector, table: pd.DataFrame, extra_counts: tuple[str, ...] = (),
+                   extra_strata: tuple[str, ...] = ()) -> None:
     present = list(map(str, table.columns))
     mapped = table.attrs.get("column_map", {})
     map_path = table.attrs.get("column_map_path")
-    canonical = {*REQUIRED, *STAGES, *STRATA, "msoa"}
+    canonical = {*REQUIRED, *STAGES, *STRATA, "msoa", *extra_counts, *extra_strata}
     unknown = [col for col in present if col not in canonical and not col.startswith("la_")]
+    for col, what in [*((n, "count") for n in extra_counts), *((n, "stratum") for n in extra_strata)]:
+        if col not in present:
+            c.table("error", col, f"{what} column '{col}' (named by the caller: --counts/--strata or the "
+                    f"model) is not in the table{_suggest(col, unknown)}",
+                    f"name a column the table has, or add '{col}' to the table")
 
     for col, user in mapped.items():  # mapped columns that are not in the file
         if col not in present and col not in REQUIRED:
@@ -586,7 +617,9 @@ def _check_columns(c: _Collector, table: pd.DataFrame) -> None:
                    "(see examples/columns_example.toml)")
         c.table("error", col, message, fix)
 
-    if not any(s in present for s in STAGES):
+    if extra_counts:
+        pass  # the named counts are the table's counts (checked above)
+    elif not any(s in present for s in STAGES):
         near = [f"'{u}' -> '{s}'" for s in STAGES for u in unknown if _close(s, u)]
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         c.table("error", None, f"no count column ({', '.join(STAGES)}){hint}",
@@ -696,10 +729,10 @@ def _check_deprivation(c: _Collector, raw: pd.Series) -> None:
     c.rows("error", "deprivation", outside, message, fix, "outside [0, 1]")
 
 
-def _check_structure(c: _Collector, table: pd.DataFrame) -> None:
+def _check_structure(c: _Collector, table: pd.DataFrame, extra_strata: tuple[str, ...] = ()) -> None:
     present = set(table.columns)
     if "neighbourhood" in present:
-        key = ["neighbourhood", *(s for s in STRATA if s in present)]
+        key = ["neighbourhood", *(s for s in (*STRATA, *extra_strata) if s in present)]
         dup = table.duplicated(subset=key, keep=False) & table[key].notna().all(axis=1)
         if dup.any():
             first = table.loc[dup, key].iloc[0]
@@ -846,7 +879,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | None = None,
-         reference: Any = None) -> pd.DataFrame:
+         reference: Any = None, counts: tuple[str, ...] = (), strata: tuple[str, ...] = ()) -> pd.DataFrame:
     """Read and validate a table, and return it with clean dtypes.
 
     Parameters
@@ -857,6 +890,8 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
         Optional :class:`ColumnMap` (or the path of its TOML file).
     reference
         Optional reference geography (see :func:`validate`).
+    counts, strata
+        Further count and stratum columns to check and clean (see :func:`validate`).
 
     Returns
     -------
@@ -873,24 +908,25 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
     if columns is not None and not isinstance(columns, ColumnMap):
         columns = load_column_map(columns)
     table = read_table(path, columns=columns)
-    report = validate(table, source=str(path), reference=reference)
+    report = validate(table, source=str(path), reference=reference, counts=counts, strata=strata)
     if not report.ok:
         raise DataValidationError(report)
     for problem in report.warnings:
         warnings.warn(f"{report.source}: {problem.format()}", UserWarning, stacklevel=2)
-    out = clean(table)
+    out = clean(table, counts=counts, strata=strata)
     out.attrs = {"source": str(path), "row_label": table.attrs.get("row_label")}
     return out
 
 
-def clean(table: pd.DataFrame) -> pd.DataFrame:
+def clean(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = ()) -> pd.DataFrame:
     """A table that passed :func:`validate` with clean dtypes (see :func:`load`); index reset."""
+    counts, strata = _extra_names(counts, strata)
     out, _ = normalise_codes(table)
     out = out.reset_index(drop=True)
-    for col in (*CODE_COLUMNS, *STRATA):
+    for col in (*CODE_COLUMNS, *STRATA, *strata):
         if col in out.columns:
-            out[col] = out[col].astype(str)
-    for stage in STAGES:
+            out[col] = _as_code(out[col]) if col in strata else out[col].astype(str)
+    for stage in (*STAGES, *counts):
         if stage in out.columns:
             out[stage] = pd.to_numeric(out[stage]).astype("int64")
     for col in ("exposure", "deprivation"):
@@ -923,16 +959,18 @@ def table_roles(table: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def data_hash(table: pd.DataFrame) -> str:
-    """16-hex content hash of the canonical columns.
+def data_hash(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = ()) -> str:
+    """16-hex content hash of the canonical columns (and the named ``counts`` and ``strata``).
 
     Independent of row order, column order and file format: numbers are compared by value
-    (``3``, ``"3"`` and ``3.0`` hash alike) and codes as strings.
+    (``3``, ``"3"`` and ``3.0`` hash alike) and codes as strings. Without named columns the hash
+    is what it always was.
     """
     roles = table_roles(table)
-    names = [*REQUIRED, "msoa", *roles["counts"], *roles["strata"], *roles["la_covariates"]]
+    counts, strata = _extra_names(counts, strata)
+    names = [*REQUIRED, "msoa", *roles["counts"], *roles["strata"], *roles["la_covariates"], *counts, *strata]
     cols = sorted(n for n in dict.fromkeys(names) if n in table.columns)
-    text = pd.DataFrame({c: _canonical_text(table[c], code=c in (*CODE_COLUMNS, *STRATA))
+    text = pd.DataFrame({c: _canonical_text(table[c], code=c in (*CODE_COLUMNS, *STRATA, *strata))
                          for c in cols}, index=range(len(table)))
     lines = sorted("\x1f".join(row) for row in text.itertuples(index=False, name=None))
     digest = hashlib.sha256("\x1f".join(cols).encode())

@@ -27,6 +27,7 @@ import pandas as pd
 
 from hierarchy.disclosure import THRESHOLD
 from hierarchy.errors import HierarchyError
+from hierarchy.inference.sampling import Draws
 from hierarchy.language.design import Design, build_design
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
@@ -127,6 +128,15 @@ def public_design(public: pd.DataFrame, sums: pd.DataFrame, spec: ModelSpec) -> 
             raise HierarchyError(f"the sums name {what} {sums[col][i < 0].iloc[0]!r}, which the public table "
                                  "and model do not have: use the table and model the sums were made from")
     arr = np.zeros((2, len(la), len(stage), len(stratum)))
+    have = np.zeros(arr.shape[1:], dtype=bool)
+    have[idx] = True
+    used = np.zeros_like(have)
+    used[design.la_index, design.stage_index, design.stratum_index] = True
+    if (used & ~have).any():
+        j, s_, k = (a[0] for a in np.nonzero(used & ~have))
+        raise HierarchyError(f"{int((used & ~have).sum())} LA x stage x stratum cells of the public table have no "
+                             f"sum (e.g. {la[j]}/{stage[s_]}/{stratum[k]}): the public table must cover the same "
+                             "LAs and strata as the table the sums were exported from")
     arr[0][idx] = sums["n"].to_numpy(dtype=float)
     arr[1][idx] = sums["sum_yw"].to_numpy(dtype=float)
     expo = np.exp(design.log_exposure)
@@ -171,12 +181,58 @@ def sufficient_model(spec: ModelSpec, priors: PriorSet, design: Design, arr: np.
 def fit_sufficient(sums: pd.DataFrame, public: pd.DataFrame, spec: ModelSpec, priors: PriorSet, *,
                    chains: int = 4, tune: int = 500, draws: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
     """Posterior draws (chains x draws x ...) of the model fitted from the sums and the public table."""
+    draws_, _ = sample_sufficient(sums, public, spec, priors, chains=chains, tune=tune, draws=draws, seed=seed)
+    return draws_.posterior
+
+
+def sample_sufficient(sums: pd.DataFrame, public: pd.DataFrame, spec: ModelSpec, priors: PriorSet, *,
+                      chains: int = 4, tune: int = 500, draws: int = 500, seed: int = 0,
+                      progress: bool = False) -> tuple[Draws, Design]:
+    """NUTS on the sums' likelihood: :class:`~hierarchy.inference.sampling.Draws` as ``hierarchy fit`` makes them,
+    and the public design (its counts are pseudo-counts: see :func:`public_design`)."""
+    import time
+
     import jax
     from numpyro.infer import MCMC, NUTS
 
+    from hierarchy.inference.sampling import MAX_TREE_DEPTH
+    from hierarchy.language.design import centring, describe_centring
+    from hierarchy.likelihood.model import la_effect_labels
+
     jax.config.update("jax_enable_x64", True)
     design, arr = public_design(public, sums, spec)
-    mcmc = MCMC(NUTS(sufficient_model(spec, priors, design, arr)), num_warmup=tune, num_samples=draws,
-                num_chains=chains, chain_method="sequential", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed))
-    return {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
+    mcmc = MCMC(NUTS(sufficient_model(spec, priors, design, arr), max_tree_depth=MAX_TREE_DEPTH),
+                num_warmup=tune, num_samples=draws, num_chains=chains, chain_method=chain_method,
+                progress_bar=progress)
+    t = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps", "energy"))
+    samples = mcmc.get_samples(group_by_chain=True)
+    ex = mcmc.get_extra_fields(group_by_chain=True)
+    steps = np.asarray(ex["num_steps"])
+    stats = {"diverging": np.asarray(ex["diverging"]), "energy": np.asarray(ex["energy"]), "n_steps": steps,
+             "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
+    settings = dict(sampler="numpyro", chains=chains, tune=tune, draws=draws, seed=seed,
+                    chain_method=chain_method, chain_method_used=chain_method, target_accept=0.8, float32=False,
+                    max_tree_depth=MAX_TREE_DEPTH, likelihood="sufficient_sums",
+                    parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
+    total = time.perf_counter() - t
+    return Draws(posterior={k: np.asarray(v) for k, v in samples.items()}, stats=stats, settings=settings,
+                 timings={"sampling": total, "total": total}), design
+
+
+def sums_hash(sums: pd.DataFrame) -> str:
+    """16-hex hash of the sums (cells in sorted order, values as written)."""
+    from hierarchy.config import config_hash
+
+    cells = sums[list(SUM_COLUMNS)].sort_values(["la", "stage", "stratum"]).astype(str).to_numpy().tolist()
+    return config_hash({"sums": cells})
+
+
+def sums_model_hash(path: str | os.PathLike) -> str | None:
+    """The model hash :func:`write_sums` wrote in the file's first line (None if absent)."""
+    import re
+
+    with open(path, "rb") as fh:
+        m = re.search(r"\(hash ([0-9a-f]{16})\)", fh.readline().decode("utf-8", errors="replace"))
+    return m.group(1) if m else None

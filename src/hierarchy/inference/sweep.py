@@ -189,11 +189,12 @@ def job_key(job: FitJob, *, data_hashes: dict | None = None) -> str:
     if not job.data.exists():
         raise HierarchyError(f"{job.data}: no such data file")
     st = job.data.stat()
+    named = load_spec(job.model).data_columns  # the hash covers the columns the model names
     ident = (str(job.data.resolve()), st.st_size, st.st_mtime_ns,
-             None if job.columns is None else str(job.columns.resolve()))
+             None if job.columns is None else str(job.columns.resolve()), tuple(named.items()))
     if ident not in cache:
         cmap = data_mod.load_column_map(job.columns) if job.columns else None
-        cache[ident] = data_mod.data_hash(data_mod.load(job.data, columns=cmap))
+        cache[ident] = data_mod.data_hash(data_mod.load(job.data, columns=cmap, **named), **named)
     settings = {n: getattr(job, n) for n in KEY_SETTINGS}
     return content_key(data_hash=cache[ident], model_hash=load_spec(job.model).hash(),
                        priors_hash=load_priors(job.priors).hash(), settings=settings)

@@ -107,6 +107,13 @@ class ModelSpec:
         return (self.outcome,) if isinstance(self.outcome, str) else tuple(self.outcome)
 
     @property
+    def data_columns(self) -> dict[str, tuple[str, ...]]:
+        """The count and stratum columns the model names, as :func:`hierarchy.data.table.load` and
+        ``data_hash`` take them (``counts=``, ``strata=``), so any column a formula names is validated
+        and hashed."""
+        return {"counts": self.stages, "strata": self.strata}
+
+    @property
     def stacked(self) -> bool:
         return len(self.stages) > 1
 

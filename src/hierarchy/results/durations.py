@@ -1,5 +1,15 @@
 """Durations and re-entry as time-to-event outcomes: piecewise-exponential (Poisson) tables.
 
+The Bayesian route: :func:`model_table` writes the neighbourhood x duration-band table in the
+columns ``hierarchy validate``/``hierarchy fit`` take (``events`` a named count, ``band`` a named
+stratum, ``exposure`` child-years at risk), the shipped models
+``models/cin_duration_poisson.toml``, ``cpp_duration_poisson.toml`` and
+``care_reentry_poisson.toml`` fit ``events ~ w * z + C(band) + (1 + w | la) +
+offset(log(exposure))`` with the prior set ``priors/time_to_event.toml`` (log hazards per
+child-year), and :func:`posterior_estimands` turns the posterior into the field's terms (median
+duration, share ended within 3 months, share re-entering within six years) for a typical LA at
+mean LA deprivation and 10 points either side, by neighbourhood deprivation quintile.
+
 A piecewise-exponential survival model is a Poisson model with person-time at risk as exposure:
 split each spell (a CIN episode from referral to closure, a child protection plan from start to
 end, or a return home from care to re-entry) at the band cut points, and count per neighbourhood x
@@ -25,7 +35,13 @@ from hierarchy.errors import HierarchyError
 CUTS_DAYS: tuple[int, ...] = (0, 91, 182, 365)
 """Default band edges in days since the start: [0, 91), [91, 182), [182, 365), [365, inf)."""
 
+REENTRY_CUTS_DAYS: tuple[int, ...] = (0, 182, 365, 730)
+"""Default band edges for re-entry to care after a return home: [0, 182), [182, 365), [365, 730), [730, inf)."""
+
 SPELLS = {"cin": ("CINreferralDate", "CINclosureDate"), "cpp": ("CPPstartDate", "CPPendDate")}
+
+YEAR_DAYS = 365.25
+"""Days in a child-year at risk (the exposure unit of :func:`model_table`)."""
 
 
 def spells(records: pd.DataFrame, start: str, end: str, *, since: pd.Timestamp,
@@ -130,4 +146,154 @@ def estimands(sp: pd.DataFrame, geo: Geography, *, groups: int = 5, within_days:
         else:
             row.update(spells=np.nan, events=np.nan)  # counts behind a suppressed group are not shown
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reentry_spells(records: pd.DataFrame, *, since: pd.Timestamp, until: pd.Timestamp | None = None,
+                   extract_end: pd.Timestamp) -> pd.DataFrame:
+    """Spells from a return home (a care episode ending with :data:`~hierarchy.data.extract.RETURN_HOME_CODES`)
+    to the child's next care start; censored at the extract's end.
+
+    ``records`` are parsed looked-after records (:func:`hierarchy.data.extract.parse_extract` of an
+    extract with ``CLAstartDate``, ``CLAendDate``, ``ReasonEpisodeCeased``). Returns home on or
+    after ``since`` (and on or before ``until``) start a spell; columns as :func:`spells`.
+    """
+    from hierarchy.data.extract import RETURN_HOME_CODES
+
+    for col in ("CLAstartDate", "CLAendDate", "ReasonEpisodeCeased"):
+        if col not in records:
+            raise HierarchyError(f"the extract has no {col} field: re-entry spells need care episodes with "
+                                 "CLAstartDate, CLAendDate and ReasonEpisodeCeased")
+    home = records[records["ReasonEpisodeCeased"].isin(RETURN_HOME_CODES) & records["CLAendDate"].notna()]
+    home = home[(home["CLAendDate"] >= since) & (home["CLAendDate"] <= (until or extract_end))]
+    home = home.drop_duplicates(["child", "CLAendDate"])
+    starts = records.dropna(subset=["CLAstartDate"])[["child", "CLAstartDate"]].sort_values("CLAstartDate")
+    nxt = pd.merge_asof(home.sort_values("CLAendDate")[["child", "LSOA", "CLAendDate"]],
+                        starts.rename(columns={"CLAstartDate": "next_start"}), left_on="CLAendDate",
+                        right_on="next_start", by="child", direction="forward", allow_exact_matches=False)
+    ended = nxt["next_start"].notna() & (nxt["next_start"] <= extract_end)
+    stop = nxt["next_start"].where(ended, extract_end + pd.Timedelta(days=1))
+    return pd.DataFrame({"child": nxt["child"].to_numpy(), "neighbourhood": nxt["LSOA"].astype(str).to_numpy(),
+                         "start": nxt["CLAendDate"].to_numpy(),
+                         "days": (stop - nxt["CLAendDate"]).dt.days.to_numpy(),
+                         "event": ended.astype(int).to_numpy()})
+
+
+def band_labels(cuts=CUTS_DAYS) -> list[str]:
+    """Band names in days, zero-padded so that they sort in time order (``0000-0091``, ..., ``0365+``)."""
+    cuts = [int(c) for c in cuts]
+    if cuts[0] != 0 or any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
+        raise HierarchyError(f"band cut points must start at 0 and increase, got {cuts}")
+    width = max(4, len(str(cuts[-1])))
+    last = f"{cuts[-1]:0{width}d}+"
+    return [f"{a:0{width}d}-{b:0{width}d}" for a, b in zip(cuts, cuts[1:], strict=False)] + [last]
+
+
+def cuts_of(labels) -> np.ndarray:
+    """Cut points (days) from the band names of :func:`band_labels`, in time order."""
+    starts = sorted({int(str(lab).split("-")[0].rstrip("+")) for lab in labels})
+    return np.asarray(starts, dtype=float)
+
+
+def model_table(sp: pd.DataFrame, geo: Geography, cuts=CUTS_DAYS) -> pd.DataFrame:
+    """The neighbourhood x band table ``hierarchy fit`` takes with the shipped duration models.
+
+    Columns ``neighbourhood``, ``la``, ``deprivation``, ``band`` (:func:`band_labels`),
+    ``events`` and ``exposure`` (child-years at risk, days / :data:`YEAR_DAYS`). Rows without time
+    at risk are left out (no child was in that band there). Stays inside the secure environment:
+    it holds neighbourhood-level counts.
+    """
+    pt = person_time(sp, geo, cuts)
+    labels = band_labels(cuts)
+    return pd.DataFrame({"neighbourhood": pt["neighbourhood"], "la": pt["la"], "deprivation": pt["deprivation"],
+                         "band": np.asarray(labels, dtype=object)[pt["band"].to_numpy()],
+                         "events": pt["events"].astype(np.int64),
+                         "exposure": pt["exposure"].to_numpy(dtype=float) / YEAR_DAYS})
+
+
+def survival_from_hazards(log_hazard: np.ndarray, cuts_days: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """Survival at ``days`` from piecewise-constant log hazards per child-year.
+
+    ``log_hazard`` has the bands on its last axis; returns ``(..., len(days))``.
+    """
+    cuts = np.asarray(cuts_days, dtype=float)
+    upper = np.append(cuts[1:], np.inf)
+    t = np.asarray(days, dtype=float)
+    overlap = np.clip(np.minimum(t[:, None], upper[None, :]) - cuts[None, :], 0, None) / YEAR_DAYS  # (T, K)
+    return np.exp(-np.einsum("...k,tk->...t", np.exp(log_hazard), overlap))
+
+
+def median_days(log_hazard: np.ndarray, cuts_days: np.ndarray) -> np.ndarray:
+    """Median time to the event (days) under piecewise-constant hazards (per child-year)."""
+    cuts = np.asarray(cuts_days, dtype=float)
+    h = np.exp(log_hazard) / YEAR_DAYS  # per day
+    width = np.append(np.diff(cuts), np.inf)
+    cum_before = np.concatenate([np.zeros(h.shape[:-1] + (1,)),
+                                 np.cumsum(h[..., :-1] * width[:-1], axis=-1)], axis=-1)
+    target = np.log(2.0)
+    k = np.clip((cum_before <= target).sum(axis=-1) - 1, 0, len(cuts) - 1)
+    cb = np.take_along_axis(cum_before, k[..., None], -1)[..., 0]
+    hk = np.take_along_axis(h, k[..., None], -1)[..., 0]
+    return cuts[k] + (target - cb) / hk
+
+
+def posterior_estimands(idata, *, within_days: int = 91, horizon_days: int | None = None, groups: int = 5,
+                        prob: float = 0.9) -> pd.DataFrame:
+    """The field's duration estimands from the posterior of a duration or re-entry fit.
+
+    For a typical LA (LA effects at their mean) at mean LA deprivation and 10 points less / more,
+    and a neighbourhood at the median deprivation of each national quantile group of the fitted
+    rows: median time to the event (days), the share ended within ``within_days`` (default 91:
+    3 months) and, with ``horizon_days`` (e.g. 6 * 365 for re-entry within six years), the share
+    by then. Each as posterior mean and central ``prob`` interval.
+
+    These are model predictions at public covariate values: no observed count enters the table.
+    """
+    from hierarchy.likelihood import model
+    from hierarchy.results.estimands import la_levels
+    from hierarchy.results.fitfile import fit_spec, provenance
+
+    spec, _ = fit_spec(idata)
+    if spec.strata != ("band",) or spec.stacked:
+        raise HierarchyError(f"model '{spec.name}' is not a duration model: it needs one outcome and the "
+                             "duration bands as its stratum, C(band) (see models/cin_duration_poisson.toml)")
+    des = provenance(idata)["design"]
+    post = idata.posterior
+    labels = np.unique(idata.constant_data["stratum"].to_numpy().astype(str))
+    cuts = cuts_of(labels)
+    order = [str(lab) for lab in sorted(labels, key=lambda v: int(str(v).split("-")[0].rstrip("+")))]
+    ref = order[0]
+    x = idata.constant_data["deprivation"].to_numpy()
+    edges = np.quantile(x, np.linspace(0, 1, groups + 1))
+    mids = np.array([np.median(x[(x >= lo) & (x <= hi)]) for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
+    z = la_levels(idata)
+    from hierarchy.language.design import w_of
+
+    rows = []
+    lo_q, hi_q = (1 - prob) / 2, 1 - (1 - prob) / 2
+    flat = post.stack(sample=("chain", "draw"))
+    for level in z["la_level"].to_numpy():
+        zl = z.sel(la_level=level)
+        X = float(zl["la_deprivation"])
+        for g, xm in enumerate(mids, start=1):
+            w = float(w_of(np.array([xm]), np.array([X]), des["x_mean"], spec)[0])
+            base = model.log_rate(flat, spec, w=w, z=float(zl)).to_numpy()  # (S,)
+            lh = []
+            for lab in order:
+                v = base.copy()
+                if lab != ref and "stratum_intercept_offset" in flat:
+                    v = v + flat["stratum_intercept_offset"].sel(stratum=lab).to_numpy()
+                    if "stratum_gradient_offset" in flat:
+                        v = v + flat["stratum_gradient_offset"].sel(stratum=lab).to_numpy() * w
+                lh.append(v)
+            lh = np.stack(lh, axis=-1)  # (S, K)
+            days = [within_days] + ([horizon_days] if horizon_days else [])
+            share = 1 - survival_from_hazards(lh, cuts, np.asarray(days))
+            med = median_days(lh, cuts)
+            row = {"la_level": str(level), "la_deprivation": X, "group": g, "deprivation": float(xm)}
+            for name, v in [("median_days", med), (f"share_within_{within_days}", share[:, 0])] + \
+                    ([(f"share_within_{horizon_days}", share[:, 1])] if horizon_days else []):
+                row[name] = float(np.mean(v))
+                row[f"{name}_lo"], row[f"{name}_hi"] = (float(q) for q in np.quantile(v, [lo_q, hi_q]))
+            rows.append(row)
     return pd.DataFrame(rows)
