@@ -84,6 +84,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if getattr(args, "real", False):
+        return _demo_real(args)
     from hierarchy import workflow
     from hierarchy.sampling import enable_compilation_cache
 
@@ -149,6 +151,41 @@ def _sbc(args: argparse.Namespace) -> int:
     if bad:
         print(f"not uniform at p < {args.alpha}: {', '.join(bad)}")
     return 1 if bad else 0
+
+
+# --- DfE LA panel (issue 16): `hierarchy panel build` and `hierarchy demo --real` ---------------
+def _panel(args: argparse.Namespace) -> int:
+    from hierarchy import panel
+
+    built = panel.get_panel(args.reference_dir, synthetic=args.synthetic, seed=args.seed)
+    panel.write_panel(built, args.out)
+    print(built.describe())
+    print(f"wrote {len(built.table):,} rows to {args.out}")
+    return 0
+
+
+def _demo_real(args: argparse.Namespace) -> int:
+    from hierarchy import panel_report
+    from hierarchy.sampling import enable_compilation_cache
+
+    enable_compilation_cache()
+    panel_report.demo_real(Path(args.out), reference_dir=args.reference_dir, synthetic=args.synthetic,
+                           fast=args.fast)
+    return 0
+
+
+def _panel_parser(sub) -> None:
+    sp = sub.add_parser("panel", help="the DfE LA x year panel 2013-2025 (real or a generated stand-in)")
+    psub = sp.add_subparsers(dest="panel_command", required=True)
+    b = psub.add_parser("build", help="build the LA x year x measure panel from the reference folder")
+    b.add_argument("--reference-dir", type=Path, default=None,
+                   help="folder with the England reference data (default: $HIERARCHY_REFERENCE_DIR or "
+                        "../shared/data/england); without one, a generated stand-in")
+    b.add_argument("--synthetic", action="store_true", help="write the generated stand-in panel")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", type=Path, required=True, help="PANEL.parquet")
+    b.set_defaults(func=_panel)
+# --- end DfE LA panel ---------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,8 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fit", default="fits/demo.nc")
     sp.add_argument("--synthetic", action="store_true")
     sp.add_argument("--fast", action="store_true", help="small data and short chains")
+    sp.add_argument("--real", action="store_true", help="the DfE LA panel: build it, fit models/panel_*.toml "
+                                                        "and write OUT/panel_report/ (issue 16)")
     ref_opts(sp)
     sp.set_defaults(func=_demo)
+    _panel_parser(sub)
     return p
 
 
