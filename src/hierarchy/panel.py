@@ -538,7 +538,9 @@ def synthetic_panel(n_la: int = 40, *, years: tuple[int, ...] = YEARS, seed: int
     table["log_density"] = table["la_code"].map(dict(zip(codes, rng.normal(6.5, 1.2, n_la), strict=False)))
     for col in ("deprivation", "idaci", "rural_share", "log_density"):
         table[f"series_{col}"] = table[col]
-    near = {c: ",".join(rng.choice([d for d in codes if d != c], 10, replace=False)) for c in codes}
+    numbers = {c: "9" + c[3:] for c in codes}
+    near = {c: ",".join(numbers[d] for d in rng.choice([d for d in codes if d != c], min(10, n_la - 1),
+                                                         replace=False)) for c in codes}
     table["stat_neighbours"] = table["la_code"].map(near).fillna("")
     table = _order(table)
     return Panel(table=table, suppressed=_suppressed(table), truth=truth,
