@@ -183,11 +183,13 @@ class PanelDesign:
 
     @property
     def observed(self) -> np.ndarray:
-        return np.isfinite(self.count) & np.isfinite(self.exposure)
+        """Cells in the likelihood: a published count and a positive exposure (a conversion whose
+        earlier stage is 0 carries no information)."""
+        return np.isfinite(self.count) & self.predictable
 
     @property
     def predictable(self) -> np.ndarray:
-        return np.isfinite(self.exposure)
+        return np.isfinite(self.exposure) & (np.nan_to_num(self.exposure) > 0)
 
 
 def panel_design(table: pd.DataFrame, measure: str, spec: PanelSpec) -> PanelDesign:
