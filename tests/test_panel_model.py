@@ -75,7 +75,10 @@ def test_recovery_england_totals_and_classical_fit_on_a_simulated_panel():
         g_err = np.abs(f.g().mean(0) - np.array(truth["g"])) / f.g().std(0)
         assert np.median(g_err) < 2
         tot = pm.england_totals(f)
-        assert tot["diff_pct"].abs().max() < 1.0, tot
+        # a year where an exposure (the earlier stage) is suppressed cannot be predicted in full
+        full = tot[tot["exposure_complete"]]
+        assert len(full) >= 5 and full["diff_pct"].abs().max() < 1.0, tot
+        assert (tot.loc[~tot["exposure_complete"], "diff_pct"] < 0).all()
         chk = pm.classical_check(f)
         assert chk["within_2sd"].all(), chk
 
