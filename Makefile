@@ -7,7 +7,7 @@ DATA   := $(OUT)/national_2019.parquet
 FIT    := fits/demo.nc
 DEMO_ARGS ?=
 
-.PHONY: venv demo test test-slow test-sbc lint docs bench clean
+.PHONY: venv demo demo-real test test-slow test-sbc lint docs bench clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 # Main job: national simulated data -> validate -> fit -> report.
 demo: venv
 	$(BIN)/hierarchy demo --out $(OUT) --fit $(FIT) $(DEMO_ARGS)
+
+# Second main job, on real data: the DfE LA panel 2013-2025 -> panel models -> $(OUT)/panel_report/.
+# Needs only the reference folder (../shared/data/england, $$HIERARCHY_REFERENCE_DIR or REFERENCE_DIR=...).
+demo-real: venv
+	$(BIN)/hierarchy demo --real --out $(OUT) $(if $(REFERENCE_DIR),--reference-dir $(REFERENCE_DIR)) $(DEMO_ARGS)
 
 test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

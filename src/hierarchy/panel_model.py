@@ -1,0 +1,607 @@
+"""LA x year count models of the DfE panel (NumPyro), their estimands and a classical cross-check.
+
+A panel model file (``models/panel_*.toml``) names the measures it is fitted to, one fit each::
+
+    name = "panel_stages_nb"
+    family = "nb"                       # or "poisson"
+    measures = ["referrals", "s47"]     # hierarchy.panel measures
+    unit = "series"                     # "series" (stable areas over 2013-2025) or "la_code"
+    deprivation = "deprivation"         # or "idaci": the LA deprivation measure
+    reference_year = 2019               # t = year - reference_year
+    terms = ["t", "year", "dep", "dep:t", "(1 + t | la)"]
+    parameterisation = "auto"           # "centred", "non_centred" or "auto"
+    [sampling]
+    chains = 2
+    warmup = 500
+    draws = 500
+
+The linear predictor, for unit j (an LA) in year y with ``t = year - reference_year`` and ``z_j`` its
+deprivation in 10-point units about the mean over units (``b`` for extra LA covariates ``x_j``)::
+
+    log mu_jy = log E_jy + u_j + v_j t + g_y
+    (u_j, v_j) ~ MVN((alpha + b_dep z_j + b x_j, b_t + b_dep_t z_j), Sigma)    # "(1 + t | la)"
+
+``g_y`` are year effects with no level and no linear trend (an orthonormal basis of what is left of
+the years once a constant and ``t`` are taken out), so ``alpha``, ``b_t``, ``b_dep`` and ``b_dep_t``
+keep their meaning with year effects in. Terms: ``t`` (national trend, always on when ``year`` is),
+``year``, ``dep``, ``dep:t``, ``rural`` (share of children in rural LSOAs, per 10 points), ``density``
+(log density about its mean), ``(1 | la)`` or ``(1 + t | la)``. The LA-level terms sit in the means of
+the LA effects (hierarchical centring); with ``parameterisation = "auto"`` the LA effects are centred
+when the counts pin them down (median Poisson standard error of a unit's log rate below 0.2; DESIGN s.4)
+and non-centred otherwise. Counts DfE suppressed are left out of the likelihood and predicted.
+
+Conversion measures (s47 per referral, ...) carry the earlier stage's count as exposure, so ``alpha``
+is the log conversion rate.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierarchy.errors import SpecError
+from hierarchy.panel import CONVERSIONS, RATE_MEASURES
+
+__all__ = [
+    "PanelDesign",
+    "PanelFit",
+    "PanelSpec",
+    "classical_check",
+    "england_totals",
+    "estimands",
+    "fit_panel",
+    "fit_panels",
+    "la_estimands",
+    "load_panel_spec",
+    "panel_design",
+    "year_basis",
+]
+
+FIXED_TERMS = ("t", "year", "dep", "dep:t", "rural", "density")
+RANDOM_TERMS = ("(1 | la)", "(1 + t | la)")
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    """A panel model file (see the module docstring)."""
+
+    name: str
+    family: str
+    measures: tuple[str, ...]
+    terms: tuple[str, ...]
+    unit: str = "series"
+    deprivation: str = "deprivation"
+    reference_year: int = 2019
+    parameterisation: str = "auto"
+    chains: int = 2
+    warmup: int = 500
+    draws: int = 500
+    description: str = ""
+
+    @property
+    def la_trend(self) -> bool:
+        return "(1 + t | la)" in self.terms
+
+    @property
+    def covariates(self) -> tuple[str, ...]:
+        return tuple(t for t in self.terms if t in ("rural", "density"))
+
+    def key(self, measure: str) -> str:
+        """16-hex hash of what a fit of one measure depends on."""
+        d = {k: getattr(self, k) for k in ("family", "terms", "unit", "deprivation", "reference_year",
+                                           "parameterisation", "chains", "warmup", "draws")}
+        return hashlib.sha256(json.dumps({**d, "measure": measure}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_panel_spec(path: Path) -> PanelSpec:
+    """Read and check a panel model file; errors name the file, key and fix."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise SpecError(f"{path}: cannot read panel model file ({err})") from err
+    known = {"name", "description", "family", "measures", "terms", "unit", "deprivation",
+             "reference_year", "parameterisation", "sampling"}
+    if extra := sorted(set(raw) - known):
+        raise SpecError(f"{path}: unknown keys {extra}; known: {sorted(known)}")
+    for key in ("name", "family", "measures", "terms"):
+        if key not in raw:
+            raise SpecError(f"{path}: missing key {key!r}")
+    family = raw["family"]
+    if family not in ("nb", "poisson"):
+        raise SpecError(f"{path}: family {family!r}: use 'nb' or 'poisson'")
+    measures = tuple(raw["measures"])
+    allowed = set(RATE_MEASURES) | set(CONVERSIONS)
+    if bad := [m for m in measures if m not in allowed]:
+        raise SpecError(f"{path}: measures {bad} unknown; choose from {sorted(allowed)}")
+    terms = tuple(" ".join(t.split()) for t in raw["terms"])
+    if bad := [t for t in terms if t not in FIXED_TERMS + RANDOM_TERMS]:
+        raise SpecError(f"{path}: terms {bad} not understood; panel terms are {list(FIXED_TERMS + RANDOM_TERMS)}")
+    if sum(t in RANDOM_TERMS for t in terms) != 1:
+        raise SpecError(f"{path}: terms need exactly one LA term, '(1 | la)' or '(1 + t | la)'")
+    if "dep:t" in terms and "dep" not in terms:
+        raise SpecError(f"{path}: 'dep:t' needs 'dep' in terms")
+    if "year" in terms and "t" not in terms:
+        terms = ("t", *terms)  # year effects are defined net of a linear trend
+    unit = raw.get("unit", "series")
+    if unit not in ("series", "la_code"):
+        raise SpecError(f"{path}: unit {unit!r}: use 'series' or 'la_code'")
+    dep = raw.get("deprivation", "deprivation")
+    if dep not in ("deprivation", "idaci"):
+        raise SpecError(f"{path}: deprivation {dep!r}: use 'deprivation' (income rate) or 'idaci'")
+    par = raw.get("parameterisation", "auto")
+    if par not in ("auto", "centred", "non_centred"):
+        raise SpecError(f"{path}: parameterisation {par!r}: use 'auto', 'centred' or 'non_centred'")
+    s = raw.get("sampling", {})
+    return PanelSpec(name=str(raw["name"]), family=family, measures=measures, terms=terms, unit=unit,
+                     deprivation=dep, reference_year=int(raw.get("reference_year", 2019)),
+                     parameterisation=par, chains=int(s.get("chains", 2)), warmup=int(s.get("warmup", 500)),
+                     draws=int(s.get("draws", 500)), description=str(raw.get("description", "")))
+
+
+# --------------------------------------------------------------------------------------------
+# design
+
+
+def year_basis(t: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (n_years x n_years - 2) of year effects with no level and no linear trend."""
+    t = np.asarray(t, float)
+    x = np.column_stack([np.ones_like(t), t])
+    q, _ = np.linalg.qr(np.column_stack([x, np.eye(len(t))]))
+    return q[:, 2:len(t)]
+
+
+@dataclass(frozen=True)
+class PanelDesign:
+    """Arrays for one measure: one row per unit x year (all of them, observed or not)."""
+
+    measure: str
+    units: np.ndarray          # unit codes
+    unit_names: np.ndarray
+    years: np.ndarray          # the measure's years
+    unit_idx: np.ndarray       # per row
+    year_idx: np.ndarray
+    t: np.ndarray              # year - reference_year, per year
+    count: np.ndarray          # NaN where suppressed
+    exposure: np.ndarray       # NaN where the exposure is missing
+    z: np.ndarray              # per unit: deprivation per 10 points about the mean over units
+    x: np.ndarray              # per unit: extra covariates (n_units x k)
+    dep_mean: float            # mean deprivation over units (a proportion)
+    x_names: tuple[str, ...]
+    england: pd.Series         # DfE's published England count per year
+    england_exposure: pd.Series
+    rate_scale: float          # 10,000 for rates per child, 100 for conversions
+    neighbours: dict = field(default_factory=dict)  # unit -> list of neighbour units
+
+    @property
+    def observed(self) -> np.ndarray:
+        """Cells in the likelihood: a published count and a positive exposure (a conversion whose
+        earlier stage is 0 carries no information)."""
+        return np.isfinite(self.count) & self.predictable
+
+    @property
+    def predictable(self) -> np.ndarray:
+        return np.isfinite(self.exposure) & (np.nan_to_num(self.exposure) > 0)
+
+
+def panel_design(table: pd.DataFrame, measure: str, spec: PanelSpec) -> PanelDesign:
+    """Aggregate one measure of a panel table onto the spec's units (a sum is NaN if a part is)."""
+    d = table[(table["measure"] == measure) & (table["level"] == "LA")]
+    if not len(d):
+        raise SpecError(f"measure {measure!r} has no LA rows in the panel")
+    unit = spec.unit
+    pre = "series_" if unit == "series" else ""
+    name_col = "series_name" if unit == "series" else "la_name"
+    g = d.groupby([unit, "year"], sort=True)
+    agg = pd.DataFrame({"count": g["count"].sum(min_count=1), "exposure": g["exposure"].sum(min_count=1)})
+    agg.loc[g["count"].apply(lambda s: s.isna().any()), "count"] = np.nan
+    agg.loc[g["exposure"].apply(lambda s: s.isna().any()), "exposure"] = np.nan
+    units = np.array(sorted(d[unit].unique()))
+    years = np.array(sorted(d["year"].unique()))
+    full = pd.MultiIndex.from_product([units, years], names=[unit, "year"])
+    agg = agg.reindex(full)
+    per_unit = d.groupby(unit).first()
+    dep = per_unit[pre + spec.deprivation].reindex(units).to_numpy(float)
+    z = (dep - dep.mean()) / 0.1
+    xs, names = [], []
+    if "rural" in spec.terms:
+        r = per_unit[pre + "rural_share"].reindex(units).to_numpy(float)
+        xs.append((r - r.mean()) / 0.1)
+        names.append("rural")
+    if "density" in spec.terms:
+        r = per_unit[pre + "log_density"].reindex(units).to_numpy(float)
+        xs.append(r - r.mean())
+        names.append("density")
+    e = table[(table["measure"] == measure) & (table["level"] == "England")].set_index("year")
+    code_of_number = dict(zip(d["dfe_number"], d[unit], strict=False))
+    neighbours = {}
+    for u, sn in per_unit["stat_neighbours"].reindex(units).items():
+        near = [code_of_number.get(n) for n in str(sn).split(",") if n]
+        neighbours[u] = [n for n in dict.fromkeys(near) if n and n != u]
+    return PanelDesign(
+        measure=measure, units=units, unit_names=per_unit[name_col].reindex(units).to_numpy(str),
+        years=years, unit_idx=np.repeat(np.arange(len(units)), len(years)),
+        year_idx=np.tile(np.arange(len(years)), len(units)), t=(years - spec.reference_year).astype(float),
+        count=agg["count"].to_numpy(float), exposure=agg["exposure"].to_numpy(float), z=z,
+        x=np.column_stack(xs) if xs else np.zeros((len(units), 0)), dep_mean=float(dep.mean()),
+        x_names=tuple(names), england=e["count"].reindex(years), england_exposure=e["exposure"].reindex(years),
+        rate_scale=100.0 if measure in CONVERSIONS else 10_000.0, neighbours=neighbours)
+
+
+# --------------------------------------------------------------------------------------------
+# model
+
+
+def _centred(design: PanelDesign, spec: PanelSpec) -> bool:
+    if spec.parameterisation != "auto":
+        return spec.parameterisation == "centred"
+    obs = design.observed
+    tot = np.bincount(design.unit_idx[obs], weights=design.count[obs], minlength=len(design.units))
+    return bool(np.median(1 / np.sqrt(np.maximum(tot, 1))) < 0.2)
+
+
+def _model_fn(spec: PanelSpec, centred: bool, n_units: int, n_years: int, n_x: int):
+    """The NumPyro model for one spec and panel shape; data go in as arguments (one compile per shape)."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    x_names = tuple(t for t in ("rural", "density") if t in spec.terms)
+    assert len(x_names) == n_x
+
+    def model(ui, yi, t, log_e, y, mask, z, x, basis, loc0):
+        alpha = numpyro.sample("alpha", dist.Normal(loc0, 2.0))
+        mean_u = alpha + jnp.zeros(n_units)
+        if "dep" in spec.terms:
+            mean_u = mean_u + numpyro.sample("b_dep", dist.Normal(0.0, 1.0)) * z
+        for k, name in enumerate(x_names):
+            mean_u = mean_u + numpyro.sample(f"b_{name}", dist.Normal(0.0, 1.0)) * x[:, k]
+        mean_v = jnp.zeros(n_units)
+        if "t" in spec.terms:
+            mean_v = mean_v + numpyro.sample("b_t", dist.Normal(0.0, 0.2))
+        if "dep:t" in spec.terms:
+            mean_v = mean_v + numpyro.sample("b_dep_t", dist.Normal(0.0, 0.1)) * z
+        sd_u = numpyro.sample("sd_u", dist.HalfNormal(1.0))
+        if spec.la_trend:
+            sd_v = numpyro.sample("sd_v", dist.HalfNormal(0.1))
+            corr = numpyro.sample("L_corr", dist.LKJCholesky(2, 2.0))
+            scale_tril = jnp.stack([sd_u, sd_v])[:, None] * corr
+            mean = jnp.stack([mean_u, mean_v], axis=1)
+            if centred:
+                uv = numpyro.sample("uv", dist.MultivariateNormal(mean, scale_tril=scale_tril).to_event(1))
+            else:
+                raw = numpyro.sample("uv_raw", dist.Normal(0.0, 1.0).expand([n_units, 2]).to_event(2))
+                uv = numpyro.deterministic("uv", mean + raw @ scale_tril.T)
+            u, v = uv[:, 0], uv[:, 1]
+        else:
+            if centred:
+                u = numpyro.sample("u", dist.Normal(mean_u, sd_u).to_event(1))
+            else:
+                raw = numpyro.sample("u_raw", dist.Normal(0.0, 1.0).expand([n_units]).to_event(1))
+                u = numpyro.deterministic("u", mean_u + sd_u * raw)
+            v = mean_v
+        eta = log_e + u[ui] + v[ui] * t[yi]
+        if "year" in spec.terms:
+            sd_g = numpyro.sample("sd_g", dist.HalfNormal(0.2))
+            g_raw = numpyro.sample("g_raw", dist.Normal(0.0, sd_g).expand([n_years - 2]).to_event(1))
+            g = numpyro.deterministic("g", basis @ g_raw)
+            eta = eta + g[yi]
+        if spec.family == "nb":
+            inv_sqrt_phi = numpyro.sample("inv_sqrt_phi", dist.HalfNormal(1.0))
+            phi = numpyro.deterministic("phi", 1.0 / inv_sqrt_phi**2)
+            like = dist.NegativeBinomial2(jnp.exp(eta), phi)
+        else:
+            like = dist.Poisson(jnp.exp(eta))
+        numpyro.sample("y", like.mask(mask).to_event(1), obs=y)  # suppressed cells: out of the likelihood
+
+    return model
+
+
+def _model_args(design: PanelDesign) -> tuple:
+    obs = design.observed
+    ok = design.predictable
+    y = np.where(obs, design.count, 0.0)
+    log_e = np.log(np.where(ok, design.exposure, 1.0))
+    loc0 = float(np.log(design.count[obs].sum() / design.exposure[obs].sum()))
+    basis = year_basis(design.t) if len(design.t) > 2 else np.zeros((len(design.t), 0))
+    return (design.unit_idx, design.year_idx, design.t, log_e, y, obs, design.z, design.x, basis, loc0)
+
+
+@dataclass(frozen=True)
+class PanelFit:
+    """Posterior draws of one measure under one spec (draws flattened over chains)."""
+
+    spec: PanelSpec
+    design: PanelDesign
+    draws: dict[str, np.ndarray]
+    centred: bool
+    seconds: float
+    diagnostics: dict
+
+    def la_effects(self) -> tuple[np.ndarray, np.ndarray]:
+        """(u, v): draws x units; v is the LA trend (or its mean when LAs share one trend)."""
+        if "uv" in self.draws:
+            return self.draws["uv"][..., 0], self.draws["uv"][..., 1]
+        u = self.draws["u"]
+        v = np.zeros_like(u)
+        if "b_t" in self.draws:
+            v = v + self.draws["b_t"][:, None]
+        if "b_dep_t" in self.draws:
+            v = v + self.draws["b_dep_t"][:, None] * self.design.z[None, :]
+        return u, v
+
+    def g(self) -> np.ndarray:
+        """Year effects, draws x years (zeros without a 'year' term)."""
+        if "g" in self.draws:
+            return self.draws["g"]
+        return np.zeros((len(self.draws["alpha"]), len(self.design.years)))
+
+    def log_rate(self) -> np.ndarray:
+        """log rate per exposure unit, draws x units x years."""
+        u, v = self.la_effects()
+        return u[:, :, None] + v[:, :, None] * self.design.t[None, None, :] + self.g()[:, None, :]
+
+
+def fit_panel(design: PanelDesign, spec: PanelSpec, *, seed: int = 0, progress: bool = False) -> PanelFit:
+    """Fit one measure with NUTS (NumPyro); chains run one after another."""
+    return fit_panels([design], spec, seed=seed, progress=progress)[0]
+
+
+def fit_panels(designs: list[PanelDesign], spec: PanelSpec, *, seed: int = 0,
+               progress: bool = False) -> list[PanelFit]:
+    """Fit several measures under one spec; measures of the same shape share one compiled sampler."""
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    jax.config.update("jax_enable_x64", True)
+    fits = []
+    for design in designs:
+        centred = _centred(design, spec)
+        shape = (centred, len(design.units), len(design.years), design.x.shape[1])
+        model = functools.partial(_model_fn(spec, *shape), *_model_args(design))
+        mcmc = MCMC(NUTS(model, target_accept_prob=0.9), num_warmup=spec.warmup, num_samples=spec.draws,
+                    num_chains=spec.chains, chain_method="sequential", progress_bar=progress)
+        start = time.perf_counter()
+        mcmc.run(jax.random.PRNGKey(seed))
+        seconds = time.perf_counter() - start
+        grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        draws = {k: v.reshape(-1, *v.shape[2:]) for k, v in grouped.items()}
+        extra = mcmc.get_extra_fields(group_by_chain=True)
+        fits.append(PanelFit(spec=spec, design=design, draws=draws, centred=centred, seconds=seconds,
+                             diagnostics=_diagnostics(grouped, extra)))
+    return fits
+
+
+def _diagnostics(grouped: dict, extra: dict) -> dict:
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    rhat, ess = [], []
+    for k, v in grouped.items():
+        if k.endswith("_raw") or k == "L_corr":
+            continue
+        flat = v.reshape(v.shape[0], v.shape[1], -1)
+        if flat.shape[0] > 1:
+            rhat.append(np.nanmax(split_gelman_rubin(flat)))
+        ess.append(np.nanmin(effective_sample_size(flat)))
+    div = int(np.asarray(extra.get("diverging", np.zeros(1))).sum())
+    return {"max_rhat": float(max(rhat)) if rhat else float("nan"), "min_ess": float(min(ess)),
+            "divergences": div}
+
+
+# --------------------------------------------------------------------------------------------
+# estimands
+
+
+def _interval(x: np.ndarray, prob: float) -> tuple[float, float, float]:
+    lo, hi = np.quantile(x, [(1 - prob) / 2, (1 + prob) / 2])
+    return float(np.mean(x)), float(lo), float(hi)
+
+
+def england_totals(fit: PanelFit, *, prob: float = 0.9) -> pd.DataFrame:
+    """Predicted England count per year beside DfE's published England figure.
+
+    ``predicted``: the sum over every LA of its fitted count for the year. For a negative binomial
+    (a Poisson whose mean carries a gamma LA-year effect) an observed cell's fitted count is the
+    posterior mean of that effect times ``mu`` (``mu (phi + y) / (phi + mu)``); a suppressed cell's
+    is ``mu``, predicted from the LA's intercept and trend, the year effect and its exposure.
+    ``model_mean`` sums ``mu`` alone (no LA-year effects). ``diff_pct`` compares the posterior mean
+    of ``predicted`` with the published figure.
+    """
+    d = fit.design
+    rate = np.exp(fit.log_rate())                                   # draws x units x years
+    e = d.exposure.reshape(len(d.units), len(d.years))
+    complete = np.isfinite(e).all(axis=0)
+    mu = rate * np.where(np.isfinite(e), e, 0.0)[None]
+    y = d.count.reshape(len(d.units), len(d.years))
+    fitted = mu
+    if "phi" in fit.draws:  # NB2 = Poisson with a gamma LA-year effect: its posterior mean given the count
+        phi = fit.draws["phi"][:, None, None]
+        fitted = np.where(np.isfinite(y)[None], mu * (phi + np.nan_to_num(y)[None]) / (phi + mu), mu)
+    total = fitted.sum(axis=1)
+    model_mean = mu.sum(axis=1).mean(axis=0)
+    rows = []
+    for k, yr in enumerate(d.years):
+        mean, lo, hi = _interval(total[:, k], prob)
+        pub = float(d.england.get(yr, np.nan))
+        obs = d.count.reshape(len(d.units), len(d.years))[:, k]
+        rows.append({"measure": d.measure, "year": int(yr), "published": pub, "predicted": mean,
+                     "lower": lo, "upper": hi, "diff_pct": 100 * (mean / pub - 1) if pub else np.nan,
+                     "model_mean": float(model_mean[k]),
+                     "model_mean_diff_pct": 100 * (model_mean[k] / pub - 1) if pub else np.nan,
+                     "suppressed_cells": int(np.isnan(obs).sum()),
+                     "exposure_complete": bool(complete[k])})
+    return pd.DataFrame(rows)
+
+
+def estimands(fit: PanelFit, *, prob: float = 0.9) -> pd.DataFrame:
+    """England estimands in the field's units, with ``prob`` intervals.
+
+    Rows: the England rate per year (predicted total / exposure; per 10,000 children, or per 100 of
+    the earlier stage), the typical-LA rate at mean LA deprivation per year, the ratio per 10 points
+    of LA deprivation per year, the England change per year (annualised, first to last year, %), the
+    typical LA's change per year (%), and the change in the deprivation ratio per year.
+    """
+    d = fit.design
+    dr = fit.draws
+    s = d.rate_scale
+    unit = "per 10,000 children" if s == 10_000 else f"per 100 {RATE_OR_STAGE.get(d.measure, '')}".strip()
+    rows = []
+
+    def add(name, yr, x, units):
+        m, lo, hi = _interval(x, prob)
+        rows.append({"measure": d.measure, "estimand": name, "year": yr, "mean": m, "lower": lo, "upper": hi,
+                     "units": units})
+
+    e = d.exposure.reshape(len(d.units), len(d.years))
+    ok = np.isfinite(e)
+    rate = np.exp(fit.log_rate())
+    eng = np.sum(rate * np.where(ok, e, 0)[None], axis=1) / np.sum(np.where(ok, e, 0), axis=0)[None]
+    g = fit.g()
+    bt = dr.get("b_t", np.zeros_like(dr["alpha"]))
+    typical = dr["alpha"][:, None] + bt[:, None] * d.t[None] + g
+    for k, yr in enumerate(d.years):
+        add("England rate", int(yr), s * eng[:, k], unit)
+        add("rate at mean LA deprivation", int(yr), s * np.exp(typical[:, k]), unit)
+        if "b_dep" in dr:
+            bdt = dr.get("b_dep_t", np.zeros_like(dr["b_dep"]))
+            add("ratio per 10 points of LA deprivation", int(yr), np.exp(dr["b_dep"] + bdt * d.t[k]), "ratio")
+    n = len(d.years) - 1
+    if n > 0:
+        add(f"England change per year {d.years[0]}-{d.years[-1]}", None,
+            100 * ((eng[:, -1] / eng[:, 0]) ** (1 / n) - 1), "% per year")
+        add(f"England change {d.years[0]}-{d.years[-1]}", None, eng[:, -1] / eng[:, 0], "ratio")
+    if "b_t" in dr:
+        add("typical LA change per year", None, 100 * (np.exp(bt) - 1), "% per year")
+    if "b_dep_t" in dr:
+        add("change in deprivation ratio per year", None, 100 * (np.exp(dr["b_dep_t"]) - 1), "% per year")
+    return pd.DataFrame(rows)
+
+
+RATE_OR_STAGE = {m: den for m, (_num, den) in CONVERSIONS.items()}
+
+
+def la_estimands(fit: PanelFit, unit: str | None = None, *, prob: float = 0.9) -> pd.DataFrame:
+    """Per-LA estimands: the LA's rate in the first and last year and its change per year (%), with
+    intervals; all units, or one (code or name)."""
+    d = fit.design
+    lr = fit.log_rate()
+    _u, v = fit.la_effects()
+    g = fit.g()
+    idx = range(len(d.units))
+    if unit is not None:
+        hit = [i for i in idx if unit in (d.units[i], d.unit_names[i])]
+        if not hit:
+            raise SpecError(f"no LA {unit!r} in the {d.measure} panel; codes look like {d.units[0]!r}")
+        idx = hit
+    n = len(d.years) - 1
+    rows = []
+    for i in idx:
+        first = _interval(d.rate_scale * np.exp(lr[:, i, 0]), prob)
+        last = _interval(d.rate_scale * np.exp(lr[:, i, -1]), prob)
+        ch = _interval(100 * (np.exp((lr[:, i, -1] - lr[:, i, 0]) / max(n, 1)) - 1), prob)
+        trend = _interval(100 * (np.exp(v[:, i]) - 1), prob)
+        rows.append({"measure": d.measure, "unit": d.units[i], "name": d.unit_names[i],
+                     "rate_first": first[0], "rate_first_lower": first[1], "rate_first_upper": first[2],
+                     "rate_last": last[0], "rate_last_lower": last[1], "rate_last_upper": last[2],
+                     "change_pct_per_year": ch[0], "change_lower": ch[1], "change_upper": ch[2],
+                     "trend_pct_per_year": trend[0], "trend_lower": trend[1], "trend_upper": trend[2],
+                     "first_year": int(d.years[0]), "last_year": int(d.years[-1])})
+    del g
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# classical cross-check
+
+
+def classical_check(fit: PanelFit) -> pd.DataFrame:
+    """The same LA-panel model fitted classically (statsmodels), against the posterior.
+
+    Two stages, the classical form of hierarchical centring ("slopes as outcomes"): a negative
+    binomial GLM (``statsmodels`` GLM, NB2 with ``alpha`` from the Pearson moment equation; Poisson for
+    a Poisson spec) with one intercept and one trend per LA and the year effects on the same basis as the
+    model; then least squares of the LA intercepts and trends on LA deprivation (and covariates), which
+    gives ``alpha``, ``b_dep``, ``b_t`` and ``b_dep_t``. Returns one row per fixed effect: posterior mean
+    and SD, the classical estimate and standard error, and ``z = (classical - mean) / SD``.
+    """
+    import statsmodels.api as sm
+
+    d, spec = fit.design, fit.spec
+    obs = d.observed
+    n_u = len(d.units)
+    ui, yi = d.unit_idx[obs], d.year_idx[obs]
+    cols = [np.eye(n_u)[ui]]
+    if spec.la_trend or "t" in spec.terms:
+        cols.append(np.eye(n_u)[ui] * d.t[yi][:, None])
+    names_g = []
+    if "year" in spec.terms:
+        basis = year_basis(d.t)
+        cols.append(basis[yi])
+        names_g = [f"g[{int(y)}]" for y in d.years]
+    X = np.column_stack(cols)
+    y = d.count[obs]
+    off = np.log(d.exposure[obs])
+    if not spec.la_trend and "t" in spec.terms:
+        raise SpecError("classical_check needs LA trends or none; shared-trend specs are not supported")
+    alpha_nb = 0.0
+    res = sm.GLM(y, X, family=sm.families.Poisson(), offset=off).fit()
+    if spec.family == "nb":
+        for _ in range(20):
+            mu = res.mu
+            alpha_new = max(float(np.sum(((y - mu) ** 2 - mu) / mu**2) / (len(y) - X.shape[1])), 1e-8)
+            res = sm.GLM(y, X, family=sm.families.NegativeBinomial(alpha=alpha_new), offset=off).fit()
+            if abs(alpha_new - alpha_nb) < 1e-6 * max(alpha_nb, 1e-6):
+                break
+            alpha_nb = alpha_new
+    params = np.asarray(res.params)
+    a = params[:n_u]
+    rows = []
+    Z = [np.ones(n_u)]
+    znames = ["alpha"]
+    if "dep" in spec.terms:
+        Z.append(d.z)
+        znames.append("b_dep")
+    for k, name in enumerate(d.x_names):
+        Z.append(d.x[:, k])
+        znames.append(f"b_{name}")
+    ols = sm.OLS(a, np.column_stack(Z)).fit()
+    est = dict(zip(znames, zip(ols.params, ols.bse, strict=False), strict=False))
+    if spec.la_trend or "t" in spec.terms:
+        c = params[n_u:2 * n_u]
+        Zt = [np.ones(n_u)] + ([d.z] if "dep:t" in spec.terms else [])
+        olt = sm.OLS(c, np.column_stack(Zt)).fit()
+        est.update(dict(zip(["b_t", "b_dep_t"][:len(Zt)], zip(olt.params, olt.bse, strict=False), strict=False)))
+    if names_g:
+        basis = year_basis(d.t)
+        gp = params[-basis.shape[1]:]
+        cov = np.asarray(res.cov_params())[-basis.shape[1]:, -basis.shape[1]:]
+        gv = basis @ gp
+        gse = np.sqrt(np.einsum("ij,jk,ik->i", basis, cov, basis))
+        for k, nm in enumerate(names_g):
+            est[nm] = (gv[k], gse[k])
+    post_g = fit.g()
+    for nm, (value, se) in est.items():
+        if nm.startswith("g["):
+            k = names_g.index(nm)
+            draws = post_g[:, k]
+        else:
+            draws = fit.draws[nm]
+        m, sd = float(draws.mean()), float(draws.std())
+        rows.append({"measure": d.measure, "parameter": nm, "posterior_mean": m, "posterior_sd": sd,
+                     "classical": float(value), "classical_se": float(se),
+                     "z": (float(value) - m) / sd if sd > 0 else np.nan})
+    out = pd.DataFrame(rows)
+    out["within_2sd"] = out["z"].abs() <= 2
+    out.attrs["method"] = ("statsmodels GLM " + (f"NB2 (alpha {alpha_nb:.4f}, moment estimate)"
+                                                  if spec.family == "nb" else "Poisson")
+                           + " with LA intercepts, LA trends and year effects; OLS of the LA effects on LA "
+                             "deprivation")
+    return out

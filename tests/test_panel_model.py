@@ -1,0 +1,98 @@
+"""LA-panel models: spec checks, a quick smoke fit, and (slow) recovery and the England-total check."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hierarchy import panel
+from hierarchy import panel_model as pm
+from hierarchy.errors import SpecError
+from hierarchy.reference import find_reference_dir
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def _spec(**kw):
+    base = pm.load_panel_spec(MODELS / "panel_stages_nb.toml")
+    return replace(base, **kw)
+
+
+def test_shipped_panel_models_load():
+    names = {pm.load_panel_spec(p).name for p in MODELS.glob("panel_*.toml")}
+    assert {"panel_stages_nb", "panel_screening_nb", "panel_late_intervention_nb", "panel_repeat_nb"} <= names
+
+
+def test_spec_errors_name_the_file_and_fix(tmp_path):
+    bad = tmp_path / "m.toml"
+    bad.write_text('name = "x"\nfamily = "nb"\nmeasures = ["referrals"]\nterms = ["dep", "wiggle", "(1 | la)"]\n')
+    with pytest.raises(SpecError, match=r"m.toml: terms \['wiggle'\]"):
+        pm.load_panel_spec(bad)
+    bad.write_text('name = "x"\nfamily = "nb"\nmeasures = ["nope"]\nterms = ["(1 | la)"]\n')
+    with pytest.raises(SpecError, match="measures"):
+        pm.load_panel_spec(bad)
+
+
+def test_year_basis_has_no_level_and_no_trend():
+    t = np.arange(13.0) - 6
+    b = pm.year_basis(t)
+    assert b.shape == (13, 11)
+    assert np.allclose(b.T @ np.ones(13), 0) and np.allclose(b.T @ t, 0) and np.allclose(b.T @ b, np.eye(11))
+
+
+@pytest.mark.slow  # compiling the sampler takes minutes on a loaded 2-core machine
+def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
+    p = panel.synthetic_panel(n_la=8, years=(2019, 2020, 2021, 2022), seed=1)
+    spec = _spec(chains=1, warmup=60, draws=40)
+    d = pm.panel_design(p.table, "referrals", spec)
+    f = pm.fit_panel(d, spec)
+    tot = pm.england_totals(f)
+    assert len(tot) == 4 and (tot["predicted"] > 0).all()
+    est = pm.estimands(f)
+    assert {"England rate", "ratio per 10 points of LA deprivation"} <= set(est["estimand"])
+    la = pm.la_estimands(f, "LA003")
+    assert len(la) == 1 and la["rate_first"].iloc[0] > 0
+    with pytest.raises(SpecError, match="no LA"):
+        pm.la_estimands(f, "Atlantis")
+
+
+@pytest.mark.slow
+def test_recovery_england_totals_and_classical_fit_on_a_simulated_panel():
+    p = panel.synthetic_panel(n_la=60, seed=7, suppress=0.02)
+    spec = _spec(chains=2, warmup=300, draws=300)
+    for measure in ("s47", "s47_per_referral"):
+        truth = p.truth[measure]
+        f = pm.fit_panel(pm.panel_design(p.table, measure, spec), spec, seed=1)
+        assert f.diagnostics["max_rhat"] < 1.05 and f.diagnostics["divergences"] < 10
+        for name in ("b_dep", "b_t", "b_dep_t", "sd_u", "sd_v"):
+            draws = f.draws[name]
+            z = abs(draws.mean() - truth[name]) / draws.std()
+            assert z < 3.5, (measure, name, draws.mean(), truth[name])
+        # alpha: the stand-in's z is centred on the simulated LAs, as the model's is
+        g_err = np.abs(f.g().mean(0) - np.array(truth["g"])) / f.g().std(0)
+        assert np.median(g_err) < 2
+        tot = pm.england_totals(f)
+        # a year where an exposure (the earlier stage) is suppressed cannot be predicted in full
+        full = tot[tot["exposure_complete"]]
+        clean = full[full["suppressed_cells"] == 0]
+        assert len(clean) >= 3 and clean["diff_pct"].abs().max() < 1.0, tot
+        # a suppressed cell is predicted without its own LA-year effect (NB sd ~14% here, and one of
+        # the 60 stand-in LAs can be 5% of England): looser than the 150 real LAs' 1%
+        assert full["diff_pct"].abs().max() < 3.0, tot
+        assert (tot.loc[~tot["exposure_complete"], "diff_pct"] < 0).all()
+        chk = pm.classical_check(f)
+        assert chk["within_2sd"].all(), chk
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_reference_dir() is None, reason="England reference folder absent")
+def test_real_england_totals_within_one_percent():
+    p = panel.build_panel()
+    spec = _spec(chains=2, warmup=200, draws=200)
+    f = pm.fit_panel(pm.panel_design(p.table, "referrals", spec), spec)
+    tot = pm.england_totals(f)
+    assert tot["exposure_complete"].all()
+    assert tot["diff_pct"].abs().max() < 1.0, tot
