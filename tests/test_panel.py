@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import panel
 from hierarchy.cli import main
+from hierarchy.data import panel
+from hierarchy.data.reference import find_reference_dir
 from hierarchy.errors import HierarchyError
-from hierarchy.reference import find_reference_dir
 
 REAL = find_reference_dir() is not None
 real = pytest.mark.skipif(not REAL, reason="England reference folder absent")

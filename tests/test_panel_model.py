@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hierarchy import panel
-from hierarchy import panel_model as pm
+from hierarchy.data import panel
+from hierarchy.data.reference import find_reference_dir
 from hierarchy.errors import SpecError
-from hierarchy.reference import find_reference_dir
+from hierarchy.likelihood import panel_model as pm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

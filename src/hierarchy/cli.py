@@ -305,15 +305,248 @@ def _sbc(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-    sp.add_argument("--for-checking", action="store_true",
-                    help="also write OUT/report_for_checking, an ACRO results folder for output checkers")
-    sp.add_argument("--real", action="store_true", help="the DfE LA panel: build it, fit models/panel_*.toml "
-                                                        "and write OUT/panel_report/ (issue 16)")
-    ref_opts(sp)
-    sp.set_defaults(func=_demo)
-    _child_level_parsers(sub, ref_opts)
-    _predict_check_parsers(sub, model_help, priors_help, columns_help, force_help)
-    _panel_parser(sub)
+# --------------------------------------------------------------------------- DfE LA panel (issue 16)
+
+
+def _panel(args: argparse.Namespace) -> int:
+    from hierarchy.data import panel
+
+    built = panel.get_panel(args.reference_dir, synthetic=args.synthetic, seed=args.seed)
+    panel.write_panel(built, args.out)
+    print(built.describe())
+    print(f"wrote {len(built.table):,} rows to {args.out}")
+    return 0
+
+
+def _demo_real(args: argparse.Namespace) -> int:
+    from hierarchy.inference.sampling import enable_compilation_cache
+    from hierarchy.reporting import panel_report
+
+    enable_compilation_cache()
+    panel_report.demo_real(Path(args.out), reference_dir=args.reference_dir, synthetic=args.synthetic,
+                           fast=args.fast)
+    return 0
+
+
+def _panel_parser(sub) -> None:
+    sp = sub.add_parser("panel", help="the DfE LA x year panel 2013-2025 (real or a generated stand-in)")
+    psub = sp.add_subparsers(dest="panel_command", required=True, help="what to do with the panel")
+    b = psub.add_parser("build", help="build the LA x year x measure panel from the reference folder")
+    b.add_argument("--reference-dir", type=Path, default=None,
+                   help="folder with the England reference data (default: $HIERARCHY_REFERENCE_DIR or "
+                        "../shared/data/england); without one, a generated stand-in")
+    b.add_argument("--synthetic", action="store_true", help="write the generated stand-in panel")
+    b.add_argument("--seed", type=int, default=0, help="seed of the generated stand-in (default: %(default)s)")
+    b.add_argument("--out", type=Path, required=True, help="PANEL.parquet")
+    b.set_defaults(func=_panel)
+
+
+# --------------------------------------------------------------------------- predict and check (issue 23)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from hierarchy.results import predict
+
+    paths.check_output(args.out, kind="csv", inputs=[args.fit, args.newdata, args.columns], replace=args.force)
+    frame = predict.predict(args.fit, args.newdata, prob=args.prob, counts=args.counts, draws=args.draws,
+                            stage=args.stage, columns=args.columns, seed=args.seed)
+    predict.write_predictions(frame, args.out)
+    kinds = frame["prediction"].value_counts()
+    print(f"columns of {args.newdata}: {frame.attrs['column_map']}")
+    print(f"predicted {len(frame)} row(s) of {frame.attrs['stage']} ("
+          + ", ".join(f"{n} {k}" for k, n in kinds.items())
+          + f") from {frame.attrs['draws']} posterior draws: rates {frame['scale'].iloc[0]} with "
+            f"{args.prob:.0%} intervals")
+    print(f"predictions written to {args.out}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from hierarchy.check import check_model
+
+    print(check_model(args.model, args.priors, data=args.data, columns=args.columns,
+                      draws=args.prior_draws, seed=args.seed).format())
+    return 0
+
+
+def _predict_check_parsers(sub, model_help: str, priors_help: str, columns_help: str, force_help: str) -> None:
+    sp = sub.add_parser("predict", help="expected rates per 10,000 (with intervals) for observed, hypothetical "
+                                        "or new-LA neighbourhoods from a fit",
+                        epilog="newdata columns: neighbourhood (a fitted code: its fitted rate), or la + "
+                               "deprivation (a hypothetical neighbourhood; an LA the fit lacks also needs "
+                               "la_deprivation), plus the model's other terms; see hierarchy.results.predict")
+    sp.add_argument("fit", type=Path, help="a fit file (.nc)")
+    sp.add_argument("--newdata", type=Path, required=True, help="the rows to predict (.csv or .parquet)")
+    sp.add_argument("--columns", type=Path, help=columns_help + "; default: the map recorded in the fit, "
+                                                                "when the file uses its names")
+    sp.add_argument("--out", type=Path, required=True, help="the predictions to write (.csv)")
+    sp.add_argument("--prob", type=_probability, default=0.9,
+                    help="probability of the intervals, between 0 and 1 (default: %(default)s)")
+    sp.add_argument("--counts", action="store_true",
+                    help="also predictive counts (hypothetical rows then need exposure)")
+    sp.add_argument("--draws", type=_count(1), default=None, help="posterior draws to use (default: all)")
+    sp.add_argument("--stage", help="stage of a stacked-stages fit (default: the first)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of new-LA effects and predictive counts")
+    sp.add_argument("--force", action="store_true", help=force_help)
+    sp.set_defaults(func=_predict)
+
+    sp = sub.add_parser("check", help="validate a model (and prior set) without fitting: formula, "
+                                      "parameters with their priors, prior predictive line")
+    sp.add_argument("model", help=model_help.replace(" (default: %(default)s)", ""))
+    sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS, help=priors_help)
+    sp.add_argument("--data", type=Path, help="a table: check the model's columns and summarise the prior "
+                                              "predictive (counts are not read)")
+    sp.add_argument("--columns", type=Path, help=columns_help)
+    sp.add_argument("--prior-draws", type=_count(1), default=200,
+                    help="prior predictive draws (default: %(default)s)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    sp.set_defaults(func=_check)
+
+
+# --------------------------------------------------------------------------- child-level extracts (issue 17)
+
+
+def _extract_geography(args: argparse.Namespace):
+    from hierarchy.data import reference
+
+    if args.synthetic:
+        return reference.synthetic_geography(args.n_la, seed=args.geo_seed, lsoa_per_la=args.lsoa_per_la)
+    return reference.get_geography(args.reference_dir)
+
+
+def _read_checked_extract(args: argparse.Namespace, geo, required=None):
+    import pandas as pd
+
+    from hierarchy.data import extract
+
+    if Path(args.out).resolve() == Path(args.extract).resolve():
+        raise HierarchyError(f"--out {args.out} is the extract itself; name another file")
+    raw = extract.read_extract(args.extract, args.columns)
+    end = pd.Timestamp(args.extract_end) if args.extract_end else None
+    report = extract.validate_extract(raw, source=str(args.extract), lsoa_codes=geo.lsoa["lsoa"],
+                                      lsoa_la=dict(zip(geo.lsoa["lsoa"], geo.lsoa["la"], strict=True)),
+                                      extract_end=end, required=required or extract.REQUIRED_FIELDS)
+    print(report.format())
+    if not report.ok:
+        raise HierarchyError(f"{args.extract} has errors (listed above); nothing was written")
+    return raw, extract.parse_extract(raw), end or extract.default_extract_end(raw)
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from hierarchy.data import aggregate
+
+    geo = _extract_geography(args)
+    _, records, end = _read_checked_extract(args, geo)
+    year = args.year or int(end.year if end.month < 4 else end.year + 1)
+    strata = tuple(s for s in args.strata.split(",") if s)
+    result = aggregate.aggregate(records, geo, year=year, strata=strata, age=args.age, pop_file=args.population)
+    for r in result.excluded.itertuples():
+        print(f"warning: {r.events} {r.stage} events not counted: {r.reason}")
+    aggregate.write_table(result.table, args.out)
+    n_la = result.table["la"].nunique()
+    print(f"wrote {len(result.table):,} rows (census year {year}, {n_la} LAs) to {args.out}")
+    return 0
+
+
+def _durations(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from hierarchy.data import extract
+    from hierarchy.data import table as data
+    from hierarchy.results import durations
+
+    reentry = args.spell == "reentry"
+    if reentry and args.start:
+        raise HierarchyError("--spell reentry builds its spells from care episodes; --start/--end are for "
+                             "other spells")
+    if bool(args.start) != bool(args.end):
+        raise HierarchyError("give --start and --end together (the date fields a spell runs between)")
+    for path, what in ((args.out, "--out"), (args.estimands, "--estimands")):
+        if path is not None:
+            paths.check_output(path, kind="table" if what == "--out" else "csv",
+                               inputs=[args.extract, args.columns], replace=args.force, option=what)
+    geo = _extract_geography(args)
+    _, records, end = _read_checked_extract(args, geo, extract.CARE_REQUIRED_FIELDS if reentry else None)
+    try:
+        cuts = (tuple(int(c) for c in args.cuts.split(",")) if args.cuts else
+                durations.REENTRY_CUTS_DAYS if reentry else durations.CUTS_DAYS)
+    except ValueError:
+        raise HierarchyError(f"--cuts {args.cuts}: give whole days separated by commas, e.g. 0,91,182,365"
+                             ) from None
+    durations.band_labels(cuts)  # checks the cut points
+    default_since = pd.Timestamp(end.year - 6, 4, 1) if reentry else pd.Timestamp(end.year - 1, 4, 1)
+    since = pd.Timestamp(args.since) if args.since else default_since
+    if reentry:
+        sp = durations.reentry_spells(records, since=since, extract_end=end)
+        what = "returns home -> next care start"
+    else:
+        start_col, end_col = (args.start, args.end) if args.start else durations.SPELLS[args.spell]
+        sp = durations.spells(records, start_col, end_col, since=since, extract_end=end)
+        what = f"{start_col} -> {end_col}"
+    if sp.empty:
+        raise HierarchyError(f"no spells ({what}) start on or after {since.date()}: check --since and the extract")
+    table = durations.model_table(sp, geo, cuts)
+    data.write_table(table, args.out)  # stays inside: neighbourhood-level events
+    fit = durations.fit_piecewise(durations.person_time(sp, geo, cuts))
+    within = 6 * 365 if reentry else 91
+    est = durations.estimands(sp, geo, threshold=args.threshold, within_days=within)
+    print(f"{len(sp):,} spells {what} from {since.date()}, censored at {end.date()}; table: {args.out} "
+          f"(fit it: hierarchy fit --data {args.out} --model "
+          f"{'care_reentry' if reentry else args.spell + '_duration'}_poisson --priors time_to_event)")
+    print("maximum-likelihood check, hazard per child-year by band: "
+          + ", ".join(f"{h * durations.YEAR_DAYS:.3f}" for h in fit["hazard"])
+          + f"; log hazard ratio per 10 points of w: {fit['log_gradient']:.3f} (se {fit['se'][-1]:.3f})")
+    print(est.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.estimands:
+        data.write_table(est, args.estimands)
+    return 0
+
+
+def _simulate_extract(args: argparse.Namespace) -> int:
+    import json
+
+    from hierarchy.data import childsim
+
+    geo = _extract_geography(args)
+    ext, table, truth = childsim.simulate_extract(geo, year=args.year, seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    ext.to_csv(args.out, index=False)
+    truth_path = args.out.with_suffix(".truth.json")
+    truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    table.to_parquet(args.out.with_suffix(".counts.parquet"), index=False)
+    print(f"wrote {len(ext):,} episodes of {truth['child_level']['children']:,} children to {args.out}; "
+          f"truth: {truth_path}")
+    return 0
+
+
+def _export_sufficient(args: argparse.Namespace) -> int:
+    from hierarchy.data import table as data
+    from hierarchy.inference import sufficient
+    from hierarchy.language.spec import load_spec
+
+    spec = load_spec(shipped.resolve(args.model, "models"))
+    table = data.load(args.table, columns=args.columns, counts=spec.stages, strata=spec.strata)
+    sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold)
+    sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold)
+    print(f"wrote {len(sums)} LA x stage x stratum sums (each behind >= {args.threshold} children) to {args.out}")
+    return 0
+
+
+def _fit_sufficient(args: argparse.Namespace) -> int:
+    """Same as ``hierarchy fit --sufficient SUMS --data PUBLIC``: a normal fit file."""
+    from hierarchy import workflow
+    from hierarchy.inference.sampling import enable_compilation_cache, use_host_devices
+
+    paths.check_output(args.out, kind="fit", inputs=[args.sums, args.public, args.model, args.priors],
+                       replace=args.force)
+    use_host_devices(max(args.chains, 1))
+    enable_compilation_cache()
+    print(workflow.fit_sums_files(sums=args.sums, public=args.public, model=args.model, priors=args.priors,
+                                    out=args.out, chains=args.chains, tune=args.tune, draws=args.draws,
+                                    seed=args.seed, progress=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``hierarchy`` argument parser (every option has a line of help)."""
     p = argparse.ArgumentParser(prog="hierarchy", description=__doc__.splitlines()[0])

@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hierarchy.data.reference import find_reference_dir
 from hierarchy.errors import HierarchyError
-from hierarchy.reference import find_reference_dir
 
 __all__ = [
     "CONVERSIONS",
@@ -310,7 +310,7 @@ def build_panel(ref_dir: Path | None = None) -> Panel:
     Parameters
     ----------
     ref_dir : pathlib.Path, optional
-        England reference folder (found with :func:`hierarchy.reference.find_reference_dir` when
+        England reference folder (found with :func:`hierarchy.data.reference.find_reference_dir` when
         omitted).
 
     Returns
@@ -341,7 +341,7 @@ def build_panel(ref_dir: Path | None = None) -> Panel:
         y, n = pairs[pairs > 1].index[0]
         both = sorted(set(la_rows.loc[(la_rows.year == y) & (la_rows.dfe_number == n), "la_code"]))
         raise HierarchyError(f"DfE files give LA number {n} different codes in {y}: {both}"
-                             "; add the superseded one to hierarchy.panel.CODE_CORRECTIONS")
+                             "; add the superseded one to hierarchy.data.panel.CODE_CORRECTIONS")
     codes = sorted(set(la_rows["la_code"]))
     names = la_rows.drop_duplicates("la_code", keep="first").set_index("la_code")
     cov, series_cov = {}, {}
@@ -350,7 +350,7 @@ def build_panel(ref_dir: Path | None = None) -> Panel:
         if not mask.any():
             raise HierarchyError(f"DfE LA code {code} ({names.at[code, 'la_name']}) matches no LSOA in "
                                  f"{folder / IOD_FILE} and is not a known reorganisation; add it to "
-                                 "hierarchy.panel.REORGANISATIONS")
+                                 "hierarchy.data.panel.REORGANISATIONS")
         cov[code] = _covariates(lsoa, mask)
         series, _, _ = series_map.get(code, (code, "", ""))
         if series not in series_cov:
@@ -405,7 +405,8 @@ def _harmonise(frame: pd.DataFrame, canonical: pd.DataFrame, series_map: dict) -
     for old_code, new_code in set(zip(have[differs], new[differs], strict=False)):
         if series_map.get(old_code, (old_code,))[0] != series_map.get(new_code, (new_code,))[0]:
             raise HierarchyError(f"DfE LA code {old_code} and {new_code} share a DfE LA number in one year but "
-                                 "are different areas; add the reorganisation to hierarchy.panel.REORGANISATIONS")
+                                 "are different areas; add the reorganisation to "
+                                 "hierarchy.data.panel.REORGANISATIONS")
     idx = out.index[la][differs]
     out.loc[idx, "la_code"] = new[differs]
     out.loc[idx, "la_name"] = want["la_name"].to_numpy()[differs]

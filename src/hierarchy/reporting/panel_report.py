@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hierarchy.panel import CONVERSIONS, Panel, get_panel, write_panel
-from hierarchy.panel_model import (
+from hierarchy.data.panel import CONVERSIONS, Panel, get_panel, write_panel
+from hierarchy.likelihood.panel_model import (
     PanelFit,
     classical_check,
     england_totals,
@@ -355,7 +355,7 @@ def demo_real(out: Path, *, reference_dir: Path | None = None, models: list[Path
     times["panel build"] = time.perf_counter() - start
     print(panel.describe())
     if models is None:
-        root = Path(__file__).resolve().parents[2] / "models"
+        root = Path(__file__).resolve().parents[3] / "models"
         models = sorted(root.glob("panel_*.toml")) or sorted(Path("models").glob("panel_*.toml"))
     if not models:
         from hierarchy.errors import HierarchyError

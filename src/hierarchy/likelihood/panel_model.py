@@ -4,7 +4,7 @@ A panel model file (``models/panel_*.toml``) names the measures it is fitted to,
 
     name = "panel_stages_nb"
     family = "nb"                       # or "poisson"
-    measures = ["referrals", "s47"]     # hierarchy.panel measures
+    measures = ["referrals", "s47"]     # hierarchy.data.panel measures
     unit = "series"                     # "series" (stable areas over 2013-2025) or "la_code"
     deprivation = "deprivation"         # or "idaci": the LA deprivation measure
     reference_year = 2019               # t = year - reference_year
@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hierarchy.data.panel import CONVERSIONS, RATE_MEASURES
 from hierarchy.errors import SpecError
-from hierarchy.panel import CONVERSIONS, RATE_MEASURES
 
 __all__ = [
     "PanelDesign",
