@@ -38,7 +38,7 @@ class Design:
     row_ids: np.ndarray  # (n,) str neighbourhood (x stratum) identifiers
     msoa_index: np.ndarray | None
     msoa_codes: np.ndarray | None
-    x_mean: float  # exposure-weighted mean of x (grand-mean centring)
+    x_mean: float  # child-weighted mean of x (grand-mean centring)
     stage_index: np.ndarray  # (n,) int, index into stage_names
     stage_names: tuple[str, ...]
     stratum_index: np.ndarray  # (n,) int, index into stratum_names (0 = reference level)
@@ -166,17 +166,20 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
         _numeric(table, col, count=col in spec.stages)
     la_codes, la_index = np.unique(table["la"].astype(str).to_numpy(), return_inverse=True)
     exposure = table[spec.exposure].to_numpy(dtype=float)
+    # LA deprivation is child-weighted: by the children column when the model's exposure is
+    # something else (a count such as referrals, for re-referrals per referral)
+    weight = table["exposure"].to_numpy(dtype=float) if "exposure" in table.columns else exposure
     x = table["deprivation"].to_numpy(dtype=float)
     if np.any(exposure <= 0):
         raise HierarchyError("exposure must be > 0 in every modelled row; validate the data "
                              "first (hierarchy validate) and drop empty rows with --drop-invalid")
     n_la = len(la_codes)
     if spec.la_deprivation.measure == "mean":
-        la_X = np.bincount(la_index, exposure * x, n_la) / np.bincount(la_index, exposure, n_la)
+        la_X = np.bincount(la_index, weight * x, n_la) / np.bincount(la_index, weight, n_la)
     else:
         la_X = _la_level(table[spec.la_deprivation.measure].to_numpy(dtype=float), la_index, n_la)
     X_mean = float(la_X.mean())
-    x_mean = float(np.sum(exposure * x) / exposure.sum())
+    x_mean = float(np.sum(weight * x) / weight.sum())
     z = z_of(la_X, X_mean, spec)
     w = w_of(x, la_X[la_index], x_mean, spec)
     cov = np.column_stack([_la_level(table[c].to_numpy(dtype=float), la_index, n_la)

@@ -304,7 +304,7 @@ def moderated_gradients(fit: Any) -> xr.DataArray | None:
     for term in spec.row_terms:
         cols = [c for c in term.split(":") if c != "w"]
         if "w" in term.split(":") and len(cols) == 1 and cols[0] != "z":
-            slope = post["row_coef"].sel(row_term=term) * _step(spec)
+            slope = post["row_coef"].sel(row_term=term, drop=True) * _step(spec)
             parts += [base.expand_dims(subgroup=[f"{cols[0]}=0"]),
                       (base + slope).expand_dims(subgroup=[f"{cols[0]}=1"])]
     for g, with_slope in spec.groups:
