@@ -398,6 +398,19 @@ def build_parser() -> argparse.ArgumentParser:
     ref_opts(sp)
     sp.set_defaults(func=_demo)
     _child_level_parsers(sub, ref_opts)
+    sp = sub.add_parser("replicate", help="every published finding simulated with a known truth, fitted and "
+                        "tabulated (truth, posterior, 90%% interval, covered): index.html, replication.md/.csv")
+    sp.add_argument("--out", type=Path, required=True, help="output folder (new, empty or an earlier page)")
+    sp.add_argument("--fast", action="store_true", help="small generated geography and short chains")
+    sp.add_argument("--synthetic", action="store_true", help="a generated geography of --n-la LAs")
+    sp.add_argument("--n-la", type=int, default=151, help="LAs in a generated geography")
+    sp.add_argument("--analyses", default="", help="comma list of analyses to fit (default all)")
+    for opt in ("--chains", "--tune", "--draws"):
+        sp.add_argument(opt, type=int, help="override the sampler setting of --fast / the full run")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--year", type=int, default=2019)
+    ref_opts(sp)
+    sp.set_defaults(func=lambda a: __import__("hierarchy.replicate", fromlist=["main"]).main(a))
     return p
 
 

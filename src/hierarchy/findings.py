@@ -78,8 +78,16 @@ import pandas as pd
 
 from hierarchy.errors import HierarchyError
 from hierarchy.reference import AGE_BANDS, Geography
-from hierarchy.simulate import (GRADIENT_AT_MEAN, TAU, _jsonable, _off_the_curve, _targets, curve_coefficients,
-                                log_gradient, simulate)
+from hierarchy.simulate import (
+    GRADIENT_AT_MEAN,
+    TAU,
+    _jsonable,
+    _off_the_curve,
+    _targets,
+    curve_coefficients,
+    log_gradient,
+    simulate,
+)
 
 __all__ = ["simulate_findings", "la_income_inequality", "ethnic_populations", "single_year_ages",
            "SCENARIOS", "ETHNIC_GRADIENT", "FACTOR_GRADIENT", "CATEGORY_GRADIENT", "WEBB_RATIO"]
@@ -432,7 +440,8 @@ def simulate_findings(geo: Geography, *, year: int = 2019, seed: int = 0,
         logd = np.log(np.maximum(lsoa["density"].to_numpy(dtype=float), 1e-3))
         sparsity = -_standardise(logd)
         idx = np.arange(len(lsoa))
-        slope = curve[la_pos] + v[la_pos] + math.log(RURAL_GRADIENT) * rural + math.log(SPARSITY_GRADIENT) * sparsity
+        slope = (curve[la_pos] + v[la_pos] + math.log(RURAL_GRADIENT) * rural
+                 + math.log(SPARSITY_GRADIENT) * sparsity)
         mu, y = _calibrated(la_pos, n_la, kids, w_lsoa, slope, math.log(RURAL_RATE) * rural, referrals,
                             DISPERSION, rng)
         tables["rural"] = _frame(geo, idx, kids, rural=rural, sparsity=sparsity, referral=y)
@@ -454,7 +463,8 @@ def simulate_findings(geo: Geography, *, year: int = 2019, seed: int = 0,
         m_i = (WEBB_RATIO * hi - lo) / (1 + WEBB_RATIO)
         basis = np.column_stack([np.ones(n_la), ell_c, ell_c**2, *std.values()])
         v2 = v - basis @ np.linalg.lstsq(basis, v, rcond=None)[0] if n_la > basis.shape[1] else v
-        slope_la = (curve + v2 + m_i * std["la_inequality"] + math.log(EXPENDITURE_GRADIENT) * std["la_expenditure"]
+        slope_la = (curve + v2 + m_i * std["la_inequality"]
+                    + math.log(EXPENDITURE_GRADIENT) * std["la_expenditure"]
                     + math.log(WORKFORCE_GRADIENT) * std["la_workforce_stability"])
         mu, y = _calibrated(la_pos, n_la, kids, w_lsoa, slope_la[la_pos], np.zeros(len(kids)), referrals,
                             DISPERSION, rng)
