@@ -299,7 +299,8 @@ def test_findings_tables_are_calibrated_and_consistent(findings_run, small_geogr
     assert (base["re_referral"] <= base["referral"]).all() and (base["repeat_cp_plan"] <= base["cp_plan"]).all()
     assert base["re_referral"].sum() / base["referral"].sum() == pytest.approx(0.226, abs=0.03)
     t = tables["la_conditions"]
-    assert (t.groupby("la")[["la_inequality", "la_expenditure", "la_workforce_stability"]].nunique() == 1).all().all()
+    covs = ["la_inequality", "la_expenditure", "la_workforce_stability"]
+    assert (t.groupby("la")[covs].nunique() == 1).all().all()
     assert set(tables["rural"]["rural"]) <= {0, 1}
     assert tables["rural"]["sparsity"].std(ddof=0) == pytest.approx(1.0)
     again, truth2 = findings.simulate_findings(geo, seed=4)
