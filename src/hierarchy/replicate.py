@@ -90,6 +90,7 @@ FINDINGS: dict[str, str] = {
 }
 """Each published finding of issue 15; every one has at least one row in the replication table."""
 
+FIGURES = ("forest", "curve")
 COLUMNS = ["finding", "analysis", "estimand", "published", "scale", "truth", "mean", "lower", "upper",
            "covered", "direction", "p_direction", "note"]
 
@@ -435,7 +436,7 @@ def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
 
     out = Path(out)
     ours = {"replication.csv", "replication.md", "index.html", "truth.json"} | \
-        {f"{k}.png" for k in figures} | {f"{k}.csv" for k in figures}
+        {f"{k}.{e}" for k in (*FIGURES, *figures) for e in ("png", "csv")}
     if out.exists():
         if not out.is_dir():
             raise HierarchyError(f"--out {out} is a file; give a folder")
