@@ -351,17 +351,19 @@ def plot_forest(table: pd.DataFrame):
     from hierarchy.figures import new_figure
 
     sub = table[table["estimand"].str.startswith("gradient, ")].iloc[::-1].reset_index(drop=True)
-    fig, ax = new_figure(size=(7.5, 0.32 * len(sub) + 1.2))
+    fig, ax = new_figure(size=(7.5, 0.32 * len(sub) + 1.5))
     ax = ax[0, 0]
     y = np.arange(len(sub))
     ax.hlines(y, sub["lower"], sub["upper"], color="#2166ac", lw=2, label="90% interval")
     ax.plot(sub["mean"], y, "o", color="#2166ac", label="posterior mean")
     ax.plot(sub["truth"], y, "x", color="#b2182b", ms=8, label="simulated truth")
+    published = pd.to_numeric(sub["published"], errors="coerce")
+    ax.plot(published, y, "s", mfc="none", color="#333333", ms=7, label="published")
     ax.set_yticks(y, [f"{a}: {e.removeprefix('gradient, ')}" for a, e in zip(sub["analysis"], sub["estimand"],
                                                                              strict=True)])
     ax.axvline(1.0, color="#999999", lw=0.8)
-    ax.set_xlabel("gradient score (rate multiplier per 10 points), typical LA at mean LA deprivation")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("gradient score per 10 points (typical LA, mean LA deprivation)")
+    fig.legend(loc="outside lower center", ncols=4, fontsize=8)
     return fig, sub
 
 
