@@ -405,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--synthetic", action="store_true", help="a generated geography of --n-la LAs")
     sp.add_argument("--n-la", type=int, default=151, help="LAs in a generated geography")
     sp.add_argument("--analyses", default="", help="comma list of analyses to fit (default all)")
+    sp.add_argument("--tables", action="store_true", help="also write the simulated tables to OUT/data/")
     for opt in ("--chains", "--tune", "--draws"):
         sp.add_argument(opt, type=int, help="override the sampler setting of --fast / the full run")
     sp.add_argument("--seed", type=int, default=0)

@@ -318,6 +318,10 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
         lo = log_grad(des["X_mean"] - sd_x, {"la_inequality": 1.0})
         hi = log_grad(des["X_mean"] + sd_x, {"la_inequality": -1.0})
         webb = _flat(lo / hi)
+        for label, draws_, tv in (("low-deprivation, high-inequality", lo, t["gradient_low_dep_high_ineq"]),
+                                  ("high-deprivation, low-inequality", hi, t["gradient_high_dep_low_ineq"])):
+            rows.append(_row("inequality", "la_conditions", f"gradient in a {label} LA (1 SD from the means)",
+                             "(the ratio's parts)", "per 10 points", tv, _flat(np.exp(draws_))))
         rows.append(_row("inequality", "la_conditions", "log gradient, low-deprivation high-inequality LA / "
                          "high-deprivation low-inequality LA (each 1 SD from the mean)", "about 5",
                          "ratio of log gradients (per SD = per 10 points)", t["webb_ratio"], webb,
@@ -437,7 +441,7 @@ def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
     from hierarchy.figures import to_png
 
     out = Path(out)
-    ours = {"replication.csv", "replication.md", "index.html", "truth.json"} | \
+    ours = {"replication.csv", "replication.md", "index.html", "truth.json", "data"} | \
         {f"{k}.{e}" for k in (*FIGURES, *figures) for e in ("png", "csv")}
     if out.exists():
         if not out.is_dir():
@@ -496,8 +500,8 @@ FULL = {"chains": 4, "tune": 500, "draws": 500}
 def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: int = 2019,
               analyses: tuple[str, ...] | None = None, chains: int | None = None, tune: int | None = None,
               draws: int | None = None, float32: bool | None = None,
-              fit_fn: Callable[..., Any] | None = None, progress: Callable[[str], None] | None = None
-              ) -> pd.DataFrame:
+              fit_fn: Callable[..., Any] | None = None, progress: Callable[[str], None] | None = None,
+              write_tables: bool = False) -> pd.DataFrame:
     """Simulate, fit every analysis and write the replication page into ``out``.
 
     Parameters
@@ -514,6 +518,9 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
     fit_fn : callable, optional
         ``fit_fn(spec, table, chains=, tune=, draws=, seed=, float32=)`` returning InferenceData;
         default :func:`fit_analysis`.
+    write_tables : bool
+        Also write each simulated table to ``out/data/{scenario}.parquet`` with the truth beside it
+        (:func:`hierarchy.simulate.write`), to fit them with ``hierarchy fit``.
 
     Returns
     -------
@@ -556,6 +563,11 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
             "settings": f"{settings['chains']} chains x ({settings['tune']} + {settings['draws']}), seed {seed}"
                         f"{', float32 rows' if f32 else ''}"}
     write_page(table, Path(out), meta=meta, figures=figures)
+    if write_tables:
+        from hierarchy.simulate import write
+
+        for name, t in tables.items():
+            write(t, truth, Path(out) / "data" / f"{name}.parquet")
     summary = {"truth": truth, "timings_s": timings, **meta}
     _atomic_text(Path(out) / "truth.json", json.dumps(summary, indent=1, sort_keys=True, default=float) + "\n")
     say(f"wrote {out} ({meta['wall_s']:.0f} s)")
@@ -576,6 +588,7 @@ def main(args) -> int:
         geo = reference.get_geography(args.reference_dir)
     analyses = tuple(a.strip() for a in args.analyses.split(",") if a.strip()) or None
     table = replicate(args.out, geo=geo, fast=args.fast, seed=args.seed, year=args.year, analyses=analyses,
-                      chains=args.chains, tune=args.tune, draws=args.draws, progress=print)
+                      chains=args.chains, tune=args.tune, draws=args.draws, progress=print,
+                      write_tables=args.tables)
     print(f"{int(table['covered'].sum())} of {len(table)} truths covered; page: {Path(args.out) / 'index.html'}")
     return 0
