@@ -19,7 +19,7 @@ def sim(small_geography):
 
 def test_every_analysis_builds_its_design(sim):
     """Each analysis' model file compiles and its design builds from its table (no fit)."""
-    tables, _ = sim
+    tables, truth = sim
     assert {a.scenario for a in replicate.ANALYSES} == set(findings.SCENARIOS)
     for a in replicate.ANALYSES:
         spec = replicate.analysis_spec(a)
@@ -27,6 +27,8 @@ def test_every_analysis_builds_its_design(sim):
         design = build_design(table, spec)
         assert len(design.y) == len(table) > 0, a.name
         assert np.isfinite(design.log_exposure).all(), a.name
+        # LA deprivation means what the simulator's truth means (child-weighted), whatever the exposure
+        assert design.X_mean == pytest.approx(truth["la_deprivation"]["mean"], rel=1e-9), a.name
         if a.outcome:
             assert spec.outcome == a.outcome
     re = next(a for a in replicate.ANALYSES if a.name == "re_referral")

@@ -354,6 +354,7 @@ def simulate_findings(geo: Geography, *, year: int = 2019, seed: int = 0,
 
     base, base_truth = simulate(geo, year=year, seed=seed)
     base_pos = pd.Index(la["la"]).get_indexer(base["la"])
+    base["la_deprivation"] = X[base_pos]  # child-weighted: the exposure of the provision models is a count
     out["base"] = {"table": "base", "simulate_truth": {k: base_truth[k] for k in
                                                        ("stages", "extremes", "la_deprivation", "msoa")},
                    "provision": _provision(base, X, xbar, base_pos, rng)}

@@ -64,8 +64,8 @@ ANALYSES: tuple[Analysis, ...] = (
     Analysis("plan_category", "plan_category", "plan_category_nb"),
     Analysis("rural", "rural", "rural_sparsity_nb"),
     Analysis("la_conditions", "la_conditions", "la_provision_nb"),
-    Analysis("re_referral", "base", "re_referrals_nb", needs_positive="referral"),
-    Analysis("repeat_cp_plan", "base", "repeat_plans_nb", needs_positive="cp_plan"),
+    Analysis("re_referral", "base", "re_referral_provision_nb", needs_positive="referral"),
+    Analysis("repeat_cp_plan", "base", "repeat_plan_provision_nb", needs_positive="cp_plan"),
 )
 
 FINDINGS: dict[str, str] = {
