@@ -79,6 +79,8 @@ def test_write_page_and_refuse_foreign_folder(tmp_path):
     with pytest.raises(HierarchyError, match="not a replication page"):
         replicate.write_page(t, tmp_path / "other", meta=meta, figures={})
     assert (tmp_path / "other" / "mine.txt").read_text() == "keep"
+    with pytest.raises(HierarchyError, match="not a replication page"):  # refused before any fitting
+        replicate.replicate(tmp_path / "other", fast=True, fit_fn=lambda *a, **k: pytest.fail("fitted"))
 
 
 def test_findings_cover_the_issue():

@@ -431,15 +431,8 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
-               figures: dict[str, Any]) -> dict[str, Path]:
-    """Write ``replication.csv``, ``replication.md``, ``index.html`` and the figures' PNG/CSV into ``out``.
-
-    Refuses to write into a folder that holds files other than its own outputs (nothing is written
-    over that is not ours).
-    """
-    from hierarchy.figures import to_png
-
+def check_out(out: Path, figures=()) -> None:
+    """Refuse an output path that is a file, or a folder holding files that are not a replication page."""
     out = Path(out)
     ours = {"replication.csv", "replication.md", "index.html", "truth.json", "data"} | \
         {f"{k}.{e}" for k in (*FIGURES, *figures) for e in ("png", "csv")}
@@ -450,6 +443,19 @@ def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
         if foreign:
             raise HierarchyError(f"{out} holds files that are not a replication page ({', '.join(foreign[:5])}); "
                                  "give an empty or new folder")
+
+
+def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
+               figures: dict[str, Any]) -> dict[str, Path]:
+    """Write ``replication.csv``, ``replication.md``, ``index.html`` and the figures' PNG/CSV into ``out``.
+
+    Refuses to write into a folder that holds files other than its own outputs (nothing is written
+    over that is not ours).
+    """
+    from hierarchy.figures import to_png
+
+    out = Path(out)
+    check_out(out, figures)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "replication.csv", "md": out / "replication.md", "html": out / "index.html"}
     _atomic_text(paths["csv"], table.to_csv(index=False))
@@ -530,6 +536,7 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
     from hierarchy import findings, reference
 
     t0 = time.perf_counter()
+    check_out(out)  # before hours of fitting, not after
     say = progress or (lambda s: None)
     if geo is None:
         geo = (reference.synthetic_geography(FAST["n_la"], seed=seed, lsoa_per_la=FAST["lsoa_per_la"]) if fast
