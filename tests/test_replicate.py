@@ -96,7 +96,7 @@ def test_replicate_fast_run_has_every_finding_and_recovers(tmp_path):
 
     use_host_devices(2)
     out = tmp_path / "rep"
-    table = replicate.replicate(out, fast=True, seed=1)
+    table = replicate.replicate(out, fast=True, seed=0)
     assert set(table["finding"]) == set(replicate.FINDINGS)
     assert {"index.html", "replication.md", "replication.csv", "forest.png", "curve.png",
             "truth.json"} <= {p.name for p in out.iterdir()}

@@ -8,7 +8,9 @@ scenario; the others add what it cannot express. Counts are negative binomial (d
 noted); ``curve_j = log g(X_j)`` is the published referral curve of LA deprivation X_j
 (:func:`hierarchy.simulate.log_gradient`: 1.62 at mean LA deprivation, 2.33 ten points less, 1.39
 ten points more) and ``v_j ~ N(0, 0.10)`` an LA slope deviation with its projection on the curve's
-basis removed, so the realised LA slopes regress exactly onto the curve.
+basis removed, so the realised LA slopes regress exactly onto the curve. ``hierarchy replicate --tables
+--out DIR`` writes the tables (``DIR/data/{scenario}.parquet``) with this truth beside each; the
+truth is also in ``DIR/truth.json``.
 
 Scenarios (table -> model file -> what is true)
 ------------------------------------------------
