@@ -135,4 +135,19 @@ def with_formula_columns(table, seed: int = 0):
     t["re_referral"] = rng.binomial(t["referral"], 0.2)
     t["band"] = rng.choice(["0000-0091", "0091-0182", "0182+"], len(t))  # duration models (events per band)
     t["events"] = rng.binomial(t["referral"], 0.5)
+    # the replication models (issue 15, hierarchy.findings): sex x age, factors, plan categories, sparsity,
+    # simulated LA covariates, repeat plans (of at least one plan per row), child-weighted LA deprivation
+    t["sex"] = rng.choice(["female", "male"], len(t))
+    t["age_c"] = rng.integers(0, 18, len(t)) - 8.5
+    t["factor"] = rng.choice(["neglect", "mental_health", "physical_disability"], len(t))
+    t["assessment"] = rng.binomial(t["referral"], 0.5)
+    t["category"] = rng.choice(["neglect", "emotional_abuse", "sexual_abuse"], len(t))
+    t["sparsity"] = codes.map({c: rng.normal() for c in sorted(set(codes))}).astype(float)
+    las = sorted(set(t["la"].astype(str)))
+    for col, mean, sd in (("la_expenditure", 900.0, 150.0), ("la_workforce_stability", 0.85, 0.05)):
+        t[col] = t["la"].astype(str).map({la: mean + sd * rng.normal() for la in las}).astype(float)
+    t["cp_plan"] = np.maximum(t["cp_plan"], 1)
+    t["repeat_cp_plan"] = rng.binomial(t["cp_plan"], 0.2)
+    wx = (t["deprivation"] * t["exposure"]).groupby(t["la"]).transform("sum")
+    t["la_deprivation"] = wx / t["exposure"].groupby(t["la"]).transform("sum")
     return t

@@ -154,6 +154,15 @@ def test_06_stages_and_subgroups(notebook_out, tmp_path, monkeypatch):
     assert len(images) >= 1  # the stage x age forest plot
 
 
+@pytest.mark.slow  # three short fits (headline, ethnic groups, LA conditions) of the replication (issue 15)
+def test_07_replicating_the_findings(notebook_out, tmp_path, monkeypatch):
+    text, images, _ = execute("07_replicating_the_findings", notebook_out, tmp_path, monkeypatch)
+    rows = re.search(r"replication: (\d+) rows, truth inside the 90% interval in (\d+)", text)
+    assert rows and int(rows.group(2)) >= 0.75 * int(rows.group(1)), text[-2000:]
+    assert "notebook 07 checks passed" in text
+    assert len(images) >= 1  # the forest plot
+
+
 def test_every_notebook_is_tested():
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_0")}
     assert {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")} == tested

@@ -201,6 +201,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replicate(args: argparse.Namespace) -> int:
+    from hierarchy.reporting import replicate
+
+    return replicate.main(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     if getattr(args, "real", False):
         return _demo_real(args)
@@ -768,6 +774,21 @@ def build_parser() -> argparse.ArgumentParser:
     _child_level_parsers(sub, ref_opts)
     _predict_check_parsers(sub, model_help, priors_help, columns_help, force_help)
     _panel_parser(sub)
+    sp = sub.add_parser("replicate", help="every published finding simulated with a known truth, fitted and "
+                        "tabulated (truth, posterior, 90%% interval, covered): index.html, replication.md/.csv")
+    sp.add_argument("--out", type=Path, required=True, help="output folder (new, empty or an earlier page)")
+    sp.add_argument("--fast", action="store_true", help="small generated geography and short chains")
+    sp.add_argument("--synthetic", action="store_true", help="a generated geography of --n-la LAs")
+    sp.add_argument("--n-la", type=int, default=151, help="LAs in a generated geography")
+    sp.add_argument("--analyses", default="", help="comma list of analyses to fit (default all)")
+    sp.add_argument("--tables", action="store_true", help="also write the simulated tables to OUT/data/")
+    for opt in ("--chains", "--tune", "--draws"):
+        sp.add_argument(opt, type=int, help="override the sampler setting of --fast / the full run")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    sp.add_argument("--year", type=int, default=2019,
+                    help="DfE year the LA totals are calibrated to (default: %(default)s)")
+    ref_opts(sp)
+    sp.set_defaults(func=_replicate)
     return p
 
 

@@ -417,6 +417,7 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         deciles[s] = {"expected": [float(v) for v in 1e4 * e / kids],
                       "simulated": [float(v) for v in 1e4 * o / kids]}
 
+    extremes = _extremes(x, lsoa["children"].to_numpy(dtype=float), idx, mus["referral"])
     clipped = [str(c) for c, xx in zip(la_codes, X, strict=True)
                if xx < CURVE_CLIP[0] or xx > CURVE_CLIP[1]]
     las = []
@@ -451,8 +452,53 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
                           "note": "added to each LA's log gradient per SD over LAs of the condition "
                                   "(sd with ddof=0), same for every stage"},
         "stages": stages, "strata_terms": strata_terms, "las": las, "deciles": deciles,
+        "extremes": extremes,
     }
     return table, _jsonable(truth)
+
+
+EXTREME_LOW = 0.01
+"""Published lower extreme: neighbourhoods with under 1% of families income deprived."""
+EXTREME_HIGH = 0.55
+"""Upper extreme: neighbourhoods at or above 55% income deprived (the published 64% is the most
+deprived neighbourhood; 55% keeps more than a handful of neighbourhoods in the group)."""
+
+
+def extreme_groups(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks of the two published extremes of neighbourhood deprivation ``x``.
+
+    ``least``: x < 1%; ``most``: x >= 55%. Where a (small, generated) geography has no
+    neighbourhood in a group, the group falls back to the 1% of neighbourhoods at that end (at least
+    one); the truth records which definition was used.
+    """
+    x = np.asarray(x, dtype=float)
+    k = max(1, int(round(0.01 * len(x))))
+    order = np.argsort(x, kind="stable")
+    least, most = x < EXTREME_LOW, x >= EXTREME_HIGH
+    if not least.any():
+        least = np.zeros(len(x), bool)
+        least[order[:k]] = True
+    if not most.any():
+        most = np.zeros(len(x), bool)
+        most[order[-k:]] = True
+    return {"least": least, "most": most}
+
+
+def _extremes(x: np.ndarray, children: np.ndarray, idx: np.ndarray, mu: np.ndarray) -> dict[str, Any]:
+    """Expected referral rate per 10,000 children in the published extremes of deprivation."""
+    groups = extreme_groups(x)
+    mu_lsoa = np.bincount(idx, mu, minlength=len(x))
+    out: dict[str, Any] = {"published": {"least": 100.0, "most": 1340.0},
+                           "note": "published: about 100 per 10,000 where under 1% of families are "
+                                   "income deprived, more than 1,340 in the most deprived (64%)"}
+    for name, m in groups.items():
+        fixed = EXTREME_LOW if name == "least" else EXTREME_HIGH
+        used_fixed = bool(((x < fixed) if name == "least" else (x >= fixed)).any())
+        out[name] = {"definition": (f"x < {fixed}" if name == "least" else f"x >= {fixed}") if used_fixed
+                     else f"the 1% of neighbourhoods at the {name}-deprived end (none beyond {fixed})",
+                     "neighbourhoods": int(m.sum()), "x_min": float(x[m].min()), "x_max": float(x[m].max()),
+                     "expected_rate": float(1e4 * mu_lsoa[m].sum() / children[m].sum())}
+    return out
 
 
 def _jsonable(obj: Any) -> Any:

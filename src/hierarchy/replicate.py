@@ -1,0 +1,601 @@
+"""Every published finding of the social-gradient study, simulated with a known truth and recovered.
+
+:func:`replicate` simulates the tables of :func:`hierarchy.findings.simulate_findings`, fits one model
+file per analysis (:data:`ANALYSES`), and turns each fit into rows of one replication table
+(:func:`findings_rows`): the published figure, its true value in the simulation, the posterior mean
+with a 90% equal-tailed interval, whether the interval covers the truth, and for a direction the
+study reported (steeper, highest, lowest, falls) the posterior probability of that direction.
+:func:`write_page` writes the table as CSV, Markdown and one HTML page with a forest plot of the
+subgroup gradients and the published curve of the gradient against LA deprivation.
+
+Estimands (all from posterior predictions of a typical LA at mean LA deprivation, per 10 points,
+unless the row says otherwise; :mod:`hierarchy.estimands`): the headline and stage gradients; the
+lowest and highest LA gradient score (per draw, over LAs); the rate per 10,000 children in the
+least and most deprived neighbourhoods (posterior predictive); subgroup gradients of strata and
+their ratios; the gradient ratio per unit of a ``w:col`` term (rural vs urban, per SD sparser, per
+year of age); the gradient ratio per SD of an LA covariate; Webb et al.'s contrast (the log gradient
+in a low-deprivation, high-inequality LA over that in a high-deprivation, low-inequality LA, each
+1 SD from the mean); and, for re-referrals and repeat plans, the rate ratio of a typical LA 10 points
+less deprived to one 10 points more for a neighbourhood at mean LA deprivation and the ratio of
+their gradients (the interaction).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierarchy.errors import HierarchyError
+
+PROB = 0.9
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_PRIORS = Path(__file__).resolve().parents[2] / "priors" / "weakly_informative.toml"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One fit: a scenario's table, a model file, and optionally a replaced outcome / row filter."""
+
+    name: str
+    scenario: str
+    model: str
+    outcome: str | None = None
+    needs_positive: str | None = None  # keep rows where this column > 0 (an exposure that is a count)
+
+
+ANALYSES: tuple[Analysis, ...] = (
+    Analysis("referral", "base", "inverse_intervention_nb_log"),
+    Analysis("s47", "base", "inverse_intervention_nb_log", outcome="s47"),
+    Analysis("cp_plan", "base", "inverse_intervention_nb_log", outcome="cp_plan"),
+    Analysis("looked_after", "base", "inverse_intervention_nb_log", outcome="looked_after"),
+    Analysis("age_sex", "age_sex", "age_sex_gradient_nb"),
+    Analysis("ethnicity", "ethnicity", "ethnicity_strata_nb"),
+    Analysis("assessment", "assessment", "assessment_factor_nb"),
+    Analysis("plan_category", "plan_category", "plan_category_nb"),
+    Analysis("rural", "rural", "rural_sparsity_nb"),
+    Analysis("la_conditions", "la_conditions", "la_provision_nb"),
+    Analysis("re_referral", "base", "re_referral_provision_nb", needs_positive="referral"),
+    Analysis("repeat_cp_plan", "base", "repeat_plan_provision_nb", needs_positive="cp_plan"),
+)
+
+FINDINGS: dict[str, str] = {
+    "extremes": "referral rates from about 100 per 10,000 (under 1% income deprived) to more than 1,340 "
+                "(the most deprived)",
+    "headline": "referral gradient 1.62 at mean LA deprivation, 2.33 ten points less, 1.39 ten points more",
+    "la_range": "LA referral gradient scores range from 1.2 to 2.4",
+    "falls": "the gradient falls as LA deprivation rises at every threshold",
+    "stages": "CP plan gradient 1.80 (and the simulated s47 / looked-after stage gradients)",
+    "sex": "no difference by sex",
+    "age": "steeper for younger children, falling with each successive year of age",
+    "ethnicity": "White 1.91 (steepest), Black 1.27 (lowest), Asian, Mixed and Other between",
+    "assessment": "assessment factor: neglect 1.84 (highest), physical disability 1.47 (lowest)",
+    "plan_category": "CP plan category: neglect 1.98 (highest), sexual abuse 1.62 (lowest)",
+    "rural": "steeper in rural and sparsely populated neighbourhoods, after LA deprivation",
+    "la_provision": "LA expenditure and workforce stability change the gradient a little once LA deprivation "
+                    "is in",
+    "inequality": "gradient ~5 times stronger (per SD) in low-deprivation, high-inequality LAs than in "
+                  "high-deprivation, low-inequality LAs (Webb et al. 2020)",
+    "provision": "re-referrals and repeat CP plans highest in affluent LAs, highest of all in their deprived "
+                 "neighbourhoods (interaction)",
+}
+"""Each published finding of issue 15; every one has at least one row in the replication table."""
+
+FIGURES = ("forest", "curve")
+COLUMNS = ["finding", "analysis", "estimand", "published", "scale", "truth", "mean", "lower", "upper",
+           "covered", "direction", "p_direction", "note"]
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+def analysis_spec(a: Analysis):
+    """The model spec of an analysis (its model file, the outcome replaced where it says so)."""
+    from hierarchy.spec import load_spec
+
+    path = MODELS_DIR / f"{a.model}.toml"
+    if not path.exists():
+        raise HierarchyError(f"analysis '{a.name}': model file {path} not found")
+    spec = load_spec(path)
+    if a.outcome:
+        spec = replace(spec, outcome=a.outcome, name=f"{spec.name}_{a.outcome}")
+    return spec
+
+
+def analysis_table(a: Analysis, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The rows an analysis fits (rows whose count exposure is 0 have no exposure and are left out)."""
+    t = tables[a.scenario]
+    if a.needs_positive:
+        t = t[t[a.needs_positive] > 0].reset_index(drop=True)
+    return t
+
+
+def fit_analysis(spec, table: pd.DataFrame, *, priors=None, chains: int = 2, tune: int = 300,
+                 draws: int = 300, seed: int = 0, float32: bool = False):
+    """Fit ``spec`` to ``table`` with NumPyro NUTS; the InferenceData the estimands read."""
+    from hierarchy import data as data_mod
+    from hierarchy.design import build_design
+    from hierarchy.fitfile import build_idata
+    from hierarchy.priors import load_priors
+    from hierarchy.sampling import fit
+
+    pset = priors if priors is not None else load_priors(DEFAULT_PRIORS)
+    design = build_design(table, spec)
+    draws_ = fit(spec, pset, design, chains=chains, tune=tune, draws=draws, seed=seed, float32=float32)
+    return build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
+                       data_source=f"simulated:{spec.name}")
+
+
+# ------------------------------------------------------------------------------------------- estimands
+
+
+def _flat(da: xr.DataArray) -> np.ndarray:
+    dims = [d for d in ("chain", "draw", "sample") if d in da.dims]
+    return da.transpose(*dims, ...).to_numpy().reshape(-1, *[da.sizes[d] for d in da.dims if d not in dims])
+
+
+def _row(finding: str, analysis: str, estimand: str, published: str, scale: str, truth: float,
+         draws: np.ndarray, *, direction: str = "", p: float | None = None, note: str = "") -> dict[str, Any]:
+    draws = np.asarray(draws, dtype=float).ravel()
+    lo, hi = np.quantile(draws, [(1 - PROB) / 2, (1 + PROB) / 2])
+    return {"finding": finding, "analysis": analysis, "estimand": estimand, "published": published,
+            "scale": scale, "truth": float(truth), "mean": float(draws.mean()), "lower": float(lo),
+            "upper": float(hi), "covered": bool(lo <= truth <= hi), "direction": direction,
+            "p_direction": None if p is None else float(p), "note": note}
+
+
+def _levels(da: xr.DataArray, dim: str) -> dict[str, np.ndarray]:
+    return {str(k): _flat(da.sel({dim: k})) for k in da[dim].to_numpy()}
+
+
+def moderator_ratio(idata, col: str) -> np.ndarray:
+    """Draws of the gradient ratio at ``col`` = 1 vs 0 for a ``w:col`` term, per 10 points.
+
+    The one predictor is linear in ``w:col``, so this is ``exp(b_{w:col} * 10 points / scale)``.
+    (:func:`hierarchy.estimands.moderated_gradients` gives the same for one such term, but fails with two:
+    ``sel(row_term=...)`` keeps a scalar coordinate that ``xr.concat`` then finds in conflict.)
+    """
+    from hierarchy.estimands import TEN_POINTS
+    from hierarchy.fitfile import fit_spec
+
+    spec, _ = fit_spec(idata)
+    term = f"w:{col}"
+    if term not in spec.row_terms:
+        raise HierarchyError(f"the fit has no term {term}; its neighbourhood terms: {', '.join(spec.row_terms)}")
+    b = idata.posterior["row_coef"].sel(row_term=term, drop=True)
+    return _flat(np.exp(b * TEN_POINTS / spec.deprivation.scale))
+
+
+def _stratum_rows(finding, analysis, g: dict[str, np.ndarray], truth: dict[str, float], published: dict,
+                  top: str, bottom: str, *, what: str) -> list[dict[str, Any]]:
+    """Subgroup gradients, the top / bottom contrast and the probability of the published order."""
+    names = list(g)
+    stack = np.stack([g[n] for n in names], axis=-1)
+    rows = [_row(finding, analysis, f"gradient, {what}={n}", f"{published[n]:.2f}" if n in published
+                 else "between (not published)", "per 10 points", truth[n], g[n]) for n in names]
+    ratio = g[top] / g[bottom]
+    rows.append(_row(finding, analysis, f"gradient ratio {top} / {bottom}",
+                     f"{published[top] / published[bottom]:.2f}",
+                     "ratio of gradient scores", truth[top] / truth[bottom], ratio,
+                     direction=f"{top} steeper than {bottom}", p=(ratio > 1).mean()))
+    p_top = (stack.argmax(-1) == names.index(top)).mean()
+    p_bottom = (stack.argmin(-1) == names.index(bottom)).mean()
+    rows[names.index(top)].update(direction=f"{top} steepest", p_direction=float(p_top))
+    rows[names.index(bottom)].update(direction=f"{bottom} least steep", p_direction=float(p_bottom))
+    return rows
+
+
+def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: dict[str, Any]
+                  ) -> pd.DataFrame:
+    """The replication table: one row per estimand of :data:`FINDINGS` (see the module docstring).
+
+    Parameters
+    ----------
+    fits : dict
+        Analysis name (:data:`ANALYSES`) to InferenceData.
+    tables, truth
+        From :func:`hierarchy.findings.simulate_findings`.
+    """
+    from hierarchy import estimands as est
+    from hierarchy import model
+    from hierarchy.design import z_of
+    from hierarchy.fitfile import fit_spec, provenance
+    from hierarchy.simulate import extreme_groups
+
+    sc = truth["scenarios"]
+    stages = sc["base"]["simulate_truth"]["stages"]
+    rows: list[dict[str, Any]] = []
+    keys = {"10 points less": "gradient_10_less", "mean": "gradient_at_mean", "10 points more": "gradient_10_more"}
+
+    # headline, stage gradients and the fall with LA deprivation at every threshold
+    for stage in ("referral", "s47", "cp_plan", "looked_after"):
+        if stage not in fits:
+            continue
+        h = est.headline_gradients(fits[stage])
+        lv = _levels(h, "la_level")
+        t = stages[stage]
+        if stage == "referral":
+            for k, pub in (("mean", "1.62"), ("10 points less", "2.33"), ("10 points more", "1.39")):
+                rows.append(_row("headline", stage, f"referral gradient, LA deprivation {k}", pub,
+                                 "per 10 points", t[keys[k]], lv[k]))
+        else:
+            pub = "1.80" if stage == "cp_plan" else "simulated (not published)"
+            rows.append(_row("stages", stage, f"{stage} gradient at mean LA deprivation", pub, "per 10 points",
+                             t["gradient_at_mean"], lv["mean"]))
+        ratio = lv["10 points less"] / lv["10 points more"]
+        rows.append(_row("falls", stage, f"{stage}: gradient 10 points less / 10 points more deprived LA",
+                         "> 1", "ratio of gradient scores", t["gradient_10_less"] / t["gradient_10_more"], ratio,
+                         direction="falls as LA deprivation rises", p=(ratio > 1).mean()))
+
+    if "referral" in fits:
+        idata = fits["referral"]
+        lag = _flat(est.la_gradients(idata))
+        lo_t, hi_t = stages["referral"]["la_gradient_range"]
+        note = "extreme LA gradients are shrunk towards the typical one; the range of posterior means is narrower"
+        rows.append(_row("la_range", "referral", "lowest LA gradient score", "1.2", "per 10 points", lo_t,
+                         lag.min(-1), note=note))
+        rows.append(_row("la_range", "referral", "highest LA gradient score", "2.4", "per 10 points", hi_t,
+                         lag.max(-1), note=note))
+        yrep = est.posterior_predictive(idata, n_draws=200).to_numpy()
+        base = tables["base"]
+        x, expo = base["deprivation"].to_numpy(), base["exposure"].to_numpy(dtype=float)
+        ext = sc["base"]["simulate_truth"]["extremes"]
+        for name, mask in extreme_groups(x).items():
+            pub = "about 100" if name == "least" else "more than 1,340"
+            rate = 1e4 * yrep[:, mask].sum(-1) / expo[mask].sum()
+            rows.append(_row("extremes", "referral", f"referral rate, {name} deprived neighbourhoods "
+                             f"({ext[name]['definition']}, {ext[name]['neighbourhoods']} neighbourhoods)", pub,
+                             "per 10,000 children", ext[name]["expected_rate"], rate,
+                             note="expected rate in the simulation (calibrated to DfE LA totals, not to this "
+                                  "figure); posterior predictive"))
+
+    if "age_sex" in fits:
+        idata, t = fits["age_sex"], sc["age_sex"]
+        g = _levels(est.subgroup_gradients(idata), "stratum")
+        for s in ("female", "male"):
+            rows.append(_row("sex", "age_sex", f"gradient, sex={s} (mean age)", "no difference", "per 10 points",
+                             t["gradient_by_sex"][s], g[s]))
+        ratio = g["male"] / g["female"]
+        rows.append(_row("sex", "age_sex", "gradient ratio male / female", "1 (no difference)",
+                         "ratio of gradient scores", t["sex_gradient_ratio"], ratio,
+                         direction="no difference: the interval covers 1",
+                         p=float(np.quantile(ratio, 0.05) <= 1 <= np.quantile(ratio, 0.95))))
+        per_year = moderator_ratio(idata, "age_c")
+        rows.append(_row("age", "age_sex", "gradient ratio per year of age", "< 1 (falls with each year)",
+                         "ratio of gradient scores", t["age_year_gradient"], per_year,
+                         direction="younger steeper", p=(per_year < 1).mean(),
+                         note="value simulated: the bands' 1.10 to 0.90 over 14.5 years"))
+
+    for name, what, top, bottom in (("ethnicity", "ethnicity", "White", "Black"),
+                                    ("assessment", "factor", "neglect", "physical_disability"),
+                                    ("plan_category", "category", "neglect", "sexual_abuse")):
+        if name in fits:
+            g = _levels(est.subgroup_gradients(fits[name]), "stratum")
+            t = sc[name]["gradient"]
+            pub = {k: t[k] for k in sc[name]["published"]}
+            rows += _stratum_rows(name, name, g, t, pub, top, bottom, what=what)
+
+    if "rural" in fits:
+        t = sc["rural"]
+        for col, tv, label in (("rural", t["rural_gradient_ratio"], "rural / urban"),
+                               ("sparsity", t["sparsity_gradient_per_sd"], "per SD sparser")):
+            r = moderator_ratio(fits["rural"], col)
+            rows.append(_row("rural", "rural", f"gradient ratio {label}", "> 1 (steeper)",
+                             "ratio of gradient scores", tv, r, direction="steeper", p=(r > 1).mean(),
+                             note="value simulated"))
+
+    if "la_conditions" in fits:
+        idata, t = fits["la_conditions"], sc["la_conditions"]
+        spec, _ = fit_spec(idata)
+        post, des = idata.posterior, provenance(idata)["design"]
+        names = [str(c) for c in post["la_covariate"].to_numpy()]
+
+        def log_grad(X: float, cov: dict[str, float]) -> xr.DataArray:
+            z = float(z_of(X, des["X_mean"], spec))
+            vec = xr.DataArray([cov.get(n, 0.0) for n in names], dims="la_covariate",
+                               coords={"la_covariate": names})
+            return (model.log_rate(post, spec, w=1.0, z=z, la_cov=vec)
+                    - model.log_rate(post, spec, w=0.0, z=z, la_cov=vec))
+
+        base = log_grad(des["X_mean"], {})
+        for col, tv, label in (("la_expenditure", t["expenditure_gradient_per_sd"], "expenditure"),
+                               ("la_workforce_stability", t["workforce_gradient_per_sd"], "workforce stability")):
+            r = _flat(np.exp(log_grad(des["X_mean"], {col: 1.0}) - base))
+            rows.append(_row("la_provision", "la_conditions", f"gradient ratio per SD of LA {label}",
+                             "a little (near 1)", "ratio of gradient scores", tv, r,
+                             direction="a little: within 0.9-1.1", p=((r > 0.9) & (r < 1.1)).mean(),
+                             note="covariate and value simulated"))
+        sd_x = float(idata.constant_data["la_deprivation"].to_numpy().std())
+        lo = log_grad(des["X_mean"] - sd_x, {"la_inequality": 1.0})
+        hi = log_grad(des["X_mean"] + sd_x, {"la_inequality": -1.0})
+        webb = _flat(lo / hi)
+        for label, draws_, tv in (("low-deprivation, high-inequality", lo, t["gradient_low_dep_high_ineq"]),
+                                  ("high-deprivation, low-inequality", hi, t["gradient_high_dep_low_ineq"])):
+            rows.append(_row("inequality", "la_conditions", f"gradient in a {label} LA (1 SD from the means)",
+                             "(the ratio's parts)", "per 10 points", tv, _flat(np.exp(draws_))))
+        rows.append(_row("inequality", "la_conditions", "log gradient, low-deprivation high-inequality LA / "
+                         "high-deprivation low-inequality LA (each 1 SD from the mean)", "about 5",
+                         "ratio of log gradients (per SD = per 10 points)", t["webb_ratio"], webb,
+                         direction="stronger in low-deprivation, high-inequality LAs", p=(webb > 1).mean(),
+                         note="inequality: 20:20 ratio of IoD2019 income rates"))
+
+    for name, label in (("re_referral", "re-referrals per referral"), ("repeat_cp_plan", "repeat plans per plan")):
+        if name not in fits:
+            continue
+        idata, t = fits[name], sc["base"]["provision"][name]
+        x_mean = provenance(idata)["design"]["X_mean"]
+        ii = _flat(est.inverse_intervention(idata, x=np.array([x_mean])))
+        rows.append(_row("provision", name, f"{label}: typical LA 10 points less / more deprived, neighbourhood "
+                         "at mean LA deprivation", "> 1 (highest in affluent LAs)", "rate ratio",
+                         t["la_ratio_at_mean_x"], ii, direction="highest in affluent LAs", p=(ii > 1).mean(),
+                         note="value simulated"))
+        lv = _levels(est.headline_gradients(idata), "la_level")
+        inter = lv["10 points less"] / lv["10 points more"]
+        rows.append(_row("provision", name, f"{label}: gradient 10 points less / more deprived LA (interaction)",
+                         "> 1 (deprived neighbourhoods of affluent LAs highest)", "ratio of gradient scores",
+                         t["interaction_ratio"], inter, direction="steeper in affluent LAs", p=(inter > 1).mean(),
+                         note="value simulated"))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def plot_forest(table: pd.DataFrame):
+    """Forest plot of subgroup gradients: posterior mean and 90% interval, truth as a cross."""
+    from hierarchy.figures import new_figure
+
+    sub = table[table["estimand"].str.startswith("gradient, ")].iloc[::-1].reset_index(drop=True)
+    fig, ax = new_figure(size=(7.5, 0.32 * len(sub) + 1.5))
+    ax = ax[0, 0]
+    y = np.arange(len(sub))
+    ax.hlines(y, sub["lower"], sub["upper"], color="#2166ac", lw=2, label="90% interval")
+    ax.plot(sub["mean"], y, "o", color="#2166ac", label="posterior mean")
+    ax.plot(sub["truth"], y, "x", color="#b2182b", ms=8, label="simulated truth")
+    published = pd.to_numeric(sub["published"], errors="coerce")
+    ax.plot(published, y, "s", mfc="none", color="#333333", ms=7, label="published")
+    ax.set_yticks(y, [f"{a}: {e.removeprefix('gradient, ')}" for a, e in zip(sub["analysis"], sub["estimand"],
+                                                                             strict=True)])
+    ax.axvline(1.0, color="#999999", lw=0.8)
+    ax.set_xlabel("gradient score per 10 points (typical LA, mean LA deprivation)")
+    fig.legend(loc="outside lower center", ncols=4, fontsize=8)
+    return fig, sub
+
+
+def plot_curve(idata, truth: dict[str, Any]):
+    """Referral gradient against LA deprivation: the simulated (published) curve and the posterior."""
+    from hierarchy import model
+    from hierarchy.design import z_of
+    from hierarchy.figures import new_figure
+    from hierarchy.fitfile import fit_spec, provenance
+    from hierarchy.simulate import REFERRAL_CURVE, log_gradient
+
+    spec, _ = fit_spec(idata)
+    des = provenance(idata)["design"]
+    X = np.linspace(0.04, 0.28, 49)
+    z = xr.DataArray(z_of(X, des["X_mean"], spec), dims="X", coords={"X": X})
+    g = np.exp(model.typical_gradient(idata.posterior, spec, z=z))
+    q = g.quantile([(1 - PROB) / 2, (1 + PROB) / 2], dim=("chain", "draw"))
+    la = truth["la_deprivation"]
+    true = np.exp(log_gradient(X, la["mean"], tuple(la["curve"])))
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    ax.fill_between(X, q.isel(quantile=0), q.isel(quantile=1), color="#92c5de", alpha=0.6, label="90% interval")
+    ax.plot(X, g.mean(("chain", "draw")), color="#2166ac", label="posterior mean")
+    ax.plot(X, true, "--", color="#b2182b", label="simulated truth")
+    ax.plot([la["mean"] + dx for dx in REFERRAL_CURVE], list(REFERRAL_CURVE.values()), "ks", label="published")
+    ax.set_xlabel("LA deprivation (child-weighted mean income rate)")
+    ax.set_ylabel("referral gradient score per 10 points")
+    ax.legend(fontsize=8)
+    data = pd.DataFrame({"la_deprivation": X, "truth": true, "mean": g.mean(("chain", "draw")).to_numpy(),
+                         "lower": q.isel(quantile=0).to_numpy(), "upper": q.isel(quantile=1).to_numpy()})
+    return fig, data
+
+
+# ------------------------------------------------------------------------------------------- page
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    fmt = table.copy()
+    for c in ("truth", "mean", "lower", "upper"):
+        fmt[c] = fmt[c].map(lambda v: f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}")
+    fmt["interval"] = "[" + fmt["lower"] + ", " + fmt["upper"] + "]"
+    fmt["covered"] = fmt["covered"].map({True: "yes", False: "**no**"})
+    fmt["P(direction)"] = [f"{p:.2f} ({d})" if p is not None and not pd.isna(p) else "" for p, d in
+                           zip(table["p_direction"], table["direction"], strict=True)]
+    cols = ["finding", "estimand", "published", "truth", "mean", "interval", "covered", "P(direction)"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in fmt[cols].iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in r) + " |")
+    return "\n".join(lines)
+
+
+def check_out(out: Path, figures=()) -> None:
+    """Refuse an output path that is a file, or a folder holding files that are not a replication page."""
+    out = Path(out)
+    ours = {"replication.csv", "replication.md", "index.html", "truth.json", "data"} | \
+        {f"{k}.{e}" for k in (*FIGURES, *figures) for e in ("png", "csv")}
+    if out.exists():
+        if not out.is_dir():
+            raise HierarchyError(f"--out {out} is a file; give a folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("."))
+        if foreign:
+            raise HierarchyError(f"{out} holds files that are not a replication page ({', '.join(foreign[:5])}); "
+                                 "give an empty or new folder")
+
+
+def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
+               figures: dict[str, Any]) -> dict[str, Path]:
+    """Write ``replication.csv``, ``replication.md``, ``index.html`` and the figures' PNG/CSV into ``out``.
+
+    Refuses to write into a folder that holds files other than its own outputs (nothing is written
+    over that is not ours).
+    """
+    from hierarchy.figures import to_png
+
+    out = Path(out)
+    check_out(out, figures)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "replication.csv", "md": out / "replication.md", "html": out / "index.html"}
+    _atomic_text(paths["csv"], table.to_csv(index=False))
+    n_cov = int(table["covered"].sum())
+    head = (f"{n_cov} of {len(table)} truths inside their {int(PROB * 100)}% intervals. "
+            f"Geography: {meta['geography']}; {meta['settings']}; wall time {meta['wall_s']:.0f} s.")
+    missed = table[~table["covered"]]
+    miss = "".join(f"\n- not covered: {r.finding} / {r.estimand} (truth {r.truth:.3g}, interval "
+                   f"[{r.lower:.3g}, {r.upper:.3g}]){': ' + r.note if r.note else ''}"
+                   for r in missed.itertuples())
+    md = ("# Replication of the published social-gradient findings (simulated truth)\n\n" + head + miss +
+          "\n\n" + _markdown(table) + "\n\n" + "".join(f"![{k}]({k}.png)\n" for k in figures))
+    _atomic_text(paths["md"], md)
+    for k, (fig, data) in figures.items():
+        _atomic_bytes(out / f"{k}.png", to_png(fig))
+        _atomic_text(out / f"{k}.csv", data.to_csv(index=False))
+        paths[k] = out / f"{k}.png"
+    rows = "".join(
+        "<tr" + ("" if r.covered else ' class="miss"') + ">" + "".join(
+            f"<td>{html.escape(str(v))}</td>" for v in (
+                r.finding, r.estimand, r.published, f"{r.truth:,.3g}", f"{r.mean:,.3g}",
+                f"[{r.lower:,.3g}, {r.upper:,.3g}]", "yes" if r.covered else "no",
+                "" if r.p_direction is None or pd.isna(r.p_direction) else f"{r.p_direction:.2f} ({r.direction})",
+                r.note)) + "</tr>\n" for r in table.itertuples())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Replication</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}
+td,th{{border-bottom:1px solid #ddd;padding:3px 6px;font-size:13px;vertical-align:top}}
+tr.miss{{background:#fde0dd}}table{{border-collapse:collapse}}</style></head><body>
+<h1>Published social-gradient findings: simulated truth and posterior recovery</h1>
+<p>{html.escape(head)}</p>
+<table><tr><th>finding</th><th>estimand</th><th>published</th><th>truth</th><th>posterior mean</th>
+<th>{int(PROB * 100)}% interval</th><th>covered</th><th>P(published direction)</th><th>note</th></tr>
+{rows}</table>
+{"".join(f'<h2>{html.escape(k)}</h2><img src="{k}.png" alt="{k}">' for k in figures)}
+<p>Findings: {"; ".join(html.escape(v) for v in FINDINGS.values())}.</p></body></html>
+"""
+    _atomic_text(paths["html"], page)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+FAST = {"n_la": 24, "lsoa_per_la": 25.0, "chains": 2, "tune": 250, "draws": 250}
+FULL = {"chains": 4, "tune": 500, "draws": 500}
+
+
+def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: int = 2019,
+              analyses: tuple[str, ...] | None = None, chains: int | None = None, tune: int | None = None,
+              draws: int | None = None, float32: bool | None = None,
+              fit_fn: Callable[..., Any] | None = None, progress: Callable[[str], None] | None = None,
+              write_tables: bool = False) -> pd.DataFrame:
+    """Simulate, fit every analysis and write the replication page into ``out``.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        Output folder (new, empty or an earlier replication page).
+    geo : Geography, optional
+        Default: the reference geography when found (a generated one of 151 LAs otherwise); with
+        ``fast`` a small generated one (:data:`FAST`).
+    fast : bool
+        Small geography and short chains: a few minutes on 2 cores.
+    analyses : tuple of str, optional
+        Names of :data:`ANALYSES` to fit (default all).
+    fit_fn : callable, optional
+        ``fit_fn(spec, table, chains=, tune=, draws=, seed=, float32=)`` returning InferenceData;
+        default :func:`fit_analysis`.
+    write_tables : bool
+        Also write each simulated table to ``out/data/{scenario}.parquet`` with the truth beside it
+        (:func:`hierarchy.simulate.write`), to fit them with ``hierarchy fit``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The replication table (:data:`COLUMNS`).
+    """
+    from hierarchy import findings, reference
+
+    t0 = time.perf_counter()
+    check_out(out)  # before hours of fitting, not after
+    say = progress or (lambda s: None)
+    if geo is None:
+        geo = (reference.synthetic_geography(FAST["n_la"], seed=seed, lsoa_per_la=FAST["lsoa_per_la"]) if fast
+               else reference.get_geography())
+    settings = dict(FAST if fast else FULL)
+    settings.update({k: v for k, v in (("chains", chains), ("tune", tune), ("draws", draws)) if v is not None})
+    f32 = (not fast) if float32 is None else float32
+    names = [a.name for a in ANALYSES]
+    chosen = names if analyses is None else list(analyses)
+    bad = [n for n in chosen if n not in names]
+    if bad:
+        raise HierarchyError(f"unknown analysis {', '.join(bad)}; choose from {', '.join(names)}")
+    tables, truth = findings.simulate_findings(geo, year=year, seed=seed)
+    say(f"simulated {len(tables)} tables on {geo.source} ({time.perf_counter() - t0:.0f} s)")
+    fit_fn = fit_fn or fit_analysis
+    fits, timings = {}, {}
+    for a in ANALYSES:
+        if a.name not in chosen:
+            continue
+        t = time.perf_counter()
+        table = analysis_table(a, tables)
+        fits[a.name] = fit_fn(analysis_spec(a), table, chains=settings["chains"], tune=settings["tune"],
+                              draws=settings["draws"], seed=seed, float32=f32)
+        timings[a.name] = time.perf_counter() - t
+        say(f"fitted {a.name} ({len(table):,} rows) in {timings[a.name]:.0f} s")
+    table = findings_rows(fits, tables, truth)
+    figures = {"forest": plot_forest(table)}
+    if "referral" in fits:
+        figures["curve"] = plot_curve(fits["referral"], truth)
+    meta = {"geography": geo.source, "wall_s": time.perf_counter() - t0,
+            "settings": f"{settings['chains']} chains x ({settings['tune']} + {settings['draws']}), seed {seed}"
+                        f"{', float32 rows' if f32 else ''}"}
+    write_page(table, Path(out), meta=meta, figures=figures)
+    if write_tables:
+        from hierarchy.simulate import write
+
+        for name, t in tables.items():
+            write(t, truth, Path(out) / "data" / f"{name}.parquet")
+    summary = {"truth": truth, "timings_s": timings, **meta}
+    _atomic_text(Path(out) / "truth.json", json.dumps(summary, indent=1, sort_keys=True, default=float) + "\n")
+    say(f"wrote {out} ({meta['wall_s']:.0f} s)")
+    return table
+
+
+def main(args) -> int:
+    """``hierarchy replicate``: see :func:`replicate`; exits 0 when the page is written."""
+    from hierarchy import reference
+    from hierarchy.sampling import enable_compilation_cache, use_host_devices
+
+    use_host_devices(args.chains or (FAST if args.fast else FULL)["chains"])
+    enable_compilation_cache()
+    geo = None
+    if args.synthetic and not args.fast:
+        geo = reference.synthetic_geography(args.n_la, seed=args.seed)
+    elif not args.fast:
+        geo = reference.get_geography(args.reference_dir)
+    analyses = tuple(a.strip() for a in args.analyses.split(",") if a.strip()) or None
+    table = replicate(args.out, geo=geo, fast=args.fast, seed=args.seed, year=args.year, analyses=analyses,
+                      chains=args.chains, tune=args.tune, draws=args.draws, progress=print,
+                      write_tables=args.tables)
+    print(f"{int(table['covered'].sum())} of {len(table)} truths covered; page: {Path(args.out) / 'index.html'}")
+    return 0
