@@ -20,9 +20,9 @@
 # (Webb et al. 2020); and, for the outcomes of provision, more re-referrals and repeat plans in
 # affluent LAs, most of all in their deprived neighbourhoods. Can the workbench recover each of them?
 #
-# `hierarchy.findings.simulate_findings` draws one table per analysis, calibrated so that each true
+# `hierarchy.data.findings.simulate_findings` draws one table per analysis, calibrated so that each true
 # estimand equals the published figure (where only a direction was published, the value is chosen
-# and labelled "simulated") and each LA's expected total equals DfE's. `hierarchy.replicate` fits one
+# and labelled "simulated") and each LA's expected total equals DfE's. `hierarchy.reporting.replicate` fits one
 # model file per analysis (written as lme4-style formulas) and tabulates, for every finding, the
 # truth, the posterior mean, the 90% interval, whether it covers the truth and the posterior
 # probability of the published direction. The command line does the same:
@@ -33,7 +33,9 @@
 # twelve (a long run on 2 cores: the single-year-of-age x sex table has ~1.2 million rows).
 
 # %%
-from hierarchy import findings, notebook, reference, replicate
+from hierarchy import notebook
+from hierarchy.data import findings, reference
+from hierarchy.reporting import replicate
 
 S = notebook.setup()
 FAST = S.fast

@@ -135,7 +135,7 @@ def with_formula_columns(table, seed: int = 0):
     t["re_referral"] = rng.binomial(t["referral"], 0.2)
     t["band"] = rng.choice(["0000-0091", "0091-0182", "0182+"], len(t))  # duration models (events per band)
     t["events"] = rng.binomial(t["referral"], 0.5)
-    # the replication models (issue 15, hierarchy.findings): sex x age, factors, plan categories, sparsity,
+    # the replication models (issue 15, hierarchy.data.findings): sex x age, factors, plan categories, sparsity,
     # simulated LA covariates, repeat plans (of at least one plan per row), child-weighted LA deprivation
     t["sex"] = rng.choice(["female", "male"], len(t))
     t["age_c"] = rng.integers(0, 18, len(t)) - 8.5

@@ -1,4 +1,4 @@
-"""Tests of hierarchy.replicate: every analysis builds from its simulated table, the page is written and
+"""Tests of hierarchy.reporting.replicate: every analysis builds from its simulated table, the page is written and
 guarded, and (slow) a real short run has a row for every published finding with the truths recovered."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import findings, replicate
-from hierarchy.design import build_design
+from hierarchy.data import findings
 from hierarchy.errors import HierarchyError
+from hierarchy.language.design import build_design
+from hierarchy.reporting import replicate
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_row_interval_and_coverage():
 
 
 def test_write_page_and_refuse_foreign_folder(tmp_path):
-    from hierarchy.figures import new_figure
+    from hierarchy.reporting.figures import new_figure
 
     t = _table()
     fig, ax = new_figure()
@@ -92,7 +93,7 @@ def test_findings_cover_the_issue():
 
 @pytest.mark.slow  # 12 short fits on a small generated geography: ~5 min on 2 cores (more when loaded)
 def test_replicate_fast_run_has_every_finding_and_recovers(tmp_path):
-    from hierarchy.sampling import use_host_devices
+    from hierarchy.inference.sampling import use_host_devices
 
     use_host_devices(2)
     out = tmp_path / "rep"

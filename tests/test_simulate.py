@@ -234,7 +234,7 @@ def test_realised_la_slopes_reproduce_the_published_curve(reference_geography):
 
 @pytest.fixture(scope="module")
 def findings_run(small_geography):
-    from hierarchy import findings
+    from hierarchy.data import findings
 
     return findings.simulate_findings(small_geography, seed=4)
 
@@ -273,7 +273,7 @@ def test_findings_truths_equal_published_targets(findings_run):
 
 
 def test_findings_tables_are_calibrated_and_consistent(findings_run, small_geography):
-    from hierarchy import findings
+    from hierarchy.data import findings
 
     tables, truth = findings_run
     geo = small_geography
@@ -308,7 +308,7 @@ def test_findings_tables_are_calibrated_and_consistent(findings_run, small_geogr
 
 
 def test_la_income_inequality_by_hand():
-    from hierarchy.findings import la_income_inequality
+    from hierarchy.data.findings import la_income_inequality
 
     lsoa = pd.DataFrame({"la": ["A"] * 10 + ["B"],
                          "income_rate": [0.01, 0.02, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.30, 0.40, 0.2],
@@ -322,7 +322,7 @@ def test_la_income_inequality_by_hand():
 
 
 def test_findings_unknown_scenario(small_geography):
-    from hierarchy import findings
+    from hierarchy.data import findings
 
     with pytest.raises(HierarchyError, match="unknown scenario"):
         findings.simulate_findings(small_geography, scenarios=("ethnic",))

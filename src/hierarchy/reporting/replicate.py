@@ -1,6 +1,6 @@
 """Every published finding of the social-gradient study, simulated with a known truth and recovered.
 
-:func:`replicate` simulates the tables of :func:`hierarchy.findings.simulate_findings`, fits one model
+:func:`replicate` simulates the tables of :func:`hierarchy.data.findings.simulate_findings`, fits one model
 file per analysis (:data:`ANALYSES`), and turns each fit into rows of one replication table
 (:func:`findings_rows`): the published figure, its true value in the simulation, the posterior mean
 with a 90% equal-tailed interval, whether the interval covers the truth, and for a direction the
@@ -9,7 +9,7 @@ study reported (steeper, highest, lowest, falls) the posterior probability of th
 subgroup gradients and the published curve of the gradient against LA deprivation.
 
 Estimands (all from posterior predictions of a typical LA at mean LA deprivation, per 10 points,
-unless the row says otherwise; :mod:`hierarchy.estimands`): the headline and stage gradients; the
+unless the row says otherwise; :mod:`hierarchy.results.estimands`): the headline and stage gradients; the
 lowest and highest LA gradient score (per draw, over LAs); the rate per 10,000 children in the
 least and most deprived neighbourhoods (posterior predictive); subgroup gradients of strata and
 their ratios; the gradient ratio per unit of a ``w:col`` term (rural vs urban, per SD sparser, per
@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from hierarchy import shipped
 from hierarchy.errors import HierarchyError
 
 PROB = 0.9
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_PRIORS = Path(__file__).resolve().parents[2] / "priors" / "weakly_informative.toml"
+DEFAULT_PRIORS = "weakly_informative"  # a shipped prior set (hierarchy.shipped)
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,9 @@ COLUMNS = ["finding", "analysis", "estimand", "published", "scale", "truth", "me
 
 def analysis_spec(a: Analysis):
     """The model spec of an analysis (its model file, the outcome replaced where it says so)."""
-    from hierarchy.spec import load_spec
+    from hierarchy.language.spec import load_spec
 
-    path = MODELS_DIR / f"{a.model}.toml"
+    path = shipped.resolve(a.model, "models")
     if not path.exists():
         raise HierarchyError(f"analysis '{a.name}': model file {path} not found")
     spec = load_spec(path)
@@ -122,13 +122,13 @@ def analysis_table(a: Analysis, tables: dict[str, pd.DataFrame]) -> pd.DataFrame
 def fit_analysis(spec, table: pd.DataFrame, *, priors=None, chains: int = 2, tune: int = 300,
                  draws: int = 300, seed: int = 0, float32: bool = False):
     """Fit ``spec`` to ``table`` with NumPyro NUTS; the InferenceData the estimands read."""
-    from hierarchy import data as data_mod
-    from hierarchy.design import build_design
-    from hierarchy.fitfile import build_idata
-    from hierarchy.priors import load_priors
-    from hierarchy.sampling import fit
+    from hierarchy.data import table as data_mod
+    from hierarchy.inference.sampling import fit
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.results.fitfile import build_idata
 
-    pset = priors if priors is not None else load_priors(DEFAULT_PRIORS)
+    pset = priors if priors is not None else load_priors(shipped.resolve(DEFAULT_PRIORS, "priors"))
     design = build_design(table, spec)
     draws_ = fit(spec, pset, design, chains=chains, tune=tune, draws=draws, seed=seed, float32=float32)
     return build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
@@ -161,11 +161,11 @@ def moderator_ratio(idata, col: str) -> np.ndarray:
     """Draws of the gradient ratio at ``col`` = 1 vs 0 for a ``w:col`` term, per 10 points.
 
     The one predictor is linear in ``w:col``, so this is ``exp(b_{w:col} * 10 points / scale)``.
-    (:func:`hierarchy.estimands.moderated_gradients` gives the same for one such term, but fails with two:
+    (:func:`hierarchy.results.estimands.moderated_gradients` gives the same for one such term, but fails with two:
     ``sel(row_term=...)`` keeps a scalar coordinate that ``xr.concat`` then finds in conflict.)
     """
-    from hierarchy.estimands import TEN_POINTS
-    from hierarchy.fitfile import fit_spec
+    from hierarchy.results.estimands import TEN_POINTS
+    from hierarchy.results.fitfile import fit_spec
 
     spec, _ = fit_spec(idata)
     term = f"w:{col}"
@@ -203,13 +203,13 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
     fits : dict
         Analysis name (:data:`ANALYSES`) to InferenceData.
     tables, truth
-        From :func:`hierarchy.findings.simulate_findings`.
+        From :func:`hierarchy.data.findings.simulate_findings`.
     """
-    from hierarchy import estimands as est
-    from hierarchy import model
-    from hierarchy.design import z_of
-    from hierarchy.fitfile import fit_spec, provenance
-    from hierarchy.simulate import extreme_groups
+    from hierarchy.data.simulate import extreme_groups
+    from hierarchy.language.design import z_of
+    from hierarchy.likelihood import model
+    from hierarchy.results import estimands as est
+    from hierarchy.results.fitfile import fit_spec, provenance
 
     sc = truth["scenarios"]
     stages = sc["base"]["simulate_truth"]["stages"]
@@ -352,7 +352,7 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
 
 def plot_forest(table: pd.DataFrame):
     """Forest plot of subgroup gradients: posterior mean and 90% interval, truth as a cross."""
-    from hierarchy.figures import new_figure
+    from hierarchy.reporting.figures import new_figure
 
     sub = table[table["estimand"].str.startswith("gradient, ")].iloc[::-1].reset_index(drop=True)
     fig, ax = new_figure(size=(7.5, 0.32 * len(sub) + 1.5))
@@ -373,11 +373,11 @@ def plot_forest(table: pd.DataFrame):
 
 def plot_curve(idata, truth: dict[str, Any]):
     """Referral gradient against LA deprivation: the simulated (published) curve and the posterior."""
-    from hierarchy import model
-    from hierarchy.design import z_of
-    from hierarchy.figures import new_figure
-    from hierarchy.fitfile import fit_spec, provenance
-    from hierarchy.simulate import REFERRAL_CURVE, log_gradient
+    from hierarchy.data.simulate import REFERRAL_CURVE, log_gradient
+    from hierarchy.language.design import z_of
+    from hierarchy.likelihood import model
+    from hierarchy.reporting.figures import new_figure
+    from hierarchy.results.fitfile import fit_spec, provenance
 
     spec, _ = fit_spec(idata)
     des = provenance(idata)["design"]
@@ -452,7 +452,7 @@ def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
     Refuses to write into a folder that holds files other than its own outputs (nothing is written
     over that is not ours).
     """
-    from hierarchy.figures import to_png
+    from hierarchy.reporting.figures import to_png
 
     out = Path(out)
     check_out(out, figures)
@@ -526,14 +526,14 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
         default :func:`fit_analysis`.
     write_tables : bool
         Also write each simulated table to ``out/data/{scenario}.parquet`` with the truth beside it
-        (:func:`hierarchy.simulate.write`), to fit them with ``hierarchy fit``.
+        (:func:`hierarchy.data.simulate.write`), to fit them with ``hierarchy fit``.
 
     Returns
     -------
     pandas.DataFrame
         The replication table (:data:`COLUMNS`).
     """
-    from hierarchy import findings, reference
+    from hierarchy.data import findings, reference
 
     t0 = time.perf_counter()
     check_out(out)  # before hours of fitting, not after
@@ -571,7 +571,7 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
                         f"{', float32 rows' if f32 else ''}"}
     write_page(table, Path(out), meta=meta, figures=figures)
     if write_tables:
-        from hierarchy.simulate import write
+        from hierarchy.data.simulate import write
 
         for name, t in tables.items():
             write(t, truth, Path(out) / "data" / f"{name}.parquet")
@@ -583,8 +583,8 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
 
 def main(args) -> int:
     """``hierarchy replicate``: see :func:`replicate`; exits 0 when the page is written."""
-    from hierarchy import reference
-    from hierarchy.sampling import enable_compilation_cache, use_host_devices
+    from hierarchy.data import reference
+    from hierarchy.inference.sampling import enable_compilation_cache, use_host_devices
 
     use_host_devices(args.chains or (FAST if args.fast else FULL)["chains"])
     enable_compilation_cache()

@@ -6,7 +6,7 @@ of LA slope deviations, each calibrated so that its true estimands equal the pub
 total equals DfE's. The national table of :func:`hierarchy.simulate.simulate` is the ``base``
 scenario; the others add what it cannot express. Counts are negative binomial (dispersion 6 unless
 noted); ``curve_j = log g(X_j)`` is the published referral curve of LA deprivation X_j
-(:func:`hierarchy.simulate.log_gradient`: 1.62 at mean LA deprivation, 2.33 ten points less, 1.39
+(:func:`hierarchy.data.simulate.log_gradient`: 1.62 at mean LA deprivation, 2.33 ten points less, 1.39
 ten points more) and ``v_j ~ N(0, 0.10)`` an LA slope deviation with its projection on the curve's
 basis removed, so the realised LA slopes regress exactly onto the curve. ``hierarchy replicate --tables
 --out DIR`` writes the tables (``DIR/data/{scenario}.parquet``) with this truth beside each; the
@@ -53,7 +53,7 @@ Scenarios (table -> model file -> what is true)
     sexual abuse 1.62 (published), emotional abuse 1.85, multiple 1.78, physical abuse 1.70
     (simulated between); LA totals shares 0.48, 0.04, 0.37, 0.04, 0.07 of DfE plans started.
 ``rural``
-    neighbourhoods with ``rural`` (RUC2011 D/E = 1; :mod:`hierarchy.reference`) and ``sparsity``
+    neighbourhoods with ``rural`` (RUC2011 D/E = 1; :mod:`hierarchy.data.reference`) and ``sparsity``
     (minus log density, standardised over neighbourhoods). Slope ``curve_j + v_j + log(1.15) rural +
     log(1.05) sparsity``; rate ``log(0.9) rural``. Truth: 1.62 urban at mean density; 1.15 rural /
     urban and 1.05 per SD sparser (published: steeper, after LA deprivation; values simulated).
@@ -78,9 +78,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hierarchy.errors import HierarchyError
-from hierarchy.reference import AGE_BANDS, Geography
-from hierarchy.simulate import (
+from hierarchy.data.reference import AGE_BANDS, Geography
+from hierarchy.data.simulate import (
     GRADIENT_AT_MEAN,
     TAU,
     _jsonable,
@@ -90,6 +89,7 @@ from hierarchy.simulate import (
     log_gradient,
     simulate,
 )
+from hierarchy.errors import HierarchyError
 
 __all__ = ["simulate_findings", "la_income_inequality", "ethnic_populations", "single_year_ages",
            "SCENARIOS", "ETHNIC_GRADIENT", "FACTOR_GRADIENT", "CATEGORY_GRADIENT", "WEBB_RATIO"]
