@@ -29,13 +29,15 @@ CSS = """
 --warnline:#D55E00}
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;margin:1.5rem auto;
 padding:0 1rem;color:var(--ink);line-height:1.45}
-h1{font-size:1.6rem;margin:.2em 0 .4em;overflow-wrap:anywhere}h2{font-size:1.25rem;margin-top:2em;border-bottom:1px solid var(--rule)}
+h1{font-size:1.6rem;margin:.2em 0 .4em;overflow-wrap:anywhere}
+h2{font-size:1.25rem;margin-top:2em;border-bottom:1px solid var(--rule)}
 h3{font-size:1.05rem}
 .status{border-left:6px solid var(--okline);background:var(--ok);padding:.5em .8em;margin:.8em 0}
 .status.warn,.banner{border-left:6px solid var(--warnline);background:var(--warn)}
 .banner{padding:.6em .8em;font-weight:bold}
 .findings{font-size:1.05rem;border:1px solid var(--rule);border-radius:4px;padding:.4em 1.2em;margin:1em 0}
-.findings h2{margin-top:.4em}.findings ul{padding-left:1.2em}.findings li{margin:.35em 0}.findings a{font-size:.85em;white-space:nowrap}
+.findings h2{margin-top:.4em}
+.findings ul{padding-left:1.2em}.findings li{margin:.35em 0}.findings a{font-size:.85em;white-space:nowrap}
 .meta{color:var(--muted);font-size:.9em}code{font-size:.95em;overflow-wrap:anywhere}
 figure{margin:1.2em 0;page-break-inside:avoid;break-inside:avoid}
 figure img{max-width:100%;height:auto;display:block}

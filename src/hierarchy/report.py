@@ -651,8 +651,8 @@ def _pct_interval(mean: float, lo: float, hi: float, prob: float) -> str:
     """``62% higher (90% interval 60% to 65%)``, the words repeated when the interval spans 1."""
     dec = _pct_decimals(100 * (hi - lo))
     if (lo - 1) * (hi - 1) > 0 and (lo - 1) * (mean - 1) > 0:
-        return f"{_change(mean, dec)} ({prob:.0%} interval {abs(100 * (lo - 1)):.{dec}f}% to " \
-               f"{abs(100 * (hi - 1)):.{dec}f}%)"
+        near, far = sorted((abs(100 * (lo - 1)), abs(100 * (hi - 1))))
+        return f"{_change(mean, dec)} ({prob:.0%} interval {near:.{dec}f}% to {far:.{dec}f}%)"
     return f"{_change(mean, dec)} ({prob:.0%} interval {_change(lo, dec)} to {_change(hi, dec)})"
 
 
@@ -977,7 +977,8 @@ def write_pages(out: Path, title: str, sections: list[tuple], pngs: dict[str, by
             found += [page.Finding(t) for t in items]
             continue
         if fig and fig[0] in pngs:
-            figs.append(page.PageFigure(fig[0], f"{heading}." + (f" {texts[0]}" if texts else ""),
+            first = texts[0].split(". ")[0].rstrip(".") + "." if texts else ""
+            figs.append(page.PageFigure(fig[0], f"{heading}." + (f" {first}" if first else ""),
                                         pngs[fig[0]]))
         body.append(page.Section(heading, anchor, texts, items, table, warn_words=WARN_WORDS))
     used = {f.name for f in figs}
