@@ -599,7 +599,7 @@ def rounded(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = [f"{v:.3f}" if np.isfinite(v) else "" for v in frame[col]]
         elif col in ("prob", "p_steeper", "p_greater_than_1"):
             out[col] = [f"{v:.2f}" for v in frame[col]]
-        elif col in ("la_deprivation", "x"):
+        elif col in ("la_deprivation", "x", "deprivation_min", "deprivation_max"):
             out[col] = [f"{100 * v:.1f}%" if np.isfinite(v) else "" for v in frame[col]]
     return out
 
