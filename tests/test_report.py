@@ -327,7 +327,8 @@ def test_report_reads_findings_figures_then_tables(cli_report):
     html = (cli_report / "index.html").read_text()
     assert md.index("Not fit for reporting") < md.index("## Findings") or md.index("Fit checked") < md.index(
         "## Findings")
-    assert md.index("## Findings") < md.index("![Figure 1]") < md.index("\n| ") < md.index("## Diagnostics")
+    first_figure = md.index("![gradient_curve](figures/gradient_curve.png)")
+    assert md.index("## Findings") < first_figure < md.index("\n| ") < md.index("## Diagnostics")
     assert html.index("id='findings'") < html.index("<figure") < html.index("<table")
     assert "referral ~ w * z + (1 + w | la) + offset(log(exposure))" in md  # the model as its formula
     assert "referral ~ w * z + (1 + w | la) + offset(log(exposure))" in html
@@ -402,7 +403,7 @@ def test_comparison_pages_share_the_report_template(tmp_path):
     html, md = (tmp_path / "index.html").read_text(), (tmp_path / "index.md").read_text()
     assert page.CSS in html
     assert html.index("id='findings'") < html.index("<figure") < html.index("<table")
-    assert md.index("## Findings") < md.index("![Figure 1](loo.png)") < md.index("| model |")
+    assert md.index("## Findings") < md.index("![loo](loo.png)") < md.index("| model |")
     assert "*Figure 1. PSIS-LOO comparison. elpd_loo: higher is better.*" in md
     assert "<li class=warn>unreliable" in html
     if _chromium():

@@ -200,7 +200,7 @@ def render_markdown(page: Page) -> str:
         out.append("## Figures")
         prefix = f"{page.figure_dir}/" if page.figure_dir else ""
         for i, fig in enumerate(page.figures, 1):
-            out.append(f"![Figure {i}]({prefix}{fig.name}.png)\n\n*Figure {i}. {fig.caption}*")
+            out.append(f"![{fig.name}]({prefix}{fig.name}.png)\n\n*Figure {i}. {fig.caption}*")
     for s in page.sections:
         out.append(f"## {s.title}")
         out += list(s.paragraphs)
