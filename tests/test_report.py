@@ -118,28 +118,84 @@ def _chromium() -> str | None:
     return None
 
 
-def test_html_report_loads_every_image_in_headless_chromium(cli_report, tmp_path):
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
+PROBE = ("<script>window.__errors = [];"
+         "window.addEventListener('error', e => window.__errors.push(String(e.message || e.target.src)), true);"
+         "const _err = console.error; console.error = (...a) => {window.__errors.push(a.join(' ')); _err(...a)};"
+         "window.addEventListener('load', () => {const im = [...document.images], r = {};"
+         "r.imagesTotal = im.length; r.imagesLoaded = im.filter(i => i.complete && i.naturalWidth > 0).length;"
+         "r.errors = window.__errors.length;"
+         "const f = document.getElementById('findings'), t = document.querySelector('table');"
+         "if (f) {r.findingsTop = Math.round(f.getBoundingClientRect().top);"
+         "r.findingsBottom = Math.round(f.getBoundingClientRect().bottom);}"
+         "if (t) r.tableTop = Math.round(t.getBoundingClientRect().top);"
+         "r.viewport = window.innerWidth + 'x' + window.innerHeight;"
+         "r.overflowX = document.documentElement.scrollWidth > window.innerWidth + 1;"
+         "parent.postMessage(r, '*');});</script>")
+FRAME = ("<!DOCTYPE html><html><head><style>body{{margin:0}}iframe{{border:0;display:block}}</style></head>"
+         "<body><iframe src='{src}' width='{w}' height='{h}'></iframe><script>"
+         "window.addEventListener('message', e => Object.assign(document.body.dataset, e.data));"
+         "</script></body></html>")
+WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+
+
+def browse(page, tmp_path, size: tuple[int, int]) -> tuple[dict[str, str], bytes]:
+    """Load ``page`` in headless Chromium in a frame of ``size`` CSS pixels: the probe's results
+    and a screenshot of that frame.
+
+    The page is shown in an iframe of exactly that size (headless Chromium will not make a window
+    narrower than 500 pixels; a frame is a viewport of its own, media queries included). The probe
+    (put at the top of the page's ``<head>``) counts images loaded, JavaScript, resource and console
+    errors, and measures where the findings block and the first table are.
+    """
     browser = _chromium()
     if browser is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is required in CI (.ci/run installs it)")
         pytest.skip("chromium not installed (apt-get install -y chromium)")
-    probe = ("<script>window.addEventListener('load', () => {const im = [...document.images];"
-             "document.body.dataset.imagesTotal = im.length;"
-             "document.body.dataset.imagesLoaded = im.filter(i => i.complete && i.naturalWidth > 0)"
-             ".length;});</script>")
-    page = tmp_path / "index.html"
-    page.write_text((cli_report / "index.html").read_text().replace("</body>", probe + "</body>"))
-    proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
-         page.as_uri()], capture_output=True, text=True, timeout=120)
-    total = re.search(r'data-images-total="(\d+)"', proc.stdout)
-    loaded = re.search(r'data-images-loaded="(\d+)"', proc.stdout)
-    assert total and loaded, proc.stderr[-2000:]
-    assert int(total.group(1)) == (cli_report / "index.html").read_text().count("<img ") >= 7
-    assert loaded.group(1) == total.group(1)
+    width, height = size
+    probed = page.parent / f".probed_{page.name}"  # beside the page: its relative links resolve
+    probed.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
+    frame = page.parent / f".frame_{width}.html"
+    frame.write_text(FRAME.format(src=probed.name, w=width, h=height))
+    flags = [browser, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+             f"--window-size={max(width, 500)},{height}"]
+    try:
+        dom = subprocess.run([*flags, "--virtual-time-budget=10000", "--dump-dom", frame.as_uri()],
+                             capture_output=True, text=True, timeout=120)
+        shot = tmp_path / f"shot_{width}.png"
+        subprocess.run([*flags, f"--screenshot={shot}", "--virtual-time-budget=10000", frame.as_uri()],
+                       capture_output=True, timeout=120)
+    finally:
+        probed.unlink()
+        frame.unlink()
+    body = dom.stdout.split("<body", 1)[-1].split(">", 1)[0]
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
+    assert "images-total" in attrs, dom.stderr[-2000:]
+    console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
+    assert not console, console
+    return attrs, shot.read_bytes()
+
+
+@pytest.mark.parametrize("device", list(WIDTHS))
+def test_report_opens_on_its_findings_in_headless_chromium(cli_report, tmp_path, device):
+    """Every image loads, no errors, and the first screen shows the findings, above every table."""
+    import matplotlib.image
+
+    width, height = WIDTHS[device]
+    attrs, png = browse(cli_report / "index.html", tmp_path, (width, height))
+    html = (cli_report / "index.html").read_text()
+    assert int(attrs["images-total"]) == html.count("<img ") >= 8
+    assert attrs["images-loaded"] == attrs["images-total"] and attrs["errors"] == "0"
+    assert attrs["viewport"].startswith(str(width))
+    assert 0 < int(attrs["findings-top"]) < height  # the findings start on the first screen
+    assert int(attrs["findings-bottom"]) <= int(attrs["table-top"])  # and come before any table
+    assert attrs["overflow-x"] == "false"  # nothing wider than a phone screen but the tables' own scroll
+    shot = matplotlib.image.imread(__import__("io").BytesIO(png))
+    assert shot.shape[:2] == (height, max(width, 500))
+    assert shot[:, :width, :3].std() > 0.05  # a page, not a blank
 
 
 def test_report_shows_the_truth_beside_the_estimates(shared, tmp_path):
@@ -207,3 +263,167 @@ def test_count_check_draws_skewed_bins_whose_mean_is_outside_the_interval():
     segments = ax.collections[0].get_segments()
     assert [tuple(s[:, 1]) for s in segments] == [(0.0, 0.0), (9.0, 15.0)]
     assert list(ax.lines[0].get_ydata()) == [0.4, 12.0]
+
+
+# ---------------------------------------------------------------------------- findings and layout
+
+CHANGE = r"(\d+(?:\.\d+)?)% (higher|lower)"
+SENTENCE = re.compile(rf"rate {CHANGE} \((\d+)% interval (\d+(?:\.\d+)?)%(?: (higher|lower))? to "
+                      rf"(\d+(?:\.\d+)?)%(?: (higher|lower))?\)")
+
+
+def parse_change(text: str) -> tuple[float, float, float, float]:
+    """(mean, lower, upper) as rate multipliers from a findings sentence, and half its last digit."""
+    m = SENTENCE.search(text)
+    assert m, text
+    sign = {"higher": 1, "lower": -1}
+    mean = 1 + sign[m[2]] * float(m[1]) / 100
+    lower = 1 + sign[m[5] or m[2]] * float(m[4]) / 100
+    upper = 1 + sign[m[7] or m[2]] * float(m[6]) / 100
+    digits = len(m[1].partition(".")[2])
+    lower, upper = sorted((lower, upper))  # "10% lower (90% interval 5% to 15%)" names the near end first
+    return mean, lower, upper, 0.5 * 10 ** -digits / 100 + 1e-12
+
+
+def _findings(md: str) -> list[str]:
+    block = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    return [ln[2:] for ln in block.splitlines() if ln.startswith("- ")]
+
+
+def test_findings_sentences_carry_the_estimand_tables_numbers(cli_report):
+    md = (cli_report / "report.md").read_text()
+    sentences = _findings(md)
+    est = pd.read_csv(cli_report / "estimands.csv")
+    head = est[(est["estimand"] == "gradient_score") & (est["scale"] == "per 10 points")].set_index("la_level")
+    opening = {"mean": "In a local authority of average deprivation",
+               "10 points less": "In a local authority 10 points less deprived",
+               "10 points more": "In a local authority 10 points more deprived"}
+    for level, start in opening.items():
+        [text] = [t for t in sentences if t.startswith(start)]
+        *values, tol = parse_change(text)
+        assert values == pytest.approx(list(head.loc[level, ["mean", "lower", "upper"]]), abs=tol), text
+        assert "is associated with" in text and f"{100 * head.loc[level, 'la_deprivation']:.0f}% income" in text
+    assert "62% higher" in sentences[0] and "Children in Need census 2018-19" in sentences[0]
+    inv = pd.read_csv(cli_report / "inverse_intervention.csv")
+    [text] = [t for t in sentences if t.startswith("For neighbourhoods of the same deprivation")]
+    x = float(re.search(r"deprivation \((\d+)% income", text)[1])
+    *values, tol = parse_change(text)
+    rows = inv[(100 * inv["x"]).round() == x]
+    assert any(values == pytest.approx(list(r), abs=tol) for r in rows[["mean", "lower", "upper"]].to_numpy())
+    assert f"{(inv['lower'] > 1).sum()} of the {len(inv)}" in text
+    la = pd.read_csv(cli_report / "la_gradients.csv")
+    [text] = [t for t in sentences if t.startswith("Gradient scores")]
+    lo, hi, n = re.search(r"range from (\d\.\d\d) to (\d\.\d\d) over the (\d+)", text).groups()
+    assert (float(lo), float(hi), int(n)) == (round(la["mean"].min(), 2), round(la["mean"].max(), 2), len(la))
+    assert f"; {(la['lower'] > 1).sum()} of them" in text
+    share = est[est["estimand"] == "between_la_share"].iloc[0]
+    [text] = [t for t in sentences if "lies between local authorities" in t]
+    m, lo, hi = (float(v) / 100 for v in re.match(r"(\d+)% \(90% interval (\d+)% to (\d+)%\)", text).groups())
+    assert [m, lo, hi] == pytest.approx(list(share[["mean", "lower", "upper"]]), abs=0.005)
+    for text in sentences:
+        assert not re.search(r"\bcaus|\bleads? to\b|\bdrives?\b|\beffect of\b|\bbecause\b", text), text
+
+
+def test_report_reads_findings_figures_then_tables(cli_report):
+    md = (cli_report / "report.md").read_text()
+    html = (cli_report / "index.html").read_text()
+    assert md.index("Not fit for reporting") < md.index("## Findings") or md.index("Fit checked") < md.index(
+        "## Findings")
+    first_figure = md.index("![gradient_curve](figures/gradient_curve.png)")
+    assert md.index("## Findings") < first_figure < md.index("\n| ") < md.index("## Diagnostics")
+    assert html.index("id='findings'") < html.index("<figure") < html.index("<table")
+    assert "referral ~ w * z + (1 + w | la) + offset(log(exposure))" in md  # the model as its formula
+    assert "referral ~ w * z + (1 + w | la) + offset(log(exposure))" in html
+    captions = re.findall(r"^\*Figure \d+\. (.+)\*$", md, re.M)
+    assert len(captions) == html.count("<figure") >= 8 and all("\n" not in c for c in captions)
+    assert md.index("gradient_curve.png") < md.index("la_gradients.png") < md.index("deciles.png") \
+        < md.index("inverse_intervention.png")
+    # published figures beside the estimate they describe only: the headline table's column
+    assert md.count("| published |") == 1
+    headline = md.split("## Headline estimands", 1)[1].split("\n## ", 1)[0]
+    assert "| published |" in headline and "| 2.33 |" in headline
+    # long tables short, the full CSV named; the 1.6412-style digits gone
+    assert "12 of 60 rows shown (every row in la_gradients.csv)" in md
+    rows = [ln for ln in headline.splitlines() if ln.startswith("| gradient_score | mean |")]
+    assert re.search(r"\| 1\.\d\d \| 0\.\d+ \| 1\.\d\d \| 1\.\d\d \|", rows[0]), rows
+    assert "@media print" in html and "<script" not in html
+
+
+def test_decimals_follow_the_interval_width():
+    assert [report.decimals_for(w) for w in (0.1, 0.05, 0.9, 3.0, 300.0)] == [2, 3, 2, 1, 0]
+    frame = pd.DataFrame({"estimand": ["g", "g"], "mean": [1.64123, 412.3456], "sd": [0.0312, 12.34],
+                          "lower": [1.5912, 390.1], "upper": [1.6923, 431.7], "prob": [0.9, 0.9]})
+    text = report.rounded(frame)
+    assert list(text["mean"]) == ["1.64", "412"] and list(text["lower"]) == ["1.59", "390"]
+    assert list(text["sd"]) == ["0.031", "12"] and list(text["prob"]) == ["0.90", "0.90"]
+
+
+def _row(**kw):
+    return {"prob": 0.9, "sd": 0.01, **kw}
+
+
+def test_findings_cover_stages_moderators_and_reversed_or_uncertain_gradients():
+    """Hand-made tables: the wording follows the sign and says when an interval spans no change."""
+    est = pd.DataFrame([
+        _row(estimand="gradient_score", la_level="mean", la_deprivation=0.15, scale="per 10 points",
+             mean=0.9, lower=0.85, upper=0.95),
+        _row(estimand="moderated_gradient_score", subgroup="rural=1", scale="per 10 points",
+             mean=1.05, lower=0.97, upper=1.12),
+        _row(estimand="between_la_share", scale="proportion", mean=0.2, lower=0.15, upper=0.25)])
+    sub = pd.DataFrame([_row(stage="referral", mean=1.6, lower=1.5, upper=1.7),
+                        _row(stage="s47", mean=1.9, lower=1.7, upper=2.1)])
+    esc = pd.DataFrame([_row(step="s47 / referral", mean=1.19, lower=1.05, upper=1.33, p_steeper=0.99)])
+    con = pd.DataFrame([{"contrast": "rural=1 vs rural=0", "mean": 1.3, "lower": 1.1, "upper": 1.5,
+                         "p_greater_than_1": 0.98}])
+    tables = {"estimands": est, "subgroup_gradients": sub, "escalation": esc, "moderator_contrasts": con}
+    found = report.findings(tables, outcome=["s47", "cp_plan"], prob=0.9)
+    texts = [f.text for f in found]
+    assert "section 47 enquiry rate 10% lower (90% interval 5% to 15%)" in texts[0]
+    assert "published" not in " ".join(texts)  # not a referral fit: no published figure anywhere
+    assert parse_change(texts[0])[:3] == pytest.approx((0.9, 0.85, 0.95))
+    [mod] = [t for t in texts if t.startswith("Where rural=1")]
+    assert "5% higher (90% interval 3% lower to 12% higher)" in mod
+    assert parse_change(mod)[:3] == pytest.approx((1.05, 0.97, 1.12))
+    assert any(t.startswith("At the section 47 enquiry stage") and "90% higher" in t for t in texts)
+    assert any("1.19 (90% interval 1.05 to 1.33) times the gradient at the referral stage" in t for t in texts)
+    assert any("rural=1 is 1.30 (90% interval 1.10 to 1.50) times" in t for t in texts)
+    assert {f.anchor for f in found} == {"estimands", "subgroups", "escalation", "moderators"}
+
+
+def test_comparison_pages_share_the_report_template(tmp_path):
+    """write_pages (compare-priors, compare-models): findings first, then figures, then tables,
+    with the report's stylesheet; loads in Chromium with every image."""
+    from hierarchy import page
+
+    fig, _ = figures.plot_contrast(pd.DataFrame({"x": [0.1, 0.2], "mean": [1.2, 1.4], "lower": [1.1, 1.2],
+                                                 "upper": [1.3, 1.6], "prob": [0.9, 0.9]}))
+    table = pd.DataFrame({"model": ["a", "b"], "elpd": ["-10.0", "-12.5"]})
+    sections = [("Findings", report.bullets(["a is preferred."]), None),
+                ("PSIS-LOO comparison", [("p", "elpd_loo: higher is better. More text.")], table, "loo"),
+                ("Warnings", report.bullets(["unreliable: k > 0.7"]), None)]
+    report.write_pages(tmp_path, "Model comparison", sections, {"loo": figures.to_png(fig)})
+    html, md = (tmp_path / "index.html").read_text(), (tmp_path / "index.md").read_text()
+    assert page.CSS in html
+    assert html.index("id='findings'") < html.index("<figure") < html.index("<table")
+    assert md.index("## Findings") < md.index("![loo](loo.png)") < md.index("| model |")
+    assert "*Figure 1. PSIS-LOO comparison. elpd_loo: higher is better.*" in md
+    assert "<li class=warn>unreliable" in html
+    if _chromium():
+        attrs, _png = browse(tmp_path / "index.html", tmp_path, WIDTHS["phone"])
+        assert attrs["images-loaded"] == attrs["images-total"] == "1" and attrs["errors"] == "0"
+
+
+def test_figures_use_the_colour_blind_safe_palette(figs):
+    from matplotlib.colors import to_hex
+
+    safe = {c.lower() for c in figures.OKABE_ITO.values()} | {"#999999"}
+    assert {c.lower() for c in figures.LEVEL_COLOURS.values()} <= safe
+    _, f = figs
+    for name in ("gradient_curve", "rate_curves", "inverse_intervention", "deciles"):
+        fig = f[name][1]
+        colours = {to_hex(ln.get_color()) for ax in fig.axes for ln in ax.lines if ln.get_linestyle() != ":"}
+        assert colours and colours <= safe, (name, colours)
+    fig, data = f["gradient_curve"][1:]
+    pub = data[data["source"] == "published"]
+    assert list(pub["mean"]) == [2.33, 1.62, 1.39]
+    assert "gradient score" in fig.axes[0].get_ylabel() and "LA deprivation" in fig.axes[0].get_xlabel()

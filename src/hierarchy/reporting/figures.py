@@ -19,9 +19,16 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-LEVEL_COLOURS = {"10 points less": "#1b7837", "mean": "#333333", "10 points more": "#b2182b"}
-PREDICTED = "#2166ac"
-OBSERVED = "#d6604d"
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+"""The Okabe-Ito palette: distinguishable with every common colour-vision deficiency. Every
+categorical colour of the figures comes from it; continuous scales use viridis."""
+LEVEL_COLOURS = {"10 points less": OKABE_ITO["blue"], "mean": OKABE_ITO["black"],
+                 "10 points more": OKABE_ITO["vermillion"]}
+PREDICTED = OKABE_ITO["blue"]
+OBSERVED = OKABE_ITO["vermillion"]
+REFERENCE = OKABE_ITO["reddish purple"]
+GREY = "#999999"
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] = (7.0, 4.5)
@@ -32,7 +39,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] = (7
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def to_png(fig: Figure, *, dpi: int = 100) -> bytes:
+def to_png(fig: Figure, *, dpi: int = 150) -> bytes:
     """PNG bytes of ``fig``."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -80,6 +87,54 @@ def plot_rate_curves(curves: pd.DataFrame, *, outcome: str = "referral") -> tupl
     return fig, curves
 
 
+def plot_gradient_curve(curve: pd.DataFrame, la_table: pd.DataFrame | None = None, *,
+                        x_mean: float | None = None, published: dict[str, float] | None = None
+                        ) -> tuple[Figure, pd.DataFrame]:
+    """Typical-LA gradient score against LA deprivation, with each LA's estimate and published points.
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        Summary (``la_deprivation``, ``mean``, ``lower``, ``upper``, ``prob``) of
+        :func:`hierarchy.report.gradient_curve`.
+    la_table : pandas.DataFrame, optional
+        Summary of the LA gradient scores (``la_deprivation``, ``mean``), drawn as dots.
+    x_mean : float, optional
+        Mean LA deprivation: the published points sit at it and 10 points either side.
+    published : dict, optional
+        Published gradient scores keyed ``10 points less`` / ``mean`` / ``10 points more``.
+
+    Returns
+    -------
+    (Figure, pandas.DataFrame)
+        The curve, with ``published`` rows appended (``source`` column says which).
+    """
+    fig, ax = new_figure()
+    ax = ax[0, 0]
+    prob = float(curve["prob"].iloc[0])
+    if la_table is not None:
+        ax.scatter(la_table["la_deprivation"], la_table["mean"], s=10, color=GREY, alpha=0.7, lw=0,
+                   label="each LA (posterior mean)", zorder=2)
+    ax.plot(curve["la_deprivation"], curve["mean"], color=PREDICTED, lw=2, label="typical LA", zorder=3)
+    ax.fill_between(curve["la_deprivation"], curve["lower"], curve["upper"], color=PREDICTED, alpha=0.2,
+                    lw=0, label=f"{prob:.0%} interval")
+    data = curve.assign(source="posterior")
+    if published and x_mean is not None:
+        from hierarchy.estimands import LA_LEVELS
+
+        pts = pd.DataFrame([{"la_deprivation": x_mean + LA_LEVELS[k], "mean": v, "source": "published"}
+                            for k, v in published.items() if k in LA_LEVELS])
+        ax.plot(pts["la_deprivation"], pts["mean"], "D", color=OBSERVED, ms=7, zorder=4,
+                label="published referral gradients (2018-19)")
+        data = pd.concat([data, pts], ignore_index=True)
+    ax.axhline(1.0, color="black", lw=0.6, ls=":")
+    _percent_axis(ax, "LA deprivation (child-weighted mean income deprivation)")
+    ax.set_ylabel("gradient score (rate multiplier per 10 points)")
+    ax.set_title("Neighbourhood gradient by LA deprivation")
+    ax.legend(fontsize="small")
+    return fig, data
+
+
 def plot_la_gradients(la_table: pd.DataFrame, *, typical: float | None = None
                       ) -> tuple[Figure, pd.DataFrame]:
     """Caterpillar plot of LA-specific gradient scores (per 10 points), coloured by LA deprivation.
@@ -97,12 +152,12 @@ def plot_la_gradients(la_table: pd.DataFrame, *, typical: float | None = None
     fig, ax = new_figure(size=(7.0, min(12.0, max(3.5, 0.16 * n + 1.5))))
     ax = ax[0, 0]
     pos = np.arange(n)
-    ax.hlines(pos, data["lower"], data["upper"], color="#999999", lw=1.2)
+    ax.hlines(pos, data["lower"], data["upper"], color=GREY, lw=1.2)
     pts = ax.scatter(data["mean"], pos, c=100 * data["la_deprivation"], cmap="viridis", s=14, zorder=3)
     fig.colorbar(pts, ax=ax, label="LA deprivation (%)")
     ax.axvline(1.0, color="black", lw=0.6, ls=":")
     if typical is not None:
-        ax.axvline(typical, color="#b2182b", lw=1, ls="--", label=f"typical LA at mean ({typical:.2f})")
+        ax.axvline(typical, color=REFERENCE, lw=1, ls="--", label=f"typical LA at mean ({typical:.2f})")
         ax.legend(fontsize="small", loc="lower right")
     if n <= 60:
         ax.set_yticks(pos, data["la"].astype(str), fontsize=6)
@@ -226,9 +281,9 @@ def plot_subgroups(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
         labels = list(part["stratum"]) if "stratum" in part else ["all"]
         y = np.arange(len(part))[::-1]
         ax.errorbar(part["mean"], y, xerr=[part["mean"] - part["lower"], part["upper"] - part["mean"]],
-                    fmt="o", color="C0", capsize=3, label="posterior")
+                    fmt="o", color=PREDICTED, capsize=3, label="posterior")
         if "truth" in part:
-            ax.plot(part["truth"], y, "x", color="C3", label="truth")
+            ax.plot(part["truth"], y, "x", color=OBSERVED, label="truth")
         ax.set_yticks(y, labels)
         ax.axvline(1.0, color="0.7", lw=0.8)
         ax.set_title(stage or "gradient score")

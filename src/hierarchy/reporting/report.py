@@ -12,8 +12,6 @@ through :mod:`hierarchy.disclosure` before it reaches a table or a figure.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 from pathlib import Path
@@ -24,6 +22,9 @@ import pandas as pd
 import xarray as xr
 
 from hierarchy import disclosure
+from hierarchy.language.design import z_of
+from hierarchy.likelihood import model
+from hierarchy.reporting import page
 from hierarchy.errors import HierarchyError
 from hierarchy.inference.diagnostics import ESS_MIN, RHAT_MAX
 from hierarchy.likelihood.model import HYPERPARAMETERS
@@ -378,33 +379,76 @@ def subgroup_tables(fit: Any, *, prob: float = 0.9, truth: dict[str, Any] | None
     return out
 
 
-def report_figures(idata, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, Any, Any]]:
-    """Figures of the report: ``{name: (caption, Figure, plotted data)}``."""
+def gradient_curve(idata, *, n: int = 41) -> xr.DataArray | None:
+    """Typical-LA gradient score (per 10 points) over the range of the data's LA deprivation.
+
+    The headline gradient (:func:`hierarchy.estimands.headline_gradients`) at every LA deprivation
+    ``X`` of a grid from the least to the most deprived LA; None for models without an LA
+    deprivation term (one typical LA). Dims ``chain, draw, la_deprivation``.
+    """
+    post, des = idata.posterior, provenance(idata)["design"]
     spec, _ = fit_spec(idata)
+    if "la_deprivation" not in post:
+        return None
+    X_la = idata.constant_data["la_deprivation"].to_numpy()
+    X = np.linspace(max(X_la.min(), 1e-3), X_la.max(), n)
+    z = xr.DataArray(z_of(X, des["X_mean"], spec), dims="la_deprivation", coords={"la_deprivation": X})
+    step = estimands.TEN_POINTS / spec.deprivation.scale
+    d = model.log_rate(post, spec, w=step, z=z) - model.log_rate(post, spec, w=0.0, z=z)
+    out = np.exp(d).rename("gradient_curve")
+    out.attrs = {"scale": estimands.PER_10, "description": "typical-LA gradient score by LA deprivation"}
+    return out
+
+
+def report_figures(idata, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, Any, Any]]:
+    """Figures of the report, in reading order: ``{name: (caption, Figure, plotted data)}``.
+
+    Each caption is one line saying what to read from the figure. The findings figures come
+    first (gradient against LA deprivation, LA gradients, deciles, inverse-intervention
+    contrast), then subgroups and the checks.
+    """
+    spec, _ = fit_spec(idata)
+    prov = provenance(idata)
     head = tables["estimands"]
     at_mean = head[_at_mean(head)]["mean"]
-    out = {"rate_curves": ("Predicted rate per 10,000 children against neighbourhood deprivation for "
-                           "typical LAs at mean LA deprivation and 10 points less / more.",
-                           *figures.plot_rate_curves(tables["rate_curves"], outcome=spec.outcome))}
+    prob = float(head["prob"].iloc[0])
+    referral = outcome_words(prov["model_spec"]["outcome"]) == "referral" and not spec.strata
+    out: dict[str, tuple[str, Any, Any]] = {}
+    curve = gradient_curve(idata)
+    if curve is not None:
+        pub = _published_gradients() if referral else None
+        out["gradient_curve"] = (
+            "Read the slope: how the neighbourhood gradient changes with LA deprivation (line: typical LA, "
+            f"band: {prob:.0%} interval; dots: each LA" + ("; diamonds: published 2018-19 referral gradients"
+                                                           if pub else "") + ").",
+            *figures.plot_gradient_curve(estimands.summarise(curve, prob=prob), tables.get("la_gradients"),
+                                         x_mean=provenance(idata)["design"]["X_mean"], published=pub))
     if "la_gradients" in tables:
-        out["la_gradients"] = ("LA-specific gradient scores (per 10 points) with intervals.",
+        out["la_gradients"] = (f"Read the spread: each LA's gradient score with its {prob:.0%} interval, sorted, "
+                               "coloured by LA deprivation; dashed line: typical LA at mean deprivation.",
                                *figures.plot_la_gradients(tables["la_gradients"],
                                                           typical=float(at_mean.iloc[0])))
-    out["inverse_intervention"] = ("Inverse-intervention contrast over neighbourhood deprivation.",
+    out["deciles"] = ("Read the fit: observed rates (diamonds, small cells suppressed) should sit within the "
+                      "predicted intervals in every national deprivation decile.",
+                      *figures.plot_deciles(tables["deciles"], outcome=spec.outcome))
+    out["inverse_intervention"] = ("Read above 1: for the same neighbourhood deprivation, how much higher the "
+                                   "rate is in an LA 10 points less deprived than in one 10 points more.",
                                    *figures.plot_contrast(tables["inverse_intervention"]))
-    out["deciles"] = ("Observed (disclosure-controlled) and posterior predictive rates by national "
-                      "decile.", *figures.plot_deciles(tables["deciles"], outcome=spec.outcome))
-    out["count_distribution"] = ("Posterior predictive check of the distribution of counts per "
-                                 "neighbourhood (observed bins below the threshold not shown).",
-                                 *figures.plot_count_ppc(tables["count_distribution"]))
-    if "la_deciles" in tables:
-        out["la_deciles"] = ("Observed rates by decile in each LA (suppressed cells left out).",
-                             *figures.plot_la_deciles(tables["la_deciles"], outcome=spec.outcome))
     if "subgroup_gradients" in tables:
-        out["subgroups"] = ("Gradient scores (per 10 points) of a typical LA at mean LA deprivation by "
-                            "stage and stratum; truth marked where known.",
+        out["subgroups"] = ("Read across rows: gradient scores of a typical LA at mean LA deprivation by "
+                            "stage and stratum; crosses mark the truth where known.",
                             *figures.plot_subgroups(tables["subgroup_gradients"]))
-    out["rank"] = ("Rank plots of the hyperparameters.", *figures.plot_rank(hyperparameters(idata)))
+    out["rate_curves"] = ("Read the gap between lines: predicted rates by neighbourhood deprivation in "
+                          "typical LAs at mean LA deprivation and 10 points less / more.",
+                          *figures.plot_rate_curves(tables["rate_curves"], outcome=spec.outcome))
+    if "la_deciles" in tables:
+        out["la_deciles"] = ("Read the fan: observed rates by decile in each LA (suppressed cells left out).",
+                             *figures.plot_la_deciles(tables["la_deciles"], outcome=spec.outcome))
+    out["count_distribution"] = ("Check: observed counts per neighbourhood (bars, bins below the threshold "
+                                 "not shown) against the posterior predictive distribution.",
+                                 *figures.plot_count_ppc(tables["count_distribution"]))
+    out["rank"] = ("Check: rank plots of the hyperparameters; flat histograms mean the chains agree.",
+                   *figures.plot_rank(hyperparameters(idata)))
     return out
 
 
@@ -487,75 +531,387 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
     tables = estimand_tables(idata, data=data, prob=prob, threshold=threshold, rounding=rounding,
                              truth=truth, n_draws=n_draws)
     tables.update(subgroup_tables(full, prob=prob, truth=truth))
+    contrasts = estimands.moderator_contrasts(full)
+    if contrasts is not None:
+        tables["moderator_contrasts"] = contrasts
     warning = disclosure.below_default_warning(threshold, rounding)
     if warning:
         (out / "NOT_FOR_PUBLICATION.txt").write_text(warning + "\n", encoding="utf-8")
     for name, frame in tables.items():
         _csv(frame, out / f"{name}.csv")
     figs = report_figures(idata, tables)
-    pngs = {}
-    for name, (_caption, fig, _data) in figs.items():
-        pngs[name] = figures.to_png(fig)
-        (out / "figures" / f"{name}.png").write_bytes(pngs[name])
-    context = _context(idata, tables, threshold=threshold, rounding=rounding, prob=prob, diag=diag)
-    captions = {k: v[0] for k, v in figs.items()}
-    (out / "report.md").write_text(_markdown(context, captions), encoding="utf-8")
-    index = out / "index.html"
-    index.write_text(_html(context, captions, pngs), encoding="utf-8")
+    pngs = {name: (caption, figures.to_png(fig)) for name, (caption, fig, _data) in figs.items()}
+    rendered = report_page(idata, tables, pngs, threshold=threshold, rounding=rounding, prob=prob, diag=diag)
+    index = page.write_page(rendered, out, md_name="report.md")
     return index
 
 
-def _context(idata, tables: dict[str, pd.DataFrame], *, threshold: int, rounding: int,
-             prob: float, diag: dict[str, Any]) -> dict[str, Any]:
-    """Everything the Markdown and HTML writers show, as text tables and paragraphs."""
-    prov = provenance(idata)
+# ---------------------------------------------------------------------------- rounding
+
+
+INTERVALS = (("mean", "lower", "upper"), ("predicted_mean", "predicted_lower", "predicted_upper"),
+             ("mean", "hdi_5%", "hdi_95%"))
+"""(centre, lower, upper) columns rounded to the precision their interval justifies."""
+
+
+def decimals_for(width: float, *, most: int = 4) -> int:
+    """Decimal places that show two significant digits of an interval's width (0 to ``most``).
+
+    An interval 0.1 wide justifies two decimals (1.64, 1.59 to 1.69; not 1.6412); one 300 wide
+    none (412).
+    """
+    if not np.isfinite(width) or width <= 0:
+        return 2
+    return int(np.clip(1 - np.floor(np.log10(width)), 0, most))
+
+
+def _pct_decimals(width: float) -> int:
+    """Decimals of a percentage in a sentence: whole numbers unless the interval is under 2 points."""
+    return 0 if not np.isfinite(width) or width >= 2 else 1
+
+
+def _fmt(v: Any, dec: int) -> str:
+    if not isinstance(v, (float, np.floating, int, np.integer)) or isinstance(v, (bool, np.bool_)):
+        return _num(v)
+    return f"{v:,.{dec}f}" if np.isfinite(v) else ""
+
+
+def rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text version of a table rounded for reading.
+
+    Centre and interval columns (:data:`INTERVALS`; ``truth`` and ``published`` with them) get
+    the decimals their row's interval width justifies (:func:`decimals_for`); SDs and MCSEs two
+    significant digits; ESS whole numbers; R-hat three decimals; other numbers :func:`_num`.
+    Disclosure-controlled columns are marked (:data:`DISCLOSED`) as before.
+    """
+    marked = disclosure.mark_suppressed(frame, {c: f for c, f in DISCLOSED.items() if c in frame})
+    out = marked.astype(object).map(_num)
+    for centre, lo, hi in INTERVALS:
+        if not {centre, lo, hi} <= set(frame.columns):
+            continue
+        width = (frame[hi] - frame[lo]).to_numpy(float)
+        dec = [decimals_for(w) for w in width]
+        for col in (centre, lo, hi, "truth", "published", "truth_expected_rate"):
+            if col in frame and col not in DISCLOSED:
+                out[col] = [_fmt(v, d) for v, d in zip(frame[col], dec, strict=True)]
+    for col in frame.columns:
+        if col in ("sd", "mcse_mean", "mcse_sd", "predicted_sd") and pd.api.types.is_float_dtype(frame[col]):
+            out[col] = [f"{v:.2g}" if np.isfinite(v) else "" for v in frame[col]]
+        elif col.startswith("ess_") and pd.api.types.is_numeric_dtype(frame[col]):
+            out[col] = [f"{v:,.0f}" if np.isfinite(v) else "" for v in frame[col]]
+        elif col == "r_hat":
+            out[col] = [f"{v:.3f}" if np.isfinite(v) else "" for v in frame[col]]
+        elif col in ("prob", "p_steeper", "p_greater_than_1"):
+            out[col] = [f"{v:.2f}" for v in frame[col]]
+        elif col in ("la_deprivation", "x", "deprivation_min", "deprivation_max"):
+            out[col] = [f"{100 * v:.1f}%" if np.isfinite(v) else "" for v in frame[col]]
+    return out
+
+
+def _short(frame: pd.DataFrame, *, keep: int = 12, order: str | None = None,
+           always: int | None = None) -> pd.DataFrame:
+    """At most ``keep`` rows of a long table: the extremes of ``order``, or evenly spaced rows
+    (row ``always`` among them)."""
+    if len(frame) <= keep:
+        return frame
+    if order is not None:
+        s = frame.sort_values(order)
+        return pd.concat([s.head(keep // 2), s.tail(keep - keep // 2)])
+    idx = set(np.linspace(0, len(frame) - 1, keep - (always is not None)).round().astype(int))
+    if always is not None:
+        idx.add(always)
+    return frame.iloc[sorted(idx)]
+
+
+# ---------------------------------------------------------------------------- findings
+
+STAGE_WORDS = {"referral": "referral", "assessment": "assessment", "s47": "section 47 enquiry",
+               "cp_plan": "child protection plan", "looked_after": "looked-after"}
+RISE = "a 10-point rise in the share of income-deprived people in the neighbourhood"
+
+
+def _published_gradients() -> dict[str, float]:
+    """Published referral gradient scores by LA level (Children in Need census 2018-19).
+
+    PUBLISHED-RESULTS: the constant of :mod:`hierarchy.compare_priors` until the table of
+    published results lands on main; read it from there when it does.
+    """
+    from hierarchy.compare_priors import PUBLISHED  # lazy: compare_priors imports this module
+
+    return dict(PUBLISHED)
+
+
+PUBLISHED_LA_RANGE = (1.2, 2.4)
+"""Published range of LA referral gradient scores (CIN census 2018-19; DESIGN s.3). PUBLISHED-RESULTS."""
+PUBLISHED_SOURCE = "published for England, Children in Need census 2018-19"
+
+
+def _change(g: float, dec: int) -> str:
+    c = 100 * (g - 1)
+    return f"{abs(c):.{dec}f}% {'higher' if c >= 0 else 'lower'}"
+
+
+def _pct_interval(mean: float, lo: float, hi: float, prob: float) -> str:
+    """``62% higher (90% interval 60% to 65%)``, the words repeated when the interval spans 1."""
+    dec = _pct_decimals(100 * (hi - lo))
+    if (lo - 1) * (hi - 1) > 0 and (lo - 1) * (mean - 1) > 0:
+        near, far = sorted((abs(100 * (lo - 1)), abs(100 * (hi - 1))))
+        return f"{_change(mean, dec)} ({prob:.0%} interval {near:.{dec}f}% to {far:.{dec}f}%)"
+    return f"{_change(mean, dec)} ({prob:.0%} interval {_change(lo, dec)} to {_change(hi, dec)})"
+
+
+def _ratio_interval(mean: float, lo: float, hi: float, prob: float) -> str:
+    dec = max(decimals_for(hi - lo), 2)
+    return f"{mean:.{dec}f} ({prob:.0%} interval {lo:.{dec}f} to {hi:.{dec}f})"
+
+
+def outcome_words(outcome: str | list) -> str:
+    """The field's name of a stage's rate (``referral``, ``section 47 enquiry``...)."""
+    stage = outcome[0] if isinstance(outcome, list) else outcome
+    return STAGE_WORDS.get(str(stage), str(stage).replace("_", " "))
+
+
+def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: float,
+             x_mean: float | None = None, stratified: bool = False) -> list[page.Finding]:
+    """The findings as short sentences in the field's words, each with its interval.
+
+    Every number is the estimand table's, rounded (:func:`decimals_for`); the wording is
+    associational ("is associated with"). Published referral figures appear only beside the
+    estimate they describe (referral fits that are not stratified).
+
+    Parameters
+    ----------
+    tables : dict of pandas.DataFrame
+        :func:`estimand_tables` (and :func:`subgroup_tables`) output.
+    outcome : str or list
+        The model's outcome (the first stage of stacked fits is the headline).
+    prob : float
+        Interval probability.
+    x_mean : float, optional
+        National mean neighbourhood deprivation, where the inverse-intervention contrast is read.
+    stratified : bool
+        The headline is a reference stratum's (no published comparison).
+    """
+    rate = f"{outcome_words(outcome)} rate"
+    published = _published_gradients() if outcome_words(outcome) == "referral" and not stratified else {}
     est = tables["estimands"]
+    head = est[(est["estimand"] == "gradient_score") & (est["scale"] == estimands.PER_10)]
+    out: list[page.Finding] = []
+    where = {"mean": "a local authority of average deprivation", ALL_LAS: "a typical local authority",
+             "10 points less": "a local authority 10 points less deprived",
+             "10 points more": "a local authority 10 points more deprived"}
+    for _, r in head.set_index("la_level").reindex(["mean", ALL_LAS, "10 points less", "10 points more"]
+                                                   ).dropna(subset=["mean"]).iterrows():
+        level = str(r.name)
+        X = f" ({100 * r['la_deprivation']:.0f}% income-deprived)" if "la_deprivation" in r and \
+            np.isfinite(r.get("la_deprivation", np.nan)) else ""
+        pub = (f"; {PUBLISHED_SOURCE}: {100 * (published[level] - 1):.0f}% higher"
+               if level in published else "")
+        rise = RISE if not out else "the same rise"
+        out.append(page.Finding(f"In {where[level]}{X}, {rise} is associated with a {rate} "
+                                f"{_pct_interval(r['mean'], r['lower'], r['upper'], prob)}{pub}.",
+                                "estimands"))
+    inv = tables.get("inverse_intervention")
+    if inv is not None and len(head) == 3 and len(inv):
+        i = int(np.argmin(np.abs(inv["x"].to_numpy() - (x_mean if x_mean is not None else inv["x"].median()))))
+        r = inv.iloc[i]
+        above = inv[inv["lower"] > 1]
+        span = (f"; the {prob:.0%} interval lies above no difference for {len(above)} of the "
+                f"{len(inv)} neighbourhood deprivation levels shown ({100 * inv['x'].min():.0f}% to "
+                f"{100 * inv['x'].max():.0f}%)")
+        out.append(page.Finding(
+            f"For neighbourhoods of the same deprivation ({100 * r['x']:.0f}% income-deprived), being in a "
+            f"local authority 10 points less deprived rather than 10 points more deprived is associated "
+            f"with a {rate} {_pct_interval(r['mean'], r['lower'], r['upper'], prob)}{span}.",
+            "inverse-intervention"))
+    la = tables.get("la_gradients")
+    if la is not None and len(la):
+        lo, hi = la["mean"].min(), la["mean"].max()
+        n_above = int((la["lower"] > 1).sum())
+        pub = (f" ({PUBLISHED_SOURCE}: {PUBLISHED_LA_RANGE[0]:.1f} to {PUBLISHED_LA_RANGE[1]:.1f})"
+               if published else "")
+        out.append(page.Finding(
+            f"Gradient scores (the {rate} multiplier for a 10-point rise) differ between local "
+            f"authorities: their posterior means range from {lo:.2f} to {hi:.2f} over the {len(la)} "
+            f"local authorities{pub}; {n_above} of them have a {prob:.0%} interval above 1.",
+            "la-gradients"))
+    share = est[est["estimand"] == "between_la_share"]
+    if len(share):
+        r = share.iloc[0]
+        dec = _pct_decimals(100 * (r["upper"] - r["lower"]))
+        out.append(page.Finding(
+            f"{100 * r['mean']:.{dec}f}% ({prob:.0%} interval {100 * r['lower']:.{dec}f}% to "
+            f"{100 * r['upper']:.{dec}f}%) of the variation in {rate}s (log scale) lies between local "
+            "authorities.", "estimands"))
+    out += _subgroup_findings(tables, prob=prob)
+    return out
+
+
+def _subgroup_findings(tables: dict[str, pd.DataFrame], *, prob: float) -> list[page.Finding]:
+    """Sentences for stages, strata, stage escalation and the formula's gradient moderators."""
+    out: list[page.Finding] = []
+    sub = tables.get("subgroup_gradients")
+    if sub is not None:
+        if "stage" in sub:
+            first = sub.groupby("stage", sort=False).head(1)
+            for _, r in first.iloc[1:].iterrows():
+                out.append(page.Finding(
+                    f"At the {outcome_words(str(r['stage']))} stage, {RISE} is associated with a rate "
+                    f"{_pct_interval(r['mean'], r['lower'], r['upper'], prob)} (local authority of "
+                    "average deprivation).", "subgroups"))
+        if "stratum" in sub:
+            part = sub if "stage" not in sub else sub[sub["stage"] == sub["stage"].iloc[0]]
+            lo, hi = part.loc[part["mean"].idxmin()], part.loc[part["mean"].idxmax()]
+            out.append(page.Finding(
+                f"By stratum, the gradient is shallowest for {lo['stratum']}: "
+                f"{_pct_interval(lo['mean'], lo['lower'], lo['upper'], prob)}; and steepest for "
+                f"{hi['stratum']}: {_pct_interval(hi['mean'], hi['lower'], hi['upper'], prob)}.", "subgroups"))
+    esc = tables.get("escalation")
+    if esc is not None:
+        for _, r in esc.iterrows():
+            b, a = (outcome_words(s.strip()) for s in str(r["step"]).split("/"))
+            out.append(page.Finding(
+                f"The gradient at the {b} stage is {_ratio_interval(r['mean'], r['lower'], r['upper'], prob)} "
+                f"times the gradient at the {a} stage (probability that it is steeper: "
+                f"{r['p_steeper']:.2f}).", "escalation"))
+    est = tables["estimands"]
+    mod = est[est["estimand"] == "moderated_gradient_score"]
+    for _, r in mod.iterrows():
+        out.append(page.Finding(
+            f"Where {r['subgroup']}, {RISE} is associated with a rate "
+            f"{_pct_interval(r['mean'], r['lower'], r['upper'], prob)} (local authority of average "
+            "deprivation, other neighbourhood terms at 0).", "estimands"))
+    con = tables.get("moderator_contrasts")
+    if con is not None:
+        for _, r in con.iterrows():
+            a, b = str(r["contrast"]).split(" vs ")
+            out.append(page.Finding(
+                f"The gradient score where {a} is {_ratio_interval(r['mean'], r['lower'], r['upper'], 0.9)} "
+                f"times the score where {b} (probability above 1: {r['p_greater_than_1']:.2f}).",
+                "moderators"))
+    return out
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def _status(diag: dict[str, Any]) -> tuple[str, bool]:
+    """The page's status line: fit checked, or not fit for reporting with the reasons."""
+    if diag.get("status") == "ok":
+        return "Fit checked: " + verdict(diag)[4:], True
+    reasons = "; ".join(diag.get("reasons", [])) or "unknown"
+    return f"Not fit for reporting: {reasons}. Do not quote these estimates until this is fixed.", False
+
+
+def _lean(frame: pd.DataFrame, keep: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``frame`` without the columns that repeat one value on every row (said in the caption)."""
+    drop = [c for c in ("estimand", "scale", "prob") if c in frame and c not in keep
+            and frame[c].astype(str).nunique() <= 1]
+    return frame.drop(columns=drop)
+
+
+def _published_column(frame: pd.DataFrame, outcome: Any, stratified: bool) -> pd.DataFrame:
+    """The published referral gradients beside the headline rows they describe (nothing else)."""
+    if outcome_words(outcome) != "referral" or stratified:
+        return frame
+    pub = _published_gradients()
+    values = [pub.get(str(lv), np.nan) if e == "gradient_score" and sc == estimands.PER_10 else np.nan
+              for e, lv, sc in zip(frame["estimand"], frame["la_level"], frame["scale"], strict=True)]
+    return frame.assign(published=values) if np.isfinite(values).any() else frame
+
+
+def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[str, bytes]], *,
+                threshold: int, rounding: int, prob: float, diag: dict[str, Any]) -> page.Page:
+    """The report as a :class:`hierarchy.page.Page`: status, findings, figures, then appendices."""
+    prov = provenance(idata)
+    spec, _ = fit_spec(idata)
+    design = prov.get("design", {})
+    status, ok = _status(diag)
+    stratified = bool(spec.strata)
+    est = _published_column(tables["estimands"], prov["model_spec"]["outcome"], stratified)
     head = est[est["scale"] == estimands.PER_10].drop(columns=["description"])
     other = est[est["scale"] != estimands.PER_10].drop(columns=["description"])
-    sections: list[tuple[str, str, pd.DataFrame | None]] = [
-        ("Headline estimands", f"Gradient scores (rate multiplier per 10 points of neighbourhood "
-         f"income deprivation) of a typical LA at mean LA deprivation and 10 points less / more; "
-         f"posterior mean, sd and {prob:.0%} equal-tailed interval.", _display(head)),
-        ("Other estimands", "The same on a per-SD scale, and the share of variance between LAs. "
-         + estimands.SHARE_DEFINITION, _display(other)),
-        ("Hyperparameters (ArviZ summary)", f"arviz.summary with {prob:.0%} HDI.",
-         _display(tables["summary"])),
-        ("Inverse-intervention contrast", "Predicted rate ratio between a typical LA 10 points "
-         "less deprived and one 10 points more deprived, for a neighbourhood of the same "
-         "deprivation x (proportion).", _display(tables["inverse_intervention"])),
-        ("Rates by national decile of neighbourhood deprivation", "Rates per 10,000 children; "
-         "predicted = posterior predictive draws from the LA coefficients; observed counts and "
-         "rates are disclosure-controlled.", _display(tables["deciles"])),
-        ("Posterior predictive check: counts per neighbourhood", "Number of neighbourhood rows "
-         "per count bin.", _display(tables["count_distribution"])),
-    ]
+    other = other.drop(columns=[c for c in ("published",) if c in other])
+    S = page.Section
+    sections = [S("Headline estimands", "estimands", (
+        f"Gradient scores (rate multiplier per 10 points of neighbourhood income deprivation) of a "
+        f"typical LA at mean LA deprivation and 10 points less / more; posterior mean, sd and "
+        f"{prob:.0%} equal-tailed interval, rounded to the precision the interval justifies."
+        + (f" published: {PUBLISHED_SOURCE}." if "published" in head else ""),), table=rounded(head),
+        csv="estimands.csv")]
+    sections.append(S("Other estimands", "other-estimands", (
+        "The same on a per-SD scale, subgroup and moderator gradients, and the share of variance between "
+        "LAs. " + estimands.SHARE_DEFINITION,), table=rounded(other), csv="estimands.csv"))
     if "subgroup_gradients" in tables:
         stages = prov["model_spec"]["outcome"]
         note = (f" The other sections show the first stage ({stages[0]}) and the reference stratum."
                 if isinstance(stages, list) else " The other sections show the reference stratum.")
-        sections.insert(1, ("Gradients by stage and stratum", "Gradient score per 10 points of a typical "
-                            "LA at mean LA deprivation, for each stage and stratum." + note,
-                            _display(tables["subgroup_gradients"])))
+        sections.append(S("Gradients by stage and stratum", "subgroups", (
+            "Gradient score per 10 points of a typical LA at mean LA deprivation, for each stage and "
+            "stratum." + note,), table=rounded(_lean(tables["subgroup_gradients"])), csv="subgroup_gradients.csv"))
     if "escalation" in tables:
-        sections.insert(2, ("Gradient escalation", "Ratio of each stage's gradient score to the stage "
-                            "below; p_steeper = posterior probability that the ratio exceeds 1.",
-                            _display(tables["escalation"])))
+        sections.append(S("Gradient escalation", "escalation", (
+            "Ratio of each stage's gradient score to the stage below; p_steeper = posterior probability "
+            "that the ratio exceeds 1.",), table=rounded(_lean(tables["escalation"])), csv="escalation.csv"))
+    if "moderator_contrasts" in tables:
+        sections.append(S("Gradient moderators", "moderators", (
+            "Ratio of gradient scores with the moderator at 1 and at 0 (equal-tailed 90% interval); "
+            "p_greater_than_1 = posterior probability that the ratio exceeds 1.",),
+            table=rounded(tables["moderator_contrasts"]), csv="moderator_contrasts.csv"))
     if "la_gradients" in tables:
-        sections.append(("LA gradient scores (per 10 points)", "exp of each LA's gradient "
-                         "coefficient.", _display(tables["la_gradients"])))
+        la = tables["la_gradients"]
+        sections.append(S("LA gradient scores (per 10 points)", "la-gradients", (
+            "exp of each LA's gradient coefficient: the lowest and highest by posterior mean.",),
+            table=rounded(_lean(_short(la, order="mean"))), csv="la_gradients.csv", total_rows=len(la)))
+    inv = tables["inverse_intervention"]
+    x_mean = design.get("x_mean")
+    near = int(np.argmin(np.abs(inv["x"].to_numpy() - x_mean))) if x_mean is not None and len(inv) else None
+    sections += [
+        S("Inverse-intervention contrast", "inverse-intervention", (
+            "Predicted rate ratio between a typical LA 10 points less deprived and one 10 points more "
+            "deprived, for a neighbourhood of the same deprivation x.",),
+          table=rounded(_lean(_short(inv, always=near))), csv="inverse_intervention.csv", total_rows=len(inv)),
+        S("Rates by national decile of neighbourhood deprivation", "deciles", (
+            "Rates per 10,000 children; predicted = posterior predictive draws from the LA coefficients; "
+            "observed counts and rates are disclosure-controlled.",), table=rounded(_lean(tables["deciles"])),
+          csv="deciles.csv"),
+        S("Posterior predictive check: counts per neighbourhood", "count-check",
+          ("Number of neighbourhood rows per count bin.",), table=rounded(_lean(tables["count_distribution"])),
+          csv="count_distribution.csv")]
     if "la_deciles" in tables:
-        sections.append(("Observed rates by LA and decile", "Observed rate per 10,000 children "
-                         f"(disclosure-controlled; {disclosure.SUPPRESSED} = suppressed, – = no "
-                         "neighbourhoods); counts in la_deciles.csv.", _la_decile_wide(tables["la_deciles"])))
+        sections.append(S("Observed rates by LA and decile", "la-deciles", (
+            f"Observed rate per 10,000 children (disclosure-controlled; {disclosure.SUPPRESSED} = "
+            "suppressed, – = no neighbourhoods); counts in la_deciles.csv.",),
+            table=_la_decile_wide(tables["la_deciles"]), csv="la_deciles.csv"))
     else:
-        sections.append(("Observed data", "Not available: the fit was saved without observed "
-                         "data; pass the data table to compare with observed rates.", None))
-    return {"title": f"Social-gradient report: {prov['model_spec']['name']} / {prov['priors']['name']}",
-            "provenance": provenance_rows(prov), "priors": _prior_rows(prov["priors"]),
-            "diagnostics": _diagnostic_rows(diag), "status": diag.get("status", "warn"),
-            "rules": disclosure.rules_text(threshold=threshold, rounding=rounding),
-            "rules_warning": disclosure.below_default_warning(threshold, rounding),
-            "sections": sections, "csvs": [f"{k}.csv" for k in tables]}
+        sections.append(S("Observed data", "observed", (
+            "Not available: the fit was saved without observed data; pass the data table to compare "
+            "with observed rates.",)))
+    diag_rows = pd.DataFrame(_diagnostic_rows(diag), columns=["check", "value"])
+    sections += [
+        S("Hyperparameters (ArviZ summary)", "summary", (f"arviz.summary with {prob:.0%} HDI.",),
+          table=rounded(tables["summary"]), csv="summary.csv"),
+        S("Diagnostics", "diagnostics", (verdict(diag),), table=diag_rows, text_table=True),
+        S("Provenance", "provenance", (), table=pd.DataFrame(provenance_rows(prov), columns=["item", "value"]),
+          text_table=True),
+        S("Priors", "priors", (), table=_prior_rows(prov["priors"]), text_table=True),
+        S("Disclosure control", "disclosure", (disclosure.rules_text(threshold=threshold, rounding=rounding),)),
+        S("Tables", "tables", ("CSV files beside this page (full precision, every row): "
+                               + ", ".join(f"{k}.csv" for k in tables) + ".",)),
+    ]
+    intro = (f"Model: {prov.get('formula') or spec.formula_text} ({spec.family.replace('_', ' ')}); priors "
+             f"{prov['priors']['name']}; {design.get('n_rows', '?'):,} neighbourhood rows in "
+             f"{design.get('n_la', '?')} local authorities. Intervals are {prob:.0%} equal-tailed "
+             "posterior intervals. The estimates describe associations between deprivation and "
+             "recorded rates; they do not show that deprivation causes intervention.",)
+    return page.Page(
+        title=f"Social-gradient report: {prov['model_spec']['name']} / {prov['priors']['name']}",
+        status=status, status_ok=ok, banner=disclosure.below_default_warning(threshold, rounding) or None,
+        intro=intro,
+        findings=tuple(findings(tables, outcome=prov["model_spec"]["outcome"], prob=prob, x_mean=x_mean,
+                                stratified=stratified)),
+        figures=tuple(page.PageFigure(name, caption, png) for name, (caption, png) in pngs.items()),
+        sections=tuple(sections))
 
 
 def _la_decile_wide(la_deciles: pd.DataFrame) -> pd.DataFrame:
@@ -569,73 +925,10 @@ def _la_decile_wide(la_deciles: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def _markdown(ctx: dict[str, Any], captions: dict[str, str]) -> str:
-    kv = pd.DataFrame(ctx["provenance"], columns=["item", "value"])
-    diag = pd.DataFrame(ctx["diagnostics"], columns=["check", "value"])
-    parts = [f"# {ctx['title']}"]
-    if ctx["rules_warning"]:
-        parts.append(f"> **{ctx['rules_warning']}**")
-    parts += ["## Diagnostics", f"**{ctx['diagnostics'][0][1]}**",
-             markdown_table(diag), "## Provenance", markdown_table(kv), "### Priors",
-             markdown_table(ctx["priors"]), "## Disclosure control", ctx["rules"]]
-    for title, text, table in ctx["sections"]:
-        parts += [f"## {title}", text]
-        if table is not None:
-            parts.append(markdown_table(table))
-    parts.append("## Figures")
-    parts += [f"![{html.escape(c)}](figures/{name}.png)\n\n*{c}*" for name, c in captions.items()]
-    parts += ["## Tables", ", ".join(f"[{c}]({c})" for c in ctx["csvs"])]
-    return "\n\n".join(parts) + "\n"
-
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-color:#222}table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em}
-td,th{border-bottom:1px solid #ddd;padding:2px 8px;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child,.text td,.text th{text-align:left}.ok{background:#e6f4ea;padding:.6em}
-.warn{background:#fdecea;padding:.6em}figure{margin:1em 0}img{max-width:100%}
-.scroll{max-height:30em;overflow:auto}"""
-
-
-def _html_table(frame: pd.DataFrame, *, text: bool = False) -> str:
-    return frame.to_html(index=False, escape=True, border=0, na_rep="", classes="text" if text else None)
-
-
-def _html(ctx: dict[str, Any], captions: dict[str, str], pngs: dict[str, bytes]) -> str:
-    e = html.escape
-    kv = pd.DataFrame(ctx["provenance"], columns=["item", "value"])
-    diag = pd.DataFrame(ctx["diagnostics"], columns=["check", "value"])
-    body = [f"<h1>{e(ctx['title'])}</h1>"]
-    if ctx["rules_warning"]:
-        body.append(f"<p class='warn'><strong>{e(ctx['rules_warning'])}</strong></p>")
-    body += ["<h2>Diagnostics</h2>",
-            f"<p class='{e(ctx['status'])}'><strong>{e(ctx['diagnostics'][0][1])}</strong></p>",
-            _html_table(diag, text=True), "<h2>Provenance</h2>", _html_table(kv, text=True),
-            "<h3>Priors</h3>", _html_table(ctx["priors"], text=True), "<h2>Disclosure control</h2>",
-            f"<p>{e(ctx['rules'])}</p>"]
-    for title, text, table in ctx["sections"]:
-        body += [f"<h2>{e(title)}</h2>", f"<p>{e(text)}</p>"]
-        if table is not None:
-            body.append(f"<div class='scroll'>{_html_table(table)}</div>")
-    body.append("<h2>Figures</h2>")
-    for name, caption in captions.items():
-        b64 = base64.b64encode(pngs[name]).decode("ascii")
-        body.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{b64}'>"
-                    f"<figcaption>{e(caption)}</figcaption></figure>")
-    body.append(f"<h2>Tables</h2><p>CSV files beside this page: {e(', '.join(ctx['csvs']))}</p>")
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{e(ctx['title'])}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
 # ---------------------------------------------------------------------------- comparison pages
 
 WARN_WORDS = ("visible mass", "prior-data conflict", "warn", "unreliable")
 """List items of a :func:`write_pages` page containing any of these are shown as warnings."""
-PAGE_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-            "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}"
-            "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-            "th{background:#f2f2f2}td:first-child{text-align:left}"
-            ".warn{color:#a50026;font-weight:bold}img{max-width:100%}")
 
 
 def format_columns(frame: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
@@ -658,6 +951,10 @@ def write_pages(out: Path, title: str, sections: list[tuple], pngs: dict[str, by
                 intro: list[str] | None = None) -> None:
     """Write ``index.html`` (figures embedded) and ``index.md`` (figures as PNG files) in ``out``.
 
+    The page follows the report's template (:mod:`hierarchy.page`): the items of a section
+    headed "Findings" open the page, then the figures (captioned by their section's heading and
+    first paragraph), then the other sections as appendices.
+
     Parameters
     ----------
     out : pathlib.Path
@@ -673,39 +970,23 @@ def write_pages(out: Path, title: str, sections: list[tuple], pngs: dict[str, by
     intro : list of str, optional
         Paragraphs under the title.
     """
-    for name, png in pngs.items():
-        (out / f"{name}.png").write_bytes(png)
-    h = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-         f"<title>{html.escape(title)}</title>", f"<style>{PAGE_CSS}</style></head><body>",
-         f"<h1>{html.escape(title)}</h1>"]
-    md = [f"# {title}", ""]
-    for line in intro or []:
-        h.append(f"<p>{html.escape(line)}</p>")
-        md += [line, ""]
+    found: list[page.Finding] = []
+    figs: list[page.PageFigure] = []
+    body: list[page.Section] = []
     for heading, paras, table, *fig in sections:
-        fig = fig[0] if fig else None
-        h.append(f"<h2>{html.escape(heading)}</h2>")
-        md += [f"## {heading}", ""]
-        for kind, text in paras:
-            if kind == "p":
-                h.append(f"<p>{html.escape(text)}</p>")
-                md += [text, ""]
-        items = [t for k, t in paras if k == "li"]
-        if items:
-            h.append("<ul>" + "".join(
-                f"<li{_warn_class(t)}>{html.escape(t)}</li>" for t in items) + "</ul>")
-            md += [f"- {t}" for t in items] + [""]
-        if fig is not None and fig in pngs:
-            b64 = base64.b64encode(pngs[fig]).decode()
-            h.append(f"<p><img alt='{html.escape(fig)}' src='data:image/png;base64,{b64}'></p>")
-            md += [f"![{fig}]({fig}.png)", ""]
-        if table is not None:
-            h.append(table.to_html(index=False, escape=True, border=0))
-            md += [markdown_table(table), ""]
-    h.append("</body></html>")
-    (out / "index.html").write_text("\n".join(h), encoding="utf-8")
-    (out / "index.md").write_text("\n".join(md), encoding="utf-8")
+        texts = tuple(t for k, t in paras if k == "p")
+        items = tuple(t for k, t in paras if k == "li")
+        anchor = page.slug(heading)
+        if heading == "Findings":
+            found += [page.Finding(t) for t in items]
+            continue
+        if fig and fig[0] in pngs:
+            first = texts[0].split(". ")[0].rstrip(".") + "." if texts else ""
+            figs.append(page.PageFigure(fig[0], f"{heading}." + (f" {first}" if first else ""),
+                                        pngs[fig[0]]))
+        body.append(page.Section(heading, anchor, texts, items, table, warn_words=WARN_WORDS))
+    used = {f.name for f in figs}
+    figs += [page.PageFigure(n, n.replace("_", " ") + ".", png) for n, png in pngs.items() if n not in used]
+    page.write_page(page.Page(title=title, intro=tuple(intro or ()), findings=tuple(found),
+                              figures=tuple(figs), sections=tuple(body), figure_dir=""), out)
 
-
-def _warn_class(text: str) -> str:
-    return " class='warn'" if any(k in text for k in WARN_WORDS) else ""
