@@ -393,7 +393,7 @@ def test_findings_cover_stages_moderators_and_reversed_or_uncertain_gradients():
 def test_comparison_pages_share_the_report_template(tmp_path):
     """write_pages (compare-priors, compare-models): findings first, then figures, then tables,
     with the report's stylesheet; loads in Chromium with every image."""
-    from hierarchy import page
+    from hierarchy.reporting import page
 
     fig, _ = figures.plot_contrast(pd.DataFrame({"x": [0.1, 0.2], "mean": [1.2, 1.4], "lower": [1.1, 1.2],
                                                  "upper": [1.3, 1.6], "prob": [0.9, 0.9]}))

@@ -96,7 +96,7 @@ def plot_gradient_curve(curve: pd.DataFrame, la_table: pd.DataFrame | None = Non
     ----------
     curve : pandas.DataFrame
         Summary (``la_deprivation``, ``mean``, ``lower``, ``upper``, ``prob``) of
-        :func:`hierarchy.report.gradient_curve`.
+        :func:`hierarchy.reporting.report.gradient_curve`.
     la_table : pandas.DataFrame, optional
         Summary of the LA gradient scores (``la_deprivation``, ``mean``), drawn as dots.
     x_mean : float, optional
@@ -120,7 +120,7 @@ def plot_gradient_curve(curve: pd.DataFrame, la_table: pd.DataFrame | None = Non
                     lw=0, label=f"{prob:.0%} interval")
     data = curve.assign(source="posterior")
     if published and x_mean is not None:
-        from hierarchy.estimands import LA_LEVELS
+        from hierarchy.results.estimands import LA_LEVELS
 
         pts = pd.DataFrame([{"la_deprivation": x_mean + LA_LEVELS[k], "mean": v, "source": "published"}
                             for k, v in published.items() if k in LA_LEVELS])

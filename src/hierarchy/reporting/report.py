@@ -22,13 +22,12 @@ import pandas as pd
 import xarray as xr
 
 from hierarchy import disclosure
-from hierarchy.language.design import z_of
-from hierarchy.likelihood import model
-from hierarchy.reporting import page
 from hierarchy.errors import HierarchyError
 from hierarchy.inference.diagnostics import ESS_MIN, RHAT_MAX
+from hierarchy.language.design import z_of
+from hierarchy.likelihood import model
 from hierarchy.likelihood.model import HYPERPARAMETERS
-from hierarchy.reporting import figures
+from hierarchy.reporting import figures, page
 from hierarchy.results import estimands
 from hierarchy.results.fitfile import checked_diagnostics, fit_spec, load_fit, provenance
 
@@ -382,7 +381,7 @@ def subgroup_tables(fit: Any, *, prob: float = 0.9, truth: dict[str, Any] | None
 def gradient_curve(idata, *, n: int = 41) -> xr.DataArray | None:
     """Typical-LA gradient score (per 10 points) over the range of the data's LA deprivation.
 
-    The headline gradient (:func:`hierarchy.estimands.headline_gradients`) at every LA deprivation
+    The headline gradient (:func:`hierarchy.results.estimands.headline_gradients`) at every LA deprivation
     ``X`` of a grid from the least to the most deprived LA; None for models without an LA
     deprivation term (one typical LA). Dims ``chain, draw, la_deprivation``.
     """
@@ -633,10 +632,10 @@ RISE = "a 10-point rise in the share of income-deprived people in the neighbourh
 def _published_gradients() -> dict[str, float]:
     """Published referral gradient scores by LA level (Children in Need census 2018-19).
 
-    PUBLISHED-RESULTS: the constant of :mod:`hierarchy.compare_priors` until the table of
+    PUBLISHED-RESULTS: the constant of :mod:`hierarchy.results.compare_priors` until the table of
     published results lands on main; read it from there when it does.
     """
-    from hierarchy.compare_priors import PUBLISHED  # lazy: compare_priors imports this module
+    from hierarchy.results.compare_priors import PUBLISHED  # lazy: compare_priors imports this module
 
     return dict(PUBLISHED)
 
@@ -822,7 +821,7 @@ def _published_column(frame: pd.DataFrame, outcome: Any, stratified: bool) -> pd
 
 def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[str, bytes]], *,
                 threshold: int, rounding: int, prob: float, diag: dict[str, Any]) -> page.Page:
-    """The report as a :class:`hierarchy.page.Page`: status, findings, figures, then appendices."""
+    """The report as a :class:`hierarchy.reporting.page.Page`: status, findings, figures, then appendices."""
     prov = provenance(idata)
     spec, _ = fit_spec(idata)
     design = prov.get("design", {})
@@ -951,7 +950,7 @@ def write_pages(out: Path, title: str, sections: list[tuple], pngs: dict[str, by
                 intro: list[str] | None = None) -> None:
     """Write ``index.html`` (figures embedded) and ``index.md`` (figures as PNG files) in ``out``.
 
-    The page follows the report's template (:mod:`hierarchy.page`): the items of a section
+    The page follows the report's template (:mod:`hierarchy.reporting.page`): the items of a section
     headed "Findings" open the page, then the figures (captioned by their section's heading and
     first paragraph), then the other sections as appendices.
 
