@@ -7,7 +7,7 @@ DATA   := $(OUT)/national_2019.parquet
 FIT    := fits/demo.nc
 DEMO_ARGS ?=
 
-.PHONY: venv demo demo-real test test-slow test-sbc lint docs bench clean
+.PHONY: venv demo demo-real test test-slow test-long test-sbc lint docs bench clean
 
 venv: $(VENV)/.installed
 
@@ -30,7 +30,10 @@ test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-slow: venv
-	$(BIN)/python -m pytest -m "slow and not sbc" -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -m "slow and not sbc and not long" -n 2 --dist loadgroup
+
+test-long: venv
+	$(BIN)/python -m pytest -m "long" -n 2 --dist loadgroup
 
 test-sbc: venv
 	$(BIN)/python -m pytest -m sbc -p no:xdist

@@ -200,6 +200,7 @@ def _true_share(hazards_per_day, cuts, log_gradient, w, days):
 
 
 @pytest.mark.slow  # two fits: ~4-5 min on the shared 2-core machine
+@pytest.mark.long
 @pytest.mark.parametrize("kind", ["cin", "reentry"])
 def test_extract_to_durations_table_to_fit_recovers_the_hazards(kind, tmp_path, capsys):
     """simulate-extract -> durations (CLI) -> hierarchy fit (CLI) -> posterior estimands vs the truth."""

@@ -31,8 +31,11 @@ def table(small_geography):
     return simulate.simulate(small_geography, seed=3, strata=("age",))[0]
 
 
-@pytest.mark.parametrize("path", [p if p.stem in FAST else pytest.param(p, marks=pytest.mark.slow)
-                                  for p in MODELS], ids=lambda p: p.stem)
+LONG = [pytest.mark.slow, pytest.mark.long]
+
+
+@pytest.mark.parametrize("path", [p if p.stem in FAST else pytest.param(p, marks=LONG) for p in MODELS],
+                         ids=lambda p: p.stem)
 def test_every_shipped_model_reports(path, table, tmp_path):
     spec, priors = load_spec(path), load_priors(ROOT / "priors/weakly_informative.toml")
     design = build_design(table, spec)

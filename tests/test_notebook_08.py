@@ -13,7 +13,7 @@ pytest.importorskip("ipykernel")
 
 from test_notebooks import NUMBER, execute, lines_with  # noqa: E402  (same runner as the other notebooks)
 
-pytestmark = [pytest.mark.xdist_group("notebooks"), pytest.mark.slow]
+pytestmark = [pytest.mark.xdist_group("notebooks"), pytest.mark.slow, pytest.mark.long]
 
 
 def test_08_child_level_extracts(tmp_path, monkeypatch):

@@ -155,6 +155,7 @@ def test_06_stages_and_subgroups(notebook_out, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # three short fits (headline, ethnic groups, LA conditions) of the replication (issue 15)
+@pytest.mark.long
 def test_07_replicating_the_findings(notebook_out, tmp_path, monkeypatch):
     text, images, _ = execute("07_replicating_the_findings", notebook_out, tmp_path, monkeypatch)
     rows = re.search(r"replication: (\d+) rows, truth inside the 90% interval in (\d+)", text)

@@ -44,6 +44,7 @@ def test_year_basis_has_no_level_and_no_trend():
 
 
 @pytest.mark.slow  # compiling the sampler takes minutes on a loaded 2-core machine
+@pytest.mark.long
 def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
     p = panel.synthetic_panel(n_la=8, years=(2019, 2020, 2021, 2022), seed=1)
     spec = _spec(chains=1, warmup=60, draws=40)
@@ -60,6 +61,7 @@ def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_recovery_england_totals_and_classical_fit_on_a_simulated_panel():
     p = panel.synthetic_panel(n_la=60, seed=7, suppress=0.02)
     spec = _spec(chains=2, warmup=300, draws=300)
@@ -88,6 +90,7 @@ def test_recovery_england_totals_and_classical_fit_on_a_simulated_panel():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.skipif(find_reference_dir() is None, reason="England reference folder absent")
 def test_real_england_totals_within_one_percent():
     p = panel.build_panel()

@@ -92,6 +92,7 @@ def test_findings_cover_the_issue():
 
 
 @pytest.mark.slow  # 12 short fits on a small generated geography: ~5 min on 2 cores (more when loaded)
+@pytest.mark.long
 def test_replicate_fast_run_has_every_finding_and_recovers(tmp_path):
     from hierarchy.inference.sampling import use_host_devices
 

@@ -73,6 +73,7 @@ def test_sums_file_round_trip(setup, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_sufficient_fit_matches_neighbourhood_fit(setup):
     from hierarchy.inference.sampling import fit
 
@@ -89,6 +90,7 @@ def test_sufficient_fit_matches_neighbourhood_fit(setup):
 
 
 @pytest.mark.slow  # ~110 s on the shared 2-core machine (compiles, samples, summary)
+@pytest.mark.long
 def test_fit_sufficient_cli_writes_a_normal_fit_file(tmp_path, capsys):
     """extract -> durations table (stays inside) -> sums -> hierarchy fit --sufficient -> summary."""
     import pandas as pd
