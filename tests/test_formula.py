@@ -19,7 +19,8 @@ from hierarchy.likelihood.predictor import design_rows, predictor_draws
 from hierarchy.results.compare_priors import _log_rates, prior_draws, prior_predictive
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = sorted((ROOT / "models").glob("*.toml"))
+MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
+                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/test_panel_model.py
 PRIORS = ROOT / "priors/weakly_informative.toml"
 
 

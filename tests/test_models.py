@@ -20,7 +20,8 @@ from hierarchy.likelihood import model as pymc_module
 from hierarchy.likelihood.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = sorted((ROOT / "models").glob("*.toml"))
+MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
+                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/test_panel_model.py
 PRIORS = sorted((ROOT / "priors").glob("*.toml"))
 FAST = "FAST_COMPILE"  # tiny data: skip PyTensor's C compilation
 MIXED = ("inverse_intervention_nb_log", "three_level_nb", "stages_age_nb")
