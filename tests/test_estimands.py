@@ -1,81 +1,27 @@
 """Estimands on a fit to simulated data recover the simulator's truth.
 
 One small fit (60 synthetic LAs of ~30 neighbourhoods, 2 chains x 400 + 400) is made once per
-session by :func:`shared_fit` and cached on disk, so that ``test_report.py`` and
-``test_disclosure.py`` reuse it. Its table has one planted small cell: an LA with exactly
-:data:`PLANTED` referrals in one national decile (for the disclosure tests).
+session by ``conftest.shared_fit`` and cached on disk; ``test_report.py`` and ``test_disclosure.py``
+reuse it (they import it from here, re-exported from conftest.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import PLANTED, SHARED_FIT, shared_fit
 
-from hierarchy import estimands, model, reference, simulate
+from hierarchy import estimands, model
 from hierarchy.design import w_of, z_of
 from hierarchy.errors import HierarchyError
 from hierarchy.fitfile import fit_spec, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-PLANTED = 3
-# Every test of the session's shared fit (here, test_report.py and test_disclosure.py) runs on one
-# xdist worker: the fit is made once, and no worker sits idle waiting on its file lock.
-SHARED_FIT = pytest.mark.xdist_group("shared_fit")
 pytestmark = SHARED_FIT
-
-
-def _plant_small_cell(table, value: int = PLANTED) -> dict[str, Any]:
-    """Give one LA exactly ``value`` referrals in one decile (changing as little as possible)."""
-    dec = estimands.deciles_of(table["deprivation"].to_numpy(), table["neighbourhood"].to_numpy())
-    cells = table.assign(decile=dec).groupby(["la", "decile"])["referral"].agg(["sum", "size"])
-    cells["gap"] = (cells["sum"] - value).abs()
-    la, d = cells.sort_values(["size", "gap"]).index[0]
-    rows = np.flatnonzero((table["la"] == la).to_numpy() & (dec == d))
-    counts = table["referral"].to_numpy().copy()
-    counts[rows] = 0
-    counts[rows[0]] = value
-    table["referral"] = counts
-    return {"la": str(la), "decile": int(d), "children": float(table["exposure"].to_numpy()[rows].sum())}
-
-
-def _build(folder: Path) -> None:
-    from hierarchy import workflow
-
-    geo = reference.synthetic_geography(60, seed=1, lsoa_per_la=30)
-    # a seed different from the geography's: equal seeds make the LA slope noise v_j a copy of
-    # the geography's first draws (LA deprivation), which bends the LA gradient curve
-    table, truth = simulate.simulate(geo, year=2019, seed=2)
-    planted = _plant_small_cell(table)
-    data = folder / "data.parquet"
-    simulate.write(table, truth, data)
-    workflow.fit_files(data=data, model=ROOT / "models/inverse_intervention_nb_log.toml",
-                       priors=ROOT / "priors/weakly_informative.toml", out=folder / "fit.tmp.nc",
-                       chains=2, tune=400, draws=400, include_data=True, progress=False)
-    (folder / "planted.json").write_text(json.dumps(planted))
-    os.replace(folder / "fit.tmp.nc", folder / "fit.nc")
-
-
-def shared_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Paths of the session's shared fit (built on first use): fit, data, truth, planted cell."""
-    from filelock import FileLock
-
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # xdist workers share the parent; the lock serialises
-        root = root.parent
-    folder = root / "hierarchy_report_fit"
-    folder.mkdir(exist_ok=True)
-    with FileLock(str(folder / "lock")):
-        if not (folder / "fit.nc").exists():
-            _build(folder)
-    return {"fit": folder / "fit.nc", "data": folder / "data.parquet",
-            "truth": json.loads((folder / "data.truth.json").read_text()),
-            "planted": json.loads((folder / "planted.json").read_text())}
+__all__ = ["PLANTED", "SHARED_FIT", "shared_fit"]  # test_report.py and test_disclosure.py import them from here
 
 
 @pytest.fixture(scope="module")
