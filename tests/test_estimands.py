@@ -7,6 +7,7 @@ reuse it (they import it from here, re-exported from conftest.py).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ import pytest
 import xarray as xr
 from conftest import PLANTED, SHARED_FIT, shared_fit
 
-from hierarchy import estimands, model
-from hierarchy.design import w_of, z_of
+from hierarchy import estimands
+from hierarchy.design import z_of
 from hierarchy.errors import HierarchyError
 from hierarchy.fitfile import fit_spec, provenance
 
@@ -72,19 +73,39 @@ def test_gradients_are_prediction_differences(idata):
                                       spec))
 
 
-def test_inverse_intervention_compares_the_same_neighbourhood(idata):
-    spec, _ = fit_spec(idata)
-    des = provenance(idata)["design"]
-    x = np.array([0.05, 0.2, 0.4])
-    ratio = estimands.inverse_intervention(idata, x)
+def _fixed_coefficient_fit(model: str, coefficients: dict[str, float], design: dict[str, float]):
+    """An InferenceData whose every draw holds ``coefficients``, with the provenance of ``model``."""
+    import arviz as az
+
+    from hierarchy.priors import load_priors
+    from hierarchy.spec import load_spec
+
+    spec = load_spec(ROOT / f"models/{model}.toml")
+    priors = load_priors(ROOT / "priors/weakly_informative.toml")
+    idata = az.from_dict(posterior={k: np.full((2, 3), v) for k, v in coefficients.items()})
+    idata.posterior.attrs["hierarchy"] = json.dumps({"model_spec": spec.to_dict(), "priors": priors.to_dict(),
+                                                     "design": design})
+    return idata
+
+
+def test_inverse_intervention_compares_the_same_neighbourhood():
+    """Worked by hand: log LA deprivation, within/between centring, mean LA deprivation 0.15, so the
+    two LAs are at X = 0.05 and 0.25 (z = log(1/3) and log(5/3)) and a neighbourhood at x sits at
+    w = (x - 0.05)/0.1 in the first and (x - 0.25)/0.1 in the second (always 2 apart). With
+    gradient 0.5, la_deprivation 0.2, cross_level -0.3, the log ratio is
+    0.5 * 2 + 0.2 * log(1/5) - 0.3 * (log(1/3) * w_less - log(5/3) * w_more):
+    x = 0.05: w = 0, -2   -> 1 - 0.32189 - 0.30650 = 0.37162, ratio 1.45008
+    x = 0.20: w = 1.5, -0.5 -> 1 - 0.32189 + 0.41775 = 1.09586, ratio 2.99177
+    x = 0.40: w = 3.5, 1.5  -> 1 - 0.32189 + 1.38341 = 2.06153, ratio 7.85796
+    (the intercept cancels; an implementation that held w fixed between the LAs would give
+    exp(0.2 log(1/5) - 0.3 w log(1/5)) instead)."""
+    idata = _fixed_coefficient_fit("inverse_intervention_nb_log",
+                                   {"intercept": -3.0, "gradient": 0.5, "la_deprivation": 0.2,
+                                    "cross_level": -0.3},
+                                   {"X_mean": 0.15, "x_mean": 0.14})
+    ratio = estimands.inverse_intervention(idata, np.array([0.05, 0.2, 0.4]))
     assert ratio.dims == ("chain", "draw", "x")
-    lo, hi = des["X_mean"] - 0.1, des["X_mean"] + 0.1
-    for k, xx in enumerate(x):
-        less = model.log_rate(idata.posterior, spec, w=float(w_of(xx, lo, des["x_mean"], spec)),
-                              z=float(z_of(lo, des["X_mean"], spec)))
-        more = model.log_rate(idata.posterior, spec, w=float(w_of(xx, hi, des["x_mean"], spec)),
-                              z=float(z_of(hi, des["X_mean"], spec)))
-        assert np.allclose(ratio.isel(x=k), np.exp(less - more))
+    np.testing.assert_allclose(ratio.isel(chain=1, draw=2).to_numpy(), [1.45008, 2.99177, 7.85796], rtol=1e-5)
     assert "10 points less / 10 points more" in ratio.attrs["scale"]
 
 
