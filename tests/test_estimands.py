@@ -109,6 +109,28 @@ def test_inverse_intervention_compares_the_same_neighbourhood():
     assert "10 points less / 10 points more" in ratio.attrs["scale"]
 
 
+def test_truth_coverage_flags_a_wrong_truth(idata, shared):
+    """The report's ``covered`` column is True for the simulator's truth and False for a truth
+    moved far outside the intervals (so a column that were always True would fail here)."""
+    import copy
+
+    from hierarchy import report
+
+    def headline(truth):
+        est = report.estimand_tables(idata, truth=truth, n_draws=10)["estimands"]
+        return est[(est["estimand"] == "gradient_score") & (est["scale"] == "per 10 points")]
+
+    right = headline(shared["truth"])
+    assert len(right) == 3 and right.loc[right["la_level"] == "mean", "covered"].all(), right
+    wrong = copy.deepcopy(shared["truth"])
+    stage = wrong["stages"]["referral"]
+    for key in estimands.TRUTH_KEYS.values():
+        stage[key] = stage[key] * 1.5
+    moved = headline(wrong)
+    assert np.allclose(moved["truth"], 1.5 * right["truth"].to_numpy())
+    assert not moved["covered"].any(), moved[["la_level", "lower", "upper", "truth", "covered"]]
+
+
 def test_every_estimand_is_labelled_with_its_scale(idata):
     table = estimands.estimands_table(idata)
     assert table["scale"].str.len().gt(0).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,11 @@ def test_stage_and_age_gradients_match_the_truth(stages_fit):
     assert len(table) == 16 and set(table["stage"]) == {"referral", "s47", "cp_plan", "looked_after"}
     assert list(table["stratum"][:4]) == ["0-4", "5-9", "10-15", "16-17"]
     assert table["covered"].all(), table[["stage", "stratum", "mean", "lower", "upper", "truth"]]
+    wrong = copy.deepcopy(truth)  # a truth far outside every interval is flagged, cell by cell
+    for stage in wrong["stages"].values():
+        stage["stratum_gradient_at_mean"] = {k: 1.5 * v for k, v in stage["stratum_gradient_at_mean"].items()}
+    moved = report.subgroup_tables(fit, prob=1 - 0.05 / 16, truth=wrong)["subgroup_gradients"]
+    assert not moved["covered"].any(), moved[["stage", "stratum", "lower", "upper", "truth"]]
     # steeper for younger children in every stage, as in the truth
     for _, part in table.groupby("stage"):
         assert part["mean"].is_monotonic_decreasing and part["truth"].is_monotonic_decreasing
