@@ -103,8 +103,8 @@ def test_sbc_flags_a_fit_under_the_wrong_prior():
 @pytest.mark.slow
 @pytest.mark.sbc
 def test_sbc_command_prints_the_uniformity_table_and_writes_the_ranks(tmp_path, capsys):
-    """The exit status follows the verdict, both ways: with --alpha just below 1 every parameter
-    fails the uniformity test (exit 1, named); with --alpha 1e-300 none can (exit 0)."""
+    """The exit status follows the verdict, both ways: with --alpha just below 1 the parameters
+    fail the uniformity test (exit 1, named); with --alpha 1e-300 none can (exit 0)."""
     from hierarchy.cli import main
 
     out = tmp_path / "ranks.csv"
@@ -120,7 +120,8 @@ def test_sbc_command_prints_the_uniformity_table_and_writes_the_ranks(tmp_path, 
     assert ranks.to_numpy().min() >= 0 and ranks.to_numpy().max() <= 60
     assert "12 replicates, ranks out of 60 draws" in text and all(p in text for p in params)
     (verdict,) = [line for line in text.splitlines() if line.startswith("not uniform at p < 0.999999: ")]
-    assert code == 1 and set(verdict.split(": ", 1)[1].split(", ")) == set(params), text
+    named = set(verdict.split(": ", 1)[1].split(", "))
+    assert code == 1 and named and named <= set(params), text  # (a p-value of exactly 1 can pass)
     code = main([*args, "--alpha", "1e-300"])  # the same replicates (same seed): no p-value that small
     text = capsys.readouterr().out
     assert code == 0 and "not uniform" not in text and "12 replicates" in text, text
