@@ -297,18 +297,22 @@ display(heads[["model", "la_level", "la_deprivation", "mean", "lower", "upper", 
 # ## Checks
 
 # %%
+# What the run size allows for the centred fits: R-hat below 1.1 (fast) or 1.05 (full), a bulk ESS
+# of at least a tenth of the draws for every parameter, E-BFMI >= 0.3 and divergences in under 1% of
+# the draws; the fast run may still say `warn` (ESS below 400), the full-size run may not.
+n_draws = SETTINGS["chains"] * SETTINGS["draws"]
 for name, d in rows.items():
-    assert d["status"] in ("ok", "warn") and np.isfinite(d["rhat_max"]) and d["ess_bulk_min"] > 0, (name, d)
-    assert isinstance(d["divergences"], int) and d["bfmi_min"] > 0, (name, d)
+    assert d["rhat_max"] < (1.1 if FAST else 1.05), (name, d)
+    assert d["ess_bulk_min"] >= 0.1 * n_draws and d["bfmi_min"] >= 0.3, (name, d)
+    assert isinstance(d["divergences"], int) and d["divergences"] < 0.01 * n_draws, (name, d)
     assert (d["status"] == "ok") == (not d["reasons"]), d
+    assert FAST or name != "inverse_intervention_nb_log" or d["status"] == "ok", d
 assert auto == "centred" and auto_sparse == "non_centred"
 assert prov_c["sampler"]["parameterisation"] == "centred"
 assert draws_nc.settings["parameterisation"] == "non_centred"
 assert "la_raw" in draws_nc.posterior and "la_raw" not in default.posterior
-assert d_nc["status"] in ("ok", "warn") and np.isfinite(d_nc["ess_bulk_min"])
+assert d_nc["rhat_max"] < 1.5 and d_nc["ess_bulk_min"] >= 10, d_nc  # can go either way near the thresholds
 for name, part in heads.groupby("model"):
     assert len(part) == (1 if name == "gradient_nb" else 3), part  # gradient_nb: no LA deprivation terms
     assert (part["lower"] < part["mean"]).all() and (part["mean"] < part["upper"]).all(), name
-if not FAST and rows["inverse_intervention_nb_log"]["status"] != "ok":
-    print("WARNING: the full-size default fit did not pass the diagnostics; see the reasons above")
 print("notebook 02 checks passed")

@@ -1,13 +1,16 @@
 """Shared fixtures. The real England data are read at run time from ../shared/data/england (or
-$HIERARCHY_REFERENCE_DIR); tests that need them skip only when the folder is absent."""
+$HIERARCHY_REFERENCE_DIR); tests that need them skip when the folder is absent, except in CI
+(``CI`` set to a true value), where the folder is provisioned and its absence is a failure."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +72,9 @@ def pytest_collection_modifyitems(config, items):
     attribute, so every test was scheduled on its own: module fixtures were built on both workers
     (the compare fits twice, the small fit twice) and notebook 05 ran apart from the fit of 02.
     The suffix is added here where xdist's is missing (with older pytest xdist's works and this
-    does nothing).
+    does nothing). This reaches into pytest's node-id internals (``item._id``): pyproject.toml pins
+    the versions it was written for (pytest < 9.3, pytest-xdist < 3.9) and test_xdist_groups.py
+    checks, in a two-worker session, that a group is not split.
     """
     if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
         return
@@ -95,13 +100,28 @@ NO_REFERENCE = ("England reference data not found (../shared/data/england beside
                 "$HIERARCHY_REFERENCE_DIR); real-geography checks need it")
 
 
-@pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    """The reference folder, or skip when it is absent."""
-    folder = reference.find_reference_dir()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    """True on CI (``CI`` set to anything but empty, 0, false or no), where the reference folder
+    is provisioned: a test that needs it fails there instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need_reference(folder: Path | None) -> Path:
+    """``folder``, or skip (fail on CI) when the reference data were not found."""
     if folder is None:
+        if in_ci():
+            pytest.fail(f"{NO_REFERENCE}; CI provisions it, so its absence is a failure here", pytrace=False)
         pytest.skip(NO_REFERENCE)
     return folder
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The reference folder, or skip when it is absent (fail on CI)."""
+    return need_reference(reference.find_reference_dir())
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +171,69 @@ def with_formula_columns(table, seed: int = 0):
     wx = (t["deprivation"] * t["exposure"]).groupby(t["la"]).transform("sum")
     t["la_deprivation"] = wx / t["exposure"].groupby(t["la"]).transform("sum")
     return t
+
+
+# ------------------------------------------------------------------------------------------
+# The session's shared fit (test_estimands.py, test_report.py, test_disclosure.py)
+
+PLANTED = 3
+# Every test of the session's shared fit runs on one xdist worker: the fit is made once, and no
+# worker sits idle waiting on its file lock.
+SHARED_FIT = pytest.mark.xdist_group("shared_fit")
+
+
+def _plant_small_cell(table, value: int = PLANTED) -> dict[str, Any]:
+    """Give one LA exactly ``value`` referrals in one decile (changing as little as possible)."""
+    import numpy as np
+
+    from hierarchy import estimands
+
+    dec = estimands.deciles_of(table["deprivation"].to_numpy(), table["neighbourhood"].to_numpy())
+    cells = table.assign(decile=dec).groupby(["la", "decile"])["referral"].agg(["sum", "size"])
+    cells["gap"] = (cells["sum"] - value).abs()
+    la, d = cells.sort_values(["size", "gap"]).index[0]
+    rows = np.flatnonzero((table["la"] == la).to_numpy() & (dec == d))
+    counts = table["referral"].to_numpy().copy()
+    counts[rows] = 0
+    counts[rows[0]] = value
+    table["referral"] = counts
+    return {"la": str(la), "decile": int(d), "children": float(table["exposure"].to_numpy()[rows].sum())}
+
+
+def _build_shared_fit(folder: Path) -> None:
+    from hierarchy import simulate, workflow
+
+    geo = reference.synthetic_geography(60, seed=1, lsoa_per_la=30)
+    # a seed different from the geography's: equal seeds make the LA slope noise v_j a copy of
+    # the geography's first draws (LA deprivation), which bends the LA gradient curve
+    table, truth = simulate.simulate(geo, year=2019, seed=2)
+    planted = _plant_small_cell(table)
+    data = folder / "data.parquet"
+    simulate.write(table, truth, data)
+    workflow.fit_files(data=data, model=ROOT / "models/inverse_intervention_nb_log.toml",
+                       priors=ROOT / "priors/weakly_informative.toml", out=folder / "fit.tmp.nc",
+                       chains=2, tune=400, draws=400, include_data=True, progress=False)
+    (folder / "planted.json").write_text(json.dumps(planted))
+    os.replace(folder / "fit.tmp.nc", folder / "fit.nc")
+
+
+def shared_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Paths of the session's shared fit (built on first use): fit, data, truth, planted cell.
+
+    One small fit (60 synthetic LAs of ~30 neighbourhoods, 2 chains x 400 + 400), cached on disk
+    for the session. Its table has one planted small cell: an LA with exactly :data:`PLANTED`
+    referrals in one national decile (for the disclosure tests).
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # xdist workers share the parent; the lock serialises
+        root = root.parent
+    folder = root / "hierarchy_report_fit"
+    folder.mkdir(exist_ok=True)
+    with FileLock(str(folder / "lock")):
+        if not (folder / "fit.nc").exists():
+            _build_shared_fit(folder)
+    return {"fit": folder / "fit.nc", "data": folder / "data.parquet",
+            "truth": json.loads((folder / "data.truth.json").read_text()),
+            "planted": json.loads((folder / "planted.json").read_text())}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,7 +188,8 @@ def test_all_problems_at_once_and_missing_field_hint(geo, tmp_path):
 
 
 def test_field_map(geo, tmp_path):
-    assert ex.load_field_map("examples/cin_fields_example.toml").fields["LAchildID"] == "child_id"
+    example = Path(__file__).resolve().parents[1] / "examples/cin_fields_example.toml"
+    assert ex.load_field_map(example).fields["LAchildID"] == "child_id"
     frame = _records(geo, [{}]).rename(columns={"LAchildID": "child_id"})
     frame.to_csv(tmp_path / "e.csv", index=False)
     (tmp_path / "m.toml").write_text('[fields]\nLAchildID = "child_id"\n')

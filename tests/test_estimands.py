@@ -1,23 +1,23 @@
 """Estimands on a fit to simulated data recover the simulator's truth.
 
 One small fit (60 synthetic LAs of ~30 neighbourhoods, 2 chains x 400 + 400) is made once per
-session by :func:`shared_fit` and cached on disk, so that ``test_report.py`` and
-``test_disclosure.py`` reuse it. Its table has one planted small cell: an LA with exactly
-:data:`PLANTED` referrals in one national decile (for the disclosure tests).
+session by ``conftest.shared_fit`` and cached on disk; ``test_report.py`` and ``test_disclosure.py``
+reuse it (they import it from here, re-exported from conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import PLANTED, SHARED_FIT, shared_fit
 
 from hierarchy.data import reference, simulate
+from hierarchy import estimands
+from hierarchy.design import z_of
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
 from hierarchy.likelihood import model
@@ -25,59 +25,8 @@ from hierarchy.results import estimands
 from hierarchy.results.fitfile import fit_spec, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-PLANTED = 3
-# Every test of the session's shared fit (here, test_report.py and test_disclosure.py) runs on one
-# xdist worker: the fit is made once, and no worker sits idle waiting on its file lock.
-SHARED_FIT = pytest.mark.xdist_group("shared_fit")
 pytestmark = SHARED_FIT
-
-
-def _plant_small_cell(table, value: int = PLANTED) -> dict[str, Any]:
-    """Give one LA exactly ``value`` referrals in one decile (changing as little as possible)."""
-    dec = estimands.deciles_of(table["deprivation"].to_numpy(), table["neighbourhood"].to_numpy())
-    cells = table.assign(decile=dec).groupby(["la", "decile"])["referral"].agg(["sum", "size"])
-    cells["gap"] = (cells["sum"] - value).abs()
-    la, d = cells.sort_values(["size", "gap"]).index[0]
-    rows = np.flatnonzero((table["la"] == la).to_numpy() & (dec == d))
-    counts = table["referral"].to_numpy().copy()
-    counts[rows] = 0
-    counts[rows[0]] = value
-    table["referral"] = counts
-    return {"la": str(la), "decile": int(d), "children": float(table["exposure"].to_numpy()[rows].sum())}
-
-
-def _build(folder: Path) -> None:
-    from hierarchy import workflow
-
-    geo = reference.synthetic_geography(60, seed=1, lsoa_per_la=30)
-    # a seed different from the geography's: equal seeds make the LA slope noise v_j a copy of
-    # the geography's first draws (LA deprivation), which bends the LA gradient curve
-    table, truth = simulate.simulate(geo, year=2019, seed=2)
-    planted = _plant_small_cell(table)
-    data = folder / "data.parquet"
-    simulate.write(table, truth, data)
-    workflow.fit_files(data=data, model=ROOT / "models/inverse_intervention_nb_log.toml",
-                       priors=ROOT / "priors/weakly_informative.toml", out=folder / "fit.tmp.nc",
-                       chains=2, tune=400, draws=400, include_data=True, progress=False)
-    (folder / "planted.json").write_text(json.dumps(planted))
-    os.replace(folder / "fit.tmp.nc", folder / "fit.nc")
-
-
-def shared_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Paths of the session's shared fit (built on first use): fit, data, truth, planted cell."""
-    from filelock import FileLock
-
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # xdist workers share the parent; the lock serialises
-        root = root.parent
-    folder = root / "hierarchy_report_fit"
-    folder.mkdir(exist_ok=True)
-    with FileLock(str(folder / "lock")):
-        if not (folder / "fit.nc").exists():
-            _build(folder)
-    return {"fit": folder / "fit.nc", "data": folder / "data.parquet",
-            "truth": json.loads((folder / "data.truth.json").read_text()),
-            "planted": json.loads((folder / "planted.json").read_text())}
+__all__ = ["PLANTED", "SHARED_FIT", "shared_fit"]  # test_report.py and test_disclosure.py import them from here
 
 
 @pytest.fixture(scope="module")
@@ -128,20 +77,62 @@ def test_gradients_are_prediction_differences(idata):
                                       spec))
 
 
-def test_inverse_intervention_compares_the_same_neighbourhood(idata):
-    spec, _ = fit_spec(idata)
-    des = provenance(idata)["design"]
-    x = np.array([0.05, 0.2, 0.4])
-    ratio = estimands.inverse_intervention(idata, x)
+def _fixed_coefficient_fit(model: str, coefficients: dict[str, float], design: dict[str, float]):
+    """An InferenceData whose every draw holds ``coefficients``, with the provenance of ``model``."""
+    import arviz as az
+
+    from hierarchy.priors import load_priors
+    from hierarchy.spec import load_spec
+
+    spec = load_spec(ROOT / f"models/{model}.toml")
+    priors = load_priors(ROOT / "priors/weakly_informative.toml")
+    idata = az.from_dict(posterior={k: np.full((2, 3), v) for k, v in coefficients.items()})
+    idata.posterior.attrs["hierarchy"] = json.dumps({"model_spec": spec.to_dict(), "priors": priors.to_dict(),
+                                                     "design": design})
+    return idata
+
+
+def test_inverse_intervention_compares_the_same_neighbourhood():
+    """Worked by hand: log LA deprivation, within/between centring, mean LA deprivation 0.15, so the
+    two LAs are at X = 0.05 and 0.25 (z = log(1/3) and log(5/3)) and a neighbourhood at x sits at
+    w = (x - 0.05)/0.1 in the first and (x - 0.25)/0.1 in the second (always 2 apart). With
+    gradient 0.5, la_deprivation 0.2, cross_level -0.3, the log ratio is
+    0.5 * 2 + 0.2 * log(1/5) - 0.3 * (log(1/3) * w_less - log(5/3) * w_more):
+    x = 0.05: w = 0, -2   -> 1 - 0.32189 - 0.30650 = 0.37162, ratio 1.45008
+    x = 0.20: w = 1.5, -0.5 -> 1 - 0.32189 + 0.41775 = 1.09586, ratio 2.99177
+    x = 0.40: w = 3.5, 1.5  -> 1 - 0.32189 + 1.38341 = 2.06153, ratio 7.85796
+    (the intercept cancels; an implementation that held w fixed between the LAs would give
+    exp(0.2 log(1/5) - 0.3 w log(1/5)) instead)."""
+    idata = _fixed_coefficient_fit("inverse_intervention_nb_log",
+                                   {"intercept": -3.0, "gradient": 0.5, "la_deprivation": 0.2,
+                                    "cross_level": -0.3},
+                                   {"X_mean": 0.15, "x_mean": 0.14})
+    ratio = estimands.inverse_intervention(idata, np.array([0.05, 0.2, 0.4]))
     assert ratio.dims == ("chain", "draw", "x")
-    lo, hi = des["X_mean"] - 0.1, des["X_mean"] + 0.1
-    for k, xx in enumerate(x):
-        less = model.log_rate(idata.posterior, spec, w=float(w_of(xx, lo, des["x_mean"], spec)),
-                              z=float(z_of(lo, des["X_mean"], spec)))
-        more = model.log_rate(idata.posterior, spec, w=float(w_of(xx, hi, des["x_mean"], spec)),
-                              z=float(z_of(hi, des["X_mean"], spec)))
-        assert np.allclose(ratio.isel(x=k), np.exp(less - more))
+    np.testing.assert_allclose(ratio.isel(chain=1, draw=2).to_numpy(), [1.45008, 2.99177, 7.85796], rtol=1e-5)
     assert "10 points less / 10 points more" in ratio.attrs["scale"]
+
+
+def test_truth_coverage_flags_a_wrong_truth(idata, shared):
+    """The report's ``covered`` column is True for the simulator's truth and False for a truth
+    moved far outside the intervals (so a column that were always True would fail here)."""
+    import copy
+
+    from hierarchy import report
+
+    def headline(truth):
+        est = report.estimand_tables(idata, truth=truth, n_draws=10)["estimands"]
+        return est[(est["estimand"] == "gradient_score") & (est["scale"] == "per 10 points")]
+
+    right = headline(shared["truth"])
+    assert len(right) == 3 and right.loc[right["la_level"] == "mean", "covered"].all(), right
+    wrong = copy.deepcopy(shared["truth"])
+    stage = wrong["stages"]["referral"]
+    for key in estimands.TRUTH_KEYS.values():
+        stage[key] = stage[key] * 1.5
+    moved = headline(wrong)
+    assert np.allclose(moved["truth"], 1.5 * right["truth"].to_numpy())
+    assert not moved["covered"].any(), moved[["la_level", "lower", "upper", "truth", "covered"]]
 
 
 def test_every_estimand_is_labelled_with_its_scale(idata):

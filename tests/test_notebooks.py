@@ -93,8 +93,15 @@ def test_02_fitting_the_gradient(notebook_out, tmp_path, monkeypatch):
         rf"^diagnostics\[(\w+)\]: status=(ok|warn) rhat_max={NUMBER} ess_bulk_min={NUMBER} "
         rf"divergences=(\d+) bfmi_min={NUMBER}", text, flags=re.M)}
     assert {"gradient_nb", "inverse_intervention_nb_log", "non_centred"} <= set(diag), text[-3000:]
-    for _status, rhat, ess, _div, bfmi in diag.values():
-        assert 1.0 <= float(rhat) < 2.0 and float(ess) > 0 and float(bfmi) > 0
+    # what 2 chains x 200 draws allow (the notebook asserts the same): centred fits R-hat < 1.1, bulk
+    # ESS >= 40 (a tenth of the draws) for every parameter, E-BFMI >= 0.3, divergences < 1%; the
+    # non-centred comparison fit may mix worse, but not fail outright
+    for name, (_status, rhat, ess, div, bfmi) in diag.items():
+        if name == "non_centred":
+            assert float(rhat) < 1.5 and float(ess) >= 10, (name, diag[name])
+        else:
+            assert float(rhat) < 1.1 and float(ess) >= 40, (name, diag[name])
+            assert float(bfmi) >= 0.3 and int(div) < 4, (name, diag[name])
     assert "parameterisation (auto) for this data: centred" in text
     assert "parameterisation (auto) with a hundredth of the counts: non_centred" in text
     assert len(images) >= 3  # trace, rank and the centred / non-centred comparison

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import warnings
 
 import numpy as np
@@ -63,15 +62,32 @@ def test_synthetic_forced_and_suppression_markers():
         reference._numeric(pd.Series(["12", "abc"]), "t")
 
 
+def test_missing_reference_skips_locally_and_fails_on_ci(monkeypatch):
+    from conftest import in_ci, need_reference
+
+    for value in ("true", "1", "yes"):
+        monkeypatch.setenv("CI", value)
+        assert in_ci()
+        with pytest.raises(pytest.fail.Exception, match="CI provisions it"):
+            need_reference(None)
+    for value in ("", "0", "false"):
+        monkeypatch.setenv("CI", value)
+        assert not in_ci()
+        with pytest.raises(pytest.skip.Exception, match="reference data not found"):
+            need_reference(None)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        need_reference(None)
+
+
 # ------------------------------------------------------------------------------------------
 # real geography
 
 
-def test_reference_found_and_loaded_fast(reference_dir):
+def test_reference_found_and_loaded(reference_dir):
+    # (how long loading takes is a benchmark's business, not the suite's: no timing asserted here)
     reference._load_cached.cache_clear()
-    start = time.perf_counter()
     geo = reference.load_reference(reference_dir)
-    assert time.perf_counter() - start < 10
     assert geo.is_reference and str(reference_dir) in geo.source
     assert reference.maybe_reference(reference_dir) is not None
     assert reference.get_geography(reference_dir).is_reference

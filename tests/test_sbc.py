@@ -103,12 +103,15 @@ def test_sbc_flags_a_fit_under_the_wrong_prior():
 @pytest.mark.slow
 @pytest.mark.sbc
 def test_sbc_command_prints_the_uniformity_table_and_writes_the_ranks(tmp_path, capsys):
+    """The exit status follows the verdict, both ways: with --alpha just below 1 the parameters
+    fail the uniformity test (exit 1, named); with --alpha 1e-300 none can (exit 0)."""
     from hierarchy.cli import main
 
     out = tmp_path / "ranks.csv"
-    code = main(["sbc", "--model", str(ROOT / "models/gradient_nb.toml"), "--priors",
-                 str(ROOT / "priors/informative_cwip.toml"), "--replicates", "12", "--warmup", "80",
-                 "--draws", "60", "--thin", "1", "--las", "5", "--lsoa-per-la", "8", "--out", str(out)])
+    args = ["sbc", "--model", str(ROOT / "models/gradient_nb.toml"), "--priors",
+            str(ROOT / "priors/informative_cwip.toml"), "--replicates", "12", "--warmup", "80",
+            "--draws", "60", "--thin", "1", "--las", "5", "--lsoa-per-la", "8"]
+    code = main([*args, "--alpha", "0.999999", "--out", str(out)])
     text = capsys.readouterr().out
     ranks = pd.read_csv(out, index_col="replicate")
     params = ["intercept", "gradient", "la_sd[0]", "la_sd[1]", "la_corr[1,0]", "dispersion",
@@ -116,4 +119,9 @@ def test_sbc_command_prints_the_uniformity_table_and_writes_the_ranks(tmp_path, 
     assert list(ranks.columns) == params and len(ranks) == 12
     assert ranks.to_numpy().min() >= 0 and ranks.to_numpy().max() <= 60
     assert "12 replicates, ranks out of 60 draws" in text and all(p in text for p in params)
-    assert code == (1 if "not uniform" in text else 0)
+    (verdict,) = [line for line in text.splitlines() if line.startswith("not uniform at p < 0.999999: ")]
+    named = set(verdict.split(": ", 1)[1].split(", "))
+    assert code == 1 and named and named <= set(params), text  # (a p-value of exactly 1 can pass)
+    code = main([*args, "--alpha", "1e-300"])  # the same replicates (same seed): no p-value that small
+    text = capsys.readouterr().out
+    assert code == 0 and "not uniform" not in text and "12 replicates" in text, text

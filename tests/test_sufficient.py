@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,14 +16,16 @@ from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def setup():
     geo = synthetic_geography(6, seed=1, lsoa_per_la=20)
     table, _ = simulate.simulate(geo, seed=2, strata=("sex",))
-    spec = load_spec("models/gradient_poisson.toml")
+    spec = load_spec(ROOT / "models/gradient_poisson.toml")
     spec = ModelSpec.from_dict({**spec.to_dict(), "strata": ["sex"]})
-    return table, spec, load_priors("priors/weakly_informative.toml")
+    return table, spec, load_priors(ROOT / "priors/weakly_informative.toml")
 
 
 def test_sums_give_the_same_log_density_up_to_a_constant(setup):
