@@ -186,7 +186,7 @@ def _plant_small_cell(table, value: int = PLANTED) -> dict[str, Any]:
     """Give one LA exactly ``value`` referrals in one decile (changing as little as possible)."""
     import numpy as np
 
-    from hierarchy import estimands
+    from hierarchy.results import estimands
 
     dec = estimands.deciles_of(table["deprivation"].to_numpy(), table["neighbourhood"].to_numpy())
     cells = table.assign(decile=dec).groupby(["la", "decile"])["referral"].agg(["sum", "size"])
@@ -201,7 +201,8 @@ def _plant_small_cell(table, value: int = PLANTED) -> dict[str, Any]:
 
 
 def _build_shared_fit(folder: Path) -> None:
-    from hierarchy import simulate, workflow
+    from hierarchy import workflow
+    from hierarchy.data import simulate
 
     geo = reference.synthetic_geography(60, seed=1, lsoa_per_la=30)
     # a seed different from the geography's: equal seeds make the LA slope noise v_j a copy of

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy import cli, reference, simulate
-from hierarchy.data import data_hash
+from hierarchy import cli
+from hierarchy.data import reference, simulate
+from hierarchy.data.table import data_hash
 from hierarchy.errors import HierarchyError
-from hierarchy.fitfile import load_fit, provenance
+from hierarchy.results.fitfile import load_fit, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["--chains", "2", "--tune", "100", "--draws", "100", "--quiet"]
@@ -78,10 +79,10 @@ def test_unknown_sampler_is_refused_by_the_cli_and_the_library(tiny, tmp_path, c
         cli.main(["fit", "--data", str(path), "--sampler", "numpyr", "--out", str(tmp_path / "f.nc")])
     assert exc.value.code == 2 and "invalid choice: 'numpyr'" in capsys.readouterr().err
     assert not (tmp_path / "f.nc").exists()
-    from hierarchy.design import build_design
-    from hierarchy.priors import load_priors
-    from hierarchy.sampling import fit
-    from hierarchy.spec import load_spec
+    from hierarchy.inference.sampling import fit
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
 
     spec = load_spec(ROOT / "models/gradient_poisson.toml")
     with pytest.raises(HierarchyError, match="unknown sampler 'numpyr' \\(did you mean 'numpyro'\\?\\)"):

@@ -15,12 +15,8 @@ import pytest
 import xarray as xr
 from conftest import PLANTED, SHARED_FIT, shared_fit
 
-from hierarchy.data import reference, simulate
-from hierarchy import estimands
-from hierarchy.design import z_of
 from hierarchy.errors import HierarchyError
-from hierarchy.language.design import w_of, z_of
-from hierarchy.likelihood import model
+from hierarchy.language.design import z_of
 from hierarchy.results import estimands
 from hierarchy.results.fitfile import fit_spec, provenance
 
@@ -81,8 +77,8 @@ def _fixed_coefficient_fit(model: str, coefficients: dict[str, float], design: d
     """An InferenceData whose every draw holds ``coefficients``, with the provenance of ``model``."""
     import arviz as az
 
-    from hierarchy.priors import load_priors
-    from hierarchy.spec import load_spec
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
 
     spec = load_spec(ROOT / f"models/{model}.toml")
     priors = load_priors(ROOT / "priors/weakly_informative.toml")
@@ -118,7 +114,7 @@ def test_truth_coverage_flags_a_wrong_truth(idata, shared):
     moved far outside the intervals (so a column that were always True would fail here)."""
     import copy
 
-    from hierarchy import report
+    from hierarchy.reporting import report
 
     def headline(truth):
         est = report.estimand_tables(idata, truth=truth, n_draws=10)["estimands"]
