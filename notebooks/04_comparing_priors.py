@@ -35,7 +35,7 @@
 
 # %%
 import warnings
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -175,18 +175,9 @@ display(grads[["prior_set", "la_level", "median", "lower", "upper", "p_below_1",
 # prior-data conflict; sensitive to the prior only, as prior-dominated.
 
 # %%
-class InProcess:
-    """The smallest executor: runs each fit here, now. Any object with ``submit(fn, *args)`` returning a
-    future will do (a process pool is the default, a ``dask.distributed.Client`` would also work)."""
-
-    def submit(self, fn, *args):
-        future = Future()
-        future.set_result(fn(*args))
-        return future
-
-
-# a fast run has one or two small fits to make: here they skip starting workers and re-importing JAX
-executor = InProcess() if FAST else None
+# a fast run has one or two small fits to make: here they run one by one in this process (no workers to
+# start, JAX already imported); otherwise on a local Dask cluster (hierarchy.inference.sweep)
+executor = ThreadPoolExecutor(max_workers=1) if FAST else None
 result = compare.compare_priors(DATA, MODEL, POSTERIOR_SETS, OUT, fits_dir=FITS, prior_draws_n=PRIOR_DRAWS,
                                 executor=executor, log=print, **SETTINGS)
 print(f"reused: {[p.name for p in result.reused]}; fitted now: {[p.name for p in result.fitted]}")

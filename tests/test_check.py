@@ -95,5 +95,5 @@ def test_api_reference_builds_offline_from_the_docstrings(tmp_path):
                            str(tmp_path), "hierarchy.results.predict", "hierarchy.check", "hierarchy.published"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    page = (tmp_path / "hierarchy" / "predict.html").read_text()
+    page = (tmp_path / "hierarchy" / "results" / "predict.html").read_text()
     assert "Expected rates per 10,000 children" in page and "new LA" in page

@@ -47,7 +47,7 @@ def grid(tmp_path_factory) -> Path:
     spec = (ROOT / "models/gradient_poisson.toml").read_text()
     (folder / "assessment_poisson.toml").write_text(
         spec.replace('name = "gradient_poisson"', 'name = "assessment_poisson"')
-        .replace('outcome = "referral"', 'outcome = "assessment"'))
+        .replace('formula = "referral ~', 'formula = "assessment ~'))
     (folder / "grid.toml").write_text(GRID)
     return folder / "grid.toml"
 
@@ -64,7 +64,7 @@ def test_two_worker_sweep_equals_the_sequential_run_and_a_rerun_refits_nothing(g
     assert table["status"].tolist() == ["fitted", "fitted", "failed", "failed"]
     assert table["seed"].tolist() == [0, 1, 0, 1]
     fitted, failed = table[table["status"] == "fitted"], table[table["status"] == "failed"]
-    assert failed["error"].str.contains("needs column.*assessment", regex=True).all()
+    assert failed["error"].str.contains("assessment").all()  # the column the model names and the data lack
     assert failed["pid"].isna().all() and not any(out.glob("assessment_poisson*.nc"))
     assert os.getpid() not in set(fitted["pid"])  # fitted in worker processes
     assert fitted["key"].nunique() == 2 and fitted["diagnostics"].notna().all()

@@ -516,7 +516,7 @@ def _check_code_spelling(c: _Collector, codes: pd.Series, col: str) -> None:
     """Codes a spreadsheet rewrote, and codes that differ only by upper/lower case."""
     text = codes.dropna().astype(str)
     mangled = codes.notna() & codes.astype(str).map(
-        lambda v: bool(_SCIENTIFIC.match(v) or _DATE_LIKE.match(v)))
+        lambda v: isinstance(v, str) and bool(_SCIENTIFIC.match(v) or _DATE_LIKE.match(v)))
     if mangled.any():
         examples = ", ".join(map(repr, pd.unique(codes[mangled])[:3]))
         c.rows("error", col, mangled, "{n_rows} {have} a " + col + " code that a spreadsheet "
