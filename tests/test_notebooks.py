@@ -147,7 +147,7 @@ def test_05_fit_to_report(notebook_out, tmp_path, monkeypatch):
     assert "refused:" in text  # loading the fit with the wrong model is refused
     (cells,) = lines_with(text, "la_deciles cells:")
     n_cells, n_suppressed, n_small = map(int, re.findall(r"\d+", cells.split(":", 1)[1])[:3])
-    assert n_cells > 0 and n_suppressed == n_small
+    assert n_cells > 0 and n_small > 0 and n_suppressed >= n_small  # plus secondary suppression
     assert len(images) >= 1
     assert "notebook 05 checks passed" in text
 
