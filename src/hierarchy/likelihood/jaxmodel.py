@@ -34,6 +34,7 @@ from hierarchy.likelihood.predictor import (
     group_params,
     la_terms,
     linear_predictor,
+    over_draws,
     row_terms,
 )
 
@@ -446,7 +447,6 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
 
     ``posterior`` maps names to arrays with a leading draw axis (chains flattened).
     """
-    import jax
     import jax.numpy as jnp
     from jax.scipy.special import gammaln
 
@@ -462,12 +462,7 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
         return y * eta - jnp.exp(eta) - gammaln(y + 1)
 
     keys = [k for k in _params(design) if k in posterior]
-    n_draws = len(posterior["la_coef"])
-    out = np.empty((n_draws, len(design.y)), dtype=np.float32)
-    many = jax.jit(jax.vmap(one))
-    for s in range(0, n_draws, batch):
-        out[s:s + batch] = np.asarray(many({k: jnp.asarray(posterior[k][s:s + batch]) for k in keys}))
-    return out
+    return over_draws(one, {k: posterior[k] for k in keys}, batch=batch, dtype=np.float32)
 
 
 def draw_counts(spec: ModelSpec, design: Design, params: dict[str, np.ndarray],

@@ -95,15 +95,24 @@ def linear_predictor(rows: dict, p: dict, xp) -> Any:
     return rows["log_exposure"] + a + b * rows["w"] + row_terms(rows, p, xp)
 
 
-def predictor_draws(rows: dict, draws: dict, *, batch: int = 100) -> Any:
-    """:func:`linear_predictor` for each draw of ``draws`` (arrays with a leading draw axis), as a
-    numpy array ``(draws, *row shape)`` computed in JAX batches of ``batch`` draws."""
+def over_draws(fn, draws: dict, *, batch: int = 100, dtype=None) -> Any:
+    """``fn(p)`` (a JAX function of one parameter point) for each draw of ``draws`` (arrays with a
+    leading draw axis), as a numpy array ``(draws, ...)`` computed in jitted, vmapped batches of
+    ``batch`` draws (memory: ``batch`` draws at a time on the device)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    rows = {k: v for k, v in rows.items() if v is not None}
-    many = jax.jit(jax.vmap(lambda p: linear_predictor(rows, p, jnp)))
+    many = jax.jit(jax.vmap(fn))
     n = len(next(iter(draws.values())))
-    return np.concatenate([np.asarray(many({k: jnp.asarray(v[s:s + batch]) for k, v in draws.items()}))
-                           for s in range(0, n, batch)])
+    return np.concatenate([np.asarray(many({k: jnp.asarray(v[s:s + batch]) for k, v in draws.items()}),
+                                      dtype=dtype) for s in range(0, n, batch)])
+
+
+def predictor_draws(rows: dict, draws: dict, *, batch: int = 100) -> Any:
+    """:func:`linear_predictor` for each draw of ``draws`` (arrays with a leading draw axis), as a
+    numpy array ``(draws, *row shape)`` computed in JAX batches of ``batch`` draws."""
+    import jax.numpy as jnp
+
+    rows = {k: v for k, v in rows.items() if v is not None}
+    return over_draws(lambda p: linear_predictor(rows, p, jnp), draws, batch=batch)

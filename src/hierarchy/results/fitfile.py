@@ -245,6 +245,7 @@ def _pln_marginal_loglik(design: Design, posterior: dict[str, np.ndarray], *, ba
     from jax.scipy.special import gammaln, logsumexp
 
     from hierarchy.likelihood.jaxmodel import ROW_PARAMS, _row_eta
+    from hierarchy.likelihood.predictor import over_draws
 
     x, w = np.polynomial.hermite.hermgauss(GAUSS_HERMITE_NODES)
     x, logw = jnp.asarray(x), jnp.asarray(np.log(w))
@@ -272,12 +273,7 @@ def _pln_marginal_loglik(design: Design, posterior: dict[str, np.ndarray], *, ba
                 + jnp.log(jnp.sqrt(2.0) * sd) - 0.5 * jnp.log(2 * jnp.pi))
 
     keys = [k for k in ROW_PARAMS if k in posterior and k != "eps_raw"]
-    n_draws = len(posterior["la_coef"])
-    out = np.empty((n_draws, len(design.y)), dtype=np.float32)
-    many = jax.jit(jax.vmap(one))
-    for i in range(0, n_draws, batch):
-        out[i:i + batch] = np.asarray(many({k: jnp.asarray(posterior[k][i:i + batch]) for k in keys}))
-    return out
+    return over_draws(one, {k: posterior[k] for k in keys}, batch=batch, dtype=np.float32)
 
 
 def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec | None = None,
