@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from hierarchy.config import did_you_mean
-from hierarchy.data.table import ValidationReport, _Collector, _suggest, read_table
+from hierarchy.data.table import ValidationReport, _as_code, _Collector, _suggest, read_table
 from hierarchy.errors import HierarchyError
 
 REQUIRED_FIELDS: tuple[str, ...] = ("LAchildID", "LA", "LSOA", "PersonBirthDate", "GenderCurrent",
@@ -153,16 +153,8 @@ def read_extract(path: str | os.PathLike, fields: FieldMap | str | os.PathLike |
         table.attrs["field_map_path"] = str(fields.path)
     for col in (*REQUIRED_FIELDS, *CODE_FIELDS):
         if col in table.columns and col not in DATE_FIELDS:
-            table[col] = _as_text(table[col])
+            table[col] = _as_code(table[col]).str.strip()  # codes as text, missing kept
     return table
-
-
-def _as_text(s: pd.Series) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        num = pd.to_numeric(s, errors="coerce")
-        if (num.dropna() % 1 == 0).all():
-            s = num.astype("Int64")
-    return s.astype(str).str.strip().where(s.notna())
 
 
 def parse_dates(s: pd.Series) -> tuple[pd.Series, pd.Series]:
