@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hierarchy.data.simulate import simulate
 from hierarchy.language.design import build_design
@@ -31,3 +32,33 @@ def test_warm_up_trees_are_capped_and_sampling_trees_are_not(small_geography):
     for k, stage in enumerate(spec.stages):
         lo, hi = np.quantile(g[:, k], [0.001, 0.999])
         assert lo < np.log(truth["stages"][stage]["gradient_at_mean"]) < hi, (stage, lo, hi)
+
+
+def test_sampling_goes_on_until_the_bar_is_met_and_no_further(small_geography):
+    """``max_draws``: 100 draws per chain miss ESS >= 400; the fit samples on from where the chains
+    stopped, as many draws as the bar needs (estimated from the first block), or to the cap; the
+    new draws go on from the old ones, they do not repeat them."""
+    from hierarchy.errors import HierarchyError
+    from hierarchy.inference.sampling import fit, meets_bar
+
+    table, _ = simulate(small_geography, seed=5)
+    spec = load_spec(ROOT / "models/gradient_poisson.toml")
+    design = build_design(table, spec)
+    priors = load_priors(ROOT / "priors/weakly_informative.toml")
+    kw = dict(chains=2, tune=100, draws=100, seed=3, chain_method="sequential")
+    on = fit(spec, priors, design, max_draws=3000, **kw)
+    n = on.settings["draws"]
+    assert 100 < n < 3000 and on.settings["draws_requested"] == 100
+    assert 1 <= on.settings["continuations"] <= 2  # sized from the first block, not a block of 100 at a time
+    assert all(v.shape[:2] == (2, n) for v in on.posterior.values())
+    assert on.stats["n_steps"].shape == (2, n)
+    assert meets_bar(on.posterior, on.stats)
+    assert not meets_bar({k: v[:, :100] for k, v in on.posterior.items()},
+                         {k: v[:, :100] for k, v in on.stats.items()})
+    g = on.posterior["gradient"]
+    assert not np.allclose(g[:, 100:200], g[:, :100])  # the next block goes on, it does not repeat
+    capped = fit(spec, priors, design, max_draws=150, **kw)
+    assert capped.settings["draws"] == 150  # stops at the cap even though the bar is missed
+    np.testing.assert_array_equal(capped.posterior["gradient"][:, :100], g[:, :100])  # same seed, same chains
+    with pytest.raises(HierarchyError, match="needs the numpyro sampler"):
+        fit(spec, priors, design, sampler="advi", max_draws=200, **kw)

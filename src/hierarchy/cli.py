@@ -153,7 +153,7 @@ def _fit(args: argparse.Namespace) -> int:
         sampler=args.sampler, chains=args.chains, tune=args.tune, draws=args.draws,
         seed=args.seed, out=args.out, include_data=args.include_data,
         progress=_progress_bars(args.quiet), log=None if args.quiet else print,
-        chain_method=args.chain_method, float32=args.float32,
+        chain_method=args.chain_method, float32=args.float32, max_draws=args.max_draws,
         include_log_likelihood=args.include_log_likelihood,
     )
     print(result)
@@ -627,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="NUTS implementation, or an approximation (pathfinder, advi) "
                          "(default: %(default)s)")
     sampling_opts(sp)
+    sp.add_argument("--max-draws", type=_count(1), default=None, metavar="N",
+                    help="numpyro: while R-hat > 1.01 or an ESS < 400, draw --draws more per chain from "
+                         "where the chains stopped, up to N per chain (default: no more than --draws)")
     sp.add_argument("--chain-method", default="parallel", choices=["parallel", "sequential",
                                                                     "vectorized"],
                     help="numpyro: chains on separate cores, one after another, or vectorised "

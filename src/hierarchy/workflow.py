@@ -17,7 +17,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
               chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
               include_data: bool = False, progress: bool = True,
               chain_method: str = "parallel", float32: bool = False, log=None,
-              include_log_likelihood: bool = False) -> str:
+              include_log_likelihood: bool = False, max_draws: int | None = None) -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
 
     ``model`` and ``priors`` are files or shipped names (:func:`hierarchy.shipped.resolve`).
@@ -55,7 +55,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     say(f"fitting {spec.name} / {pset.name} to {len(table):,} rows: {chains} chains x ({tune} warm-up "
         f"+ {draws} draws), {sampler}")
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
-                 seed=seed, chain_method=chain_method, progress=progress, float32=float32)
+                 seed=seed, chain_method=chain_method, progress=progress, float32=float32,
+                 max_draws=max_draws)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **named),
                         data_source=str(data), include_data=include_data,
                         include_log_likelihood=include_log_likelihood,
@@ -72,7 +73,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
                  if include_log_likelihood else []), *prov["disclosure_risks"]]
         diag += "\nwarning: this fit file is DISCLOSIVE, keep it inside: " + "; ".join(why)
     return (f"fit saved to {out}: {spec.name} / {pset.name} / {sampler}, "
-            f"{chains} chains x ({tune} tune + {draws} draws)\n"
+            f"{chains} chains x ({tune} tune + {draws_.settings['draws']} draws"
+            f"{', sampled on until converged' if draws_.settings['draws'] > draws else ''})\n"
             f"model: {spec.formula_text} ({spec.family})\n"
             f"wall {wall:.1f} s (sampler {t['total']:.1f} s: warmup incl. compile "
             f"{t.get('warmup', float('nan')):.1f} s, sampling {t.get('sampling', 0):.1f} s)\n{diag}")

@@ -56,8 +56,16 @@ def enable_compilation_cache(path: str | None = None) -> None:
 def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
         chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
-        float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH) -> Draws:
+        float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH,
+        max_draws: int | None = None) -> Draws:
     """Sample the posterior of ``spec`` under ``priors`` given ``design``.
+
+    ``max_draws`` (NumPyro NUTS only) lets the fit sample on past ``draws``: while any parameter
+    misses the convergence bar (R-hat <= 1.01, bulk and tail ESS >= 400:
+    :mod:`hierarchy.inference.diagnostics`), the chains go on from where they stopped, with the
+    adapted step size and mass matrix, for as many draws as the bar needs (:func:`draws_to_bar`),
+    up to ``max_draws`` per chain. ``settings["draws"]`` is then the number kept and
+    ``settings["draws_requested"]`` the first block.
 
     ``float32`` puts the per-row arithmetic in float32 (about twice as fast on CPU) and keeps the
     parameters, the log density and the sampler in float64 (:mod:`hierarchy.likelihood.jaxmodel`).
@@ -72,9 +80,13 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
                              f"choose from {', '.join(SAMPLERS)}")
     settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
-                    warmup_tree_depth=warmup_tree_depth,
+                    warmup_tree_depth=warmup_tree_depth, draws_requested=draws,
+                    max_draws=max(draws, max_draws or draws),
                     parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
     t0 = time.perf_counter()
+    if max_draws is not None and max_draws > draws and sampler != "numpyro":
+        raise HierarchyError(f"max_draws (sampling on until converged) needs the numpyro sampler, not "
+                             f"'{sampler}'; drop --max-draws or use --sampler numpyro")
     if sampler == "numpyro":
         out = _numpyro(spec, priors, design, settings, progress)
     elif sampler in ("pathfinder", "advi"):
@@ -110,20 +122,64 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     jax.block_until_ready(mcmc.post_warmup_state)
     t_warm = time.perf_counter() - t
     warm_steps = float(np.mean(mcmc.get_extra_fields()["num_steps"])) if settings["tune"] else 0.0
+    fields = ("diverging", "num_steps", "energy")
     t = time.perf_counter()
-    mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=("diverging", "num_steps", "energy"))
-    samples = mcmc.get_samples(group_by_chain=True)
-    jax.block_until_ready(samples)
+    mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=fields)
+    blocks = [(mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True))]
+    jax.block_until_ready(blocks[-1])
+    samples, ex = _joined(blocks)
+    while settings["draws"] < settings["max_draws"]:
+        more = draws_to_bar(samples, ex, settings["max_draws"])
+        if not more:
+            break
+        # sample on from where the chains stopped, with the adapted step size and mass matrix
+        mcmc.post_warmup_state, mcmc.num_samples = mcmc.last_state, more
+        mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=fields)
+        blocks.append((mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)))
+        samples, ex = _joined(blocks)
+        settings["draws"] += more
+        settings["continuations"] = settings.get("continuations", 0) + 1
     t_samp = time.perf_counter() - t
-    ex = mcmc.get_extra_fields(group_by_chain=True)
-    steps = np.asarray(ex["num_steps"])
-    stats = {"diverging": np.asarray(ex["diverging"]), "energy": np.asarray(ex["energy"]),
-             "n_steps": steps, "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
+    steps = ex["num_steps"]
+    stats = {"diverging": ex["diverging"], "energy": ex["energy"], "n_steps": steps,
+             "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
     settings["chain_method_used"] = chain_method
     settings["max_tree_depth"] = MAX_TREE_DEPTH
-    return Draws(posterior={k: np.asarray(v) for k, v in samples.items()}, stats=stats,
+    return Draws(posterior=samples, stats=stats,
                  timings={"warmup": t_warm, "sampling": t_samp, "warmup_mean_steps": warm_steps})
 
+
+def _joined(blocks: list[tuple[dict, dict]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Samples and extra fields of consecutive runs, joined along the draw axis."""
+    return tuple({k: np.concatenate([np.asarray(b[i][k]) for b in blocks], axis=1) for k in blocks[0][i]}
+                 for i in (0, 1))
+
+
+def draws_to_bar(samples: dict[str, np.ndarray], extra: dict[str, np.ndarray], max_draws: int) -> int:
+    """How many more draws per chain the fit needs to meet the convergence bar (0: it meets it).
+
+    Estimated from the draws so far, as ESS grows and R-hat^2 - 1 shrinks in proportion to the
+    draws when the chains mix, with a 20% margin, and capped at ``max_draws`` per chain. Each
+    continuation recompiles NumPyro's sampler, so one well-sized block beats several small ones.
+    """
+    import arviz as az
+
+    from hierarchy.inference.diagnostics import ESS_MIN, RHAT_MAX, diagnose
+
+    post = {k: v for k, v in samples.items() if k not in PER_ROW}
+    d = diagnose(az.from_dict(posterior=post, sample_stats={"diverging": extra["diverging"]}))
+    ess = min(d["ess_bulk_min"], d["ess_tail_min"])
+    if d["rhat_max"] <= RHAT_MAX and ess >= ESS_MIN:
+        return 0
+    n = next(iter(post.values())).shape[1]
+    factor = max(ESS_MIN / max(ess, 1.0), (d["rhat_max"] ** 2 - 1) / (RHAT_MAX**2 - 1))
+    return int(min(np.ceil(1.2 * n * factor), max_draws) - n)
+
+
+def meets_bar(samples: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> bool:
+    """Whether every reported parameter has R-hat <= 1.01 and bulk and tail ESS >= 400."""
+    n = next(iter(samples.values())).shape[1]
+    return draws_to_bar(samples, extra, n + 1) == 0
 
 
 def _pymc(spec, priors, design, settings, progress) -> Draws:
