@@ -409,7 +409,7 @@ def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None =
                                          published_label=pub.label))
     if "la_gradients" in tables:
         out["la_gradients"] = (f"Read the spread: each LA's gradient score with its {prob:.0%} interval, sorted, "
-                               "coloured by LA deprivation; dashed line: typical LA at mean deprivation.",
+                               "coloured by LA deprivation (log scale); dashed: typical LA at mean deprivation.",
                                *figures.plot_la_gradients(tables["la_gradients"],
                                                           typical=float(at_mean.iloc[0])))
     out["deciles"] = ("Read the fit: observed rates (diamonds, small cells suppressed) should sit within the "

@@ -238,7 +238,8 @@ def gradient_curve(idata, X: np.ndarray | None = None, *, n: int = 41) -> xr.Dat
     idata : arviz.InferenceData
     X : numpy.ndarray, optional
         LA deprivation grid (proportions). Default: ``n`` points from the least to the most deprived
-        fitted LA, widened to the headline levels X_mean -/+ 10 points when those lie beyond them.
+        fitted LA, widened to the headline levels X_mean -/+ 10 points when those lie beyond them
+        (the least and most deprived LAs' own values among them).
     n : int
         Points of the default grid.
 
@@ -257,6 +258,7 @@ def gradient_curve(idata, X: np.ndarray | None = None, *, n: int = 41) -> xr.Dat
             raise HierarchyError("the fit has no constant_data: give the LA deprivation grid X")
         levels = des["X_mean"] + np.array(list(LA_LEVELS.values()))
         X = np.linspace(max(min(seen[0], levels.min()), 1e-3), max(seen[1], levels.max()), n)
+        X = np.unique(np.r_[X, seen[0], seen[1]])  # the curve's solid part ends exactly at the data's range
     X = np.asarray(X, dtype=float)
     if spec.la_deprivation.transform == "log" and (X <= 0).any():
         raise HierarchyError("LA deprivation must be above 0 on a log scale; the grid X has values <= 0")
