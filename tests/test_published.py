@@ -83,3 +83,30 @@ def test_compare_priors_page_for_plans_carries_no_referral_figures(tmp_path):
     md = ref.markdown.read_text()
     assert "has none for referral in 2018" in md and "1,289" not in md
     assert pd.read_csv(ref.tables["prior_gradients"])["published"].isna().all()
+
+
+def test_published_data_year_and_notes(tmp_path):
+    """hierarchy.published reads the year as compare-priors does, and says which figures apply or why none."""
+    geo = reference.synthetic_geography(4, seed=1, lsoa_per_la=8)
+    table, truth = simulate.simulate(geo, year=2019, seed=1)
+    path = tmp_path / "sim.parquet"
+    simulate.write(table, truth, path)
+    plain = tmp_path / "plain.parquet"
+    table.to_parquet(plain)
+    for data, frame in ((path, table), (plain, table), (plain, table.assign(year=2021)),
+                        (plain, table.assign(year=np.arange(len(table)) % 2 + 2020)), (path, None), (None, None)):
+        assert published.data_year(data, frame) == cp.data_year(data, frame)
+    assert published.data_year(path) == 2019 and published.data_year(None) is None
+    (tmp_path / "bad.truth.json").write_text("[1, 2]")  # not a truth file: unknown, not a crash
+    assert published.data_year(tmp_path / "bad.parquet") is None
+    assert published.gradient_scores(outcome="referral", year=2019) == {"10 points less": 2.33, "mean": 1.62,
+                                                                        "10 points more": 1.39}
+    assert published.gradient_scores(outcome="cp_plan", year=2019) == {"mean": 1.80}
+    assert published.gradient_scores(outcome="referral", year=2020) == {}
+    assert published.gradient_range(outcome="referral", year=2019) == (1.2, 2.4)
+    assert published.gradient_range(outcome="s47", year=2019) is None
+    assert published.season(2019) == "2018-19" and published.season(2000) == "1999-00"
+    assert published.note(outcome="referral", year=2019).startswith("Published figures shown are for referral in "
+                                                                     "2018-19")
+    assert "has none for referral in 2020-21" in published.note(outcome="referral", year=2021)
+    assert "census year is not known" in published.note(outcome="referral", year=None)

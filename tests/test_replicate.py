@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from hierarchy.data import findings
 from hierarchy.errors import HierarchyError
@@ -73,7 +74,18 @@ def test_write_page_and_refuse_foreign_folder(tmp_path):
     assert "1 of 2 truths inside" in md and "not covered: ethnicity / gradient, ethnicity=White" in md
     assert md.count("\n| ") == 3  # header + two rows; the note's pipe does not split a cell
     html = paths["html"].read_text()
-    assert 'class="miss"' in html and "forest.png" in html
+    assert "<li class=warn>not covered: ethnicity" in html and "id='fig-forest'" in html
+    # the shared page template: status line, findings, figures with captions, the table as an appendix
+    from hierarchy.reporting import page
+
+    assert page.CSS in html and "class='status warn'" in html  # 1 of 2 covered: not recovered
+    assert html.index("id='status'") < html.index("id='findings'") < html.index("<figure") < html.index("<table")
+    assert md.index("1 of 2 truths") < md.index("## Findings") < md.index("![forest](forest.png)") \
+        < md.index("| finding |")
+    assert "*Figure 1. Read across rows" in md
+    found = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert "Referral gradient 1.62 at mean LA deprivation" in found and "1 of 1 simulated truths" in found
+    assert "0 of 1 simulated truths" in found and "published direction (White steepest): 0.40" in found
     replicate.write_page(t, out, meta=meta, figures={})  # an earlier page may be replaced
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "mine.txt").write_text("keep")
@@ -82,6 +94,41 @@ def test_write_page_and_refuse_foreign_folder(tmp_path):
     assert (tmp_path / "other" / "mine.txt").read_text() == "keep"
     with pytest.raises(HierarchyError, match="not a replication page"):  # refused before any fitting
         replicate.replicate(tmp_path / "other", fast=True, fit_fn=lambda *a, **k: pytest.fail("fitted"))
+
+
+def test_curve_is_the_estimands_gradient_curve_on_a_log_axis_marked_beyond_the_data():
+    """plot_curve draws hierarchy.results.estimands.gradient_curve: a hand-made fit whose every draw is
+    known (gradient 0.5 per 0.1, cross-level -0.3 on log LA deprivation) gives exp(0.5 - 0.3 log(X / 0.15))
+    at X; the fitted LAs span 10% to 20%, so the grid's 4% to 28% is flagged beyond them; published
+    points are the study's 2018-19 ones; the ratio axis is logarithmic."""
+    import json
+
+    import arviz as az
+
+    from hierarchy.data.simulate import curve_coefficients
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
+    from hierarchy.shipped import resolve
+
+    spec = load_spec(resolve("inverse_intervention_nb_log", "models"))
+    priors = load_priors(resolve("weakly_informative", "priors"))
+    coefs = {"intercept": -3.0, "gradient": 0.5, "la_deprivation": 0.2, "cross_level": -0.3}
+    X_la = np.array([0.10, 0.15, 0.20])
+    idata = az.from_dict(posterior={k: np.full((2, 3), v) for k, v in coefs.items()})
+    idata.add_groups(constant_data=xr.Dataset({"la_deprivation": ("la", X_la)}, coords={"la": ["A", "B", "C"]}))
+    idata.posterior.attrs["hierarchy"] = json.dumps({"model_spec": spec.to_dict(), "priors": priors.to_dict(),
+                                                     "design": {"X_mean": 0.15, "x_mean": 0.14}})
+    truth = {"la_deprivation": {"mean": 0.15, "curve": list(curve_coefficients(0.15))}}
+    fig, data = replicate.plot_curve(idata, truth)
+    X = data["la_deprivation"].to_numpy()
+    np.testing.assert_allclose(data["mean"], np.exp(0.5 - 0.3 * np.log(X / 0.15)), rtol=1e-9)
+    assert list(data["extrapolated"]) == list((X < 0.10 - 1e-12) | (X > 0.20 + 1e-12))
+    assert data["extrapolated"].any() and not data["extrapolated"].all()
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    [pub] = [ln for ln in ax.lines if ln.get_label().startswith("published")]
+    assert sorted(pub.get_ydata()) == [1.39, 1.62, 2.33] and "2018-19" in pub.get_label()
+    assert any(ln.get_linestyle() == "--" for ln in ax.lines)  # the part beyond the fitted LAs
 
 
 def test_findings_cover_the_issue():

@@ -14,11 +14,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_estimands import SHARED_FIT, shared_fit
 
-from hierarchy import cli
+from hierarchy import cli, published
 from hierarchy.reporting import figures, report
 from hierarchy.results import estimands
 
@@ -36,6 +37,7 @@ def cli_report(shared, tmp_path_factory):
     """Report folder written by ``hierarchy report`` in a fresh process."""
     out = tmp_path_factory.mktemp("cli_report")
     proc = subprocess.run([sys.executable, "-m", "hierarchy.cli", "report", str(shared["fit"]),
+                           "--data", str(shared["data"]),  # its truth file beside it: census year 2019
                            "--out", str(out), "--threshold", "10", "--rounding", "5", "--prob", "0.9"],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "MPLBACKEND": "Agg"})
@@ -48,7 +50,7 @@ def cli_report(shared, tmp_path_factory):
 def figs(shared):
     idata = estimands.as_idata(shared["fit"])
     tables = report.estimand_tables(idata, truth=shared["truth"], n_draws=100)
-    return tables, report.report_figures(idata, tables)
+    return tables, report.report_figures(idata, tables, year=published.data_year(shared["data"]))
 
 
 # ---------------------------------------------------------------------------- summary command
@@ -224,7 +226,7 @@ def test_rate_curve_figure_has_one_line_per_la_level(figs):
     fig, data = f["rate_curves"][1:]
     ax = fig.axes[0]
     assert len(fig.axes) == 1 and ax.get_yscale() == "log"
-    labels = [ln.get_label() for ln in ax.lines]
+    labels = [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")]  # not the dashed parts
     assert len(labels) == 3 and all(lv in lb for lv, lb in zip(HEADLINE, labels, strict=True))
     assert "per 10,000 children" in ax.get_ylabel() and "deprivation" in ax.get_xlabel() and ax.get_title()
     assert len(ax.collections) == 3  # the bands
@@ -303,7 +305,7 @@ def test_findings_sentences_carry_the_estimand_tables_numbers(cli_report):
         *values, tol = parse_change(text)
         assert values == pytest.approx(list(head.loc[level, ["mean", "lower", "upper"]]), abs=tol), text
         assert "is associated with" in text and f"{100 * head.loc[level, 'la_deprivation']:.0f}% income" in text
-    assert "62% higher" in sentences[0] and "Children in Need census 2018-19" in sentences[0]
+    assert "published for 2018-19: 62% higher" in sentences[0]  # the data's year is the published one
     inv = pd.read_csv(cli_report / "inverse_intervention.csv")
     [text] = [t for t in sentences if t.startswith("For neighbourhoods of the same deprivation")]
     x = float(re.search(r"deprivation \((\d+)% income", text)[1])
@@ -427,3 +429,64 @@ def test_figures_use_the_colour_blind_safe_palette(figs):
     pub = data[data["source"] == "published"]
     assert list(pub["mean"]) == [2.33, 1.62, 1.39]
     assert "gradient score" in fig.axes[0].get_ylabel() and "LA deprivation" in fig.axes[0].get_xlabel()
+
+
+# ---------------------------------------------------------------------------- extrapolation (issue 23 item 6)
+
+
+def _data_ranges(data_path) -> tuple[pd.Series, pd.DataFrame]:
+    """LA deprivation (child-weighted mean) and the rows, from the data file itself."""
+    table = pd.read_parquet(data_path)
+    weighted = (table["deprivation"] * table["exposure"]).groupby(table["la"]).sum()
+    X = weighted / table.groupby("la")["exposure"].sum()
+    return X, table.assign(X=table["la"].map(X))
+
+
+def test_curves_flag_exactly_where_they_leave_the_data(shared, figs):
+    """The gradient curve is flagged outside the fitted LAs' deprivation range; each rate curve outside
+    the 1st-99th percentile of neighbourhood deprivation in LAs within 5 points of its level; the
+    contrast outside either level's range. Ranges recomputed here from the data file."""
+    tables, f = figs
+    X, rows = _data_ranges(shared["data"])
+    curve = f["gradient_curve"][2]
+    curve = curve[curve["source"] == "posterior"]
+    assert curve["la_deprivation"].min() == pytest.approx(X.min()) and curve["la_deprivation"].max() >= X.max()
+    assert list(curve["extrapolated"]) == list((curve["la_deprivation"] < X.min() - 1e-9)
+                                               | (curve["la_deprivation"] > X.max() + 1e-9))
+    ranges = {}
+    for level, part in tables["rate_curves"].groupby("la_level"):
+        near = rows[(rows["X"] - part["la_deprivation"].iloc[0]).abs() <= 0.05 + 1e-12]
+        lo, hi = np.quantile(near["deprivation"], [0.01, 0.99])
+        ranges[level] = (lo, hi)
+        assert list(part["extrapolated"]) == list((part["x"] < lo - 1e-9) | (part["x"] > hi + 1e-9)), level
+    assert tables["rate_curves"]["extrapolated"].any()  # this small table: the affluent LAs stop near 27%
+    inv = tables["inverse_intervention"]
+    (lo1, hi1), (lo2, hi2) = ranges["10 points less"], ranges["10 points more"]
+    assert list(inv["extrapolated"]) == list((inv["x"] < max(lo1, lo2) - 1e-9) | (inv["x"] > min(hi1, hi2) + 1e-9))
+    assert not inv["extrapolated"].all()
+    # drawn dashed beyond, and said in the legend
+    for name in ("rate_curves", "inverse_intervention"):
+        ax = f[name][1].axes[0]
+        assert any(ln.get_linestyle() == "--" for ln in ax.lines), name
+        assert any("dashed: beyond" in t.get_text() for t in ax.get_legend().get_texts()), name
+
+
+def test_ratio_axes_are_logarithmic(figs):
+    _, f = figs
+    assert f["gradient_curve"][1].axes[0].get_yscale() == "log"
+    assert f["inverse_intervention"][1].axes[0].get_yscale() == "log"
+    assert f["la_gradients"][1].axes[0].get_xscale() == "log"
+    assert f["rate_curves"][1].axes[0].get_yscale() == "log"
+    ax = f["gradient_curve"][1].axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "1.5" in labels and "2" in labels and not any("^" in t for t in labels)  # plain numbers, no powers
+
+
+def test_a_curve_without_extrapolation_has_no_dashed_part():
+    contrast = pd.DataFrame({"x": [0.1, 0.2, 0.3], "mean": [1.2, 1.4, 1.6], "lower": [1.1, 1.2, 1.3],
+                             "upper": [1.3, 1.6, 1.9], "prob": [0.9] * 3, "extrapolated": [False] * 3})
+    ax = figures.plot_contrast(contrast)[0].axes[0]
+    assert not any(ln.get_linestyle() == "--" for ln in ax.lines)
+    ax = figures.plot_contrast(contrast.assign(extrapolated=[False, False, True]))[0].axes[0]
+    [dashed] = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert list(dashed.get_xdata()[~np.isnan(dashed.get_ydata())]) == [0.2, 0.3]  # joins at the last point inside

@@ -181,21 +181,30 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from hierarchy import published
     from hierarchy.reporting import report
 
     if args.acro_config and not args.for_checking:
         raise HierarchyError("--acro-config is the configuration of --for-checking DIR: give both")
-    paths.check_output_folder(args.out, inputs=[args.fit, args.data])
+    if args.columns and not args.data:
+        raise HierarchyError("--columns is the column map of --data TABLE: give both")
+    paths.check_output_folder(args.out, inputs=[args.fit, args.data, args.columns])
     if args.for_checking:
-        paths.check_output_folder(args.for_checking, inputs=[args.fit, args.data], option="--for-checking")
-    path = report.write_report(args.fit, args.out, data=args.data, threshold=args.threshold,
+        paths.check_output_folder(args.for_checking, inputs=[args.fit, args.data, args.columns],
+                                  option="--for-checking")
+    data, year = None, None
+    if args.data:
+        data, note = report.read_data(args.fit, args.data, columns=args.columns)
+        print(f"columns of {args.data}: {note}")
+        year = published.data_year(args.data, data)
+    path = report.write_report(args.fit, args.out, data=data, year=year, threshold=args.threshold,
                                rounding=args.rounding, prob=args.prob,
                                allow_below_default_rules=args.allow_below_default_rules)
     print(f"report written to {path}")
     if args.for_checking:
         from hierarchy.reporting.checking import describe_folder, write_checking_folder
 
-        folder = write_checking_folder(args.fit, args.for_checking, data=args.data, config=args.acro_config,
+        folder = write_checking_folder(args.fit, args.for_checking, data=data, config=args.acro_config,
                                        prob=args.prob)
         print(f"results folder for the output checkers: {folder}\n{describe_folder(folder)}")
     return 0
@@ -668,7 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("report", help="HTML/Markdown/CSV report of a fit")
     sp.add_argument("fit", type=Path, help="a fit file (.nc)")
     sp.add_argument("--out", type=Path, required=True, help="folder for the report (created if missing)")
-    sp.add_argument("--data", type=Path, help="observed data for observed-vs-predicted panels")
+    sp.add_argument("--data", type=Path, help="the fitted table, for observed-vs-predicted panels and the census "
+                                               "year of the published figures shown (its year column, or the "
+                                               "simulator's truth file beside it)")
+    sp.add_argument("--columns", type=Path, help=columns_help + " of --data; default: the map recorded in the "
+                                                 "fit (hierarchy fit --columns)")
     sp.add_argument("--threshold", type=_count(0), default=10,
                     help="suppress observed counts below this (default 10)")
     sp.add_argument("--rounding", type=_count(0), default=5,

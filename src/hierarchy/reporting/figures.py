@@ -4,6 +4,11 @@ Each ``plot_*`` function takes a tidy table from :mod:`hierarchy.results.estiman
 Dataset) and returns ``(figure, data)``: the :class:`matplotlib.figure.Figure` and exactly the
 data it plotted. Observed counts and rates in those tables are already disclosure-controlled
 (suppressed cells are NaN and are simply not drawn); the functions never see raw counts.
+
+Figures do not extrapolate silently: where a curve's table has an ``extrapolated`` column
+(:mod:`hierarchy.results.estimands`), the part beyond the data is drawn dashed, without its band,
+and labelled. Ratio axes (gradient scores, rate ratios) are logarithmic (:func:`ratio_axis`), so
+that 0.5 and 2 sit equally far from 1.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
              "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
@@ -44,6 +51,60 @@ def to_png(fig: Figure, *, dpi: int = 150) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 20, 30,
+               50, 75, 100, 200, 500, 1000)
+
+
+RATE_TICKS = tuple(m * 10.0 ** k for k in range(-1, 7) for m in (1, 2, 5))
+
+
+def log_axis(ax, which: str = "y", ticks: tuple[float, ...] = RATIO_TICKS) -> None:
+    """A log axis with plain-number ticks (``1.5``, ``2,000``; no powers of ten).
+
+    Call after the data are drawn: ticks are chosen from ``ticks`` inside the axis limits (at
+    least three, else evenly spaced on the log scale, two significant digits).
+    """
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    lo, hi = ax.get_ylim() if which == "y" else ax.get_xlim()
+    chosen = [t for t in ticks if lo <= t <= hi]
+    if len(chosen) < 3:
+        chosen = sorted({float(f"{v:.2g}") for v in np.geomspace(lo, hi, 6)[1:-1]} | set(chosen))
+    axis.set_major_locator(FixedLocator(chosen))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1000 else f"{v:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def ratio_axis(ax, which: str = "y") -> None:
+    """Put a ratio (gradient score, rate ratio) on a log axis (:func:`log_axis`, :data:`RATIO_TICKS`)."""
+    log_axis(ax, which, RATIO_TICKS)
+
+
+def _flags(frame: pd.DataFrame) -> np.ndarray:
+    """The ``extrapolated`` column as booleans (all False when the table has none)."""
+    if "extrapolated" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return frame["extrapolated"].astype(bool).to_numpy()
+
+
+def curve_with_extrapolation(ax, x, mean, lower, upper, extrapolated, *, colour: str, label: str,
+                             lw: float = 1.5, band: bool = True, zorder: int = 3) -> bool:
+    """A curve solid (with its band) over the data, dashed (no band) beyond; True if any part is beyond.
+
+    The dashed part starts at the last point inside, so the two parts join.
+    """
+    x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
+    ext = np.asarray(extrapolated, dtype=bool)
+    inside = ~ext
+    beyond = ext | np.r_[ext[1:], False] | np.r_[False, ext[:-1]]
+    ax.plot(x, np.where(inside, mean, np.nan), color=colour, lw=lw, label=label, zorder=zorder)
+    if band:
+        ax.fill_between(x, lower, upper, where=inside, color=colour, alpha=0.2, lw=0, interpolate=False)
+    if ext.any():
+        ax.plot(x, np.where(beyond, mean, np.nan), color=colour, lw=lw, ls="--", alpha=0.7, zorder=zorder)
+    return bool(ext.any())
 
 
 def _rate_label(outcome: str) -> str:
@@ -74,64 +135,80 @@ def plot_rate_curves(curves: pd.DataFrame, *, outcome: str = "referral") -> tupl
     fig, ax = new_figure()
     ax = ax[0, 0]
     prob = float(curves["prob"].iloc[0])
+    beyond = False
     for level, part in curves.groupby("la_level", sort=False):
-        colour = LEVEL_COLOURS.get(str(level), None)
+        colour = LEVEL_COLOURS.get(str(level), GREY)
         X = float(part["la_deprivation"].iloc[0])
-        ax.plot(part["x"], part["mean"], color=colour, label=f"LA {level} ({100 * X:.1f}%)")
-        ax.fill_between(part["x"], part["lower"], part["upper"], color=colour, alpha=0.2, lw=0)
+        beyond |= curve_with_extrapolation(ax, part["x"], part["mean"], part["lower"], part["upper"],
+                                           _flags(part), colour=colour, label=f"LA {level} ({100 * X:.1f}%)")
     ax.set_yscale("log")
+    inside = curves[~_flags(curves)]
+    if len(inside):  # the axis fits the curves over the data; dashed parts beyond may leave it
+        ax.set_ylim(inside["lower"].min() / 1.5, inside["upper"].max() * 1.5)
+    log_axis(ax, "y", RATE_TICKS)
     _percent_axis(ax, "neighbourhood income deprivation")
     ax.set_ylabel(_rate_label(outcome))
     ax.set_title(f"Typical LA: predicted rate by neighbourhood deprivation ({prob:.0%} bands)")
-    ax.legend(title="LA deprivation", fontsize="small")
+    handles, _ = ax.get_legend_handles_labels()
+    if beyond:
+        handles.append(Line2D([], [], color=GREY, ls="--",
+                              label="dashed: beyond the neighbourhood deprivation\nseen in LAs of that level"))
+    ax.legend(handles=handles, title="LA deprivation", fontsize="small")
     return fig, curves
 
 
 def plot_gradient_curve(curve: pd.DataFrame, la_table: pd.DataFrame | None = None, *,
-                        x_mean: float | None = None, published: dict[str, float] | None = None
-                        ) -> tuple[Figure, pd.DataFrame]:
+                        x_mean: float | None = None, published: dict[str, float] | None = None,
+                        published_label: str = "published gradient scores") -> tuple[Figure, pd.DataFrame]:
     """Typical-LA gradient score against LA deprivation, with each LA's estimate and published points.
 
     Parameters
     ----------
     curve : pandas.DataFrame
-        Summary (``la_deprivation``, ``mean``, ``lower``, ``upper``, ``prob``) of
-        :func:`hierarchy.reporting.report.gradient_curve`.
+        :func:`hierarchy.results.estimands.summarise` of :func:`hierarchy.results.estimands.gradient_curve`
+        (``la_deprivation``, ``mean``, ``lower``, ``upper``, ``prob`` and ``extrapolated``: drawn dashed).
     la_table : pandas.DataFrame, optional
         Summary of the LA gradient scores (``la_deprivation``, ``mean``), drawn as dots.
     x_mean : float, optional
         Mean LA deprivation: the published points sit at it and 10 points either side.
     published : dict, optional
-        Published gradient scores keyed ``10 points less`` / ``mean`` / ``10 points more``.
+        Published gradient scores keyed ``10 points less`` / ``mean`` / ``10 points more``, only
+        those that describe this fit (:mod:`hierarchy.published`); None or empty: no points.
+    published_label : str
+        Legend entry of the published points (what and when).
 
     Returns
     -------
     (Figure, pandas.DataFrame)
         The curve, with ``published`` rows appended (``source`` column says which).
     """
+    from hierarchy.results.estimands import LA_LEVELS
+
     fig, ax = new_figure()
     ax = ax[0, 0]
     prob = float(curve["prob"].iloc[0])
     if la_table is not None:
         ax.scatter(la_table["la_deprivation"], la_table["mean"], s=10, color=GREY, alpha=0.7, lw=0,
                    label="each LA (posterior mean)", zorder=2)
-    ax.plot(curve["la_deprivation"], curve["mean"], color=PREDICTED, lw=2, label="typical LA", zorder=3)
-    ax.fill_between(curve["la_deprivation"], curve["lower"], curve["upper"], color=PREDICTED, alpha=0.2,
-                    lw=0, label=f"{prob:.0%} interval")
+    beyond = curve_with_extrapolation(ax, curve["la_deprivation"], curve["mean"], curve["lower"], curve["upper"],
+                                      _flags(curve), colour=PREDICTED, label=f"typical LA ({prob:.0%} band)",
+                                      lw=2)
     data = curve.assign(source="posterior")
     if published and x_mean is not None:
-        from hierarchy.results.estimands import LA_LEVELS
-
         pts = pd.DataFrame([{"la_deprivation": x_mean + LA_LEVELS[k], "mean": v, "source": "published"}
                             for k, v in published.items() if k in LA_LEVELS])
-        ax.plot(pts["la_deprivation"], pts["mean"], "D", color=OBSERVED, ms=7, zorder=4,
-                label="published referral gradients (2018-19)")
+        ax.plot(pts["la_deprivation"], pts["mean"], "D", color=OBSERVED, ms=7, zorder=4, label=published_label)
         data = pd.concat([data, pts], ignore_index=True)
     ax.axhline(1.0, color="black", lw=0.6, ls=":")
+    ratio_axis(ax, "y")
     _percent_axis(ax, "LA deprivation (child-weighted mean income deprivation)")
-    ax.set_ylabel("gradient score (rate multiplier per 10 points)")
+    ax.set_ylabel("gradient score (rate multiplier per 10 points, log scale)")
     ax.set_title("Neighbourhood gradient by LA deprivation")
-    ax.legend(fontsize="small")
+    handles, _ = ax.get_legend_handles_labels()
+    if beyond:
+        handles.append(Line2D([], [], color=PREDICTED, ls="--", alpha=0.7,
+                              label="dashed: beyond the fitted LAs' deprivation range"))
+    ax.legend(handles=handles, fontsize="small")
     return fig, data
 
 
@@ -159,35 +236,45 @@ def plot_la_gradients(la_table: pd.DataFrame, *, typical: float | None = None
     if typical is not None:
         ax.axvline(typical, color=REFERENCE, lw=1, ls="--", label=f"typical LA at mean ({typical:.2f})")
         ax.legend(fontsize="small", loc="lower right")
+    ratio_axis(ax, "x")
     if n <= 60:
         ax.set_yticks(pos, data["la"].astype(str), fontsize=6)
     else:
         ax.set_yticks([])
     ax.set_ylabel("local authority (sorted)")
-    ax.set_xlabel(f"gradient score ({data['scale'].iloc[0]}): rate multiplier")
+    ax.set_xlabel(f"gradient score ({data['scale'].iloc[0]}): rate multiplier, log scale")
     ax.set_title(f"LA gradient scores with {float(data['prob'].iloc[0]):.0%} intervals")
     return fig, data
 
 
 def plot_contrast(contrast: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
-    """Inverse-intervention contrast: rate ratio (less / more deprived LA) against x.
+    """Inverse-intervention contrast: rate ratio (less / more deprived LA) against x, on a log axis.
 
     Parameters
     ----------
     contrast : pandas.DataFrame
         Summary of :func:`~hierarchy.results.estimands.inverse_intervention` (``x``, ``mean``,
-        ``lower``, ``upper``, ``prob``).
+        ``lower``, ``upper``, ``prob``; ``extrapolated`` drawn dashed).
     """
     fig, ax = new_figure()
     ax = ax[0, 0]
-    ax.plot(contrast["x"], contrast["mean"], color=PREDICTED, label="posterior mean")
-    ax.fill_between(contrast["x"], contrast["lower"], contrast["upper"], color=PREDICTED, alpha=0.2,
-                    lw=0, label=f"{float(contrast['prob'].iloc[0]):.0%} interval")
+    prob = float(contrast["prob"].iloc[0])
+    beyond = curve_with_extrapolation(ax, contrast["x"], contrast["mean"], contrast["lower"], contrast["upper"],
+                                      _flags(contrast), colour=PREDICTED,
+                                      label=f"posterior mean and {prob:.0%} interval")
     ax.axhline(1.0, color="black", lw=0.6, ls=":")
+    inside = contrast[~_flags(contrast)]
+    if len(inside):
+        ax.set_ylim(min(inside["lower"].min(), 1.0) / 1.25, max(inside["upper"].max(), 1.0) * 1.25)
+    ratio_axis(ax, "y")
     _percent_axis(ax, "neighbourhood income deprivation (same in both LAs)")
-    ax.set_ylabel("rate ratio: LA 10 points less / 10 points more deprived")
+    ax.set_ylabel("rate ratio, LA 10 points less / more deprived")
     ax.set_title("Inverse intervention: same neighbourhood, different LA")
-    ax.legend(fontsize="small")
+    handles, _ = ax.get_legend_handles_labels()
+    if beyond:
+        handles.append(Line2D([], [], color=PREDICTED, ls="--", alpha=0.7,
+                              label="dashed: beyond the neighbourhood deprivation\nseen in LAs of both levels"))
+    ax.legend(handles=handles, fontsize="small")
     return fig, contrast
 
 
@@ -209,7 +296,7 @@ def plot_deciles(deciles: pd.DataFrame, *, outcome: str = "referral") -> tuple[F
     if "observed_rate" in data:
         ax.plot(data["decile"], data["observed_rate"], "D", color=OBSERVED, ms=6, zorder=5,
                 label="observed (disclosure-controlled)")
-    ax.set_yscale("log")
+    log_axis(ax, "y", RATE_TICKS)
     ax.set_xticks(range(1, 11))
     ax.set_xlabel("national decile of neighbourhood income deprivation (1 = least deprived)")
     ax.set_ylabel(_rate_label(outcome))
@@ -263,7 +350,7 @@ def plot_la_deciles(la_deciles: pd.DataFrame, *, outcome: str = "referral") -> t
     for la, part in data.groupby("la"):
         part = part.set_index("decile").reindex(range(1, 11))
         ax.plot(part.index, part["observed_rate"], "-o", ms=2, lw=0.8, color=cmap(norm(X[la])), alpha=0.7)
-    ax.set_yscale("log")
+    log_axis(ax, "y", RATE_TICKS)
     ax.set_xticks(range(1, 11))
     ax.set_xlabel("national decile of neighbourhood income deprivation (1 = least deprived)")
     ax.set_ylabel(f"observed {_rate_label(outcome)}")
@@ -286,8 +373,9 @@ def plot_subgroups(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
             ax.plot(part["truth"], y, "x", color=OBSERVED, label="truth")
         ax.set_yticks(y, labels)
         ax.axvline(1.0, color="0.7", lw=0.8)
+        ratio_axis(ax, "x")
         ax.set_title(stage or "gradient score")
-        ax.set_xlabel("gradient score (per 10 points)")
+        ax.set_xlabel("gradient score (per 10 points, log scale)")
     axes[0].legend(loc="lower right", fontsize=8)
     return fig, table
 

@@ -5,8 +5,10 @@ file per analysis (:data:`ANALYSES`), and turns each fit into rows of one replic
 (:func:`findings_rows`): the published figure, its true value in the simulation, the posterior mean
 with a 90% equal-tailed interval, whether the interval covers the truth, and for a direction the
 study reported (steeper, highest, lowest, falls) the posterior probability of that direction.
-:func:`write_page` writes the table as CSV, Markdown and one HTML page with a forest plot of the
-subgroup gradients and the published curve of the gradient against LA deprivation.
+:func:`write_page` writes the table as CSV and a page in the shared template
+(:mod:`hierarchy.reporting.page`: status line, findings, figures with captions, the table as an
+appendix; HTML and Markdown) with a forest plot of the subgroup gradients and the curve of the
+gradient against LA deprivation beside the published points.
 
 Estimands (all from posterior predictions of a typical LA at mean LA deprivation, per 10 points,
 unless the row says otherwise; :mod:`hierarchy.results.estimands`): the headline and stage gradients; the
@@ -22,7 +24,6 @@ their gradients (the interaction).
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -35,10 +36,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierarchy import shipped
+from hierarchy import published, shipped
 from hierarchy.errors import HierarchyError
 
 PROB = 0.9
+STUDY_YEAR = 2019
+"""Census year of the study replicated (Children in Need census 2018-19): its published points."""
 DEFAULT_PRIORS = "weakly_informative"  # a shipped prior set (hierarchy.shipped)
 
 
@@ -351,53 +354,61 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
 
 
 def plot_forest(table: pd.DataFrame):
-    """Forest plot of subgroup gradients: posterior mean and 90% interval, truth as a cross."""
-    from hierarchy.reporting.figures import new_figure
+    """Forest plot of subgroup gradients (log axis): posterior mean and 90% interval, truth as a cross."""
+    from hierarchy.reporting.figures import GREY, OBSERVED, PREDICTED, new_figure, ratio_axis
 
     sub = table[table["estimand"].str.startswith("gradient, ")].iloc[::-1].reset_index(drop=True)
     fig, ax = new_figure(size=(7.5, 0.32 * len(sub) + 1.5))
     ax = ax[0, 0]
     y = np.arange(len(sub))
-    ax.hlines(y, sub["lower"], sub["upper"], color="#2166ac", lw=2, label="90% interval")
-    ax.plot(sub["mean"], y, "o", color="#2166ac", label="posterior mean")
-    ax.plot(sub["truth"], y, "x", color="#b2182b", ms=8, label="simulated truth")
-    published = pd.to_numeric(sub["published"], errors="coerce")
-    ax.plot(published, y, "s", mfc="none", color="#333333", ms=7, label="published")
+    ax.hlines(y, sub["lower"], sub["upper"], color=PREDICTED, lw=2, label="90% interval")
+    ax.plot(sub["mean"], y, "o", color=PREDICTED, label="posterior mean")
+    ax.plot(sub["truth"], y, "x", color=OBSERVED, ms=8, label="simulated truth")
+    shown = pd.to_numeric(sub["published"], errors="coerce")
+    ax.plot(shown, y, "s", mfc="none", color="#333333", ms=7, label="published")
     ax.set_yticks(y, [f"{a}: {e.removeprefix('gradient, ')}" for a, e in zip(sub["analysis"], sub["estimand"],
                                                                              strict=True)])
-    ax.axvline(1.0, color="#999999", lw=0.8)
-    ax.set_xlabel("gradient score per 10 points (typical LA, mean LA deprivation)")
+    ax.axvline(1.0, color=GREY, lw=0.8)
+    ratio_axis(ax, "x")
+    ax.set_xlabel("gradient score per 10 points (typical LA, mean LA deprivation; log scale)")
     fig.legend(loc="outside lower center", ncols=4, fontsize=8)
     return fig, sub
 
 
 def plot_curve(idata, truth: dict[str, Any]):
-    """Referral gradient against LA deprivation: the simulated (published) curve and the posterior."""
-    from hierarchy.data.simulate import REFERRAL_CURVE, log_gradient
-    from hierarchy.language.design import z_of
-    from hierarchy.likelihood import model
-    from hierarchy.reporting.figures import new_figure
-    from hierarchy.results.fitfile import fit_spec, provenance
+    """Referral gradient against LA deprivation: the simulated truth, the posterior and the published points.
 
-    spec, _ = fit_spec(idata)
-    des = provenance(idata)["design"]
-    X = np.linspace(0.04, 0.28, 49)
-    z = xr.DataArray(z_of(X, des["X_mean"], spec), dims="X", coords={"X": X})
-    g = np.exp(model.typical_gradient(idata.posterior, spec, z=z))
-    q = g.quantile([(1 - PROB) / 2, (1 + PROB) / 2], dim=("chain", "draw"))
+    The posterior curve is :func:`hierarchy.results.estimands.gradient_curve` (dashed beyond the
+    fitted LAs' deprivation range); the published points are the study's (:data:`STUDY_YEAR`,
+    :mod:`hierarchy.published`) at the simulation's mean LA deprivation and 10 points either side.
+    """
+    from hierarchy.data.simulate import log_gradient
+    from hierarchy.reporting.figures import OBSERVED, PREDICTED, curve_with_extrapolation, new_figure, ratio_axis
+    from hierarchy.results.estimands import LA_LEVELS, gradient_curve, summarise
+
     la = truth["la_deprivation"]
+    X = np.linspace(0.04, 0.28, 49)
+    curve = summarise(gradient_curve(idata, X), prob=PROB)
     true = np.exp(log_gradient(X, la["mean"], tuple(la["curve"])))
+    pub = published.gradient_scores(outcome="referral", year=STUDY_YEAR)
     fig, ax = new_figure()
     ax = ax[0, 0]
-    ax.fill_between(X, q.isel(quantile=0), q.isel(quantile=1), color="#92c5de", alpha=0.6, label="90% interval")
-    ax.plot(X, g.mean(("chain", "draw")), color="#2166ac", label="posterior mean")
-    ax.plot(X, true, "--", color="#b2182b", label="simulated truth")
-    ax.plot([la["mean"] + dx for dx in REFERRAL_CURVE], list(REFERRAL_CURVE.values()), "ks", label="published")
+    flags = curve["extrapolated"] if "extrapolated" in curve else np.zeros(len(curve), dtype=bool)
+    beyond = curve_with_extrapolation(ax, X, curve["mean"], curve["lower"], curve["upper"], flags,
+                                      colour=PREDICTED, label=f"posterior mean and {PROB:.0%} interval")
+    ax.plot(X, true, ":", color=OBSERVED, lw=2, label="simulated truth")
+    ax.plot([la["mean"] + LA_LEVELS[k] for k in pub], list(pub.values()), "ks",
+            label=f"published ({published.season(STUDY_YEAR)})")
+    if beyond:
+        ax.plot([], [], "--", color=PREDICTED, label="dashed: beyond the fitted LAs' deprivation range")
+    ratio_axis(ax, "y")
+    ax.xaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
     ax.set_xlabel("LA deprivation (child-weighted mean income rate)")
-    ax.set_ylabel("referral gradient score per 10 points")
+    ax.set_ylabel("referral gradient score per 10 points (log scale)")
     ax.legend(fontsize=8)
-    data = pd.DataFrame({"la_deprivation": X, "truth": true, "mean": g.mean(("chain", "draw")).to_numpy(),
-                         "lower": q.isel(quantile=0).to_numpy(), "upper": q.isel(quantile=1).to_numpy()})
+    data = pd.DataFrame({"la_deprivation": X, "truth": true, "mean": curve["mean"].to_numpy(),
+                         "lower": curve["lower"].to_numpy(), "upper": curve["upper"].to_numpy(),
+                         "extrapolated": np.asarray(flags, dtype=bool)})
     return fig, data
 
 
@@ -410,25 +421,43 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _g(v: float) -> str:
+    return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    fmt = table.copy()
-    for c in ("truth", "mean", "lower", "upper"):
-        fmt[c] = fmt[c].map(lambda v: f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}")
-    fmt["interval"] = "[" + fmt["lower"] + ", " + fmt["upper"] + "]"
-    fmt["covered"] = fmt["covered"].map({True: "yes", False: "**no**"})
-    fmt["P(direction)"] = [f"{p:.2f} ({d})" if p is not None and not pd.isna(p) else "" for p, d in
-                           zip(table["p_direction"], table["direction"], strict=True)]
-    cols = ["finding", "estimand", "published", "truth", "mean", "interval", "covered", "P(direction)"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in fmt[cols].iterrows():
-        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in r) + " |")
-    return "\n".join(lines)
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The replication table as text, one row per estimand (for the page and its Markdown)."""
+    out = pd.DataFrame({
+        "finding": table["finding"], "estimand": table["estimand"], "published": table["published"].astype(str),
+        "truth": table["truth"].map(_g), "posterior mean": table["mean"].map(_g),
+        f"{PROB:.0%} interval": [f"{_g(lo)} to {_g(hi)}" for lo, hi in zip(table["lower"], table["upper"],
+                                                                          strict=True)],
+        "covered": table["covered"].map({True: "yes", False: "NO"}),
+        "P(published direction)": [f"{p:.2f} ({d})" if p is not None and not pd.isna(p) else ""
+                                   for p, d in zip(table["p_direction"], table["direction"], strict=True)],
+        "note": table["note"].fillna("").astype(str)})
+    return out.reset_index(drop=True)
+
+
+def replication_findings(table: pd.DataFrame) -> list:
+    """One sentence per published finding: how many of its truths were recovered, with an example."""
+    from hierarchy.reporting.page import Finding
+
+    out = []
+    for key, text in FINDINGS.items():
+        rows = table[table["finding"] == key]
+        if rows.empty:
+            continue
+        r = rows.iloc[0]
+        sentence = (f"{text[0].upper()}{text[1:]}: {int(rows['covered'].sum())} of {len(rows)} simulated truths "
+                    f"inside their {PROB:.0%} intervals (e.g. {r['estimand']}: {_g(r['mean'])}, interval "
+                    f"{_g(r['lower'])} to {_g(r['upper'])}, truth {_g(r['truth'])})")
+        d = rows[rows["p_direction"].notna()]
+        if len(d):
+            sentence += (f"; probability of the published direction ({d.iloc[0]['direction']}): "
+                         f"{float(d.iloc[0]['p_direction']):.2f}")
+        out.append(Finding(sentence + ".", "replication-table"))
+    return out
 
 
 def check_out(out: Path, figures=()) -> None:
@@ -445,13 +474,24 @@ def check_out(out: Path, figures=()) -> None:
                                  "give an empty or new folder")
 
 
+CAPTIONS = {"forest": "Read across rows: each subgroup's gradient score per 10 points (posterior mean and 90% "
+                      "interval) should cover its simulated truth (cross); squares are the published figures.",
+            "curve": "Read the band against the dotted line: the referral gradient against LA deprivation, "
+                     "posterior against the simulated truth, with the published points (log scale; dashed: "
+                     "beyond the fitted LAs' deprivation range)."}
+
+
 def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
                figures: dict[str, Any]) -> dict[str, Path]:
-    """Write ``replication.csv``, ``replication.md``, ``index.html`` and the figures' PNG/CSV into ``out``.
+    """Write ``replication.csv``, the page (``index.html``, ``replication.md``) and figure PNG/CSV into ``out``.
 
-    Refuses to write into a folder that holds files other than its own outputs (nothing is written
-    over that is not ours).
+    The page is the shared template's (:mod:`hierarchy.reporting.page`): a status line (how many
+    truths the intervals cover), one finding per published result, the figures with captions, then
+    the replication table, the truths not covered and the list of findings as appendices. Refuses
+    to write into a folder that holds files other than its own outputs (nothing is written over
+    that is not ours).
     """
+    from hierarchy.reporting import page
     from hierarchy.reporting.figures import to_png
 
     out = Path(out)
@@ -459,40 +499,36 @@ def write_page(table: pd.DataFrame, out: Path, *, meta: dict[str, Any],
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "replication.csv", "md": out / "replication.md", "html": out / "index.html"}
     _atomic_text(paths["csv"], table.to_csv(index=False))
-    n_cov = int(table["covered"].sum())
-    head = (f"{n_cov} of {len(table)} truths inside their {int(PROB * 100)}% intervals. "
-            f"Geography: {meta['geography']}; {meta['settings']}; wall time {meta['wall_s']:.0f} s.")
-    missed = table[~table["covered"]]
-    miss = "".join(f"\n- not covered: {r.finding} / {r.estimand} (truth {r.truth:.3g}, interval "
-                   f"[{r.lower:.3g}, {r.upper:.3g}]){': ' + r.note if r.note else ''}"
-                   for r in missed.itertuples())
-    md = ("# Replication of the published social-gradient findings (simulated truth)\n\n" + head + miss +
-          "\n\n" + _markdown(table) + "\n\n" + "".join(f"![{k}]({k}.png)\n" for k in figures))
-    _atomic_text(paths["md"], md)
+    n_cov, n = int(table["covered"].sum()), len(table)
+    ok = n > 0 and n_cov >= 0.8 * n
+    status = (f"{n_cov} of {n} truths inside their {PROB:.0%} intervals (about {PROB:.0%} expected): "
+              + ("the published findings are recovered." if ok else
+                 "fewer than 80% covered, so the estimands are biased or the fits unconverged; do not rely on "
+                 "this replication."))
+    missed = [f"not covered: {r.finding} / {r.estimand} (truth {r.truth:.3g}, interval [{r.lower:.3g}, "
+              f"{r.upper:.3g}]){': ' + r.note if r.note else ''}" for r in table[~table["covered"]].itertuples()]
+    intro = (f"Each published finding of the social-gradient study ({published.season(STUDY_YEAR)}) is built into "
+             "a simulation as its truth and recovered by fitting the shipped models: the published figure, its "
+             f"value in the simulation, the posterior mean with a {PROB:.0%} equal-tailed interval, and for a "
+             "published direction the posterior probability of it.",
+             f"Geography: {meta['geography']}; {meta['settings']}; wall time {meta['wall_s']:.0f} s.")
+    pngs = []
     for k, (fig, data) in figures.items():
-        _atomic_bytes(out / f"{k}.png", to_png(fig))
+        png = to_png(fig)
         _atomic_text(out / f"{k}.csv", data.to_csv(index=False))
+        pngs.append(page.PageFigure(k, CAPTIONS.get(k, k.replace("_", " ") + "."), png))
         paths[k] = out / f"{k}.png"
-    rows = "".join(
-        "<tr" + ("" if r.covered else ' class="miss"') + ">" + "".join(
-            f"<td>{html.escape(str(v))}</td>" for v in (
-                r.finding, r.estimand, r.published, f"{r.truth:,.3g}", f"{r.mean:,.3g}",
-                f"[{r.lower:,.3g}, {r.upper:,.3g}]", "yes" if r.covered else "no",
-                "" if r.p_direction is None or pd.isna(r.p_direction) else f"{r.p_direction:.2f} ({r.direction})",
-                r.note)) + "</tr>\n" for r in table.itertuples())
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Replication</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}
-td,th{{border-bottom:1px solid #ddd;padding:3px 6px;font-size:13px;vertical-align:top}}
-tr.miss{{background:#fde0dd}}table{{border-collapse:collapse}}</style></head><body>
-<h1>Published social-gradient findings: simulated truth and posterior recovery</h1>
-<p>{html.escape(head)}</p>
-<table><tr><th>finding</th><th>estimand</th><th>published</th><th>truth</th><th>posterior mean</th>
-<th>{int(PROB * 100)}% interval</th><th>covered</th><th>P(published direction)</th><th>note</th></tr>
-{rows}</table>
-{"".join(f'<h2>{html.escape(k)}</h2><img src="{k}.png" alt="{k}">' for k in figures)}
-<p>Findings: {"; ".join(html.escape(v) for v in FINDINGS.values())}.</p></body></html>
-"""
-    _atomic_text(paths["html"], page)
+    S = page.Section
+    sections = [S("Replication table", "replication-table",
+                  (f"One row per estimand; every number also in replication.csv. covered: the truth lies inside "
+                   f"the {PROB:.0%} interval.",), table=display_table(table), csv="replication.csv"),
+                S("Truths not covered", "not-covered", () if missed else ("None.",), tuple(missed),
+                  warn_words=("not covered",)),
+                S("Published findings replicated", "published-findings", (), tuple(FINDINGS.values()))]
+    rendered = page.Page(title="Replication of the published social-gradient findings (simulated truth)",
+                         status=status, status_ok=ok, intro=intro, findings=tuple(replication_findings(table)),
+                         figures=tuple(pngs), sections=tuple(sections), figure_dir="")
+    page.write_page(rendered, out, html_name="index.html", md_name="replication.md")
     return paths
 
 

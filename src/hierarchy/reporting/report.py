@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierarchy import disclosure
+from hierarchy import disclosure, published
 from hierarchy.errors import HierarchyError
 from hierarchy.inference.diagnostics import ESS_MIN, RHAT_MAX
-from hierarchy.language.design import z_of
-from hierarchy.likelihood import model
 from hierarchy.likelihood.model import HYPERPARAMETERS
 from hierarchy.reporting import figures, page
 from hierarchy.results import estimands
@@ -378,67 +377,55 @@ def subgroup_tables(fit: Any, *, prob: float = 0.9, truth: dict[str, Any] | None
     return out
 
 
-def gradient_curve(idata, *, n: int = 41) -> xr.DataArray | None:
-    """Typical-LA gradient score (per 10 points) over the range of the data's LA deprivation.
-
-    The headline gradient (:func:`hierarchy.results.estimands.headline_gradients`) at every LA deprivation
-    ``X`` of a grid from the least to the most deprived LA; None for models without an LA
-    deprivation term (one typical LA). Dims ``chain, draw, la_deprivation``.
-    """
-    post, des = idata.posterior, provenance(idata)["design"]
-    spec, _ = fit_spec(idata)
-    if "la_deprivation" not in post:
-        return None
-    X_la = idata.constant_data["la_deprivation"].to_numpy()
-    X = np.linspace(max(X_la.min(), 1e-3), X_la.max(), n)
-    z = xr.DataArray(z_of(X, des["X_mean"], spec), dims="la_deprivation", coords={"la_deprivation": X})
-    step = estimands.TEN_POINTS / spec.deprivation.scale
-    d = model.log_rate(post, spec, w=step, z=z) - model.log_rate(post, spec, w=0.0, z=z)
-    out = np.exp(d).rename("gradient_curve")
-    out.attrs = {"scale": estimands.PER_10, "description": "typical-LA gradient score by LA deprivation"}
-    return out
-
-
-def report_figures(idata, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, Any, Any]]:
+def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None = None
+                   ) -> dict[str, tuple[str, Any, Any]]:
     """Figures of the report, in reading order: ``{name: (caption, Figure, plotted data)}``.
 
     Each caption is one line saying what to read from the figure. The findings figures come
     first (gradient against LA deprivation, LA gradients, deciles, inverse-intervention
-    contrast), then subgroups and the checks.
+    contrast), then subgroups and the checks. Published gradient scores are drawn only where
+    they describe the fit's estimand in the data's census ``year`` (:func:`published_for`).
     """
     spec, _ = fit_spec(idata)
     prov = provenance(idata)
     head = tables["estimands"]
     at_mean = head[_at_mean(head)]["mean"]
     prob = float(head["prob"].iloc[0])
-    referral = outcome_words(prov["model_spec"]["outcome"]) == "referral" and not spec.strata
     out: dict[str, tuple[str, Any, Any]] = {}
-    curve = gradient_curve(idata)
+    curve = estimands.gradient_curve(idata)
     if curve is not None:
-        pub = _published_gradients() if referral else None
+        pub = published_for(prov["model_spec"]["outcome"], year=year, stratified=bool(spec.strata),
+                            la_levels=head.loc[head["estimand"] == "gradient_score", "la_level"])
+        curve_table = estimands.summarise(curve, prob=prob)
+        beyond = (" Dashed: beyond the fitted LAs' deprivation range (extrapolated)."
+                  if curve_table.get("extrapolated", pd.Series(False)).any() else "")
+        points = (f"; diamonds: {pub.label}" if pub.gradients else "")
         out["gradient_curve"] = (
             "Read the slope: how the neighbourhood gradient changes with LA deprivation (line: typical LA, "
-            f"band: {prob:.0%} interval; dots: each LA" + ("; diamonds: published 2018-19 referral gradients"
-                                                           if pub else "") + ").",
-            *figures.plot_gradient_curve(estimands.summarise(curve, prob=prob), tables.get("la_gradients"),
-                                         x_mean=provenance(idata)["design"]["X_mean"], published=pub))
+            f"band: {prob:.0%} interval; dots: each LA{points}; log scale)." + beyond
+            + ("" if pub.gradients else f" {pub.note}"),
+            *figures.plot_gradient_curve(curve_table, tables.get("la_gradients"),
+                                         x_mean=prov["design"]["X_mean"], published=pub.gradients,
+                                         published_label=pub.label))
     if "la_gradients" in tables:
         out["la_gradients"] = (f"Read the spread: each LA's gradient score with its {prob:.0%} interval, sorted, "
-                               "coloured by LA deprivation; dashed line: typical LA at mean deprivation.",
+                               "coloured by LA deprivation (log scale); dashed: typical LA at mean deprivation.",
                                *figures.plot_la_gradients(tables["la_gradients"],
                                                           typical=float(at_mean.iloc[0])))
     out["deciles"] = ("Read the fit: observed rates (diamonds, small cells suppressed) should sit within the "
                       "predicted intervals in every national deprivation decile.",
                       *figures.plot_deciles(tables["deciles"], outcome=spec.outcome))
     out["inverse_intervention"] = ("Read above 1: for the same neighbourhood deprivation, how much higher the "
-                                   "rate is in an LA 10 points less deprived than in one 10 points more.",
+                                   "rate is in an LA 10 points less deprived than in one 10 points more (log "
+                                   "scale; dashed: neighbourhood deprivation not seen in LAs of both levels).",
                                    *figures.plot_contrast(tables["inverse_intervention"]))
     if "subgroup_gradients" in tables:
         out["subgroups"] = ("Read across rows: gradient scores of a typical LA at mean LA deprivation by "
                             "stage and stratum; crosses mark the truth where known.",
                             *figures.plot_subgroups(tables["subgroup_gradients"]))
     out["rate_curves"] = ("Read the gap between lines: predicted rates by neighbourhood deprivation in "
-                          "typical LAs at mean LA deprivation and 10 points less / more.",
+                          "typical LAs at mean LA deprivation and 10 points less / more (dashed: beyond the "
+                          "neighbourhood deprivation seen in LAs of that level).",
                           *figures.plot_rate_curves(tables["rate_curves"], outcome=spec.outcome))
     if "la_deciles" in tables:
         out["la_deciles"] = ("Read the fan: observed rates by decile in each LA (suppressed cells left out).",
@@ -486,9 +473,54 @@ def _prior_rows(priors: dict[str, Any]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- writers
 
 
-def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshold: int = 10,
-                 rounding: int = 5, prob: float = 0.9, truth: dict[str, Any] | None = None,
-                 n_draws: int = 200, allow_below_default_rules: bool = False) -> Path:
+def read_data(fit: Any, data: str | os.PathLike, *, columns: Any = None) -> tuple[pd.DataFrame, str]:
+    """The table a fit was made from, in canonical column names, and a note of the column map used.
+
+    Parameters
+    ----------
+    fit : str, os.PathLike or arviz.InferenceData
+        The fit (for its model's columns and the column map it recorded).
+    data : str or os.PathLike
+        The table file (CSV or Parquet).
+    columns : str, os.PathLike or ColumnMap, optional
+        Column map of the file (``hierarchy fit --columns``). Default: the map the fit recorded,
+        when the file does not already have every mapped column under its canonical name.
+
+    Returns
+    -------
+    (pandas.DataFrame, str)
+        The validated table (``attrs``: ``source``, the file; ``column_note``, the note) and which
+        map was used.
+
+    Raises
+    ------
+    DataValidationError
+        A mapped or required column is not in the file (the message names it and the map).
+    """
+    from hierarchy.data import table as data_mod
+
+    idata = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit
+    spec, _ = fit_spec(idata)
+    recorded = provenance(idata).get("column_map") or {}
+    if columns is not None:
+        cmap = columns if isinstance(columns, data_mod.ColumnMap) else data_mod.load_column_map(columns)
+        note = f"column map {cmap.path}"
+    elif recorded and not set(recorded) <= set(map(str, data_mod.read_table(data).columns)):
+        where = f"the column map recorded in {fit}" if isinstance(fit, str | os.PathLike) else \
+            "the column map recorded in the fit"
+        cmap = data_mod.ColumnMap(columns=dict(recorded), path=Path(where))
+        note = f"{where} ({', '.join(f'{u} -> {c}' for c, u in recorded.items())})"
+    else:
+        cmap, note = None, "canonical column names (no column map)"
+    table = data_mod.load(data, columns=cmap, **spec.data_columns)
+    table.attrs["column_note"] = note
+    return table, note
+
+
+def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns: Any = None,
+                 year: int | None = None, threshold: int = 10, rounding: int = 5, prob: float = 0.9,
+                 truth: dict[str, Any] | None = None, n_draws: int = 200,
+                 allow_below_default_rules: bool = False) -> Path:
     """Write an HTML, Markdown and CSV report of a fit into folder ``out``.
 
     Parameters
@@ -498,7 +530,13 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
     out : str or os.PathLike
         Folder (created) for ``index.html``, ``report.md``, ``figures/*.png`` and the CSV tables.
     data : str, os.PathLike or pandas.DataFrame, optional
-        The fitted table, for observed-vs-predicted panels when the fit has no observed data.
+        The fitted table, for observed-vs-predicted panels when the fit has no observed data, and
+        for the census year of the published figures shown (:func:`hierarchy.published.data_year`).
+    columns : str, os.PathLike or ColumnMap, optional
+        Column map of ``data``; default: the one the fit recorded (:func:`read_data`).
+    year : int, optional
+        Census year of the data (2019 for 2018-19); default: the data's. Published figures are
+        shown only for the fit's outcome in this year; with no year known, none is.
     threshold, rounding : int
         Disclosure rules (:mod:`hierarchy.disclosure`), written into the report.
     prob : float
@@ -525,6 +563,16 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
     if not 0 < prob < 1:
         raise HierarchyError(f"prob must be between 0 and 1 (e.g. 0.9), got {prob}")
     idata, diag, full = _load_checked(fit)
+    data_note = None
+    if data is not None and not isinstance(data, pd.DataFrame):
+        source = data
+        data, used = read_data(full, data, columns=columns)
+        data_note = f"{source}, columns read with {used}"
+    elif data is not None:
+        data_note = f"{data.attrs.get('source', 'a table')}" + (
+            f", columns read with {data.attrs['column_note']}" if "column_note" in data.attrs else "")
+    if year is None and data is not None:
+        year = published.data_year(data.attrs.get("source"), data)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = estimand_tables(idata, data=data, prob=prob, threshold=threshold, rounding=rounding,
@@ -538,9 +586,10 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, threshol
         (out / "NOT_FOR_PUBLICATION.txt").write_text(warning + "\n", encoding="utf-8")
     for name, frame in tables.items():
         _csv(frame, out / f"{name}.csv")
-    figs = report_figures(idata, tables)
+    figs = report_figures(idata, tables, year=year)
     pngs = {name: (caption, figures.to_png(fig)) for name, (caption, fig, _data) in figs.items()}
-    rendered = report_page(idata, tables, pngs, threshold=threshold, rounding=rounding, prob=prob, diag=diag)
+    rendered = report_page(idata, tables, pngs, threshold=threshold, rounding=rounding, prob=prob, diag=diag,
+                           year=year, data_note=data_note)
     index = page.write_page(rendered, out, md_name="report.md")
     return index
 
@@ -629,20 +678,59 @@ STAGE_WORDS = {"referral": "referral", "assessment": "assessment", "s47": "secti
 RISE = "a 10-point rise in the share of income-deprived people in the neighbourhood"
 
 
-def _published_gradients() -> dict[str, float]:
-    """Published referral gradient scores by LA level (Children in Need census 2018-19).
+@dataclass(frozen=True)
+class Published:
+    """The published figures a report shows beside its estimates, and the sentence saying which (or why none).
 
-    PUBLISHED-RESULTS: the constant of :mod:`hierarchy.results.compare_priors` until the table of
-    published results lands on main; read it from there when it does.
+    ``gradients``: typical-LA gradient scores (per 10 points) by LA level; ``la_range``: (low, high)
+    of the LA gradient scores; ``label``: what and when, for legends; ``when``: the census year as
+    the field writes it (``2018-19``); ``note``: the sentence the page prints.
     """
-    from hierarchy.results.compare_priors import PUBLISHED  # lazy: compare_priors imports this module
 
-    return dict(PUBLISHED)
+    gradients: dict[str, float]
+    la_range: tuple[float, float] | None
+    label: str
+    note: str
+    when: str = ""
 
 
-PUBLISHED_LA_RANGE = (1.2, 2.4)
-"""Published range of LA referral gradient scores (CIN census 2018-19; DESIGN s.3). PUBLISHED-RESULTS."""
-PUBLISHED_SOURCE = "published for England, Children in Need census 2018-19"
+def published_for(outcome: str | list, *, year: int | None, stratified: bool = False,
+                  la_levels: Any = None) -> Published:
+    """The published figures that describe a fit's headline estimands (:mod:`hierarchy.published`).
+
+    A figure is shown only when its outcome (the fit's first stage), estimand, LA level, scale (per
+    10 points) and census year all match; the year is the data's (:func:`hierarchy.published.data_year`).
+    Nothing is shown for a stratified fit (its headline is the reference stratum's, the published
+    figures describe all children) or when the year is unknown.
+
+    Parameters
+    ----------
+    outcome : str or list
+        The model's outcome (stages: the first is the headline).
+    year : int or None
+        Census year of the data (2019 for 2018-19).
+    stratified : bool
+        The fit has strata.
+    la_levels : iterable of str, optional
+        LA levels of the fit's headline gradient scores; published scores at other levels are left out.
+    """
+    stage = str(outcome[0] if isinstance(outcome, list) else outcome)
+    if stratified:
+        return Published({}, None, "", "No published figures are shown: the headline estimates are the reference "
+                                       "stratum's, and the published figures describe all children.")
+    grads = published.gradient_scores(outcome=stage, year=year)
+    if la_levels is not None:
+        keep = {str(v) for v in la_levels}
+        grads = {k: v for k, v in grads.items() if k in keep}
+    la_range = published.gradient_range(outcome=stage, year=year)
+    if year is None or (not grads and la_range is None):
+        note = published.note(outcome=stage, year=year)
+        if year is not None and note.startswith("Published"):  # figures for that year, none for these estimands
+            note = (f"No published figures are shown: those for {stage} in {published.season(year)} describe "
+                    "estimands this fit does not have.")
+        return Published({}, None, "", note)
+    label = f"published {outcome_words(stage)} gradient scores, {published.season(year)}"
+    return Published(grads, la_range, label, published.note(outcome=stage, year=year), published.season(year))
 
 
 def _change(g: float, dec: int) -> str:
@@ -671,12 +759,13 @@ def outcome_words(outcome: str | list) -> str:
 
 
 def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: float,
-             x_mean: float | None = None, stratified: bool = False) -> list[page.Finding]:
+             x_mean: float | None = None, stratified: bool = False, year: int | None = None
+             ) -> list[page.Finding]:
     """The findings as short sentences in the field's words, each with its interval.
 
     Every number is the estimand table's, rounded (:func:`decimals_for`); the wording is
-    associational ("is associated with"). Published referral figures appear only beside the
-    estimate they describe (referral fits that are not stratified).
+    associational ("is associated with"). Published figures appear only beside the estimate they
+    describe, in the data's census year (:func:`published_for`).
 
     Parameters
     ----------
@@ -690,11 +779,14 @@ def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: floa
         National mean neighbourhood deprivation, where the inverse-intervention contrast is read.
     stratified : bool
         The headline is a reference stratum's (no published comparison).
+    year : int, optional
+        Census year of the data, for the published figures (None: unknown, none shown).
     """
     rate = f"{outcome_words(outcome)} rate"
-    published = _published_gradients() if outcome_words(outcome) == "referral" and not stratified else {}
     est = tables["estimands"]
     head = est[(est["estimand"] == "gradient_score") & (est["scale"] == estimands.PER_10)]
+    pub = published_for(outcome, year=year, stratified=stratified,
+                        la_levels=head["la_level"] if "la_level" in head else None)
     out: list[page.Finding] = []
     where = {"mean": "a local authority of average deprivation", ALL_LAS: "a typical local authority",
              "10 points less": "a local authority 10 points less deprived",
@@ -704,11 +796,10 @@ def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: floa
         level = str(r.name)
         X = f" ({100 * r['la_deprivation']:.0f}% income-deprived)" if "la_deprivation" in r and \
             np.isfinite(r.get("la_deprivation", np.nan)) else ""
-        pub = (f"; {PUBLISHED_SOURCE}: {100 * (published[level] - 1):.0f}% higher"
-               if level in published else "")
+        shown = f"; published for {pub.when}: {_change(pub.gradients[level], 0)}" if level in pub.gradients else ""
         rise = RISE if not out else "the same rise"
         out.append(page.Finding(f"In {where[level]}{X}, {rise} is associated with a {rate} "
-                                f"{_pct_interval(r['mean'], r['lower'], r['upper'], prob)}{pub}.",
+                                f"{_pct_interval(r['mean'], r['lower'], r['upper'], prob)}{shown}.",
                                 "estimands"))
     inv = tables.get("inverse_intervention")
     if inv is not None and len(head) == 3 and len(inv):
@@ -718,6 +809,11 @@ def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: floa
         span = (f"; the {prob:.0%} interval lies above no difference for {len(above)} of the "
                 f"{len(inv)} neighbourhood deprivation levels shown ({100 * inv['x'].min():.0f}% to "
                 f"{100 * inv['x'].max():.0f}%)")
+        if "extrapolated" in inv:
+            seen = inv.loc[~inv["extrapolated"].astype(bool), "x"]
+            span += (f", of which the data have neighbourhoods in local authorities of both levels only from "
+                     f"{100 * seen.min():.0f}% to {100 * seen.max():.0f}%" if len(seen) else
+                     ", none of them seen in local authorities of both levels (the contrast is an extrapolation)")
         out.append(page.Finding(
             f"For neighbourhoods of the same deprivation ({100 * r['x']:.0f}% income-deprived), being in a "
             f"local authority 10 points less deprived rather than 10 points more deprived is associated "
@@ -727,12 +823,12 @@ def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: floa
     if la is not None and len(la):
         lo, hi = la["mean"].min(), la["mean"].max()
         n_above = int((la["lower"] > 1).sum())
-        pub = (f" ({PUBLISHED_SOURCE}: {PUBLISHED_LA_RANGE[0]:.1f} to {PUBLISHED_LA_RANGE[1]:.1f})"
-               if published else "")
+        shown = (f" (published for {pub.when}: {pub.la_range[0]:.1f} to {pub.la_range[1]:.1f})"
+                 if pub.la_range else "")
         out.append(page.Finding(
             f"Gradient scores (the {rate} multiplier for a 10-point rise) differ between local "
             f"authorities: their posterior means range from {lo:.2f} to {hi:.2f} over the {len(la)} "
-            f"local authorities{pub}; {n_above} of them have a {prob:.0%} interval above 1.",
+            f"local authorities{shown}; {n_above} of them have a {prob:.0%} interval above 1.",
             "la-gradients"))
     share = est[est["estimand"] == "between_la_share"]
     if len(share):
@@ -809,25 +905,30 @@ def _lean(frame: pd.DataFrame, keep: tuple[str, ...] = ()) -> pd.DataFrame:
     return frame.drop(columns=drop)
 
 
-def _published_column(frame: pd.DataFrame, outcome: Any, stratified: bool) -> pd.DataFrame:
-    """The published referral gradients beside the headline rows they describe (nothing else)."""
-    if outcome_words(outcome) != "referral" or stratified:
-        return frame
-    pub = _published_gradients()
-    values = [pub.get(str(lv), np.nan) if e == "gradient_score" and sc == estimands.PER_10 else np.nan
+def _published_column(frame: pd.DataFrame, pub: Published) -> pd.DataFrame:
+    """The published gradient scores beside the headline rows they describe (nothing else)."""
+    values = [pub.gradients.get(str(lv), np.nan) if e == "gradient_score" and sc == estimands.PER_10 else np.nan
               for e, lv, sc in zip(frame["estimand"], frame["la_level"], frame["scale"], strict=True)]
     return frame.assign(published=values) if np.isfinite(values).any() else frame
 
 
 def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[str, bytes]], *,
-                threshold: int, rounding: int, prob: float, diag: dict[str, Any]) -> page.Page:
-    """The report as a :class:`hierarchy.reporting.page.Page`: status, findings, figures, then appendices."""
+                threshold: int, rounding: int, prob: float, diag: dict[str, Any], year: int | None = None,
+                data_note: str | None = None) -> page.Page:
+    """The report as a :class:`hierarchy.reporting.page.Page`: status, findings, figures, then appendices.
+
+    ``year`` is the data's census year (published figures that describe the estimands in that year
+    are shown, and the page says which or why none); ``data_note`` says which table and column map
+    the observed panels came from.
+    """
     prov = provenance(idata)
     spec, _ = fit_spec(idata)
     design = prov.get("design", {})
     status, ok = _status(diag)
     stratified = bool(spec.strata)
-    est = _published_column(tables["estimands"], prov["model_spec"]["outcome"], stratified)
+    pub = published_for(prov["model_spec"]["outcome"], year=year, stratified=stratified,
+                        la_levels=tables["estimands"]["la_level"])
+    est = _published_column(tables["estimands"], pub)
     head = est[est["scale"] == estimands.PER_10].drop(columns=["description"])
     other = est[est["scale"] != estimands.PER_10].drop(columns=["description"])
     other = other.drop(columns=[c for c in ("published",) if c in other])
@@ -835,9 +936,8 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
     sections = [S("Headline estimands", "estimands", (
         f"Gradient scores (rate multiplier per 10 points of neighbourhood income deprivation) of a "
         f"typical LA at mean LA deprivation and 10 points less / more; posterior mean, sd and "
-        f"{prob:.0%} equal-tailed interval, rounded to the precision the interval justifies."
-        + (f" published: {PUBLISHED_SOURCE}." if "published" in head else ""),), table=rounded(head),
-        csv="estimands.csv")]
+        f"{prob:.0%} equal-tailed interval, rounded to the precision the interval justifies.", pub.note),
+        table=rounded(head), csv="estimands.csv")]
     sections.append(S("Other estimands", "other-estimands", (
         "The same on a per-SD scale, subgroup and moderator gradients, and the share of variance between "
         "LAs. " + estimands.SHARE_DEFINITION,), table=rounded(other), csv="estimands.csv"))
@@ -891,8 +991,8 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
         S("Hyperparameters (ArviZ summary)", "summary", (f"arviz.summary with {prob:.0%} HDI.",),
           table=rounded(tables["summary"]), csv="summary.csv"),
         S("Diagnostics", "diagnostics", (verdict(diag),), table=diag_rows, text_table=True),
-        S("Provenance", "provenance", (), table=pd.DataFrame(provenance_rows(prov), columns=["item", "value"]),
-          text_table=True),
+        S("Provenance", "provenance", (f"Observed data: {data_note}.",) if data_note else (),
+          table=pd.DataFrame(provenance_rows(prov), columns=["item", "value"]), text_table=True),
         S("Priors", "priors", (), table=_prior_rows(prov["priors"]), text_table=True),
         S("Disclosure control", "disclosure", (disclosure.rules_text(threshold=threshold, rounding=rounding),)),
         S("Tables", "tables", ("CSV files beside this page (full precision, every row): "
@@ -908,7 +1008,7 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
         status=status, status_ok=ok, banner=disclosure.below_default_warning(threshold, rounding) or None,
         intro=intro,
         findings=tuple(findings(tables, outcome=prov["model_spec"]["outcome"], prob=prob, x_mean=x_mean,
-                                stratified=stratified)),
+                                stratified=stratified, year=year)),
         figures=tuple(page.PageFigure(name, caption, png) for name, (caption, png) in pngs.items()),
         sections=tuple(sections))
 

@@ -13,6 +13,12 @@ deviation of neighbourhood deprivation ("per SD"). Rates are per 10,000 children
 The typical LA has its LA effects at their mean given LA deprivation (and LA covariates at
 their mean). "10 points less / more" means LA deprivation X_mean -/+ 0.1, with X_mean the
 unweighted mean over LAs of LA deprivation stored in the fit.
+
+Curves say where they extrapolate: :func:`gradient_curve` (against LA deprivation),
+:func:`typical_rates` and :func:`inverse_intervention` (against neighbourhood deprivation) carry a
+boolean coordinate ``extrapolated`` (a column of their :func:`summarise` table), True where the
+curve lies beyond the data: outside the fitted LAs' deprivation range, or outside the
+neighbourhood deprivation seen in LAs near that LA level (:func:`x_range_near`).
 """
 
 from __future__ import annotations
@@ -129,6 +135,53 @@ def la_levels(idata) -> xr.DataArray:
                         coords={"la_level": names, "la_deprivation": ("la_level", X)})
 
 
+LEVEL_HALF_WIDTH = TEN_POINTS / 2
+"""LAs within this distance of an LA level (half the spacing of the headline levels) are "of that level"."""
+RANGE_QUANTILES = (0.01, 0.99)
+"""Neighbourhood deprivation range of a set of LAs: these quantiles of their neighbourhoods' deprivation."""
+
+
+def la_deprivation_range(idata) -> tuple[float, float] | None:
+    """Least and most deprived fitted LA (LA deprivation X); None when the fit has no ``constant_data``."""
+    if "constant_data" not in idata.groups() or "la_deprivation" not in idata.constant_data:
+        return None
+    X = idata.constant_data["la_deprivation"].to_numpy().astype(float)
+    return float(X.min()), float(X.max())
+
+
+def x_range_near(idata, X: np.ndarray, *, half_width: float = LEVEL_HALF_WIDTH) -> np.ndarray | None:
+    """Neighbourhood deprivation range seen in the fitted LAs near each LA deprivation ``X``.
+
+    For each ``X``, the :data:`RANGE_QUANTILES` of the deprivation of the neighbourhoods in the
+    LAs whose deprivation lies within ``half_width`` of it; NaN where no LA does.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Shape ``(len(X), 2)`` (low, high); None when the fit has no ``constant_data``.
+    """
+    if la_deprivation_range(idata) is None or "la_of" not in idata.constant_data:
+        return None
+    cd = idata.constant_data
+    X_la = pd.Series(cd["la_deprivation"].to_numpy().astype(float), index=cd["la"].to_numpy().astype(str))
+    row_X = X_la.reindex(cd["la_of"].to_numpy().astype(str)).to_numpy()
+    x = cd["deprivation"].to_numpy().astype(float)
+    out = np.full((len(np.atleast_1d(X)), 2), np.nan)
+    for i, level in enumerate(np.atleast_1d(np.asarray(X, dtype=float))):
+        near = np.abs(row_X - level) <= half_width + 1e-12
+        if near.any():
+            out[i] = np.quantile(x[near], RANGE_QUANTILES)
+    return out
+
+
+def _outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """True where ``values`` lie outside [lo, hi] (everywhere when the range is unknown, NaN)."""
+    values = np.asarray(values, dtype=float)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return np.ones(values.shape, dtype=bool)
+    return (values < lo - 1e-12) | (values > hi + 1e-12)
+
+
 def x_grid(idata, n: int = 41) -> np.ndarray:
     """Grid of neighbourhood deprivation from the 1st to the 99th percentile of the data."""
     x = idata.constant_data["deprivation"].to_numpy()
@@ -175,6 +228,48 @@ def la_gradients(idata) -> xr.DataArray | None:
                   "rate multiplier per 10 points of neighbourhood income deprivation, each LA")
 
 
+def gradient_curve(idata, X: np.ndarray | None = None, *, n: int = 41) -> xr.DataArray | None:
+    """Typical-LA gradient score (per 10 points) against LA deprivation.
+
+    The headline gradient (:func:`headline_gradients`) at every LA deprivation ``X``.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    X : numpy.ndarray, optional
+        LA deprivation grid (proportions). Default: ``n`` points from the least to the most deprived
+        fitted LA, widened to the headline levels X_mean -/+ 10 points when those lie beyond them
+        (the least and most deprived LAs' own values among them).
+    n : int
+        Points of the default grid.
+
+    Returns
+    -------
+    xarray.DataArray or None
+        Dims ``chain, draw, la_deprivation``; coordinate ``extrapolated``: True outside the fitted
+        LAs' deprivation range. None for models without an LA deprivation term (one typical LA).
+    """
+    post, spec, des = _parts(idata)
+    if "la_deprivation" not in post:
+        return None
+    seen = la_deprivation_range(idata)
+    if X is None:
+        if seen is None:
+            raise HierarchyError("the fit has no constant_data: give the LA deprivation grid X")
+        levels = des["X_mean"] + np.array(list(LA_LEVELS.values()))
+        X = np.linspace(max(min(seen[0], levels.min()), 1e-3), max(seen[1], levels.max()), n)
+        X = np.unique(np.r_[X, seen[0], seen[1]])  # the curve's solid part ends exactly at the data's range
+    X = np.asarray(X, dtype=float)
+    if spec.la_deprivation.transform == "log" and (X <= 0).any():
+        raise HierarchyError("LA deprivation must be above 0 on a log scale; the grid X has values <= 0")
+    z = xr.DataArray(z_of(X, des["X_mean"], spec), dims="la_deprivation", coords={"la_deprivation": X})
+    d = model.log_rate(post, spec, w=_step(spec), z=z) - model.log_rate(post, spec, w=0.0, z=z)
+    out = np.exp(d)
+    if seen is not None:
+        out = out.assign_coords(extrapolated=("la_deprivation", _outside(X, *seen)))
+    return _label(out, "gradient_curve", PER_10, "typical-LA gradient score by LA deprivation")
+
+
 def _w_grid(x: np.ndarray, X: np.ndarray, x_mean: float, spec) -> xr.DataArray:
     return xr.DataArray(w_of(x[None, :], X[:, None], x_mean, spec), dims=("la_level", "x"))
 
@@ -191,7 +286,8 @@ def typical_rates(idata, x: np.ndarray | None = None) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        Dims ``chain, draw, la_level, x``.
+        Dims ``chain, draw, la_level, x``; coordinate ``extrapolated`` (la_level, x): True where x is
+        outside the neighbourhood deprivation seen in LAs near that level (:func:`x_range_near`).
     """
     post, spec, des = _parts(idata)
     x = x_grid(idata) if x is None else np.asarray(x, dtype=float)
@@ -199,6 +295,10 @@ def typical_rates(idata, x: np.ndarray | None = None) -> xr.DataArray:
     w = _w_grid(x, z["la_deprivation"].to_numpy(), des["x_mean"], spec).assign_coords(
         la_level=z["la_level"], x=x)
     rate = 1e4 * np.exp(model.log_rate(post, spec, w=w, z=z))
+    ranges = x_range_near(idata, z["la_deprivation"].to_numpy())
+    if ranges is not None:
+        flags = np.stack([_outside(x, lo, hi) for lo, hi in ranges])
+        rate = rate.assign_coords(extrapolated=(("la_level", "x"), flags))
     return _label(rate, "rate", PER_10K, "predicted rate, typical LA, by neighbourhood deprivation x")
 
 
@@ -218,7 +318,8 @@ def inverse_intervention(idata, x: np.ndarray | None = None) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        Dims ``chain, draw, x``.
+        Dims ``chain, draw, x``; coordinate ``extrapolated`` (x): True where x is outside the
+        neighbourhood deprivation seen in LAs near either of the two levels (:func:`x_range_near`).
     """
     post, spec, des = _parts(idata)
     x = x_grid(idata) if x is None else np.asarray(x, dtype=float)
@@ -230,7 +331,11 @@ def inverse_intervention(idata, x: np.ndarray | None = None) -> xr.DataArray:
     w = w_of(x[None, :], X[:, None], des["x_mean"], spec)
     less, more = (model.log_rate(post, spec, w=xr.DataArray(w[k], dims="x", coords={"x": x}),
                                  z=float(z[k])) for k in (0, 1))
-    return _label(np.exp(less - more), "inverse_intervention_ratio",
+    ratio = np.exp(less - more)
+    ranges = x_range_near(idata, X)
+    if ranges is not None:  # the contrast needs both LAs: beyond either one's range it extrapolates
+        ratio = ratio.assign_coords(extrapolated=("x", _outside(x, *ranges[0]) | _outside(x, *ranges[1])))
+    return _label(ratio, "inverse_intervention_ratio",
                   "rate ratio (LA 10 points less / 10 points more deprived)",
                   "predicted rate ratio for a neighbourhood of the same deprivation x")
 
