@@ -73,7 +73,7 @@ def test_compare_priors_page_for_plans_carries_no_referral_figures(tmp_path):
     res = cp.compare_priors(data, model, ["weakly_informative"], tmp_path / "out", prior_only=True,
                             prior_draws_n=30)
     md = res.markdown.read_text()
-    assert "Published figures shown are for cp_plan in 2019" in md
+    assert "Published figures shown are for cp_plan in 2018-19" in md
     for referral_only in ("1,289", "215 to", "referral rates in England", "DfE"):
         assert referral_only not in md
     shown = pd.read_csv(res.tables["prior_gradients"]).set_index("la_level")["published"]
@@ -81,7 +81,7 @@ def test_compare_priors_page_for_plans_carries_no_referral_figures(tmp_path):
     ref = cp.compare_priors(data, resolve("gradient_nb", "models"), ["weakly_informative"], tmp_path / "ref",
                             prior_only=True, prior_draws_n=30, year=2018)
     md = ref.markdown.read_text()
-    assert "has none for referral in 2018" in md and "1,289" not in md
+    assert "has none for referral in 2017-18" in md and "1,289" not in md
     assert pd.read_csv(ref.tables["prior_gradients"])["published"].isna().all()
 
 

@@ -212,6 +212,9 @@ def test_report_shows_the_truth_beside_the_estimates(shared, tmp_path):
     assert "truth_expected_rate" in pd.read_csv(tmp_path / "deciles.csv").columns
     md = (tmp_path / "report.md").read_text()
     assert "| truth | covered |" in md and "99%" in md
+    # no data given: the census year is the one the fit recorded from its data (the truth file's 2019)
+    assert json.loads(idata.posterior.attrs["hierarchy"])["data_year"] == 2019
+    assert "Published figures shown are for referral in 2018-19" in md
 
 
 # ---------------------------------------------------------------------------- figures

@@ -105,8 +105,11 @@ def test_published_points_only_in_their_year(renamed_fit, tmp_path, year):
 
 
 def test_no_year_no_published_points(renamed_fit, tmp_path):
-    """Without data (year unknown) the report shows no published figure and says so."""
+    """Without data, and a fit whose table had no year, the report shows no published figure and says so."""
     from hierarchy.reporting import report
+    from hierarchy.results.fitfile import load_fit, provenance
+
+    assert provenance(load_fit(renamed_fit["fit"]))["data_year"] is None
 
     out = report.write_report(renamed_fit["fit"], tmp_path / "r", n_draws=20).parent
     md, headline = _published_points(out)

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from hierarchy import paths, shipped
+from hierarchy import paths, published, shipped
 from hierarchy.errors import HierarchyError
 
 DEFAULT_MODEL = shipped.DEFAULT_MODEL
@@ -58,7 +58,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32,
                  max_draws=max_draws)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **named),
-                        data_source=str(data), include_data=include_data,
+                        data_source=str(data), data_year=published.data_year(data, table),
+                        include_data=include_data,
                         include_log_likelihood=include_log_likelihood,
                         column_map=None if cmap is None else cmap.canonical_to_user())
     say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")

@@ -535,7 +535,8 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns:
     columns : str, os.PathLike or ColumnMap, optional
         Column map of ``data``; default: the one the fit recorded (:func:`read_data`).
     year : int, optional
-        Census year of the data (2019 for 2018-19); default: the data's. Published figures are
+        Census year of the data (2019 for 2018-19); default: the data's, else the one the fit
+        recorded. Published figures are
         shown only for the fit's outcome in this year; with no year known, none is.
     threshold, rounding : int
         Disclosure rules (:mod:`hierarchy.disclosure`), written into the report.
@@ -573,6 +574,8 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns:
             f", columns read with {data.attrs['column_note']}" if "column_note" in data.attrs else "")
     if year is None and data is not None:
         year = published.data_year(data.attrs.get("source"), data)
+    if year is None:  # the census year the fit recorded from its data
+        year = json.loads(idata.posterior.attrs["hierarchy"]).get("data_year")
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     tables = estimand_tables(idata, data=data, prob=prob, threshold=threshold, rounding=rounding,

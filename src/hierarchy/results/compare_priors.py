@@ -110,35 +110,12 @@ def published_gradient(outcome: str, year: int | None, level: str) -> float:
     return np.nan if v is None else v
 
 
-def data_year(data: str | os.PathLike | None, table: pd.DataFrame | None = None) -> int | None:
-    """The census year of a table: its ``year`` column when that holds one value, else the ``year``
-    of the simulator's truth file beside it (``X.truth.json``), else None."""
-    if table is not None and "year" in table.columns:
-        years = pd.to_numeric(table["year"], errors="coerce").dropna().unique()
-        return int(years[0]) if len(years) == 1 else None
-    if data is not None:
-        truth = Path(data).with_suffix(".truth.json")
-        if truth.is_file():
-            try:
-                year = json.loads(truth.read_text()).get("year")
-            except (OSError, json.JSONDecodeError):
-                return None
-            return int(year) if isinstance(year, int) else None
-    return None
+data_year = published.data_year  # the census year of a table (one lookup for every page)
 
 
 def published_note(outcome: str, year: int | None) -> str:
     """A sentence on which published figures the pages show for ``outcome`` and ``year``."""
-    if year is None:
-        return ("No published figures are shown: the data's year is not known (give the table a "
-                "single-valued year column).")
-    found = published.figures()
-    found = found[(found["outcome"] == outcome) & (found["year"] == year)
-                  & found["estimand"].isin(["gradient_score", "la_rate_range"])]  # those the pages show
-    if found.empty:
-        return f"No published figures are shown: the published table has none for {outcome} in {year}."
-    sources = "; ".join(dict.fromkeys(found["source"]))
-    return f"Published figures shown are for {outcome} in {year} (sources: {sources})."
+    return published.note(outcome=outcome, year=year, estimands=("gradient_score", "la_rate_range"))
 
 
 # ------------------------------------------------------------------------------ prior predictive

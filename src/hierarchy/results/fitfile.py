@@ -76,7 +76,7 @@ def versions() -> dict[str, str]:
 
 def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design, *,
                 data_hash: str, data_source: str = "", column_map: dict | None = None,
-                include_data: bool = False, include_log_likelihood: bool = False,
+                data_year: int | None = None, include_data: bool = False, include_log_likelihood: bool = False,
                 diagnostics: dict | None = None):
     """Assemble a sealed InferenceData with the provenance attributes.
 
@@ -85,8 +85,9 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     draws : hierarchy.inference.sampling.Draws
     spec, priors, design
         The model, prior set and design the draws were made with.
-    data_hash, data_source, column_map
-        Provenance of the data.
+    data_hash, data_source, column_map, data_year
+        Provenance of the data (``data_year``: its census year, for the published figures a
+        report shows beside the estimates; :func:`hierarchy.published.data_year`).
     include_data : bool
         Store the observed counts (``observed_data``): the file is then disclosive.
     include_log_likelihood : bool
@@ -144,6 +145,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         "priors": priors.to_dict(), "priors_hash": priors.hash(),
         "config_hash": config_hash([spec.hash(), priors.hash()]),
         "data_hash": data_hash, "data_source": str(data_source), "column_map": column_map,
+        "data_year": None if data_year is None else int(data_year),
         "sampler": draws.settings, "seed": draws.settings.get("seed"),
         "timings": draws.timings, "versions": versions(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
