@@ -62,6 +62,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -250,36 +251,42 @@ def _deciles(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return dec
 
 
-def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
-             seed: int = 0, la_conditions: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
+@dataclass(frozen=True)
+class _Population:
+    """What persists across years: the rows, deprivation, strata terms and the drawn LA and MSOA effects."""
 
-    Parameters
-    ----------
-    geo : Geography
-        Reference or generated geography (with its DfE table).
-    year : int
-        DfE ``time_period`` whose LA totals the expected counts reproduce.
-    strata : tuple of str
-        Any of ``"age"``, ``"sex"``.
-    seed : int
-        Seed of the numpy random generator; same seed, same counts.
+    la_codes: np.ndarray  # (n_la,)
+    X: np.ndarray  # (n_la,) LA deprivation
+    xbar: float
+    d: tuple[float, float, float]  # referral curve coefficients
+    ell: np.ndarray  # (n_la,) log(X / xbar), unclipped
+    x: np.ndarray  # (n_lsoa,) neighbourhood deprivation
+    rows: dict[str, np.ndarray]  # from _rows: idx, exposure, [age_band], [sex]
+    row_la: np.ndarray  # (n_rows,) LA index of each row
+    w: np.ndarray  # (n_rows,)
+    slope_off: np.ndarray  # (n_rows,) stratum offsets on the slope
+    rate_off: np.ndarray  # (n_rows,) stratum and MSOA offsets on the log rate
+    strata_terms: dict[str, Any]
+    moderation: np.ndarray  # (n_la,) LA-condition moderation of the log gradient
+    per_sd: dict[str, float]
+    v: np.ndarray  # (n_la,) LA slope deviations (off the curve)
+    noise: dict[str, np.ndarray]  # stage -> (n_la,) stage slope noise
+    msoa_effect: np.ndarray
+    msoa_codes: np.ndarray
 
-    Returns
-    -------
-    table : pandas.DataFrame
-        Columns as in the module docstring.
-    truth : dict
-        JSON-serialisable parameters and checks (see the module docstring).
-    """
+
+def _check_strata(strata: tuple[str, ...]) -> tuple[str, ...]:
     strata = tuple(strata)
     bad = [s for s in strata if s not in KNOWN_STRATA]
     if bad or len(set(strata)) != len(strata):
         raise HierarchyError(f"strata must be distinct values from {KNOWN_STRATA}, got {strata}")
-    strata = tuple(s for s in KNOWN_STRATA if s in strata)
-    # A stream of its own: the synthetic geography draws from default_rng(seed), and sharing it
-    # would make the LA slope noise a copy of the LA deprivation draws.
-    rng = np.random.default_rng([seed, 20190331])
+    return tuple(s for s in KNOWN_STRATA if s in strata)
+
+
+def _population(geo: Geography, strata: tuple[str, ...], rng: np.random.Generator,
+                la_conditions: bool) -> _Population:
+    """Rows, deprivation and strata terms of ``geo``, and the LA slope, MSOA and stage-noise draws
+    (in this order from ``rng``)."""
     lsoa, la = geo.lsoa, geo.la
     la_codes = la["la"].to_numpy()
     la_pos = pd.Index(la_codes).get_indexer(lsoa["la"])
@@ -297,7 +304,6 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     rows = _rows(geo, strata)
     idx, exposure = rows["idx"], rows["exposure"]
     row_la = la_pos[idx]
-    w = w_lsoa[idx]
     slope_off = np.zeros(len(idx))
     rate_off = np.zeros(len(idx))
     strata_terms: dict[str, Any] = {}
@@ -327,16 +333,41 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
                      for c, m in per_sd.items())
     noise = {s: (np.zeros(n_la) if s == "referral" else rng.normal(0.0, STAGE_NOISE_SD, n_la))
              for s in SIM_STAGES}
+    return _Population(la_codes=la_codes, X=X, xbar=xbar, d=d, ell=ell, x=x, rows=rows, row_la=row_la,
+                       w=w_lsoa[idx], slope_off=slope_off, rate_off=rate_off, strata_terms=strata_terms,
+                       moderation=moderation, per_sd=per_sd, v=v, noise=noise, msoa_effect=msoa_effect,
+                       msoa_codes=msoa_codes)
 
+
+def _one_year(geo: Geography, pop: _Population, year: int, rng: np.random.Generator, *,
+              exposure: np.ndarray | None = None, log_trend: float = 0.0
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+    """Expected counts calibrated to ``year``'s DfE LA totals, then NB counts drawn from ``rng``.
+
+    ``exposure`` replaces the rows' children (same length; rows of 0 get 0 counts); ``log_trend`` is
+    added to every stage's log gradient (the typical-LA curve and so every LA's slope).
+
+    Returns
+    -------
+    mus, counts : dict
+        Stage -> expected and drawn count of each row.
+    per_la : dict
+        Stage -> per-LA arrays ``alpha``, ``beta``, ``expected``, ``dfe``, ``imputed``, ``variance``,
+        ``simulated``.
+    stages : dict
+        Stage -> the truth's ``stages`` entry (module docstring).
+    """
+    exposure = pop.rows["exposure"] if exposure is None else exposure
+    n_la, row_la, xbar = len(pop.la_codes), pop.row_la, pop.xbar
     mus: dict[str, np.ndarray] = {}
     stages: dict[str, Any] = {}
     per_la: dict[str, dict[str, np.ndarray]] = {}
     for s in SIM_STAGES:
-        shift = math.log(GRADIENT_AT_MEAN[s] / GRADIENT_AT_MEAN["referral"])
-        ds = (d[0] + shift, d[1], d[2])
-        curve = log_gradient(X, xbar, ds)
-        beta = curve + moderation + v + noise[s]
-        kernel = exposure * np.exp((beta[row_la] + slope_off) * w + rate_off)
+        shift = math.log(GRADIENT_AT_MEAN[s] / GRADIENT_AT_MEAN["referral"]) + log_trend
+        ds = (pop.d[0] + shift, pop.d[1], pop.d[2])
+        curve = log_gradient(pop.X, xbar, ds)
+        beta = curve + pop.moderation + pop.v + pop.noise[s]
+        kernel = exposure * np.exp((beta[row_la] + pop.slope_off) * pop.w + pop.rate_off)
         denom = np.bincount(row_la, kernel, minlength=n_la)
         target, imputed, used = _targets(geo, year, s)
         ratio = target / denom
@@ -349,26 +380,26 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         per_la[s] = {"alpha": alpha, "beta": beta, "expected": expected, "dfe": target,
                      "imputed": imputed, "variance": variance}
         grads = np.exp(beta)
-        reg = _la_regression(alpha, ell, beta - curve - moderation)
+        reg = _la_regression(alpha, pop.ell, beta - curve - pop.moderation)
         at = {k: float(np.exp(log_gradient(xbar + dx, xbar, ds)))
               for k, dx in (("gradient_at_mean", 0.0), ("gradient_10_less", -0.1),
                             ("gradient_10_more", 0.1))}
         strat_grad: dict[str, float] = {}
         for key in ("age_band",):
-            if key in strata_terms:
-                for lev, off in strata_terms[key]["slope_offset"].items():
+            if key in pop.strata_terms:
+                for lev, off in pop.strata_terms[key]["slope_offset"].items():
                     strat_grad[f"{key}={lev}"] = float(at["gradient_at_mean"] * math.exp(off))
         stages[s] = {
             "d0": ds[0], "d1": ds[1], "d2": ds[2], **at,
             "dispersion": DISPERSION[s], "tau": TAU,
             "stage_noise_sd": 0.0 if s == "referral" else STAGE_NOISE_SD,
-            "slope_residual_sd": float((beta - curve - moderation).std(ddof=1)) if n_la > 1 else 0.0,
+            "slope_residual_sd": float((beta - curve - pop.moderation).std(ddof=1)) if n_la > 1 else 0.0,
             **reg,
             "la_gradient_range": [float(grads.min()), float(grads.max())],
             "la_gradient_q05_q95": [float(np.quantile(grads, 0.05)),
                                     float(np.quantile(grads, 0.95))],
             "target_column": TARGET_COLUMN[s], "target_year": int(used),
-            "imputed_las": [str(c) for c in la_codes[imputed]],
+            "imputed_las": [str(c) for c in pop.la_codes[imputed]],
             "expected_total": float(mu.sum()), "dfe_total": float(target.sum()),
             "stratum_gradient_at_mean": strat_grad,
         }
@@ -380,7 +411,14 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         counts[s] = rng.poisson(lam).astype(np.int64)
         stages[s]["simulated_total"] = int(counts[s].sum())
         per_la[s]["simulated"] = np.bincount(row_la, counts[s], minlength=n_la)
+    return mus, counts, per_la, stages
 
+
+def _frame(geo: Geography, pop: _Population, exposure: np.ndarray, counts: dict[str, np.ndarray]
+           ) -> pd.DataFrame:
+    """The table's columns (module docstring) for the population's rows."""
+    lsoa, la, rows = geo.lsoa, geo.la, pop.rows
+    idx = rows["idx"]
     table = pd.DataFrame({
         "neighbourhood": lsoa["lsoa"].to_numpy()[idx],
         "la": lsoa["la"].to_numpy()[idx],
@@ -392,12 +430,46 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     for col in ("neighbourhood", "la", "msoa", "age_band", "sex"):
         if col in table:
             table[col] = table[col].astype(str)
-    table["deprivation"] = x[idx]
+    table["deprivation"] = pop.x[idx]
     table["exposure"] = exposure.astype(np.int64)
     for s in SIM_STAGES:
         table[s] = counts[s]
-    table["la_rural_share"] = la["rural_share"].to_numpy(dtype=float)[row_la]
-    table["la_log_density"] = la["log_density"].to_numpy(dtype=float)[row_la]
+    table["la_rural_share"] = la["rural_share"].to_numpy(dtype=float)[pop.row_la]
+    table["la_log_density"] = la["log_density"].to_numpy(dtype=float)[pop.row_la]
+    return table
+
+
+def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
+             seed: int = 0, la_conditions: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
+
+    Parameters
+    ----------
+    geo : Geography
+        Reference or generated geography (with its DfE table).
+    year : int
+        DfE ``time_period`` whose LA totals the expected counts reproduce.
+    strata : tuple of str
+        Any of ``"age"``, ``"sex"``.
+    seed : int
+        Seed of the numpy random generator; same seed, same counts.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Columns as in the module docstring.
+    truth : dict
+        JSON-serialisable parameters and checks (see the module docstring).
+    """
+    strata = _check_strata(strata)
+    # A stream of its own: the synthetic geography draws from default_rng(seed), and sharing it
+    # would make the LA slope noise a copy of the LA deprivation draws.
+    rng = np.random.default_rng([seed, 20190331])
+    pop = _population(geo, strata, rng, la_conditions)
+    lsoa, la = geo.lsoa, geo.la
+    la_codes, X, x, ell, idx = pop.la_codes, pop.X, pop.x, pop.ell, pop.rows["idx"]
+    mus, counts, per_la, stages = _one_year(geo, pop, year, rng)
+    table = _frame(geo, pop, pop.rows["exposure"], counts)
 
     # national deciles of neighbourhood deprivation
     dec = _deciles(x, lsoa["lsoa"].to_numpy().astype(str))
@@ -439,22 +511,29 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         "year": int(year), "seed": int(seed), "geography": geo.source,
         "family": "negative_binomial",
         "centring": "within/between: w = (x - X)/0.1",
-        "strata": list(strata), "n_rows": len(table), "n_la": n_la,
-        "la_deprivation": {
-            "measure": "child-weighted mean of neighbourhood income rate", "mean": xbar,
-            "transform": "log", "curve_clip": list(CURVE_CLIP), "clipped_las": clipped,
-            "note": "the gradient curve log g(X) = d0 + d1 l + d2 l^2, l = log(X/mean), is "
-                    "evaluated with X clipped to curve_clip",
-        },
-        "msoa": {"sd": MSOA_SD, "realised_sd": float(msoa_effect.std(ddof=1)) if len(msoa_effect) > 1 else 0.0,
-                 "n_msoa": len(msoa_codes)},
-        "la_conditions": {"gradient_per_sd": per_sd,
+        "strata": list(strata), "n_rows": len(table), "n_la": len(la_codes),
+        "la_deprivation": _la_deprivation_truth(pop, clipped),
+        "msoa": _msoa_truth(pop),
+        "la_conditions": {"gradient_per_sd": pop.per_sd,
                           "note": "added to each LA's log gradient per SD over LAs of the condition "
                                   "(sd with ddof=0), same for every stage"},
-        "stages": stages, "strata_terms": strata_terms, "las": las, "deciles": deciles,
+        "stages": stages, "strata_terms": pop.strata_terms, "las": las, "deciles": deciles,
         "extremes": extremes,
     }
     return table, _jsonable(truth)
+
+
+def _la_deprivation_truth(pop: _Population, clipped: list[str]) -> dict[str, Any]:
+    return {"measure": "child-weighted mean of neighbourhood income rate", "mean": pop.xbar,
+            "transform": "log", "curve_clip": list(CURVE_CLIP), "clipped_las": clipped,
+            "note": "the gradient curve log g(X) = d0 + d1 l + d2 l^2, l = log(X/mean), is "
+                    "evaluated with X clipped to curve_clip"}
+
+
+def _msoa_truth(pop: _Population) -> dict[str, Any]:
+    e = pop.msoa_effect
+    return {"sd": MSOA_SD, "realised_sd": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
+            "n_msoa": len(pop.msoa_codes)}
 
 
 EXTREME_LOW = 0.01
