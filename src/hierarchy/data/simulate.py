@@ -62,6 +62,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ import pandas as pd
 from hierarchy.data.reference import Geography
 from hierarchy.errors import HierarchyError
 
-__all__ = ["simulate", "write", "curve_coefficients", "log_gradient", "SIM_STAGES"]
+__all__ = ["simulate", "simulate_years", "parse_years", "write", "curve_coefficients", "log_gradient",
+           "SIM_STAGES"]
 
 SIM_STAGES: tuple[str, ...] = ("referral", "s47", "cp_plan", "looked_after")
 TARGET_COLUMN = {"referral": "referrals", "s47": "s47", "cp_plan": "cpp_start",
@@ -534,6 +536,213 @@ def _msoa_truth(pop: _Population) -> dict[str, Any]:
     e = pop.msoa_effect
     return {"sd": MSOA_SD, "realised_sd": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
             "n_msoa": len(pop.msoa_codes)}
+
+
+# -------------------------------------------------------------------------------------------- years
+
+TREND_ANCHOR = 2019
+"""Year in which a multi-year simulation's gradients are the published ones (the 2018-19 census)."""
+
+
+def parse_years(text: str) -> tuple[int, ...]:
+    """Years from ``"2013-2025"``, ``"2019,2020"`` or a mix (``"2013-2015,2019"``), in order.
+
+    Raises
+    ------
+    HierarchyError
+        On anything else, a reversed range or a year given twice, naming the fix.
+    """
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d{4})\s*-\s*(\d{4})|(\d{4})", part)
+        if not m:
+            raise HierarchyError(f"--years {text!r}: '{part}' is not a year or a range of years; write e.g. "
+                                 "--years 2013-2025 or --years 2019,2020")
+        first, last = (int(m.group(1)), int(m.group(2))) if m.group(3) is None else (int(m.group(3)),) * 2
+        if last < first:
+            raise HierarchyError(f"--years {text!r}: the range {part} runs backwards; write {last}-{first}")
+        out += range(first, last + 1)
+    twice = sorted({y for y in out if out.count(y) > 1})
+    if twice:
+        raise HierarchyError(f"--years {text!r} names {', '.join(map(str, twice))} more than once; give each "
+                             "year once")
+    return tuple(sorted(out))
+
+
+def _check_years(geo: Geography, years) -> tuple[int, ...]:
+    try:
+        years = tuple(sorted(int(y) for y in years))
+    except (TypeError, ValueError):
+        raise HierarchyError(f"years must be whole years such as (2019, 2020), got {years!r}") from None
+    if not years:
+        raise HierarchyError("no years to simulate: give at least one, e.g. years=(2019, 2020)")
+    if len(set(years)) != len(years):
+        raise HierarchyError(f"years {years} name a year more than once; give each year once")
+    have = sorted(int(y) for y in set(geo.dfe["year"].tolist()))
+    missing = [y for y in years if y not in have]
+    if missing:
+        span = f"{have[0]}-{have[-1]}" if have == list(range(have[0], have[-1] + 1)) else ", ".join(map(str, have))
+        raise HierarchyError(f"no DfE LA figures for {', '.join(map(str, missing))} in {geo.source} (it has "
+                             f"{span}): every simulated year is calibrated to that year's DfE LA totals, so "
+                             f"choose years within {span} (e.g. --years {have[0]}-{have[-1]})")
+    return years
+
+
+def _exposure_scale(geo: Geography, year: int) -> np.ndarray:
+    """Per LA: DfE's child population in ``year`` over the geography's children (1 where DfE has none)."""
+    rows = geo.dfe[geo.dfe["year"] == year].set_index("la")
+    pop = rows["pop_0_17"].reindex(geo.la["la"]).to_numpy(dtype=float)
+    scale = pop / geo.la["children"].to_numpy(dtype=float)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+
+
+def _two_way(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Additive decomposition of ``alpha`` (LA x year) over the LAs with every year finite:
+    ``alpha = mean + A_j + Y_t + U_jt`` with A, Y and each row and column of U summing to 0.
+    Returns A (nan for LAs left out), Y, U (nan rows for them) and the mask of LAs used."""
+    ok = np.isfinite(alpha).all(axis=1)
+    a = alpha[ok]
+    grand = a.mean()
+    la_eff = a.mean(axis=1) - grand
+    year_eff = a.mean(axis=0) - grand
+    resid = a - grand - la_eff[:, None] - year_eff[None, :]
+    A = np.full(len(alpha), np.nan)
+    U = np.full(alpha.shape, np.nan)
+    A[ok], U[ok] = la_eff, resid
+    return A, year_eff, U, ok
+
+
+def simulate_years(geo: Geography, years, *, seed: int = 0, strata: tuple[str, ...] = (),
+                   la_conditions: bool = False, gradient_trend: float = 1.0
+                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate neighbourhood x year counts, each year calibrated to that year's DfE LA totals.
+
+    The LA slopes (``v_j``, stage noise), the MSOA effects and the strata terms are drawn once (the
+    same draws as :func:`simulate` with this ``seed``) and persist over the years; each year's
+    ``alpha_jt`` is solved so that LA j's expected total equals DfE's count for year t, so the year
+    effects and the LA x year variation are those DfE's LA totals imply. The truth decomposes them:
+    ``alpha_jt = mean + A_j + Y_t + U_jt`` (two-way, each margin of U summing to 0), with the
+    realised ``year_sd`` (of Y_t), ``la_year_sd`` (of U, on (LAs - 1)(years - 1) degrees of freedom)
+    and the persistent LA intercepts A_j. Exposures are the geography's children scaled per LA so
+    that each LA-year's children equal DfE's child population that year (``pop_0_17``; unscaled
+    where DfE has none), rounded per row.
+
+    Parameters
+    ----------
+    geo : Geography
+        Reference or generated geography; its DfE table must have every year.
+    years : iterable of int
+        DfE ``time_period`` years (:func:`parse_years` reads ``"2013-2025"``).
+    seed : int
+        Seed of the numpy random generator; same seed, same counts.
+    strata : tuple of str
+        Any of ``"age"``, ``"sex"``.
+    la_conditions : bool
+        As in :func:`simulate`.
+    gradient_trend : float
+        Multiplier of every gradient score (every stage, every LA) per year after
+        :data:`TREND_ANCHOR` (1.0: flat; 1.03: 3% steeper each year, shallower before 2019).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The columns of :func:`simulate` plus ``year`` (int64), year-major; rows with no children that
+        year are left out.
+    truth : dict
+        ``years``, ``seed``, ``geography``, ``family``, ``strata``, ``n_rows``, ``n_la``,
+        ``la_deprivation``, ``msoa``, ``la_conditions``, ``gradient_trend`` {``ratio_per_year``,
+        ``log_per_year``, ``anchor_year``}, ``stages`` (per stage: ``dispersion``, ``tau``,
+        ``target_column``, ``by_year`` {year: ``gradient_at_mean``, ``gradient_10_less``,
+        ``gradient_10_more``, ``target_year``, ``imputed_las``, ``expected_total``, ``dfe_total``,
+        ``simulated_total``}, ``year_effect`` {year: Y_t - Y_first}, ``year_sd``, ``la_year_sd``,
+        ``la_intercept_sd``, ``decomposed_las``), ``las`` (per LA: ``la``, ``X``, ``l``, ``children`` and
+        per stage ``intercept`` (A_j) and ``beta``/``gradient`` in the anchor year) and ``la_years``
+        (per LA x year: ``la``, ``year``, ``exposure`` and per stage ``alpha``, ``la_year_effect``
+        (U_jt), ``expected``, ``variance``, ``dfe``, ``imputed``, ``simulated``).
+    """
+    strata = _check_strata(strata)
+    years = _check_years(geo, years)
+    trend = float(gradient_trend)
+    if not (math.isfinite(trend) and trend > 0):
+        raise HierarchyError(f"gradient_trend is a ratio per year (1.0 = flat), got {gradient_trend!r}")
+    rng = np.random.default_rng([seed, 20190331])  # as simulate: the same LA effects for a seed
+    pop = _population(geo, strata, rng, la_conditions)
+    la_codes, n_la = pop.la_codes, len(pop.la_codes)
+    frames, la_years = [], []
+    alphas = {s: np.empty((n_la, len(years))) for s in SIM_STAGES}
+    by_year: dict[str, dict[str, Any]] = {s: {} for s in SIM_STAGES}
+    anchor_beta: dict[str, np.ndarray] = {}
+    for t, year in enumerate(years):
+        log_trend = math.log(trend) * (year - TREND_ANCHOR)
+        exposure = np.rint(pop.rows["exposure"] * _exposure_scale(geo, year)[pop.row_la]).astype(np.int64)
+        _, counts, per_la, stages = _one_year(geo, pop, year, rng, exposure=exposure, log_trend=log_trend)
+        frame = _frame(geo, pop, exposure, counts)
+        frame.insert(frame.columns.get_loc("deprivation"), "year", np.int64(year))
+        frames.append(frame[exposure > 0])
+        kids = np.bincount(pop.row_la, exposure, minlength=n_la)
+        for s in SIM_STAGES:
+            alphas[s][:, t] = per_la[s]["alpha"]
+            st = stages[s]
+            by_year[s][str(year)] = {k: st[k] for k in (
+                "gradient_at_mean", "gradient_10_less", "gradient_10_more", "la_gradient_range", "target_year",
+                "imputed_las", "expected_total", "dfe_total", "simulated_total")}
+            anchor_beta[s] = per_la[s]["beta"] - log_trend
+        for j, code in enumerate(la_codes):
+            rec: dict[str, Any] = {"la": str(code), "year": int(year), "exposure": int(kids[j])}
+            for s in SIM_STAGES:
+                p = per_la[s]
+                rec[s] = {"alpha": p["alpha"][j], "expected": p["expected"][j], "variance": p["variance"][j],
+                          "dfe": p["dfe"][j], "imputed": bool(p["imputed"][j]),
+                          "simulated": int(p["simulated"][j])}
+            la_years.append(rec)
+    table = pd.concat(frames, ignore_index=True)
+
+    stage_truth: dict[str, Any] = {}
+    intercepts: dict[str, np.ndarray] = {}
+    for s in SIM_STAGES:
+        A, Y, U, ok = _two_way(alphas[s])
+        intercepts[s] = A
+        dof = (int(ok.sum()) - 1) * (len(years) - 1)
+        for t in range(len(years)):
+            for j in range(n_la):
+                la_years[t * n_la + j][s]["la_year_effect"] = U[j, t]
+        stage_truth[s] = {
+            "dispersion": DISPERSION[s], "tau": TAU, "stage_noise_sd": 0.0 if s == "referral" else STAGE_NOISE_SD,
+            "target_column": TARGET_COLUMN[s], "by_year": by_year[s],
+            "year_effect": {str(y): float(Y[t] - Y[0]) for t, y in enumerate(years)},
+            "year_sd": float(Y.std(ddof=1)) if len(years) > 1 else 0.0,
+            "la_year_sd": float(math.sqrt(np.nansum(U**2) / dof)) if dof > 0 else 0.0,
+            "la_intercept_sd": float(np.nanstd(A, ddof=1)) if ok.sum() > 1 else 0.0,
+            "decomposed_las": int(ok.sum()),
+        }
+    las = []
+    for j, code in enumerate(la_codes):
+        rec = {"la": str(code), "X": float(pop.X[j]), "l": float(pop.ell[j]),
+               "children": int(geo.la["children"].to_numpy()[j])}
+        for s in SIM_STAGES:
+            rec[s] = {"intercept": intercepts[s][j], "beta": float(anchor_beta[s][j]),
+                      "gradient": float(np.exp(anchor_beta[s][j]))}
+        las.append(rec)
+    clipped = [str(c) for c, xx in zip(la_codes, pop.X, strict=True) if xx < CURVE_CLIP[0] or xx > CURVE_CLIP[1]]
+    truth: dict[str, Any] = {
+        "years": list(years), "seed": int(seed), "geography": geo.source, "family": "negative_binomial",
+        "centring": "within/between: w = (x - X)/0.1", "strata": list(strata), "n_rows": len(table),
+        "n_la": n_la, "n_years": len(years),
+        "la_deprivation": _la_deprivation_truth(pop, clipped), "msoa": _msoa_truth(pop),
+        "la_conditions": {"gradient_per_sd": pop.per_sd,
+                          "note": "added to each LA's log gradient per SD over LAs of the condition"},
+        "gradient_trend": {"ratio_per_year": trend, "log_per_year": math.log(trend), "anchor_year": TREND_ANCHOR,
+                           "note": "every gradient score (every stage and LA) is multiplied by ratio_per_year "
+                                   "for each year after anchor_year (divided before it)"},
+        "exposure": "the geography's children scaled per LA so each LA-year's children equal DfE's "
+                    "pop_0_17 that year (unscaled where DfE has none), rounded per row",
+        "year_effects": "alpha_jt = mean + A_j + Y_t + U_jt over the LAs with every alpha finite; year_effect "
+                        "is Y_t - Y_first (the log rate ratio to the first year of a typical LA at w = 0); "
+                        "year_sd the SD of Y_t (ddof 1); la_year_sd the SD of U_jt on (LAs-1)(years-1) df",
+        "stages": stage_truth, "strata_terms": pop.strata_terms, "las": las, "la_years": la_years,
+    }
+    return table, _jsonable(truth)
 
 
 EXTREME_LOW = 0.01
