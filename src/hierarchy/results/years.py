@@ -84,7 +84,8 @@ def year_gradients(fit: Any, *, stage: str | None = None, column: str = "year") 
         draws |= {k: samples[k].transpose("sample", ...).to_numpy()
                   for k in ("stratum_intercept_offset", "stratum_gradient_offset")}
     else:
-        draws |= {k: samples[f"{column}_{k}"].transpose("sample", ...).to_numpy() for k in ("raw", "sd")}
+        draws |= {f"{column}_{k}": samples[f"{column}_{k}"].transpose("sample", ...).to_numpy()
+                  for k in ("raw", "sd")}
     n_level, n_year = z.sizes["la_level"], len(years)
     level, year, at = (g.ravel() for g in np.meshgrid(np.arange(n_level), np.arange(n_year), [0.0, 1.0],
                                                        indexing="ij"))
