@@ -125,6 +125,9 @@ def test_year_and_la_year_effects_decompose_the_calibrated_intercepts(steep):
 def test_bad_years_name_the_fix(geo):
     with pytest.raises(HierarchyError, match=r"no DfE LA figures for 2011, 2012 .*choose years within 2013-2025"):
         sim.simulate_years(geo, [2011, 2012, 2013])
+    assert sim.simulate_years(geo, "2019-2020", seed=3)[1]["years"] == [2019, 2020]
+    with pytest.raises(HierarchyError, match="whole years"):
+        sim.simulate_years(geo, 2019)
     with pytest.raises(HierarchyError, match="at least one"):
         sim.simulate_years(geo, [])
     with pytest.raises(HierarchyError, match="more than once"):

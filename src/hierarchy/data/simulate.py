@@ -2,7 +2,10 @@
 
 :func:`simulate` draws one count per neighbourhood (LSOA), or per neighbourhood x stratum, and stage
 from a negative binomial multilevel model whose parameters are set so that the published figures are
-reproduced; :func:`write` saves the table (parquet) and its truth (JSON) side by side.
+reproduced; :func:`simulate_years` does the same for several years (neighbourhood x year rows, each
+year calibrated to its own DfE LA totals, the LA effects persisting, an optional gradient trend; its
+own docstring describes its truth); :func:`write` saves the table (parquet) and its truth (JSON) side
+by side.
 
 Data-generating process
 -----------------------
@@ -571,6 +574,8 @@ def parse_years(text: str) -> tuple[int, ...]:
 
 
 def _check_years(geo: Geography, years) -> tuple[int, ...]:
+    if isinstance(years, str):
+        years = parse_years(years)
     try:
         years = tuple(sorted(int(y) for y in years))
     except (TypeError, ValueError):
@@ -632,8 +637,9 @@ def simulate_years(geo: Geography, years, *, seed: int = 0, strata: tuple[str, .
     ----------
     geo : Geography
         Reference or generated geography; its DfE table must have every year.
-    years : iterable of int
-        DfE ``time_period`` years (:func:`parse_years` reads ``"2013-2025"``).
+    years : iterable of int, or str
+        DfE ``time_period`` years; a string such as ``"2013-2025"`` or ``"2019,2020"`` is read by
+        :func:`parse_years`.
     seed : int
         Seed of the numpy random generator; same seed, same counts.
     strata : tuple of str
