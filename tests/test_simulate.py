@@ -326,3 +326,27 @@ def test_findings_unknown_scenario(small_geography):
 
     with pytest.raises(HierarchyError, match="unknown scenario"):
         findings.simulate_findings(small_geography, scenarios=("ethnic",))
+
+
+def test_real_years_each_la_year_calibrated(reference_geography):
+    """13 years on the real geography: every LA-year's expected count is DfE's for that year (the nearest
+    year for children looked after before 2021), LAs without a DfE figure are the imputed ones."""
+    geo = reference_geography
+    table, truth = sim.simulate_years(geo, sim.parse_years("2013-2025"), seed=4)
+    assert len(table) == 32_844 * 13 and (table.groupby("year")["la"].nunique() == 151).all()
+    dfe = geo.dfe.set_index(["la", "year"])
+    for stage, col in sim.TARGET_COLUMN.items():
+        for year, by in truth["stages"][stage]["by_year"].items():
+            recs = [r for r in truth["la_years"] if r["year"] == int(year)]
+            exp = np.array([r[stage]["expected"] for r in recs])
+            np.testing.assert_allclose(exp, [r[stage]["dfe"] for r in recs], rtol=1e-9)
+            published = dfe.loc[[(r["la"], by["target_year"]) for r in recs], col].to_numpy()
+            imputed = np.array([r[stage]["imputed"] for r in recs])
+            assert (imputed == np.isnan(published)).all(), (stage, year)
+            np.testing.assert_allclose(exp[~imputed], published[~imputed], rtol=1e-9)
+            assert by["target_year"] == (max(int(year), 2021) if stage == "looked_after" else int(year))
+            var = sum(r[stage]["variance"] for r in recs)
+            assert abs(by["simulated_total"] - by["expected_total"]) < 4.5 * math.sqrt(var), (stage, year)
+    kids = table.groupby(["la", "year"])["exposure"].sum()
+    pop = dfe.loc[kids.index, "pop_0_17"].to_numpy()
+    assert (np.abs(kids.to_numpy() - pop) <= table.groupby(["la", "year"]).size().to_numpy() / 2).all()

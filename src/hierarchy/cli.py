@@ -120,10 +120,20 @@ def _simulate(args: argparse.Namespace) -> int:
     geo = reference.get_geography(args.reference_dir, synthetic=args.synthetic,
                                   n_la=args.n_la, seed=args.seed)
     strata = tuple(s for s in (args.strata or "").split(",") if s)
-    table, truth = simulate.simulate(geo, year=args.year, strata=strata, seed=args.seed,
-                                     la_conditions=args.la_conditions)
+    if args.years is None:
+        if args.gradient_trend is not None:
+            raise HierarchyError("--gradient-trend changes the gradient from year to year: give the years "
+                                 "with --years (e.g. --years 2013-2025 --gradient-trend 1.02)")
+        table, truth = simulate.simulate(geo, year=2019 if args.year is None else args.year, strata=strata,
+                                         seed=args.seed, la_conditions=args.la_conditions)
+    else:
+        table, truth = simulate.simulate_years(geo, simulate.parse_years(args.years), strata=strata,
+                                               seed=args.seed, la_conditions=args.la_conditions,
+                                               gradient_trend=1.0 if args.gradient_trend is None
+                                               else args.gradient_trend)
     truth_path = simulate.write(table, truth, args.out)
-    print(f"wrote {len(table):,} rows in {table['la'].nunique()} LAs to {args.out}; truth: {truth_path}")
+    years = f" x {table['year'].nunique()} years" if "year" in table else ""
+    print(f"wrote {len(table):,} rows in {table['la'].nunique()} LAs{years} to {args.out}; truth: {truth_path}")
     return 0
 
 
@@ -605,8 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_validate)
 
     sp = sub.add_parser("simulate", help="simulate national neighbourhood counts with known truth")
-    sp.add_argument("--year", type=int, default=2019, help="year of the calibration targets "
-                                                            "(default: %(default)s)")
+    when = sp.add_mutually_exclusive_group()
+    when.add_argument("--year", type=int, default=None, help="year of the calibration targets (default: 2019)")
+    when.add_argument("--years", metavar="YEARS",
+                      help="several years, e.g. 2013-2025 or 2019,2020: neighbourhood x year rows with a year "
+                           "column, each year calibrated to its DfE LA totals (LA effects persist)")
+    sp.add_argument("--gradient-trend", type=_positive, default=None, metavar="RATIO",
+                    help="with --years: every gradient score multiplied by RATIO per year after 2019 "
+                         "(default 1: flat)")
     sp.add_argument("--strata", default="", help="comma list from: age,sex")
     sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
     sp.add_argument("--n-la", type=_count(2), default=151, help="LAs in a generated geography")

@@ -2,7 +2,10 @@
 
 :func:`simulate` draws one count per neighbourhood (LSOA), or per neighbourhood x stratum, and stage
 from a negative binomial multilevel model whose parameters are set so that the published figures are
-reproduced; :func:`write` saves the table (parquet) and its truth (JSON) side by side.
+reproduced; :func:`simulate_years` does the same for several years (neighbourhood x year rows, each
+year calibrated to its own DfE LA totals, the LA effects persisting, an optional gradient trend; its
+own docstring describes its truth); :func:`write` saves the table (parquet) and its truth (JSON) side
+by side.
 
 Data-generating process
 -----------------------
@@ -62,6 +65,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +76,8 @@ import pandas as pd
 from hierarchy.data.reference import Geography
 from hierarchy.errors import HierarchyError
 
-__all__ = ["simulate", "write", "curve_coefficients", "log_gradient", "SIM_STAGES"]
+__all__ = ["simulate", "simulate_years", "parse_years", "write", "curve_coefficients", "log_gradient",
+           "SIM_STAGES"]
 
 SIM_STAGES: tuple[str, ...] = ("referral", "s47", "cp_plan", "looked_after")
 TARGET_COLUMN = {"referral": "referrals", "s47": "s47", "cp_plan": "cpp_start",
@@ -250,36 +256,42 @@ def _deciles(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return dec
 
 
-def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
-             seed: int = 0, la_conditions: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
+@dataclass(frozen=True)
+class _Population:
+    """What persists across years: the rows, deprivation, strata terms and the drawn LA and MSOA effects."""
 
-    Parameters
-    ----------
-    geo : Geography
-        Reference or generated geography (with its DfE table).
-    year : int
-        DfE ``time_period`` whose LA totals the expected counts reproduce.
-    strata : tuple of str
-        Any of ``"age"``, ``"sex"``.
-    seed : int
-        Seed of the numpy random generator; same seed, same counts.
+    la_codes: np.ndarray  # (n_la,)
+    X: np.ndarray  # (n_la,) LA deprivation
+    xbar: float
+    d: tuple[float, float, float]  # referral curve coefficients
+    ell: np.ndarray  # (n_la,) log(X / xbar), unclipped
+    x: np.ndarray  # (n_lsoa,) neighbourhood deprivation
+    rows: dict[str, np.ndarray]  # from _rows: idx, exposure, [age_band], [sex]
+    row_la: np.ndarray  # (n_rows,) LA index of each row
+    w: np.ndarray  # (n_rows,)
+    slope_off: np.ndarray  # (n_rows,) stratum offsets on the slope
+    rate_off: np.ndarray  # (n_rows,) stratum and MSOA offsets on the log rate
+    strata_terms: dict[str, Any]
+    moderation: np.ndarray  # (n_la,) LA-condition moderation of the log gradient
+    per_sd: dict[str, float]
+    v: np.ndarray  # (n_la,) LA slope deviations (off the curve)
+    noise: dict[str, np.ndarray]  # stage -> (n_la,) stage slope noise
+    msoa_effect: np.ndarray
+    msoa_codes: np.ndarray
 
-    Returns
-    -------
-    table : pandas.DataFrame
-        Columns as in the module docstring.
-    truth : dict
-        JSON-serialisable parameters and checks (see the module docstring).
-    """
+
+def _check_strata(strata: tuple[str, ...]) -> tuple[str, ...]:
     strata = tuple(strata)
     bad = [s for s in strata if s not in KNOWN_STRATA]
     if bad or len(set(strata)) != len(strata):
         raise HierarchyError(f"strata must be distinct values from {KNOWN_STRATA}, got {strata}")
-    strata = tuple(s for s in KNOWN_STRATA if s in strata)
-    # A stream of its own: the synthetic geography draws from default_rng(seed), and sharing it
-    # would make the LA slope noise a copy of the LA deprivation draws.
-    rng = np.random.default_rng([seed, 20190331])
+    return tuple(s for s in KNOWN_STRATA if s in strata)
+
+
+def _population(geo: Geography, strata: tuple[str, ...], rng: np.random.Generator,
+                la_conditions: bool) -> _Population:
+    """Rows, deprivation and strata terms of ``geo``, and the LA slope, MSOA and stage-noise draws
+    (in this order from ``rng``)."""
     lsoa, la = geo.lsoa, geo.la
     la_codes = la["la"].to_numpy()
     la_pos = pd.Index(la_codes).get_indexer(lsoa["la"])
@@ -297,7 +309,6 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     rows = _rows(geo, strata)
     idx, exposure = rows["idx"], rows["exposure"]
     row_la = la_pos[idx]
-    w = w_lsoa[idx]
     slope_off = np.zeros(len(idx))
     rate_off = np.zeros(len(idx))
     strata_terms: dict[str, Any] = {}
@@ -327,16 +338,41 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
                      for c, m in per_sd.items())
     noise = {s: (np.zeros(n_la) if s == "referral" else rng.normal(0.0, STAGE_NOISE_SD, n_la))
              for s in SIM_STAGES}
+    return _Population(la_codes=la_codes, X=X, xbar=xbar, d=d, ell=ell, x=x, rows=rows, row_la=row_la,
+                       w=w_lsoa[idx], slope_off=slope_off, rate_off=rate_off, strata_terms=strata_terms,
+                       moderation=moderation, per_sd=per_sd, v=v, noise=noise, msoa_effect=msoa_effect,
+                       msoa_codes=msoa_codes)
 
+
+def _one_year(geo: Geography, pop: _Population, year: int, rng: np.random.Generator, *,
+              exposure: np.ndarray | None = None, log_trend: float = 0.0
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+    """Expected counts calibrated to ``year``'s DfE LA totals, then NB counts drawn from ``rng``.
+
+    ``exposure`` replaces the rows' children (same length; rows of 0 get 0 counts); ``log_trend`` is
+    added to every stage's log gradient (the typical-LA curve and so every LA's slope).
+
+    Returns
+    -------
+    mus, counts : dict
+        Stage -> expected and drawn count of each row.
+    per_la : dict
+        Stage -> per-LA arrays ``alpha``, ``beta``, ``expected``, ``dfe``, ``imputed``, ``variance``,
+        ``simulated``.
+    stages : dict
+        Stage -> the truth's ``stages`` entry (module docstring).
+    """
+    exposure = pop.rows["exposure"] if exposure is None else exposure
+    n_la, row_la, xbar = len(pop.la_codes), pop.row_la, pop.xbar
     mus: dict[str, np.ndarray] = {}
     stages: dict[str, Any] = {}
     per_la: dict[str, dict[str, np.ndarray]] = {}
     for s in SIM_STAGES:
-        shift = math.log(GRADIENT_AT_MEAN[s] / GRADIENT_AT_MEAN["referral"])
-        ds = (d[0] + shift, d[1], d[2])
-        curve = log_gradient(X, xbar, ds)
-        beta = curve + moderation + v + noise[s]
-        kernel = exposure * np.exp((beta[row_la] + slope_off) * w + rate_off)
+        shift = math.log(GRADIENT_AT_MEAN[s] / GRADIENT_AT_MEAN["referral"]) + log_trend
+        ds = (pop.d[0] + shift, pop.d[1], pop.d[2])
+        curve = log_gradient(pop.X, xbar, ds)
+        beta = curve + pop.moderation + pop.v + pop.noise[s]
+        kernel = exposure * np.exp((beta[row_la] + pop.slope_off) * pop.w + pop.rate_off)
         denom = np.bincount(row_la, kernel, minlength=n_la)
         target, imputed, used = _targets(geo, year, s)
         ratio = target / denom
@@ -349,26 +385,26 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         per_la[s] = {"alpha": alpha, "beta": beta, "expected": expected, "dfe": target,
                      "imputed": imputed, "variance": variance}
         grads = np.exp(beta)
-        reg = _la_regression(alpha, ell, beta - curve - moderation)
+        reg = _la_regression(alpha, pop.ell, beta - curve - pop.moderation)
         at = {k: float(np.exp(log_gradient(xbar + dx, xbar, ds)))
               for k, dx in (("gradient_at_mean", 0.0), ("gradient_10_less", -0.1),
                             ("gradient_10_more", 0.1))}
         strat_grad: dict[str, float] = {}
         for key in ("age_band",):
-            if key in strata_terms:
-                for lev, off in strata_terms[key]["slope_offset"].items():
+            if key in pop.strata_terms:
+                for lev, off in pop.strata_terms[key]["slope_offset"].items():
                     strat_grad[f"{key}={lev}"] = float(at["gradient_at_mean"] * math.exp(off))
         stages[s] = {
             "d0": ds[0], "d1": ds[1], "d2": ds[2], **at,
             "dispersion": DISPERSION[s], "tau": TAU,
             "stage_noise_sd": 0.0 if s == "referral" else STAGE_NOISE_SD,
-            "slope_residual_sd": float((beta - curve - moderation).std(ddof=1)) if n_la > 1 else 0.0,
+            "slope_residual_sd": float((beta - curve - pop.moderation).std(ddof=1)) if n_la > 1 else 0.0,
             **reg,
             "la_gradient_range": [float(grads.min()), float(grads.max())],
             "la_gradient_q05_q95": [float(np.quantile(grads, 0.05)),
                                     float(np.quantile(grads, 0.95))],
             "target_column": TARGET_COLUMN[s], "target_year": int(used),
-            "imputed_las": [str(c) for c in la_codes[imputed]],
+            "imputed_las": [str(c) for c in pop.la_codes[imputed]],
             "expected_total": float(mu.sum()), "dfe_total": float(target.sum()),
             "stratum_gradient_at_mean": strat_grad,
         }
@@ -380,7 +416,14 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         counts[s] = rng.poisson(lam).astype(np.int64)
         stages[s]["simulated_total"] = int(counts[s].sum())
         per_la[s]["simulated"] = np.bincount(row_la, counts[s], minlength=n_la)
+    return mus, counts, per_la, stages
 
+
+def _frame(geo: Geography, pop: _Population, exposure: np.ndarray, counts: dict[str, np.ndarray]
+           ) -> pd.DataFrame:
+    """The table's columns (module docstring) for the population's rows."""
+    lsoa, la, rows = geo.lsoa, geo.la, pop.rows
+    idx = rows["idx"]
     table = pd.DataFrame({
         "neighbourhood": lsoa["lsoa"].to_numpy()[idx],
         "la": lsoa["la"].to_numpy()[idx],
@@ -392,12 +435,46 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     for col in ("neighbourhood", "la", "msoa", "age_band", "sex"):
         if col in table:
             table[col] = table[col].astype(str)
-    table["deprivation"] = x[idx]
+    table["deprivation"] = pop.x[idx]
     table["exposure"] = exposure.astype(np.int64)
     for s in SIM_STAGES:
         table[s] = counts[s]
-    table["la_rural_share"] = la["rural_share"].to_numpy(dtype=float)[row_la]
-    table["la_log_density"] = la["log_density"].to_numpy(dtype=float)[row_la]
+    table["la_rural_share"] = la["rural_share"].to_numpy(dtype=float)[pop.row_la]
+    table["la_log_density"] = la["log_density"].to_numpy(dtype=float)[pop.row_la]
+    return table
+
+
+def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
+             seed: int = 0, la_conditions: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
+
+    Parameters
+    ----------
+    geo : Geography
+        Reference or generated geography (with its DfE table).
+    year : int
+        DfE ``time_period`` whose LA totals the expected counts reproduce.
+    strata : tuple of str
+        Any of ``"age"``, ``"sex"``.
+    seed : int
+        Seed of the numpy random generator; same seed, same counts.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Columns as in the module docstring.
+    truth : dict
+        JSON-serialisable parameters and checks (see the module docstring).
+    """
+    strata = _check_strata(strata)
+    # A stream of its own: the synthetic geography draws from default_rng(seed), and sharing it
+    # would make the LA slope noise a copy of the LA deprivation draws.
+    rng = np.random.default_rng([seed, 20190331])
+    pop = _population(geo, strata, rng, la_conditions)
+    lsoa, la = geo.lsoa, geo.la
+    la_codes, X, x, ell, idx = pop.la_codes, pop.X, pop.x, pop.ell, pop.rows["idx"]
+    mus, counts, per_la, stages = _one_year(geo, pop, year, rng)
+    table = _frame(geo, pop, pop.rows["exposure"], counts)
 
     # national deciles of neighbourhood deprivation
     dec = _deciles(x, lsoa["lsoa"].to_numpy().astype(str))
@@ -439,20 +516,237 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         "year": int(year), "seed": int(seed), "geography": geo.source,
         "family": "negative_binomial",
         "centring": "within/between: w = (x - X)/0.1",
-        "strata": list(strata), "n_rows": len(table), "n_la": n_la,
-        "la_deprivation": {
-            "measure": "child-weighted mean of neighbourhood income rate", "mean": xbar,
-            "transform": "log", "curve_clip": list(CURVE_CLIP), "clipped_las": clipped,
-            "note": "the gradient curve log g(X) = d0 + d1 l + d2 l^2, l = log(X/mean), is "
-                    "evaluated with X clipped to curve_clip",
-        },
-        "msoa": {"sd": MSOA_SD, "realised_sd": float(msoa_effect.std(ddof=1)) if len(msoa_effect) > 1 else 0.0,
-                 "n_msoa": len(msoa_codes)},
-        "la_conditions": {"gradient_per_sd": per_sd,
+        "strata": list(strata), "n_rows": len(table), "n_la": len(la_codes),
+        "la_deprivation": _la_deprivation_truth(pop, clipped),
+        "msoa": _msoa_truth(pop),
+        "la_conditions": {"gradient_per_sd": pop.per_sd,
                           "note": "added to each LA's log gradient per SD over LAs of the condition "
                                   "(sd with ddof=0), same for every stage"},
-        "stages": stages, "strata_terms": strata_terms, "las": las, "deciles": deciles,
+        "stages": stages, "strata_terms": pop.strata_terms, "las": las, "deciles": deciles,
         "extremes": extremes,
+    }
+    return table, _jsonable(truth)
+
+
+def _la_deprivation_truth(pop: _Population, clipped: list[str]) -> dict[str, Any]:
+    return {"measure": "child-weighted mean of neighbourhood income rate", "mean": pop.xbar,
+            "transform": "log", "curve_clip": list(CURVE_CLIP), "clipped_las": clipped,
+            "note": "the gradient curve log g(X) = d0 + d1 l + d2 l^2, l = log(X/mean), is "
+                    "evaluated with X clipped to curve_clip"}
+
+
+def _msoa_truth(pop: _Population) -> dict[str, Any]:
+    e = pop.msoa_effect
+    return {"sd": MSOA_SD, "realised_sd": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
+            "n_msoa": len(pop.msoa_codes)}
+
+
+# -------------------------------------------------------------------------------------------- years
+
+TREND_ANCHOR = 2019
+"""Year in which a multi-year simulation's gradients are the published ones (the 2018-19 census)."""
+
+
+def parse_years(text: str) -> tuple[int, ...]:
+    """Years from ``"2013-2025"``, ``"2019,2020"`` or a mix (``"2013-2015,2019"``), in order.
+
+    Raises
+    ------
+    HierarchyError
+        On anything else, a reversed range or a year given twice, naming the fix.
+    """
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d{4})\s*-\s*(\d{4})|(\d{4})", part)
+        if not m:
+            raise HierarchyError(f"--years {text!r}: '{part}' is not a year or a range of years; write e.g. "
+                                 "--years 2013-2025 or --years 2019,2020")
+        first, last = (int(m.group(1)), int(m.group(2))) if m.group(3) is None else (int(m.group(3)),) * 2
+        if last < first:
+            raise HierarchyError(f"--years {text!r}: the range {part} runs backwards; write {last}-{first}")
+        out += range(first, last + 1)
+    twice = sorted({y for y in out if out.count(y) > 1})
+    if twice:
+        raise HierarchyError(f"--years {text!r} names {', '.join(map(str, twice))} more than once; give each "
+                             "year once")
+    return tuple(sorted(out))
+
+
+def _check_years(geo: Geography, years) -> tuple[int, ...]:
+    if isinstance(years, str):
+        years = parse_years(years)
+    try:
+        years = tuple(sorted(int(y) for y in years))
+    except (TypeError, ValueError):
+        raise HierarchyError(f"years must be whole years such as (2019, 2020), got {years!r}") from None
+    if not years:
+        raise HierarchyError("no years to simulate: give at least one, e.g. years=(2019, 2020)")
+    if len(set(years)) != len(years):
+        raise HierarchyError(f"years {years} name a year more than once; give each year once")
+    have = sorted(int(y) for y in set(geo.dfe["year"].tolist()))
+    missing = [y for y in years if y not in have]
+    if missing:
+        span = f"{have[0]}-{have[-1]}" if have == list(range(have[0], have[-1] + 1)) else ", ".join(map(str, have))
+        raise HierarchyError(f"no DfE LA figures for {', '.join(map(str, missing))} in {geo.source} (it has "
+                             f"{span}): every simulated year is calibrated to that year's DfE LA totals, so "
+                             f"choose years within {span} (e.g. --years {have[0]}-{have[-1]})")
+    return years
+
+
+def _exposure_scale(geo: Geography, year: int) -> np.ndarray:
+    """Per LA: DfE's child population in ``year`` over the geography's children (1 where DfE has none)."""
+    rows = geo.dfe[geo.dfe["year"] == year].set_index("la")
+    pop = rows["pop_0_17"].reindex(geo.la["la"]).to_numpy(dtype=float)
+    scale = pop / geo.la["children"].to_numpy(dtype=float)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+
+
+def _two_way(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Additive decomposition of ``alpha`` (LA x year) over the LAs with every year finite:
+    ``alpha = mean + A_j + Y_t + U_jt`` with A, Y and each row and column of U summing to 0.
+    Returns A (nan for LAs left out), Y, U (nan rows for them) and the mask of LAs used."""
+    ok = np.isfinite(alpha).all(axis=1)
+    a = alpha[ok]
+    grand = a.mean()
+    la_eff = a.mean(axis=1) - grand
+    year_eff = a.mean(axis=0) - grand
+    resid = a - grand - la_eff[:, None] - year_eff[None, :]
+    A = np.full(len(alpha), np.nan)
+    U = np.full(alpha.shape, np.nan)
+    A[ok], U[ok] = la_eff, resid
+    return A, year_eff, U, ok
+
+
+def simulate_years(geo: Geography, years, *, seed: int = 0, strata: tuple[str, ...] = (),
+                   la_conditions: bool = False, gradient_trend: float = 1.0
+                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate neighbourhood x year counts, each year calibrated to that year's DfE LA totals.
+
+    The LA slopes (``v_j``, stage noise), the MSOA effects and the strata terms are drawn once (the
+    same draws as :func:`simulate` with this ``seed``) and persist over the years; each year's
+    ``alpha_jt`` is solved so that LA j's expected total equals DfE's count for year t, so the year
+    effects and the LA x year variation are those DfE's LA totals imply. The truth decomposes them:
+    ``alpha_jt = mean + A_j + Y_t + U_jt`` (two-way, each margin of U summing to 0), with the
+    realised ``year_sd`` (of Y_t), ``la_year_sd`` (of U, on (LAs - 1)(years - 1) degrees of freedom)
+    and the persistent LA intercepts A_j. Exposures are the geography's children scaled per LA so
+    that each LA-year's children equal DfE's child population that year (``pop_0_17``; unscaled
+    where DfE has none), rounded per row.
+
+    Parameters
+    ----------
+    geo : Geography
+        Reference or generated geography; its DfE table must have every year.
+    years : iterable of int, or str
+        DfE ``time_period`` years; a string such as ``"2013-2025"`` or ``"2019,2020"`` is read by
+        :func:`parse_years`.
+    seed : int
+        Seed of the numpy random generator; same seed, same counts.
+    strata : tuple of str
+        Any of ``"age"``, ``"sex"``.
+    la_conditions : bool
+        As in :func:`simulate`.
+    gradient_trend : float
+        Multiplier of every gradient score (every stage, every LA) per year after
+        :data:`TREND_ANCHOR` (1.0: flat; 1.03: 3% steeper each year, shallower before 2019).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The columns of :func:`simulate` plus ``year`` (int64), year-major; rows with no children that
+        year are left out.
+    truth : dict
+        ``years``, ``seed``, ``geography``, ``family``, ``strata``, ``n_rows``, ``n_la``,
+        ``la_deprivation``, ``msoa``, ``la_conditions``, ``gradient_trend`` {``ratio_per_year``,
+        ``log_per_year``, ``anchor_year``}, ``stages`` (per stage: ``dispersion``, ``tau``,
+        ``target_column``, ``by_year`` {year: ``gradient_at_mean``, ``gradient_10_less``,
+        ``gradient_10_more``, ``target_year``, ``imputed_las``, ``expected_total``, ``dfe_total``,
+        ``simulated_total``}, ``year_effect`` {year: Y_t - Y_first}, ``year_sd``, ``la_year_sd``,
+        ``la_intercept_sd``, ``decomposed_las``), ``las`` (per LA: ``la``, ``X``, ``l``, ``children`` and
+        per stage ``intercept`` (A_j) and ``beta``/``gradient`` in the anchor year) and ``la_years``
+        (per LA x year: ``la``, ``year``, ``exposure`` and per stage ``alpha``, ``la_year_effect``
+        (U_jt), ``expected``, ``variance``, ``dfe``, ``imputed``, ``simulated``).
+    """
+    strata = _check_strata(strata)
+    years = _check_years(geo, years)
+    trend = float(gradient_trend)
+    if not (math.isfinite(trend) and trend > 0):
+        raise HierarchyError(f"gradient_trend is a ratio per year (1.0 = flat), got {gradient_trend!r}")
+    rng = np.random.default_rng([seed, 20190331])  # as simulate: the same LA effects for a seed
+    pop = _population(geo, strata, rng, la_conditions)
+    la_codes, n_la = pop.la_codes, len(pop.la_codes)
+    frames, la_years = [], []
+    alphas = {s: np.empty((n_la, len(years))) for s in SIM_STAGES}
+    by_year: dict[str, dict[str, Any]] = {s: {} for s in SIM_STAGES}
+    anchor_beta: dict[str, np.ndarray] = {}
+    for t, year in enumerate(years):
+        log_trend = math.log(trend) * (year - TREND_ANCHOR)
+        exposure = np.rint(pop.rows["exposure"] * _exposure_scale(geo, year)[pop.row_la]).astype(np.int64)
+        _, counts, per_la, stages = _one_year(geo, pop, year, rng, exposure=exposure, log_trend=log_trend)
+        frame = _frame(geo, pop, exposure, counts)
+        frame.insert(frame.columns.get_loc("deprivation"), "year", np.int64(year))
+        frames.append(frame[exposure > 0])
+        kids = np.bincount(pop.row_la, exposure, minlength=n_la)
+        for s in SIM_STAGES:
+            alphas[s][:, t] = per_la[s]["alpha"]
+            st = stages[s]
+            by_year[s][str(year)] = {k: st[k] for k in (
+                "gradient_at_mean", "gradient_10_less", "gradient_10_more", "la_gradient_range", "target_year",
+                "imputed_las", "expected_total", "dfe_total", "simulated_total")}
+            anchor_beta[s] = per_la[s]["beta"] - log_trend
+        for j, code in enumerate(la_codes):
+            rec: dict[str, Any] = {"la": str(code), "year": int(year), "exposure": int(kids[j])}
+            for s in SIM_STAGES:
+                p = per_la[s]
+                rec[s] = {"alpha": p["alpha"][j], "expected": p["expected"][j], "variance": p["variance"][j],
+                          "dfe": p["dfe"][j], "imputed": bool(p["imputed"][j]),
+                          "simulated": int(p["simulated"][j])}
+            la_years.append(rec)
+    table = pd.concat(frames, ignore_index=True)
+
+    stage_truth: dict[str, Any] = {}
+    intercepts: dict[str, np.ndarray] = {}
+    for s in SIM_STAGES:
+        A, Y, U, ok = _two_way(alphas[s])
+        intercepts[s] = A
+        dof = (int(ok.sum()) - 1) * (len(years) - 1)
+        for t in range(len(years)):
+            for j in range(n_la):
+                la_years[t * n_la + j][s]["la_year_effect"] = U[j, t]
+        stage_truth[s] = {
+            "dispersion": DISPERSION[s], "tau": TAU, "stage_noise_sd": 0.0 if s == "referral" else STAGE_NOISE_SD,
+            "target_column": TARGET_COLUMN[s], "by_year": by_year[s],
+            "year_effect": {str(y): float(Y[t] - Y[0]) for t, y in enumerate(years)},
+            "year_sd": float(Y.std(ddof=1)) if len(years) > 1 else 0.0,
+            "la_year_sd": float(math.sqrt(np.nansum(U**2) / dof)) if dof > 0 else 0.0,
+            "la_intercept_sd": float(np.nanstd(A, ddof=1)) if ok.sum() > 1 else 0.0,
+            "decomposed_las": int(ok.sum()),
+        }
+    las = []
+    for j, code in enumerate(la_codes):
+        rec = {"la": str(code), "X": float(pop.X[j]), "l": float(pop.ell[j]),
+               "children": int(geo.la["children"].to_numpy()[j])}
+        for s in SIM_STAGES:
+            rec[s] = {"intercept": intercepts[s][j], "beta": float(anchor_beta[s][j]),
+                      "gradient": float(np.exp(anchor_beta[s][j]))}
+        las.append(rec)
+    clipped = [str(c) for c, xx in zip(la_codes, pop.X, strict=True) if xx < CURVE_CLIP[0] or xx > CURVE_CLIP[1]]
+    truth: dict[str, Any] = {
+        "years": list(years), "seed": int(seed), "geography": geo.source, "family": "negative_binomial",
+        "centring": "within/between: w = (x - X)/0.1", "strata": list(strata), "n_rows": len(table),
+        "n_la": n_la, "n_years": len(years),
+        "la_deprivation": _la_deprivation_truth(pop, clipped), "msoa": _msoa_truth(pop),
+        "la_conditions": {"gradient_per_sd": pop.per_sd,
+                          "note": "added to each LA's log gradient per SD over LAs of the condition"},
+        "gradient_trend": {"ratio_per_year": trend, "log_per_year": math.log(trend), "anchor_year": TREND_ANCHOR,
+                           "note": "every gradient score (every stage and LA) is multiplied by ratio_per_year "
+                                   "for each year after anchor_year (divided before it)"},
+        "exposure": "the geography's children scaled per LA so each LA-year's children equal DfE's "
+                    "pop_0_17 that year (unscaled where DfE has none), rounded per row",
+        "year_effects": "alpha_jt = mean + A_j + Y_t + U_jt over the LAs with every alpha finite; year_effect "
+                        "is Y_t - Y_first (the log rate ratio to the first year of a typical LA at w = 0); "
+                        "year_sd the SD of Y_t (ddof 1); la_year_sd the SD of U_jt on (LAs-1)(years-1) df",
+        "stages": stage_truth, "strata_terms": pop.strata_terms, "las": las, "la_years": la_years,
     }
     return table, _jsonable(truth)
 
