@@ -312,3 +312,20 @@ def test_fits_listing_refuses_an_edited_file_instead_of_showing_its_claim(fits, 
     assert "warn" in lines["good.nc"] and lines["good.nc"].rstrip().endswith("yes")
     assert "refused: its content does not match its seal" in lines["edited.nc"]
     assert " ok " not in lines["edited.nc"]
+
+
+def test_every_group_term_is_checked_not_only_la_and_msoa(small_geography):
+    """``(1 | la:year)`` effect draws give away an LA-year's total like LA effects do: an LA-year
+    with one row (Isles of Scilly has one neighbourhood) or under 10 counts is flagged."""
+    from hierarchy.data.simulate import simulate_years
+    from hierarchy.language.spec import load_spec
+
+    spec = load_spec(ROOT / "models/years_gradient_nb.toml")
+    table, _ = simulate_years(small_geography, years=[2019, 2020], seed=3)
+    names = ("la_coef", "la:year_raw")
+    assert fitfile.effect_group_risks(spec, build_design(table, spec), names) == []
+    la, year = table["la"].iloc[0], 2020
+    one = table[(table["la"] != la) | (table["year"] != year) | ~table.duplicated(["la", "year"])]
+    risks = fitfile.effect_group_risks(spec, build_design(one, spec), names)
+    assert any(r.startswith("1 'la:year'(-stage) group(s) have at most 1 row(s)") for r in risks), risks
+    assert fitfile.effect_group_risks(spec, build_design(one, spec), ("la_coef",)) == []  # not stored: no risk

@@ -301,3 +301,17 @@ def test_a_flat_gradient_is_not_called_steeper(geo):
     assert truth["gradient_trend"]["ratio_per_year"] == 1.0
     trend = years.trend_table(_fit(table, seed=2)).iloc[0]
     assert trend["p_steepening"] < 0.95 and trend["lower"] < 1.0 < trend["upper"]
+
+
+def test_validate_names_the_year_column_a_multi_year_table_needs(steep):
+    """A neighbourhood x year table validated without ``--strata year`` is refused with the fix that
+    fits it (name year as a stratum), and passes with it."""
+    from hierarchy.data.table import validate
+
+    table = steep[0]
+    text = validate(table, source="years.csv").format()
+    assert "duplicated neighbourhood" in text and "hierarchy validate --strata year" in text
+    assert validate(table, source="years.csv", strata=("year",)).ok
+    once = table.drop_duplicates("neighbourhood")
+    dup = pd.concat([once, once.iloc[:3]])  # true duplicates: no column tells them apart
+    assert "aggregate or remove the duplicates" in validate(dup, source="d.csv").format()

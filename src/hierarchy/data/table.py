@@ -729,6 +729,16 @@ def _check_deprivation(c: _Collector, raw: pd.Series) -> None:
     c.rows("error", "deprivation", outside, message, fix, "outside [0, 1]")
 
 
+def _splitting_column(table: pd.DataFrame, key: list[str], max_levels: int = 100) -> str | None:
+    """A column (``year`` first) of few values that makes ``key`` unique, e.g. the year of a
+    neighbourhood x year table validated without ``--strata year``; None if there is none."""
+    others = [c for c in table.columns if c not in key and table[c].nunique() <= max_levels]
+    for col in sorted(others, key=lambda c: c != "year"):
+        if not table.duplicated(subset=[*key, col]).any():
+            return str(col)
+    return None
+
+
 def _check_structure(c: _Collector, table: pd.DataFrame, extra_strata: tuple[str, ...] = ()) -> None:
     present = set(table.columns)
     if "neighbourhood" in present:
@@ -737,10 +747,13 @@ def _check_structure(c: _Collector, table: pd.DataFrame, extra_strata: tuple[str
         if dup.any():
             first = table.loc[dup, key].iloc[0]
             what = " x ".join(key)
+            fix = f"keep one row per {what}: aggregate or remove the duplicates"
+            split = _splitting_column(table, key)
+            if split is not None:
+                fix = (f"the rows differ by '{split}': if each is one {split} of the same {what}, name it "
+                       f"as a stratum (hierarchy validate --strata {split}); else aggregate or remove them")
             c.rows("error", "neighbourhood", dup, "{n_rows} {have} a duplicated " + what
-                   + f" (e.g. {', '.join(map(str, first))})",
-                   f"keep one row per {what}: aggregate or remove the duplicates",
-                   f"duplicated {what}")
+                   + f" (e.g. {', '.join(map(str, first))})", fix, f"duplicated {what}")
     for child, parent in (("neighbourhood", "la"), ("neighbourhood", "msoa"), ("msoa", "la")):
         _check_nesting(c, table, child, parent)
 

@@ -187,6 +187,9 @@ def effect_group_risks(spec: ModelSpec, design: Design, posterior_names: Any = (
     groups = [("LA", design.la_index, n_eff)] if "la_coef" in names else []
     if design.msoa_index is not None and "msoa_raw" in names:
         groups.append(("MSOA", design.msoa_index, 1))
+    for g, index, slope in zip(design.group_names, design.group_index, design.group_slope, strict=True):
+        if f"{g}_raw" in names:  # any other group term: (1 | year), (1 | la:year), (1 + w | g) ...
+            groups.append((f"'{g}'", index, 1 + int(slope)))
     for level, index, k in groups:
         key = index.astype(np.int64) * len(design.stage_names) + design.stage_index
         totals = np.bincount(key, weights=design.y.astype(float))
