@@ -315,3 +315,30 @@ def test_validate_names_the_year_column_a_multi_year_table_needs(steep):
     once = table.drop_duplicates("neighbourhood")
     dup = pd.concat([once, once.iloc[:3]])  # true duplicates: no column tells them apart
     assert "aggregate or remove the duplicates" in validate(dup, source="d.csv").format()
+
+
+def test_the_report_carries_the_years_table_sentences_and_figure(fake):
+    """A fit with a gradient per year gets ``year_gradients`` / ``year_trend`` tables, two sentences
+    whose numbers are the tables', and a figure; a fit without one gets none of them."""
+    import re
+
+    from hierarchy.reporting import figures, report
+
+    tables = report.year_tables(fake, prob=0.9)
+    assert set(tables) == {"year_gradients", "year_trend"}
+    yg, tr = tables["year_gradients"], tables["year_trend"].iloc[0]
+    sentences = [f.text for f in report._year_findings(tables, prob=0.9)]
+    assert len(sentences) == 2 and sentences[0].startswith("In 2019,")
+    last = yg[(yg["year"] == "2019") & (yg["la_level"] == "mean")].iloc[0]
+    assert f"{last['p_steeper_than_first']:.2f}" in sentences[0]
+    assert f"{tr['p_steepening']:.2f}" in sentences[1]
+    m = re.search(r"factor of ([\d.]+) \(90% interval ([\d.]+) to ([\d.]+)\)", sentences[1])
+    assert m and [float(v) for v in m.groups()] == pytest.approx([tr["mean"], tr["lower"], tr["upper"]], abs=0.01)
+    fig, data = figures.plot_year_gradients(yg)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.get_xticklabels()) == len(YEARS)
+    idata = fake.copy()
+    prov = json.loads(idata.posterior.attrs["hierarchy"])
+    prov["model_spec"] = load_spec(ROOT / "models/gradient_nb.toml").to_dict()
+    idata.posterior.attrs["hierarchy"] = json.dumps(prov)
+    assert report.year_tables(idata, prob=0.9) == {}

@@ -380,6 +380,28 @@ def plot_subgroups(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     return fig, table
 
 
+def plot_year_gradients(table: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+    """Gradient score of a typical LA by year at mean LA deprivation and 10 points less / more, with
+    intervals (log scale)."""
+    fig, axes = new_figure(size=(7.0, 4.0))
+    ax = axes[0, 0]
+    levels = list(dict.fromkeys(table["la_level"]))
+    years = list(dict.fromkeys(table["year"]))
+    x = np.arange(len(years), dtype=float)
+    for k, level in enumerate(levels):
+        part = table[table["la_level"] == level].set_index("year").loc[years]
+        shift = (k - (len(levels) - 1) / 2) * 0.12
+        ax.errorbar(x + shift, part["mean"], yerr=[part["mean"] - part["lower"], part["upper"] - part["mean"]],
+                    fmt="o-", lw=1, ms=4, capsize=2, color=LEVEL_COLOURS.get(str(level), GREY),
+                    label=f"LA {level}")
+    ax.set_xticks(x, [str(y) for y in years], rotation=45 if len(years) > 6 else 0)
+    ratio_axis(ax, "y")
+    ax.set_xlabel("year")
+    ax.set_ylabel("gradient score (per 10 points, log scale)")
+    ax.legend(fontsize=8)
+    return fig, table
+
+
 def plot_rank(posterior: xr.Dataset) -> tuple[Figure, xr.Dataset]:
     """Rank plots (``arviz.plot_rank``) of scalar hyperparameters, one panel each.
 

@@ -423,6 +423,10 @@ def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None =
         out["subgroups"] = ("Read across rows: gradient scores of a typical LA at mean LA deprivation by "
                             "stage and stratum; crosses mark the truth where known.",
                             *figures.plot_subgroups(tables["subgroup_gradients"]))
+    if "year_gradients" in tables:
+        out["year_gradients"] = ("Read the slope across years: the gradient score of a typical LA in each year, "
+                                 "with intervals, at three levels of LA deprivation (log scale).",
+                                 *figures.plot_year_gradients(tables["year_gradients"]))
     out["rate_curves"] = ("Read the gap between lines: predicted rates by neighbourhood deprivation in "
                           "typical LAs at mean LA deprivation and 10 points less / more (dashed: beyond the "
                           "neighbourhood deprivation seen in LAs of that level).",
@@ -584,6 +588,7 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns:
     contrasts = estimands.moderator_contrasts(full)
     if contrasts is not None:
         tables["moderator_contrasts"] = contrasts
+    tables.update(year_tables(full, prob=prob))
     warning = disclosure.below_default_warning(threshold, rounding)
     if warning:
         (out / "NOT_FOR_PUBLICATION.txt").write_text(warning + "\n", encoding="utf-8")
@@ -842,6 +847,46 @@ def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: floa
             f"{100 * r['upper']:.{dec}f}%) of the variation in {rate}s (log scale) lies between local "
             "authorities.", "estimands"))
     out += _subgroup_findings(tables, prob=prob)
+    out += _year_findings(tables, prob=prob)
+    return out
+
+
+def year_tables(idata, *, prob: float) -> dict[str, pd.DataFrame]:
+    """``year_gradients`` (each year's gradient score, its ratio to the first year's and P(steeper))
+    and, with numeric years, ``year_trend`` (change per year), for fits with a gradient per year."""
+    from hierarchy.results import years
+
+    if not years.has_year_gradient(idata):
+        return {}
+    out = {"year_gradients": years.year_gradient_table(idata, prob=prob)}
+    try:
+        out["year_trend"] = years.trend_table(idata, prob=prob)
+    except HierarchyError:  # years that are not numbers, or one year: no trend
+        pass
+    return out
+
+
+def _year_findings(tables: dict[str, pd.DataFrame], *, prob: float) -> list[page.Finding]:
+    """Sentences on the gradient over the years: first and last year, and the trend."""
+    yg = tables.get("year_gradients")
+    if yg is None:
+        return []
+    mean = yg[yg["la_level"] == "mean"]
+    first, last = mean.iloc[0], mean.iloc[-1]
+    now = _pct_interval(last["mean"], last["lower"], last["upper"], prob)
+    then = _pct_interval(first["mean"], first["lower"], first["upper"], prob)
+    ratio = _ratio_interval(last["ratio_to_first"], last["ratio_lower"], last["ratio_upper"], prob)
+    out = [page.Finding(
+        f"In {last['year']}, {RISE} is associated with a rate {now} (local authority of average "
+        f"deprivation), against {then} in {first['year']}: {ratio} times the {first['year']} gradient "
+        f"(probability that it is steeper: {last['p_steeper_than_first']:.2f}).", "years")]
+    tr = tables.get("year_trend")
+    if tr is not None:
+        r = tr.iloc[0]
+        out.append(page.Finding(
+            f"Over the years fitted, the gradient score changed by a factor of "
+            f"{_ratio_interval(r['mean'], r['lower'], r['upper'], prob)} a year (probability that it is "
+            f"steepening: {r['p_steepening']:.2f}).", "years"))
     return out
 
 
@@ -955,6 +1000,14 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
         sections.append(S("Gradient escalation", "escalation", (
             "Ratio of each stage's gradient score to the stage below; p_steeper = posterior probability "
             "that the ratio exceeds 1.",), table=rounded(_lean(tables["escalation"])), csv="escalation.csv"))
+    if "year_gradients" in tables:
+        sections.append(S("Gradients by year", "years", (
+            "Gradient score per 10 points of a typical LA in each year, at mean LA deprivation and 10 points "
+            "less / more; ratio_to_first = the year's score over the first year's; p_steeper_than_first = "
+            "posterior probability that it is steeper." + (
+                " year_trend.csv: the least-squares change of the log gradient score per year, as a ratio."
+                if "year_trend" in tables else ""),),
+            table=rounded(_lean(tables["year_gradients"])), csv="year_gradients.csv"))
     if "moderator_contrasts" in tables:
         sections.append(S("Gradient moderators", "moderators", (
             "Ratio of gradient scores with the moderator at 1 and at 0 (equal-tailed 90% interval); "

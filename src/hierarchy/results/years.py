@@ -27,7 +27,7 @@ from hierarchy.likelihood.predictor import predictor_draws
 from hierarchy.results.estimands import PER_10, TEN_POINTS, interval, la_levels, stage_view
 from hierarchy.results.fitfile import fit_spec, load_fit
 
-__all__ = ["year_gradients", "year_gradient_table", "gradient_trend", "trend_table"]
+__all__ = ["has_year_gradient", "year_gradients", "year_gradient_table", "gradient_trend", "trend_table"]
 
 
 def _idata(fit: Any, stage: str | None):
@@ -49,6 +49,15 @@ def _year_term(idata, column: str) -> tuple[str, list[str]]:
         f"the fit of '{spec.name}' ({spec.formula_text}) has no gradient per {column}: fit a model with "
         f"C({column}) + w:C({column}) (models/years_gradient_nb.toml) or (1 + w | {column}) on a table with a "
         f"'{column}' column")
+
+
+def has_year_gradient(idata, column: str = "year") -> bool:
+    """Whether a fit carries a gradient per ``column`` (``w:C(year)`` or ``(1 + w | year)``)."""
+    try:
+        _year_term(stage_view(idata, None), column)
+    except HierarchyError:
+        return False
+    return True
 
 
 def year_gradients(fit: Any, *, stage: str | None = None, column: str = "year") -> xr.DataArray:
