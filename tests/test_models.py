@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import with_formula_columns
 
 from hierarchy.data.simulate import simulate
 from hierarchy.errors import SpecError
@@ -18,6 +17,7 @@ from hierarchy.language.spec import ModelSpec, load_spec
 from hierarchy.likelihood import jaxmodel as jax_module
 from hierarchy.likelihood import model as pymc_module
 from hierarchy.likelihood.model import build_model
+from tests.helpers import with_formula_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
