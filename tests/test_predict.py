@@ -20,6 +20,10 @@ from hierarchy.results import estimands
 from hierarchy.results.predict import KINDS, predict
 from tests.helpers import with_formula_columns
 
+# one worker builds the module's fit once: without the group, --dist loadgroup spread the tests over both
+# workers and each built it (measured with -n 2: two 183 s set-ups of ``fitted`` on the loaded 2-core machine)
+pytestmark = pytest.mark.xdist_group("predict")
+
 MODEL = """name = "predict_test_nb"
 family = "negative_binomial"
 formula = "referral ~ w * z + rural + (1 + w | la) + (1 | year) + offset(log(exposure))"
