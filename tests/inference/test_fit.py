@@ -19,7 +19,7 @@ from hierarchy.language.spec import ModelSpec, load_spec
 from hierarchy.results.fitfile import add_log_likelihood, build_idata, load_fit, provenance, save_fit
 from tests import helpers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRIORS = load_priors(ROOT / "priors/weakly_informative.toml")
 TRUTH = {"intercept": -2.9, "gradient": 0.48, "la_deprivation": 0.25, "cross_level": -0.3,
          "la_sd": np.array([0.25, 0.10]), "rho": 0.3, "dispersion": 6.0}

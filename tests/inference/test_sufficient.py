@@ -16,7 +16,7 @@ from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

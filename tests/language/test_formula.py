@@ -18,9 +18,9 @@ from hierarchy.likelihood.predictor import design_rows, predictor_draws
 from hierarchy.results.compare_priors import _log_rates, prior_draws, prior_predictive
 from tests.helpers import known_truth_table, with_formula_columns
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
-                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/test_panel_model.py
+                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/likelihood/test_panel_model.py
 PRIORS = ROOT / "priors/weakly_informative.toml"
 
 

@@ -19,9 +19,9 @@ from hierarchy.likelihood import model as pymc_module
 from hierarchy.likelihood.model import build_model
 from tests.helpers import with_formula_columns
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
-                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/test_panel_model.py
+                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/likelihood/test_panel_model.py
 PRIORS = sorted((ROOT / "priors").glob("*.toml"))
 FAST = "FAST_COMPILE"  # tiny data: skip PyTensor's C compilation
 MIXED = ("inverse_intervention_nb_log", "three_level_nb", "stages_age_nb")

@@ -37,12 +37,12 @@ from tests.helpers import known_truth_table
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.xdist_group("compare")]  # one worker builds the module's fits once
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LINEAR = ROOT / "models/inverse_intervention_nb.toml"
 LOG = ROOT / "models/inverse_intervention_nb_log.toml"
 DEFAULT = ROOT / "priors/weakly_informative.toml"
 VAGUE = ROOT / "priors/vague.toml"
-CONFLICTING = ROOT / "tests/data/conflicting_priors.toml"
+CONFLICTING = ROOT / "tests/fixtures/conflicting_priors.toml"
 # 2 x (200 + 200) draws (was 2 x (300 + 300)): each fitted check compares a posterior summary with a
 # threshold far beyond its Monte Carlo error, which grows by ~sqrt(3/2) = 1.22 with 2/3 of the draws.
 # Measured at 2 x 200: the default prior's power-scaling sensitivity of every asserted quantity is

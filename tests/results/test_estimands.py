@@ -20,7 +20,7 @@ from hierarchy.results import estimands
 from hierarchy.results.fitfile import fit_spec, provenance
 from tests.helpers import SHARED_FIT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = SHARED_FIT
 
 
