@@ -185,6 +185,7 @@ moved[["la", "msoa", "la_rural_share", "la_log_density"]] = home[["la", "msoa", 
 bad = pd.concat([bad, dup, moved], ignore_index=True)
 faults.append(("error", "neighbourhood", "duplicated neighbourhood", [line[13], n + 2]))
 faults.append(("error", "neighbourhood", "more than one LA", [line[15], n + 3]))
+faults.append(("error", "neighbourhood", "more than one MSOA", [line[15], n + 3]))  # it took the other's MSOA
 # an LA code that is not in the geography (one neighbourhood: a small, unknown LA)
 unknown_row = 23
 bad.loc[unknown_row, ["la", "msoa"]] = ["E06099999", "E02099999"]
@@ -306,10 +307,13 @@ print("\n".join(proc.stdout.splitlines()[:4]) + "\n...")
 
 # %%
 error_lines = sorted({lab for level, _c, _t, lines in faults if level == "error" for lab in lines})
-assert geo.source.startswith(("reference:", "synthetic(")), geo.source
-assert FAST or len(la) == 151, "full size: the national geography has 151 LAs"
+assert geo.is_reference == geo.source.startswith("reference:"), geo.source  # the label says what was used
+assert len(la) == (30 if FAST else 151) and la["n_lsoa"].sum() == len(lsoa) == lsoa["lsoa"].nunique()
 assert all(found), [f for f, ok_ in zip(faults, found, strict=True) if not ok_]
-assert not report.ok and len(report.errors) >= 8 and len(report.warnings) >= 4
+# and nothing but the planted faults: every problem reported is one of them (no false alarm)
+unplanted = [f"{p.level} {p.column}: {p.message}" for p in report.problems
+             if not any(p.level == lv and p.column == c and t in p.message for lv, c, t, _ in faults)]
+assert not report.ok and not unplanted, unplanted
 assert code_plain == 1 and code_drop == 0
 assert sorted(rejected["line"]) == error_lines, (sorted(rejected["line"]), error_lines)
 assert rejected["reason"].str.len().gt(0).all()

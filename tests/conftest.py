@@ -1,16 +1,18 @@
 """Shared fixtures. The real England data are read at run time from ../shared/data/england (or
 $HIERARCHY_REFERENCE_DIR); tests that need them skip when the folder is absent, except in CI
-(``CI`` set to a true value), where the folder is provisioned and its absence is a failure."""
+(``CI`` set to a true value), where the folder is provisioned and its absence is a failure.
+
+Plain helpers that test modules import are in ``tests/helpers.py`` (``from tests.helpers import ...``):
+a conftest is not importable by name under ``--import-mode=importlib``. This module imports them
+inside the fixtures, so that its collection hook also loads on its own (test_xdist_groups.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -96,31 +98,11 @@ def pytest_collection_modifyitems(config, items):
                                                "it may run on another worker than its group"), stacklevel=1)
 
 
-NO_REFERENCE = ("England reference data not found (../shared/data/england beside the checkout or "
-                "$HIERARCHY_REFERENCE_DIR); real-geography checks need it")
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def in_ci() -> bool:
-    """True on CI (``CI`` set to anything but empty, 0, false or no), where the reference folder
-    is provisioned: a test that needs it fails there instead of skipping."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def need_reference(folder: Path | None) -> Path:
-    """``folder``, or skip (fail on CI) when the reference data were not found."""
-    if folder is None:
-        if in_ci():
-            pytest.fail(f"{NO_REFERENCE}; CI provisions it, so its absence is a failure here", pytrace=False)
-        pytest.skip(NO_REFERENCE)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """The reference folder, or skip when it is absent (fail on CI)."""
+    from tests.helpers import need_reference
+
     return need_reference(reference.find_reference_dir())
 
 
@@ -136,105 +118,30 @@ def small_geography() -> reference.Geography:
     return reference.synthetic_geography(12, seed=7, lsoa_per_la=30)
 
 
-def with_formula_columns(table, seed: int = 0):
-    """``table`` with the columns the formula example models read (test data, not a simulation of
-    them): a rural flag per neighbourhood, LA income inequality, a year and an ethnic group per row,
-    re-referrals (of at least one referral per row), and a duration band and events for the duration
-    and re-entry models."""
-    import numpy as np
+@pytest.fixture(scope="session")
+def shared_fit(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Paths of the session's shared fit (fit, data, truth, planted small cell), built on first use
+    and shared by the xdist workers (``tests.helpers.shared_fit_paths``). Tests that use it carry the
+    ``tests.helpers.SHARED_FIT`` mark, so that one worker builds it and the others never wait."""
+    from tests.helpers import shared_fit_paths
 
-    rng = np.random.default_rng(seed)
-    t = table.copy()
-    codes = t["neighbourhood"].astype(str)
-    rural = {c: int(rng.random() < 0.3) for c in sorted(set(codes))}
-    t["rural"] = codes.map(rural).astype(float)
-    t["la_inequality"] = t.groupby("la")["deprivation"].transform("std").fillna(0.0)
-    t["year"] = rng.choice([2018, 2019, 2020], len(t))
-    t["ethnicity"] = rng.choice(["Asian", "Black", "Mixed", "Other", "White"], len(t))
-    t["referral"] = np.maximum(t["referral"], 1)
-    t["re_referral"] = rng.binomial(t["referral"], 0.2)
-    t["band"] = rng.choice(["0000-0091", "0091-0182", "0182+"], len(t))  # duration models (events per band)
-    t["events"] = rng.binomial(t["referral"], 0.5)
-    # the replication models (issue 15, hierarchy.data.findings): sex x age, factors, plan categories, sparsity,
-    # simulated LA covariates, repeat plans (of at least one plan per row), child-weighted LA deprivation
-    t["sex"] = rng.choice(["female", "male"], len(t))
-    t["age_c"] = rng.integers(0, 18, len(t)) - 8.5
-    t["factor"] = rng.choice(["neglect", "mental_health", "physical_disability"], len(t))
-    t["assessment"] = rng.binomial(t["referral"], 0.5)
-    t["category"] = rng.choice(["neglect", "emotional_abuse", "sexual_abuse"], len(t))
-    t["sparsity"] = codes.map({c: rng.normal() for c in sorted(set(codes))}).astype(float)
-    las = sorted(set(t["la"].astype(str)))
-    for col, mean, sd in (("la_expenditure", 900.0, 150.0), ("la_workforce_stability", 0.85, 0.05)):
-        t[col] = t["la"].astype(str).map({la: mean + sd * rng.normal() for la in las}).astype(float)
-    t["cp_plan"] = np.maximum(t["cp_plan"], 1)
-    t["repeat_cp_plan"] = rng.binomial(t["cp_plan"], 0.2)
-    wx = (t["deprivation"] * t["exposure"]).groupby(t["la"]).transform("sum")
-    t["la_deprivation"] = wx / t["exposure"].groupby(t["la"]).transform("sum")
-    return t
+    return shared_fit_paths(tmp_path_factory)
 
 
-# ------------------------------------------------------------------------------------------
-# The session's shared fit (test_estimands.py, test_report.py, test_disclosure.py)
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The project built as a wheel, as ``pip install .`` builds it (test_packaging.py, test_checking.py)."""
+    import re
+    import subprocess
+    import sys
 
-PLANTED = 3
-# Every test of the session's shared fit runs on one xdist worker: the fit is made once, and no
-# worker sits idle waiting on its file lock.
-SHARED_FIT = pytest.mark.xdist_group("shared_fit")
+    from tests.helpers import ROOT
 
-
-def _plant_small_cell(table, value: int = PLANTED) -> dict[str, Any]:
-    """Give one LA exactly ``value`` referrals in one decile (changing as little as possible)."""
-    import numpy as np
-
-    from hierarchy.results import estimands
-
-    dec = estimands.deciles_of(table["deprivation"].to_numpy(), table["neighbourhood"].to_numpy())
-    cells = table.assign(decile=dec).groupby(["la", "decile"])["referral"].agg(["sum", "size"])
-    cells["gap"] = (cells["sum"] - value).abs()
-    la, d = cells.sort_values(["size", "gap"]).index[0]
-    rows = np.flatnonzero((table["la"] == la).to_numpy() & (dec == d))
-    counts = table["referral"].to_numpy().copy()
-    counts[rows] = 0
-    counts[rows[0]] = value
-    table["referral"] = counts
-    return {"la": str(la), "decile": int(d), "children": float(table["exposure"].to_numpy()[rows].sum())}
-
-
-def _build_shared_fit(folder: Path) -> None:
-    from hierarchy import workflow
-    from hierarchy.data import simulate
-
-    geo = reference.synthetic_geography(60, seed=1, lsoa_per_la=30)
-    # a seed different from the geography's: equal seeds make the LA slope noise v_j a copy of
-    # the geography's first draws (LA deprivation), which bends the LA gradient curve
-    table, truth = simulate.simulate(geo, year=2019, seed=2)
-    planted = _plant_small_cell(table)
-    data = folder / "data.parquet"
-    simulate.write(table, truth, data)
-    workflow.fit_files(data=data, model=ROOT / "models/inverse_intervention_nb_log.toml",
-                       priors=ROOT / "priors/weakly_informative.toml", out=folder / "fit.tmp.nc",
-                       chains=2, tune=400, draws=400, include_data=True, progress=False)
-    (folder / "planted.json").write_text(json.dumps(planted))
-    os.replace(folder / "fit.tmp.nc", folder / "fit.nc")
-
-
-def shared_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Paths of the session's shared fit (built on first use): fit, data, truth, planted cell.
-
-    One small fit (60 synthetic LAs of ~30 neighbourhoods, 2 chains x 400 + 400), cached on disk
-    for the session. Its table has one planted small cell: an LA with exactly :data:`PLANTED`
-    referrals in one national decile (for the disclosure tests).
-    """
-    from filelock import FileLock
-
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # xdist workers share the parent; the lock serialises
-        root = root.parent
-    folder = root / "hierarchy_report_fit"
-    folder.mkdir(exist_ok=True)
-    with FileLock(str(folder / "lock")):
-        if not (folder / "fit.nc").exists():
-            _build_shared_fit(folder)
-    return {"fit": folder / "fit.nc", "data": folder / "data.parquet",
-            "truth": json.loads((folder / "data.truth.json").read_text()),
-            "planted": json.loads((folder / "planted.json").read_text())}
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode and re.search(r"No matching distribution|Could not find a version|connection",
+                                     proc.stderr, re.I):
+        pytest.skip(f"the build backend cannot be fetched here: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0, proc.stderr
+    return next(out.glob("*.whl"))

@@ -1,7 +1,7 @@
 """Disclosure control: unit rules, and a planted small cell that no output may reveal.
 
 The shared fit's data give one LA exactly 3 referrals in one national decile
-(``test_estimands.shared_fit``). The leak test writes a full report and then looks for the 3,
+(the ``shared_fit`` fixture, conftest.py). The leak test writes a full report and then looks for the 3,
 and for any rate computed from it, in every CSV, the Markdown, the HTML and the data behind every
 figure (the data frames the figure functions return and the lines they draw).
 """
@@ -13,12 +13,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from test_estimands import PLANTED, SHARED_FIT, shared_fit
 
 from hierarchy import disclosure
 from hierarchy.errors import HierarchyError
 from hierarchy.reporting import report
 from hierarchy.results import estimands
+from tests.helpers import PLANTED, SHARED_FIT
 
 OBSERVED_COUNTS = ("observed_count", "observed_neighbourhoods")
 
@@ -72,8 +72,8 @@ def test_rules_text_states_the_rules_in_force():
 
 
 @pytest.fixture(scope="module")
-def planted_report(tmp_path_factory):
-    shared = shared_fit(tmp_path_factory)
+def planted_report(shared_fit, tmp_path_factory):
+    shared = shared_fit
     idata = estimands.as_idata(shared["fit"])
     out = tmp_path_factory.mktemp("disclosure_report")
     report.write_report(idata, out, data=shared["data"], truth=shared["truth"])

@@ -11,7 +11,7 @@ pytest.importorskip("jupytext")
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from test_notebooks import NUMBER, execute, lines_with  # noqa: E402  (same runner as the other notebooks)
+from tests.helpers import NUMBER, execute, lines_with  # noqa: E402  (same runner as the other notebooks)
 
 pytestmark = [pytest.mark.xdist_group("notebooks"), pytest.mark.slow, pytest.mark.long]
 

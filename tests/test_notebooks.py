@@ -20,54 +20,19 @@ from pathlib import Path
 
 import pytest
 
-jupytext = pytest.importorskip("jupytext")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("jupytext")
+pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-pytestmark = pytest.mark.xdist_group("notebooks")
+from tests.helpers import NOTEBOOKS, NUMBER, execute, lines_with, notebooks_with_tests  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
-CELL_TIMEOUT = 300
-NUMBER = r"([-+0-9.eE]+|nan)"
+pytestmark = pytest.mark.xdist_group("notebooks")
 
 
 @pytest.fixture(scope="module")
 def notebook_out(tmp_path_factory) -> Path:
     """Output folder shared by the notebooks of this module (data, fits, reports)."""
     return tmp_path_factory.mktemp("notebook_out")
-
-
-def execute(name: str, out: Path, tmp_path: Path, monkeypatch) -> tuple[str, list, object]:
-    """Execute notebook ``name``; return its stdout text, image outputs and the notebook."""
-    monkeypatch.setenv("HIERARCHY_FAST", "1")
-    monkeypatch.setenv("HIERARCHY_NOTEBOOK_OUT", str(out))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    errors, text, images = [], [], []
-    for i, cell in enumerate(nb.cells):
-        for output in cell.get("outputs", []):
-            kind = output.get("output_type")
-            if kind == "error":
-                errors.append(f"cell {i}: {output.get('ename')}: {output.get('evalue')}\n"
-                              + "\n".join(output.get("traceback", [])[-3:]))
-            elif kind == "stream" and output.get("name") == "stdout":
-                text.append(output.get("text", ""))
-            elif kind in ("display_data", "execute_result"):
-                if "image/png" in output.get("data", {}):
-                    images.append((i, output["data"]["image/png"]))
-                if "text/plain" in output.get("data", {}):
-                    text.append(output["data"]["text/plain"] + "\n")
-    assert not errors, "\n\n".join(errors)
-    return "".join(text), images, nb
-
-
-def lines_with(text: str, prefix: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith(prefix)]
 
 
 def test_01_reference_and_validation(notebook_out, tmp_path, monkeypatch):
@@ -172,8 +137,6 @@ def test_07_replicating_the_findings(notebook_out, tmp_path, monkeypatch):
 
 
 def test_every_notebook_is_tested():
-    import test_notebook_08 as notebook_08  # notebook 08 has its own file (a long child-level path)
-
-    tested = {name[len("test_"):] for scope in (globals(), vars(notebook_08)) for name in scope
-              if name.startswith("test_0")}
-    assert {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")} == tested
+    """Every notebook has a ``test_NN_name`` function somewhere under tests/ (notebook 08 has its own
+    file: a long child-level path)."""
+    assert {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")} == notebooks_with_tests()

@@ -10,8 +10,6 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,19 +34,6 @@ def test_arviz_is_pinned_below_the_refactor_and_no_arviz_plots():
 
 
 # ------------------------------------------------------------------------------ shipped model and prior files
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    """The project built as a wheel, as ``pip install .`` builds it."""
-    out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode and re.search(r"No matching distribution|Could not find a version|connection",
-                                     proc.stderr, re.I):
-        pytest.skip(f"the build backend cannot be fetched here: {proc.stderr.strip()[-200:]}")
-    assert proc.returncode == 0, proc.stderr
-    return next(out.glob("*.whl"))
 
 
 def test_wheel_ships_the_top_level_models_and_priors(wheel):

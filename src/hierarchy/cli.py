@@ -549,7 +549,9 @@ def _export_sufficient(args: argparse.Namespace) -> int:
     from hierarchy.inference import sufficient
     from hierarchy.language.spec import load_spec
 
-    spec = load_spec(shipped.resolve(args.model, "models"))
+    model = shipped.resolve(args.model, "models")
+    paths.check_output(args.out, kind="csv", inputs=[args.table, model, args.columns], replace=args.force)
+    spec = load_spec(model)
     table = data.load(args.table, columns=args.columns, counts=spec.stages, strata=spec.strata)
     sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold)
     sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold)
@@ -562,11 +564,11 @@ def _fit_sufficient(args: argparse.Namespace) -> int:
     from hierarchy import workflow
     from hierarchy.inference.sampling import enable_compilation_cache, use_host_devices
 
-    paths.check_output(args.out, kind="fit", inputs=[args.sums, args.public, args.model, args.priors],
-                       replace=args.force)
+    model, priors = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
+    paths.check_output(args.out, kind="fit", inputs=[args.sums, args.public, model, priors], replace=args.force)
     use_host_devices(max(args.chains, 1))
     enable_compilation_cache()
-    print(workflow.fit_sums_files(sums=args.sums, public=args.public, model=args.model, priors=args.priors,
+    print(workflow.fit_sums_files(sums=args.sums, public=args.public, model=model, priors=priors,
                                     out=args.out, chains=args.chains, tune=args.tune, draws=args.draws,
                                     seed=args.seed, progress=False))
     return 0
@@ -882,17 +884,20 @@ def _child_level_parsers(sub, ref_opts) -> None:
                     help="a Poisson model file or shipped name (default: %(default)s)")
     sp.add_argument("--columns", type=Path, help="TOML column map for the table")
     sp.add_argument("--threshold", type=int, default=10, help="refuse any sum behind fewer children")
-    sp.add_argument("--out", type=Path, required=True, help="SUMS.csv")
+    sp.add_argument("--out", type=Path, required=True,
+                    help="SUMS.csv to write (an existing file is never replaced without --force)")
+    sp.add_argument("--force", action="store_true", help="replace an existing sums file (only a CSV)")
     sp.set_defaults(func=_export_sufficient)
 
     sp = sub.add_parser("fit-sufficient", help="fit a Poisson model from exported sums and the public table")
     sp.add_argument("sums", type=Path, help="SUMS.csv written by export-sufficient")
     sp.add_argument("--public", type=Path, required=True, help="table with neighbourhood, la, deprivation, "
                                                                "exposure (and strata); counts not needed")
-    sp.add_argument("--model", type=Path, default=Path("models/gradient_poisson.toml"),
-                    help="the Poisson model the sums were exported for (default: %(default)s)")
-    sp.add_argument("--priors", type=Path, default=Path("priors/weakly_informative.toml"),
-                    help="prior set file (default: %(default)s)")
+    sp.add_argument("--model", default="gradient_poisson",
+                    help="the Poisson model the sums were exported for: a file or a shipped name "
+                         "(default: %(default)s)")
+    sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS,
+                    help="prior set file, or a shipped set's name (default: %(default)s)")
     sp.add_argument("--chains", type=int, default=4, help="chains (default: %(default)s)")
     sp.add_argument("--tune", type=int, default=500, help="warm-up draws per chain (default: %(default)s)")
     sp.add_argument("--draws", type=int, default=500, help="draws per chain (default: %(default)s)")

@@ -30,19 +30,19 @@ from hierarchy.inference.sweep import FitJob, run_sweep
 from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import load_spec
-from hierarchy.likelihood.jaxmodel import draw_counts
 from hierarchy.results import compare
 from hierarchy.results.estimands import deciles_of
+from tests.helpers import known_truth_table
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.xdist_group("compare")]  # one worker builds the module's fits once
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LINEAR = ROOT / "models/inverse_intervention_nb.toml"
 LOG = ROOT / "models/inverse_intervention_nb_log.toml"
 DEFAULT = ROOT / "priors/weakly_informative.toml"
 VAGUE = ROOT / "priors/vague.toml"
-CONFLICTING = ROOT / "tests/data/conflicting_priors.toml"
+CONFLICTING = ROOT / "tests/fixtures/conflicting_priors.toml"
 # 2 x (200 + 200) draws (was 2 x (300 + 300)): each fitted check compares a posterior summary with a
 # threshold far beyond its Monte Carlo error, which grows by ~sqrt(3/2) = 1.22 with 2/3 of the draws.
 # Measured at 2 x 200: the default prior's power-scaling sensitivity of every asserted quantity is
@@ -58,13 +58,7 @@ TRUTH = {"intercept": -3.0, "la_deprivation": 0.6, "gradient": 0.48, "cross_leve
 def log_truth_data(tmp_path_factory) -> Path:
     """Counts from the log model: intercepts and gradients linear in log(X / mean X)."""
     geo = reference.synthetic_geography(50, seed=3, lsoa_per_la=12)
-    table, _ = simulate.simulate(geo, seed=1)
-    design = build_design(table, load_spec(LOG))
-    rng = np.random.default_rng(3)
-    a = TRUTH["intercept"] + TRUTH["la_deprivation"] * design.z + rng.normal(0, TRUTH["la_sd"][0], design.n_la)
-    b = TRUTH["gradient"] + TRUTH["cross_level"] * design.z + rng.normal(0, TRUTH["la_sd"][1], design.n_la)
-    table["referral"] = draw_counts(load_spec(LOG), design,
-                                    {"la_coef": np.stack([a, b], 1), "dispersion": TRUTH["dispersion"]}, rng)
+    table, _ = known_truth_table(load_spec(LOG), simulate.simulate(geo, seed=1)[0], TRUTH, seed=3)
     path = tmp_path_factory.mktemp("data") / "log_truth.parquet"
     table.to_parquet(path)
     return path

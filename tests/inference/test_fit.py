@@ -16,10 +16,10 @@ from hierarchy.inference.sampling import fit
 from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
-from hierarchy.likelihood.jaxmodel import draw_counts
 from hierarchy.results.fitfile import add_log_likelihood, build_idata, load_fit, provenance, save_fit
+from tests import helpers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRIORS = load_priors(ROOT / "priors/weakly_informative.toml")
 TRUTH = {"intercept": -2.9, "gradient": 0.48, "la_deprivation": 0.25, "cross_level": -0.3,
          "la_sd": np.array([0.25, 0.10]), "rho": 0.3, "dispersion": 6.0}
@@ -29,19 +29,7 @@ def known_truth_table(spec: ModelSpec, seed: int, n_la: int = 30, lsoa_per_la: i
                       ) -> tuple[pd.DataFrame, dict]:
     """Counts drawn from ``spec`` itself at :data:`TRUTH`, on a generated geography."""
     geo = synthetic_geography(n_la, seed=seed, lsoa_per_la=lsoa_per_la)
-    lsoa = geo.lsoa
-    table = pd.DataFrame({"neighbourhood": lsoa["lsoa"], "la": lsoa["la"],
-                          "exposure": lsoa["children"].astype(float),
-                          "deprivation": lsoa["income_rate"], "referral": 0})
-    design = build_design(table, spec)
-    rng = np.random.default_rng(seed)
-    sd, r = TRUTH["la_sd"], TRUTH["rho"]
-    cov = np.array([[sd[0] ** 2, r * sd[0] * sd[1]], [r * sd[0] * sd[1], sd[1] ** 2]])
-    mean = np.column_stack([TRUTH["intercept"] + TRUTH["la_deprivation"] * design.z,
-                            TRUTH["gradient"] + TRUTH["cross_level"] * design.z])
-    coef = mean + rng.multivariate_normal(np.zeros(2), cov, size=design.n_la)
-    table["referral"] = draw_counts(spec, design, {"la_coef": coef, "dispersion": TRUTH["dispersion"]}, rng)
-    return table, {**TRUTH, "la_coef": coef}
+    return helpers.known_truth_table(spec, helpers.geography_table(geo), TRUTH, seed)
 
 
 @pytest.mark.parametrize("family", ["poisson", "negative_binomial"])

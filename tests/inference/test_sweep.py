@@ -25,7 +25,7 @@ from hierarchy.inference.sweep import FitJob, SweepError, execute, run_jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRID = """
 data = "tiny.parquet"
 model = ["gradient_poisson", "assessment_poisson.toml"]

@@ -12,6 +12,7 @@ import pytest
 
 from hierarchy.data import table as data
 from hierarchy.errors import DataValidationError, HierarchyError
+from tests.helpers import ROOT
 
 LAS = ("E06000001", "E06000002")
 
@@ -363,7 +364,7 @@ def test_column_map_renames(tmp_path):
 
 
 def test_example_column_map_loads():
-    cmap = data.load_column_map("examples/columns_example.toml")
+    cmap = data.load_column_map(ROOT / "examples/columns_example.toml")
     assert cmap.columns["neighbourhood"] == "LSOA11CD"
     assert cmap.canonical_to_user()["la_spend_per_child"] == "spend"
 

@@ -12,7 +12,7 @@ from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_warm_up_trees_are_capped_and_sampling_trees_are_not(small_geography):

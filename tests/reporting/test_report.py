@@ -1,6 +1,6 @@
 """Reports of a saved fit: summary command, report folder, browser rendering and figure panels.
 
-Uses the session's shared fit (``test_estimands.shared_fit``). The report is written by the
+Uses the session's shared fit (the ``shared_fit`` fixture, conftest.py). The report is written by the
 ``hierarchy report`` command in a fresh Python process, so that it works on a fit loaded from
 disk and nothing leaks in from the test process.
 """
@@ -17,19 +17,19 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from test_estimands import SHARED_FIT, shared_fit
 
 from hierarchy import cli, published
 from hierarchy.reporting import figures, report
 from hierarchy.results import estimands
+from tests.helpers import SHARED_FIT
 
 HEADLINE = ["10 points less", "mean", "10 points more"]
 pytestmark = SHARED_FIT  # one worker makes and uses the shared fit
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_fit(tmp_path_factory)
+def shared(shared_fit):
+    return shared_fit
 
 
 @pytest.fixture(scope="module")

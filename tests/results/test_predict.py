@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import with_formula_columns
 
 from hierarchy import workflow
 from hierarchy.cli import main
@@ -19,6 +18,11 @@ from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError
 from hierarchy.results import estimands
 from hierarchy.results.predict import KINDS, predict
+from tests.helpers import with_formula_columns
+
+# one worker builds the module's fit once: without the group, --dist loadgroup spread the tests over both
+# workers and each built it (measured with -n 2: two 183 s set-ups of ``fitted`` on the loaded 2-core machine)
+pytestmark = pytest.mark.xdist_group("predict")
 
 MODEL = """name = "predict_test_nb"
 family = "negative_binomial"

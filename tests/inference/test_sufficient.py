@@ -16,7 +16,7 @@ from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_fit_sufficient_cli_writes_a_normal_fit_file(tmp_path, capsys):
     sp = du.spells(ex.parse_extract(extract), *du.SPELLS["cin"], since=pd.Timestamp("2018-04-01"),
                    extract_end=pd.Timestamp("2019-03-31"))
     with pytest.raises(HierarchyError, match="fewer than 10 children"):  # the 182-365 band of small LAs
-        su.sufficient_sums(du.model_table(sp, geo), load_spec("models/cin_duration_poisson.toml"))
+        su.sufficient_sums(du.model_table(sp, geo), load_spec(ROOT / "models/cin_duration_poisson.toml"))
     table = du.model_table(sp, geo, (0, 91))  # coarser bands: every sum behind >= 10 closures
     inside = data.write_table(table, tmp_path / "cin.parquet")
     public = data.write_table(table.drop(columns=["events"]), tmp_path / "public.parquet")
@@ -130,7 +130,8 @@ def test_fit_sufficient_cli_writes_a_normal_fit_file(tmp_path, capsys):
     assert main(["fit", "--sufficient", str(sums), "--data", str(public), "--model", "cin_duration_poisson",
                  "--priors", "time_to_event", "--chains", "1", "--tune", "100", "--draws", "100", "--quiet",
                  "--out", str(fit)]) == 0
-    idata = load_fit(fit, model="models/cin_duration_poisson.toml", priors="priors/time_to_event.toml")
+    idata = load_fit(fit, model=ROOT / "models/cin_duration_poisson.toml",
+                     priors=ROOT / "priors/time_to_event.toml")
     prov = provenance(idata)
     assert prov["sampler"]["likelihood"] == "sufficient_sums" and "sums.csv" in prov["data_source"]
     assert "log_likelihood" not in idata.groups() and "observed_data" not in idata.groups()
@@ -152,3 +153,56 @@ def test_public_table_must_match_the_sums(setup):
                                                                 neighbourhood=lambda t: t["neighbourhood"] + "x")
     with pytest.raises(HierarchyError, match="have no sum"):
         su.public_design(pd.concat([public, extra]), sums, spec)
+
+
+# ---------------------------------------------------------------------------- the commands' files, from any folder
+
+
+def test_export_sufficient_never_writes_over_a_file_and_works_from_any_folder(tmp_path, monkeypatch, capsys):
+    """Run from a folder with no models/ (the model is found by its shipped name); an existing sums
+    file, the input table or a file of another kind is refused, untouched; --force replaces a sums file."""
+    from hierarchy.cli import main
+    from hierarchy.data import table as data
+
+    table, _ = simulate.simulate(synthetic_geography(6, seed=1, lsoa_per_la=20), seed=2)
+    inside = data.write_table(table, tmp_path / "inside.parquet")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sums = tmp_path / "sums.csv"
+    assert main(["export-sufficient", str(inside), "--out", str(sums)]) == 0
+    first = sums.read_bytes()
+    assert su.read_sums(sums)["n"].min() >= 10 and "gradient_poisson" in first.decode().splitlines()[0]
+    sums.write_text(first.decode().replace("gradient_poisson", "edited by hand"))
+    capsys.readouterr()
+    assert main(["export-sufficient", str(inside), "--out", str(sums)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert "edited by hand" in sums.read_text()  # untouched
+    assert main(["export-sufficient", str(inside), "--out", str(inside)]) == 2  # its own input
+    assert inside.stat().st_size > 0 and len(pd.read_parquet(inside)) == len(table)
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    assert main(["export-sufficient", str(inside), "--out", str(other)]) == 2  # not a CSV name
+    assert other.read_text() == "mine"
+    assert main(["export-sufficient", str(inside), "--out", str(sums), "--force"]) == 0
+    assert sums.read_bytes() == first
+    assert list(elsewhere.iterdir()) == []  # nothing written where the command ran
+
+
+def test_fit_sufficient_defaults_are_shipped_files_found_from_any_folder(tmp_path, monkeypatch):
+    """fit-sufficient's default model and priors are the shipped gradient_poisson and
+    weakly_informative wherever it runs (they were paths relative to the working folder)."""
+    from hierarchy import cli, shipped, workflow
+
+    seen = {}
+    monkeypatch.setattr(workflow, "fit_sums_files", lambda **kw: seen.update(kw) or "fitted")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sums.csv").write_text("la\n")
+    (tmp_path / "public.csv").write_text("la\n")
+    assert cli.main(["fit-sufficient", "sums.csv", "--public", "public.csv", "--out", "fit.nc"]) == 0
+    assert seen["model"] == shipped.resolve("gradient_poisson", "models") == ROOT / "models/gradient_poisson.toml"
+    assert seen["priors"] == ROOT / "priors/weakly_informative.toml"
+    assert seen["model"].is_file() and seen["priors"].is_file()
+    (tmp_path / "fit.nc").write_text("not a fit")
+    assert cli.main(["fit-sufficient", "sums.csv", "--public", "public.csv", "--out", "fit.nc"]) == 2
+    assert (tmp_path / "fit.nc").read_text() == "not a fit"

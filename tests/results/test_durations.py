@@ -10,6 +10,7 @@ from hierarchy.data import childsim
 from hierarchy.data import extract as ex
 from hierarchy.data.reference import synthetic_geography
 from hierarchy.results import durations as du
+from tests.helpers import ROOT
 
 END = pd.Timestamp("2019-03-31")
 
@@ -131,7 +132,7 @@ def test_model_table_validates_only_with_the_named_columns(tmp_path):
     assert "no count column" in text and "duplicated neighbourhood" in text
     report = data.validate(data.read_table(path), source="t", counts=("events",), strata=("band",))
     assert report.ok, report.format()
-    spec = load_spec("models/cin_duration_poisson.toml")
+    spec = load_spec(ROOT / "models/cin_duration_poisson.toml")
     loaded = data.load(path, counts=spec.stages, strata=spec.strata)
     assert loaded["events"].dtype == np.int64
     design = build_design(loaded, spec)

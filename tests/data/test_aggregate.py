@@ -188,7 +188,7 @@ def test_all_problems_at_once_and_missing_field_hint(geo, tmp_path):
 
 
 def test_field_map(geo, tmp_path):
-    example = Path(__file__).resolve().parents[1] / "examples/cin_fields_example.toml"
+    example = Path(__file__).resolve().parents[2] / "examples/cin_fields_example.toml"
     assert ex.load_field_map(example).fields["LAchildID"] == "child_id"
     frame = _records(geo, [{}]).rename(columns={"LAchildID": "child_id"})
     frame.to_csv(tmp_path / "e.csv", index=False)

@@ -63,7 +63,7 @@ def test_synthetic_forced_and_suppression_markers():
 
 
 def test_missing_reference_skips_locally_and_fails_on_ci(monkeypatch):
-    from conftest import in_ci, need_reference
+    from tests.helpers import in_ci, need_reference
 
     for value in ("true", "1", "yes"):
         monkeypatch.setenv("CI", value)

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_estimands import PLANTED, SHARED_FIT, shared_fit
-from test_packaging import wheel  # noqa: F401  (the fixture: the project built as a wheel)
 
 from hierarchy import disclosure
 from hierarchy.errors import HierarchyError
 from hierarchy.reporting import checking
 from hierarchy.results import estimands
+from tests.helpers import PLANTED, SHARED_FIT
 
 DEFAULT_YAML = checking.SHIPPED_CONFIG.read_text(encoding="utf-8")
 
@@ -191,8 +190,8 @@ def test_an_existing_folder_is_not_written_over(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    shared = shared_fit(tmp_path_factory)
+def folders(shared_fit, tmp_path_factory):
+    shared = shared_fit
     root = tmp_path_factory.mktemp("checking")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -322,7 +321,7 @@ def test_without_observed_data_only_model_outputs_are_registered(folders, tmp_pa
     assert "| estimands | custom | review | estimands.csv |" in text
 
 
-def test_the_wheel_ships_acros_default_rules(wheel):  # noqa: F811
+def test_the_wheel_ships_acros_default_rules(wheel):
     import zipfile
 
     with zipfile.ZipFile(wheel) as zf:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import with_formula_columns
 
 from hierarchy.data.simulate import simulate
 from hierarchy.errors import SpecError
@@ -18,10 +17,11 @@ from hierarchy.language.spec import ModelSpec, load_spec
 from hierarchy.likelihood import jaxmodel as jax_module
 from hierarchy.likelihood import model as pymc_module
 from hierarchy.likelihood.model import build_model
+from tests.helpers import with_formula_columns
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
-                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/test_panel_model.py
+                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/likelihood/test_panel_model.py
 PRIORS = sorted((ROOT / "priors").glob("*.toml"))
 FAST = "FAST_COMPILE"  # tiny data: skip PyTensor's C compilation
 MIXED = ("inverse_intervention_nb_log", "three_level_nb", "stages_age_nb")

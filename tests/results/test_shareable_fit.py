@@ -27,8 +27,10 @@ from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import load_spec
 from hierarchy.results import fitfile
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+ROOT = Path(__file__).resolve().parents[2]
+# one worker builds the module's fit once: without the group, --dist loadgroup spread the tests over both
+# workers and each built it (measured with -n 2: two 100 s set-ups of ``fits`` on the loaded 2-core machine)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.xdist_group("shareable_fit")]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from hierarchy.language.design import build_design
 from hierarchy.language.priors import PriorSet, load_priors
 from hierarchy.language.spec import ModelSpec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # SBC holds for any proper prior; a field-plausible one keeps each replicate's posterior easy.
 SBC_PRIORS = {"intercept": {"dist": "Normal", "mu": -3.0, "sigma": 0.5},
               "gradient": {"dist": "Normal", "mu": 0.4, "sigma": 0.2},

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import with_formula_columns
 
 from hierarchy.data.simulate import simulate
 from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
-from hierarchy.likelihood.jaxmodel import draw_counts, make_layout, model_data, model_fn, pointwise_loglik
+from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn, pointwise_loglik
 from hierarchy.likelihood.predictor import design_rows, predictor_draws
 from hierarchy.results.compare_priors import _log_rates, prior_draws, prior_predictive
+from tests.helpers import known_truth_table, with_formula_columns
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
-                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/test_panel_model.py
+                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/likelihood/test_panel_model.py
 PRIORS = ROOT / "priors/weakly_informative.toml"
 
 
@@ -107,24 +107,21 @@ def test_compare_priors_pages_for_stratified_and_stacked_models(name, table, tmp
     assert result.html.exists() and "vague" in result.html.read_text()
 
 
-def _recover(spec: ModelSpec, table, truth: dict, seed: int):
-    """Counts drawn from ``spec`` at ``truth`` (through the one predictor), refitted by NUTS."""
+def _recover(spec: ModelSpec, table, truth, seed: int):
+    """Counts drawn from ``spec`` at a known truth (LA effects from :data:`RECOVERY_TRUTH`, the rest
+    from ``truth(design, rng)``), refitted by NUTS."""
     from hierarchy.inference.sampling import fit
 
-    design = build_design(table, spec)
-    rng = np.random.default_rng(seed)
-    n_la = design.n_la
-    z = design.z
-    a = -3.0 + 0.2 * z + rng.normal(0, 0.2, n_la)
-    b = 0.45 - 0.3 * z + rng.normal(0, 0.08, n_la)
-    p = {"la_coef": np.column_stack([a, b]), "dispersion": 30.0, **truth(design, rng)}
-    y = draw_counts(spec, design, p, rng)
-    t = table.copy()
-    t[spec.outcome] = y
+    t, p = known_truth_table(spec, table, RECOVERY_TRUTH, seed, extra=truth)
     design = build_design(t, spec)
     draws = fit(spec, load_priors(PRIORS), design, chains=2, tune=400, draws=400, seed=seed,
                 progress=False)
     return draws.posterior, p
+
+
+# LA intercepts -3.0 + 0.2 z + N(0, 0.2), gradients 0.45 - 0.3 z + N(0, 0.08), independent
+RECOVERY_TRUTH = {"intercept": -3.0, "la_deprivation": 0.2, "gradient": 0.45, "cross_level": -0.3,
+                  "la_sd": (0.2, 0.08), "dispersion": 30.0}
 
 
 @pytest.mark.slow

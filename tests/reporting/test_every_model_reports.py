@@ -20,9 +20,9 @@ from hierarchy.language.spec import load_spec
 from hierarchy.reporting import report
 from hierarchy.results import fitfile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
-                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/test_panel_model.py
+                if not p.stem.startswith("panel_"))  # LA-panel model files: tests/likelihood/test_panel_model.py
 FAST = {"gradient_poisson"}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

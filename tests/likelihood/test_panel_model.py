@@ -13,7 +13,7 @@ from hierarchy.data.reference import find_reference_dir
 from hierarchy.errors import SpecError
 from hierarchy.likelihood import panel_model as pm
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def _spec(**kw):

@@ -1,8 +1,8 @@
 """Estimands on a fit to simulated data recover the simulator's truth.
 
 One small fit (60 synthetic LAs of ~30 neighbourhoods, 2 chains x 400 + 400) is made once per
-session by ``conftest.shared_fit`` and cached on disk; ``test_report.py`` and ``test_disclosure.py``
-reuse it (they import it from here, re-exported from conftest.py).
+session by the ``shared_fit`` fixture (conftest.py) and cached on disk; ``test_report.py``,
+``test_disclosure.py`` and ``test_checking.py`` reuse it.
 """
 
 from __future__ import annotations
@@ -13,21 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import PLANTED, SHARED_FIT, shared_fit
 
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import z_of
 from hierarchy.results import estimands
 from hierarchy.results.fitfile import fit_spec, provenance
+from tests.helpers import SHARED_FIT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = SHARED_FIT
-__all__ = ["PLANTED", "SHARED_FIT", "shared_fit"]  # test_report.py and test_disclosure.py import them from here
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_fit(tmp_path_factory)
+def shared(shared_fit):
+    return shared_fit
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from hierarchy.reporting import report
 from hierarchy.results import estimands
 from hierarchy.workflow import fit_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # three fits, ~3 minutes: run by `make test-slow` (CI runs it)
 SHORT = dict(chains=2, tune=300, draws=300, progress=False, chain_method="sequential")
 
