@@ -20,7 +20,7 @@ from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
 from hierarchy.results import years
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models/years_gradient_nb.toml"
 PRIORS = ROOT / "priors/weakly_informative.toml"
 YEARS = (2016, 2017, 2018, 2019)
