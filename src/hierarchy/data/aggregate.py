@@ -1,6 +1,6 @@
 """From a child-level CIN extract to the neighbourhood x stratum table of one census year.
 
-Rules (each tested on hand-made records in ``tests/test_aggregate.py``):
+Rules (each tested on hand-made records in ``tests/data/test_aggregate.py``):
 
 * **Census year** Y runs from 1 April Y-1 to 31 March Y (DfE ``time_period`` Y).
 * **Distinct children**: a child is ``LA`` + ``LAchildID`` (DfE: the ID is unique within an LA).
