@@ -81,8 +81,7 @@ def one(kind: str, seed: int, args) -> dict:
     priors = load_priors(ROOT / "priors/weakly_informative.toml")
     t = time.perf_counter()
     d = fit(spec, priors, design, chains=args.chains, tune=args.tune, draws=args.draws, seed=seed,
-            float32=True, max_draws=args.max_draws, chain_method=args.chain_method,
-            dense_globals=args.dense_globals)
+            float32=True, max_draws=args.max_draws, chain_method=args.chain_method)
     wall = time.perf_counter() - t
     post = {k: v for k, v in d.posterior.items() if k not in PER_ROW}
     diag = diagnose(az.from_dict(posterior=post, sample_stats=d.stats))
@@ -106,7 +105,6 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=500, help="draws per chain in each block")
     p.add_argument("--max-draws", type=int, default=2000, help="draws per chain at most")
     p.add_argument("--chain-method", default="parallel")
-    p.add_argument("--dense-globals", action="store_true", help="dense mass matrix over the global parameters")
     p.add_argument("--las", type=int, default=None, help="a generated geography of this many LAs")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args()

@@ -34,7 +34,6 @@ def main() -> None:
     p.add_argument("--warmup-tree-depth", type=int, default=None, help="default: hierarchy.inference.sampling's")
     p.add_argument("--tune", type=int, default=300)
     p.add_argument("--draws", type=int, default=200)
-    p.add_argument("--dense-globals", action="store_true", help="dense mass matrix over the global parameters")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (the data stay seed 0)")
     args = p.parse_args()
 
@@ -64,7 +63,7 @@ def main() -> None:
     t = time.perf_counter()
     d = fit(spec, load_priors(ROOT / "priors/weakly_informative.toml"), design, chains=args.chains,
             tune=args.tune, draws=args.draws, seed=args.seed, float32=args.float32,
-            chain_method=args.chain_method, dense_globals=args.dense_globals,
+            chain_method=args.chain_method,
             **({"warmup_tree_depth": args.warmup_tree_depth} if args.warmup_tree_depth else {}))
     wall = time.perf_counter() - t
     diag = diagnose(az.from_dict(posterior=d.posterior, sample_stats=d.stats))

@@ -57,7 +57,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
         float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH,
-        max_draws: int | None = None, dense_globals: bool = False) -> Draws:
+        max_draws: int | None = None) -> Draws:
     """Sample the posterior of ``spec`` under ``priors`` given ``design``.
 
     ``max_draws`` (NumPyro NUTS only) lets the fit sample on past ``draws``: while any parameter
@@ -81,7 +81,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
                     warmup_tree_depth=warmup_tree_depth, draws_requested=draws,
-                    max_draws=max(draws, max_draws or draws), dense_globals=dense_globals,
+                    max_draws=max(draws, max_draws or draws),
                     parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
     t0 = time.perf_counter()
     if max_draws is not None and max_draws > draws and sampler != "numpyro":
@@ -109,8 +109,7 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     model = model_fn(spec, priors, design, layout)
     data = model_data(layout, "float32" if settings["float32"] else "float64")
     key = jax.random.PRNGKey(settings["seed"])
-    dense = [tuple(global_sites(model, data))] if settings["dense_globals"] else False
-    kernel = NUTS(model, target_accept_prob=settings["target_accept"], dense_mass=dense,
+    kernel = NUTS(model, target_accept_prob=settings["target_accept"],
                   max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH))
     chain_method = settings["chain_method"]
     if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
@@ -148,18 +147,6 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     settings["max_tree_depth"] = MAX_TREE_DEPTH
     return Draws(posterior=samples, stats=stats,
                  timings={"warmup": t_warm, "sampling": t_samp, "warmup_mean_steps": warm_steps})
-
-
-def global_sites(model, data: dict, max_size: int = 64) -> list[str]:
-    """The sample sites of ``model`` that are not per LA, per group level or per row: intercepts,
-    gradients, SDs, correlations, loadings, dispersions (each at most ``max_size`` values)."""
-    import numpyro
-
-    tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(data)
-    return [name for name, site in tr.items()
-            if site["type"] == "sample" and not site.get("is_observed")
-            and not name.endswith(("_raw", "_centred", "_anchor")) and name not in ("la_coef", "la_coef_flat")
-            and np.size(site["value"]) <= max_size]
 
 
 def _joined(blocks: list[tuple[dict, dict]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -74,6 +74,33 @@ def joined_labels(table: pd.DataFrame, columns: list[str]) -> pd.Series:
         out = out + "/" + table[c].astype(str)
     return out
 
+GROUP_CENTRING_SE = 0.1
+"""``auto`` centres a group term's effects (``(1 | year)``, ``(1 | la:year)``) when the counts pin a
+level's intercept down better than this (median over levels of 1 / sqrt(its total count), log scale).
+LA x year cells of a national table hold hundreds of referrals (SE ~0.03): non-centred, their effects
+make a funnel with the group SD and NUTS took ~290 leapfrog steps per draw (bench/RESULTS.md)."""
+
+
+def group_centring(spec: ModelSpec, design: Design) -> tuple[bool, ...]:
+    """Whether each group term's effects are centred (``{g}_centred ~ Normal(0, {g}_sd)``) rather than
+    non-centred (``{g}_raw`` standard normal), in ``design.group_names`` order.
+
+    ``la.parameterisation`` = ``centred`` / ``non_centred`` applies to every group; ``auto`` centres an
+    intercept-only group whose levels the data determine (:data:`GROUP_CENTRING_SE`). Groups with
+    their own gradients stay non-centred under ``auto``.
+    """
+    if spec.la.parameterisation != "auto":
+        return tuple(spec.la.parameterisation == "centred" for _ in design.group_names)
+    y = design.y.astype(float)
+    out = []
+    for index, levels, slope in zip(design.group_index, design.group_levels, design.group_slope, strict=True):
+        totals = np.bincount(index, y, minlength=len(levels))
+        with np.errstate(divide="ignore"):
+            se = float(np.median(1.0 / np.sqrt(totals)))
+        out.append(not slope and se < GROUP_CENTRING_SE)
+    return tuple(out)
+
+
 def la_effect_se(spec: ModelSpec, design: Design) -> np.ndarray:
     """Median over LAs of each LA effect's standard error from the counts alone, ``(n_effects,)``.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hierarchy.language.design import Design, centring
+from hierarchy.language.design import Design, centring, group_centring
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
 from hierarchy.likelihood.model import la_effect_order, observed_name
@@ -407,7 +407,9 @@ def _independent(mean, sd, mask: np.ndarray):
 def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -> dict:
     """Sample the parameters of the predictor's row terms (NumPyro sites, inside a model):
     neighbourhood-level coefficients ``b_{term}`` (and ``row_coef``), MSOA and other group effects
-    (non-centred: ``{g}_raw`` standard normal times ``{g}_sd``) and Poisson-lognormal row effects."""
+    (``{g}_raw`` times ``{g}_sd``: ``{g}_raw`` standard normal, or the centred ``{g}_centred`` over
+    ``{g}_sd`` where :func:`hierarchy.language.design.group_centring` says) and Poisson-lognormal row
+    effects."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as nd
@@ -421,11 +423,16 @@ def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -
         p["msoa_sd"] = numpyro.sample("msoa_sd", priors["msoa_sd"].numpyro())
         p["msoa_raw"] = numpyro.sample("msoa_raw",
                                        nd.Normal(0.0, 1.0).expand([len(design.msoa_codes)]).to_event(1))
-    for g, levels, slope in zip(design.group_names, design.group_levels, design.group_slope, strict=True):
+    for g, levels, slope, centred in zip(design.group_names, design.group_levels, design.group_slope,
+                                         group_centring(spec, design), strict=True):
         shape = [len(levels), 2] if slope else [len(levels)]
         sd = priors.group_sd(g).numpyro()
         p[f"{g}_sd"] = numpyro.sample(f"{g}_sd", sd.expand([2]).to_event(1) if slope else sd)
-        p[f"{g}_raw"] = numpyro.sample(f"{g}_raw", nd.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
+        if centred:  # the predictor reads {g}_raw * {g}_sd: the same effects, another geometry
+            u = numpyro.sample(f"{g}_centred", nd.Normal(0.0, p[f"{g}_sd"]).expand(shape).to_event(len(shape)))
+            p[f"{g}_raw"] = numpyro.deterministic(f"{g}_raw", u / p[f"{g}_sd"])
+        else:
+            p[f"{g}_raw"] = numpyro.sample(f"{g}_raw", nd.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
     if spec.family == "poisson_lognormal":
         p["obs_sd"] = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
         p["eps_raw"] = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([n_rows]).to_event(1))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierarchy.language.design import Design, centring
+from hierarchy.language.design import Design, centring, group_centring
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
 from hierarchy.likelihood.predictor import design_rows, linear_predictor
@@ -188,9 +188,15 @@ def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
     if spec.msoa.random_intercept:
         p["msoa_sd"] = priors["msoa_sd"].pymc("msoa_sd")
         p["msoa_raw"] = pm.Normal("msoa_raw", 0.0, 1.0, dims="msoa")
-    for g, slope in zip(design.group_names, design.group_slope, strict=True):
+    for g, slope, centred in zip(design.group_names, design.group_slope, group_centring(spec, design),
+                                 strict=True):
         p[f"{g}_sd"] = priors.group_sd(g).pymc(f"{g}_sd", dims=f"{g}_coef" if slope else None)
-        p[f"{g}_raw"] = pm.Normal(f"{g}_raw", 0.0, 1.0, dims=(g, f"{g}_coef") if slope else g)
+        dims = (g, f"{g}_coef") if slope else g
+        if centred:
+            u = pm.Normal(f"{g}_centred", 0.0, p[f"{g}_sd"], dims=dims)
+            p[f"{g}_raw"] = pm.Deterministic(f"{g}_raw", u / p[f"{g}_sd"], dims=dims)
+        else:
+            p[f"{g}_raw"] = pm.Normal(f"{g}_raw", 0.0, 1.0, dims=dims)
     if spec.family == "poisson_lognormal":
         p["obs_sd"] = priors["obs_sd"].pymc("obs_sd")
         p["eps_raw"] = pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")
