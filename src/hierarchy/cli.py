@@ -163,7 +163,8 @@ def _fit(args: argparse.Namespace) -> int:
         sampler=args.sampler, chains=args.chains, tune=args.tune, draws=args.draws,
         seed=args.seed, out=args.out, include_data=args.include_data,
         progress=_progress_bars(args.quiet), log=None if args.quiet else print,
-        chain_method=args.chain_method, float32=args.float32, max_draws=args.max_draws,
+        chain_method=args.chain_method, float32=args.float32,
+        max_draws=args.max_draws or (3 * args.draws if args.sampler == "numpyro" else None),
         include_log_likelihood=args.include_log_likelihood,
     )
     print(result)
@@ -592,9 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder with the England reference data (default: "
                              "$HIERARCHY_REFERENCE_DIR or ../shared/data/england)")
 
-    def sampling_opts(sp: argparse.ArgumentParser) -> None:
+    def sampling_opts(sp: argparse.ArgumentParser, tune: int = 1000) -> None:
         sp.add_argument("--chains", type=_count(1), default=4, help="MCMC chains (default: %(default)s)")
-        sp.add_argument("--tune", type=_count(0), default=1000,
+        sp.add_argument("--tune", type=_count(0), default=tune,
                         help="warm-up iterations per chain, discarded (default: %(default)s)")
         sp.add_argument("--draws", type=_count(1), default=1000,
                         help="posterior draws kept per chain (default: %(default)s)")
@@ -653,10 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi"],
                     help="NUTS implementation, or an approximation (pathfinder, advi) "
                          "(default: %(default)s)")
-    sampling_opts(sp)
+    sampling_opts(sp, tune=500)  # bench/RESULTS.md: 500 warm-up iterations adapt the national fits
     sp.add_argument("--max-draws", type=_count(1), default=None, metavar="N",
-                    help="numpyro: while R-hat > 1.01 or an ESS < 400, draw --draws more per chain from "
-                         "where the chains stopped, up to N per chain (default: no more than --draws)")
+                    help="numpyro: while R-hat > 1.01 or an ESS < 400, the chains go on from where they "
+                         "stopped for as many draws as the bar needs, up to N per chain (default: 3 x "
+                         "--draws; --max-draws equal to --draws turns it off)")
     sp.add_argument("--chain-method", default="parallel", choices=["parallel", "sequential",
                                                                     "vectorized"],
                     help="numpyro: chains on separate cores, one after another, or vectorised "
