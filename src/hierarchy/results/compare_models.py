@@ -58,7 +58,14 @@ import pandas as pd
 from hierarchy.errors import FitFileError, HierarchyError
 from hierarchy.inference.diagnostics import LATENT
 from hierarchy.reporting.report import bullets, format_columns, write_pages
-from hierarchy.results.cv import heldout_lpd, la_folds, la_log_likelihood, pareto_k_threshold
+from hierarchy.results.cv import (
+    heldout_lpd,
+    integration_unsupported,
+    la_folds,
+    la_integrated_log_likelihood,
+    la_log_likelihood,
+    pareto_k_threshold,
+)
 from hierarchy.results.fitfile import load_fit, provenance
 
 CV_MODES = ("rows", "la", "la-kfold")
@@ -323,18 +330,31 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
     """Leave-one-LA-out by PSIS with exact refits, or K-fold by LA."""
     import arviz as az
 
-    psis = {}
+    from hierarchy.results.fitfile import fit_spec
+
+    psis, basis, summed_k = {}, {}, {}
     for n, i in zip(names, idatas, strict=True):
-        grouped = az.InferenceData(posterior=i.posterior, log_likelihood=la_log_likelihood(i))
-        psis[n] = loo(grouped)
+        summed = loo(az.InferenceData(posterior=i.posterior, log_likelihood=la_log_likelihood(i)))
+        why_not = integration_unsupported(fit_spec(i)[0])
+        if table_data is None or why_not:
+            psis[n], basis[n] = summed, ("LA's rows summed given its fitted effects (" +
+                                         ("no --data to integrate them" if why_not is None else why_not) + ")")
+            continue
+        integrated = la_integrated_log_likelihood(i, table_data, draws=loglik_draws(i))
+        psis[n] = loo(az.InferenceData(posterior=i.posterior, log_likelihood=integrated))
+        basis[n] = "LA's effects integrated over the LA-level distribution"
+        thr_n = pareto_k_threshold(int(summed["n_samples"]))
+        summed_k[n] = int((np.asarray(summed.pareto_k) > thr_n).sum())
     las = np.asarray(psis[names[0]].loo_i["la"].to_numpy()).astype(str)
     draws = {n: int(psis[n]["n_samples"]) for n in names}
     thr = {n: pareto_k_threshold(draws[n]) for n in names}
     k = {n: np.asarray(psis[n].pareto_k) for n in names}
     bad = {n: las[k[n] > thr[n]] for n in names}
     n_bad = max(len(b) for b in bad.values())
-    k_text = "; ".join(f"{n}: {len(bad[n])} of {len(las)} LAs with k > {thr[n]:.2f} (largest {k[n].max():.2f})"
-                       for n in names)
+    k_text = "; ".join(f"{n}: {len(bad[n])} of {len(las)} LAs with k > {thr[n]:.2f} (largest {k[n].max():.2f}), "
+                       f"PSIS with the {basis[n]}" +
+                       (f" ({summed_k[n]} of {len(las)} above it with the LA's rows summed given its fitted "
+                        "effects)" if n in summed_k else "") for n in names)
     warns: list[str] = []
     method = {n: np.array(["PSIS"] * len(las), dtype=object) for n in names}
     fold_of = pd.Series(-1, index=pd.Index(las, name="la"))
@@ -347,10 +367,10 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
     elif table_data is None or max_refits == 0:
         mode = "la"
         why = "no --data to refit from" if table_data is None else "--max-refits 0"
+        fix = "pass --data to refit them exactly" if table_data is None else "allow refits with --max-refits"
         note = f"la: leave-one-LA-out by PSIS only ({why}); {k_text}"
         warns.append(f"LA-level Pareto k above the threshold ({k_text}) and no refits ({why}): the "
-                     "leave-one-LA-out ELPD of those LAs is unreliable; pass --data to refit them "
-                     "exactly, or use --cv la-kfold.")
+                     f"leave-one-LA-out ELPD of those LAs is unreliable; {fix}, or use --cv la-kfold.")
     elif n_bad <= max_refits:
         mode, note = "la", (f"la: leave-one-LA-out by PSIS, with exact refits for the LAs whose Pareto k is "
                             f"above the threshold ({k_text}; at most --max-refits {max_refits})")

@@ -58,8 +58,9 @@ REFIT_SETTINGS = ("sampler", "chains", "tune", "draws", "seed", "chain_method", 
                   "float32", "warmup_tree_depth")
 """Sampler settings a refit takes from the fit it stands for."""
 
-__all__ = ["GAUSS_HERMITE_NODES", "PARETO_K_CAP", "HeldOut", "fit_without", "heldout_rows",
-           "la_folds", "la_log_likelihood", "la_log_predictive", "la_lpd", "pareto_k_threshold"]
+__all__ = ["GAUSS_HERMITE_NODES", "PARETO_K_CAP", "HeldOut", "fit_without", "flat_posterior", "heldout_lpd",
+           "heldout_rows", "integration_unsupported", "la_folds", "la_integrated_log_likelihood",
+           "la_log_likelihood", "la_log_predictive", "la_lpd", "own_rows", "pareto_k_threshold"]
 
 
 def pareto_k_threshold(n_draws: int) -> float:
@@ -184,6 +185,15 @@ class HeldOut:
     n_rows: int
 
 
+def integration_unsupported(spec) -> str | None:
+    """Why a model's LA effects cannot be integrated for a held-out LA (None: they can)."""
+    try:
+        _refuse_unsupported(spec, "")
+    except HierarchyError as e:
+        return str(e).split(": ", 2)[-1].split(". Use --cv")[0]
+    return None
+
+
 def _refuse_unsupported(spec, what: str) -> None:
     why = None
     if spec.stacked:
@@ -240,6 +250,18 @@ def heldout_rows(table: pd.DataFrame, spec, train: Design) -> HeldOut:
     la_design = np.column_stack([np.ones_like(w), w][:len(spec.coefs)])
     return HeldOut(las=own.la_codes, rows=rows, y=own.y, la_design=la_design, z=z, la_cov=cov,
                    n_rows=len(w))
+
+
+def own_rows(design: Design, spec) -> HeldOut:
+    """Every LA of a fit's own design as :class:`HeldOut` rows (its own centring), for the
+    integrated leave-one-LA-out log-likelihood of the fit (:func:`la_integrated_log_likelihood`)."""
+    _refuse_unsupported(spec, "leave-one-LA-out")
+    rows = {"la_index": design.la_index, "stage_index": design.stage_index,
+            "stratum_index": design.stratum_index, "log_exposure": design.log_exposure, "w": design.w,
+            "row_X": design.row_X, "groups": tuple(zip(design.group_names, design.group_index, strict=True))}
+    return HeldOut(las=design.la_codes, rows=rows, y=design.y,
+                   la_design=np.column_stack([np.ones_like(design.w), design.w][:len(spec.coefs)]),
+                   z=design.z, la_cov=design.la_cov, n_rows=len(design.y))
 
 
 def _map_levels(values: np.ndarray, levels: Sequence[str], what: str) -> np.ndarray:
@@ -363,6 +385,53 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
             if k in posterior and k not in ("msoa_raw", "msoa_sd", "eps_raw", "obs_sd")]
     return over_draws(one, {k: np.asarray(posterior[k], dtype=float) for k in keys}, batch=batch,
                       dtype=np.float64)
+
+
+def la_integrated_log_likelihood(idata, table: pd.DataFrame, *, draws: np.ndarray | None = None,
+                                 var_name: str = "log_lik"):
+    """``log p(y_LA | draw)`` of every LA of a fit, its LA effects integrated out: one term per LA.
+
+    The LA's rows summed given its *fitted* effects (:func:`la_log_likelihood`) make PSIS weights
+    ``1 / p(y_LA | a_LA, theta)`` that are far from the leave-one-LA-out posterior, so their Pareto k
+    is mostly above the threshold. Integrating the LA's effects over the LA-level distribution
+    (:func:`la_log_predictive`) leaves weights ``1 / p(y_LA | theta)`` over the hyperparameters only
+    ("integrated importance sampling", Vehtari et al. 2016, JMLR 17(103)), whose k are much smaller
+    (measured: 2 of 30 LAs above 0.62 against 21 of 30). Both estimate the same quantity.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        A fit.
+    table : pandas.DataFrame
+        The table it was made from.
+    draws : numpy.ndarray, optional
+        Positions of the posterior draws to use in each chain (default: all).
+    var_name : str
+        Name of the variable.
+
+    Returns
+    -------
+    xarray.Dataset
+        dims ``chain, draw, la``.
+    """
+    import xarray as xr
+
+    from hierarchy.data.table import data_hash
+    from hierarchy.results.fitfile import fit_spec, provenance
+
+    spec, _ = fit_spec(idata)
+    have, want = data_hash(table, **spec.data_columns), provenance(idata)["data_hash"]
+    if have != want:
+        raise HierarchyError(f"the data given (hash {have}) are not the data this fit was made from (hash {want})")
+    design = build_design(table, spec)
+    post = idata.posterior if draws is None else idata.posterior.isel(draw=np.asarray(draws))
+    held = own_rows(design, spec)
+    flat = {k: (lambda v: v.reshape((-1,) + v.shape[2:]))(post[k].transpose("chain", "draw", ...).to_numpy())
+            for k in post.data_vars}
+    lp = la_log_predictive(spec, held, flat).reshape(post.sizes["chain"], post.sizes["draw"], -1)
+    return xr.Dataset({var_name: (("chain", "draw", "la"), lp)},
+                      coords={"chain": post["chain"].to_numpy(), "draw": post["draw"].to_numpy(),
+                              "la": design.la_codes})
 
 
 def la_lpd(log_p: np.ndarray) -> np.ndarray:
