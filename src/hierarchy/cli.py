@@ -262,7 +262,7 @@ def _compare_models(args: argparse.Namespace) -> int:
     from hierarchy.results import compare
 
     if args.out:
-        paths.check_output_folder(args.out, inputs=args.fits)
+        paths.check_output_folder(args.out, inputs=[*args.fits, args.data, args.columns])
     fits_dir = args.out / "cv_fits" if args.out and args.cv != "rows" else None
     result = compare.compare_models(args.fits, names=args.names, data=args.data, columns=args.columns,
                                     cv=args.cv, folds=args.folds, max_refits=args.max_refits, seed=args.seed,

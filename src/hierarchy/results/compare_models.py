@@ -356,6 +356,7 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
                        (f" ({summed_k[n]} of {len(las)} above it with the LA's rows summed given its fitted "
                         "effects)" if n in summed_k else "") for n in names)
     warns: list[str] = []
+    exact = False  # exact refits of the LAs with k above the threshold
     method = {n: np.array(["PSIS"] * len(las), dtype=object) for n in names}
     fold_of = pd.Series(-1, index=pd.Index(las, name="la"))
     if cv == "la-kfold":
@@ -364,14 +365,20 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
     elif n_bad == 0:
         mode, note = "la", (f"la: leave-one-LA-out by PSIS (how well each model predicts a new LA); every "
                             f"LA-level Pareto k is at most the threshold for the draws: {k_text}")
-    elif table_data is None or max_refits == 0:
+    elif table_data is None or max_refits == 0 or any(integration_unsupported(fit_spec(i)[0]) for i in idatas):
         mode = "la"
-        why = "no --data to refit from" if table_data is None else "--max-refits 0"
-        fix = "pass --data to refit them exactly" if table_data is None else "allow refits with --max-refits"
+        unsupported = [f"{n} ({w})" for n, i in zip(names, idatas, strict=True)
+                       if (w := integration_unsupported(fit_spec(i)[0]))]
+        why = ("no --data to refit from" if table_data is None else "--max-refits 0" if max_refits == 0 else
+               "refits by LA are not available for " + "; ".join(unsupported))
+        fix = ("pass --data to refit them exactly, or use --cv la-kfold" if table_data is None else
+               "allow refits with --max-refits, or use --cv la-kfold" if max_refits == 0 else
+               "compare by --cv rows")
         note = f"la: leave-one-LA-out by PSIS only ({why}); {k_text}"
         warns.append(f"LA-level Pareto k above the threshold ({k_text}) and no refits ({why}): the "
-                     f"leave-one-LA-out ELPD of those LAs is unreliable; {fix}, or use --cv la-kfold.")
+                     f"leave-one-LA-out ELPD of those LAs is unreliable; {fix}.")
     elif n_bad <= max_refits:
+        exact = True
         mode, note = "la", (f"la: leave-one-LA-out by PSIS, with exact refits for the LAs whose Pareto k is "
                             f"above the threshold ({k_text}; at most --max-refits {max_refits})")
     else:
@@ -380,7 +387,7 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
                                   f"more than --max-refits {max_refits})")
     pointwise = {n: np.asarray(psis[n].loo_i).astype(float).copy() for n in names}
     refit_rows = []
-    if mode == "la-kfold" or (n_bad and table_data is not None and max_refits > 0):
+    if mode == "la-kfold" or exact:
         if table_data is None:
             raise HierarchyError("K-fold by LA refits each model: pass the table the fits were made from "
                                  "(--data TABLE [--columns MAP.toml])")
