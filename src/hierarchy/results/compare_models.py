@@ -284,6 +284,9 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
 
         raise HierarchyError(f"unknown cross-validation '{cv}'{did_you_mean(cv, CV_MODES)}; choose from "
                              f"{', '.join(CV_MODES)}")
+    if cv != "rows" and (int(folds) < 2 or int(max_refits) < 0):
+        raise HierarchyError(f"--folds must be at least 2 (got {folds}) and --max-refits at least 0 "
+                             f"(got {max_refits})")
     paths = [Path(f) for f in fits]
     if len(paths) < 2:
         raise HierarchyError("compare-models needs at least two fit files")
