@@ -4,11 +4,13 @@ PSIS-LOO over neighbourhood rows (:mod:`hierarchy.results.compare_models`, ``--c
 well a model predicts a left-out neighbourhood of an LA whose other neighbourhoods it has seen. The
 question "does the model generalise to a new LA" needs the LA left out as a whole:
 
-* **leave-one-LA-out by PSIS** (``--cv la``): the pointwise log-likelihood summed over each LA's
-  rows (all its neighbourhoods and strata, :func:`la_log_likelihood`) gives one term per LA, and
-  PSIS-LOO on those terms estimates the elpd of a new LA. Leaving out a whole LA moves the
-  posterior a lot, so its Pareto k is often above the threshold (:func:`pareto_k_threshold`);
-  those LAs are then left out exactly, by refits;
+* **leave-one-LA-out by PSIS** (``--cv la``): one log-likelihood term per LA, and PSIS-LOO on those
+  terms estimates the elpd of a new LA. The pointwise log-likelihood summed over each LA's rows (all
+  its neighbourhoods and strata, :func:`la_log_likelihood`) is such a term, given the LA's fitted
+  effects; leaving out a whole LA moves those effects a lot, so most LAs' Pareto k is above the
+  threshold (:func:`pareto_k_threshold`). With the data at hand the LA's effects are integrated out
+  instead (:func:`la_integrated_log_likelihood`, integrated importance sampling), which leaves few
+  LAs above the threshold; those are then left out exactly, by refits;
 * **exact refits / K-fold by LA** (``--cv la-kfold``): each fold is a refit with its LAs' rows
   removed (:func:`fit_without`, the fit's own model, prior set and sampler settings), and each
   held-out LA's log predictive density integrates its LA effects over the refit's LA-level
@@ -426,9 +428,7 @@ def la_integrated_log_likelihood(idata, table: pd.DataFrame, *, draws: np.ndarra
     design = build_design(table, spec)
     post = idata.posterior if draws is None else idata.posterior.isel(draw=np.asarray(draws))
     held = own_rows(design, spec)
-    flat = {k: (lambda v: v.reshape((-1,) + v.shape[2:]))(post[k].transpose("chain", "draw", ...).to_numpy())
-            for k in post.data_vars}
-    lp = la_log_predictive(spec, held, flat).reshape(post.sizes["chain"], post.sizes["draw"], -1)
+    lp = la_log_predictive(spec, held, flat_posterior(post)).reshape(post.sizes["chain"], post.sizes["draw"], -1)
     return xr.Dataset({var_name: (("chain", "draw", "la"), lp)},
                       coords={"chain": post["chain"].to_numpy(), "draw": post["draw"].to_numpy(),
                               "la": design.la_codes})
@@ -442,11 +442,14 @@ def la_lpd(log_p: np.ndarray) -> np.ndarray:
     return logsumexp(log_p, axis=0) - np.log(log_p.shape[0])
 
 
-def flat_posterior(idata) -> dict[str, np.ndarray]:
-    """Posterior draws with chains flattened (leading draw axis), one array per variable."""
-    post = idata.posterior
-    return {k: (lambda v: v.reshape((-1,) + v.shape[2:]))(post[k].transpose("chain", "draw", ...).to_numpy())
-            for k in post.data_vars}
+def flat_posterior(posterior) -> dict[str, np.ndarray]:
+    """Draws of a posterior Dataset (or of a fit's posterior) with chains flattened (leading draw axis)."""
+    post = getattr(posterior, "posterior", posterior)
+    out = {}
+    for k in post.data_vars:
+        v = post[k].transpose("chain", "draw", ...).to_numpy()
+        out[k] = v.reshape((-1,) + v.shape[2:])
+    return out
 
 
 # ---------------------------------------------------------------------------- refits
