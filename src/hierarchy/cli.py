@@ -282,8 +282,11 @@ def _compare_models(args: argparse.Namespace) -> int:
     from hierarchy.results import compare
 
     if args.out:
-        paths.check_output_folder(args.out, inputs=args.fits)
-    result = compare.compare_models(args.fits, names=args.names, data=args.data, columns=args.columns)
+        paths.check_output_folder(args.out, inputs=[*args.fits, args.data, args.columns])
+    fits_dir = args.out / "cv_fits" if args.out and args.cv != "rows" else None
+    result = compare.compare_models(args.fits, names=args.names, data=args.data, columns=args.columns,
+                                    cv=args.cv, folds=args.folds, max_refits=args.max_refits, seed=args.seed,
+                                    fits_dir=fits_dir, log=None if args.quiet else print)
     print(result.format())
     if args.out:
         print(f"\npage: {compare.write_model_comparison(result, args.out)}")
@@ -762,9 +765,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.set_defaults(func=_compare_priors)
 
-    sp = sub.add_parser("compare-models", help="PSIS-LOO comparison of saved fits of the same data",
-                        epilog="example: hierarchy compare-models fits/national_nb.nc "
-                               "fits/national_nb_log.nc --data out/national_2019.parquet --out out/loo")
+    sp = sub.add_parser("compare-models", help="cross-validated comparison of saved fits of the same data "
+                                               "(PSIS-LOO by neighbourhood, leave-one-LA-out, K-fold by LA)",
+                        epilog="examples: hierarchy compare-models fits/national_nb.nc "
+                               "fits/national_nb_log.nc --data out/national_2019.parquet --out out/loo; "
+                               "a new LA: ... --cv la (or --cv la-kfold --folds 10)")
     sp.add_argument("fits", type=Path, nargs="+", help="two or more fit files (.nc) of the same data")
     sp.add_argument("--names", nargs="+", help="labels of the fits (default: model names)")
     sp.add_argument("--out", type=Path, help="folder for CSV tables and HTML/Markdown pages")
@@ -772,6 +777,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the table the fits were made from: the pointwise log-likelihood is "
                          "recomputed from it (fit files hold none by default)")
     sp.add_argument("--columns", type=Path, help="TOML column map of --data")
+    sp.add_argument("--cv", choices=("rows", "la", "la-kfold"), default="rows",
+                    help="rows (default): PSIS-LOO over neighbourhood rows, how well a left-out "
+                         "neighbourhood of a seen LA is predicted; la: leave-one-LA-out, how well a new LA "
+                         "is predicted (PSIS on each LA's summed log-likelihood; LAs whose Pareto k is "
+                         "above min(1 - 1/log10(draws), 0.7) are refitted exactly, or K-fold by LA is "
+                         "used when more than --max-refits are); la-kfold: K-fold by LA, one refit per "
+                         "fold. Refits need --data and are saved in OUT/cv_fits and reused")
+    sp.add_argument("--folds", type=int, default=10, help="folds of K-fold by LA (default 10)")
+    sp.add_argument("--max-refits", type=int, default=10,
+                    help="--cv la: most exact refits per model before K-fold by LA is used instead "
+                         "(default 10; 0: PSIS only, flagged)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the assignment of LAs to folds")
+    sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.set_defaults(func=_compare_models)
 
     sp = sub.add_parser("sbc", help="simulation-based calibration of a model under a prior set",

@@ -5,14 +5,16 @@
   estimands under each set and power-scaling prior sensitivity; fits are reused when their
   model, prior set and data hashes match.
 * ``hierarchy compare-models`` (:mod:`hierarchy.results.compare_models`): compare saved fits of the same
-  data and outcome by PSIS-LOO (ELPD differences, stacking weights, Pareto-k diagnostics).
+  data and outcome by cross-validation (ELPD differences, stacking weights, Pareto-k diagnostics):
+  PSIS-LOO over neighbourhood rows, or leave-one-LA-out and K-fold by LA
+  (:mod:`hierarchy.results.cv`).
 
 Both write ``index.html`` (self-contained), ``index.md`` and CSV tables
 (:func:`hierarchy.reporting.report.write_pages`). The module docstrings hold worked national examples.
 """
 
 from hierarchy.results.compare_models import (
-    PARETO_K_THRESHOLD,
+    CV_MODES,
     ModelComparison,
     compare_models,
     loo,
@@ -42,11 +44,12 @@ from hierarchy.results.compare_priors import (
     resolve_prior_path,
     sensitivity_findings,
 )
+from hierarchy.results.cv import pareto_k_threshold
 
-__all__ = ["CONFLICT", "ESTIMAND_LABELS", "IMPOSSIBLE_RATE", "NEGLIGIBLE_IMPOSSIBLE",
-           "PARETO_K_THRESHOLD", "PRIORS_DIR", "PRIOR_DOMINATES", "PUBLISHED",
+__all__ = ["CONFLICT", "CV_MODES", "ESTIMAND_LABELS", "IMPOSSIBLE_RATE", "NEGLIGIBLE_IMPOSSIBLE",
+           "PRIORS_DIR", "PRIOR_DOMINATES", "PUBLISHED",
            "SENSITIVITY_THRESHOLD", "VISIBLE_IMPOSSIBLE", "ModelComparison", "PriorComparison",
-           "PriorPredictive", "compare_models", "compare_priors", "find_fit", "loo",
+           "PriorPredictive", "compare_models", "compare_priors", "find_fit", "loo", "pareto_k_threshold",
            "plot_forest", "plot_prior_predictive", "power_scaling", "prior_draws",
            "prior_predictive", "read_provenance", "relative_eff", "resolve_prior_path",
            "sensitivity_findings", "write_model_comparison"]

@@ -1,8 +1,13 @@
-"""Comparing saved fits by PSIS-LOO: ``hierarchy compare-models``.
+"""Comparing saved fits by cross-validation: ``hierarchy compare-models``.
 
-:func:`compare_models` compares saved fits of the same data and outcome by PSIS-LOO: ELPD,
+:func:`compare_models` compares saved fits of the same data and outcome by cross-validation: ELPD,
 differences and their standard errors, stacking weights and Pareto-k diagnostics, with a plain
-warning when any k > 0.7. Fits whose log-likelihood was thinned
+warning when any k is above the sample-size-dependent threshold
+(:func:`hierarchy.results.cv.pareto_k_threshold`, min(1 - 1/log10(draws), 0.7)). Three kinds
+(``cv``): ``rows``, PSIS-LOO over neighbourhood rows (a left-out neighbourhood of a seen LA);
+``la``, leave-one-LA-out (a new LA) by PSIS on each LA's summed log-likelihood, with exact refits
+for the LAs whose k is above the threshold, or K-fold by LA when there are more of them than
+``max_refits``; ``la-kfold``, K-fold by LA (:mod:`hierarchy.results.cv`). Fits whose log-likelihood was thinned
 (``provenance["log_likelihood_thinned_by"] > 1``) get a relative efficiency computed from the
 posterior draws the log-likelihood was evaluated at (:func:`relative_eff`).
 :func:`write_model_comparison` writes the tables and pages. Fit files hold no pointwise
@@ -22,7 +27,8 @@ interaction)::
         --data out/national_2019.parquet --out out/loo
 
 Measured (32,844 neighbourhoods, 151 LAs; 2 chains x 500 draws, log-likelihood thinned by 2;
-every Pareto k <= 0.7)::
+no Pareto k above 0.7, the fixed threshold then used; the sample-size threshold for these 1,000
+draws is 0.67, not rechecked)::
 
     model                        rank  elpd_loo   se     elpd_diff  dse  p_loo  weight
     inverse_intervention_nb      0     -110533.6  173.8  0.0        0.0  264.2  0.583
@@ -35,13 +41,33 @@ shrinkage target. The estimands do differ: the linear form gives a gradient scor
 simulator's truth is 2.33. LOO answers "which predicts left-out neighbourhoods better", not "which
 LA-level curve is right"; it separates the forms when LAs are small (the tests: 50 LAs of ~12
 neighbourhoods, elpd difference ~9-13, 2-3 SE, in favour of the data-generating log form).
+
+A new LA (``--cv la`` / ``--cv la-kfold``). Measured on 30 simulated LAs of ~10 neighbourhoods (321
+rows) whose intercepts rise with log LA deprivation (1.0 per unit; LA noise 0.15), the log model
+against ``gradient_nb`` (no LA deprivation: it predicts every new LA at the mean), 2 chains x
+(200 + 200) each (``tests/test_cv.py`` builds such data with ``la_deprivation_table``)::
+
+    hierarchy compare-models fits/gradient_nb.nc fits/log.nc --data la30.parquet --cv la --out cv_la
+    hierarchy compare-models fits/gradient_nb.nc fits/log.nc --data la30.parquet --cv la-kfold \
+        --folds 5 --out cv_kfold
+
+    cv                                elpd_la (log model)  elpd_la (gradient_nb)  difference (SE)
+    la, PSIS on the summed rows       -1004.5               -1011.8                 7.4 (3.9)  37 of 60 k bad
+    la, PSIS, LA effects integrated   -1006.5               -1034.1                27.6 (4.9)   2 of 60 k bad
+    la, + 2 exact refits (default)    -1006.5               -1034.0                27.5 (4.9)
+    la-kfold, 5 folds (10 refits)     -1006.5               -1032.9                26.4 (4.7)
+    rows (PSIS over neighbourhoods)   -1003.8               -1011.9                 8.1 (3.7)
+
+Summing each LA's rows given its fitted effects gives Pareto k above the threshold (0.62 for 400
+draws) for most LAs and understates the difference; integrating the LA's effects out brings PSIS
+within about one ELPD unit of K-fold, and the two LAs left with k above the threshold are refitted.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,14 +78,23 @@ import pandas as pd
 from hierarchy.errors import FitFileError, HierarchyError
 from hierarchy.inference.diagnostics import LATENT
 from hierarchy.reporting.report import bullets, format_columns, write_pages
+from hierarchy.results.cv import (
+    heldout_lpd,
+    integration_unsupported,
+    la_folds,
+    la_integrated_log_likelihood,
+    la_log_likelihood,
+    pareto_k_threshold,
+)
 from hierarchy.results.fitfile import load_fit, provenance
 
-PARETO_K_THRESHOLD = 0.7
-"""Pareto k above which a PSIS-LOO term is unreliable."""
-_FORMATS = {"elpd_loo": "{:.1f}", "se": "{:.1f}", "elpd_diff": "{:.1f}", "dse": "{:.1f}",
-            "p_loo": "{:.1f}", "weight": "{:.3f}"}
+CV_MODES = ("rows", "la", "la-kfold")
+"""Cross-validation of ``compare-models``: neighbourhood rows, leave-one-LA-out, K-fold by LA."""
+_FORMATS = {"elpd_loo": "{:.1f}", "elpd_la": "{:.1f}", "se": "{:.1f}", "elpd_diff": "{:.1f}",
+            "dse": "{:.1f}", "p_loo": "{:.1f}", "p_la": "{:.1f}", "weight": "{:.3f}",
+            "k_threshold": "{:.2f}"}
 
-__all__ = ["PARETO_K_THRESHOLD", "ModelComparison", "compare_models", "loglik_draws", "loo",
+__all__ = ["CV_MODES", "ModelComparison", "compare_models", "loglik_draws", "loo", "pareto_k_threshold",
            "relative_eff", "write_model_comparison"]
 
 
@@ -132,23 +167,38 @@ def loo(idata, *, var_name: str | None = None):
 
 @dataclass
 class ModelComparison:
-    """PSIS-LOO comparison of saved fits (see :func:`compare_models`).
+    """Cross-validated comparison of saved fits (see :func:`compare_models`).
 
     Attributes
     ----------
     table : pandas.DataFrame
-        :func:`arviz.compare` (stacking weights) plus Pareto-k counts and file names, best first.
+        :func:`arviz.compare` (stacking weights) plus the count of Pareto k above the threshold
+        (``k_bad``), the CV used (``cv``) and file names, best first. The ELPD column is
+        ``elpd_loo`` for ``cv="rows"`` and ``elpd_la`` (left-out LAs) otherwise.
     pareto : pandas.DataFrame
-        Per model: neighbourhoods with k <= 0.5 (good), 0.5-0.7 (ok), 0.7-1 (bad), > 1 (very
-        bad), the largest k and the sample-size-dependent threshold.
+        Per model: units (neighbourhood rows or LAs) with k <= the sample-size threshold (good),
+        threshold-1 (bad), > 1 (very bad), the largest k, the threshold and how the bad ones were
+        handled.
     worst : pandas.DataFrame
-        Neighbourhoods with k > 0.7 (model, neighbourhood, la, k), worst first.
+        Units with k above the threshold (model, unit, la, k, method), worst first.
     loo : dict
-        Model name -> :class:`arviz.ELPDData`.
+        Model name -> :class:`arviz.ELPDData` (pointwise over the units; for ``la-kfold`` and
+        refitted LAs the pointwise values are the exact held-out ones).
     warnings : list of str
         Plain-language warnings.
     findings : list of str
         Plain-language summary of the comparison.
+    cv : str
+        ``"rows"``, ``"la"`` or ``"la-kfold"``: the cross-validation actually used.
+    cv_note : str
+        Which cross-validation was used and why (the k's that decided it).
+    la_cv : pandas.DataFrame or None
+        LA modes: per model and LA, its Pareto k, how it was left out (``PSIS``, ``exact refit``,
+        ``K-fold``), its fold and ``elpd`` (its pointwise ELPD: kept in memory, never written, as
+        it is a function of the LA's counts).
+    refits : pandas.DataFrame or None
+        One row per refit: model, fold, LAs and rows held out, training rows and data hash, and
+        whether it was fitted or reused.
     """
 
     table: pd.DataFrame
@@ -157,12 +207,23 @@ class ModelComparison:
     loo: dict[str, Any]
     warnings: list[str]
     findings: list[str]
+    cv: str = "rows"
+    cv_note: str = ""
+    la_cv: pd.DataFrame | None = None
+    refits: pd.DataFrame | None = None
+
+    @property
+    def elpd_column(self) -> str:
+        return "elpd_loo" if self.cv == "rows" else "elpd_la"
+
+    def columns(self) -> list[str]:
+        """The columns of :attr:`table` shown on the terminal and pages."""
+        p = "p_loo" if self.cv == "rows" else "p_la"
+        return ["model", "rank", self.elpd_column, "se", "elpd_diff", "dse", p, "weight", "k_bad"]
 
     def format(self) -> str:
         """Plain-text summary for the terminal."""
-        cols = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight",
-                "k_gt_0.7"]
-        lines = [_text_table(self.table[cols], _FORMATS), ""]
+        lines = [f"cross-validation: {self.cv_note}", "", _text_table(self.table[self.columns()], _FORMATS), ""]
         lines += self.findings
         if self.warnings:
             lines += ["", *(f"warning: {w}" for w in self.warnings)]
@@ -170,8 +231,11 @@ class ModelComparison:
 
 
 def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None,
-                   data: Any = None, columns: str | os.PathLike | None = None) -> ModelComparison:
-    """Compare saved fits of the same data and outcome by PSIS-LOO.
+                   data: Any = None, columns: str | os.PathLike | None = None, cv: str = "rows",
+                   folds: int = 10, max_refits: int = 10, seed: int = 0,
+                   fits_dir: str | os.PathLike | None = None,
+                   log: Callable[[str], None] | None = None) -> ModelComparison:
+    """Compare saved fits of the same data and outcome by cross-validation.
 
     Fit files hold no pointwise log-likelihood by default (it would give back the observed
     counts); with ``data`` it is recomputed from the table, in memory, for each fit without one.
@@ -183,9 +247,27 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
     names : sequence of str, optional
         Labels (default: the model names, made unique with the prior set or file name).
     data : str, os.PathLike or pandas.DataFrame, optional
-        The table the fits were made from (its data hash must match theirs).
+        The table the fits were made from (its data hash must match theirs); needed for refits.
     columns : str or os.PathLike, optional
         Column map of ``data``.
+    cv : {"rows", "la", "la-kfold"}
+        ``rows``: PSIS-LOO over neighbourhood rows (how well a left-out neighbourhood of a seen LA
+        is predicted). ``la``: leave-one-LA-out (how well a new LA is predicted) by PSIS on the
+        log-likelihood summed over each LA's rows; LAs whose Pareto k is above the threshold
+        (:func:`hierarchy.results.cv.pareto_k_threshold`) are left out exactly by refits, one
+        per LA, when there are at most ``max_refits`` of them in every model, and otherwise
+        K-fold by LA (``folds``) replaces PSIS. ``la-kfold``: K-fold by LA, ``folds`` refits per
+        model.
+    folds : int
+        Folds of K-fold by LA (LAs assigned at random with ``seed``; the same folds for every model).
+    max_refits : int
+        Most exact refits per model for ``cv="la"`` before K-fold is used instead; 0: PSIS only.
+    seed : int
+        Seed of the fold assignment.
+    fits_dir : path, optional
+        Where refits are saved and found again (:func:`hierarchy.results.cv.fit_without`).
+    log : callable, optional
+        Gets progress lines (refits).
 
     Returns
     -------
@@ -194,10 +276,17 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
     Raises
     ------
     HierarchyError
-        When the fits are of different data or outcomes, or their rows differ.
+        When the fits are of different data or outcomes, or their rows differ, or refits are
+        needed without the data.
     """
-    import arviz as az
+    if cv not in CV_MODES:
+        from hierarchy.config import did_you_mean
 
+        raise HierarchyError(f"unknown cross-validation '{cv}'{did_you_mean(cv, CV_MODES)}; choose from "
+                             f"{', '.join(CV_MODES)}")
+    if cv != "rows" and (int(folds) < 2 or int(max_refits) < 0):
+        raise HierarchyError(f"--folds must be at least 2 (got {folds}) and --max-refits at least 0 "
+                             f"(got {max_refits})")
     paths = [Path(f) for f in fits]
     if len(paths) < 2:
         raise HierarchyError("compare-models needs at least two fit files")
@@ -208,51 +297,205 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise HierarchyError(f"need {len(paths)} distinct names, got {names}")
     stored = {n: i.groups() for n, i in zip(names, idatas, strict=True)}
-    idatas = _with_log_likelihood(paths, idatas, data, columns)
+    table_data = _load_table(data, columns, provs) if data is not None else None
+    idatas = _with_log_likelihood(paths, idatas, table_data)
     _check_comparable(paths, idatas, provs)
+    if cv == "rows":
+        return _compare_rows(names, paths, idatas, stored)
+    return _compare_las(names, paths, idatas, stored, table_data, cv=cv, folds=folds, max_refits=max_refits,
+                        seed=seed, fits_dir=fits_dir, log=log)
+
+
+def _compare_rows(names, paths, idatas, stored) -> ModelComparison:
+    """PSIS-LOO over neighbourhood rows."""
     rows = idatas[0].log_likelihood["neighbourhood"].to_numpy()
     loos = {n: loo(i) for n, i in zip(names, idatas, strict=True)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = az.compare(loos, ic="loo", method="stacking", scale="log")
-    table = table.reset_index().rename(columns={"index": "model"})
+    table = _az_compare(loos)
     pareto_rows, worst_rows = [], []
     for n, path, i in zip(names, paths, idatas, strict=True):
         k = np.asarray(loos[n].pareto_k)
-        pareto_rows.append({"model": n, "fit": str(path), "neighbourhoods": k.size,
-                            "good (k<=0.5)": int((k <= 0.5).sum()),
-                            "ok (0.5<k<=0.7)": int(((k > 0.5) & (k <= 0.7)).sum()),
-                            "bad (0.7<k<=1)": int(((k > 0.7) & (k <= 1)).sum()),
-                            "very bad (k>1)": int((k > 1).sum()), "max_k": float(np.nanmax(k)),
-                            "k_threshold_for_draws": float(loos[n]["good_k"]),
-                            "draws": int(loos[n]["n_samples"]),
-                            "thinned_by": _thinned_by(i),
-                            "log_likelihood": "stored in the fit" if "log_likelihood" in stored[n]
-                            else "recomputed from the data"})
-        bad = np.flatnonzero(k > PARETO_K_THRESHOLD)
+        thr = pareto_k_threshold(int(loos[n]["n_samples"]))
+        pareto_rows.append({"model": n, "fit": str(path), "units": "neighbourhood rows", "n": k.size,
+                            **_k_classes(k, thr), "draws": int(loos[n]["n_samples"]),
+                            "thinned_by": _thinned_by(i), "log_likelihood": _ll_source(stored[n]),
+                            "bad k handled by": "not handled: flagged"})
+        bad = np.flatnonzero(k > thr)
         la_of = i.constant_data["la_of"].to_numpy() if "constant_data" in i.groups() else None
         for j in bad[np.argsort(-k[bad])]:
-            worst_rows.append({"model": n, "neighbourhood": str(rows[j]),
-                               "la": str(la_of[j]) if la_of is not None else "", "k": float(k[j])})
+            worst_rows.append({"model": n, "unit": str(rows[j]), "la": str(la_of[j]) if la_of is not None else "",
+                               "k": float(k[j]), "method": "PSIS"})
     pareto = pd.DataFrame(pareto_rows)
-    worst = pd.DataFrame(worst_rows, columns=["model", "neighbourhood", "la", "k"])
-    table["k_gt_0.7"] = table["model"].map(
-        dict(zip(pareto["model"], pareto["bad (0.7<k<=1)"] + pareto["very bad (k>1)"], strict=True)))
-    table["fit"] = table["model"].map(dict(zip(names, map(str, paths), strict=True)))
+    worst = pd.DataFrame(worst_rows, columns=["model", "unit", "la", "k", "method"])
+    table = _finish_table(table, pareto, names, paths, "rows")
     warns = []
     for _, r in pareto.iterrows():
-        n_bad = r["bad (0.7<k<=1)"] + r["very bad (k>1)"]
+        n_bad = r["bad"] + r["very bad (k>1)"]
         if n_bad:
-            warns.append(f"{r['model']}: {n_bad} of {r['neighbourhoods']} neighbourhoods have Pareto "
-                         f"k > {PARETO_K_THRESHOLD} (largest {r['max_k']:.2f}). For them the "
-                         "importance-sampling estimate of leaving the neighbourhood out is "
-                         "unreliable (the fit changes too much without it), so this model's ELPD "
-                         "and its difference from the others are uncertain. Consider K-fold "
-                         "cross-validation (refit without each fold of LAs or neighbourhoods) or "
-                         "moment matching; neighbourhoods with k > 0.7 are listed in the "
-                         "'worst' table.")
+            warns.append(f"{r['model']}: {n_bad} of {r['n']} neighbourhoods have Pareto k > "
+                         f"{r['k_threshold']:.2f} (the threshold for {r['draws']} draws; largest "
+                         f"{r['max_k']:.2f}). For them the importance-sampling estimate of leaving the "
+                         "neighbourhood out is unreliable (the fit changes too much without it), so this "
+                         "model's ELPD and its difference from the others are uncertain. Consider more "
+                         "draws, K-fold cross-validation (--cv la-kfold refits without each fold of LAs) "
+                         "or moment matching; they are listed in the 'worst' table.")
+    thresholds = sorted({f"{t:.2f}" for t in pareto["k_threshold"]})
+    note = ("rows: PSIS-LOO over neighbourhood rows (how well each model predicts a left-out "
+            "neighbourhood of an LA it has seen); " +
+            ("every Pareto k is at most the threshold (" + "/".join(thresholds) + " for the draws): reliable"
+             if not warns else "some Pareto k are above the threshold (" + "/".join(thresholds) +
+             "): see the warnings"))
     return ModelComparison(table=table, pareto=pareto, worst=worst, loo=loos, warnings=warns,
-                           findings=_model_findings(table))
+                           findings=_model_findings(table, "elpd_loo"), cv="rows", cv_note=note)
+
+
+def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_refits, seed, fits_dir, log
+                 ) -> ModelComparison:
+    """Leave-one-LA-out by PSIS with exact refits, or K-fold by LA."""
+    import arviz as az
+
+    from hierarchy.results.fitfile import fit_spec
+
+    psis, basis, summed_k = {}, {}, {}
+    for n, i in zip(names, idatas, strict=True):
+        summed = loo(az.InferenceData(posterior=i.posterior, log_likelihood=la_log_likelihood(i)))
+        why_not = integration_unsupported(fit_spec(i)[0])
+        if table_data is None or why_not:
+            psis[n], basis[n] = summed, ("LA's rows summed given its fitted effects (" +
+                                         ("no --data to integrate them" if why_not is None else why_not) + ")")
+            continue
+        integrated = la_integrated_log_likelihood(i, table_data, draws=loglik_draws(i))
+        psis[n] = loo(az.InferenceData(posterior=i.posterior, log_likelihood=integrated))
+        basis[n] = "LA's effects integrated over the LA-level distribution"
+        thr_n = pareto_k_threshold(int(summed["n_samples"]))
+        summed_k[n] = int((np.asarray(summed.pareto_k) > thr_n).sum())
+    las = np.asarray(psis[names[0]].loo_i["la"].to_numpy()).astype(str)
+    draws = {n: int(psis[n]["n_samples"]) for n in names}
+    thr = {n: pareto_k_threshold(draws[n]) for n in names}
+    k = {n: np.asarray(psis[n].pareto_k) for n in names}
+    bad = {n: las[k[n] > thr[n]] for n in names}
+    n_bad = max(len(b) for b in bad.values())
+    k_text = "; ".join(f"{n}: {len(bad[n])} of {len(las)} LAs with k > {thr[n]:.2f} (largest {k[n].max():.2f}), "
+                       f"PSIS with the {basis[n]}" +
+                       (f" ({summed_k[n]} of {len(las)} above it with the LA's rows summed given its fitted "
+                        "effects)" if n in summed_k else "") for n in names)
+    warns: list[str] = []
+    exact = False  # exact refits of the LAs with k above the threshold
+    method = {n: np.array(["PSIS"] * len(las), dtype=object) for n in names}
+    fold_of = pd.Series(-1, index=pd.Index(las, name="la"))
+    if cv == "la-kfold":
+        mode, note = "la-kfold", (f"la-kfold: K-fold by LA, {folds} folds, each a refit without its LAs "
+                                  f"(asked for; leave-one-LA-out PSIS for reference: {k_text})")
+    elif n_bad == 0:
+        mode, note = "la", (f"la: leave-one-LA-out by PSIS (how well each model predicts a new LA); every "
+                            f"LA-level Pareto k is at most the threshold for the draws: {k_text}")
+    elif table_data is None or max_refits == 0 or any(integration_unsupported(fit_spec(i)[0]) for i in idatas):
+        mode = "la"
+        unsupported = [f"{n} ({w})" for n, i in zip(names, idatas, strict=True)
+                       if (w := integration_unsupported(fit_spec(i)[0]))]
+        why = ("no --data to refit from" if table_data is None else "--max-refits 0" if max_refits == 0 else
+               "refits by LA are not available for " + "; ".join(unsupported))
+        fix = ("pass --data to refit them exactly, or use --cv la-kfold" if table_data is None else
+               "allow refits with --max-refits, or use --cv la-kfold" if max_refits == 0 else
+               "compare by --cv rows")
+        note = f"la: leave-one-LA-out by PSIS only ({why}); {k_text}"
+        warns.append(f"LA-level Pareto k above the threshold ({k_text}) and no refits ({why}): the "
+                     f"leave-one-LA-out ELPD of those LAs is unreliable; {fix}.")
+    elif n_bad <= max_refits:
+        exact = True
+        mode, note = "la", (f"la: leave-one-LA-out by PSIS, with exact refits for the LAs whose Pareto k is "
+                            f"above the threshold ({k_text}; at most --max-refits {max_refits})")
+    else:
+        mode, note = "la-kfold", (f"la-kfold: K-fold by LA, {folds} folds, instead of leave-one-LA-out PSIS: "
+                                  f"too many LAs with Pareto k above the threshold for exact refits ({k_text}; "
+                                  f"more than --max-refits {max_refits})")
+    pointwise = {n: np.asarray(psis[n].loo_i).astype(float).copy() for n in names}
+    refit_rows = []
+    if mode == "la-kfold" or exact:
+        if table_data is None:
+            raise HierarchyError("K-fold by LA refits each model: pass the table the fits were made from "
+                                 "(--data TABLE [--columns MAP.toml])")
+        if mode == "la-kfold":
+            fold_of = la_folds(las, folds, seed=seed)
+            plan = {n: [list(fold_of.index[fold_of == f]) for f in range(folds)] for n in names}
+        else:
+            plan = {n: [[c] for c in bad[n]] for n in names}
+        for n, i in zip(names, idatas, strict=True):
+            for f, held in enumerate(plan[n]):
+                lpd, facts = heldout_lpd(i, table_data, held, fits_dir=fits_dir, label=n, log=log)
+                pos = pd.Index(las).get_indexer(lpd.index)
+                pointwise[n][pos] = lpd.to_numpy()
+                method[n][pos] = "K-fold" if mode == "la-kfold" else "exact refit"
+                refit_rows.append({"model": n, "fold": f if mode == "la-kfold" else -1,
+                                   "las_held_out": len(held), **facts})
+    loos = {n: _replace_pointwise(psis[n], pointwise[n], exact=(method[n] != "PSIS"), thr=thr[n])
+            for n in names}
+    table = _az_compare(loos).rename(columns={"elpd_loo": "elpd_la", "p_loo": "p_la"})
+    pareto_rows, worst_rows, la_rows = [], [], []
+    for n, path, i in zip(names, paths, idatas, strict=True):
+        handled = {"PSIS": 0, "exact refit": 0, "K-fold": 0} | dict(zip(*np.unique(method[n], return_counts=True),
+                                                                        strict=True))
+        how = ("K-fold by LA" if mode == "la-kfold" else
+               f"{handled['exact refit']} exact refit(s)" if handled["exact refit"] else
+               "none above the threshold" if not len(bad[n]) else "not handled: flagged")
+        pareto_rows.append({"model": n, "fit": str(path), "units": "LAs", "n": len(las),
+                            **_k_classes(k[n], thr[n]), "draws": draws[n], "thinned_by": _thinned_by(i),
+                            "log_likelihood": _ll_source(stored[n]), "bad k handled by": how})
+        order = np.argsort(-k[n])
+        for j in order[k[n][order] > thr[n]]:
+            worst_rows.append({"model": n, "unit": las[j], "la": las[j], "k": float(k[n][j]),
+                               "method": method[n][j]})
+        la_rows += [{"model": n, "la": c, "k": float(k[n][j]), "method": method[n][j],
+                     "fold": int(fold_of.get(c, -1)), "elpd": float(pointwise[n][j])}
+                    for j, c in enumerate(las)]
+    pareto = pd.DataFrame(pareto_rows)
+    worst = pd.DataFrame(worst_rows, columns=["model", "unit", "la", "k", "method"])
+    table = _finish_table(table, pareto, names, paths, mode)
+    refits = pd.DataFrame(refit_rows, columns=["model", "fold", "las_held_out", "status", "train_rows",
+                                               "train_data_hash", "heldout_rows", "heldout_data_hash"])
+    return ModelComparison(table=table, pareto=pareto, worst=worst, loo=loos, warnings=warns,
+                           findings=_model_findings(table, "elpd_la"), cv=mode, cv_note=note,
+                           la_cv=pd.DataFrame(la_rows), refits=refits)
+
+
+def _replace_pointwise(elpd, values: np.ndarray, *, exact: np.ndarray, thr: float):
+    """An ELPDData with its pointwise values replaced (exact held-out ones where ``exact``)."""
+    out = elpd.copy()
+    lppd = float(elpd["elpd_loo"] + elpd["p_loo"])
+    total = float(np.sum(values))
+    out["loo_i"] = elpd["loo_i"].copy(data=values)
+    out["elpd_loo"] = total
+    out["se"] = float(np.sqrt(len(values) * np.var(values)))
+    out["p_loo"] = lppd - total
+    out["warning"] = bool(np.any((np.asarray(elpd.pareto_k) > thr) & ~exact))
+    return out
+
+
+def _k_classes(k: np.ndarray, thr: float) -> dict[str, Any]:
+    """Counts of Pareto k by class against the sample-size-dependent threshold."""
+    return {"good": int((k <= thr).sum()), "bad": int(((k > thr) & (k <= 1)).sum()),
+            "very bad (k>1)": int((k > 1).sum()), "max_k": float(np.nanmax(k)), "k_threshold": thr}
+
+
+def _ll_source(groups) -> str:
+    return "stored in the fit" if "log_likelihood" in groups else "recomputed from the data"
+
+
+def _az_compare(loos: dict) -> pd.DataFrame:
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.compare(loos, ic="loo", method="stacking", scale="log")
+    return table.reset_index().rename(columns={"index": "model"})
+
+
+def _finish_table(table: pd.DataFrame, pareto: pd.DataFrame, names, paths, mode: str) -> pd.DataFrame:
+    table["k_bad"] = table["model"].map(dict(zip(pareto["model"], pareto["bad"] + pareto["very bad (k>1)"],
+                                                 strict=True)))
+    table["k_threshold"] = table["model"].map(dict(zip(pareto["model"], pareto["k_threshold"], strict=True)))
+    table["cv"] = mode
+    table["fit"] = table["model"].map(dict(zip(names, map(str, paths), strict=True)))
+    return table
 
 
 def _thinned_by(idata) -> int:
@@ -261,14 +504,28 @@ def _thinned_by(idata) -> int:
     return int(pos[1] - pos[0]) if len(pos) > 1 else 1
 
 
-def _with_log_likelihood(paths: list[Path], idatas: list, data: Any, columns: Any) -> list:
-    """Each fit with its pointwise log-likelihood: stored, or recomputed from ``data``."""
+def _load_table(data: Any, columns: Any, provs: list[dict]) -> pd.DataFrame:
+    """The data table in canonical columns, validated with every column the models name."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    from hierarchy.data import table as data_mod
+    from hierarchy.language.spec import ModelSpec
+
+    specs = [ModelSpec.from_dict(p["model_spec"]) for p in provs]
+    counts = tuple(dict.fromkeys(c for s in specs for c in s.data_columns["counts"]))
+    strata = tuple(dict.fromkeys(c for s in specs for c in s.data_columns["strata"]))
+    cmap = data_mod.load_column_map(columns) if columns else None
+    return data_mod.load(data, columns=cmap, counts=counts, strata=strata)
+
+
+def _with_log_likelihood(paths: list[Path], idatas: list, table: pd.DataFrame | None) -> list:
+    """Each fit with its pointwise log-likelihood: stored, or recomputed from ``table``."""
     from hierarchy.results.fitfile import add_log_likelihood
 
     lacking = [p for p, i in zip(paths, idatas, strict=True) if "log_likelihood" not in i.groups()]
     if not lacking:
         return idatas
-    if data is None:
+    if table is None:
         raise HierarchyError(
             f"{', '.join(map(str, lacking))} hold(s) no pointwise log-likelihood: fit files leave it "
             "out by default because with the posterior it gives back every observed count. LOO "
@@ -276,12 +533,7 @@ def _with_log_likelihood(paths: list[Path], idatas: list, data: Any, columns: An
             "(hierarchy compare-models FIT FIT ... --data TABLE [--columns MAP.toml]); it is "
             "recomputed in memory and not saved. (Or refit with --include-log-likelihood, which "
             "makes the fit files disclosive.)")
-    if not isinstance(data, pd.DataFrame):
-        from hierarchy.data import table as data_mod
-
-        cmap = data_mod.load_column_map(columns) if columns else None
-        data = data_mod.load(data, columns=cmap)
-    return [add_log_likelihood(i, data) for i in idatas]
+    return [add_log_likelihood(i, table) for i in idatas]
 
 
 def _check_same_data(paths: list[Path], provs: list[dict]) -> None:
@@ -322,18 +574,17 @@ def _model_names(provs: list[dict], paths: list[Path]) -> list[str]:
     return names
 
 
-def _model_findings(table: pd.DataFrame) -> list[str]:
+def _model_findings(table: pd.DataFrame, col: str) -> list[str]:
     best = table.iloc[0]
     out = [f"{best['model']} has the highest expected log predictive density "
-           f"(elpd_loo {best['elpd_loo']:.1f}, SE {best['se']:.1f}; stacking weight "
-           f"{best['weight']:.2f})."]
+           f"({col} {best[col]:.1f}, SE {best['se']:.1f}; stacking weight {best['weight']:.2f})."]
     for _, r in table.iloc[1:].iterrows():
         diff, dse = r["elpd_diff"], r["dse"]
         ratio = diff / dse if dse > 0 else np.inf
         verdict = ("a clear preference" if ratio > 4 else
                    "a modest preference (2-4 standard errors)" if ratio > 2 else
                    "within 2 standard errors: the data do not clearly prefer either")
-        out.append(f"{r['model']}: elpd_loo {diff:.1f} lower (SE of the difference {dse:.1f}, "
+        out.append(f"{r['model']}: {col} {diff:.1f} lower (SE of the difference {dse:.1f}, "
                    f"{ratio:.1f} SE): {verdict}; stacking weight {r['weight']:.2f}.")
     return out
 
@@ -350,6 +601,10 @@ def _text_table(frame: pd.DataFrame, formats: dict[str, str]) -> str:
 def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> Path:
     """Write the comparison as CSV tables, Markdown and HTML pages in ``out``.
 
+    ``loo_compare.csv`` (with the ``cv`` used and the k threshold per model), ``pareto_k.csv``,
+    ``pareto_k_worst.csv`` and, for the LA modes, ``la_cv.csv`` (per model and LA: k, how it was
+    left out, fold; not its ELPD, a function of its counts) and ``refits.csv``.
+
     Returns
     -------
     pathlib.Path
@@ -360,21 +615,39 @@ def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> P
     result.table.to_csv(out / "loo_compare.csv", index=False)
     result.pareto.to_csv(out / "pareto_k.csv", index=False)
     result.worst.to_csv(out / "pareto_k_worst.csv", index=False)
-    cols = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "p_loo", "weight", "k_gt_0.7", "fit"]
+    if result.la_cv is not None:
+        result.la_cv.drop(columns=["elpd"]).to_csv(out / "la_cv.csv", index=False)
+    if result.refits is not None:
+        result.refits.to_csv(out / "refits.csv", index=False)
+    cols = [*result.columns(), "k_threshold", "cv", "fit"]
+    unit = "neighbourhood" if result.cv == "rows" else "LA"
+    what = {"rows": "PSIS-LOO over neighbourhood rows: expected log predictive density for a left-out "
+                    "neighbourhood of an LA the model has seen",
+            "la": "leave-one-LA-out: expected log predictive density for a new LA (all its neighbourhoods), "
+                  "its LA effects integrated over the fitted LA-level distribution",
+            "la-kfold": "K-fold by LA: expected log predictive density of the LAs of each fold, from a "
+                        "refit that never saw them, their LA effects integrated over the refit's LA-level "
+                        "distribution"}[result.cv]
     sections = [
+        ("Cross-validation", [("p", f"Used: {result.cv_note}.")], None),
         ("Findings", bullets(result.findings), None),
         ("Warnings", bullets(result.warnings) if result.warnings else
-         [("p", "All Pareto k <= 0.7: the PSIS-LOO estimates are reliable.")], None),
-        ("PSIS-LOO comparison", [("p", "elpd_loo: expected log predictive density for a left-out "
-                                       "neighbourhood, summed over neighbourhoods (higher is better); "
-                                       "elpd_diff and dse: difference from the best model and its "
-                                       "standard error; weight: stacking weight.")],
+         [("p", "Every Pareto k above the sample-size threshold was handled (or there were none): the "
+                "estimates are reliable.")], None),
+        ("Comparison", [("p", f"{what}, summed over {unit}s (higher is better); elpd_diff and dse: "
+                              "difference from the best model and its standard error; weight: stacking "
+                              "weight; k_bad: Pareto k above k_threshold = min(1 - 1/log10(draws), 0.7).")],
          format_columns(result.table[cols], _FORMATS)),
-        ("Pareto k diagnostics", [], format_columns(result.pareto, {"max_k": "{:.2f}",
-                                                                    "k_threshold_for_draws": "{:.2f}"})),
+        ("Pareto k diagnostics", [], format_columns(result.pareto, {"max_k": "{:.2f}", "k_threshold": "{:.2f}"})),
     ]
     if len(result.worst):
-        sections.append(("Neighbourhoods with k > 0.7", [],
+        sections.append((f"{unit}s with Pareto k above the threshold", [],
                          format_columns(result.worst.head(50), {"k": "{:.2f}"})))
-    write_pages(out, "Model comparison (PSIS-LOO)", sections, pngs={})
+    if result.refits is not None and len(result.refits):
+        sections.append(("Refits", [("p", "Each refit is the model refitted to the table without the "
+                                          "held-out LAs' rows (train_rows, train_data_hash).")],
+                         result.refits))
+    title = {"rows": "Model comparison (PSIS-LOO)", "la": "Model comparison (leave-one-LA-out)",
+             "la-kfold": "Model comparison (K-fold by LA)"}[result.cv]
+    write_pages(out, title, sections, pngs={})
     return out / "index.html"
