@@ -31,7 +31,7 @@ from hierarchy.results import compare, cv
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.xdist_group("cv")]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOG = ROOT / "models/inverse_intervention_nb_log.toml"
 FLAT = ROOT / "models/gradient_nb.toml"  # no LA deprivation: a new LA is predicted at the mean
 DEFAULT = ROOT / "priors/weakly_informative.toml"
