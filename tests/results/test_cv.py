@@ -196,6 +196,7 @@ def tiny(small_table, tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(data=data, table=small_table, log=fits["log"], flat=fits["flat"], folder=folder)
 
 
+@pytest.mark.slow  # refits (minutes on 2 cores): CI's slow suite
 def test_kfold_refits_never_see_their_held_out_las(tiny):
     from hierarchy.results.fitfile import load_fit, provenance
 
@@ -231,6 +232,7 @@ def test_kfold_refits_never_see_their_held_out_las(tiny):
     assert np.allclose(again.table["elpd_la"], result.table["elpd_la"])
 
 
+@pytest.mark.slow
 def test_compare_models_cli_says_which_cv_it_used_and_why(tiny, tmp_path, capsys):
     out = tmp_path / "la"
     assert main(["compare-models", str(tiny.log), str(tiny.flat), "--data", str(tiny.data), "--cv", "la",
