@@ -448,6 +448,19 @@ def _params(design: Design) -> tuple[str, ...]:
     return ROW_PARAMS + group_params(design.group_names)
 
 
+def row_loglik(y, eta, phi=None):
+    """Log-likelihood of counts ``y`` at log means ``eta``, with every constant: negative binomial
+    with dispersion ``phi`` (NB2, variance ``mu + mu^2 / phi``), or Poisson when ``phi`` is None.
+    Arrays broadcast (JAX)."""
+    import jax.numpy as jnp
+    from jax.scipy.special import gammaln
+
+    if phi is None:
+        return y * eta - jnp.exp(eta) - gammaln(y + 1)
+    return (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1) + phi * jnp.log(phi)
+            + y * eta - (y + phi) * jnp.logaddexp(jnp.log(phi), eta))
+
+
 def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.ndarray],
                      *, batch: int = 100) -> np.ndarray:
     """Log-likelihood of each row for each draw, ``(draws, n)`` float32, in draw batches.
@@ -455,18 +468,13 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
     ``posterior`` maps names to arrays with a leading draw axis (chains flattened).
     """
     import jax.numpy as jnp
-    from jax.scipy.special import gammaln
 
     y = jnp.asarray(design.y, dtype=jnp.result_type(float))
     stage = jnp.asarray(design.stage_index)
 
     def one(p):
         eta = _row_eta(design, p, jnp)
-        if "dispersion" in p:
-            phi = jnp.atleast_1d(p["dispersion"])[stage]
-            return (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1) + phi * jnp.log(phi)
-                    + y * eta - (y + phi) * jnp.logaddexp(jnp.log(phi), eta))
-        return y * eta - jnp.exp(eta) - gammaln(y + 1)
+        return row_loglik(y, eta, jnp.atleast_1d(p["dispersion"])[stage] if "dispersion" in p else None)
 
     keys = [k for k in _params(design) if k in posterior]
     return over_draws(one, {k: posterior[k] for k in keys}, batch=batch, dtype=np.float32)

@@ -309,8 +309,9 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
     """
     import jax
     import jax.numpy as jnp
-    from jax.scipy.special import gammaln, logsumexp
+    from jax.scipy.special import logsumexp
 
+    from hierarchy.likelihood.jaxmodel import row_loglik
     from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, linear_predictor, over_draws
 
     jax.config.update("jax_enable_x64", True)
@@ -371,11 +372,7 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
         chol = jnp.linalg.cholesky(jnp.linalg.inv(-h))  # (J, E, E)
         A = mode[:, None, :] + jnp.sqrt(2.0) * jnp.einsum("jef,kf->jke", chol, X)  # (J, K, E)
         eta = c[:, None] + jnp.einsum("nke,ne->nk", A[la], D)
-        if nb:
-            ll = (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1) + phi * jnp.log(phi))[:, None] \
-                + y[:, None] * eta - (y + phi)[:, None] * jnp.logaddexp(jnp.log(phi), eta)
-        else:
-            ll = y[:, None] * eta - jnp.exp(eta) - gammaln(y + 1)[:, None]
+        ll = row_loglik(y[:, None], eta, jnp.reshape(phi, (-1, 1)) if nb else None)
         dev = A - mu[:, None, :]
         prior = (-0.5 * jnp.einsum("jke,ef,jkf->jk", dev, prec, dev)
                  - 0.5 * (E * jnp.log(2 * jnp.pi) + jnp.linalg.slogdet(sigma)[1]))
