@@ -43,8 +43,7 @@ def test_year_basis_has_no_level_and_no_trend():
     assert np.allclose(b.T @ np.ones(13), 0) and np.allclose(b.T @ t, 0) and np.allclose(b.T @ b, np.eye(11))
 
 
-@pytest.mark.slow  # compiling the sampler takes minutes on a loaded 2-core machine
-@pytest.mark.long
+@pytest.mark.slow  # compiling the sampler takes a minute on 2 cores
 def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
     p = panel.synthetic_panel(n_la=8, years=(2019, 2020, 2021, 2022), seed=1)
     spec = _spec(chains=1, warmup=60, draws=40)
@@ -58,6 +57,13 @@ def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
     assert len(la) == 1 and la["rate_first"].iloc[0] > 0
     with pytest.raises(SpecError, match="no LA"):
         pm.la_estimands(f, "Atlantis")
+    # measures share one sampler (their data are its arguments): a measure fitted after another gets
+    # the posterior it gets alone, and not the first measure's
+    s47 = pm.panel_design(p.table, "s47", spec)
+    first, second = pm.fit_panels([d, s47], spec)
+    np.testing.assert_allclose(first.draws["alpha"], f.draws["alpha"], rtol=1e-6)
+    np.testing.assert_allclose(second.draws["alpha"], pm.fit_panel(s47, spec).draws["alpha"], rtol=1e-6)
+    assert abs(second.draws["alpha"].mean() - first.draws["alpha"].mean()) > 0.5  # s47 rates are lower
 
 
 @pytest.mark.slow

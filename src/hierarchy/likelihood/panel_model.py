@@ -36,7 +36,6 @@ is the log conversion rate.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
@@ -362,15 +361,17 @@ def fit_panels(designs: list[PanelDesign], spec: PanelSpec, *, seed: int = 0,
     from numpyro.infer import MCMC, NUTS
 
     jax.config.update("jax_enable_x64", True)
-    fits = []
+    fits, samplers = [], {}
     for design in designs:
         centred = _centred(design, spec)
         shape = (centred, len(design.units), len(design.years), design.x.shape[1])
-        model = functools.partial(_model_fn(spec, *shape), *_model_args(design))
-        mcmc = MCMC(NUTS(model, target_accept_prob=0.9), num_warmup=spec.warmup, num_samples=spec.draws,
-                    num_chains=spec.chains, chain_method="sequential", progress_bar=progress)
+        if shape not in samplers:  # the data are arguments: one traced program per shape and row count
+            samplers[shape] = MCMC(NUTS(_model_fn(spec, *shape), target_accept_prob=0.9), num_warmup=spec.warmup,
+                                   num_samples=spec.draws, num_chains=spec.chains, chain_method="sequential",
+                                   progress_bar=progress, jit_model_args=True)
+        mcmc = samplers[shape]
         start = time.perf_counter()
-        mcmc.run(jax.random.PRNGKey(seed))
+        mcmc.run(jax.random.PRNGKey(seed), *_model_args(design))
         seconds = time.perf_counter() - start
         grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
         draws = {k: v.reshape(-1, *v.shape[2:]) for k, v in grouped.items()}
