@@ -537,8 +537,15 @@ def classical_check(fit: PanelFit) -> pd.DataFrame:
 
     d, spec = fit.design, fit.spec
     obs = d.observed
-    n_u = len(d.units)
-    ui, yi = d.unit_idx[obs], d.year_idx[obs]
+    # units the GLM can estimate: at least 3 observed years and some counts (an LA whose counts are all
+    # 0 has an intercept at -infinity, and its NB deviance is NaN); the others are left out and named
+    n_obs = np.bincount(d.unit_idx[obs], minlength=len(d.units))
+    total = np.bincount(d.unit_idx[obs], d.count[obs], minlength=len(d.units))
+    kept = (n_obs >= 3) & (total > 0)
+    obs = obs & kept[d.unit_idx]
+    new_index = np.cumsum(kept) - 1
+    n_u = int(kept.sum())
+    ui, yi = new_index[d.unit_idx[obs]], d.year_idx[obs]
     cols = [np.eye(n_u)[ui]]
     if spec.la_trend or "t" in spec.terms:
         cols.append(np.eye(n_u)[ui] * d.t[yi][:, None])
@@ -568,16 +575,16 @@ def classical_check(fit: PanelFit) -> pd.DataFrame:
     Z = [np.ones(n_u)]
     znames = ["alpha"]
     if "dep" in spec.terms:
-        Z.append(d.z)
+        Z.append(d.z[kept])
         znames.append("b_dep")
     for k, name in enumerate(d.x_names):
-        Z.append(d.x[:, k])
+        Z.append(d.x[kept, k])
         znames.append(f"b_{name}")
     ols = sm.OLS(a, np.column_stack(Z)).fit()
     est = dict(zip(znames, zip(ols.params, ols.bse, strict=False), strict=False))
     if spec.la_trend or "t" in spec.terms:
         c = params[n_u:2 * n_u]
-        Zt = [np.ones(n_u)] + ([d.z] if "dep:t" in spec.terms else [])
+        Zt = [np.ones(n_u)] + ([d.z[kept]] if "dep:t" in spec.terms else [])
         olt = sm.OLS(c, np.column_stack(Zt)).fit()
         est.update(dict(zip(["b_t", "b_dep_t"][:len(Zt)], zip(olt.params, olt.bse, strict=False), strict=False)))
     if names_g:
@@ -605,4 +612,6 @@ def classical_check(fit: PanelFit) -> pd.DataFrame:
                                                   if spec.family == "nb" else "Poisson")
                            + " with LA intercepts, LA trends and year effects; OLS of the LA effects on LA "
                              "deprivation")
+    out["left_out"] = "" if kept.all() else (f"{int((~kept).sum())} LA(s) with fewer than 3 observed years or no "
+                                             f"counts: {', '.join(map(str, d.unit_names[~kept]))}")
     return out

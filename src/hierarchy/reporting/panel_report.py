@@ -249,6 +249,15 @@ def _table_html(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
     return df.to_html(index=False, float_format=lambda v: floatfmt.format(v), border=0, na_rep="")
 
 
+def _classical(fit) -> pd.DataFrame:
+    """:func:`classical_check`, or one row saying why it could not be computed (the report goes on)."""
+    try:
+        return classical_check(fit)
+    except (ValueError, np.linalg.LinAlgError) as err:
+        return pd.DataFrame([{"measure": fit.design.measure, "parameter": "(none)", "within_2sd": np.nan,
+                              "left_out": f"classical fit not possible: {err}"}])
+
+
 def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], out: Path, *,
                        threshold: int = 10, prob: float = 0.9, seconds: dict | None = None) -> Path:
     """Write ``index.html``, figures and CSV tables for fitted panel models into ``out``."""
@@ -257,7 +266,7 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
     fits = {m: f for group in all_fits.values() for m, f in group.items()}
     est = pd.concat([estimands(f, prob=prob) for f in fits.values()], ignore_index=True)
     totals = pd.concat([england_totals(f, prob=prob) for f in fits.values()], ignore_index=True)
-    classical = [classical_check(f) for f in fits.values()]
+    classical = [_classical(f) for f in fits.values()]
     method = classical[0].attrs.get("method", "") if classical else ""
     classical = pd.concat(classical, ignore_index=True)
     las = pd.concat([la_estimands(f, prob=prob) for f in fits.values()], ignore_index=True)
@@ -289,7 +298,10 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
 
     check = totals[totals["exposure_complete"]]
     worst = check["diff_pct"].abs().max() if len(check) else float("nan")
-    n_ok = int(classical["within_2sd"].sum())
+    n_ok = int(classical["within_2sd"].eq(True).sum())
+    n_checked = int(classical["within_2sd"].notna().sum())
+    left = classical.groupby("measure")["left_out"].first()
+    left = "; ".join(f"{m}: {v}" for m, v in left.items() if isinstance(v, str) and v)
     key = est[est["year"].isna() | est["year"].isin([int(est["year"].min()), 2019, int(est["year"].max())])]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>DfE LA panel: real findings</title>",
@@ -308,8 +320,9 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
         "the LA-year effects of the negative binomial (its gamma mixing), so it is the model's expectation "
         "for a new year of the same LA.</p>",
         _table_html(totals, "{:.6g}"),
-        f"<p>Classical fit ({html.escape(method)}): {n_ok} of {len(classical)} fixed effects within 2 posterior "
-        "SDs of the posterior mean.</p>",
+        f"<p>Classical fit ({html.escape(method)}): {n_ok} of {n_checked} fixed effects within 2 posterior "
+        "SDs of the posterior mean." + (f" Left out of the classical fit: {html.escape(left)}." if left else "")
+        + "</p>",
         _table_html(classical, "{:.4f}"),
         "<h2>Figures</h2>",
     ]
