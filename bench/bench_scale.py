@@ -53,7 +53,8 @@ def covered(posterior: dict, spec, design, truth: dict) -> int | None:
 
     from hierarchy.language.design import z_of
 
-    if "cross_level" not in posterior or "referral" not in truth.get("stages", {}):
+    if ("cross_level" not in posterior or "referral" not in truth.get("stages", {})
+            or posterior["cross_level"].ndim > 2):  # stacked: one gradient per stage, not the default's
         return None
     z = z_of(design.X_mean + np.array([-0.1, 0.0, 0.1]), design.X_mean, spec)
     g = np.exp(posterior["gradient"].reshape(-1, 1) + posterior["cross_level"].reshape(-1, 1) * z)
