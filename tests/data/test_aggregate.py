@@ -232,3 +232,14 @@ def test_cli_aggregate_refuses_bad_extract_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "t.parquet").exists()
     assert "CINclosureDate before CINreferralDate (row 3)" in capsys.readouterr().out
     assert main(["aggregate", str(tmp_path / "e.csv"), "--out", str(tmp_path / "e.csv"), *geo_args]) == 2
+
+
+def test_simulated_ids_are_not_shared_between_las():
+    """Regression (issue 17, national run): IDs numbered 1, 2, ... in every LA gave ~10 pairs of different
+    children in two LAs with the same ID, birth date and referral date, and the national extract failed its
+    own check (one episode in more than one LA)."""
+    geo = synthetic_geography(4, seed=2, lsoa_per_la=10)
+    extract, _, _ = childsim.simulate_extract(geo, year=2019, seed=5)
+    care, _ = childsim.simulate_care_extract(geo, year=2019, seed=5)
+    for frame in (extract, care):
+        assert frame.groupby("LAchildID")["LA"].nunique().max() == 1

@@ -251,3 +251,23 @@ def test_extract_to_durations_table_to_fit_recovers_the_hazards(kind, tmp_path, 
     if horizon:
         share = est[f"share_within_{horizon}"].to_numpy()
         assert 0.25 < share.mean() < 0.5  # about the published 35% within six years
+
+
+@pytest.mark.parametrize("name", ["cin_duration_poisson", "cpp_duration_poisson", "care_reentry_poisson"])
+def test_duration_models_centre_on_the_child_weighted_la_deprivation(name):
+    """Regression (issue 17, national run): the duration models took LA deprivation as the mean weighted by
+    time at risk (the table's exposure), which leans to the LA's deprived neighbourhoods; the simulator's
+    (and the referral model's) X is child-weighted, so a typical LA's closure hazard came out ~4% low."""
+    from hierarchy.language.design import build_design
+    from hierarchy.language.spec import load_spec
+
+    geo = synthetic_geography(6, seed=3, lsoa_per_la=12)
+    extract, _, _ = childsim.simulate_extract(geo, year=2019, seed=2)
+    sp = du.spells(ex.parse_extract(extract), *du.SPELLS["cin"], since=pd.Timestamp("2018-04-01"), extract_end=END)
+    table = du.model_table(sp, geo)
+    design = build_design(table, load_spec(ROOT / f"models/{name}.toml"))
+    lsoa = geo.lsoa
+    kids = lsoa["children"].groupby(lsoa["la"]).sum()
+    X = (lsoa["income_rate"] * lsoa["children"]).groupby(lsoa["la"]).sum() / kids
+    np.testing.assert_allclose(design.la_X, X.loc[list(design.la_codes)].to_numpy())
+    np.testing.assert_allclose(design.w, du.person_time(sp, geo)["w"].to_numpy())

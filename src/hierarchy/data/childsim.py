@@ -6,7 +6,7 @@ aggregation of the extract (:func:`hierarchy.aggregate.aggregate`) gives back ex
 simulator's ``referral``, ``s47`` and ``cp_plan`` columns, and hence its gradients.
 
 Construction, per row with counts R (referral), S (s47), P (cp_plan) and n = max(R, S, P)
-children (LAchildID unique within the LA):
+children (LAchildID unique over the whole extract, so also within each LA):
 
 * children 0..R-1 are referred in the census year (date uniform over its days); children R..n-1
   (only when S or P exceed R) were referred in the previous year and are still open;
@@ -143,8 +143,10 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
                              CPP_HAZARD["hazards"])
     cpp_end = _end_date(cpp, cpp_dur, end)
 
-    child_no = pd.Series(np.ones(m)).groupby(la_codes).cumsum().to_numpy().astype(int)
-    ids = np.array([f"C{k:07d}" for k in child_no])
+    # numbered over the whole extract: IDs numbered 1, 2, ... in every LA made ~10 pairs of different
+    # children in two LAs share an ID, birth date and referral date nationally, which the extract check
+    # rightly reads as one episode in two LAs
+    ids = np.array([f"C{k:07d}" for k in range(1, m + 1)])
     eth = rng.choice(list(ETHNIC_SHARE), m, p=list(ETHNIC_SHARE.values()))
     need = rng.choice(list(NEED_SHARE), m, p=list(NEED_SHARE.values()))
     cat = rng.choice(list(PLAN_SHARE), m, p=list(PLAN_SHARE.values()))
@@ -271,8 +273,7 @@ def simulate_care_extract(geo: Geography, *, year: int = 2019, years: int = 7, s
     age = rng.integers(1, 16, m)
     born = pd.to_timedelta(age * 365 + rng.integers(0, 365, m), unit="D")
     birth = pd.DatetimeIndex(start0.astype("datetime64[ns]")) - born
-    child_no = pd.Series(np.ones(m)).groupby(la[row]).cumsum().to_numpy().astype(int)
-    ids = np.array([f"L{k:07d}" for k in child_no])
+    ids = np.array([f"L{k:07d}" for k in range(1, m + 1)])  # unique over the extract, as in simulate_extract
     sex = rng.choice(["1", "2"], m)
     base = pd.DataFrame({"LAchildID": ids, "LA": la[row], "LSOA": lsoa["lsoa"].astype(str).to_numpy()[row],
                          "PersonBirthDate": birth.to_numpy().astype("datetime64[D]"), "GenderCurrent": sex})

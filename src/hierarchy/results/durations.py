@@ -65,7 +65,8 @@ def spells(records: pd.DataFrame, start: str, end: str, *, since: pd.Timestamp,
 
 
 def person_time(sp: pd.DataFrame, geo: Geography, cuts=CUTS_DAYS) -> pd.DataFrame:
-    """Neighbourhood x duration band: ``events``, ``exposure`` (days at risk), ``w`` and geography."""
+    """Neighbourhood x duration band: ``events``, ``exposure`` (days at risk), ``w``, ``la_deprivation`` (the
+    LA's child-weighted mean deprivation) and geography."""
     cuts = np.asarray(cuts, dtype=float)
     upper = np.append(cuts[1:], np.inf)
     d = sp["days"].to_numpy(dtype=float)[:, None]
@@ -84,7 +85,8 @@ def person_time(sp: pd.DataFrame, geo: Geography, cuts=CUTS_DAYS) -> pd.DataFram
                                  include_groups=False)
     table["la"] = lsoa.loc[table["neighbourhood"], "la"].astype(str).to_numpy()
     table["deprivation"] = lsoa.loc[table["neighbourhood"], "income_rate"].to_numpy(dtype=float)
-    table["w"] = (table["deprivation"] - X.loc[table["la"]].to_numpy()) / 0.1
+    table["la_deprivation"] = X.loc[table["la"]].to_numpy(dtype=float)  # one value per LA
+    table["w"] = (table["deprivation"] - table["la_deprivation"]) / 0.1
     table["events"] = table["events"].astype(np.int64)
     return table.reset_index(drop=True)
 
@@ -198,7 +200,9 @@ def cuts_of(labels) -> np.ndarray:
 def model_table(sp: pd.DataFrame, geo: Geography, cuts=CUTS_DAYS) -> pd.DataFrame:
     """The neighbourhood x band table ``hierarchy fit`` takes with the shipped duration models.
 
-    Columns ``neighbourhood``, ``la``, ``deprivation``, ``band`` (:func:`band_labels`),
+    Columns ``neighbourhood``, ``la``, ``deprivation``, ``la_deprivation`` (the LA's child-weighted
+    mean of ``deprivation`` over all its neighbourhoods, as in the referral table: the duration
+    models read it, not the mean weighted by time at risk), ``band`` (:func:`band_labels`),
     ``events`` and ``exposure`` (child-years at risk, days / :data:`YEAR_DAYS`). Rows without time
     at risk are left out (no child was in that band there). Stays inside the secure environment:
     it holds neighbourhood-level counts.
@@ -206,6 +210,7 @@ def model_table(sp: pd.DataFrame, geo: Geography, cuts=CUTS_DAYS) -> pd.DataFram
     pt = person_time(sp, geo, cuts)
     labels = band_labels(cuts)
     return pd.DataFrame({"neighbourhood": pt["neighbourhood"], "la": pt["la"], "deprivation": pt["deprivation"],
+                         "la_deprivation": pt["la_deprivation"],
                          "band": np.asarray(labels, dtype=object)[pt["band"].to_numpy()],
                          "events": pt["events"].astype(np.int64),
                          "exposure": pt["exposure"].to_numpy(dtype=float) / YEAR_DAYS})
