@@ -86,16 +86,19 @@ def test_compare_priors_page_for_plans_carries_no_referral_figures(tmp_path):
 
 
 def test_published_data_year_and_notes(tmp_path):
-    """hierarchy.published reads the year as compare-priors does, and says which figures apply or why none."""
+    """hierarchy.published reads the census year (a single-valued year column, else the truth file) for every
+    page, and says which figures apply or why none."""
     geo = reference.synthetic_geography(4, seed=1, lsoa_per_la=8)
     table, truth = simulate.simulate(geo, year=2019, seed=1)
     path = tmp_path / "sim.parquet"
     simulate.write(table, truth, path)
     plain = tmp_path / "plain.parquet"
     table.to_parquet(plain)
-    for data, frame in ((path, table), (plain, table), (plain, table.assign(year=2021)),
-                        (plain, table.assign(year=np.arange(len(table)) % 2 + 2020)), (path, None), (None, None)):
-        assert published.data_year(data, frame) == cp.data_year(data, frame)
+    mixed = table.assign(year=np.arange(len(table)) % 2 + 2020)
+    for data, frame, year in ((path, table, 2019), (plain, table, None), (plain, table.assign(year=2021), 2021),
+                              (plain, mixed, None), (path, None, 2019), (None, None, None)):
+        assert published.data_year(data, frame) == year, (data, year)
+    assert cp.data_year is published.data_year  # compare-priors reads the year the same way
     assert published.data_year(path) == 2019 and published.data_year(None) is None
     (tmp_path / "bad.truth.json").write_text("[1, 2]")  # not a truth file: unknown, not a crash
     assert published.data_year(tmp_path / "bad.parquet") is None
