@@ -27,10 +27,10 @@ demo-real: venv
 	$(BIN)/hierarchy demo --real --out $(OUT) $(if $(REFERENCE_DIR),--reference-dir $(REFERENCE_DIR)) $(DEMO_ARGS)
 
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
 
 test-slow: venv
-	$(BIN)/python -m pytest -m "slow and not sbc and not long" -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -m "slow and not sbc and not long" -n 2 --dist loadgroup --durations=15
 
 test-long: venv
 	$(BIN)/python -m pytest -m "long" -n 2 --dist loadgroup
