@@ -34,6 +34,7 @@ def test_warm_up_trees_are_capped_and_sampling_trees_are_not(small_geography):
         assert lo < np.log(truth["stages"][stage]["gradient_at_mean"]) < hi, (stage, lo, hi)
 
 
+@pytest.mark.slow  # four short fits: about a minute on 2 cores
 def test_sampling_goes_on_until_the_bar_is_met_and_no_further(small_geography):
     """``max_draws``: 100 draws per chain miss ESS >= 400; the fit samples on from where the chains
     stopped, as many draws as the bar needs (estimated from the first block), or to the cap; the
