@@ -89,6 +89,14 @@ def _flags(frame: pd.DataFrame) -> np.ndarray:
     return frame["extrapolated"].astype(bool).to_numpy()
 
 
+def _legend(ax, dashed: str | None, *, colour: str = PREDICTED, title: str | None = None) -> None:
+    """The axes' legend, with a line saying what the dashed (extrapolated) parts are when there are any."""
+    handles, _ = ax.get_legend_handles_labels()
+    if dashed:
+        handles.append(Line2D([], [], color=colour, ls="--", alpha=0.7, label=dashed))
+    ax.legend(handles=handles, title=title, fontsize="small")
+
+
 def curve_with_extrapolation(ax, x, mean, lower, upper, extrapolated, *, colour: str, label: str,
                              lw: float = 1.5, band: bool = True, zorder: int = 3) -> bool:
     """A curve solid (with its band) over the data, dashed (no band) beyond; True if any part is beyond.
@@ -149,11 +157,8 @@ def plot_rate_curves(curves: pd.DataFrame, *, outcome: str = "referral") -> tupl
     _percent_axis(ax, "neighbourhood income deprivation")
     ax.set_ylabel(_rate_label(outcome))
     ax.set_title(f"Typical LA: predicted rate by neighbourhood deprivation ({prob:.0%} bands)")
-    handles, _ = ax.get_legend_handles_labels()
-    if beyond:
-        handles.append(Line2D([], [], color=GREY, ls="--",
-                              label="dashed: beyond the neighbourhood deprivation\nseen in LAs of that level"))
-    ax.legend(handles=handles, title="LA deprivation", fontsize="small")
+    _legend(ax, "dashed: beyond the neighbourhood deprivation\nseen in LAs of that level" if beyond else None,
+            colour=GREY, title="LA deprivation")
     return fig, curves
 
 
@@ -204,11 +209,7 @@ def plot_gradient_curve(curve: pd.DataFrame, la_table: pd.DataFrame | None = Non
     _percent_axis(ax, "LA deprivation (child-weighted mean income deprivation)")
     ax.set_ylabel("gradient score (rate multiplier per 10 points, log scale)")
     ax.set_title("Neighbourhood gradient by LA deprivation")
-    handles, _ = ax.get_legend_handles_labels()
-    if beyond:
-        handles.append(Line2D([], [], color=PREDICTED, ls="--", alpha=0.7,
-                              label="dashed: beyond the fitted LAs' deprivation range"))
-    ax.legend(handles=handles, fontsize="small")
+    _legend(ax, "dashed: beyond the fitted LAs' deprivation range" if beyond else None)
     return fig, data
 
 
@@ -270,11 +271,7 @@ def plot_contrast(contrast: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     _percent_axis(ax, "neighbourhood income deprivation (same in both LAs)")
     ax.set_ylabel("rate ratio, LA 10 points less / more deprived")
     ax.set_title("Inverse intervention: same neighbourhood, different LA")
-    handles, _ = ax.get_legend_handles_labels()
-    if beyond:
-        handles.append(Line2D([], [], color=PREDICTED, ls="--", alpha=0.7,
-                              label="dashed: beyond the neighbourhood deprivation\nseen in LAs of both levels"))
-    ax.legend(handles=handles, fontsize="small")
+    _legend(ax, "dashed: beyond the neighbourhood deprivation\nseen in LAs of both levels" if beyond else None)
     return fig, contrast
 
 
