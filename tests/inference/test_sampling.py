@@ -63,3 +63,19 @@ def test_sampling_goes_on_until_the_bar_is_met_and_no_further(small_geography):
     np.testing.assert_array_equal(capped.posterior["gradient"][:, :100], g[:, :100])  # same seed, same chains
     with pytest.raises(HierarchyError, match="needs the numpyro sampler"):
         fit(spec, priors, design, sampler="advi", max_draws=200, **kw)
+
+
+def test_draws_to_bar_sizes_the_continuation_from_ess_and_works_with_one_chain():
+    """Independent draws: 2 x 2,000 meet the bar (0 more); 2 x 100 need about 1.2 x 400 / ESS times
+    the draws; one chain (split R-hat) is sized too, and the cap holds."""
+    from hierarchy.inference.sampling import draws_to_bar
+
+    rng = np.random.default_rng(0)
+
+    def need(chains, n, cap=10_000):
+        return draws_to_bar({"a": rng.normal(size=(chains, n))}, {"diverging": np.zeros((chains, n), bool)}, cap)
+
+    assert need(2, 2000) == 0
+    assert 100 <= need(2, 100) <= 400  # ~ 1.2 x 100 x 400 / 200 - 100 = 140 for ESS ~ 200
+    one = need(1, 200)
+    assert 200 <= one <= 600 and need(1, 200, cap=300) == 100  # capped at 300 per chain

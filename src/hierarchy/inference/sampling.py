@@ -168,11 +168,12 @@ def draws_to_bar(samples: dict[str, np.ndarray], extra: dict[str, np.ndarray], m
 
     post = {k: v for k, v in samples.items() if k not in PER_ROW}
     d = diagnose(az.from_dict(posterior=post, sample_stats={"diverging": extra["diverging"]}))
-    ess = min(d["ess_bulk_min"], d["ess_tail_min"])
-    if d["rhat_max"] <= RHAT_MAX and ess >= ESS_MIN:
+    ess = np.nan_to_num(min(d["ess_bulk_min"], d["ess_tail_min"]), nan=1.0)
+    rhat = d["rhat_max"] if np.isfinite(d["rhat_max"]) else 1.0  # no finite R-hat: ESS decides
+    if rhat <= RHAT_MAX and ess >= ESS_MIN:
         return 0
     n = next(iter(post.values())).shape[1]
-    factor = max(ESS_MIN / max(ess, 1.0), (d["rhat_max"] ** 2 - 1) / (RHAT_MAX**2 - 1))
+    factor = max(ESS_MIN / max(ess, 1.0), (rhat**2 - 1) / (RHAT_MAX**2 - 1))
     return int(min(np.ceil(1.2 * n * factor), max_draws) - n)
 
 
