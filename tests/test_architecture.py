@@ -53,8 +53,8 @@ def test_layers_import_only_downward():
 
 
 def test_shared_modules_import_no_layer():
-    """errors, config, paths, shipped, published and disclosure serve every layer, so they import
+    """errors, config, paths, shipped, published, disclosure and compiled serve every layer, so they import
     none (cli, workflow, check and notebook drive the layers and may import any)."""
-    for name in ("errors", "config", "paths", "shipped", "published", "disclosure"):
+    for name in ("errors", "config", "paths", "shipped", "published", "disclosure", "compiled"):
         layered = [m for m in _imports(ROOT / f"{name}.py") if len(m.split(".")) > 1 and m.split(".")[1] in ORDER]
         assert not layered, (name, layered)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from hierarchy.compiled import release_compiled_programs
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, centring, describe_centring
 from hierarchy.language.priors import PriorSet
@@ -84,6 +85,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
                     max_draws=max(draws, max_draws or draws),
                     parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
     t0 = time.perf_counter()
+    release_compiled_programs()  # a process that fits many times would run out of memory maps
     if max_draws is not None and max_draws > draws and sampler != "numpyro":
         raise HierarchyError(f"max_draws (sampling on until converged) needs the numpyro sampler, not "
                              f"'{sampler}'; drop --max-draws or use --sampler numpyro")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hierarchy.compiled import release_compiled_programs
 from hierarchy.disclosure import THRESHOLD
 from hierarchy.errors import HierarchyError
 from hierarchy.inference.sampling import Draws
@@ -200,6 +201,7 @@ def sample_sufficient(sums: pd.DataFrame, public: pd.DataFrame, spec: ModelSpec,
     from hierarchy.likelihood.model import la_effect_labels
 
     jax.config.update("jax_enable_x64", True)
+    release_compiled_programs()
     design, arr = public_design(public, sums, spec)
     chain_method = "parallel" if jax.local_device_count() >= chains else "sequential"
     mcmc = MCMC(NUTS(sufficient_model(spec, priors, design, arr), max_tree_depth=MAX_TREE_DEPTH),

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hierarchy.compiled import release_compiled_programs
 from hierarchy.data.panel import CONVERSIONS, RATE_MEASURES
 from hierarchy.errors import SpecError
 
@@ -363,6 +364,8 @@ def fit_panels(designs: list[PanelDesign], spec: PanelSpec, *, seed: int = 0,
     jax.config.update("jax_enable_x64", True)
     fits, samplers = [], {}
     for design in designs:
+        if release_compiled_programs():  # the shared samplers' programs went with the rest
+            samplers.clear()
         centred = _centred(design, spec)
         shape = (centred, len(design.units), len(design.years), design.x.shape[1])
         if shape not in samplers:  # the data are arguments: one traced program per shape and row count
