@@ -139,7 +139,9 @@ def test_every_nuts_sampler_fits_end_to_end(sampler, tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     idata = load_fit(out)
     prov = provenance(idata)
-    assert prov["sampler"]["sampler"] == sampler and idata.posterior["gradient"].shape == (2, 300)
+    kept = prov["sampler"]["draws"]  # NumPyro samples on past 300 while the bar is missed (--max-draws 900)
+    assert prov["sampler"]["sampler"] == sampler and idata.posterior["gradient"].shape == (2, kept)
+    assert 300 <= kept <= 900 if sampler == "numpyro" else kept == 300
     if sampler == "numpyro":
         assert prov["sampler"]["chain_method_used"] == "parallel"
     corr = idata.posterior["la_corr"].to_numpy()

@@ -171,6 +171,7 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, mo
     normalising constant (2 log(4/3) for a 2 x 2 correlation matrix, exact in NumPyro)."""
     import jax
     import jax.numpy as jnp
+    import pytensor.tensor as pt
     from numpyro.infer import Predictive
     from numpyro.infer.util import log_density
 
@@ -208,7 +209,8 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, mo
         for rv in pm_model.free_RVs:
             val = point[rv.name][np.triu_indices(n_corr, 1)] if rv.name == "la_corr" else point[rv.name]
             tr = pm_model.rvs_to_transforms[rv]
-            values[pm_model.rvs_to_values[rv].name] = tr.forward(val, *rv.owner.inputs).eval() if tr else val
+            values[pm_model.rvs_to_values[rv].name] = tr.forward(pt.as_tensor(val), *rv.owner.inputs).eval() \
+                if tr else val
         offsets.append(float(logp(values)) - lp_numpyro)
     assert np.ptp(offsets) < 1e-6 * abs(lp_numpyro), offsets  # same density up to a constant
     if n_corr <= 2:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hierarchy.language.design import Design, centring, group_centring
+from hierarchy.language.design import Design, centring, group_centring, group_zero_sum
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
 from hierarchy.likelihood.model import la_effect_order, observed_name
@@ -423,12 +423,18 @@ def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -
         p["msoa_sd"] = numpyro.sample("msoa_sd", priors["msoa_sd"].numpyro())
         p["msoa_raw"] = numpyro.sample("msoa_raw",
                                        nd.Normal(0.0, 1.0).expand([len(design.msoa_codes)]).to_event(1))
-    for g, levels, slope, centred in zip(design.group_names, design.group_levels, design.group_slope,
-                                         group_centring(spec, design), strict=True):
+    grids = design.group_grid or (None,) * len(design.group_names)
+    for g, levels, slope, centred, axes, grid in zip(design.group_names, design.group_levels, design.group_slope,
+                                                     group_centring(spec, design), group_zero_sum(spec, design),
+                                                     grids, strict=True):
         shape = [len(levels), 2] if slope else [len(levels)]
         sd = priors.group_sd(g).numpyro()
         p[f"{g}_sd"] = numpyro.sample(f"{g}_sd", sd.expand([2]).to_event(1) if slope else sd)
-        if centred:  # the predictor reads {g}_raw * {g}_sd: the same effects, another geometry
+        if axes:  # on the grid of its components, summing to zero along the axes in ``axes``
+            scale = p[f"{g}_sd"] if centred else 1.0
+            u = _zero_sum_grid(f"{g}_grid", scale, tuple(int(i.max()) + 1 for i in grid), axes)[grid]
+            p[f"{g}_raw"] = numpyro.deterministic(f"{g}_raw", u / p[f"{g}_sd"] if centred else u)
+        elif centred:  # the predictor reads {g}_raw * {g}_sd: the same effects, another geometry
             u = numpyro.sample(f"{g}_centred", nd.Normal(0.0, p[f"{g}_sd"]).expand(shape).to_event(len(shape)))
             p[f"{g}_raw"] = numpyro.deterministic(f"{g}_raw", u / p[f"{g}_sd"])
         else:
@@ -437,6 +443,21 @@ def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -
         p["obs_sd"] = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
         p["eps_raw"] = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([n_rows]).to_event(1))
     return p
+
+
+def _zero_sum_grid(name: str, scale, shape: tuple[int, ...], axes: tuple[int, ...]):
+    """Sample ``name``, an array of ``shape`` that sums to zero along ``axes`` (NumPyro's
+    ZeroSumNormal, which constrains the trailing axes: the others are batch axes, moved back)."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as nd
+
+    free = [k for k in range(len(shape)) if k not in axes]
+    order = free + list(axes)
+    d = nd.ZeroSumNormal(scale, tuple(shape[k] for k in axes))
+    if free:
+        d = d.expand([shape[k] for k in free]).to_event(len(free))
+    return jnp.transpose(numpyro.sample(name, d), np.argsort(order))
 
 
 def _row_eta(design: Design, p: dict, xp):

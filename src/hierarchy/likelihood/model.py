@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierarchy.language.design import Design, centring, group_centring
+from hierarchy.language.design import Design, centring, group_centring, group_zero_sum
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
 from hierarchy.likelihood.predictor import design_rows, linear_predictor
@@ -56,10 +56,17 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
         c["msoa"] = list(design.msoa_codes)
     if design.row_names:
         c["row_term"] = list(design.row_names)
-    for g, levels, slope in zip(design.group_names, design.group_levels, design.group_slope, strict=True):
+    grids = design.group_grid or (None,) * len(design.group_names)
+    for g, levels, slope, grid in zip(design.group_names, design.group_levels, design.group_slope, grids,
+                                      strict=True):
         c[g] = list(levels)
         if slope:
             c[f"{g}_coef"] = ["intercept", "gradient"]
+        if grid is not None:  # each component's values, in the order of the grid's axes
+            first = {k: np.unique(i, return_index=True)[1] for k, i in enumerate(grid)}
+            for k, part in enumerate(g.split(":")):
+                values = [str(levels[j]).split("/") for j in first[k]]
+                c[f"{g}_{part}"] = [v[k] if len(v) == len(grid) else str(i) for i, v in enumerate(values)]
     labels, mask = la_effect_labels(spec), centring(spec, design)
     blocks = [("la", labels, mask)]
     if spec.anchored:
@@ -188,11 +195,19 @@ def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
     if spec.msoa.random_intercept:
         p["msoa_sd"] = priors["msoa_sd"].pymc("msoa_sd")
         p["msoa_raw"] = pm.Normal("msoa_raw", 0.0, 1.0, dims="msoa")
-    for g, slope, centred in zip(design.group_names, design.group_slope, group_centring(spec, design),
-                                 strict=True):
+    grids = design.group_grid or (None,) * len(design.group_names)
+    for g, slope, centred, axes, grid in zip(design.group_names, design.group_slope, group_centring(spec, design),
+                                             group_zero_sum(spec, design), grids, strict=True):
         p[f"{g}_sd"] = priors.group_sd(g).pymc(f"{g}_sd", dims=f"{g}_coef" if slope else None)
         dims = (g, f"{g}_coef") if slope else g
-        if centred:
+        if axes:  # summing to zero along ``axes`` of its components' grid (the others lead)
+            parts = g.split(":")
+            order = [k for k in range(len(parts)) if k not in axes] + list(axes)
+            u = pm.ZeroSumNormal(f"{g}_grid", sigma=p[f"{g}_sd"] if centred else 1.0, n_zerosum_axes=len(axes),
+                                 dims=tuple(f"{g}_{parts[k]}" for k in order))
+            u = u.transpose(*np.argsort(order))[tuple(grid)]
+            p[f"{g}_raw"] = pm.Deterministic(f"{g}_raw", u / p[f"{g}_sd"] if centred else u, dims=dims)
+        elif centred:
             u = pm.Normal(f"{g}_centred", 0.0, p[f"{g}_sd"], dims=dims)
             p[f"{g}_raw"] = pm.Deterministic(f"{g}_raw", u / p[f"{g}_sd"], dims=dims)
         else:

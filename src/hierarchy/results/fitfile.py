@@ -107,7 +107,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     crd["coef_"] = crd["coef"]
     if "la_effect" in crd:
         crd["la_effect_"] = crd["la_effect"]
-    centred_groups = {f"{g}_centred" for g in design.group_names}  # kept as {g}_raw (the same draws)
+    centred_groups = {f"{g}_{k}" for g in design.group_names for k in ("centred", "grid")}  # kept as {g}_raw
     post = {k: v for k, v in draws.posterior.items() if k not in PER_ROW and k not in centred_groups}
     idata = az.from_dict(posterior=post, sample_stats=draws.stats or None, coords=crd,
                          dims={k: v for k, v in dims(spec).items() if k in post})
