@@ -52,6 +52,7 @@ def test_01_reference_and_validation(notebook_out, tmp_path, monkeypatch):
     assert (notebook_out / "01_reference_and_validation" / "rejects.csv").is_file()
 
 
+@pytest.mark.slow  # notebooks 02, 04 and 05 (05 reads 02's fit), ~160 s of one worker: make test-slow (CI runs it)
 def test_02_fitting_the_gradient(notebook_out, tmp_path, monkeypatch):
     text, images, _ = execute("02_fitting_the_gradient", notebook_out, tmp_path, monkeypatch)
     diag = {m[0]: m[1:] for m in re.findall(
@@ -89,6 +90,7 @@ def test_03_inverse_intervention(notebook_out, tmp_path, monkeypatch):
     assert "notebook 03 checks passed" in text
 
 
+@pytest.mark.slow  # notebooks 02, 04 and 05 (05 reads 02's fit), ~160 s of one worker: make test-slow (CI runs it)
 def test_04_comparing_priors(notebook_out, tmp_path, monkeypatch):
     text, images, _ = execute("04_comparing_priors", notebook_out, tmp_path, monkeypatch)
     share = {m[0]: float(m[1]) for m in re.findall(rf"^impossible share\[(\w+)\]: {NUMBER}", text, flags=re.M)}
@@ -102,6 +104,7 @@ def test_04_comparing_priors(notebook_out, tmp_path, monkeypatch):
     assert "notebook 04 checks passed" in text
 
 
+@pytest.mark.slow  # notebooks 02, 04 and 05 (05 reads 02's fit), ~160 s of one worker: make test-slow (CI runs it)
 def test_05_fit_to_report(notebook_out, tmp_path, monkeypatch):
     text, images, _ = execute("05_fit_to_report", notebook_out, tmp_path, monkeypatch)
     (rep,) = lines_with(text, "report: ")

@@ -15,6 +15,7 @@ from hierarchy.language.spec import load_spec
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a stacked fit with full-depth sampling trees, ~40 s: run by make test-slow (CI runs it)
 def test_warm_up_trees_are_capped_and_sampling_trees_are_not(small_geography):
     from hierarchy.inference.sampling import MAX_TREE_DEPTH, fit
 

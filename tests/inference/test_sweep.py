@@ -57,6 +57,7 @@ def _posterior(path: Path) -> dict[str, np.ndarray]:
         return {k: ds[k].values for k in ds.data_vars}
 
 
+@pytest.mark.slow  # a two-worker Dask cluster and its fits, ~90 s: run by make test-slow (CI runs it)
 def test_two_worker_sweep_equals_the_sequential_run_and_a_rerun_refits_nothing(grid, tmp_path):
     out = tmp_path / "dask"
     assert main(["sweep", str(grid), "--out", str(out), "--workers", "2", "--quiet"]) == 1  # a fit failed

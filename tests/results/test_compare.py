@@ -35,7 +35,8 @@ from hierarchy.results.estimands import deciles_of
 from tests.helpers import known_truth_table
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
-              pytest.mark.xdist_group("compare")]  # one worker builds the module's fits once
+              pytest.mark.xdist_group("compare"),  # one worker builds the module's fits once
+              pytest.mark.slow]  # the fits take ~95 s of one worker: run by make test-slow (CI runs it)
 
 ROOT = Path(__file__).resolve().parents[2]
 LINEAR = ROOT / "models/inverse_intervention_nb.toml"
