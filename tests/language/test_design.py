@@ -80,3 +80,33 @@ def test_zero_sum_effects_sum_to_zero_in_every_la_and_year(small_geography):
     grid[:, la, year] = u
     assert np.abs(grid.sum(axis=1)).max() < 1e-5 and np.abs(grid.sum(axis=2)).max() < 1e-5  # float32
     assert np.abs(grid).min() > 0 and np.abs(grid).max() > 1e-3
+
+
+def test_stratified_la_effects_are_drawn_at_the_mean_stratum_level(small_geography):
+    """With ``C(year)`` strata and centred LA effects, ``la_level`` is drawn at the count-weighted mean
+    year and ``la_coef`` is it less that mean offset; without strata, or non-centred, nothing moves."""
+    import jax
+    from numpyro.infer import Predictive
+
+    from hierarchy.language.design import stratum_level_weights
+    from hierarchy.language.priors import load_priors
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+
+    table, _ = simulate_years(small_geography, years=[2019, 2020, 2021], seed=2)
+    table = table.assign(referral=table["referral"] * 50)  # counts that pin the LA effects: centred
+    spec = load_spec(ROOT / "models/years_gradient_nb.toml")
+    design = build_design(table, spec)
+    weights = stratum_level_weights(spec, design)
+    shares = table.groupby("year")["referral"].sum().to_numpy()
+    np.testing.assert_allclose(weights, shares / shares.sum())
+    model = model_fn(spec, load_priors(ROOT / "priors/weakly_informative.toml"), design, make_layout(design))
+    d = Predictive(model, num_samples=3)(jax.random.PRNGKey(1), model_data(make_layout(design)))
+    offsets = ("stratum_intercept_offset", "stratum_gradient_offset")
+    shift = np.stack([np.asarray(d[k]) @ weights[1:] for k in offsets], axis=-1)
+    np.testing.assert_allclose(np.asarray(d["la_level"]) - shift[:, None, :], np.asarray(d["la_coef"]), atol=1e-5)
+    assert np.abs(shift).min() > 1e-4
+    la = {**spec.to_dict()["la"], "parameterisation": "non_centred"}
+    flat = ModelSpec.from_dict({**spec.to_dict(), "la": la})
+    assert stratum_level_weights(flat, build_design(table, flat)) is None
+    plain = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")
+    assert stratum_level_weights(plain, build_design(table, plain)) is None

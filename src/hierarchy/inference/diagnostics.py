@@ -9,7 +9,8 @@ import numpy as np
 RHAT_MAX = 1.01
 ESS_MIN = 400
 BFMI_MIN = 0.3
-LATENT = ("la_raw", "la_centred", "la_anchor", "la_stage_raw", "la_stage_centred", "msoa_raw", "eps_raw")
+LATENT = ("la_raw", "la_centred", "la_level", "la_anchor", "la_stage_raw", "la_stage_centred", "msoa_raw",
+          "eps_raw")
 """Auxiliary draws, not reported (``la_coef`` holds the LA effects)."""
 
 

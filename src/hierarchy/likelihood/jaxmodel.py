@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hierarchy.language.design import Design, centring, group_centring, group_zero_sum
+from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
 from hierarchy.likelihood.model import la_effect_order, observed_name
@@ -176,6 +176,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
 
     dtype = jnp.result_type(float)
     centred = centring(spec, design)
+    level_weights = stratum_level_weights(spec, design)
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
     n_eff = ncoef * n_stage
     z = jnp.asarray(design.z, dtype=dtype)[:, None]
@@ -212,6 +213,18 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
                 mean_b = mean_b + (cov @ numpyro.sample("la_cov_gradient", p))[:, None]
             parts.append(mean_b)
         mean = jnp.stack(parts, axis=2).reshape(design.n_la, n_eff)
+        p = {}
+        if spec.strata:
+            off = priors["stratum_effects"].numpyro().expand([n_strata - 1]).to_event(1)
+            p["stratum_intercept_offset"] = numpyro.sample("stratum_intercept_offset", off)
+            if ncoef == 2 and spec.stratum_gradient:
+                p["stratum_gradient_offset"] = numpyro.sample("stratum_gradient_offset", off)
+        shift = None
+        if level_weights is not None:  # LA effects drawn at the count-weighted mean stratum level
+            names = ["stratum_intercept_offset", "stratum_gradient_offset"][:ncoef]
+            shift = jnp.stack([jnp.asarray(level_weights[1:], dtype) @ p[k] if k in p else jnp.zeros((), dtype)
+                               for k in names])
+            mean = mean + shift
         if spec.anchored:
             first = _correlated(mean[:, :ncoef], centred[:ncoef], priors, "la_anchor")
             u = (first - mean[:, :ncoef])[:, None, :]
@@ -223,16 +236,14 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             later_mean = mean[:, ncoef:].reshape(design.n_la, n_stage - 1, ncoef) + loading * u
             later = _independent(later_mean.reshape(design.n_la, -1), stage_sd.reshape(-1), centred[ncoef:])
             flat = numpyro.deterministic("la_coef_flat", jnp.concatenate([first, later], axis=1))
+        elif shift is not None:
+            level = _correlated(mean, centred, priors, "la_level")
+            flat = numpyro.deterministic("la_coef", level - shift)
         else:
             flat = _correlated(mean, centred, priors, "la_coef_flat" if spec.stacked else "la_coef")
         if spec.stacked:
             numpyro.deterministic("la_coef", flat.reshape(design.n_la, n_stage, ncoef))
-        p = {"la_coef": flat.reshape(design.n_la, n_stage, ncoef)}
-        if spec.strata:
-            off = priors["stratum_effects"].numpyro().expand([n_strata - 1]).to_event(1)
-            p["stratum_intercept_offset"] = numpyro.sample("stratum_intercept_offset", off)
-            if ncoef == 2 and spec.stratum_gradient:
-                p["stratum_gradient_offset"] = numpyro.sample("stratum_gradient_offset", off)
+        p["la_coef"] = flat.reshape(design.n_la, n_stage, ncoef)
         # per chunk (not per row): its LA's coefficients for its stage and stratum
         if gather:  # the one predictor's LA terms, at chunk level
             a, b = la_terms({"la_index": layout.chunk_la, "stage_index": layout.chunk_stage,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierarchy.language.design import Design, centring, group_centring, group_zero_sum
+from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
 from hierarchy.likelihood.predictor import design_rows, linear_predictor
@@ -99,7 +99,7 @@ def dims(spec: ModelSpec) -> dict[str, list[str]]:
          "la_centred": ["la", "la_centred_effect"], "la_anchor": ["la", "coef"],
          "la_loading": ["later_stage", "coef"], "la_stage_sd": ["later_stage", "coef"],
          "la_stage_raw": ["la", "la_stage_raw_effect"], "la_stage_centred": ["la", "la_stage_centred_effect"],
-         "la_coef": ["la", "stage", "coef"] if spec.stacked else ["la", "coef"],
+         "la_coef": ["la", "stage", "coef"] if spec.stacked else ["la", "coef"], "la_level": ["la", "coef"],
          "la_cov_intercept": ["la_covariate"], "la_cov_gradient": ["la_covariate"], "msoa_raw": ["msoa"],
          "stratum_intercept_offset": ["stratum"], "stratum_gradient_offset": ["stratum"]}
     if spec.stacked:
@@ -146,6 +146,7 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
             parts.append(mean_b)
         mean = pt.stack(parts, axis=2).reshape((design.n_la, n_eff))  # stage-major: s0:a, s0:b, s1:a ...
         mask = centring(spec, design)
+        weights = stratum_level_weights(spec, design)
         if spec.anchored:
             first = _correlated(mean[:, :ncoef], mask[:ncoef], priors, "coef", "la_anchor")
             u = (first - mean[:, :ncoef])[:, None, :]  # (la, 1, coef): the first stage's deviations
@@ -156,6 +157,12 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
                                  mask[ncoef:])
             flat = pm.Deterministic("la_coef_flat", pt.concatenate([first, later], axis=1),
                                     dims=("la", "la_effect"))
+        elif weights is not None:  # LA effects drawn at the count-weighted mean stratum level
+            offsets = {k: priors["stratum_effects"].pymc(k, dims="stratum") for k in _stratum_offsets(spec)}
+            shift = pt.stack([pt.as_tensor(weights[1:]) @ offsets[k] if k in offsets else pt.zeros(())
+                              for k in STRATUM_OFFSETS[:ncoef]])
+            level = _correlated(mean + shift[None, :], mask, priors, "coef", "la_level")
+            flat = pm.Deterministic("la_coef", level - shift[None, :], dims=("la", "coef"))
         else:
             effect = "la_effect" if spec.stacked else "coef"
             flat = _correlated(mean, mask, priors, effect, "la_coef_flat" if spec.stacked else "la_coef")
@@ -165,11 +172,8 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
         st = design.stage_index
         p = {"la_coef": pt.specify_shape(coef, (design.n_la, n_stage, ncoef))}
         if spec.strata:
-            p["stratum_intercept_offset"] = priors["stratum_effects"].pymc("stratum_intercept_offset",
-                                                                           dims="stratum")
-            if ncoef == 2 and spec.stratum_gradient:
-                p["stratum_gradient_offset"] = priors["stratum_effects"].pymc("stratum_gradient_offset",
-                                                                              dims="stratum")
+            p |= offsets if weights is not None else {
+                k: priors["stratum_effects"].pymc(k, dims="stratum") for k in _stratum_offsets(spec)}
         p |= _row_params(spec, priors, design)
         eta = linear_predictor(design_rows(design), p, pt)
         name = observed_name(spec)
@@ -216,6 +220,14 @@ def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
         p["obs_sd"] = priors["obs_sd"].pymc("obs_sd")
         p["eps_raw"] = pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")
     return p
+
+
+STRATUM_OFFSETS = ("stratum_intercept_offset", "stratum_gradient_offset")
+
+
+def _stratum_offsets(spec: ModelSpec) -> tuple[str, ...]:
+    """The stratum offsets a stratified model has: intercepts, and gradients unless ``w:C(g)`` is absent."""
+    return STRATUM_OFFSETS[:2 if len(spec.coefs) == 2 and spec.stratum_gradient else 1]
 
 
 def _correlated(mean, mask: np.ndarray, priors: PriorSet, effect: str, name: str):

@@ -108,6 +108,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     if "la_effect" in crd:
         crd["la_effect_"] = crd["la_effect"]
     centred_groups = {f"{g}_{k}" for g in design.group_names for k in ("centred", "grid")}  # kept as {g}_raw
+    centred_groups.add("la_level")  # kept as la_coef (the same draws, shifted back)
     post = {k: v for k, v in draws.posterior.items() if k not in PER_ROW and k not in centred_groups}
     idata = az.from_dict(posterior=post, sample_stats=draws.stats or None, coords=crd,
                          dims={k: v for k, v in dims(spec).items() if k in post})
