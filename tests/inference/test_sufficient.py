@@ -206,3 +206,13 @@ def test_fit_sufficient_defaults_are_shipped_files_found_from_any_folder(tmp_pat
     (tmp_path / "fit.nc").write_text("not a fit")
     assert cli.main(["fit-sufficient", "sums.csv", "--public", "public.csv", "--out", "fit.nc"]) == 2
     assert (tmp_path / "fit.nc").read_text() == "not a fit"
+
+
+def test_pseudo_counts_add_up_to_each_cells_sum():
+    """Largest remainders: whole numbers in proportion to the shares, summing exactly to each cell's n."""
+    n = np.array([7.0, 0.0, 10.0])
+    cell = np.array([0, 0, 0, 1, 2, 2])
+    share = np.array([0.5, 0.3, 0.2, 1.0, 0.55, 0.45])
+    out = su._apportion(n, cell, share)
+    assert out.tolist() == [4, 2, 1, 0, 6, 4]  # 3.5, 2.1, 1.4 -> 3 + 2 + 1 = 6, the one left to 3.5
+    assert np.bincount(cell, out).tolist() == n.tolist()

@@ -111,8 +111,9 @@ def read_sums(path: str | os.PathLike) -> pd.DataFrame:
 def public_design(public: pd.DataFrame, sums: pd.DataFrame, spec: ModelSpec) -> tuple[Design, np.ndarray]:
     """Design from the public table, and the sums as arrays (n, t) indexed (la, stage, stratum).
 
-    The design's counts are pseudo-counts (each cell's ``n`` spread over its rows by exposure)
-    used only to choose centring; the likelihood uses the sums.
+    The design's counts are pseudo-counts (each cell's ``n`` spread over its rows by exposure, rounded
+    so that they add up to ``n`` exactly) used only to choose the parameterisation; the likelihood uses
+    the sums.
     """
     check_exact(spec)
     table = public.copy()
@@ -143,10 +144,23 @@ def public_design(public: pd.DataFrame, sums: pd.DataFrame, spec: ModelSpec) -> 
     expo = np.exp(design.log_exposure)
     cell = (design.la_index * len(stage) + design.stage_index) * len(stratum) + design.stratum_index
     share = expo / np.bincount(cell, expo, minlength=arr[0].size)[cell]
-    pseudo = np.rint(arr[0].reshape(-1)[cell] * share).astype(np.int64)
+    pseudo = _apportion(arr[0].reshape(-1), cell, share)
     from dataclasses import replace
 
     return replace(design, y=pseudo), arr
+
+
+def _apportion(n: np.ndarray, cell: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Whole numbers per row that add up to ``n[cell]`` in every cell, in proportion to ``share``
+    (largest remainders)."""
+    raw = n[cell] * share
+    low = np.floor(raw)
+    short = np.rint(n - np.bincount(cell, low, minlength=len(n))).astype(np.int64)
+    order = np.lexsort((low - raw, cell))  # by cell, then the largest remainder first
+    ranked = cell[order]
+    rank = np.empty(len(cell), dtype=np.int64)
+    rank[order] = np.arange(len(cell)) - np.searchsorted(ranked, ranked)
+    return (low + (rank < short[cell])).astype(np.int64)
 
 
 def sufficient_model(spec: ModelSpec, priors: PriorSet, design: Design, arr: np.ndarray):
