@@ -27,7 +27,7 @@ import numpy as np
 from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
-from hierarchy.likelihood.model import la_effect_order, observed_name
+from hierarchy.likelihood.model import STRATUM_OFFSETS, la_effect_order, observed_name, stratum_offsets
 from hierarchy.likelihood.predictor import (
     ROW_PARAMS,
     design_rows,
@@ -216,14 +216,11 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         p = {}
         if spec.strata:
             off = priors["stratum_effects"].numpyro().expand([n_strata - 1]).to_event(1)
-            p["stratum_intercept_offset"] = numpyro.sample("stratum_intercept_offset", off)
-            if ncoef == 2 and spec.stratum_gradient:
-                p["stratum_gradient_offset"] = numpyro.sample("stratum_gradient_offset", off)
+            p = {k: numpyro.sample(k, off) for k in stratum_offsets(spec)}
         shift = None
         if level_weights is not None:  # LA effects drawn at the count-weighted mean stratum level
-            names = ["stratum_intercept_offset", "stratum_gradient_offset"][:ncoef]
             shift = jnp.stack([jnp.asarray(level_weights[1:], dtype) @ p[k] if k in p else jnp.zeros((), dtype)
-                               for k in names])
+                               for k in STRATUM_OFFSETS[:ncoef]])
             mean = mean + shift
         if spec.anchored:
             first = _correlated(mean[:, :ncoef], centred[:ncoef], priors, "la_anchor")

@@ -158,7 +158,7 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
             flat = pm.Deterministic("la_coef_flat", pt.concatenate([first, later], axis=1),
                                     dims=("la", "la_effect"))
         elif weights is not None:  # LA effects drawn at the count-weighted mean stratum level
-            offsets = {k: priors["stratum_effects"].pymc(k, dims="stratum") for k in _stratum_offsets(spec)}
+            offsets = {k: priors["stratum_effects"].pymc(k, dims="stratum") for k in stratum_offsets(spec)}
             shift = pt.stack([pt.as_tensor(weights[1:]) @ offsets[k] if k in offsets else pt.zeros(())
                               for k in STRATUM_OFFSETS[:ncoef]])
             level = _correlated(mean + shift[None, :], mask, priors, "coef", "la_level")
@@ -173,7 +173,7 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
         p = {"la_coef": pt.specify_shape(coef, (design.n_la, n_stage, ncoef))}
         if spec.strata:
             p |= offsets if weights is not None else {
-                k: priors["stratum_effects"].pymc(k, dims="stratum") for k in _stratum_offsets(spec)}
+                k: priors["stratum_effects"].pymc(k, dims="stratum") for k in stratum_offsets(spec)}
         p |= _row_params(spec, priors, design)
         eta = linear_predictor(design_rows(design), p, pt)
         name = observed_name(spec)
@@ -225,7 +225,7 @@ def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
 STRATUM_OFFSETS = ("stratum_intercept_offset", "stratum_gradient_offset")
 
 
-def _stratum_offsets(spec: ModelSpec) -> tuple[str, ...]:
+def stratum_offsets(spec: ModelSpec) -> tuple[str, ...]:
     """The stratum offsets a stratified model has: intercepts, and gradients unless ``w:C(g)`` is absent."""
     return STRATUM_OFFSETS[:2 if len(spec.coefs) == 2 and spec.stratum_gradient else 1]
 
