@@ -4,7 +4,7 @@ Every XLA CPU program is loaded into memory maps of its own, and JAX keeps the p
 function it has compiled. NumPyro traces a new model function on every fit, so a process that fits
 many times (k-fold refits, SBC replicates, a sweep's worker, a test session) gains about 3,500 maps
 per fit and never reuses them; at Linux's default ``vm.max_map_count`` of 65,530 the next compile
-dies with a segmentation fault after about 18 fits. :func:`release_compiled_programs`, called after
+dies with a segmentation fault after about 18 fits. :func:`release_compiled_programs`, called before
 every fit, drops JAX's in-memory caches once the process holds a quarter of its allowance. The
 persistent compilation cache on disk is untouched, so a program needed again is read back, not
 compiled.

@@ -53,6 +53,11 @@ class Design:
     # a x b grid: each level's index along a and along b (:func:`group_zero_sum`); else None
 
     @property
+    def grids(self) -> tuple[tuple[np.ndarray, ...] | None, ...]:
+        """``group_grid``, one entry (None: no grid) per group term."""
+        return self.group_grid or (None,) * len(self.group_names)
+
+    @property
     def n_la(self) -> int:
         return len(self.la_codes)
 
@@ -175,9 +180,8 @@ def group_zero_sum(spec: ModelSpec, design: Design) -> tuple[tuple[int, ...], ..
     own = {"la", *spec.strata, *(g for g, _ in spec.groups if ":" not in g)}
     if spec.msoa.random_intercept:
         own.add("msoa")
-    grids = design.group_grid or (None,) * len(design.group_names)
     out = []
-    for g, slope, grid in zip(design.group_names, design.group_slope, grids, strict=True):
+    for g, slope, grid in zip(design.group_names, design.group_slope, design.grids, strict=True):
         parts = g.split(":")
         axes = () if slope or grid is None else tuple(k for k, c in enumerate(parts) if c in own)
         out.append(axes)

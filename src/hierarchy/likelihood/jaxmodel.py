@@ -431,10 +431,9 @@ def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -
         p["msoa_sd"] = numpyro.sample("msoa_sd", priors["msoa_sd"].numpyro())
         p["msoa_raw"] = numpyro.sample("msoa_raw",
                                        nd.Normal(0.0, 1.0).expand([len(design.msoa_codes)]).to_event(1))
-    grids = design.group_grid or (None,) * len(design.group_names)
     for g, levels, slope, centred, axes, grid in zip(design.group_names, design.group_levels, design.group_slope,
                                                      group_centring(spec, design), group_zero_sum(spec, design),
-                                                     grids, strict=True):
+                                                     design.grids, strict=True):
         shape = [len(levels), 2] if slope else [len(levels)]
         sd = priors.group_sd(g).numpyro()
         p[f"{g}_sd"] = numpyro.sample(f"{g}_sd", sd.expand([2]).to_event(1) if slope else sd)

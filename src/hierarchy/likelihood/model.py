@@ -56,8 +56,7 @@ def coords(spec: ModelSpec, design: Design) -> dict[str, list]:
         c["msoa"] = list(design.msoa_codes)
     if design.row_names:
         c["row_term"] = list(design.row_names)
-    grids = design.group_grid or (None,) * len(design.group_names)
-    for g, levels, slope, grid in zip(design.group_names, design.group_levels, design.group_slope, grids,
+    for g, levels, slope, grid in zip(design.group_names, design.group_levels, design.group_slope, design.grids,
                                       strict=True):
         c[g] = list(levels)
         if slope:
@@ -199,9 +198,8 @@ def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
     if spec.msoa.random_intercept:
         p["msoa_sd"] = priors["msoa_sd"].pymc("msoa_sd")
         p["msoa_raw"] = pm.Normal("msoa_raw", 0.0, 1.0, dims="msoa")
-    grids = design.group_grid or (None,) * len(design.group_names)
     for g, slope, centred, axes, grid in zip(design.group_names, design.group_slope, group_centring(spec, design),
-                                             group_zero_sum(spec, design), grids, strict=True):
+                                             group_zero_sum(spec, design), design.grids, strict=True):
         p[f"{g}_sd"] = priors.group_sd(g).pymc(f"{g}_sd", dims=f"{g}_coef" if slope else None)
         dims = (g, f"{g}_coef") if slope else g
         if axes:  # summing to zero along ``axes`` of its components' grid (the others lead)
