@@ -37,14 +37,31 @@ def seeds(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def dataset(kind: str, seed: int, las: int | None):
-    """The simulated table and truth of one seed."""
+def dataset(kind: str, seed: int, las: int | None, cache: Path | None = None):
+    """The simulated table and truth of one seed, read from (or kept in) ``cache`` when given.
+
+    The cache lets a machine without the reference data (a GPU machine) fit the same data sets:
+    they hold derived real data, so keep the folder out of the repository.
+    """
+    import gzip
+    import pickle
+
     from hierarchy.data import reference, simulate
 
+    path = None if cache is None else cache / f"{kind}_{seed}_{las or 'england'}.pkl.gz"
+    if path is not None and path.exists():
+        return pickle.loads(gzip.decompress(path.read_bytes()))
     geo = reference.synthetic_geography(las, seed=0, lsoa_per_la=217) if las else reference.get_geography()
     if kind == "years":
-        return simulate.simulate_years(geo, years=range(2013, 2026), seed=seed)
-    return simulate.simulate(geo, year=2019, seed=seed, strata=("age",) if kind == "stacked" else ())
+        out = simulate.simulate_years(geo, years=range(2013, 2026), seed=seed)
+    else:
+        out = simulate.simulate(geo, year=2019, seed=seed, strata=("age",) if kind == "stacked" else ())
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(gzip.compress(pickle.dumps(out), compresslevel=6))
+        tmp.replace(path)
+    return out
 
 
 def covered(posterior: dict, spec, design, truth: dict) -> int | None:
@@ -76,7 +93,7 @@ def one(kind: str, seed: int, args) -> dict:
     from hierarchy.language.priors import load_priors
     from hierarchy.language.spec import load_spec
 
-    table, truth = dataset(kind, seed, args.las)
+    table, truth = dataset(kind, seed, args.las, args.data_cache)
     spec = load_spec(ROOT / "models" / f"{args.model or MODELS[kind]}.toml")
     design = build_design(table, spec)
     priors = load_priors(ROOT / "priors/weakly_informative.toml")
@@ -108,6 +125,9 @@ def main() -> None:
     p.add_argument("--chain-method", default="parallel")
     p.add_argument("--las", type=int, default=None, help="a generated geography of this many LAs")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--data-cache", type=Path, default=None,
+                   help="read the simulated data sets from here, simulating (and keeping) those missing")
+    p.add_argument("--simulate-only", action="store_true", help="fill --data-cache and stop")
     args = p.parse_args()
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.chains}")
     from hierarchy.inference.sampling import enable_compilation_cache
@@ -119,6 +139,10 @@ def main() -> None:
     print(f"{args.kind}: {args.chains} chains x ({args.tune} + {args.draws}, at most {args.max_draws}), "
           f"float32 rows; target {TARGET_S[args.kind]:.0f} s to R-hat <= 1.01, ESS >= 400")
     print(" | ".join(cols))
+    if args.simulate_only:
+        for s in args.seeds:
+            dataset(args.kind, s, args.las, args.data_cache)
+        return
     for s in args.seeds:
         r = one(args.kind, s, args)
         rows.append(r)
