@@ -142,6 +142,8 @@ def model_data(layout: Layout, dtype=None) -> dict:
         out["row_X"] = jnp.asarray(layout.row_X, dtype=dtype)
     out |= {k: jnp.asarray(getattr(layout, k), dtype=jnp.result_type(float))
             for k in ("y_hist", "n_stage_rows", "lgamma_y1")}
+    y = np.asarray(layout.y, dtype=float)
+    out["y_log_y"] = jnp.asarray(np.sum(y * np.log(np.where(y > 0, y, 1.0)) - y), dtype=jnp.result_type(float))
     return out
 
 
@@ -160,7 +162,7 @@ def with_counts(layout: Layout, y: np.ndarray, stage_index: np.ndarray | None = 
 
 
 def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
-             gather: bool | None = None):
+             gather: bool | None = None, fold_groups: bool = True):
     """Return a NumPyro model ``model(data)`` for ``spec``; ``data`` is :func:`model_data`.
 
     Parameters are in JAX's default float; the row arithmetic is in the precision of ``data``.
@@ -168,6 +170,11 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     ``gather`` picks how chunks get their LA, stage and stratum terms: by indexing (default on CPU,
     where it is twice as fast at national stacked scale) or by one-hot matrix products (default
     elsewhere: no scatter-add in the gradient, which jaxlib 0.10.2 makes slow on GPU).
+
+    ``fold_groups`` adds an intercept-only group term that is constant within every chunk (``(1 |
+    la:year)`` when year is the stratum) to the chunk's intercept, one gather per chunk instead of one
+    per row; with no other row terms the likelihood then takes the fast per-chunk path. The log
+    density is the same either way.
     """
     import jax
     import jax.numpy as jnp
@@ -186,6 +193,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     n_strata = len(design.stratum_names)
 
     gather = jax.default_backend() == "cpu" if gather is None else gather
+    folded = chunk_groups(design, layout) if fold_groups else {}
 
     def per_chunk(values, onehot, index: np.ndarray):
         """Each chunk's entry of ``values`` (one per level of ``index``), shape (K, 1)."""
@@ -257,29 +265,48 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
                     a, b = (a + off, b) if name == "stratum_intercept_offset" else (a, b + off)
         b = b if ncoef == 2 else jnp.zeros_like(a)
         p = row_params(spec, priors, design, layout.n_rows)
-        within = bool(p)
+        for g, index in folded.items():  # group effects constant within each chunk: per chunk
+            a = a + (p[f"{g}_raw"] * p[f"{g}_sd"])[index][:, None]
         # terms that vary within a chunk beyond the deprivation slope: the one predictor's row terms
+        groups = tuple((g, i) for g, i in zip(design.group_names, layout.group_index, strict=True)
+                       if g not in folded)
+        within = bool(groups) or any(k in p for k in ("row_coef", "msoa_raw", "eps_raw"))
         rows_k = {"row_X": arr.get("row_X"), "msoa_index": msoa_index, "w": arr["w"], "row_index": obs_rows,
-                  "groups": tuple(zip(design.group_names, layout.group_index, strict=True))}
+                  "groups": groups}
         per_row = row_terms(rows_k, p, jnp)
         rows = (arr["log_exposure"], arr["w"], arr["y"], arr["mask"])
         if spec.family == "negative_binomial":
             phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
+            # phi at the rows' precision everywhere: the float32 rows see phi rounded, and the float64
+            # lgamma terms must see the same value, or the log density jumps with each float32 step
+            # of phi (bench/RESULTS.md, float32 rows at 400k rows)
+            phi = phi + jax.lax.stop_gradient(phi.astype(arr["y"].dtype).astype(phi.dtype) - phi)
             values = jnp.arange(arr["y_hist"].shape[1], dtype=dtype)
             phi_k = per_chunk(phi, arr["onehot_stage"], layout.chunk_stage)
             if arr["y_hist"].shape[1]:
                 lgamma_y_phi = jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
             else:
                 lgamma_y_phi = _total(arr["mask"] * gammaln(arr["y"] + phi_k.astype(arr["y"].dtype)), dtype)
-            ll = (lgamma_y_phi - jnp.sum(arr["n_stage_rows"] * (gammaln(phi) - phi * jnp.log(phi)))
+            ll = (lgamma_y_phi - jnp.sum(arr["n_stage_rows"] * gammaln(phi))
                   + (_nb_rows(a, b, phi_k, per_row, *rows) if within else
                      _nb_chunks()(a, b, phi_k, *rows)))
         else:
-            ll = (_poisson_rows(a, b, per_row, *rows) if within else
-                  _poisson_chunks()(a, b, *rows))
+            ll = arr["y_log_y"] + (_poisson_rows(a, b, per_row, *rows) if within else
+                                   _poisson_chunks()(a, b, *rows))
         numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
 
     return model
+
+
+def chunk_groups(design: Design, layout: Layout) -> dict[str, np.ndarray]:
+    """Intercept-only group terms whose level is the same in every row of each chunk, with each
+    chunk's level ``(K,)``: they can join the chunk's intercept (:func:`model_fn`)."""
+    valid = layout.rows >= 0
+    out = {}
+    for g, slope, index in zip(design.group_names, design.group_slope, layout.group_index, strict=True):
+        if not slope and np.all((index == index[:, :1]) | ~valid):
+            out[g] = index[:, 0].copy()  # a chunk's first row is always a data row
+    return out
 
 
 def _total(x, dtype):
@@ -298,23 +325,40 @@ def _in_row_precision(x, *per_chunk):
 
 def _nb_rows(a, b, phi, per_row, log_exposure, w, y, mask):
     """NB log-likelihood over chunk rows, less its ``lgamma`` terms, at ``eta = log_exposure + a +
-    b w + per_row``; ``a, b, phi`` are (K, 1) per chunk."""
+    b w + per_row``; ``a, b, phi`` are (K, 1) per chunk.
+
+    Each row's ``y eta + phi log phi - (y + phi) log(phi + mu)`` is summed as
+    ``-y log(1 + phi / mu) - phi log(1 + mu / phi)``: terms of a few units, not two of ~40 that nearly
+    cancel, so float32 rows round it ~5 times less. At 427k rows the plain form's rounding moved the
+    log density by ~1 between neighbouring float32 values of phi and NUTS' warm-up stalled
+    (bench/RESULTS.md, multi-year).
+    """
     import jax.numpy as jnp
 
     dtype = jnp.result_type(a)
     a, b, phi, per_row = _in_row_precision(y, a, b, phi, per_row)
     eta = log_exposure + a + b * w + per_row
-    return _total(mask * (y * eta - (y + phi) * jnp.log(phi + jnp.exp(eta))), dtype)
+    log_phi_mu = jnp.log(phi + jnp.exp(eta))
+    return _total(-mask * (y * (log_phi_mu - eta) + phi * (log_phi_mu - jnp.log(phi))), dtype)
 
 
 def _poisson_rows(a, b, per_row, log_exposure, w, y, mask):
-    """Poisson log-likelihood over chunk rows, less ``lgamma(y + 1)``."""
+    """Poisson log-likelihood over chunk rows, less ``lgamma(y + 1)`` and ``y log y - y`` (the model
+    adds that back as one float64 total): ``y (eta - log y) - (mu - y)``, terms of a few units, which
+    float32 rows round far less than ``y eta - mu`` (see :func:`_nb_rows`)."""
     import jax.numpy as jnp
 
     dtype = jnp.result_type(a)
     a, b, per_row = _in_row_precision(y, a, b, per_row)
     eta = log_exposure + a + b * w + per_row
-    return _total(mask * (y * eta - jnp.exp(eta)), dtype)
+    return _total(mask * _poisson_saturated(y, eta), dtype)
+
+
+def _poisson_saturated(y, eta):
+    """``y (eta - log y) - (exp(eta) - y)`` per row (``y log y = 0`` at ``y = 0``)."""
+    import jax.numpy as jnp
+
+    return y * (eta - jnp.log(jnp.where(y > 0, y, 1))) - (jnp.exp(eta) - y)
 
 
 @functools.cache
@@ -330,11 +374,12 @@ def _nb_chunks():
         eta = log_exposure + a + b * w
         mu = jnp.exp(eta)
         log_phi_mu = jnp.log(phi + mu)
-        q = (y + phi) / (phi + mu)
-        d_eta = mask * (y - q * mu)
+        log_1_mu_phi = log_phi_mu - jnp.log(phi)  # log(1 + mu / phi)
+        d_eta = mask * phi * (y - mu) / (phi + mu)
         grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True),
-                 jnp.sum(-mask * (log_phi_mu + q), 1, keepdims=True))
-        return _total(mask * (y * eta - (y + phi) * log_phi_mu), dtype), tuple(g.astype(dtype) for g in grads)
+                 jnp.sum(-mask * (log_1_mu_phi + (y - mu) / (phi + mu)), 1, keepdims=True))
+        value = _total(-mask * (y * (log_phi_mu - eta) + phi * log_1_mu_phi), dtype)  # as in _nb_rows
+        return value, tuple(g.astype(dtype) for g in grads)
 
     return _with_chunk_gradient(fwd)
 
@@ -351,7 +396,7 @@ def _poisson_chunks():
         eta = log_exposure + a + b * w
         d_eta = mask * (y - jnp.exp(eta))
         grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True))
-        return _total(mask * (y * eta - jnp.exp(eta)), dtype), tuple(g.astype(dtype) for g in grads)
+        return _total(mask * _poisson_saturated(y, eta), dtype), tuple(g.astype(dtype) for g in grads)
 
     return _with_chunk_gradient(fwd)
 
