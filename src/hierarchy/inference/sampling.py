@@ -25,8 +25,6 @@ SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi")
 MCMC_SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax")
 MAX_TREE_DEPTH = 10
 WARMUP_TREE_DEPTH = 6
-INITS = ("uniform", "advi")
-ADVI_STEPS = 1000
 PER_ROW = ("eps_raw",)  # per-neighbourhood latent effects: used for the likelihood, not stored
 
 
@@ -60,7 +58,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
         float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH,
-        max_draws: int | None = None, init: str = "uniform") -> Draws:
+        max_draws: int | None = None) -> Draws:
     """Sample the posterior of ``spec`` under ``priors`` given ``design``.
 
     ``max_draws`` (NumPyro NUTS only) lets the fit sample on past ``draws``: while any parameter
@@ -75,22 +73,15 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     ``warmup_tree_depth`` caps NUTS trees during NumPyro's warm-up (``2**d - 1`` leapfrog steps):
     before the mass matrix is adapted the trees run to the cap, and at 10 they made the national
     stacked warm-up several times longer than its sampling (bench/RESULTS.md).
-    ``init`` (NumPyro NUTS only) is where the chains start: ``uniform`` (NumPyro's default, uniform in
-    (-2, 2) unconstrained) or ``advi`` (:func:`advi_start`: draws from a mean-field ADVI fit, whose
-    variances also start the mass matrix).
     """
-    from hierarchy.config import did_you_mean
-
     if sampler not in SAMPLERS:
+        from hierarchy.config import did_you_mean
+
         raise HierarchyError(f"unknown sampler '{sampler}'{did_you_mean(sampler, SAMPLERS)}; "
                              f"choose from {', '.join(SAMPLERS)}")
-    if init not in INITS:
-        raise HierarchyError(f"unknown init '{init}'{did_you_mean(init, INITS)}; choose from {', '.join(INITS)}")
-    if init != "uniform" and sampler != "numpyro":
-        raise HierarchyError(f"init '{init}' needs the numpyro sampler, not '{sampler}'")
     settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
-                    warmup_tree_depth=warmup_tree_depth, draws_requested=draws, init=init,
+                    warmup_tree_depth=warmup_tree_depth, draws_requested=draws,
                     max_draws=max(draws, max_draws or draws),
                     parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
     t0 = time.perf_counter()
@@ -120,13 +111,7 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     model = model_fn(spec, priors, design, layout)
     data = model_data(layout, "float32" if settings["float32"] else "float64")
     key = jax.random.PRNGKey(settings["seed"])
-    start, inverse_mass, t_init = None, None, 0.0
-    if settings["init"] == "advi":
-        key, sub = jax.random.split(key)
-        t = time.perf_counter()
-        start, inverse_mass = advi_start(model, data, sub, settings["chains"])
-        t_init = time.perf_counter() - t
-    kernel = NUTS(model, target_accept_prob=settings["target_accept"], inverse_mass_matrix=inverse_mass,
+    kernel = NUTS(model, target_accept_prob=settings["target_accept"],
                   max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH))
     chain_method = settings["chain_method"]
     if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
@@ -135,7 +120,7 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
                 num_chains=settings["chains"], chain_method=chain_method,
                 progress_bar=progress and chain_method != "vectorized", jit_model_args=True)
     t = time.perf_counter()
-    mcmc.warmup(key, data, extra_fields=("num_steps",), collect_warmup=True, init_params=start)
+    mcmc.warmup(key, data, extra_fields=("num_steps",), collect_warmup=True)
     jax.block_until_ready(mcmc.post_warmup_state)
     t_warm = time.perf_counter() - t
     warm_steps = float(np.mean(mcmc.get_extra_fields()["num_steps"])) if settings["tune"] else 0.0
@@ -163,40 +148,7 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     settings["chain_method_used"] = chain_method
     settings["max_tree_depth"] = MAX_TREE_DEPTH
     return Draws(posterior=samples, stats=stats,
-                 timings={"init": t_init, "warmup": t_warm, "sampling": t_samp, "warmup_mean_steps": warm_steps})
-
-
-def advi_start(model, data, key, chains: int, steps: int = ADVI_STEPS):
-    """Starting points for NUTS, and a diagonal inverse mass matrix, from mean-field ADVI.
-
-    With hundreds of thousands of rows, NUTS started at NumPyro's default (uniform in (-2, 2)
-    unconstrained) spends its warm-up at step sizes near 1e-6 before the mass matrix fits the
-    posterior's scales (bench/RESULTS.md). ``steps`` of Adam on a mean-field normal approximation
-    (:class:`numpyro.infer.autoguide.AutoNormal`, started at the prior medians) find the posterior's
-    location and scales first; each chain starts at a draw from it, and its variances start the mass
-    matrix, which NUTS' warm-up then adapts as usual.
-
-    Returns
-    -------
-    tuple
-        Unconstrained starting values (a leading chain axis when ``chains > 1``) and the inverse mass
-        matrix (flat, in the order NumPyro ravels the unconstrained sites).
-    """
-    import jax
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer import SVI, Trace_ELBO, init_to_median
-    from numpyro.infer.autoguide import AutoNormal
-    from numpyro.optim import Adam
-
-    guide = AutoNormal(model, init_loc_fn=init_to_median(num_samples=15))
-    fit_key, draw_key = jax.random.split(key)
-    params = SVI(model, guide, Adam(0.02), Trace_ELBO()).run(fit_key, steps, data, progress_bar=False).params
-    loc = {k.removesuffix("_auto_loc"): v for k, v in params.items() if k.endswith("_auto_loc")}
-    scale = {k: params[f"{k}_auto_scale"] for k in loc}
-    keys = dict(zip(loc, jax.random.split(draw_key, len(loc)), strict=True))
-    shape = (chains,) if chains > 1 else ()
-    start = {k: loc[k] + scale[k] * jax.random.normal(keys[k], shape + loc[k].shape, loc[k].dtype) for k in loc}
-    return start, ravel_pytree({k: v**2 for k, v in scale.items()})[0]
+                 timings={"warmup": t_warm, "sampling": t_samp, "warmup_mean_steps": warm_steps})
 
 
 def _joined(blocks: list[tuple[dict, dict]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
