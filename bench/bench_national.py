@@ -39,11 +39,14 @@ def national_table(strata: tuple[str, ...] = ()):
     return table, geo.source
 
 
-def gradient_ms(spec, priors, design, *, precision: str = "mixed", reps: int = 7, calls: int = 100) -> float:
+def gradient_ms(spec, priors, design, *, precision: str = "mixed", reps: int = 7, calls: int = 100,
+                gather: bool | None = None, inspect=None) -> float:
     """Median time of one value-and-gradient of the log density (milliseconds).
 
     ``precision``: "mixed" (float32 rows, float64 parameters and sums: what ``fit(float32=True)``
     runs), "float64", or "float32" (everything, JAX's x64 off: the earlier float32 mode).
+    ``gather``: the chunk layout (``jaxmodel.model_fn``). ``inspect(hlo_text)`` is called with the
+    gradient's HLO program before timing.
     """
     import jax
     from numpyro.infer.util import initialize_model
@@ -53,10 +56,12 @@ def gradient_ms(spec, priors, design, *, precision: str = "mixed", reps: int = 7
     jax.config.update("jax_enable_x64", precision != "float32")
     layout = make_layout(design)
     dtype = "float64" if precision == "float64" else "float32"
-    info = initialize_model(jax.random.PRNGKey(0), model_fn(spec, priors, design, layout),
+    info = initialize_model(jax.random.PRNGKey(0), model_fn(spec, priors, design, layout, gather=gather),
                             model_args=(model_data(layout, dtype),))
     vg = jax.jit(jax.value_and_grad(info.potential_fn))
     z = info.param_info.z
+    if inspect is not None:
+        inspect(vg.lower(z).as_text(dialect="hlo"))
     jax.block_until_ready(vg(z))
     times = []
     for _ in range(reps):

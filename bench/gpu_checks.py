@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,37 +35,21 @@ def largest_scatter(hlo: str) -> str:
     return "none" if best[1] == "none" else f"{best[0]} updates into {best[1]}"
 
 
-def gradient(kind: str, cache: Path | None, gather: bool, calls: int = 50, reps: int = 5) -> tuple[float, str]:
+def gradient(kind: str, cache: Path | None, gather: bool) -> tuple[float, str]:
     """Median ms of one value-and-gradient, and the largest scatter in its program."""
-    import jax
-    import numpy as np
+    from bench_national import gradient_ms
     from bench_scale import MODELS, dataset
-    from numpyro.infer.util import initialize_model
 
     from hierarchy.language.design import build_design
     from hierarchy.language.priors import load_priors
     from hierarchy.language.spec import load_spec
-    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     table, _ = dataset(kind, {"default": 11}.get(kind, 0), None, cache)
     spec = load_spec(ROOT / "models" / f"{MODELS[kind]}.toml")
-    design = build_design(table, spec)
-    priors = load_priors(ROOT / "priors/weakly_informative.toml")
-    layout = make_layout(design)
-    info = initialize_model(jax.random.PRNGKey(0), model_fn(spec, priors, design, layout, gather=gather),
-                            model_args=(model_data(layout, "float32"),))
-    vg = jax.jit(jax.value_and_grad(info.potential_fn))
-    z = info.param_info.z
-    scatter = largest_scatter(vg.lower(z).as_text(dialect="hlo"))
-    jax.block_until_ready(vg(z))
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(calls):
-            out = vg(z)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t) / calls * 1e3)
-    return float(np.median(times)), scatter
+    seen = []
+    ms = gradient_ms(spec, load_priors(ROOT / "priors/weakly_informative.toml"), build_design(table, spec),
+                     reps=5, calls=50, gather=gather, inspect=lambda hlo: seen.append(largest_scatter(hlo)))
+    return ms, seen[0]
 
 
 def main() -> None:
