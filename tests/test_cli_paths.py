@@ -131,7 +131,10 @@ def test_every_nuts_sampler_fits_end_to_end(sampler, tiny, tmp_path):
     the gradient's posterior contains the simulated truth."""
     path, _, truth = tiny
     out = tmp_path / f"{sampler}.nc"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    # a fresh process's own device count: an in-process CLI test of this worker may have set XLA_FLAGS
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "XLA_FLAGS": " ".join(flags)}
     proc = subprocess.run([sys.executable, "-m", "hierarchy.cli", "fit", "--data", str(path), "--model",
                            "gradient_nb", "--sampler", sampler, "--chain-method", "parallel", "--out", str(out),
                            "--chains", "2", "--tune", "300", "--draws", "300", "--quiet"],

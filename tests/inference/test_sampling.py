@@ -64,6 +64,8 @@ def test_sampling_goes_on_until_the_bar_is_met_and_no_further(small_geography):
     np.testing.assert_array_equal(capped.posterior["gradient"][:, :100], g[:, :100])  # same seed, same chains
     with pytest.raises(HierarchyError, match="needs the numpyro sampler"):
         fit(spec, priors, design, sampler="advi", max_draws=200, **kw)
+    with pytest.raises(HierarchyError, match="max_draws 50 is below draws 100"):  # not silently off
+        fit(spec, priors, design, max_draws=50, **kw)
 
 
 def test_draws_to_bar_sizes_the_continuation_from_ess_and_works_with_one_chain():

@@ -86,6 +86,9 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
                     parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)))
     t0 = time.perf_counter()
     release_compiled_programs()  # a process that fits many times would run out of memory maps
+    if max_draws is not None and max_draws < draws:
+        raise HierarchyError(f"max_draws {max_draws} is below draws {draws}: it is the most draws per chain "
+                             f"to keep; give at least {draws} (equal turns sampling on off), or leave it out")
     if max_draws is not None and max_draws > draws and sampler != "numpyro":
         raise HierarchyError(f"max_draws (sampling on until converged) needs the numpyro sampler, not "
                              f"'{sampler}'; drop --max-draws or use --sampler numpyro")
