@@ -270,10 +270,10 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         # terms that vary within a chunk beyond the deprivation slope: the one predictor's row terms
         groups = tuple((g, i) for g, i in zip(design.group_names, layout.group_index, strict=True)
                        if g not in folded)
-        within = bool(groups) or any(k in p for k in ("row_coef", "msoa_raw", "eps_raw"))
         rows_k = {"row_X": arr.get("row_X"), "msoa_index": msoa_index, "w": arr["w"], "row_index": obs_rows,
                   "groups": groups}
         per_row = row_terms(rows_k, p, jnp)
+        within = not isinstance(per_row, float)  # row_terms gives 0.0 when no term varies within a chunk
         rows = (arr["log_exposure"], arr["w"], arr["y"], arr["mask"])
         if spec.family == "negative_binomial":
             phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
