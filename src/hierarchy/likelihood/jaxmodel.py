@@ -340,7 +340,12 @@ def _nb_rows(a, b, phi, per_row, log_exposure, w, y, mask):
     a, b, phi, per_row = _in_row_precision(y, a, b, phi, per_row)
     eta = log_exposure + a + b * w + per_row
     log_phi_mu = jnp.log(phi + jnp.exp(eta))
-    return _total(-mask * (y * (log_phi_mu - eta) + phi * ((log_phi_mu - hi) - lo)), dtype)
+    return _total(mask * _nb_row_terms(y, eta, phi, log_phi_mu, (log_phi_mu - hi) - lo), dtype)
+
+
+def _nb_row_terms(y, eta, phi, log_phi_mu, log_1_mu_phi):
+    """``-y log(1 + phi / mu) - phi log(1 + mu / phi)`` per row (see :func:`_nb_rows`)."""
+    return -(y * (log_phi_mu - eta) + phi * log_1_mu_phi)
 
 
 def _log_in_two(phi, row_dtype):
@@ -394,7 +399,7 @@ def _nb_chunks():
         d_eta = mask * phi * (y - mu) / (phi + mu)
         grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True),
                  jnp.sum(-mask * (log_1_mu_phi + (y - mu) / (phi + mu)), 1, keepdims=True))
-        value = _total(-mask * (y * (log_phi_mu - eta) + phi * log_1_mu_phi), dtype)  # as in _nb_rows
+        value = _total(mask * _nb_row_terms(y, eta, phi, log_phi_mu, log_1_mu_phi), dtype)
         return value, tuple(g.astype(dtype) for g in grads)
 
     return _with_chunk_gradient(fwd)
