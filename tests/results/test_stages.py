@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow  # three fits, ~3 minutes: run by `make test-slow`
 SHORT = dict(chains=2, tune=300, draws=300, progress=False, chain_method="sequential")
 
 
-def _fit(tmp_path, model: str, geo, *, strata=(), seed=11, la_conditions=False):
+def _fit(tmp_path, model: str, geo, *, strata=(), seed=11, la_conditions=False, **settings):
     table, truth = simulate.simulate(geo, seed=seed, strata=strata, la_conditions=la_conditions)
     data = tmp_path / f"{model}.parquet"
     simulate.write(table, truth, data)
     out = tmp_path / f"{model}.nc"
     fit_files(data=data, model=ROOT / f"models/{model}.toml", priors=ROOT / "priors/weakly_informative.toml",
-              out=out, **SHORT)
+              out=out, **{**SHORT, **settings})
     return out, truth, data
 
 
@@ -91,8 +91,18 @@ def test_la_condition_moderation_is_recovered(tmp_path):
 
 
 def test_three_levels_recover_the_msoa_sd(tmp_path):
+    """The 95% interval covers the true MSOA SD (0.1) and the posterior sits away from zero.
+
+    MSOA effects show only as the correlation of ~5 neighbourhoods whose NB noise (phi = 6) is ~4x
+    their SD, so on 900 neighbourhoods a lower 2.5% bound above 0.02 is at the edge of this design's
+    power: 0.005-0.083 over data seeds 11-14 at 2 x 1,000 draws (0.014 at 2 x 300, ESS 63, CI's one
+    failure). Detection is therefore asked as a median above half the truth and P(sd > 0.02) > 0.8
+    (0.91-1.0 over those seeds); effects on the wrong MSOAs pull the SD to 0 and fail both.
+    """
     geo = reference.synthetic_geography(30, seed=8, lsoa_per_la=30)
-    fit, truth, _ = _fit(tmp_path, "three_level_nb", geo)
+    fit, truth, _ = _fit(tmp_path, "three_level_nb", geo, draws=1000)
     sd = estimands.as_idata(fit).posterior["msoa_sd"]
-    lo, hi = sd.quantile([0.025, 0.975]).to_numpy()
-    assert lo < truth["msoa"]["sd"] < hi and lo > 0.02  # detected, not just "includes zero"
+    lo, median, hi = sd.quantile([0.025, 0.5, 0.975]).to_numpy()
+    assert lo < truth["msoa"]["sd"] < hi, (lo, hi)
+    away = float((sd > 0.02).mean())
+    assert median > truth["msoa"]["sd"] / 2 and away > 0.8, (median, away)
