@@ -57,7 +57,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32,
                  max_draws=max_draws)
-    idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **named),
+    idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **spec.hashed_columns),
                         data_source=str(data), data_year=published.data_year(data, table),
                         include_data=include_data,
                         include_log_likelihood=include_log_likelihood,
@@ -124,7 +124,7 @@ def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: in
     draws_, design = sample_sufficient(table, pub_clean, spec, pset, chains=chains, tune=tune, draws=draws,
                                        seed=seed, progress=progress)
     draws_.settings["sums_file"] = str(sums)
-    dhash = config_hash([sums_hash(table), data_mod.data_hash(pub_clean, strata=spec.strata)])
+    dhash = config_hash([sums_hash(table), data_mod.data_hash(pub_clean, **{**spec.hashed_columns, "counts": ()})])
     idata = build_idata(draws_, spec, pset, design, data_hash=dhash,
                         data_source=f"sufficient sums {sums} with public table {public}",
                         column_map=None if cmap is None else cmap.canonical_to_user())

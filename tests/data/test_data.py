@@ -483,6 +483,25 @@ def test_data_hash_csv_parquet_order_and_content(tmp_path):
     assert data.data_hash(data.read_table(write_csv(tmp_path, changed, "c.csv"))) != h
 
 
+def test_data_hash_covers_every_column_a_model_reads(tmp_path):
+    """A row-term column (``rural``) and a group-term column (``year``) are in the fit's data hash, so
+    a changed covariate is not taken for the data an earlier fit (or a sweep's finished job) used."""
+    from hierarchy.language.spec import load_spec
+
+    rural, years = (load_spec(ROOT / f"models/{m}.toml") for m in ("rural_gradient_nb", "years_gradient_nb"))
+    assert rural.hashed_columns["numbers"] == ("rural", "exposure")
+    assert years.hashed_columns["codes"] == ("la", "year")
+    frame = clean_frame().assign(rural=[0, 1] * 5, year=[2019] * 5 + [2020] * 5)
+    base = {m: data.data_hash(frame, **m.hashed_columns) for m in (rural, years)}
+    assert base[rural] != data.data_hash(frame)  # the default's hash does not see rural
+    flipped = frame.assign(rural=1 - frame["rural"])
+    assert data.data_hash(flipped, **rural.hashed_columns) != base[rural]
+    assert data.data_hash(flipped) == data.data_hash(frame)  # ... which is why models name their columns
+    moved = frame.assign(year=[2019, 2020] * 5)
+    assert data.data_hash(moved, **years.hashed_columns) != base[years]
+    assert data.data_hash(frame.assign(rural=frame["rural"].astype(float)), **rural.hashed_columns) == base[rural]
+
+
 # --------------------------------------------------------------------------- CLI
 
 

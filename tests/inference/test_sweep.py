@@ -125,3 +125,20 @@ def test_scheduler_comes_from_the_argument_then_the_environment(monkeypatch):
     env = cluster.worker_environment(3, {"JAX_COMPILATION_CACHE_DIR": "/c", "XLA_FLAGS": "--xla_foo=1"})
     assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_force_host_platform_device_count=3"
     assert env["JAX_COMPILATION_CACHE_DIR"] == "/c"
+
+
+def test_a_changed_covariate_changes_the_job_key(tmp_path):
+    """A sweep skips a job whose key it has finished: the key must see every column the model reads,
+    here the ``rural`` of ``w:rural``, not only the canonical ones (it did not)."""
+    from hierarchy.inference.sweep import job_key
+
+    table, _ = simulate.simulate(reference.synthetic_geography(4, seed=1, lsoa_per_la=6), seed=1)
+    table["rural"] = (np.arange(len(table)) % 2).astype(float)
+    job = FitJob(data=tmp_path / "d.parquet", model=ROOT / "models/rural_gradient_nb.toml",
+                 priors=ROOT / "priors/weakly_informative.toml", out=tmp_path / "f.nc")
+    table.to_parquet(job.data)
+    before = job_key(job)
+    table.assign(rural=1.0 - table["rural"]).to_parquet(job.data)
+    assert job_key(job) != before
+    table.to_parquet(job.data)
+    assert job_key(job) == before

@@ -972,19 +972,22 @@ def table_roles(table: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def data_hash(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = ()) -> str:
-    """16-hex content hash of the canonical columns (and the named ``counts`` and ``strata``).
+def data_hash(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = (),
+              numbers: tuple[str, ...] = (), codes: tuple[str, ...] = ()) -> str:
+    """16-hex content hash of the canonical columns (and the named ``counts``, ``strata``, other
+    ``numbers`` and ``codes`` a model reads: see ``ModelSpec.hashed_columns``).
 
     Independent of row order, column order and file format: numbers are compared by value
     (``3``, ``"3"`` and ``3.0`` hash alike) and codes as strings. Without named columns the hash
-    is what it always was.
+    is what it always was; a named column the table lacks is left out.
     """
     roles = table_roles(table)
     counts, strata = _extra_names(counts, strata)
-    names = [*REQUIRED, "msoa", *roles["counts"], *roles["strata"], *roles["la_covariates"], *counts, *strata]
+    names = [*REQUIRED, "msoa", *roles["counts"], *roles["strata"], *roles["la_covariates"], *counts, *strata,
+             *numbers, *codes]
     cols = sorted(n for n in dict.fromkeys(names) if n in table.columns)
-    text = pd.DataFrame({c: _canonical_text(table[c], code=c in (*CODE_COLUMNS, *STRATA, *strata))
-                         for c in cols}, index=range(len(table)))
+    as_code = {*CODE_COLUMNS, *STRATA, *strata, *(c for c in codes if c not in numbers)}
+    text = pd.DataFrame({c: _canonical_text(table[c], code=c in as_code) for c in cols}, index=range(len(table)))
     lines = sorted("\x1f".join(row) for row in text.itertuples(index=False, name=None))
     digest = hashlib.sha256("\x1f".join(cols).encode())
     for line in lines:

@@ -189,14 +189,15 @@ def job_key(job: FitJob, *, data_hashes: dict | None = None) -> str:
     if not job.data.exists():
         raise HierarchyError(f"{job.data}: no such data file")
     st = job.data.stat()
-    named = load_spec(job.model).data_columns  # the hash covers the columns the model names
+    spec = load_spec(job.model)
+    named, hashed = spec.data_columns, spec.hashed_columns  # the hash covers every column the model reads
     ident = (str(job.data.resolve()), st.st_size, st.st_mtime_ns,
-             None if job.columns is None else str(job.columns.resolve()), tuple(named.items()))
+             None if job.columns is None else str(job.columns.resolve()), tuple(hashed.items()))
     if ident not in cache:
         cmap = data_mod.load_column_map(job.columns) if job.columns else None
-        cache[ident] = data_mod.data_hash(data_mod.load(job.data, columns=cmap, **named), **named)
+        cache[ident] = data_mod.data_hash(data_mod.load(job.data, columns=cmap, **named), **hashed)
     settings = {n: getattr(job, n) for n in KEY_SETTINGS}
-    return content_key(data_hash=cache[ident], model_hash=load_spec(job.model).hash(),
+    return content_key(data_hash=cache[ident], model_hash=spec.hash(),
                        priors_hash=load_priors(job.priors).hash(), settings=settings)
 
 

@@ -134,7 +134,7 @@ def fit_analysis(spec, table: pd.DataFrame, *, priors=None, chains: int = 2, tun
     pset = priors if priors is not None else load_priors(shipped.resolve(DEFAULT_PRIORS, "priors"))
     design = build_design(table, spec)
     draws_ = fit(spec, pset, design, chains=chains, tune=tune, draws=draws, seed=seed, float32=float32)
-    return build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table),
+    return build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **spec.hashed_columns),
                        data_source=f"simulated:{spec.name}")
 
 

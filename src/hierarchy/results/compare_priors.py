@@ -653,7 +653,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
         raise HierarchyError(f"prior sets must have distinct names, got {', '.join(names)}")
     cmap = data_mod.load_column_map(columns) if columns else None
     table = data_mod.load(data, columns=cmap, **spec.data_columns)
-    dhash = data_mod.data_hash(table, **spec.data_columns)
+    dhash = data_mod.data_hash(table, **spec.hashed_columns)
     design = build_design(table, spec)
     year = data_year(data, table) if year is None else int(year)
     outcome = spec.stages[0]

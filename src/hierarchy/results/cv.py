@@ -419,7 +419,7 @@ def la_integrated_log_likelihood(idata, table: pd.DataFrame, *, draws: np.ndarra
     from hierarchy.results.fitfile import fit_spec, provenance
 
     spec, _ = fit_spec(idata)
-    have, want = data_hash(table, **spec.data_columns), provenance(idata)["data_hash"]
+    have, want = data_hash(table, **spec.hashed_columns), provenance(idata)["data_hash"]
     if have != want:
         raise HierarchyError(f"the data given (hash {have}) are not the data this fit was made from (hash {want})")
     design = build_design(table, spec)
@@ -493,7 +493,7 @@ def fit_without(idata, table: pd.DataFrame, las: Sequence[str], *, fits_dir: str
     if train["la"].nunique() < 2:
         raise HierarchyError("a refit needs at least two LAs left in the training data; use more folds")
     design = build_design(train, spec)
-    dhash = data_hash(train, **spec.data_columns)
+    dhash = data_hash(train, **spec.hashed_columns)
     settings = {k: prov["sampler"][k] for k in REFIT_SETTINGS if k in prov["sampler"]}
     key = hashlib.sha256(json.dumps([dhash, prov["model_hash"], prov["priors_hash"], settings],
                                     sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -541,5 +541,5 @@ def heldout_lpd(idata, table: pd.DataFrame, las: Sequence[str], **kw) -> tuple[p
     lpd = la_lpd(la_log_predictive(spec, held, flat_posterior(refit)))
     facts = {"status": status, "train_rows": int(provenance(refit)["design"]["n_rows"]),
              "train_data_hash": provenance(refit)["data_hash"], "heldout_rows": held.n_rows,
-             "heldout_data_hash": data_hash(test, **spec.data_columns)}
+             "heldout_data_hash": data_hash(test, **spec.hashed_columns)}
     return pd.Series(lpd, index=pd.Index(held.las, name="la")), facts

@@ -715,7 +715,7 @@ def observed_counts(idata, data: Any = None) -> np.ndarray | None:
     from hierarchy.language.design import build_design
 
     table = data if isinstance(data, pd.DataFrame) else data_mod.load(data, **spec.data_columns)
-    have, want = data_mod.data_hash(table, **spec.data_columns), provenance(idata)["data_hash"]
+    have, want = data_mod.data_hash(table, **spec.hashed_columns), provenance(idata)["data_hash"]
     if have != want:
         raise HierarchyError(f"the data given (hash {have}) are not the data this fit was made "
                              f"from (hash {want}); pass the table used to fit it")

@@ -371,7 +371,7 @@ def _design_of(idata, data: Any, columns: Any, spec: ModelSpec) -> Design:
     else:
         cmap = data_mod.load_column_map(columns) if columns else None
         table = data_mod.load(data, columns=cmap, **spec.data_columns)
-    have, want = data_mod.data_hash(table, **spec.data_columns), provenance(idata)["data_hash"]
+    have, want = data_mod.data_hash(table, **spec.hashed_columns), provenance(idata)["data_hash"]
     if have != want:
         raise FitFileError(f"the data given (hash {have}) are not the data this fit was made from "
                            f"(hash {want}); pass the table used to fit it")
