@@ -41,7 +41,7 @@ def test_every_shipped_model_reports(path, table, tmp_path):
     spec, priors = load_spec(path), load_priors(ROOT / "priors/weakly_informative.toml")
     design = build_design(table, spec)
     draws = fit(spec, priors, design, chains=2, tune=30, draws=30, seed=0, progress=False)
-    idata = fitfile.build_idata(draws, spec, priors, design, data_hash=data_hash(table))
+    idata = fitfile.build_idata(draws, spec, priors, design, data_hash=data_hash(table, **spec.hashed_columns))
     saved = fitfile.save_fit(idata, tmp_path / f"{spec.name}.nc")
     index = report.write_report(saved, tmp_path / "report", data=table, n_draws=20)
     html = index.read_text()
