@@ -26,14 +26,18 @@ demo: venv
 demo-real: venv
 	$(BIN)/hierarchy demo --real --out $(OUT) $(if $(REFERENCE_DIR),--reference-dir $(REFERENCE_DIR)) $(DEMO_ARGS)
 
+# --max-worker-restart=0: a crashed worker fails the run at once; with the default restarts, a crash
+# inside an xdist group left the session waiting for the group's lost tests until CI's time limit
+XDIST := -n 2 --dist loadgroup --max-worker-restart=0
+
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
+	$(BIN)/python -m pytest $(XDIST) --durations=25
 
 test-slow: venv
-	$(BIN)/python -m pytest -m "slow and not sbc and not long" -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -m "slow and not sbc and not long" $(XDIST) --durations=15
 
 test-long: venv
-	$(BIN)/python -m pytest -m "long" -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -m "long" $(XDIST)
 
 test-sbc: venv
 	$(BIN)/python -m pytest -m sbc -p no:xdist
