@@ -246,7 +246,7 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
 
     With several stages the table's rows are stacked once per stage (stage-major order).
     """
-    row_cols = [c for t in spec.row_terms for c in t.split(":") if c not in ("w", "z")]
+    row_cols = spec.row_columns
     needed = ["la", "neighbourhood", "deprivation", spec.exposure, *spec.stages, *spec.strata,
               *spec.la.covariates, *row_cols, *(c for g, _ in spec.groups for c in g.split(":"))]
     if spec.la_deprivation.measure != "mean":

@@ -239,8 +239,7 @@ def heldout_rows(table: pd.DataFrame, spec, train: Design) -> HeldOut:
     w = w_of(own.x, own.la_X[own.la_index], train.x_mean, spec)
     cov = own.la_cov * own.la_cov_scale + own.la_cov_center  # the raw LA covariates
     cov = (cov - train.la_cov_center) / train.la_cov_scale
-    row_cols = [c for t in spec.row_terms for c in t.split(":") if c not in ("w", "z")]
-    values = {"w": w, "z": z[own.la_index], **{c: table[c].to_numpy(dtype=float) for c in row_cols}}
+    values = {"w": w, "z": z[own.la_index], **{c: table[c].to_numpy(dtype=float) for c in spec.row_columns}}
     row_X = np.column_stack([np.prod([values[c] for c in t.split(":")], axis=0) for t in spec.row_terms]) \
         if spec.row_terms else np.zeros((len(w), 0))
     stratum = _map_levels(np.asarray(own.stratum_names)[own.stratum_index], train.stratum_names, "stratum")

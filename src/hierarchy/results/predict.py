@@ -182,10 +182,6 @@ def _text(table: pd.DataFrame, col: str) -> np.ndarray:
 # ---------------------------------------------------------------------------- the predictor's rows
 
 
-def _row_columns(spec) -> list[str]:
-    return list(dict.fromkeys(c for t in spec.row_terms for c in t.split(":") if c not in ("w", "z")))
-
-
 def _la_measure(spec) -> str:
     return "la_deprivation" if spec.la_deprivation.measure == "mean" else spec.la_deprivation.measure
 
@@ -339,7 +335,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
     row_X = fr.get("row_X")
     if spec.row_terms:
         values = {"w": w, "z": z}
-        for c in _row_columns(spec):
+        for c in spec.row_columns:
             values[c] = _numbers(table, c, hyp, source, why=f"for hypothetical rows (the formula's term(s) "
                                  f"{', '.join(t for t in spec.row_terms if c in t.split(':'))})") \
                 if hyp.any() else np.zeros(n)
@@ -402,7 +398,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
     kind = np.where(obs, KINDS[0], np.where(new_la, KINDS[2], KINDS[1]))
     shown = {"neighbourhood": codes, "la": np.where(obs, cd["la_of"].to_numpy().astype(str)[safe], las),
              "deprivation": x, "la_deprivation": X}
-    for c in (*spec.strata, *_row_columns(spec), *group_cols, *spec.la.covariates):
+    for c in (*spec.strata, *spec.row_columns, *group_cols, *spec.la.covariates):
         if c in table.columns and c not in shown:
             shown[c] = table[c].to_numpy()
     if counts and spec.exposure == "exposure":  # children; another exposure (referrals) is a count: not shown
