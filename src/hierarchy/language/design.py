@@ -248,7 +248,7 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     """
     row_cols = spec.row_columns
     needed = ["la", "neighbourhood", "deprivation", spec.exposure, *spec.stages, *spec.strata,
-              *spec.la.covariates, *row_cols, *(c for g, _ in spec.groups for c in g.split(":"))]
+              *spec.la.covariates, *row_cols, *spec.group_columns]
     if spec.la_deprivation.measure != "mean":
         needed.append(spec.la_deprivation.measure)
     if spec.msoa.random_intercept:
@@ -286,7 +286,7 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     scale = np.where(scale > 0, scale, 1.0)
     ids = table["neighbourhood"].astype(str)
     known = [c for c in ("age_band", "sex", "ethnicity", "need") if c in table.columns]
-    group_cols = [c for g, _ in spec.groups for c in g.split(":") if c != "la"]
+    group_cols = [c for c in spec.group_columns if c != "la"]
     for c in dict.fromkeys([*known, *spec.strata, *group_cols]):
         ids = ids + "|" + table[c].astype(str)
     msoa_index = msoa_codes = None

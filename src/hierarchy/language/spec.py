@@ -119,15 +119,18 @@ class ModelSpec:
         return list(dict.fromkeys(c for t in self.row_terms for c in t.split(":") if c not in ("w", "z")))
 
     @property
+    def group_columns(self) -> list[str]:
+        """The table columns the group terms read (``la`` and ``year`` of ``(1 | la:year)``)."""
+        return list(dict.fromkeys(c for g, _ in self.groups for c in g.split(":")))
+
+    @property
     def hashed_columns(self) -> dict[str, tuple[str, ...]]:
         """``data_columns`` plus every other column the design reads (``numbers``: row-term columns,
         a named exposure or LA deprivation measure; ``codes``: group-term columns), as ``data_hash``
         takes them: a fit, a sweep's content key and a data check then see a change to any of them."""
-        row = self.row_columns
         measure = [self.la_deprivation.measure] if self.la_deprivation.measure != "mean" else []
-        groups = [c for g, _ in self.groups for c in g.split(":")]
-        return {**self.data_columns, "numbers": tuple(dict.fromkeys([*row, self.exposure, *measure])),
-                "codes": tuple(dict.fromkeys(groups))}
+        return {**self.data_columns, "numbers": tuple(dict.fromkeys([*self.row_columns, self.exposure, *measure])),
+                "codes": tuple(self.group_columns)}
 
     @property
     def stacked(self) -> bool:

@@ -342,7 +342,7 @@ def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng:
         hx = np.column_stack([np.prod([values[c] for c in t.split(":")], axis=0) for t in spec.row_terms])
         row_X = np.where(obs[:, None], row_X[safe], np.nan_to_num(hx))
     # other grouping columns: fitted levels, or new levels drawn from the group's spread
-    group_cols = [c for g, _ in spec.groups for c in g.split(":") if c != "la"]
+    group_cols = [c for c in spec.group_columns if c != "la"]
     groups = []
     for (g, _slope), (_, fitted_idx) in zip(spec.groups, fr["groups"], strict=True):
         levels = post[g].to_numpy().astype(str)
