@@ -194,7 +194,7 @@ def _observed_index(f: _Fit, table: pd.DataFrame, codes: np.ndarray, source: str
     for i, c in enumerate(code_of):
         by_code.setdefault(c, []).append(i)
     pick = np.full(len(table), -1)
-    group_cols = [c for g, _ in f.spec.groups for c in g.split(":") if c != "la"]  # as hierarchy.language.design
+    group_cols = [c for c in f.spec.group_columns if c != "la"]  # as hierarchy.language.design
     extra = [c for c in (*STRATA, *f.spec.strata, *group_cols) if c in table.columns]
     extra = list(dict.fromkeys(extra))
     id_pos = {s: i for i, s in enumerate(ids)}
