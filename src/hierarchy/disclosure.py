@@ -31,6 +31,17 @@ THRESHOLD = 10
 ROUNDING = 5
 SUPPRESSED = "[c]"
 """Marker of a suppressed cell in text tables (CSV, Markdown, HTML)."""
+PUBLIC_COLUMNS = frozenset({
+    "neighbourhood", "la", "msoa", "deprivation", "exposure", "year", "rural", "sparsity", "age_c",
+    "age_band", "sex", "ethnicity", "need", "category", "factor", "band"})
+"""Canonical table columns that are public (codes, geography, deprivation, children, stratum labels): the
+only row data a fit file may hold without opt-in. ``exposure`` is the children column; LA-level ``la_*``
+measures (published per LA) are public too. A count used as a model's exposure is not."""
+
+
+def public_column(name: str) -> bool:
+    """Whether a canonical column is public (see :data:`PUBLIC_COLUMNS`)."""
+    return name in PUBLIC_COLUMNS or name.startswith("la_")
 
 
 def check_rules(threshold: int, rounding: int) -> None:

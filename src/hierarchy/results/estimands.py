@@ -36,7 +36,7 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
 from hierarchy.likelihood import model
 from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
-from hierarchy.results.fitfile import fit_spec, load_fit, provenance
+from hierarchy.results.fitfile import fit_spec, load_fit, provenance, require_row_data
 
 TEN_POINTS = 0.1
 PER_10 = "per 10 points"
@@ -567,7 +567,8 @@ def estimands_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
     for sub in (subgroup_gradients(idata), moderated_gradients(idata)):
         if sub is not None:
             parts.append(sub)
-    parts.append(between_la_share(idata))
+    if has_row_data(idata):  # a conversion-rate fit read without its data has no exposures
+        parts.append(between_la_share(idata))
     frames = [summarise(p, prob=prob).assign(description=p.attrs["description"]) for p in parts]
     out = pd.concat(frames, ignore_index=True)
     cols = ["estimand", "la_level", "la_deprivation", "subgroup", "scale", "mean", "sd", "lower",
@@ -584,8 +585,21 @@ def _codes(idata) -> np.ndarray:
     return np.array([s.split("|", 1)[0] for s in ids])
 
 
+def has_row_data(idata) -> bool:
+    """Whether the fit (as given: a saved fit, or one with :func:`~hierarchy.results.fitfile.with_row_data`)
+    holds every row input the predictor reads."""
+    missing = provenance(idata).get("private_row_data", [])
+    return all(k in idata.constant_data for k in missing)
+
+
+def exposure_is_public(idata) -> bool:
+    """Whether the fit's exposure is the children column (public), not a count such as referrals."""
+    return "exposure" not in provenance(idata).get("private_row_data", [])
+
+
 def _rows(idata, spec, des: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LA index (into the posterior's ``la``), centred deprivation w and exposure of each row."""
+    require_row_data(idata, "this estimand")
     cd = idata.constant_data
     la_idx = pd.Index(idata.posterior["la"].to_numpy().astype(str)).get_indexer(
         cd["la_of"].to_numpy().astype(str))
@@ -741,6 +755,7 @@ def decile_table(idata, yrep: xr.DataArray, observed: np.ndarray | None = None, 
         ``predicted_mean``, ``predicted_sd``, ``predicted_lower``, ``predicted_upper``, ``prob``,
         ``scale`` and, with observed data, ``observed_count``, ``observed_rate``.
     """
+    require_row_data(idata, "the decile table")
     dec = neighbourhood_deciles(idata)
     x = idata.constant_data["deprivation"].to_numpy()
     expo = np.rint(idata.constant_data["exposure"].to_numpy())  # stored as exp(log exposure)
@@ -763,7 +778,25 @@ def decile_table(idata, yrep: xr.DataArray, observed: np.ndarray | None = None, 
         frame = disclose_frame(frame, counts=["observed_count"],
                                rates={"observed_rate": ("observed_count", "children")},
                                threshold=threshold, rounding=rounding)
-    return frame
+    return _with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
+
+
+def _with_private_denominator(idata, frame: pd.DataFrame, *, threshold: int, rounding: int) -> pd.DataFrame:
+    """When the exposure is a count (referrals for re-referrals), its column is an observed count too:
+    suppressed and rounded like one, and the observed rate recomputed from both published counts."""
+    if exposure_is_public(idata):
+        return frame
+    from hierarchy.disclosure import disclose_counts
+
+    out = frame.copy()
+    out["children"] = disclose_counts(frame["children"].to_numpy(dtype=float), threshold=threshold,
+                                      rounding=rounding)
+    if "observed_rate" in out:
+        denom = out["children"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["observed_rate"] = np.where(denom > 0, 1e4 * out["observed_count"].to_numpy(dtype=float) / denom,
+                                            np.nan)
+    return out  # the column keeps the name "children" that the report and checking folder read
 
 
 def la_decile_table(idata, observed: np.ndarray, *, threshold: int = THRESHOLD,
@@ -777,6 +810,7 @@ def la_decile_table(idata, observed: np.ndarray, *, threshold: int = THRESHOLD,
         ``neighbourhoods``, ``children``, ``observed_count``, ``observed_rate`` (NaN where
         suppressed); only cells with neighbourhoods.
     """
+    require_row_data(idata, "the LA x decile table")
     cd = idata.constant_data
     rows = pd.DataFrame({"la": cd["la_of"].to_numpy().astype(str),
                          "decile": neighbourhood_deciles(idata).astype(str), "code": _codes(idata),
@@ -794,9 +828,10 @@ def la_decile_table(idata, observed: np.ndarray, *, threshold: int = THRESHOLD,
     X.index = X.index.astype(str)
     frame.insert(1, "la_deprivation", X.reindex(frame["la"]).to_numpy())
     frame["decile"] = frame["decile"].astype(str)
-    return disclose_frame(frame, counts=["observed_count"],
-                          rates={"observed_rate": ("observed_count", "children")},
-                          threshold=threshold, rounding=rounding)
+    frame = disclose_frame(frame, counts=["observed_count"],
+                           rates={"observed_rate": ("observed_count", "children")},
+                           threshold=threshold, rounding=rounding)
+    return _with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
 
 
 def count_distribution(yrep: xr.DataArray, observed: np.ndarray | None = None, *,

@@ -45,13 +45,14 @@ from hierarchy.language.design import Design
 from hierarchy.language.priors import PriorSet, config_hash
 from hierarchy.language.spec import ModelSpec
 
-FORMAT = 2
-"""Fit file format: 2 = sealed, log-likelihood only when asked (format 1 files are refused)."""
+FORMAT = 3
+"""Fit file format: 3 = sealed, log-likelihood only when asked, only public row data, derived constants
+checked on load (older formats are refused)."""
 LOGLIK_MAX_VALUES = 25_000_000  # ~100 MB of float32
 SEAL_ATTR = "hierarchy_seal"
 REQUIRED_KEYS = ("format", "model_spec", "model_hash", "priors", "priors_hash", "data_hash",
                  "sampler", "design", "diagnostics", "include_data", "include_log_likelihood",
-                 "created")
+                 "created", "shareable", "disclosure_risks", "private_row_data")
 """Provenance keys every fit must have (a missing one is refused with its name)."""
 REQUIRED_DESIGN_KEYS = ("X_mean", "x_mean", "la_cov_center", "la_cov_scale", "n_rows", "n_la")
 PUBLIC_ROW_DATA = ("deprivation", "exposure", "la_of", "stage", "stratum")
@@ -113,21 +114,8 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     idata = az.from_dict(posterior=post, sample_stats=draws.stats or None, coords=crd,
                          dims={k: v for k, v in dims(spec).items() if k in post})
     obs = observed_name(spec)
-    idata.add_groups(
-        log_prior=_log_prior(draws.posterior, priors),
-        constant_data=xr.Dataset(
-            {"deprivation": ("neighbourhood", design.x),
-             "exposure": ("neighbourhood", np.exp(design.log_exposure)),
-             "la_of": ("neighbourhood", design.la_codes[design.la_index]),
-             "la_deprivation": ("la", design.la_X), "z": ("la", design.z),
-             "stage": ("neighbourhood", np.array(design.stage_names)[design.stage_index]),
-             "stratum": ("neighbourhood", np.array(design.stratum_names)[design.stratum_index]),
-             **({"row_X": (("neighbourhood", "row_term"), design.row_X)} if design.row_names else {}),
-             **{f"{g}_of": ("neighbourhood", lv[ix]) for g, lv, ix in
-                zip(design.group_names, design.group_levels, design.group_index, strict=True)}},
-            coords={"neighbourhood": crd["neighbourhood"], "la": crd["la"],
-                    **({"row_term": list(design.row_names)} if design.row_names else {})}),
-    )
+    idata.add_groups(log_prior=_log_prior(draws.posterior, priors),
+                     constant_data=public_row_data(spec, design, crd))
     if include_data:
         idata.add_groups(observed_data=xr.Dataset(
             {obs: ("neighbourhood", design.y)},
@@ -140,7 +128,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     if include_log_likelihood:
         step = _loglik_step(idata, len(design.y))
         idata.add_groups(log_likelihood=log_likelihood_dataset(idata, design, spec=spec, step=step))
-    risks = effect_group_risks(spec, design, post)
+    risks = effect_group_risks(spec, design, post) + term_risks(spec, design)
     prov = {
         "format": FORMAT,
         "model_spec": spec.to_dict(), "model_hash": spec.hash(), "formula": spec.formula_text,
@@ -153,6 +141,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "include_data": include_data, "include_log_likelihood": include_log_likelihood,
         "disclosure_risks": risks, "shareable": not (include_data or include_log_likelihood or risks),
+        "private_row_data": private_row_data(spec),
         "log_likelihood_thinned_by": step,
         "design": {"X_mean": design.X_mean, "x_mean": design.x_mean,
                    "la_cov_center": design.la_cov_center.tolist(),
@@ -162,6 +151,108 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     }
     idata.posterior.attrs["hierarchy"] = json.dumps(prov, default=_json_default)
     return seal(idata)
+
+
+# ---------------------------------------------------------------------------- public row data
+
+
+def private_row_data(spec: ModelSpec) -> list[str]:
+    """The per-row inputs of ``spec`` that are not public and so are never stored in a fit file.
+
+    A count used as exposure (``offset(log(s47))``: every neighbourhood's s47 count) and a row term
+    reading a column outside :data:`hierarchy.disclosure.PUBLIC_COLUMNS` are re-read from the data
+    where a command needs them (:func:`with_row_data`), as the log-likelihood is.
+    """
+    from hierarchy.disclosure import public_column
+
+    out = [] if public_column(spec.exposure) else ["exposure"]
+    if any(not public_column(c) for c in spec.row_columns):
+        out.append("row_X")
+    return out
+
+
+def public_row_data(spec: ModelSpec, design: Design, crd: dict[str, Any]):
+    """The ``constant_data`` group: the public inputs per row and per LA, nothing else."""
+    import xarray as xr
+
+    from hierarchy.disclosure import public_column
+
+    private = private_row_data(spec)
+    data = {"deprivation": ("neighbourhood", design.x),
+            "la_of": ("neighbourhood", design.la_codes[design.la_index]),
+            "la_deprivation": ("la", design.la_X), "z": ("la", design.z),
+            "stage": ("neighbourhood", np.array(design.stage_names)[design.stage_index]),
+            "stratum": ("neighbourhood", np.array(design.stratum_names)[design.stratum_index]),
+            **{f"{g}_of": ("neighbourhood", lv[ix]) for g, lv, ix in
+               zip(design.group_names, design.group_levels, design.group_index, strict=True)}}
+    if "exposure" not in private:
+        data["exposure"] = ("neighbourhood", np.exp(design.log_exposure))
+    coords = {"neighbourhood": crd["neighbourhood"], "la": crd["la"]}
+    if design.row_names and "row_X" not in private:
+        data["row_X"] = (("neighbourhood", "row_term"), design.row_X)
+        coords["row_term"] = list(design.row_names)
+    if len(design.la_cov_names) and all(map(public_column, design.la_cov_names)):
+        raw = design.la_cov * design.la_cov_scale + design.la_cov_center
+        data["la_covariates"] = (("la", "la_covariate"), raw)
+        coords["la_covariate"] = list(design.la_cov_names)
+    return xr.Dataset(data, coords=coords)
+
+
+def with_row_data(idata, data: Any, *, columns: Any = None):
+    """A copy of a fit whose ``constant_data`` also holds the private row inputs, re-read from the data.
+
+    In memory only (never save it): the exposure of a conversion-rate model is a count.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+    data : str, os.PathLike, pandas.DataFrame or Design
+        The table the fit was made from (its data hash must match), or its design.
+    columns : str or os.PathLike, optional
+        Column map of the table.
+    """
+    import arviz as az
+
+    spec, _ = fit_spec(idata)
+    missing = [k for k in ("exposure", "row_X") if k in provenance(idata).get("private_row_data", [])
+               and k not in idata.constant_data]
+    if not missing:
+        return idata
+    design = data if isinstance(data, Design) else _design_of(idata, data, columns, spec)
+    pos = _fitted_positions(idata, design)
+    cd = idata.constant_data.copy()
+    if "exposure" in missing:
+        cd["exposure"] = ("neighbourhood", np.exp(design.log_exposure)[pos])
+    if "row_X" in missing and design.row_names:
+        cd = cd.assign_coords(row_term=list(design.row_names))
+        cd["row_X"] = (("neighbourhood", "row_term"), design.row_X[pos])
+    groups = {g: idata[g] for g in idata.groups()}
+    groups["constant_data"] = cd
+    return az.InferenceData(**groups)
+
+
+def _fitted_positions(idata, design: Design) -> np.ndarray:
+    import pandas as pd
+
+    pos = pd.Index(np.asarray(design.row_ids).astype(str)).get_indexer(
+        idata.constant_data["neighbourhood"].to_numpy().astype(str))
+    if (pos < 0).any():
+        raise FitFileError("the data lack some of the fitted neighbourhood rows; pass the table used to fit it")
+    return pos
+
+
+def require_row_data(idata, what: str) -> None:
+    """Refuse, with the fix, when ``what`` needs row inputs the fit file does not hold."""
+    prov = provenance(idata)
+    missing = [k for k in prov.get("private_row_data", []) if k not in idata.constant_data]
+    if missing:
+        spec = ModelSpec.from_dict(prov["model_spec"])
+        names = {"exposure": f"its exposure '{spec.exposure}' (a count, not public)",
+                 "row_X": "its non-public row terms (" + ", ".join(
+                     t for t in spec.row_terms) + ")"}
+        raise FitFileError(f"{what} needs {' and '.join(names[k] for k in missing)}, which the fit file "
+                           "does not store (it would disclose counts); give the table it was fitted on "
+                           "(--data TABLE, or data= in Python)")
 
 
 # ---------------------------------------------------------------------------- residual risk
@@ -205,6 +296,41 @@ def effect_group_risks(spec: ModelSpec, design: Design, posterior_names: Any = (
         if few:
             out.append(f"{few} {level}(-stage) group(s) have at most {k} row(s): their counts can be "
                        f"rebuilt from the {level} effect draws")
+    return out
+
+
+def term_risks(spec: ModelSpec, design: Design, *, threshold: int = 10) -> list[str]:
+    """Coefficients whose rows give counts back: row terms and stratum levels (fixed effects).
+
+    By the same score identity as :func:`effect_group_risks`, a coefficient's draws carry the total
+    count of the rows its term touches (the non-zero rows of a covariate, a stratum level) and, by
+    difference with the rest, of the rows it does not touch. A term is at risk when either total is
+    below ``threshold`` but not zero, or when it touches a single row (whose count is then its total).
+
+    Returns
+    -------
+    list of str
+        Plain sentences, one per term at risk (empty: none).
+    """
+    out = []
+    y = design.y.astype(float)
+    checks = [(f"term '{t}'", design.row_X[:, j] != 0) for j, t in enumerate(design.row_names)]
+    checks += [(f"stratum level '{name}'", design.stratum_index == k)
+               for k, name in enumerate(design.stratum_names) if len(design.stratum_names) > 1]
+    for label, touched in checks:
+        for s, stage in enumerate(design.stage_names):
+            here = design.stage_index == s
+            inside, outside = touched & here, ~touched & here
+            where = f" ({stage})" if len(design.stage_names) > 1 else ""
+            if not inside.any() or not outside.any():
+                continue
+            small = [t for t in (y[inside].sum(), y[outside].sum()) if 0 < t < threshold]
+            if int(inside.sum()) == 1 or int(outside.sum()) == 1:
+                out.append(f"{label}{where} rests on a single row: its count can be rebuilt from the "
+                           "coefficient's draws")
+            elif small:
+                out.append(f"{label}{where} separates rows holding fewer than {threshold} counts in all: "
+                           "their total can be estimated closely from the coefficient's draws")
     return out
 
 
@@ -441,6 +567,81 @@ def _check_keys(prov: dict[str, Any], path: Path) -> None:
                            "edited or damaged (or made by an older version). Refit it.")
 
 
+def _check_groups(idata, prov: dict[str, Any], spec: ModelSpec, path: Path) -> None:
+    """Refuse a file whose groups or row data say more than its flags: a "shareable" file may hold no
+    observed data, no log-likelihood and no row array that is not public."""
+    problems = []
+    if "observed_data" in idata.groups() and not prov["include_data"]:
+        problems.append("an observed_data group that its provenance says it does not hold")
+    if "log_likelihood" in idata.groups() and not prov["include_log_likelihood"]:
+        problems.append("a log_likelihood group that its provenance says it does not hold")
+    if prov["private_row_data"] != private_row_data(spec):
+        problems.append("a list of private row data that is not its model's")
+    if "constant_data" in idata.groups():
+        held = set(map(str, idata.constant_data.data_vars))
+        extra = sorted(held & set(prov["private_row_data"]))
+        g_of = {f"{g}_of" for g, _ in spec.groups}
+        allowed = {"deprivation", "exposure", "la_of", "la_deprivation", "z", "stage", "stratum", "row_X",
+                   "la_covariates"} | g_of
+        extra += sorted(held - allowed)
+        if extra:
+            problems.append(f"row data that are not public ({', '.join(extra)})")
+    flagged = prov["include_data"] or prov["include_log_likelihood"] or bool(prov["disclosure_risks"])
+    if prov["shareable"] == flagged:
+        problems.append(f"a 'shareable: {str(prov['shareable']).lower()}' flag that its content contradicts")
+    if problems:
+        raise FitFileError(f"{path}: holds {'; '.join(problems)}: the file was edited. Refusing it: refit.")
+
+
+def _close(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True))
+
+
+def _check_constants(idata, prov: dict[str, Any], spec: ModelSpec, path: Path) -> None:
+    """Recompute every design constant the stored public data determine and refuse a mismatch.
+
+    The seal is a plain hash anyone can recompute, so an edited constant (e.g. ``X_mean``, which moves
+    every "10 points less/more" estimand) resealed would pass it; the constants are therefore derived
+    again from ``constant_data`` (LA deprivation from the rows, ``X_mean``, ``z``, ``x_mean``, the LA
+    covariates' centre and scale, the numbers of rows and LAs), as the diagnostics are from the draws.
+    """
+    from hierarchy.disclosure import public_column
+    from hierarchy.language.design import z_of
+
+    des, cd = prov["design"], idata.constant_data
+    bad = []
+    if des["n_rows"] != cd.sizes.get("neighbourhood") or des["n_la"] != cd.sizes.get("la"):
+        bad.append("the numbers of rows and LAs")
+    la_X = cd["la_deprivation"].to_numpy().astype(float)
+    if not _close(des["X_mean"], la_X.mean()):
+        bad.append("X_mean (the mean LA deprivation)")
+    if not _close(cd["z"].to_numpy(), z_of(la_X, float(la_X.mean()), spec)):
+        bad.append("z (the transformed LA deprivation)")
+    if "exposure" in cd and spec.exposure == "exposure":  # children weight the means
+        import pandas as pd
+
+        x, weight = cd["deprivation"].to_numpy().astype(float), cd["exposure"].to_numpy().astype(float)
+        if not _close(des["x_mean"], np.sum(weight * x) / weight.sum()):
+            bad.append("x_mean (the child-weighted mean deprivation)")
+        if spec.la_deprivation.measure == "mean":
+            la = pd.Index(cd["la"].to_numpy().astype(str)).get_indexer(cd["la_of"].to_numpy().astype(str))
+            rows = np.bincount(la, weight * x, len(la_X)) / np.bincount(la, weight, len(la_X))
+            if (la < 0).any() or not _close(rows, la_X):
+                bad.append("la_deprivation (the child-weighted LA means of the rows)")
+    if "la_covariates" in cd:
+        raw = cd["la_covariates"].to_numpy().astype(float)
+        sd = raw.std(axis=0)
+        if not (_close(des["la_cov_center"], raw.mean(axis=0))
+                and _close(des["la_cov_scale"], np.where(sd > 0, sd, 1.0))):
+            bad.append("la_cov_center / la_cov_scale (the LA covariates' centre and scale)")
+    elif spec.la.covariates and all(map(public_column, spec.la.covariates)):
+        bad.append("the LA covariates (missing)")
+    if bad:
+        raise FitFileError(f"{path}: its stored design constants are not those of its own data: "
+                           f"{', '.join(bad)}. The file was edited (and resealed). Refusing it: refit.")
+
+
 def checked_diagnostics(idata) -> dict[str, Any]:
     """The stored diagnostics, refused unless the draws give the same verdict and figures.
 
@@ -559,6 +760,8 @@ def load_fit(path: str | Path, *, model: str | Path | ModelSpec | None = None,
     _check_keys(prov, path)
     _check_seal(idata, path)
     spec = ModelSpec.from_dict(prov["model_spec"], source=f"{path} (stored spec)")
+    _check_groups(idata, prov, spec, path)
+    _check_constants(idata, prov, spec, path)
     pset = PriorSet.from_dict(prov["priors"], source=f"{path} (stored priors)")
     if spec.hash() != prov["model_hash"] or pset.hash() != prov["priors_hash"]:
         raise FitFileError(f"{path}: stored model/prior hashes do not match the stored files; "
@@ -595,7 +798,9 @@ def list_fits(folder: str | Path) -> str:
     rows = []
     for p in sorted(Path(folder).glob("*.nc")):
         try:
-            prov = provenance(load_fit(p))
+            idata = load_fit(p)
+            checked_diagnostics(idata)  # as summary and report do: a resealed verdict is refused here too
+            prov = provenance(idata)
             rows.append((p.name, prov["model_spec"]["name"], prov["priors"]["name"],
                          prov["sampler"].get("sampler", "?"), prov["created"][:16],
                          prov["diagnostics"]["status"], "yes" if prov.get("shareable") else "NO"))
