@@ -243,3 +243,61 @@ def test_simulated_ids_are_not_shared_between_las():
     care, _ = childsim.simulate_care_extract(geo, year=2019, seed=5)
     for frame in (extract, care):
         assert frame.groupby("LAchildID")["LA"].nunique().max() == 1
+
+
+# ------------------------------------------------------------------- the default census year (issue 33)
+
+
+def _bulk(n=20, year=2019):
+    return [{"LAchildID": f"K{i}", "CINreferralDate": f"{year - 1}-{5 + i % 7:02d}-{1 + i:02d}"} for i in range(n)]
+
+
+@pytest.mark.parametrize("late", ["2019-05-02", "2030-06-01"])
+def test_one_late_referral_decides_no_default_year(geo, late):
+    """One record dated a year after the rest (or in 2030) moved the default census year, giving a table
+    of that one referral (or of zeros). The bulk decides; the record is named, in the report and by
+    default_extract_end."""
+    frame = _records(geo, [*_bulk(), {"LAchildID": "Z", "CINreferralDate": late}])
+    year, later, note = ex.default_census_year(frame)
+    assert year == 2019 and later.sum() == 1 and "20 of 21 CINreferralDate" in note
+    with pytest.raises(HierarchyError, match=f"1 record\\(s\\) have CINreferralDate after census year 2019.*"
+                                             f"row\\(s\\) 22 \\({late}\\).*--extract-end"):
+        ex.default_extract_end(frame)
+    rep = ex.validate_extract(frame, source="e.csv", lsoa_codes=geo.lsoa["lsoa"])
+    text = "after the extract's end (2019-03-31, the default: census year 2019 holds 20 of 21"
+    found = [p for p in rep.errors if text in p.message]
+    assert found and tuple(found[0].rows) == (22,), rep.format()
+
+
+def test_default_year_keeps_earlier_years_and_a_partly_filled_last_year(geo):
+    """A census extract holds earlier referrals of open episodes; a last year with a tenth of the busiest
+    year's records is still supported."""
+    frame = _records(geo, [*_bulk(20, 2018), *_bulk(2, 2019)])
+    frame["LAchildID"] = [f"C{i}" for i in range(len(frame))]
+    assert ex.default_extract_end(frame) == pd.Timestamp("2019-03-31")
+    extract, _, _ = childsim.simulate_extract(synthetic_geography(3, seed=2, lsoa_per_la=10), year=2019, seed=1)
+    assert ex.default_census_year(extract)[0] == 2019 and ex.default_census_year(extract)[1].sum() == 0
+
+
+def test_aggregate_refuses_an_all_zero_year(geo):
+    rows = _bulk()
+    with pytest.raises(HierarchyError, match="no events counted in census year 2030 .*CINreferralDate: 2019 .20"):
+        _count(geo, rows, year=2030)
+    assert _count(geo, rows, year=2019)[1] == 20
+
+
+def test_cli_aggregate_names_the_late_referral_and_writes_nothing(geo, tmp_path, capsys):
+    geo_args = ["--synthetic", "--n-la", "3", "--lsoa-per-la", "6", "--geo-seed", "4"]
+    late = {"LAchildID": "Z", "CINreferralDate": "2030-01-05", "PersonBirthDate": "2020-01-01"}
+    _records(geo, [*_bulk(), late]).to_csv(tmp_path / "e.csv", index=False)
+    assert main(["aggregate", str(tmp_path / "e.csv"), "--out", str(tmp_path / "t.parquet"), *geo_args]) == 2
+    out = capsys.readouterr().out
+    assert "CINreferralDate after the extract's end (2019-03-31, the default" in out and "row 22" in out
+    assert not (tmp_path / "t.parquet").exists()
+    assert main(["aggregate", str(tmp_path / "e.csv"), "--out", str(tmp_path / "t.parquet"), "--year", "2030",
+                 "--extract-end", "2030-03-31", *geo_args]) == 0  # asked for: the one referral of 2030
+    assert int(pd.read_parquet(tmp_path / "t.parquet")["referral"].sum()) == 1
+    _records(geo, [*_bulk(), {**late, "PersonBirthDate": "2010-01-01"}]).to_csv(tmp_path / "e.csv", index=False)
+    assert main(["aggregate", str(tmp_path / "e.csv"), "--out", str(tmp_path / "t2.parquet"), "--year", "2030",
+                 "--extract-end", "2030-03-31", *geo_args]) == 2  # aged 20 then: nothing left to count
+    assert "all zeros" in capsys.readouterr().err and not (tmp_path / "t2.parquet").exists()

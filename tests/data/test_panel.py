@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,3 +120,104 @@ def test_real_panel_exposures_and_covariates(real_panel):
     ref = la[la["measure"] == "referrals"].groupby("year")["count"].agg(["sum", lambda s: s.isna().sum()])
     full = ref[ref.iloc[:, 1] == 0]
     assert np.allclose(full["sum"], eng.loc[full.index, "count"], rtol=1e-3)
+
+
+# ------------------------------------------------------------ damaged and edited reference files (issue 33)
+
+HEADER = "time_period,time_identifier,geographic_level,old_la_code,new_la_code,la_name,referral_count\n"
+ROWS = ["2019,Reporting year,National,,,,700\n", "2019,Reporting year,Local authority,201,E09000001,City,300\n",
+        "2019,Reporting year,Local authority,202,E09000002,Town,400\n"]
+
+
+def _dfe_folder(tmp_path, text: str | bytes, name: str = "c1.csv"):
+    (tmp_path / "dfe_csc").mkdir(exist_ok=True)
+    path = tmp_path / "dfe_csc" / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (np.random.default_rng(0).bytes(4000), "is not a CSV text file"),
+    ((HEADER + "".join(ROWS))[:-25], "ends part-way through line 4 .*truncated"),
+    (HEADER + "".join(ROWS) + "2019,Reporting\n", "ends part-way through line 5 \\(2 of 7 fields"),
+    (b"time_period,geographic_level\x00\n", "NUL bytes"),
+    ("", "is empty"),
+    ("just,some\ntext,here\n", "lacks columns"),
+    (HEADER + ROWS[0].replace("2019", "twenty", 1), "column time_period, line 2"),
+])
+def test_a_damaged_dfe_file_gives_one_line_naming_it_and_the_fix(tmp_path, content, message):
+    """Random bytes, a file cut part-way, an empty or foreign file: one line naming the file and telling the
+    user to re-download it or point to a good copy (never to edit the package)."""
+    path = _dfe_folder(tmp_path, content)
+    with pytest.raises(HierarchyError, match=message) as err:
+        panel._counts(tmp_path, "referrals", "c1.csv", "referral_count")
+    text = str(err.value)
+    assert str(path) in text and "re-download it from the publisher" in text and "--reference-dir" in text
+    assert "\n" not in text and "hierarchy.data.panel" not in text
+
+
+@pytest.mark.parametrize(("value", "what"), [("-40", "'-40' is not a count"), ("12.5", "'12.5' is not a count")])
+def test_an_edited_count_is_refused_with_file_column_and_line(tmp_path, value, what):
+    _dfe_folder(tmp_path, HEADER + ROWS[0] + ROWS[1] + ROWS[2].replace("400", value))
+    with pytest.raises(HierarchyError, match=f"c1.csv, column referral_count, line 4 \\(Town 2019\\): {what}"):
+        panel._counts(tmp_path, "referrals", "c1.csv", "referral_count")
+    _dfe_folder(tmp_path, HEADER + "".join(ROWS))
+    assert panel._counts(tmp_path, "referrals", "c1.csv", "referral_count")["count"].tolist() == [700, 300, 400]
+
+
+def _kids(la: float, england: float) -> pd.DataFrame:
+    return pd.DataFrame({"level": ["LA", "LA", "England"], "year": 2019,
+                         "la_code": ["E09000001", "E09000002", "E92000001"], "exposure": [la, la, england]})
+
+
+def test_counts_above_the_children_or_far_from_the_england_total_are_refused(tmp_path):
+    _dfe_folder(tmp_path, HEADER + "".join(ROWS))
+    counts = {"referrals": panel._counts(tmp_path, "referrals", "c1.csv", "referral_count")}
+    panel._check_plausible(counts, _kids(5_000, 10_000))  # as published
+    with pytest.raises(HierarchyError, match="line 4 \\(Town 2019\\): 400 is more than the 350 children"):
+        panel._check_plausible(counts, _kids(350, 10_000))
+    for count, share in (("4000", "614%"), ("100", "57%")):  # the LAs' sum against DfE's England 700
+        _dfe_folder(tmp_path, HEADER + ROWS[0] + ROWS[1] + ROWS[2].replace("400", count))
+        counts = {"referrals": panel._counts(tmp_path, "referrals", "c1.csv", "referral_count")}
+        text = f"the LA counts of 2019 add up to .*{share} of DfE's England figure 700 \\(line 2; must be 80%-105%"
+        with pytest.raises(HierarchyError, match=f"column referral_count: {text}"):
+            panel._check_plausible(counts, _kids(50_000, 100_000))
+
+
+def _copy_with(tmp_path, name: str, content: bytes):
+    """The real reference folder, linked file by file, with dfe_csc/NAME replaced by ``content``."""
+    src = find_reference_dir()
+    ref = tmp_path / "ref"
+    for item in src.iterdir():
+        if item.name != "dfe_csc":
+            (ref / item.name).parent.mkdir(parents=True, exist_ok=True)
+            (ref / item.name).symlink_to(item)
+    (ref / "dfe_csc").mkdir()
+    for f in (src / "dfe_csc").iterdir():
+        (ref / "dfe_csc" / f.name).symlink_to(f)
+    (ref / "dfe_csc" / name).unlink()
+    (ref / "dfe_csc" / name).write_bytes(content)
+    return ref
+
+
+@real
+def test_cli_panel_build_refuses_damaged_and_absurd_real_files(tmp_path, capsys):
+    name = panel.RATE_MEASURES["referrals"][0]
+    good = (find_reference_dir() / "dfe_csc" / name).read_bytes()
+    lines = good.decode("utf-8-sig").splitlines(keepends=True)
+    i = next(k for k, t in enumerate(lines) if ",Birmingham," in t and t.startswith("2019,"))
+    fields = lines[i].split(",")
+    col = lines[0].split(",").index("referral_count")
+    fields[col] = str(int(fields[col]) * 40)  # more referrals than Birmingham has children
+    cases = [(np.random.default_rng(1).bytes(20_000), "is not a CSV text file"),
+             (good[: len(good) // 2], "looks truncated"),
+             ("".join([*lines[:i], ",".join(fields), *lines[i + 1:]]).encode(),
+              f"column referral_count, line {i + 1} \\(Birmingham 2019\\): .* is more than the .* children")]
+    for k, (content, message) in enumerate(cases):
+        ref = _copy_with(tmp_path / str(k), name, content)
+        out = tmp_path / f"p{k}.parquet"
+        assert main(["panel", "build", "--reference-dir", str(ref), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and name in err and "re-download" in err, err
+        assert re.search(message, err), err
+        assert not out.exists()

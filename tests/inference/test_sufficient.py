@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +217,159 @@ def test_pseudo_counts_add_up_to_each_cells_sum():
     out = su._apportion(n, cell, share)
     assert out.tolist() == [4, 2, 1, 0, 6, 4]  # 3.5, 2.1, 1.4 -> 3 + 2 + 1 = 6, the one left to 3.5
     assert np.bincount(cell, out).tolist() == n.tolist()
+
+
+# ------------------------------------------------------------------ impossible inputs and differencing (issue 33)
+
+
+def test_export_refuses_a_count_as_exposure_row_terms_and_a_lowered_threshold(setup):
+    """The exposure of an exported model must be public (children); row terms are not summed; a threshold
+    below the default needs the explicit choice that ``report`` asks for."""
+    table, spec, _ = setup
+    conv = ModelSpec.from_dict({**load_spec(ROOT / "models/re_referrals_nb.toml").to_dict(), "family": "poisson"})
+    assert conv.exposure == "referral"
+    with pytest.raises(HierarchyError, match="exposure of an exported model must be public"):
+        su.sufficient_sums(table.assign(re_referral=0), conv)
+    rural = load_spec(ROOT / "models/rural_gradient_nb.toml").to_dict()
+    rural = ModelSpec.from_dict({**rural, "family": "poisson"})
+    with pytest.raises(HierarchyError, match="not sufficient for neighbourhood-level"):
+        su.sufficient_sums(table.assign(rural=0.0), rural)
+    with pytest.raises(HierarchyError, match="--allow-below-default-rules"):
+        su.sufficient_sums(table, spec, threshold=5)
+    with pytest.raises(HierarchyError, match="whole number"):
+        su.sufficient_sums(table, spec, threshold=2.5)
+    assert len(su.sufficient_sums(table, spec, threshold=5, allow_below_default_rules=True)) > 0
+
+
+def _drop_one_neighbourhood(table: pd.DataFrame, count: int) -> tuple[pd.DataFrame, str]:
+    """The table with one neighbourhood's referrals set to ``count`` per stratum, and the code."""
+    code = table["neighbourhood"].iloc[0]
+    table = table.copy()
+    table.loc[table["neighbourhood"] == code, "referral"] = count
+    return table, code
+
+
+def test_two_exports_that_differ_by_one_neighbourhood_may_not_both_leave(setup, tmp_path):
+    """All neighbourhoods, then all but one: each passes the threshold, but the difference is that
+    neighbourhood's count. The second export is refused (LA x stratum cells and LA totals, also across
+    different strata), is written with a warning and a recorded override when allowed, and a difference
+    of at least the threshold passes."""
+    table, spec, _ = setup
+    table, code = _drop_one_neighbourhood(table, 3)
+    all_rows, all_but_one = table, table[table["neighbourhood"] != code]
+    su.write_sums(su.sufficient_sums(all_rows, spec), tmp_path / "all.csv", spec=spec, threshold=10)
+    su.write_sums(su.sufficient_sums(all_rows, spec), tmp_path / "again.csv", spec=spec, threshold=10)  # same rows
+    log = su.read_export_log(tmp_path / su.EXPORT_LOG)
+    assert len(log) == 2 and log[0]["table_hash"] == log[1]["table_hash"] and "overlap_allowed" not in log[1]
+    la = table.loc[table["neighbourhood"] == code, "la"].iloc[0]
+    with pytest.raises(HierarchyError, match=f"export 1 in the log .*differ in {la}/referral/female") as err:
+        su.write_sums(su.sufficient_sums(all_but_one, spec), tmp_path / "b.csv", spec=spec, threshold=10)
+    r0, r1, n0, n1 = map(int, re.search(r"\((\d+) vs (\d+) rows, n (\d+) vs (\d+)\)", str(err.value)).groups())
+    assert r0 - r1 == 1 and n0 - n1 == 3  # one row fewer, and that neighbourhood's count
+    assert not (tmp_path / "b.csv").exists() and len(su.read_export_log(tmp_path / su.EXPORT_LOG)) == 2
+    # unstratified, all but one: the LA totals differ by the neighbourhood's 6 referrals
+    flat = ModelSpec.from_dict({**spec.to_dict(), "strata": []})
+    with pytest.raises(HierarchyError, match=f"differ in {la}/referral \\(.* rows, n (\\d+) vs (\\d+)\\)") as err:
+        su.write_sums(su.sufficient_sums(all_but_one, flat), tmp_path / "c.csv", spec=flat, threshold=10)
+    n = re.search(r"n (\d+) vs (\d+)\)", str(err.value)).group(1, 2)
+    assert int(n[0]) - int(n[1]) == 6  # female 3 + male 3
+    # the same table with one count corrected: same rows, sums one child apart
+    fixed = all_rows.copy()
+    fixed.loc[fixed.index[5], "referral"] += 1
+    with pytest.raises(HierarchyError, match="the same rows, n"):
+        su.write_sums(su.sufficient_sums(fixed, spec), tmp_path / "d.csv", spec=spec, threshold=10)
+    with pytest.warns(UserWarning, match="may not leave the secure environment together"):
+        su.write_sums(su.sufficient_sums(all_but_one, spec), tmp_path / "b.csv", spec=spec, threshold=10,
+                      allow_overlap=True)
+    assert "export 1" in su.read_export_log(tmp_path / su.EXPORT_LOG)[-1]["overlap_allowed"][0]
+    # a neighbourhood with >= 10 referrals in each cell may be left out: no conflict
+    big, code2 = _drop_one_neighbourhood(table, 12)
+    other = tmp_path / "other"
+    su.write_sums(su.sufficient_sums(big, spec), other / "all.csv", spec=spec, threshold=10)
+    su.write_sums(su.sufficient_sums(big[big["neighbourhood"] != code2], spec), other / "b.csv", spec=spec,
+                  threshold=10)
+    assert len(su.read_export_log(other / su.EXPORT_LOG)) == 2
+
+
+def test_an_unreadable_export_log_is_never_passed_over(setup, tmp_path):
+    table, spec, _ = setup
+    (tmp_path / su.EXPORT_LOG).write_text('{"exports": 3}')
+    with pytest.raises(HierarchyError, match="export log .* cannot be read.*never delete it"):
+        su.write_sums(su.sufficient_sums(table, spec), tmp_path / "s.csv", spec=spec, threshold=10)
+    assert not (tmp_path / "s.csv").exists() and (tmp_path / su.EXPORT_LOG).read_text() == '{"exports": 3}'
+
+
+@pytest.fixture
+def sums_file(setup, tmp_path):
+    table, spec, _ = setup
+    path = su.write_sums(su.sufficient_sums(table, spec), tmp_path / "s.csv", spec=spec, threshold=10)
+    return path, path.read_text().splitlines()
+
+
+def _edit(path: Path, lines: list[str], row: int, col: str, value: str) -> Path:
+    header = lines[1].split(",")
+    cells = lines[2 + row].split(",")
+    cells[header.index(col)] = value
+    path.write_text("\n".join([*lines[:2 + row], ",".join(cells), *lines[3 + row:]]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("col", "value", "message"), [
+    ("n", "-20", "column n, line 4 .*cannot be negative"),
+    ("n", "12.5", "column n, line 4 .*whole number"),
+    ("n", "5", "column n, line 4 .*below the file's own threshold \\(10\\)"),
+    ("n", "", "column n, line 4 .*must be a number"),
+    ("sum_yw", "inf", "column sum_yw, line 4 .*finite"),
+])
+def test_read_sums_refuses_sums_no_table_gives(sums_file, col, value, message):
+    path, lines = sums_file
+    with pytest.raises(HierarchyError, match=message):
+        su.read_sums(_edit(path, lines, 1, col, value))
+
+
+def test_sums_must_be_plausible_for_the_public_table(setup, sums_file):
+    """A sum of 1e12 children, a count-weighted sum outside [n min w, n max w], and a repeated cell."""
+    table, spec, _ = setup
+    path, lines = sums_file
+    public = table.drop(columns=["referral"])
+    su.public_design(public, su.read_sums(path), spec)  # as written: fine
+    with pytest.raises(HierarchyError, match="column n, line 3 .*more than the cell's exposure allows"):
+        su.public_design(public, su.read_sums(_edit(path, lines, 0, "n", "1000000000000")), spec)
+    with pytest.raises(HierarchyError, match="column sum_yw, line 5 .*outside \\[n x min w, n x max w\\]"):
+        su.public_design(public, su.read_sums(_edit(path, lines, 2, "sum_yw", "1e9")), spec)
+    path.write_text("\n".join([*lines, lines[2]]) + "\n")
+    with pytest.raises(HierarchyError, match="appears twice"):
+        su.read_sums(path)
+
+
+def test_fit_sufficient_gives_one_line_for_a_negative_sum(setup, sums_file, tmp_path, capsys):
+    from hierarchy.cli import main
+    from hierarchy.data import table as data
+
+    table, _, _ = setup
+    path, lines = sums_file
+    public = data.write_table(table.drop(columns=["referral"]), tmp_path / "public.parquet")
+    _edit(path, lines, 0, "n", "-3")
+    assert main(["fit-sufficient", str(path), "--public", str(public), "--out", str(tmp_path / "f.nc")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be negative" in err and "Traceback" not in err and not (tmp_path / "f.nc").exists()
+
+
+def test_cli_export_sufficient_refuses_the_all_but_one_export(setup, tmp_path, capsys):
+    """The differencing attack through the command: two tables, one neighbourhood apart, into one folder."""
+    from hierarchy.cli import main
+    from hierarchy.data import table as data
+
+    table, _, _ = setup
+    flat = table.groupby(["neighbourhood", "la", "deprivation"], as_index=False)[["exposure", "referral"]].sum()
+    flat, code = _drop_one_neighbourhood(flat, 4)
+    full = data.write_table(flat, tmp_path / "full.parquet")
+    part = data.write_table(flat[flat["neighbourhood"] != code], tmp_path / "part.parquet")
+    out = tmp_path / "out"
+    assert main(["export-sufficient", str(full), "--out", str(out / "a.csv")]) == 0
+    capsys.readouterr()
+    assert main(["export-sufficient", str(part), "--out", str(out / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "export 1 in the log" in err and "Traceback" not in err and not (out / "b.csv").exists()
+    n0, n1 = map(int, re.search(r"n (\d+) vs (\d+)\)", err).groups())
+    assert n0 - n1 == 4  # the left-out neighbourhood's count

@@ -231,6 +231,12 @@ def aggregate(records: pd.DataFrame, geo: Geography, *, year: int,
     Returns
     -------
     Aggregated
+
+    Raises
+    ------
+    HierarchyError
+        For an unknown stratum or age mode, or a year in which no event is counted (the table would be
+        all zeros): the message names the census years the events fall in and the events left out.
     """
     bad = [s for s in strata if s not in AGGREGATE_STRATA]
     if bad or age not in ("band", "single"):
@@ -289,7 +295,22 @@ def aggregate(records: pd.DataFrame, geo: Geography, *, year: int,
         table[s] = table[s].astype(str)
     ex = (pd.concat(excluded, ignore_index=True)[["stage", "reason", "events"]] if excluded
           else pd.DataFrame(columns=["stage", "reason", "events"]))
+    if not table[stage_cols].to_numpy().any():
+        _refuse_empty_year(records, ex, year)
     return Aggregated(table=table, excluded=ex, year=int(year))
+
+
+def _refuse_empty_year(records: pd.DataFrame, excluded: pd.DataFrame, year: int) -> None:
+    """An all-zero table says nothing about the year: refuse it, naming the years the events are in and
+    the events left out."""
+    dated = {col: census_year(records[col].dropna()).value_counts().sort_index()
+             for col in STAGE_DATES.values() if col in records}
+    where = "; ".join(f"{col}: " + ", ".join(f"{int(y)} ({int(n):,})" for y, n in c.items())
+                      for col, c in dated.items() if len(c)) or "no dated events at all"
+    left = "; ".join(f"{r.events} {r.stage} events {r.reason}" for r in excluded.itertuples())
+    raise HierarchyError(f"no events counted in census year {year} (1 April {year - 1} to 31 March {year}): the "
+                         f"table would be all zeros{f' ({left} were left out)' if left else ''}. The extract's "
+                         f"events fall in census years {where}; choose --year from those")
 
 
 def write_table(table: pd.DataFrame, out: str | os.PathLike) -> Path:

@@ -181,17 +181,62 @@ def age_at(birth: pd.Series, when: pd.Series) -> pd.Series:
     return (w.dt.year - b.dt.year - before.astype("Int64")).astype("Int64")
 
 
-def default_extract_end(extract: pd.DataFrame) -> pd.Timestamp:
-    """31 March of the census year of the latest referral (care start, in a looked-after extract):
-    the end of the collection."""
+BULK_SHARE = 0.1
+"""A census year can be the default only if at least this share of the busiest year's records are
+dated in it: a later year with fewer (one referral typed a year ahead, or dated 2030) decides nothing."""
+
+
+def _year_field(extract: pd.DataFrame) -> str:
     field = "CINreferralDate" if "CINreferralDate" in extract.columns else "CLAstartDate"
     if field not in extract.columns:
         raise HierarchyError("the extract has neither CINreferralDate nor CLAstartDate: cannot tell its "
                              "census year; give --extract-end")
+    return field
+
+
+def default_census_year(extract: pd.DataFrame, field: str | None = None) -> tuple[int, pd.Series, str]:
+    """The census year the bulk of the records support, the records dated after it, and what it rests on.
+
+    The year is the latest census year holding at least :data:`BULK_SHARE` of the busiest year's
+    referral dates (care start dates in a looked-after extract); records dated in later years are
+    returned (a boolean mask) so that they can be named, never counted in a year of their own.
+
+    Returns
+    -------
+    tuple
+        ``(year, later, note)``: ``note`` says which dates decide the year, e.g.
+        ``"census year 2019 holds 7,340 of 9,092 CINreferralDate dates"``.
+    """
+    field = field or _year_field(extract)
     ref, _ = parse_dates(extract[field])
-    if ref.notna().sum() == 0:
+    years = census_year(ref)
+    counts = years.value_counts()
+    if not len(counts):
         raise HierarchyError(f"the extract has no valid {field}: cannot tell its census year")
-    return pd.Timestamp(int(census_year(ref.dropna()).max()), 3, 31)
+    year = int(counts[counts >= BULK_SHARE * counts.max()].index.max())
+    later = (years > year).fillna(False).astype(bool)
+    note = f"census year {year} holds {int(counts[year]):,} of {int(counts.sum()):,} {field} dates"
+    return year, later, note
+
+
+def default_extract_end(extract: pd.DataFrame) -> pd.Timestamp:
+    """31 March of the census year the bulk of the referral dates (care start dates, in a looked-after
+    extract) support (:func:`default_census_year`): the end of the collection.
+
+    Raises
+    ------
+    HierarchyError
+        If some records are dated after that year: they are named (rows and dates), and the fix is to
+        correct them or give the extract's end (``--extract-end``) and ``--year``.
+    """
+    year, later, note = default_census_year(extract)
+    if later.any():
+        field = _year_field(extract)
+        rows = ", ".join(f"{i} ({extract.at[i, field]})" for i in extract.index[later][:5])
+        raise HierarchyError(f"{int(later.sum())} record(s) have {field} after census year {year} ({note}; the "
+                             f"latest year most records support): row(s) {rows}. Correct those dates, or give "
+                             "the extract's real end with --extract-end and the census year with --year")
+    return pd.Timestamp(year, 3, 31)
 
 
 def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lsoa_la=None,
@@ -241,11 +286,11 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
             c.rows("error", col, bad, "{n_rows} {have} a date that cannot be read (e.g. " + ex + ")",
                    "write dates as YYYY-MM-DD or DD/MM/YYYY", "unreadable date")
     first = next((f for f in ("CINreferralDate", "CLAstartDate") if f in dates and dates[f].notna().any()), None)
-    if first is not None:
-        end = extract_end if extract_end is not None else pd.Timestamp(
-            int(census_year(dates[first].dropna()).max()), 3, 31)
-    else:
-        end = extract_end
+    end, end_note = extract_end, ""
+    if first is not None and extract_end is None:
+        year, _, note = default_census_year(extract, first)
+        end = pd.Timestamp(year, 3, 31)
+        end_note = f", the default: {note}, the latest year most records support"
     for early, late in ORDER:
         if early in dates and late in dates:
             c.rows("error", late, dates[late] < dates[early],
@@ -262,8 +307,8 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
     if end is not None:
         for col, d in dates.items():
             c.rows("error", col, d > end, "{n_rows} {have} " + f"{col} after the extract's end "
-                   f"({end.date()})", "check the date, or give the extract's real end with --extract-end",
-                   "after the extract's end")
+                   f"({end.date()}{end_note})", "check the date, or give the extract's real end with "
+                   "--extract-end (and the census year with --year)", "after the extract's end")
 
     _check_codes(c, extract)
     if "LSOA" in present and lsoa_codes is not None:

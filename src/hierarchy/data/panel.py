@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hierarchy.data.reference import find_reference_dir
+from hierarchy.data.reference import REFERENCE_FIX, find_reference_dir, read_reference_csv
 from hierarchy.errors import HierarchyError
 
 __all__ = [
@@ -185,16 +185,34 @@ def _parse(values: pd.Series, what: str) -> tuple[pd.Series, pd.Series]:
     return num.astype("float64"), marker.astype(str)
 
 
+FIX = REFERENCE_FIX
+TOTAL_RANGE = (0.8, 1.05)
+"""The published LA counts of a measure and year must add up to between these shares of DfE's England
+figure in the same file (suppressed LA cells make up at most ~12% of it in the 2013-2025 files, and
+DfE's rounding moves the sum by under 0.01%)."""
+
+
 def _read_dfe(folder: Path, name: str) -> pd.DataFrame:
     path = folder / "dfe_csc" / name
     if not path.is_file():
         raise HierarchyError(f"DfE file {path} is missing (see SOURCES.md in the reference folder)")
-    df = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    df = read_reference_csv(path, dtype=str)
     need = {"time_period", "geographic_level", "new_la_code", "la_name", "old_la_code"}
     if not need <= set(df.columns):
-        raise HierarchyError(f"{path} lacks columns {sorted(need - set(df.columns))}")
+        raise HierarchyError(f"{path} lacks columns {sorted(need - set(df.columns))}: it is not the published "
+                             f"DfE file; {FIX}")
+    bad = pd.to_numeric(df["time_period"], errors="coerce").isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise HierarchyError(f"{path}, column time_period, line {i + 2}: {df['time_period'].iloc[i]!r} is not a "
+                             f"year; {FIX}")
     df.attrs["path"] = str(path)
     return df
+
+
+def _line_of(index) -> np.ndarray:
+    """File line numbers of rows read with a header line (line 1)."""
+    return np.asarray(index, dtype=np.int64) + 2
 
 
 def _counts(folder: Path, measure: str, file: str, column: str) -> pd.DataFrame:
@@ -206,13 +224,20 @@ def _counts(folder: Path, measure: str, file: str, column: str) -> pd.DataFrame:
         df = df[df["population_type"].str.contains("on 31 March", na=False)]
     df = df[df["geographic_level"].isin(["Local authority", "National"])]
     count, marker = _parse(df[column], f"{path}: column {column}")
+    bad = count.notna() & ((count < 0) | (count != count.round()))
+    if bad.any():
+        i = bad.to_numpy().nonzero()[0][0]
+        raise HierarchyError(f"{path}, column {column}, line {_line_of(df.index)[i]} "
+                             f"({df['la_name'].iloc[i] or 'England'} {df['time_period'].iloc[i]}): "
+                             f"{df[column].iloc[i]!r} is not a count (a whole number >= 0; "
+                             f"{int(bad.sum())} such values); the file was edited or damaged: {FIX}")
     out = pd.DataFrame({
         "level": np.where(df["geographic_level"] == "National", "England", "LA"),
         "year": pd.to_numeric(df["time_period"], errors="raise").astype("int64"),
         "la_code": df["new_la_code"].fillna("").str.strip().replace(CODE_CORRECTIONS),
         "la_name": df["la_name"].fillna("").str.strip(),
         "dfe_number": df["old_la_code"].fillna("").str.strip(),
-        "measure": measure, "count": count, "marker": marker,
+        "measure": measure, "count": count, "marker": marker, "line": _line_of(df.index),
     })
     out.loc[out["level"] == "England", ["la_code", "la_name", "dfe_number"]] = ["E92000001", "England", ""]
     # the CLA file lists retired and successor authorities side by side, 'z' for the absent one
@@ -220,7 +245,9 @@ def _counts(folder: Path, measure: str, file: str, column: str) -> pd.DataFrame:
     dup = out.duplicated(["level", "year", "la_code"])
     if dup.any():
         r = out[dup].iloc[0]
-        raise HierarchyError(f"{path} repeats {r.la_code} {r.year} (rows {list(out.index[dup][:5])})")
+        lines = out.loc[dup, "line"].head(5).tolist()
+        raise HierarchyError(f"{path} repeats {r.la_code} {r.year} (lines {lines}): the file was edited or "
+                             f"damaged; {FIX}")
     return out[out["year"].isin(YEARS)]
 
 
@@ -228,6 +255,11 @@ def _population(folder: Path) -> pd.DataFrame:
     df = _read_dfe(folder, POPULATION_FILE)
     df = df[df["geographic_level"].isin(["Local authority", "National"])]
     pop, marker = _parse(df["population_estimate"], f"{df.attrs['path']}: population_estimate")
+    bad = pop.notna() & ~(pop > 0)
+    if bad.any():
+        i = bad.to_numpy().nonzero()[0][0]
+        raise HierarchyError(f"{df.attrs['path']}, column population_estimate, line {_line_of(df.index)[i]}: "
+                             f"{df['population_estimate'].iloc[i]!r} is not a population (> 0); {FIX}")
     code = np.where(df["geographic_level"] == "National", "E92000001", df["new_la_code"].str.strip())
     return pd.DataFrame({"la_code": code, "year": df["time_period"].astype(int) + 1,  # DfE year
                          "pop": pop, "pop_marker": marker})
@@ -240,7 +272,7 @@ def _neighbours(folder: Path) -> dict[str, str]:
         path = folder / "dfe_csc" / name
         if not path.is_file():
             continue
-        df = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+        df = read_reference_csv(path, dtype=str)
         key = "old_la_code" if "old_la_code" in df.columns else "LA number"
         cols = [c for c in df.columns if c.replace("_", "").upper().startswith("SN")
                 and c.replace("_", "").upper()[2:].isdigit()]
@@ -257,11 +289,13 @@ def _neighbours(folder: Path) -> dict[str, str]:
 
 def _lsoa(folder: Path) -> pd.DataFrame:
     path = folder / IOD_FILE
-    df = pd.read_csv(path, dtype={"ruc11_code": str})
+    if not path.is_file():
+        raise HierarchyError(f"IoD2019 LSOA file {path} is missing (see SOURCES.md in the reference folder)")
+    df = read_reference_csv(path, dtype={"ruc11_code": str})
     need = ["lsoa11_name", "utla19_code", "utla23_code", "income_score_rate", "idaci_score_approx",
             "children_0_17_mid2019", "pop_total_mid2019", "ruc11_code", "area_km2_approx"]
     if missing := [c for c in need if c not in df.columns]:
-        raise HierarchyError(f"{path} lacks columns {missing}")
+        raise HierarchyError(f"{path} lacks columns {missing}: it is not the reference LSOA file; {FIX}")
     idaci = df["idaci_score_approx"].astype(float)
     have = idaci.notna()
     slope, icept = np.polyfit(df.loc[have, "income_score_rate"], idaci[have], 1)
@@ -320,8 +354,11 @@ def build_panel(ref_dir: Path | None = None) -> Panel:
     Raises
     ------
     HierarchyError
-        If no folder is found, a file or column is missing, a value is unreadable or an LA code is
-        neither in the IoD2019 LSOA file nor a known retired code.
+        If no folder is found, a file or column is missing, a file is not CSV text or is truncated, a
+        value is unreadable, an LA code is neither in the IoD2019 LSOA file nor a known retired code, or a
+        count is implausible: not a whole number >= 0, above the children 0-17 of its LA (or England), or
+        LA counts adding up to outside :data:`TOTAL_RANGE` of DfE's England figure in the same file.
+        Each message names the file, column and line, and says to re-download the file.
     """
     folder = find_reference_dir(ref_dir)
     if folder is None:
@@ -340,17 +377,21 @@ def build_panel(ref_dir: Path | None = None) -> Panel:
     if (pairs > 1).any():
         y, n = pairs[pairs > 1].index[0]
         both = sorted(set(la_rows.loc[(la_rows.year == y) & (la_rows.dfe_number == n), "la_code"]))
-        raise HierarchyError(f"DfE files give LA number {n} different codes in {y}: {both}"
-                             "; add the superseded one to hierarchy.data.panel.CODE_CORRECTIONS")
+        raise HierarchyError(f"DfE files give LA number {n} different codes in {y}: {both}. If a file was edited "
+                             f"or damaged, {FIX}; if DfE has really changed a code, report it (the package's "
+                             "CODE_CORRECTIONS needs the superseded one)")
     codes = sorted(set(la_rows["la_code"]))
     names = la_rows.drop_duplicates("la_code", keep="first").set_index("la_code")
     cov, series_cov = {}, {}
     for code in codes:
         mask = _members(lsoa, code)
         if not mask.any():
-            raise HierarchyError(f"DfE LA code {code} ({names.at[code, 'la_name']}) matches no LSOA in "
-                                 f"{folder / IOD_FILE} and is not a known reorganisation; add it to "
-                                 "hierarchy.data.panel.REORGANISATIONS")
+            r = la_rows[la_rows["la_code"] == code].iloc[0]
+            raise HierarchyError(f"DfE LA code {code!r} ({names.at[code, 'la_name']}; "
+                                 f"{_file_of(r['measure'])}, line {r['line']}) matches no LSOA in "
+                                 f"{folder / IOD_FILE} and is not a known reorganisation. If the file was "
+                                 f"edited or damaged, {FIX}; if DfE has a new authority, report it (the "
+                                 "package's REORGANISATIONS needs it)")
         cov[code] = _covariates(lsoa, mask)
         series, _, _ = series_map.get(code, (code, "", ""))
         if series not in series_cov:
@@ -360,6 +401,7 @@ def build_panel(ref_dir: Path | None = None) -> Panel:
 
     # exposures: children for rates, the earlier stage for conversions
     children = _children(la_rows, pop, cov)
+    _check_plausible(counts, children)
     parts = []
     for m in RATE_MEASURES:
         t = counts[m].merge(children, on=["level", "year", "la_code"], how="left", validate="one_to_one")
@@ -388,6 +430,40 @@ def build_panel(ref_dir: Path | None = None) -> Panel:
     return Panel(table=table, suppressed=_suppressed(table), source=f"reference:{folder}", truth={})
 
 
+def _file_of(measure: str) -> str:
+    return {**RATE_MEASURES, **_OTHER_COUNTS}[measure][0]
+
+
+def _check_plausible(counts: dict[str, pd.DataFrame], children: pd.DataFrame) -> None:
+    """Refuse counts no real file holds: above the LA's (or England's) children, or LA counts that do not
+    add up to DfE's England figure in the same file within :data:`TOTAL_RANGE`."""
+    kids = children.set_index(["level", "year", "la_code"])["exposure"]
+    lo, hi = TOTAL_RANGE
+    for m, c in counts.items():
+        file, column = {**RATE_MEASURES, **_OTHER_COUNTS}[m]
+        where = f"dfe_csc/{file}, column {column}"
+        pop = kids.reindex(pd.MultiIndex.from_frame(c[["level", "year", "la_code"]])).to_numpy()
+        over = c["count"].to_numpy() > pop
+        if over.any():
+            r = c[over].iloc[0]
+            raise HierarchyError(f"{where}, line {r['line']} ({r['la_name']} {r['year']}): {r['count']:,.0f} is "
+                                 f"more than the {pop[over][0]:,.0f} children 0-17 it counts among "
+                                 f"({int(over.sum())} such rows); the file was edited or damaged: {FIX}")
+        la = c[c["level"] == "LA"].groupby("year")["count"].sum()
+        eng = c[c["level"] == "England"].set_index("year")
+        for year, total in la.items():
+            if year not in eng.index or pd.isna(eng.at[year, "count"]):
+                continue
+            e = float(eng.at[year, "count"])
+            if not lo * e <= total <= hi * e:
+                top = c[(c["level"] == "LA") & (c["year"] == year)].nlargest(3, "count")
+                big = ", ".join(f"line {r.line} ({r.la_name}) {r.count:,.0f}" for r in top.itertuples())
+                raise HierarchyError(f"{where}: the LA counts of {year} add up to {total:,.0f}, "
+                                     f"{total / e if e else float('inf'):.0%} of DfE's England figure {e:,.0f} "
+                                     f"(line {eng.at[year, 'line']}; must be {lo:.0%}-{hi:.0%} of it); "
+                                     f"largest: {big}. The file was edited or damaged: {FIX}")
+
+
 def _harmonise(frame: pd.DataFrame, canonical: pd.DataFrame, series_map: dict) -> pd.DataFrame:
     """Give each LA-year the code the referrals file uses when a file uses a same-area recode.
 
@@ -405,8 +481,8 @@ def _harmonise(frame: pd.DataFrame, canonical: pd.DataFrame, series_map: dict) -
     for old_code, new_code in set(zip(have[differs], new[differs], strict=False)):
         if series_map.get(old_code, (old_code,))[0] != series_map.get(new_code, (new_code,))[0]:
             raise HierarchyError(f"DfE LA code {old_code} and {new_code} share a DfE LA number in one year but "
-                                 "are different areas; add the reorganisation to "
-                                 "hierarchy.data.panel.REORGANISATIONS")
+                                 f"are different areas. If a file was edited or damaged, {FIX}; if DfE has "
+                                 "reorganised authorities, report it (the package's REORGANISATIONS needs it)")
     idx = out.index[la][differs]
     out.loc[idx, "la_code"] = new[differs]
     out.loc[idx, "la_name"] = want["la_name"].to_numpy()[differs]

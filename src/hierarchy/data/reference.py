@@ -203,20 +203,57 @@ def _numeric(values: pd.Series, what: str) -> pd.Series:
     return out
 
 
+REFERENCE_FIX = ("re-download it from the publisher (SOURCES.md in the reference folder says where) or point "
+                 "--reference-dir at a folder with a good copy")
+"""What to do about a damaged, truncated or edited reference file."""
+
+
+def read_reference_csv(path: Path, **kw) -> pd.DataFrame:
+    """Read a reference CSV (``pandas.read_csv`` options in ``kw``), or raise one clear line naming the
+    file and the fix (:data:`REFERENCE_FIX`) when it cannot be read, is not text, or is truncated."""
+    import csv
+    import io
+
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise HierarchyError(f"cannot read {path} ({err.strerror}): {REFERENCE_FIX}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise HierarchyError(f"{path} is not a CSV text file (byte {err.start:,} is not UTF-8 text): it is "
+                             f"damaged or not the published file; {REFERENCE_FIX}") from None
+    lines = text.splitlines()
+    if "\x00" in text or not lines:
+        raise HierarchyError(f"{path} is {'empty' if not lines else 'not a CSV text file (it holds NUL bytes)'}: "
+                             f"{REFERENCE_FIX}")
+    width = len(next(csv.reader([lines[0]])))
+    last = next(csv.reader([lines[-1]]), [])
+    if not text.endswith(("\n", "\r")) or (len(lines) > 1 and len(last) < width):
+        raise HierarchyError(f"{path} ends part-way through line {len(lines):,} ({len(last)} of {width} fields"
+                             f"{'' if text.endswith(chr(10)) else ', no final line break'}): the file looks "
+                             f"truncated; {REFERENCE_FIX}")
+    try:
+        return pd.read_csv(io.StringIO(text), **kw)
+    except (ValueError, pd.errors.ParserError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HierarchyError(f"{path} cannot be read as CSV ({first}): {REFERENCE_FIX}") from None
+
+
 def _read_lsoa(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (lsoa table, extra columns: pop_total, area and utla23 per LSOA)."""
     core_path = folder / REQUIRED_FILES[0]
-    core = pd.read_csv(core_path, dtype={"ruc11_code": str, "lsoa11_code": str})
+    core = read_reference_csv(core_path, dtype={"ruc11_code": str, "lsoa11_code": str})
     need = ["lsoa11_code", "lsoa11_name", "utla19_code", "utla19_name", "utla23_code",
             "income_score_rate", "children_0_17_mid2019", "pop_total_mid2019", "ruc11_code",
             "area_km2_approx", "pop_density_2019_per_km2_approx"]
     lacking = [c for c in need if c not in core.columns]
     if lacking:
-        raise HierarchyError(f"{core_path} lacks columns {lacking}")
+        raise HierarchyError(f"{core_path} lacks columns {lacking}: {REFERENCE_FIX}")
 
-    ages = pd.read_csv(folder / REQUIRED_FILES[1],
-                       usecols=["lsoa11_code"] + [str(a) for a in range(18)])
-    msoa = pd.read_csv(folder / REQUIRED_FILES[2], usecols=["lsoa11_code", "msoa11_code"])
+    ages = read_reference_csv(folder / REQUIRED_FILES[1],
+                              usecols=["lsoa11_code"] + [str(a) for a in range(18)])
+    msoa = read_reference_csv(folder / REQUIRED_FILES[2], usecols=["lsoa11_code", "msoa11_code"])
     msoa = msoa.drop_duplicates("lsoa11_code")
 
     df = core.merge(ages, on="lsoa11_code", how="left", validate="one_to_one")
@@ -312,7 +349,7 @@ def _read_dfe_sources(folder: Path) -> dict[str, pd.DataFrame]:
     """
     out: dict[str, pd.DataFrame] = {}
     path = folder / REQUIRED_FILES[3]
-    rates = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    rates = read_reference_csv(path, dtype=str)
     rates = rates[rates["geographic_level"] == "Local authority"]
     df = pd.DataFrame({"la": rates["code"].str.strip(),
                        "year": _numeric(rates["time_period"], str(path)).astype("int64")})
@@ -324,7 +361,7 @@ def _read_dfe_sources(folder: Path) -> dict[str, pd.DataFrame]:
     out["rates"] = df
 
     path = folder / REQUIRED_FILES[4]
-    d3 = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    d3 = read_reference_csv(path, dtype=str)
     d3 = d3[d3["geographic_level"] == "Local authority"]
     out["d3"] = pd.DataFrame({"la": d3["new_la_code"].str.strip(),
                               "year": _numeric(d3["time_period"], str(path)).astype("int64"),
@@ -332,7 +369,7 @@ def _read_dfe_sources(folder: Path) -> dict[str, pd.DataFrame]:
 
     path = folder / CLA_FILE
     if path.is_file():
-        cla = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+        cla = read_reference_csv(path, dtype=str)
         cla = cla[(cla["geographic_level"] == "Local authority")
                   & cla["population_type"].str.contains("on 31 March", na=False)]
         cla = cla[cla["children_count"].str.strip().str.lower() != "z"]
