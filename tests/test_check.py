@@ -97,3 +97,39 @@ def test_api_reference_builds_offline_from_the_docstrings(tmp_path):
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "hierarchy" / "results" / "predict.html").read_text()
     assert "Expected rates per 10,000 children" in page and "new LA" in page
+
+
+def test_check_answers_a_bad_formula_with_one_line(tmp_path, capsys):
+    """Issue 33/9 and 34/11, as the user met them: ``hierarchy check`` on a model file whose formula
+    is empty, a 16-way product, non-ASCII or uncorrelated (``||``) gives exit 2 and one short line."""
+    products = " * ".join(f"x{i}" for i in range(16))
+    formulas = {"empty": "", "product": f"referral ~ w + {products} + (1 + w | la) + offset(log(exposure))",
+                "accent": "referral ~ w + Région + (1 + w | la) + offset(log(exposure))",
+                "uncorrelated": "referral ~ w + (1 + w || la) + offset(log(exposure))"}
+    for name, formula in formulas.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'name = "{name}"\nformula = "{formula}"\n', encoding="utf-8")
+        assert main(["check", str(path)]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and len(err) < 600 and "Traceback" not in err, err
+        assert str(path) in err
+
+
+def test_check_reads_a_numeric_year_as_a_trend_on_a_neighbourhood_by_year_table(tmp_path, capsys):
+    """Issue 34/5, the user's session: their own names mapped, ``Year + w:Year`` on one row per
+    neighbourhood and year. It passed no check before (duplicated neighbourhoods, a hint naming
+    --strata, which check lacks); now the year tells the rows apart and stays a number."""
+    geo = reference.synthetic_geography(6, seed=7, lsoa_per_la=10)
+    table, _ = simulate.simulate_years(geo, years=[2019, 2020, 2021], seed=2)
+    table.rename(columns={"neighbourhood": "LSOA code", "referral": "Referrals", "year": "Year"}).to_csv(
+        tmp_path / "years.csv", index=False)
+    (tmp_path / "cols.toml").write_text('[columns]\nneighbourhood = "LSOA code"\n'
+                                        '[counts]\nreferral = "Referrals"\n')
+    (tmp_path / "trend.toml").write_text('name = "trend"\nformula = "referral ~ w * z + Year + w:Year + '
+                                         '(1 + w | la) + offset(log(exposure))"\n')
+    args = ["check", str(tmp_path / "trend.toml"), "--data", str(tmp_path / "years.csv"),
+            "--columns", str(tmp_path / "cols.toml"), "--prior-draws", "20"]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "row_coef[Year]" in out and "row_coef[w:Year]" in out and "C(Year)" not in out
+    assert f"{len(table):,} rows" in out

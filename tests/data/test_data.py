@@ -7,6 +7,7 @@ import types
 import warnings
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -669,3 +670,123 @@ def test_formatted_numbers_are_explained(tmp_path):
     report = check(tmp_path, frame)
     assert "thousands separators" in only(report, "exposure").fix
     assert "percentages" in only(report, "deprivation").fix
+
+
+# --------------------------------------------------------------------------- issue 34: model columns in a map
+
+MODEL_MAP = """
+[columns]
+neighbourhood = "LSOA code"
+la = "LA"
+exposure = "Children"
+deprivation = "IDACI"
+rural = "Rural flag"
+year = "Year"
+[counts]
+referral = "Referrals"
+re_referral = "Re-referrals"
+"""
+
+
+def _model_user_table(tmp_path, geo, years=(2019, 2020)):
+    """A methodologist's own table: their column names, a rural flag, re-referrals and years."""
+    from hierarchy.data.simulate import simulate_years
+
+    t, _ = simulate_years(geo, years=list(years), seed=2)
+    rng = np.random.default_rng(0)
+    t["rural"] = t["neighbourhood"].map({c: float(rng.random() < 0.3) for c in t["neighbourhood"].unique()})
+    t["referral"] = np.maximum(t["referral"], 1)  # the exposure of re-referrals per referral
+    t["re_referral"] = rng.binomial(t["referral"], 0.2)
+    user = t.rename(columns={"neighbourhood": "LSOA code", "la": "LA", "exposure": "Children",
+                             "deprivation": "IDACI", "referral": "Referrals", "re_referral": "Re-referrals",
+                             "rural": "Rural flag", "year": "Year"})
+    (tmp_path / "cols.toml").write_text(MODEL_MAP)
+    return write_csv(tmp_path, user), tmp_path / "cols.toml"
+
+
+def test_a_column_map_names_the_columns_shipped_models_read(tmp_path, small_geography):
+    """Issue 34/2: rural, year and re_referral (columns of shipped models) map like the canonical
+    ones, so the shipped rural, re-referral and years models read a renamed table."""
+    from hierarchy.language.design import build_design
+    from hierarchy.language.spec import load_spec
+
+    path, cols = _model_user_table(tmp_path, small_geography, years=(2019,))
+    cmap = data.load_column_map(cols)
+    assert cmap.canonical_to_user()["rural"] == "Rural flag"
+    assert cmap.canonical_to_user()["re_referral"] == "Re-referrals"
+    for name in ("rural_gradient_nb", "re_referrals_nb"):
+        spec = load_spec(ROOT / f"models/{name}.toml")
+        table = data.load(path, columns=cmap, **spec.data_columns)
+        design = build_design(table, spec)
+        assert design.y.sum() == table[spec.stages[0]].sum() > 0
+    spec = load_spec(ROOT / "models/rural_gradient_nb.toml")
+    table = data.load(path, columns=cmap, **spec.data_columns)
+    assert np.array_equal(build_design(table, spec).row_X[:, 0], table["rural"].astype(float).to_numpy())
+
+
+def test_a_typo_of_a_canonical_key_is_still_refused(tmp_path):
+    for typo, meant in (("neighbourhod", "neighbourhood"), ("referal", "referral"), ("exposre", "exposure")):
+        path = tmp_path / "cols.toml"
+        path.write_text(f'[columns]\n{typo} = "x"\n')
+        with pytest.raises(HierarchyError, match=f"unknown key '{typo}'.*did you mean '{meant}'"):
+            data.load_column_map(path)
+    path.write_text('[columns]\n"LSOA code" = "x"\n')
+    with pytest.raises(HierarchyError, match="not a name a formula can use"):
+        data.load_column_map(path)
+
+
+def test_validation_messages_use_the_users_column_names(tmp_path, small_geography):
+    """Issue 34/2: a problem in a mapped column is reported under the user's name, and so is a
+    non-numeric row-term column in the design."""
+    from hierarchy.language.design import build_design
+    from hierarchy.language.spec import load_spec
+
+    path, cols = _model_user_table(tmp_path, small_geography, years=(2019,))
+    frame = pd.read_csv(path)
+    frame.loc[3, "Children"] = -5
+    bad = write_csv(tmp_path, frame, "bad.csv")
+    report = data.validate(data.read_table(bad, columns=data.load_column_map(cols)), source="t")
+    text = report.format()
+    assert "column 'Children'" in text and "column 'exposure'" not in text, text
+    frame = pd.read_csv(path)
+    frame["Rural flag"] = frame["Rural flag"].astype(object)
+    frame.loc[4, "Rural flag"] = "yes"
+    spec = load_spec(ROOT / "models/rural_gradient_nb.toml")
+    table = data.load(write_csv(tmp_path, frame, "rural.csv"), columns=cols, **spec.data_columns)
+    with pytest.raises(HierarchyError, match="column 'Rural flag' must hold finite numbers"):
+        build_design(table, spec)
+
+
+def test_a_deeply_nested_column_map_is_one_clear_error(tmp_path):
+    """Issue 33/9: nested TOML gives one line, no RecursionError."""
+    path = tmp_path / "cols.toml"
+    path.write_text("[columns]\nneighbourhood = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(HierarchyError, match="nested too deeply"):
+        data.load_column_map(path)
+    path.write_text("[columns." + ".".join(["a"] * 2000) + "]\nb = 1\n")
+    with pytest.raises(HierarchyError, match=r"must be a column name in quotes, got a table") as err:
+        data.load_column_map(path)
+    assert len(str(err.value)) < 300
+
+
+def test_a_numeric_year_in_a_formula_is_a_trend_and_keys_the_rows(tmp_path, small_geography):
+    """Issue 34/5: ``Year + w:Year`` on a neighbourhood x year table reads Year as a number (one
+    coefficient, the values themselves), and the year tells the rows apart: no duplicate error."""
+    from hierarchy.language.design import build_design
+    from hierarchy.language.spec import ModelSpec
+
+    path, cols = _model_user_table(tmp_path, small_geography, years=(2019, 2020, 2021))
+    spec = ModelSpec.from_dict({"name": "trend", "formula": "referral ~ w * z + Year + w:Year + (1 + w | la) + "
+                                "offset(log(exposure))"})
+    assert spec.row_terms == ("Year", "w:Year") and spec.strata == () and spec.groups == ()
+    cmap = data.ColumnMap(columns={c: u for c, u in data.load_column_map(cols).canonical_to_user().items()
+                                   if c != "year"})  # the user's own name, Year, in the formula
+    with pytest.raises(data.DataValidationError, match="duplicated neighbourhood"):
+        data.load(path, columns=cmap)  # without the model, the years repeat the neighbourhoods
+    table = data.load(path, columns=cmap, **spec.data_columns)
+    design = build_design(table, spec)
+    assert design.row_X.shape[1] == 2 and set(design.row_X[:, 0]) == {2019.0, 2020.0, 2021.0}
+    assert len(set(design.row_ids)) == len(design.row_ids) == len(table)
+    cat = ModelSpec.from_dict({"name": "per_year", "formula": "referral ~ w * z + C(Year) + w:C(Year) + "
+                               "(1 + w | la) + offset(log(exposure))"})
+    assert cat.strata == ("Year",) and cat.row_terms == ()

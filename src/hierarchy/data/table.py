@@ -71,6 +71,9 @@ _MAP_SECTIONS: dict[str, tuple[str, ...] | None] = {
     "strata": STRATA,
     "la_covariates": None,  # free names; the canonical name becomes la_<name>
 }
+"""The canonical names of each section. ``[columns]``, ``[counts]`` and ``[strata]`` also take the name a
+model reads (``rural``, ``year``, ``re_referral``, any column of a formula), as long as it is a formula
+name (ASCII letters, digits and _) and not one letter or two away from a canonical name (a typo)."""
 
 # Substrings of common user column names, used for "did you mean" hints on required columns.
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -133,6 +136,9 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise HierarchyError(f"{path}: the TOML is nested too deeply to read; a column map is sections "
+                             "of name = \"column\" lines (see examples/columns_example.toml)") from None
     except FileNotFoundError:
         raise HierarchyError(f"column map {path} does not exist") from None
     except IsADirectoryError:
@@ -155,15 +161,13 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
                 f"Allowed sections: {', '.join(f'[{s}]' for s in _MAP_SECTIONS)}")
         if not isinstance(body, dict):
             raise HierarchyError(f"{path}: [{section}] must be a table of name = \"column\"")
-        allowed = _MAP_SECTIONS[section]
         for key, user in body.items():
-            if allowed is not None and key not in allowed:
-                hint = did_you_mean(key, allowed, cutoff=0.6, template="; did you mean '{}'?")
-                raise HierarchyError(f"{path}: unknown key '{key}' in [{section}]{hint}. "
-                                     f"Allowed keys: {', '.join(allowed)}")
+            _check_map_key(path, section, key)
             if not isinstance(user, str) or not user.strip():
+                got = f"a {'table' if isinstance(user, dict) else 'list'}" if isinstance(user, dict | list) \
+                    else repr(user)
                 raise HierarchyError(
-                    f"{path}: [{section}] {key} must be a column name in quotes, got {user!r}")
+                    f"{path}: [{section}] {key} must be a column name in quotes, got {got}")
             sections[section][key] = user.strip()
 
     cmap = ColumnMap(**sections, path=path)
@@ -173,6 +177,40 @@ def load_column_map(path: str | os.PathLike) -> ColumnMap:
         raise HierarchyError(f"{path}: column(s) {', '.join(map(repr, twice))} are mapped to "
                              "more than one canonical name")
     return cmap
+
+
+def _check_map_key(path: Path, section: str, key: str) -> None:
+    """Refuse a map key that is not a formula name, or that is a near miss of a canonical name."""
+    allowed = _MAP_SECTIONS[section]
+    if allowed is None or key in allowed:
+        return
+    canonical = [*_MAP_SECTIONS["columns"], *STAGES, *STRATA]
+    if key in canonical:  # in another section than its own: the map is one canonical -> user mapping
+        return
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise HierarchyError(f"{path}: [{section}] key {key!r} is not a name a formula can use: the left side "
+                             "is the name the model reads (ASCII letters, digits and _, e.g. rural = \"Rural "
+                             "flag\"); the right side is your column, as written in the file")
+    near = [c for c in canonical if _edits(key.lower(), c) <= (2 if len(c) >= 6 else 1) and len(key) >= 3]
+    if near:
+        raise HierarchyError(f"{path}: unknown key '{key}' in [{section}]; did you mean '{near[0]}'? "
+                             f"Allowed keys: {', '.join(allowed)}, or the name a model's formula reads (one "
+                             "that is not a near miss of those)")
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance between ``a`` and ``b``."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def user_name(table: pd.DataFrame, column: str) -> str:
+    """The user's name of canonical ``column`` (from the column map in ``table.attrs``), else ``column``."""
+    return (table.attrs.get("column_map") or {}).get(column, column)
 
 
 # --------------------------------------------------------------------------- reading
@@ -313,10 +351,11 @@ class Problem:
     rows: tuple
     message: str
     fix: str
+    shown: str | None = None  # the user's name of the column (from a column map), if it differs
 
     def format(self) -> str:
-        """One line: ``ERROR column 'x': message (rows 1, 2). Fix: ...``."""
-        where = f" column '{self.column}'" if self.column else ""
+        """One line: ``ERROR column 'x': message (rows 1, 2). Fix: ...`` (``x``: the user's name)."""
+        where = f" column '{self.shown or self.column}'" if self.column else ""
         rows = ""
         if self.rows:
             more = ", ..." if self.n_rows > len(self.rows) else ""
@@ -380,6 +419,7 @@ class _Collector:
     def __init__(self, table: pd.DataFrame, source: str):
         self.labels = _row_labels(table)
         self.report = ValidationReport(source, row_label=table.attrs.get("row_label", "index"))
+        self.names = {c: u for c, u in (table.attrs.get("column_map") or {}).items() if u != c}
 
     def rows(self, level: str, column: str | None, mask, message: str, fix: str,
              reason: str) -> None:
@@ -390,20 +430,21 @@ class _Collector:
             return
         labels = self.labels[mask].tolist()
         text = message.format(n_rows=_plural(n, "row"), have="has" if n == 1 else "have")
+        shown = self.names.get(column)
         self.report.problems.append(
-            Problem(level, column, n, tuple(labels[:MAX_ROW_LABELS]), text, fix))
+            Problem(level, column, n, tuple(labels[:MAX_ROW_LABELS]), text, fix, shown))
         if level == "error":
             for label in labels:
                 self.report.row_reasons.setdefault(label, []).append(
-                    f"{column}: {reason}" if column else reason)
+                    f"{shown or column}: {reason}" if column else reason)
 
     def table(self, level: str, column: str | None, message: str, fix: str) -> None:
         """Add a problem with the table as a whole (no rows to point at)."""
-        self.report.problems.append(Problem(level, column, 0, (), message, fix))
+        self.report.problems.append(Problem(level, column, 0, (), message, fix, self.names.get(column)))
 
 
 def validate(table: pd.DataFrame, *, source: str, reference: Any = None, counts: tuple[str, ...] = (),
-             strata: tuple[str, ...] = ()) -> ValidationReport:
+             strata: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> ValidationReport:
     """Check a table read by :func:`read_table` and report every problem at once.
 
     Parameters
@@ -419,6 +460,10 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None, counts:
         Further count columns (non-negative whole numbers, like the stages) and stratum columns
         (codes; part of the row key) the caller names, e.g. ``("events",)`` and ``("band",)``.
         Each must be in the table. With ``counts`` the table needs no stage column.
+    keys
+        Further columns a model reads per row (numbers or codes, e.g. ``year`` of ``Year + w:Year``
+        or ``(1 | la:year)``): where the neighbourhood (and strata) repeat, those of them that tell the
+        rows apart join the row key (a neighbourhood x year table).
 
     Returns
     -------
@@ -462,7 +507,7 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None, counts:
             c.rows("error", col, table[col].isna(), "{n_rows} {have} no " + col + " value",
                    "fill in the value or drop the rows", "missing")
             _check_code_spelling(c, table[col], col)
-    _check_structure(c, table, extra_strata)
+    _check_structure(c, table, extra_strata, tuple(k for k in keys if k in present))
     if reference is not None:
         _check_reference(c, table, reference)
     return c.report
@@ -739,10 +784,11 @@ def _splitting_column(table: pd.DataFrame, key: list[str], max_levels: int = 100
     return None
 
 
-def _check_structure(c: _Collector, table: pd.DataFrame, extra_strata: tuple[str, ...] = ()) -> None:
+def _check_structure(c: _Collector, table: pd.DataFrame, extra_strata: tuple[str, ...] = (),
+                     keys: tuple[str, ...] = ()) -> None:
     present = set(table.columns)
     if "neighbourhood" in present:
-        key = ["neighbourhood", *(s for s in (*STRATA, *extra_strata) if s in present)]
+        key = row_key(table, [*(s for s in (*STRATA, *extra_strata) if s in present)], keys)
         dup = table.duplicated(subset=key, keep=False) & table[key].notna().all(axis=1)
         if dup.any():
             first = table.loc[dup, key].iloc[0]
@@ -785,6 +831,20 @@ def _check_structure(c: _Collector, table: pd.DataFrame, extra_strata: tuple[str
                    + f" neighbourhoods ({_plural(len(small), 'LA')}, e.g. {examples})",
                    "small LAs are estimated mostly from the national average; check the LA "
                    "codes or whether the table is complete", "small LA")
+
+
+def row_key(table: pd.DataFrame, strata: list[str], keys: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The columns that identify a row: ``neighbourhood`` and ``strata``, plus, where those repeat,
+    the fewest of ``keys`` (in order) that make the rows unique (all of them if none does)."""
+    key = ["neighbourhood", *strata]
+    extra = [k for k in dict.fromkeys(keys) if k in table.columns and k not in key]
+    if not extra or not table.duplicated(subset=key).any():
+        return key
+    for k in extra:
+        key.append(k)
+        if not table.duplicated(subset=key).any():
+            break
+    return key
 
 
 def _check_nesting(c: _Collector, table: pd.DataFrame, child: str, parent: str) -> None:
@@ -892,7 +952,8 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | None = None,
-         reference: Any = None, counts: tuple[str, ...] = (), strata: tuple[str, ...] = ()) -> pd.DataFrame:
+         reference: Any = None, counts: tuple[str, ...] = (), strata: tuple[str, ...] = (),
+         keys: tuple[str, ...] = ()) -> pd.DataFrame:
     """Read and validate a table, and return it with clean dtypes.
 
     Parameters
@@ -903,14 +964,15 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
         Optional :class:`ColumnMap` (or the path of its TOML file).
     reference
         Optional reference geography (see :func:`validate`).
-    counts, strata
-        Further count and stratum columns to check and clean (see :func:`validate`).
+    counts, strata, keys
+        Further count, stratum and row-key columns to check and clean (see :func:`validate`).
 
     Returns
     -------
     pandas.DataFrame
         Codes and strata as str (surrounding spaces removed), counts int64, exposure and
-        deprivation float64, numeric ``la_*`` columns float64; index reset; ``attrs["source"]`` kept.
+        deprivation float64, numeric ``la_*`` columns float64; index reset; ``attrs``: ``source``,
+        ``row_label`` and ``column_map`` (canonical -> user name, when a map was used) kept.
 
     Raises
     ------
@@ -921,18 +983,21 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
     if columns is not None and not isinstance(columns, ColumnMap):
         columns = load_column_map(columns)
     table = read_table(path, columns=columns)
-    report = validate(table, source=str(path), reference=reference, counts=counts, strata=strata)
+    report = validate(table, source=str(path), reference=reference, counts=counts, strata=strata, keys=keys)
     if not report.ok:
         raise DataValidationError(report)
     for problem in report.warnings:
         warnings.warn(f"{report.source}: {problem.format()}", UserWarning, stacklevel=2)
     out = clean(table, counts=counts, strata=strata)
-    out.attrs = {"source": str(path), "row_label": table.attrs.get("row_label")}
+    out.attrs = {"source": str(path), "row_label": table.attrs.get("row_label"),
+                 **({"column_map": table.attrs["column_map"]} if table.attrs.get("column_map") else {})}
     return out
 
 
-def clean(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A table that passed :func:`validate` with clean dtypes (see :func:`load`); index reset."""
+def clean(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = (),
+          keys: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A table that passed :func:`validate` with clean dtypes (see :func:`load`); index reset.
+    ``keys`` (row-key columns a model reads) are kept as read: a numeric year stays a number."""
     counts, strata = _extra_names(counts, strata)
     out, _ = normalise_codes(table)
     out = out.reset_index(drop=True)
@@ -973,13 +1038,14 @@ def table_roles(table: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def data_hash(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = (),
-              numbers: tuple[str, ...] = (), codes: tuple[str, ...] = ()) -> str:
+              numbers: tuple[str, ...] = (), codes: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> str:
     """16-hex content hash of the canonical columns (and the named ``counts``, ``strata``, other
     ``numbers`` and ``codes`` a model reads: see ``ModelSpec.hashed_columns``).
 
     Independent of row order, column order and file format: numbers are compared by value
     (``3``, ``"3"`` and ``3.0`` hash alike) and codes as strings. Without named columns the hash
-    is what it always was; a named column the table lacks is left out.
+    is what it always was; a named column the table lacks is left out. ``keys`` (``ModelSpec.data_columns``)
+    are row-term or group columns, already among ``numbers`` or ``codes``: they change nothing.
     """
     roles = table_roles(table)
     counts, strata = _extra_names(counts, strata)
@@ -1004,3 +1070,44 @@ def _canonical_text(s: pd.Series, *, code: bool) -> list[str]:
         return [str(v) if pd.notna(v) else "\x00NA" for v in s]
     return ["\x00NA" if np.isnan(v) else str(int(v)) if v.is_integer() else repr(v)
             for v in num.tolist()]
+
+
+def rows_hash(table: pd.DataFrame, spec: Any) -> dict[str, str]:
+    """Hashes of what a fit's log-likelihood is about, for comparing fits of different models.
+
+    Two fits can be compared by cross-validation when they model the same rows, the same outcome
+    counts and the same exposure, whatever other columns each reads (``data_hash`` covers those too,
+    so it differs between a model and the same model plus ``rural + w:rural``).
+
+    Parameters
+    ----------
+    table
+        The validated canonical table the model is fitted to.
+    spec
+        The model (a :class:`~hierarchy.language.spec.ModelSpec`: ``stages``, ``exposure``,
+        ``strata``, ``data_columns``).
+
+    Returns
+    -------
+    dict
+        ``rows`` (the row key: neighbourhood, strata and the key columns that tell rows apart, and
+        each row's LA), ``outcome`` (the modelled counts by row) and ``exposure`` (by row): 16-hex
+        each, independent of row order and file format.
+    """
+    strata = [s for s in dict.fromkeys([*STRATA, *spec.strata]) if s in table.columns]
+    keys = tuple(spec.data_columns.get("keys", ()))
+    key = [*row_key(table, strata, keys), *(["la"] if "la" in table.columns else [])]
+    as_code = {*CODE_COLUMNS, *strata}
+    ident = pd.Series(["\x1f".join(r) for r in zip(*(_canonical_text(table[c], code=c in as_code) for c in key),
+                                                 strict=True)], dtype=object)
+
+    def digest(label: str, columns: list[str]) -> str:
+        values = [_canonical_text(table[c], code=False) for c in columns]
+        lines = sorted("\x1e".join([i, *v]) for i, *v in zip(ident, *values, strict=True))
+        h = hashlib.sha256(("\x1f".join([label, *key, *columns])).encode())
+        for line in lines:
+            h.update(b"\n" + line.encode())
+        return h.hexdigest()[:16]
+
+    return {"rows": digest("rows", []), "outcome": digest("outcome", list(spec.stages)),
+            "exposure": digest("exposure", [spec.exposure])}

@@ -14,6 +14,7 @@ import pandas as pd
 
 from hierarchy import AGE_BANDS
 from hierarchy.config import did_you_mean
+from hierarchy.data.table import row_key, user_name
 from hierarchy.errors import HierarchyError
 from hierarchy.language.spec import ModelSpec
 
@@ -257,11 +258,13 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     if missing:
         cols = list(map(str, table.columns))
         hints = "".join(did_you_mean(m, cols, template=f"; for '{m}' did you mean '{{}}'?") for m in missing)
+        shown = ", ".join(list(dict.fromkeys(map(str, table.columns)))[:40]) + (", ..." if len(cols) > 40 else "")
         raise HierarchyError(f"model '{spec.name}' needs column(s) {', '.join(missing)} that the "
-                             f"data lacks (has: {', '.join(map(str, table.columns))}){hints}")
+                             f"data lacks (has: {shown}){hints}; if the table calls one something else, map it "
+                             f"in a column map (--columns MAP.toml, [columns] {missing[0]} = \"YOUR COLUMN\")")
     needed = list(dict.fromkeys(needed))
     for col in (*spec.stages, spec.exposure, *row_cols):
-        _numeric(table, col, count=col in spec.stages)
+        _numeric(table, col, count=col in spec.stages, shown=user_name(table, col))
     la_codes, la_index = np.unique(table["la"].astype(str).to_numpy(), return_inverse=True)
     exposure = table[spec.exposure].to_numpy(dtype=float)
     # LA deprivation is child-weighted: by the children column when the model's exposure is
@@ -289,6 +292,10 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     group_cols = [c for c in spec.group_columns if c != "la"]
     for c in dict.fromkeys([*known, *spec.strata, *group_cols]):
         ids = ids + "|" + table[c].astype(str)
+    if ids.duplicated().any():  # a neighbourhood x year table read by Year + w:Year: the year is in the key
+        for c in row_key(table, [*known, *spec.strata, *group_cols], spec.data_columns["keys"])[1:]:
+            if c not in (*known, *spec.strata, *group_cols):
+                ids = ids + "|" + table[c].astype(str)
     msoa_index = msoa_codes = None
     if spec.msoa.random_intercept:
         msoa_codes, msoa_index = np.unique(table["msoa"].astype(str).to_numpy(), return_inverse=True)
@@ -324,8 +331,9 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
                   group_grid=tuple(group_grid))
 
 
-def _numeric(table: pd.DataFrame, col: str, *, count: bool) -> None:
-    """Refuse a model column that is not numeric (or, for counts, not non-negative integers)."""
+def _numeric(table: pd.DataFrame, col: str, *, count: bool, shown: str | None = None) -> None:
+    """Refuse a model column that is not numeric (or, for counts, not non-negative integers); the
+    message names the column as ``shown`` (the user's name of it)."""
     v = pd.to_numeric(table[col], errors="coerce") if table[col].dtype != bool else None
     bad = np.ones(len(table), bool) if v is None else ~np.isfinite(v.to_numpy(dtype=float))
     if count and v is not None:
@@ -334,7 +342,7 @@ def _numeric(table: pd.DataFrame, col: str, *, count: bool) -> None:
     if bad.any():
         rows = ", ".join(str(r + 1) for r in np.flatnonzero(bad)[:5])
         what = "non-negative whole numbers (a count)" if count else "finite numbers"
-        raise HierarchyError(f"column '{col}' must hold {what}; rows {rows} do not "
+        raise HierarchyError(f"column '{shown or col}' must hold {what}; rows {rows} do not "
                              f"({int(bad.sum())} in all; row numbers count data rows from 1): fix or drop them")
 
 

@@ -32,6 +32,7 @@ compiler cannot lay out are refused with a message naming the term and a form th
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from hierarchy import STRATA
@@ -58,6 +59,131 @@ class Compiled:
     groups: tuple[tuple[str, bool], ...]  # (column, with a gradient)
 
 
+MAX_TERMS = 200
+"""Most fixed terms a formula may expand to (``a * b * c`` is 7); counted before expanding, so a
+16-way product (65,535 terms) is refused at once instead of expanding for minutes."""
+
+MAX_DEPTH = 50
+"""Deepest nesting of brackets a formula may have."""
+
+_TOKEN = re.compile(r"\s*(?:(?P<op>\*\*|[-+*:/^()|~,])|(?P<atom>[^-+*:/^()|~,\s]+))")
+
+
+def _echo(text: object, limit: int = 120) -> str:
+    """``repr(text)``, cut to ``limit`` characters with the full length said (no 40 KB echoes)."""
+    r = repr(text) if isinstance(text, str) else f"a {type(text).__name__}"
+    return r if len(r) <= limit else f"{r[:limit]}... ({len(str(text)):,} characters)"
+
+
+def _precheck(text: str, source: str) -> None:
+    """Refuse, before ``formulae`` sees it, what it would handle badly: ``||`` (no fix in its
+    message), non-ASCII names, deep brackets (recursion) and products that expand to more than
+    :data:`MAX_TERMS` terms (minutes of expansion)."""
+    if "||" in text:
+        raise SpecError(f"{source}: uncorrelated LA effects (1 + w || la) are not supported: the LA "
+                        "intercepts and gradients share one correlation (LKJ prior la_corr). Write (1 + w | la); "
+                        "to pull the correlation towards 0, give la_corr a larger eta in a prior file "
+                        "(extends = \"weakly_informative\" with [la_corr] dist = \"LKJ\", eta = 20), or write "
+                        "(1 | la) for LA intercepts only")
+    odd = re.search(r"[^\x00-\x7f]", text)
+    if odd:
+        word = re.search(r"[^\s+*:~()|,/^-]*" + re.escape(odd.group()) + r"[^\s+*:~()|,/^-]*", text).group()
+        ascii_ = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode()
+        plain = re.sub(r"[^A-Za-z0-9_]+", "_", ascii_).strip("_").lower() or "col"
+        raise SpecError(f"{source}: the name {word!r} has the character {odd.group()!r}: formulas take column "
+                        "names of ASCII letters, digits and _; map the column to a plain name in a column map "
+                        f"(--columns MAP.toml with [columns] {plain} = \"{word}\") and write {plain} in the "
+                        "formula")
+    depth = deepest = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        deepest = max(deepest, depth)
+    if deepest > MAX_DEPTH:
+        raise SpecError(f"{source}: the formula nests brackets {deepest} deep (at most {MAX_DEPTH}): write the "
+                        "terms out with fewer brackets")
+    rhs = text.split("~", 1)[1]
+    n = _count_terms([m.group("op") or m.group("atom") for m in _TOKEN.finditer(rhs)])
+    if n is not None and n > MAX_TERMS:
+        raise SpecError(f"{source}: the formula expands to up to {n:,} terms (at most {MAX_TERMS}): a product "
+                        "a * b * c has every interaction of its columns (2^k - 1 terms for k columns); write "
+                        "the terms you need with + and a:b")
+
+
+def _count_terms(tokens: list[str]) -> int | None:
+    """Upper bound on the fixed terms the right-hand side expands to (None when it cannot tell:
+    ``formulae`` then reports the syntax). Loops over sums and products; recursion only per bracket."""
+    cap = 10 ** 9
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def atom() -> int:
+        nonlocal pos
+        tok = peek()
+        if tok == "(":
+            start = pos
+            pos += 1
+            n = total()
+            if peek() == "|":  # a group term (1 + w | la): no fixed terms
+                depth, n = 0, 0
+                while pos < len(tokens) and not (tokens[pos] == ")" and depth == 0):
+                    depth += (tokens[pos] == "(") - (tokens[pos] == ")")
+                    pos += 1
+            if peek() != ")":
+                raise ValueError(start)
+            pos += 1
+            return n
+        if tok is None or tok in "+*:/^)|~," or tok == "**":
+            raise ValueError(pos)
+        pos += 1
+        if peek() == "(":  # a call: C(x) is one term, offset(log(x)) none
+            depth = 0
+            while pos < len(tokens):
+                depth += (tokens[pos] == "(") - (tokens[pos] == ")")
+                pos += 1
+                if depth == 0:
+                    break
+            return 0 if tok == "offset" else 1
+        return 1
+
+    def power() -> int:
+        nonlocal pos
+        n = atom()
+        while peek() in ("**", "^"):
+            pos += 1
+            k = tokens[pos] if pos < len(tokens) else ""
+            pos += 1
+            n = min(cap, n ** int(k)) if k.isdigit() and int(k) < 64 else cap
+        return n
+
+    def product() -> int:
+        nonlocal pos
+        n = power()
+        while peek() in ("*", ":", "/"):
+            op = tokens[pos]
+            pos += 1
+            m = power()
+            n = min(cap, n * m if op == ":" else n + n * m if op == "/" else n + m + n * m)
+        return n
+
+    def total() -> int:
+        nonlocal pos
+        n = 0 if peek() == "-" else product()
+        while peek() in ("+", "-"):
+            op = tokens[pos]
+            pos += 1
+            m = product()
+            n = min(cap, n + m) if op == "+" else n
+        return n
+
+    try:
+        n = total()
+    except (ValueError, IndexError):
+        return None
+    return n
+
+
 def _name(component, source: str) -> tuple[str, bool]:
     """Column name of a term component and whether it is written ``C(col)``."""
     name = component.name
@@ -72,15 +198,7 @@ def _name(component, source: str) -> tuple[str, bool]:
 
 def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str = "<formula>") -> Compiled:
     """Parse ``text`` and assign each term its role; errors name ``source`` and the term."""
-    import formulae
-
-    if not isinstance(text, str) or "~" not in text:
-        raise SpecError(f"{source}: formula must be a string like "
-                        "'referral ~ w * z + (1 + w | la) + offset(log(exposure))', got {text!r}")
-    try:
-        desc = formulae.model_description(text)
-    except Exception as e:  # formulae raises several error types for bad syntax
-        raise SpecError(f"{source}: cannot parse the formula {text!r}: {e}") from None
+    desc = _parse(text, source)
     outcome = _response(desc.response, source)
     categorical = set(categorical) | set(STRATA)
     exposure = None
@@ -168,6 +286,24 @@ def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str
                     between_effect="z" in la_mean, cross_level="z" in la_grad, covariates=covariates,
                     strata=tuple(strata), stratum_gradient=any(w for _, w in strata_terms),
                     msoa=msoa, row_terms=tuple(row_terms), groups=tuple(groups))
+
+
+def _parse(text: str, source: str):
+    """``formulae``'s model description of ``text``, after :func:`_precheck`; errors are one line."""
+    import formulae
+
+    if not isinstance(text, str) or "~" not in text:
+        got = "an empty formula" if isinstance(text, str) and not text.strip() else f"{_echo(text)}"
+        raise SpecError(f"{source}: formula must be a string like "
+                        f"'referral ~ w * z + (1 + w | la) + offset(log(exposure))', got {got}")
+    _precheck(text, source)
+    try:
+        return formulae.model_description(text)
+    except RecursionError:
+        raise SpecError(f"{source}: the formula is too deeply nested to parse ({len(text):,} characters): "
+                        "write the terms out with fewer brackets") from None
+    except Exception as e:  # formulae raises several error types for bad syntax
+        raise SpecError(f"{source}: cannot parse the formula {_echo(text)}: {_echo(str(e))}") from None
 
 
 def _response(response, source: str) -> str | tuple[str, ...]:

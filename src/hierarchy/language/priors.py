@@ -23,6 +23,7 @@ has mean ``mu`` and dispersion ``phi`` (variance ``mu + mu**2 / phi``): ``disper
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,149 @@ class PriorSet:
         return config_hash(self.to_dict())
 
 
-def load_priors(path: str | Path) -> PriorSet:
-    """Read and validate a prior set file."""
-    return PriorSet.from_dict(read_toml(path), source=str(path))
+MAX_EXTENDS = 5
+"""Longest chain of prior files extending each other."""
+
+
+def load_priors(path: str | Path, *, _chain: tuple[str, ...] = ()) -> PriorSet:
+    """Read and validate a prior set file.
+
+    A file may change a few priors of another set: ``extends = "weakly_informative"`` (a shipped set's
+    name, or a file path, relative to this file) takes every prior of that set, and the file's own
+    tables (``[la_sd]``, ``[terms."w:rural"]``) replace or add to them. Without ``name`` the set is
+    named after the file. The result is a whole set: its hash and the fit's stored priors list every
+    prior, so a change to the base set shows.
+    """
+    path = Path(path)
+    try:
+        raw = read_toml(path)
+    except RecursionError:
+        raise SpecError(f"{path}: the TOML is nested too deeply to read; a prior file is tables of "
+                        "dist = \"...\" and numbers (see priors/weakly_informative.toml)") from None
+    if "extends" not in raw:
+        return PriorSet.from_dict(raw, source=str(path))
+    base_name = raw.pop("extends")
+    if not isinstance(base_name, str) or not base_name:
+        raise SpecError(f"{path}: extends must name a prior set in quotes, e.g. extends = \"weakly_informative\"")
+    if len(_chain) >= MAX_EXTENDS or str(path.resolve()) in _chain:
+        raise SpecError(f"{path}: extends goes round in a circle or more than {MAX_EXTENDS} files deep "
+                        f"({' -> '.join(_chain)}): extend a shipped set directly")
+    from hierarchy import shipped
+
+    beside = path.parent / base_name
+    base_path = beside if beside.is_file() else shipped.resolve(base_name, "priors")
+    base = load_priors(base_path, _chain=(*_chain, str(path.resolve())))
+    merged = {**base.to_dict(), "name": path.stem, "description": f"{base.name} with the priors of {path.name}"}
+    for key, value in raw.items():
+        if key == "terms" and isinstance(value, dict) and isinstance(merged.get("terms"), dict):
+            merged["terms"] = {**merged["terms"], **value}
+        else:
+            merged[key] = value
+    return PriorSet.from_dict(merged, source=f"{path} (extends {base_name})")
+
+
+# brms / Stan names of the distributions (lower case, without _), beside PyMC's
+_BRMS = {"normal": "Normal", "studentt": "StudentT", "cauchy": "Cauchy", "halfnormal": "HalfNormal",
+         "halfstudentt": "HalfStudentT", "halfcauchy": "HalfCauchy", "exponential": "Exponential",
+         "gamma": "Gamma", "invgamma": "InverseGamma", "inversegamma": "InverseGamma", "lognormal": "LogNormal",
+         "uniform": "Uniform", "lkj": "LKJ", "lkjcorr": "LKJ", "lkjcorrcholesky": "LKJ"}
+_HALF = {"Normal": ("HalfNormal", "mu"), "StudentT": ("HalfStudentT", "mu"), "Cauchy": ("HalfCauchy", "alpha")}
+_OVERRIDE = re.compile(r"\s*(?P<target>[^=]+?)\s*=\s*(?P<dist>[A-Za-z_]+)\s*\((?P<args>[^()]*)\)\s*")
+
+
+def parse_prior_override(text: str) -> tuple[str, Prior]:
+    """One prior written in brms's spirit: ``'w:rural=normal(0, 0.05)'``, ``'la_sd=half_normal(0.3)'``.
+
+    Parameters
+    ----------
+    text
+        ``NAME=dist(args)``: NAME is a parameter group (``la_sd``, ``gradient``: :data:`GROUPS`) or a
+        neighbourhood term as the formula writes it (``w:rural``), the one name every page uses;
+        dist is a brms/Stan or PyMC name (``normal``, ``student_t``, ``half_normal``, ``lkj``, ...);
+        args are numbers in the distribution's order (``student_t(nu, mu, sigma)``, ``gamma(alpha,
+        beta)``) or named (``normal(mu=0, sigma=0.05)``).
+
+    Returns
+    -------
+    (str, Prior)
+        The name and its prior. A group's support is checked by :func:`with_prior_overrides`.
+
+    Raises
+    ------
+    SpecError
+        When the text is not of that form, names a distribution or parameter that does not exist, or
+        names a parameter by another of its names (``b_w:rural``, ``row_coef[w:rural]``).
+    """
+    m = _OVERRIDE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise SpecError(f"prior {str(text)[:80]!r}: write NAME=dist(numbers), e.g. 'w:rural=normal(0, 0.05)' "
+                        "or 'la_sd=half_normal(0.3)'")
+    target = m.group("target")
+    alias = re.fullmatch(r"(?:b_(.+)|row_coef\[(.+)\])", target)
+    if alias:
+        term = alias.group(1) or alias.group(2)
+        raise SpecError(f"prior {text!r}: call the term {term!r} as the formula writes it: "
+                        f"'{term}={m.group('dist')}({m.group('args')})'")
+    key = m.group("dist").replace("_", "").lower()
+    dist = _BRMS.get(key) or next((d for d in DISTRIBUTIONS if d.lower() == key), None)
+    if dist is None:
+        raise SpecError(f"prior {text!r}: unknown distribution '{m.group('dist')}'"
+                        f"{did_you_mean(key, list(_BRMS))}; known: {', '.join(sorted(_BRMS))}")
+    required = DISTRIBUTIONS[dist][0]
+    params: dict[str, Any] = {}
+    args = [a.strip() for a in m.group("args").split(",") if a.strip()]
+    for i, arg in enumerate(args):
+        name, _, value = arg.rpartition("=")
+        name = name.strip() or (required[i] if i < len(required) else f"argument {i + 1}")
+        try:
+            params[name] = float(value)
+        except ValueError:
+            raise SpecError(f"prior {text!r}: {arg!r} is not a number") from None
+    if len(args) > len(required):
+        raise SpecError(f"prior {text!r}: {dist} takes {len(required)} number(s) ({', '.join(required)}), "
+                        f"got {len(args)}")
+    try:
+        return target, Prior(dist, params)
+    except SpecError as err:
+        raise SpecError(f"prior {text!r}: {err}") from None
+
+
+def with_prior_overrides(priors: PriorSet, overrides: list[str] | tuple[str, ...]) -> PriorSet:
+    """``priors`` with each ``NAME=dist(args)`` of ``overrides`` replacing its prior (``fit --prior``).
+
+    A group whose prior must be positive (an SD) takes ``normal(0, s)`` as brms does, as the half-normal
+    (likewise ``student_t(nu, 0, s)`` and ``cauchy(0, s)``). The set is renamed ``NAME + overrides`` so
+    the fit's pages say a prior was changed; its hash changes with it.
+
+    Raises
+    ------
+    SpecError
+        A malformed override (:func:`parse_prior_override`), one name given twice, or a prior whose
+        support does not suit the group.
+    """
+    d = priors.to_dict()
+    terms = dict(d.pop("terms", {}))
+    seen: set[str] = set()
+    for text in overrides:
+        target, prior = parse_prior_override(text)
+        if target in seen:
+            raise SpecError(f"prior for '{target}' given twice: keep one")
+        seen.add(target)
+        is_group = target in GROUPS or target.endswith("_sd") or target in priors.priors
+        near = did_you_mean(target, list(GROUPS), cutoff=0.8)
+        if not is_group and near:
+            raise SpecError(f"prior {text!r}: '{target}' is not a parameter group{near}")
+        half = _HALF.get(prior.dist)
+        if is_group and GROUPS.get(target, "positive") == "positive" and half and prior.params[half[1]] == 0:
+            prior = Prior(half[0], {k: v for k, v in prior.params.items() if k != half[1]})
+        if is_group:
+            d[target] = prior.to_dict()
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(:[A-Za-z_][A-Za-z0-9_]*)*", target):
+            terms[target] = prior.to_dict()
+        else:
+            raise SpecError(f"prior {text!r}: '{target}' is neither a parameter group "
+                            f"({', '.join(GROUPS)}) nor a formula term such as w:rural")
+    if terms:
+        d["terms"] = terms
+    d["name"] = f"{priors.name} + {', '.join(overrides)}" if overrides else priors.name
+    return PriorSet.from_dict(d, source="--prior")

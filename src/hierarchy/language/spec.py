@@ -108,10 +108,12 @@ class ModelSpec:
 
     @property
     def data_columns(self) -> dict[str, tuple[str, ...]]:
-        """The count and stratum columns the model names, as :func:`hierarchy.data.table.load` and
-        ``data_hash`` take them (``counts=``, ``strata=``), so any column a formula names is validated
-        and hashed."""
-        return {"counts": self.stages, "strata": self.strata}
+        """The count, stratum and row-key columns the model names, as :func:`hierarchy.data.table.load`
+        and ``data_hash`` take them (``counts=``, ``strata=``, ``keys=``), so any column a formula names is
+        validated and hashed. ``keys``: the columns of row terms and groups (``year`` of ``Year + w:Year``
+        or ``(1 | la:year)``), which may tell the rows of a neighbourhood x year table apart."""
+        keys = [c for c in [*self.row_columns, *self.group_columns] if c not in ("la", "msoa", *self.strata)]
+        return {"counts": self.stages, "strata": self.strata, "keys": tuple(dict.fromkeys(keys))}
 
     @property
     def row_columns(self) -> list[str]:
@@ -236,12 +238,22 @@ def _typed(source: str, key: str, value: Any, kind: type) -> None:
         isinstance(value, kind)
     if not ok:
         want = {bool: "true or false (no quotes)", float: "a number (no quotes)", str: "a quoted string"}[kind]
-        raise SpecError(f"{source}: {key} = {value!r} must be {want}")
+        raise SpecError(f"{source}: {key} = {_short(value)} must be {want}")
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut short (a nested or 40 KB value is not echoed whole)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict = 3, 80, 80, 6, 6
+    return r.repr(value)
 
 
 def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise SpecError(f"{source}: {key} must be a list of column names, e.g. [\"age_band\"], got {value!r}")
+        raise SpecError(f"{source}: {key} must be a list of column names, e.g. [\"age_band\"], "
+                        f"got {_short(value)}")
     return tuple(value)
 
 
@@ -307,4 +319,9 @@ def _check(spec: ModelSpec, source: str) -> None:
 
 def load_spec(path: str | Path) -> ModelSpec:
     """Read and validate a model spec file."""
-    return ModelSpec.from_dict(read_toml(path), source=str(path))
+    try:
+        raw = read_toml(path)
+    except RecursionError:
+        raise SpecError(f"{path}: the TOML is nested too deeply to read; a model file is name, family, formula "
+                        "and a few tables of settings (see models/gradient_nb.toml)") from None
+    return ModelSpec.from_dict(raw, source=str(path))

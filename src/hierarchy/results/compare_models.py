@@ -297,7 +297,7 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise HierarchyError(f"need {len(paths)} distinct names, got {names}")
     stored = {n: i.groups() for n, i in zip(names, idatas, strict=True)}
-    table_data = _load_table(data, columns, provs) if data is not None else None
+    table_data = _load_table(data, columns, provs, paths) if data is not None else None
     idatas = _with_log_likelihood(paths, idatas, table_data)
     _check_comparable(paths, idatas, provs)
     if cv == "rows":
@@ -504,18 +504,38 @@ def _thinned_by(idata) -> int:
     return int(pos[1] - pos[0]) if len(pos) > 1 else 1
 
 
-def _load_table(data: Any, columns: Any, provs: list[dict]) -> pd.DataFrame:
-    """The data table in canonical columns, validated with every column the models name."""
+def _load_table(data: Any, columns: Any, provs: list[dict], paths: list[Path]) -> pd.DataFrame:
+    """The data table in canonical columns, validated with every column the models name; without
+    ``columns``, with the column map recorded in the fits (as ``report`` and ``predict`` do) when the
+    file has the user's names."""
     if isinstance(data, pd.DataFrame):
         return data
     from hierarchy.data import table as data_mod
     from hierarchy.language.spec import ModelSpec
 
     specs = [ModelSpec.from_dict(p["model_spec"]) for p in provs]
-    counts = tuple(dict.fromkeys(c for s in specs for c in s.data_columns["counts"]))
-    strata = tuple(dict.fromkeys(c for s in specs for c in s.data_columns["strata"]))
-    cmap = data_mod.load_column_map(columns) if columns else None
-    return data_mod.load(data, columns=cmap, counts=counts, strata=strata)
+    named = {k: tuple(dict.fromkeys(c for s in specs for c in s.data_columns[k]))
+             for k in ("counts", "strata", "keys")}
+    cmap = data_mod.load_column_map(columns) if columns else _recorded_map(data, provs, paths)
+    return data_mod.load(data, columns=cmap, **named)
+
+
+def _recorded_map(data: Any, provs: list[dict], paths: list[Path]):
+    """The column map the fits recorded, if they agree and the file has the user's names, else None."""
+    from hierarchy.data import table as data_mod
+
+    maps = [p.get("column_map") or {} for p in provs]
+    merged: dict[str, str] = {}
+    for path, m in zip(paths, maps, strict=True):
+        clash = [c for c, u in m.items() if merged.get(c, u) != u]
+        if clash:
+            raise HierarchyError(f"{path} recorded another column map than the other fits (for "
+                                 f"{', '.join(clash)}): pass the table's map with --columns MAP.toml")
+        merged.update(m)
+    header = set(map(str, data_mod.read_table(data).columns))
+    if not merged or set(merged) <= header:
+        return None
+    return data_mod.ColumnMap(columns=merged, path=Path(f"the column map recorded in {paths[0]}"))
 
 
 def _with_log_likelihood(paths: list[Path], idatas: list, table: pd.DataFrame | None) -> list:
@@ -536,14 +556,35 @@ def _with_log_likelihood(paths: list[Path], idatas: list, table: pd.DataFrame | 
     return [add_log_likelihood(i, table) for i in idatas]
 
 
+ROWS_PARTS = {"rows": "rows (neighbourhoods, strata, LAs)", "outcome": "outcome counts", "exposure": "exposure"}
+"""The parts of ``provenance["rows_hash"]`` (:func:`hierarchy.data.table.rows_hash`) and what each is."""
+
+
 def _check_same_data(paths: list[Path], provs: list[dict]) -> None:
-    """Refuse fits of different data or outcomes."""
+    """Refuse fits of different rows, outcomes or exposures (naming which); a model that reads more
+    columns of the same table (``+ rural + w:rural``) is comparable. Fits without ``rows_hash``
+    (made before it was recorded) must have the same data hash."""
     if len({p["data_hash"] for p in provs}) > 1:
+        hashes = [p.get("rows_hash") for p in provs]
+        if all(isinstance(h, dict) for h in hashes):
+            differ = [part for part in ROWS_PARTS if len({h.get(part) for h in hashes}) > 1]
+            if not differ:
+                return
+            what = " and ".join(ROWS_PARTS[d] for d in differ)
+            listing = "; ".join(f"{path} ({', '.join(f'{d} {h.get(d)}' for d in differ)}, from "
+                                f"{p.get('data_source') or '?'})"
+                                for path, p, h in zip(paths, provs, hashes, strict=True))
+            raise HierarchyError(f"cannot compare these fits: their {what} differ. LOO compares how well each "
+                                 "model predicts the same counts of the same neighbourhoods. Got "
+                                 f"{listing}. Refit the models on one table with one outcome and exposure.")
         listing = "; ".join(f"{path} (data hash {p['data_hash']}, from {p.get('data_source') or '?'})"
                             for path, p in zip(paths, provs, strict=True))
+        old = [str(path) for path, h in zip(paths, hashes, strict=True) if not isinstance(h, dict)]
         raise HierarchyError("cannot compare fits of different data: LOO compares how well each "
                              "model predicts the same neighbourhoods, so all fits must come from "
-                             f"the same table. Got {listing}. Refit the models on one table.")
+                             f"the same table. Got {listing}. {', '.join(old)} record(s) no hash of the rows, "
+                             "outcome and exposure alone (fitted before it was recorded), so a model that reads "
+                             "more columns of the same table looks like other data: refit them on one table.")
     if len({p["model_spec"]["outcome"] for p in provs}) > 1:
         listing = "; ".join(f"{path} models '{p['model_spec']['outcome']}'"
                             for path, p in zip(paths, provs, strict=True))
