@@ -58,3 +58,34 @@ def test_shared_modules_import_no_layer():
     for name in ("errors", "config", "paths", "shipped", "published", "disclosure", "compiled"):
         layered = [m for m in _imports(ROOT / f"{name}.py") if len(m.split(".")) > 1 and m.split(".")[1] in ORDER]
         assert not layered, (name, layered)
+
+
+def test_parameter_names_are_listed_once():
+    """Every list of the model's parameter names is a view of hierarchy.likelihood.parameters: no module keeps
+    a literal tuple or list naming four or more of its variables."""
+    from hierarchy.likelihood.parameters import BY_NAME
+
+    lists = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.name == "parameters.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                named = [e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in BY_NAME]
+                if len(named) >= 4:
+                    lists.append(f"{path.relative_to(ROOT)}:{node.lineno} {named}")
+    assert not lists, "\n".join(lists)
+
+
+def test_the_parameter_table_gives_the_lists_the_layers_read():
+    from hierarchy.inference.diagnostics import LATENT
+    from hierarchy.likelihood import parameters
+    from hierarchy.likelihood.model import HYPERPARAMETERS, STAGE_VARS
+    from hierarchy.likelihood.predictor import ROW_PARAMS
+
+    assert HYPERPARAMETERS[:4] == ("intercept", "gradient", "la_deprivation", "cross_level")
+    assert set(STAGE_VARS) == {"intercept", "gradient", "la_deprivation", "cross_level", "dispersion"}
+    assert "la_coef" not in LATENT and {"la_raw", "eps_raw", "msoa_raw"} <= set(LATENT)
+    assert {"la_coef", "row_coef", "eps_raw", "dispersion"} <= set(ROW_PARAMS) and "la_sd" not in ROW_PARAMS
+    assert parameters.names(role="per_row") == ("eps_raw",)
+    assert parameters.prior_groups()["la_cov_gradient"] == "la_covariates" and "la_corr" not in parameters.prior_groups()

@@ -6,12 +6,13 @@ from typing import Any
 
 import numpy as np
 
+from hierarchy.likelihood import parameters
+
 RHAT_MAX = 1.01
 ESS_MIN = 400
 BFMI_MIN = 0.3
-LATENT = ("la_raw", "la_centred", "la_level", "la_anchor", "la_stage_raw", "la_stage_centred", "msoa_raw",
-          "eps_raw")
-"""Auxiliary draws, not reported (``la_coef`` holds the LA effects)."""
+LATENT = parameters.names(role=("latent", "per_row"))
+"""Auxiliary draws, not reported (``la_coef`` holds the LA effects; a view of the parameter table)."""
 
 
 def diagnose(idata, *, approximate: bool = False, max_tree_depth: int = 10) -> dict[str, Any]:

@@ -32,15 +32,14 @@ import numpy as np
 from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood import parameters
 from hierarchy.likelihood.predictor import design_rows, linear_predictor
 
-HYPERPARAMETERS = ("intercept", "gradient", "la_deprivation", "cross_level", "la_cov_intercept",
-                   "la_cov_gradient", "stratum_intercept_offset", "stratum_gradient_offset", "row_coef", "la_sd",
-                   "la_corr", "la_loading", "la_stage_sd", "msoa_sd", "dispersion", "obs_sd")
-"""Population-level parameters in the order they are reported."""
+HYPERPARAMETERS = parameters.names(role="hyper")
+"""Population-level parameters in the order they are reported (a view of :mod:`.parameters`)."""
 
-STAGE_VARS = ("intercept", "gradient", "la_deprivation", "cross_level", "dispersion")
-"""Parameters with one value per stage when stages are stacked."""
+STAGE_VARS = parameters.names(role="hyper", per_stage=True)
+"""Parameters with one value per stage when stages are stacked (a view of :mod:`.parameters`)."""
 
 
 def coords(spec: ModelSpec, design: Design) -> dict[str, list]:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-ROW_PARAMS = ("la_coef", "stratum_intercept_offset", "stratum_gradient_offset", "row_coef", "msoa_raw",
-              "msoa_sd", "eps_raw", "obs_sd", "dispersion")
-"""Parameters the predictor (and the likelihood) read, besides each group's ``{g}_raw, {g}_sd``."""
+from hierarchy.likelihood import parameters
+
+ROW_PARAMS = parameters.names(predictor=True)
+"""Parameters the predictor (and the likelihood) read, besides each group's ``{g}_raw, {g}_sd`` (a view of
+the parameter table)."""
 
 
 def group_params(group_names) -> tuple[str, ...]:

@@ -310,6 +310,7 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
     import jax.numpy as jnp
     from jax.scipy.special import logsumexp
 
+    from hierarchy.likelihood import parameters
     from hierarchy.likelihood.jaxmodel import row_loglik
     from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, linear_predictor, over_draws
 
@@ -378,9 +379,9 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
         log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
         return logsumexp(base[None, :] + seg(ll) + prior, axis=1) + 0.5 * E * jnp.log(2.0) + log_det
 
-    keys = [k for k in (*ROW_PARAMS, *group_params(g for g, _ in spec.groups), "intercept", "la_deprivation",
-                        "gradient", "cross_level", "la_cov_intercept", "la_cov_gradient", "la_sd", "la_corr")
-            if k in posterior and k not in ("msoa_raw", "msoa_sd", "eps_raw", "obs_sd")]
+    keys = [k for k in dict.fromkeys((*ROW_PARAMS, *group_params(g for g, _ in spec.groups),
+                                      *parameters.names(role="hyper")))
+            if k in posterior and not k.startswith(("msoa_", "eps_", "obs_"))]  # no row-level effects here
     return over_draws(one, {k: np.asarray(posterior[k], dtype=float) for k in keys}, batch=batch,
                       dtype=np.float64)
 
@@ -415,9 +416,10 @@ def la_integrated_log_likelihood(idata, table: pd.DataFrame, *, draws: np.ndarra
     import xarray as xr
 
     from hierarchy.data.table import data_hash
-    from hierarchy.results.fitfile import fit_spec, provenance
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
 
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     have, want = data_hash(table, **spec.hashed_columns), provenance(idata)["data_hash"]
     if have != want:
         raise HierarchyError(f"the data given (hash {have}) are not the data this fit was made from (hash {want})")
@@ -479,9 +481,11 @@ def fit_without(idata, table: pd.DataFrame, las: Sequence[str], *, fits_dir: str
     """
     from hierarchy.data.table import data_hash
     from hierarchy.inference.sampling import fit
-    from hierarchy.results.fitfile import build_idata, fit_spec, load_fit, provenance, save_fit
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import build_idata, load_fit, provenance, save_fit
 
-    spec, priors = fit_spec(idata)
+    held = as_fit(idata)
+    spec, priors = held.spec, held.priors
     prov = provenance(idata)
     codes = table["la"].astype(str)
     left_out = sorted({str(c) for c in las})
@@ -530,9 +534,10 @@ def heldout_lpd(idata, table: pd.DataFrame, las: Sequence[str], **kw) -> tuple[p
         ``train_rows``, ``train_data_hash``, ``heldout_rows``).
     """
     from hierarchy.data.table import data_hash
-    from hierarchy.results.fitfile import fit_spec, provenance
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
 
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     _refuse_unsupported(spec, "compare-models")
     refit, train, status = fit_without(idata, table, las, **kw)
     test = table[table["la"].astype(str).isin({str(c) for c in las}).to_numpy()].reset_index(drop=True)

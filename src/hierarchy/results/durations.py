@@ -256,9 +256,10 @@ def posterior_estimands(idata, *, within_days: int = 91, horizon_days: int | Non
     """
     from hierarchy.likelihood import model
     from hierarchy.results.estimands import la_levels
-    from hierarchy.results.fitfile import fit_spec, provenance
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
 
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     if spec.strata != ("band",) or spec.stacked:
         raise HierarchyError(f"model '{spec.name}' is not a duration model: it needs one outcome and the "
                              "duration bands as its stratum, C(band) (see models/cin_duration_poisson.toml)")

@@ -23,7 +23,6 @@ neighbourhood deprivation seen in LAs near that LA level (:func:`x_range_near`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +35,8 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
 from hierarchy.likelihood import model
 from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
-from hierarchy.results.fitfile import fit_spec, load_fit, provenance, require_row_data
+from hierarchy.results.fit import as_fit
+from hierarchy.results.fitfile import provenance, require_row_data
 
 TEN_POINTS = 0.1
 PER_10 = "per 10 points"
@@ -73,9 +73,8 @@ def as_idata(fit: Any) -> Any:
     -------
     arviz.InferenceData
     """
-    idata = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
-    spec, _ = fit_spec(idata)
-    return stage_view(idata) if spec.stacked else idata
+    f = as_fit(fit)
+    return stage_view(f.idata) if f.spec.stacked else f.idata
 
 
 def stage_view(idata, stage: str | None = None) -> Any:
@@ -88,7 +87,8 @@ def stage_view(idata, stage: str | None = None) -> Any:
 
     import arviz as az
 
-    spec, _ = fit_spec(idata)
+    fit = as_fit(idata)
+    spec, idata = fit.spec, fit.idata
     if not spec.stacked:
         return idata
     stage = stage or spec.stages[0]
@@ -107,8 +107,8 @@ def stage_view(idata, stage: str | None = None) -> Any:
 
 
 def _parts(idata) -> tuple[xr.Dataset, Any, dict[str, Any]]:
-    spec, _ = fit_spec(idata)
-    return idata.posterior, spec, provenance(idata)["design"]
+    fit = as_fit(idata)
+    return fit.posterior, fit.spec, fit.design
 
 
 def _step(spec) -> float:
@@ -375,8 +375,8 @@ def subgroup_gradients(fit: Any) -> xr.DataArray | None:
     offset (0 for the reference stratum). Dims ``chain, draw`` plus ``stage`` (stacked fits) and
     ``stratum`` (stratified fits, every level); None for fits with neither.
     """
-    idata = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
-    spec, _ = fit_spec(idata)
+    idata = as_fit(fit)
+    spec = idata.spec
     if not (spec.stacked or spec.strata):
         return None
     post, des = idata.posterior, provenance(idata)["design"]
@@ -400,8 +400,8 @@ def moderated_gradients(fit: Any) -> xr.DataArray | None:
     gradients (``(1 + w | ethnicity)``): the gradient of each level. Dim ``subgroup`` (``rural=1``,
     ``ethnicity=White``); None when the formula has neither. Contrasts: :func:`moderator_contrasts`.
     """
-    idata = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
-    spec, _ = fit_spec(idata)
+    idata = as_fit(fit)
+    spec = idata.spec
     post, des = idata.posterior, provenance(idata)["design"]
     z = float(z_of(des["X_mean"], des["X_mean"], spec))
     base = model.log_rate(post, spec, w=_step(spec), z=z) - model.log_rate(post, spec, w=0.0, z=z)
@@ -720,7 +720,8 @@ def observed_counts(idata, data: Any = None) -> np.ndarray | None:
     numpy.ndarray or None
         Raw counts: for disclosure-controlled tables only, never publish as they are.
     """
-    spec, _ = fit_spec(idata)
+    idata = as_fit(idata)
+    spec = idata.spec
     if data is None:
         if "observed_data" in idata.groups():
             return idata.observed_data[spec.outcome].to_numpy()

@@ -78,7 +78,7 @@ def versions() -> dict[str, str]:
 def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design, *,
                 data_hash: str, data_source: str = "", column_map: dict | None = None,
                 data_year: int | None = None, include_data: bool = False, include_log_likelihood: bool = False,
-                diagnostics: dict | None = None):
+                diagnostics: dict | None = None, rows_hash: dict | None = None):
     """Assemble a sealed InferenceData with the provenance attributes.
 
     Parameters
@@ -97,6 +97,9 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         recompute it from the data (:func:`add_log_likelihood`).
     diagnostics : dict, optional
         Precomputed :func:`hierarchy.inference.diagnostics.diagnose` output.
+    rows_hash : dict, optional
+        :func:`hierarchy.data.table.rows_hash` of the table (rows, outcome, exposure), so that fits of one
+        table with different terms can be compared.
     """
     import arviz as az
     import xarray as xr
@@ -134,7 +137,7 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
         "model_spec": spec.to_dict(), "model_hash": spec.hash(), "formula": spec.formula_text,
         "priors": priors.to_dict(), "priors_hash": priors.hash(),
         "config_hash": config_hash([spec.hash(), priors.hash()]),
-        "data_hash": data_hash, "data_source": str(data_source), "column_map": column_map,
+        "data_hash": data_hash, "rows_hash": rows_hash, "data_source": str(data_source), "column_map": column_map,
         "data_year": None if data_year is None else int(data_year),
         "sampler": draws.settings, "seed": draws.settings.get("seed"),
         "timings": draws.timings, "versions": versions(),
@@ -688,13 +691,9 @@ def _log_prior(posterior: dict[str, np.ndarray], priors: PriorSet):
     import numpyro.distributions as nd
     import xarray as xr
 
-    groups = {"intercept": "intercept", "gradient": "gradient",
-              "la_deprivation": "la_deprivation", "cross_level": "cross_level",
-              "la_cov_intercept": "la_covariates", "la_cov_gradient": "la_covariates",
-              "stratum_intercept_offset": "stratum_effects", "stratum_gradient_offset": "stratum_effects",
-              "la_sd": "la_sd", "la_loading": "la_loading", "la_stage_sd": "la_stage_sd",
-              "msoa_sd": "msoa_sd", "dispersion": "dispersion",
-              "obs_sd": "obs_sd"}
+    from hierarchy.likelihood.parameters import prior_groups
+
+    groups = prior_groups()
     out = {}
     for var, group in groups.items():
         if var in posterior:
@@ -718,7 +717,10 @@ def save_fit(idata, path: str | Path) -> Path:
 
 
 def provenance(idata) -> dict[str, Any]:
-    """The provenance dict stored in a fit."""
+    """The provenance dict stored in a fit (a copy; a :class:`hierarchy.results.fit.Fit` gives its own)."""
+    held = getattr(idata, "provenance", None)
+    if isinstance(held, dict):
+        return json.loads(json.dumps(held))
     try:
         return json.loads(idata.posterior.attrs["hierarchy"])
     except (KeyError, AttributeError, json.JSONDecodeError) as err:
@@ -784,7 +786,9 @@ def load_fit(path: str | Path, *, model: str | Path | ModelSpec | None = None,
 
 
 def fit_spec(idata) -> tuple[ModelSpec, PriorSet]:
-    """The model spec and prior set a fit was made with."""
+    """The model spec and prior set a fit was made with (read once by :func:`hierarchy.results.fit.as_fit`)."""
+    if isinstance(getattr(idata, "spec", None), ModelSpec):
+        return idata.spec, idata.priors
     prov = provenance(idata)
     return ModelSpec.from_dict(prov["model_spec"]), PriorSet.from_dict(prov["priors"])
 

@@ -24,7 +24,6 @@ Stat Med 37:3341; Leckie, Browne, Goldstein, Merlo & Austin (2020) Psychol Metho
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from statistics import NormalDist
 from typing import Any
@@ -37,7 +36,8 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
 from hierarchy.likelihood import model
 from hierarchy.results import estimands
-from hierarchy.results.fitfile import fit_spec, load_fit, provenance
+from hierarchy.results.fit import as_fit
+from hierarchy.results.fitfile import provenance
 
 Q75 = NormalDist().inv_cdf(0.75)
 """Phi^-1(0.75) = 0.6745: the median of |N(0, 1)| over sqrt(2) (Larsen & Merlo 2005)."""
@@ -165,16 +165,15 @@ def parse_rope(text: str) -> tuple[float, float]:
 
 
 def _fit(fit: Any) -> Any:
-    return load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
+    return as_fit(fit)
 
 
 def stage_of(fit: Any, stage: str | None = None) -> Any:
     """The fit as a single-stage fit: ``stage`` of a stacked fit (default the first), else the fit."""
-    idata = _fit(fit)
-    spec, _ = fit_spec(idata)
-    if stage is not None and stage not in spec.stages:
-        raise HierarchyError(f"the fit models {', '.join(spec.stages)}, not stage {stage!r}")
-    return estimands.stage_view(idata, stage) if spec.stacked else idata
+    f = as_fit(fit)
+    if stage is not None and stage not in f.spec.stages:
+        raise HierarchyError(f"the fit models {', '.join(f.spec.stages)}, not stage {stage!r}")
+    return f.stage(stage)
 
 
 def has_la_level(fit: Any) -> bool:
@@ -214,7 +213,7 @@ def la_covariance(fit: Any, *, stage: str | None = None) -> xr.DataArray | None:
         None when the fit has no LA level.
     """
     view = stage_of(fit, stage)
-    post, spec = view.posterior, fit_spec(view)[0]
+    post, spec = view.posterior, as_fit(view).spec
     if "la_sd" not in post:
         return None
     sd, corr = post["la_sd"], post.get("la_corr")
@@ -359,7 +358,7 @@ def vpc(fit: Any, *, rates: Mapping[str, float] | None = None, exposure: float |
     post = view.posterior
     if "la_sd" not in post:
         return None
-    spec, des = fit_spec(view)[0], provenance(view)["design"]
+    spec, des = as_fit(view).spec, provenance(view)["design"]
     size = _mean_exposure(view) if exposure is None else float(exposure)
     if not (np.isfinite(size) and size > 0):
         raise HierarchyError(f"exposure must be a number of children above 0, got {exposure!r}")
@@ -440,9 +439,9 @@ def pcv(null: Any, full: Any, *, n_draws: int | None = None, stage: str | None =
         raise HierarchyError(f"the PCV compares two fits of the same data; the null fit's data hash "
                              f"{pa.get('data_hash')} differs from the full fit's {pb.get('data_hash')}: "
                              "fit both models to the same table")
-    if fit_spec(a)[0].outcome != fit_spec(b)[0].outcome:
+    if as_fit(a).spec.outcome != as_fit(b).spec.outcome:
         raise HierarchyError(f"the PCV compares fits of one outcome; the null fit models "
-                             f"{fit_spec(a)[0].outcome!r}, the full fit {fit_spec(b)[0].outcome!r}")
+                             f"{as_fit(a).spec.outcome!r}, the full fit {as_fit(b).spec.outcome!r}")
     ca, cb = la_covariance(a), la_covariance(b)
     if ca is None or cb is None:
         return None
@@ -471,7 +470,7 @@ def _bare(da: xr.DataArray) -> xr.DataArray:
 
 def _contrasts_of_stage(view: Any, prefix: str) -> list[xr.DataArray]:
     """Gradient ratios of one single-stage fit, each on a one-label ``reference`` dim."""
-    post, spec = view.posterior, fit_spec(view)[0]
+    post, spec = view.posterior, as_fit(view).spec
     out = []
     if "stratum_gradient_offset" in post:
         sub = _bare(estimands.subgroup_gradients(view))
@@ -513,7 +512,7 @@ def gradient_contrasts(fit: Any) -> xr.DataArray | None:
         the fit has no such contrast.
     """
     idata = _fit(fit)
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     parts = []
     for stage in spec.stages:
         parts += _contrasts_of_stage(stage_of(idata, stage), f"{stage}: " if spec.stacked else "")
@@ -640,7 +639,7 @@ def summary_rows(fit: Any, *, prob: float = 0.9, rope: tuple[float, float] | Non
     """
     region = None if rope is None else check_region(rope)
     idata = _fit(fit)
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     frames, notes = [], []
     for stage in spec.stages:
         view = stage_of(idata, stage)

@@ -31,7 +31,6 @@ column says so.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from hierarchy import STRATA
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
 from hierarchy.language.priors import did_you_mean
+from hierarchy.results.fit import Fit, as_fit
 
 KINDS = ("observed neighbourhood", "hypothetical neighbourhood", "new LA")
 PER_10K = "per 10,000 children"
@@ -49,34 +49,9 @@ LA_TOLERANCE = 0.005
 """An LA deprivation given for a fitted LA may differ from the fitted one by this much (rounding)."""
 
 
-@dataclass
-class _Fit:
-    """The parts of a fit that predictions read."""
-
-    full: Any  # InferenceData, all stages
-    idata: Any  # the stage view (single-stage fits: the fit itself)
-    spec: Any  # spec of the view
-    full_spec: Any
-    stage: str
-    design: dict[str, Any]
-    column_map: dict[str, str] | None
-
-
-def _open(fit: Any, stage: str | None) -> _Fit:
-    from hierarchy.results.estimands import stage_view
-    from hierarchy.results.fitfile import fit_spec, load_fit, provenance
-
-    full = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
-    full_spec, _ = fit_spec(full)
-    if stage is not None and stage not in full_spec.stages:
-        raise HierarchyError(f"stage '{stage}' is not one of the fit's stages "
-                             f"({', '.join(full_spec.stages)}){did_you_mean(stage, full_spec.stages)}")
-    stage = stage or full_spec.stages[0]
-    idata = stage_view(full, stage)
-    spec, _ = fit_spec(idata)
-    prov = provenance(full)
-    return _Fit(full=full, idata=idata, spec=spec, full_spec=full_spec, stage=stage,
-                design=prov["design"], column_map=prov.get("column_map"))
+def _open(fit: Any, stage: str | None) -> Fit:
+    """The fit of the stage predictions are for (its ``full`` is the fit of all stages)."""
+    return as_fit(fit).stage(stage)
 
 
 # ---------------------------------------------------------------------------- reading newdata
@@ -186,7 +161,7 @@ def _la_measure(spec) -> str:
     return "la_deprivation" if spec.la_deprivation.measure == "mean" else spec.la_deprivation.measure
 
 
-def _observed_index(f: _Fit, table: pd.DataFrame, codes: np.ndarray, source: str) -> np.ndarray:
+def _observed_index(f: Fit, table: pd.DataFrame, codes: np.ndarray, source: str) -> np.ndarray:
     """Fitted row of each row whose code the fit has (-1 for the others)."""
     ids = f.idata.constant_data["neighbourhood"].to_numpy().astype(str)
     code_of = np.array([s.split("|", 1)[0] for s in ids])
@@ -236,11 +211,11 @@ def _check_agrees(table: pd.DataFrame, col: str, fitted: np.ndarray, obs: np.nda
                              "neighbourhood, leave its neighbourhood code empty (or give a new code)")
 
 
-def _build_rows(f: _Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: np.random.Generator,
+def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: np.random.Generator,
                 flat: Any, pick: np.ndarray) -> tuple[dict, dict, pd.DataFrame]:
     """Row arrays for the predictor, extra per-draw parameters (new LAs, new levels) and the output's
     descriptive columns."""
-    spec, idata, des = f.spec, f.idata, f.design
+    spec, idata, des = f.spec, f, f.design
     cd, post = idata.constant_data, idata.posterior
     n = len(table)
     if n == 0:
@@ -437,12 +412,12 @@ def _same_within(table, las, values, mask, col, source) -> None:
 # ---------------------------------------------------------------------------- new LAs
 
 
-def _new_la_coef(f: _Fit, table, las, X, new_la, new_codes, source, flat, pick, rng) -> np.ndarray:
+def _new_la_coef(f: Fit, table, las, X, new_la, new_codes, source, flat, pick, rng) -> np.ndarray:
     """Posterior ``la_coef`` draws with the new LAs' effects appended, ``(S, n_la + n_new, coef)``.
 
     Each draw's new-LA effects are drawn from that draw's LA-level distribution.
     """
-    spec, full_spec, des = f.spec, f.full_spec, f.design
+    spec, full_spec, des = f.spec, f.full.spec, f.design
     full_post = f.full.posterior.stack(sample=("chain", "draw")).isel(sample=pick)
     S = flat.sizes["sample"]
     first = {c: np.flatnonzero((las == c) & new_la)[0] for c in new_codes}
@@ -477,7 +452,7 @@ def _new_la_coef(f: _Fit, table, las, X, new_la, new_codes, source, flat, pick, 
         cov_m = sd[:, :, None] * corr * sd[:, None, :]
     elif not full_spec.anchored:
         labels = [f"{s}:{c}" for s in full_spec.stages for c in full_spec.coefs]
-        pick = [labels.index(f"{f.stage}:{c}") for c in spec.coefs]
+        pick = [labels.index(f"{f.spec.outcome}:{c}") for c in spec.coefs]
         sd = full_post["la_sd"].transpose("sample", ...).to_numpy()[:, pick]
         corr = full_post["la_corr"].transpose("sample", ...).to_numpy()[:, pick][:, :, pick]
         cov_m = sd[:, :, None] * corr * sd[:, None, :]
@@ -485,7 +460,7 @@ def _new_la_coef(f: _Fit, table, las, X, new_la, new_codes, source, flat, pick, 
         sd0 = full_post["la_sd"].transpose("sample", ...).to_numpy()
         corr0 = full_post["la_corr"].transpose("sample", ...).to_numpy() if ncoef > 1 else np.ones((S, 1, 1))
         cov_m = sd0[:, :, None] * corr0 * sd0[:, None, :]
-        s = full_spec.stages.index(f.stage)
+        s = full_spec.stages.index(f.spec.outcome)
         if s > 0:  # e_s = m_s + loading_s * u + d_s:  cov = L cov_0 L + diag(stage_sd^2)
             load = full_post["la_loading"].transpose("sample", ...).to_numpy()[:, s - 1]
             ssd = full_post["la_stage_sd"].transpose("sample", ...).to_numpy()[:, s - 1]
@@ -577,7 +552,7 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
         out["count_mean"] = y.mean(0)
         out["count_lower"], out["count_upper"] = np.quantile(y, [lo, hi], axis=0, method="inverted_cdf")
     out = out[[c for c in out.columns if c != "note"] + ["note"]]
-    out.attrs = {"column_map": map_note, "stage": f.stage, "draws": int(len(rate)), "source": source}
+    out.attrs = {"column_map": map_note, "stage": f.spec.outcome, "draws": int(len(rate)), "source": source}
     mapping = table.attrs.get("column_map")
     if mapping:  # the user's own names back on the input columns
         out = out.rename(columns={c: u for c, u in mapping.items() if c in out.columns and u not in out.columns})

@@ -14,7 +14,6 @@ fitted years), as a ratio per year, with P(steepening).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -24,20 +23,19 @@ import xarray as xr
 from hierarchy.errors import HierarchyError
 from hierarchy.likelihood import model
 from hierarchy.likelihood.predictor import predictor_draws
-from hierarchy.results.estimands import PER_10, TEN_POINTS, interval, la_levels, stage_view
-from hierarchy.results.fitfile import fit_spec, load_fit
+from hierarchy.results.estimands import PER_10, TEN_POINTS, interval, la_levels
+from hierarchy.results.fit import as_fit
 
 __all__ = ["has_year_gradient", "year_gradients", "year_gradient_table", "gradient_trend", "trend_table"]
 
 
 def _idata(fit: Any, stage: str | None):
-    idata = load_fit(fit) if isinstance(fit, (str, os.PathLike)) else fit
-    return stage_view(idata, stage)
+    return as_fit(fit).stage(stage)
 
 
 def _year_term(idata, column: str) -> tuple[str, list[str]]:
     """How the fit carries per-year gradients (``stratum`` or ``group``) and the years in order."""
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     post = idata.posterior
     if spec.strata == (column,) and spec.stratum_gradient:
         others = [str(s) for s in post["stratum"].to_numpy()]
@@ -54,7 +52,7 @@ def _year_term(idata, column: str) -> tuple[str, list[str]]:
 def has_year_gradient(idata, column: str = "year") -> bool:
     """Whether a fit carries a gradient per ``column`` (``w:C(year)`` or ``(1 + w | year)``)."""
     try:
-        _year_term(stage_view(idata, None), column)
+        _year_term(as_fit(idata).stage(), column)
     except HierarchyError:
         return False
     return True
@@ -79,7 +77,7 @@ def year_gradients(fit: Any, *, stage: str | None = None, column: str = "year") 
         scale per 10 points.
     """
     idata = _idata(fit, stage)
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     kind, years = _year_term(idata, column)
     post = idata.posterior
     z = la_levels(idata)

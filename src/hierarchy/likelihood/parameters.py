@@ -1,0 +1,89 @@
+"""The one table of the model's parameters: every other list of parameter names is read from it.
+
+Each row says, once, what a sampled or stored variable is: its prior group (the prior set's class
+that gives its prior, or None), its role, whether it has one value per stage when stages are
+stacked, whether the one linear predictor reads it, and what it means. The lists that layers
+used to keep by hand (reported hyperparameters, per-stage variables, latent auxiliaries, per-row
+effects, the predictor's inputs, the log-prior map) are views of this table (:func:`names`).
+
+Roles:
+
+* ``hyper``: population-level parameters, reported (summary, report, SBC, compare-priors) in table order;
+* ``effect``: group effects that are stored and reported as estimands (``la_coef``);
+* ``latent``: auxiliary draws of a parameterisation, not reported (``la_raw``, ``msoa_raw`` ...);
+* ``per_row``: one value per neighbourhood row, used for the likelihood and never stored (``eps_raw``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One row of the parameter table."""
+
+    name: str
+    role: str  # hyper | effect | latent | per_row
+    prior_group: str | None = None
+    per_stage: bool = False
+    predictor: bool = False  # read by the one linear predictor (hierarchy.likelihood.predictor)
+    meaning: str = ""
+
+
+TABLE: tuple[Parameter, ...] = (
+    Parameter("intercept", "hyper", "intercept", per_stage=True,
+              meaning="log rate per child, typical LA at mean LA deprivation, w = 0"),
+    Parameter("gradient", "hyper", "gradient", per_stage=True, meaning="log rate ratio per unit of w"),
+    Parameter("la_deprivation", "hyper", "la_deprivation", per_stage=True, meaning="LA intercept per unit of z"),
+    Parameter("cross_level", "hyper", "cross_level", per_stage=True, meaning="LA gradient per unit of z"),
+    Parameter("la_cov_intercept", "hyper", "la_covariates", meaning="LA intercept per SD of an LA covariate"),
+    Parameter("la_cov_gradient", "hyper", "la_covariates", meaning="LA gradient per SD of an LA covariate"),
+    Parameter("stratum_intercept_offset", "hyper", "stratum_effects", predictor=True,
+              meaning="log rate ratio of a stratum against the reference stratum"),
+    Parameter("stratum_gradient_offset", "hyper", "stratum_effects", predictor=True,
+              meaning="gradient of a stratum minus the reference stratum's"),
+    Parameter("row_coef", "hyper", None, predictor=True,
+              meaning="coefficient of a neighbourhood-level term (its prior: the term's class)"),
+    Parameter("la_sd", "hyper", "la_sd", meaning="SD of the LA effects"),
+    Parameter("la_corr", "hyper", "la_corr", meaning="correlation of the LA effects (LKJ)"),
+    Parameter("la_loading", "hyper", "la_loading", meaning="later stage's LA effects per first-stage effect"),
+    Parameter("la_stage_sd", "hyper", "la_stage_sd", meaning="SD of a later stage's own LA effects"),
+    Parameter("msoa_sd", "hyper", "msoa_sd", predictor=True, meaning="SD of the MSOA effects"),
+    Parameter("dispersion", "hyper", "dispersion", per_stage=True, predictor=True,
+              meaning="negative binomial dispersion phi (variance mu + mu^2 / phi)"),
+    Parameter("obs_sd", "hyper", "obs_sd", predictor=True, meaning="SD of the observation-level effects"),
+    Parameter("la_coef", "effect", predictor=True, meaning="each LA's intercept and gradient"),
+    Parameter("la_raw", "latent"),
+    Parameter("la_centred", "latent"),
+    Parameter("la_level", "latent"),
+    Parameter("la_anchor", "latent"),
+    Parameter("la_stage_raw", "latent"),
+    Parameter("la_stage_centred", "latent"),
+    Parameter("msoa_raw", "latent", predictor=True),
+    Parameter("eps_raw", "per_row", predictor=True),
+)
+"""Every variable of the neighbourhood model (group terms add ``{g}_raw`` and ``{g}_sd``)."""
+
+BY_NAME = {p.name: p for p in TABLE}
+
+
+def names(*, role: str | tuple[str, ...] | None = None, per_stage: bool | None = None,
+          predictor: bool | None = None) -> tuple[str, ...]:
+    """Names of the table's rows that match every given filter, in table order.
+
+    Examples
+    --------
+    >>> names(role="per_row")
+    ('eps_raw',)
+    """
+    roles = (role,) if isinstance(role, str) else role
+    return tuple(p.name for p in TABLE
+                 if (roles is None or p.role in roles) and (per_stage is None or p.per_stage == per_stage)
+                 and (predictor is None or p.predictor == predictor))
+
+
+def prior_groups() -> dict[str, str]:
+    """Hyperparameter -> its prior group (the log-prior map of a fit file; LKJ and per-term priors apart)."""
+    return {p.name: p.prior_group for p in TABLE
+            if p.role == "hyper" and p.prior_group is not None and p.name != "la_corr"}
