@@ -7,7 +7,7 @@ DATA   := $(OUT)/national_2019.parquet
 FIT    := fits/demo.nc
 DEMO_ARGS ?=
 
-.PHONY: venv demo demo-real test test-slow test-long test-sbc lint docs bench clean
+.PHONY: venv acro demo demo-real test test-slow test-long test-sbc lint docs bench clean
 
 venv: $(VENV)/.installed
 
@@ -15,6 +15,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# The real acro package, for the tests that compare our checking folder with it (tests/reporting/
+# test_checking.py reads $$HIERARCHY_ACRO_PYTHON): a throwaway venv of its own, as acro pins an older pandas.
+ACRO_VENV ?= /tmp/acro-venv
+ACRO_VERSION ?= 1.0.2
+acro: $(ACRO_VENV)/.installed
+
+$(ACRO_VENV)/.installed:
+	$(PYTHON) -m venv $(ACRO_VENV)
+	$(ACRO_VENV)/bin/pip install -q acro==$(ACRO_VERSION)
+	$(ACRO_VENV)/bin/python -c "import acro.record"
 	touch $@
 
 # Main job: national simulated data -> validate -> fit -> report.

@@ -7,6 +7,7 @@ Each handler parses arguments and calls the plain function API of one module; he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -18,6 +19,87 @@ from hierarchy.errors import DataValidationError, HierarchyError
 
 ATOMIC = {"validate", "simulate", "fit", "fits", "summary", "sbc", "predict", "check"}
 """Commands whose every output is written whole or not at all (an interrupt leaves nothing)."""
+
+FOLDER_FORCE_HELP = ("write into a folder holding files this program did not write (never over one "
+                     "of them: a file there that could be overwritten is still refused)")
+FOLDER_KINDS = ("folder", "owned", "empty")
+"""Output kinds that are folders: a working folder (writable, not a file), a folder of pages and
+tables (new, empty or ours: :func:`hierarchy.paths.check_output_folder` ``owned``), a new or empty
+folder (an ACRO results folder). File kinds are :data:`hierarchy.paths.SUFFIXES`."""
+
+
+def _io(sp: argparse.ArgumentParser, *, inputs: tuple[str, ...] = (),
+        outputs: tuple[tuple[str, ...], ...] = (), replaces_own: bool = False) -> None:
+    """Declare the paths a sub-command reads and writes, for :func:`check_outputs`.
+
+    Parameters
+    ----------
+    sp
+        The sub-command's parser.
+    inputs
+        Destinations (``args`` attributes) of the options naming files or folders it reads.
+    outputs
+        ``(dest, kind)`` for each option naming something it writes, ``kind`` a file kind of
+        :data:`hierarchy.paths.SUFFIXES` or one of :data:`FOLDER_KINDS`; ``(dest, kind, suffix)`` for a
+        file written beside it (``args.dest`` with ``suffix`` for its ending).
+    replaces_own
+        The command replaces its own earlier outputs without ``--force`` (the demo).
+    """
+    sp.set_defaults(inputs=inputs, outputs=outputs, replaces_own=replaces_own)
+
+
+def _input_paths(args: argparse.Namespace) -> list:
+    """The paths the command reads: its declared inputs, shipped model / prior names resolved."""
+    found = []
+    for dest in getattr(args, "inputs", ()):
+        value = getattr(args, dest, None)
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and dest in ("model", "priors"):
+                try:
+                    item = shipped.resolve(item, dest if dest == "priors" else "models")
+                except HierarchyError:  # the command says what is wrong with it
+                    pass
+            found.append(item)
+    return found
+
+
+def check_outputs(args: argparse.Namespace) -> list[tuple[Path, set[str]]]:
+    """Check every output a sub-command declared (:func:`_io`) before it does any work.
+
+    Each file goes through :func:`hierarchy.paths.check_output` (the ending matches the format
+    written, an existing file needs ``--force`` and is replaced only by one of its kind, the folder
+    is writable, it is no input), each folder through :func:`hierarchy.paths.check_output_folder`;
+    two outputs may not name the same path.
+
+    Returns
+    -------
+    list of (pathlib.Path, set of str)
+        The folders of pages and tables with the files in them that are not ours, for
+        :func:`hierarchy.paths.mark_folder` once the command has run.
+    """
+    inputs = _input_paths(args)
+    replace = bool(getattr(args, "force", False) or getattr(args, "replaces_own", False))
+    seen: dict[Path, str] = {}
+    claims = []
+    for dest, kind, *beside in getattr(args, "outputs", ()):
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        path, option = Path(value), "--" + dest.replace("_", "-")
+        if beside:
+            path, option = path.with_suffix(beside[0]), f"the {beside[0]} file beside {option}"
+        if kind in FOLDER_KINDS:
+            paths.check_output_folder(path, inputs=inputs, option=option, owned=kind == "owned",
+                                      empty=kind == "empty", replace=replace)
+            if kind == "owned":
+                claims.append((path, paths.foreign_files(path)))
+        else:
+            paths.check_output(path, kind=kind, inputs=inputs, replace=replace, option=option)
+        for other, name in seen.items():
+            if paths.same_file(path, other):
+                raise HierarchyError(f"{option} and {name} name the same path {path}; give two names")
+        seen[path] = option
+    return claims
 
 
 def _progress_bars(quiet: bool) -> bool:
@@ -65,16 +147,9 @@ def _validate(args: argparse.Namespace) -> int:
     from hierarchy.data import reference
     from hierarchy.data import table as data
 
-    outputs = [(args.drop_invalid, "csv", "--drop-invalid"), (args.kept, "table", "--kept")]
-    for path, kind, option in outputs:
-        if path is not None:
-            paths.check_output(path, kind=kind, inputs=[args.data, args.columns], replace=args.force,
-                               option=option)
     if args.kept is not None and args.drop_invalid is None:
         raise HierarchyError("--kept writes the rows that pass when rows are dropped: give "
                              "--drop-invalid REJECTS.csv too")
-    if args.kept is not None and paths.same_file(args.kept, args.drop_invalid):
-        raise HierarchyError(f"--kept and --drop-invalid name the same file {args.kept}")
     geo = reference.maybe_reference(args.reference_dir)
     columns = data.load_column_map(args.columns) if args.columns else None
     table = data.read_table(args.data, columns=columns)
@@ -114,9 +189,6 @@ def _validate(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from hierarchy.data import reference, simulate
 
-    out = paths.check_output(args.out, kind="parquet", replace=args.force)
-    truth = out.with_suffix(".truth.json")
-    paths.check_output(truth, kind="json", replace=args.force, option="the truth file beside --out")
     geo = reference.get_geography(args.reference_dir, synthetic=args.synthetic,
                                   n_la=args.n_la, seed=args.seed)
     strata = tuple(s for s in (args.strata or "").split(",") if s)
@@ -142,10 +214,7 @@ def _fit(args: argparse.Namespace) -> int:
     from hierarchy.inference.sampling import enable_compilation_cache, use_host_devices
 
     model, priors = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
-    replacing = args.out.exists()
-    paths.check_output(args.out, kind="fit", inputs=[args.data, model, priors, args.columns, args.sufficient],
-                       replace=args.force)
-    if replacing:
+    if args.out.exists():  # check_outputs allowed it: --force, and a fit
         print(f"replacing the fit {args.out} (--force)")
     if args.sufficient is not None:  # the export that leaves the children behind (issue 17)
         if args.sampler != "numpyro" or args.float32:
@@ -199,10 +268,6 @@ def _report(args: argparse.Namespace) -> int:
         raise HierarchyError("--acro-config is the configuration of --for-checking DIR: give both")
     if args.columns and not args.data:
         raise HierarchyError("--columns is the column map of --data TABLE: give both")
-    paths.check_output_folder(args.out, inputs=[args.fit, args.data, args.columns])
-    if args.for_checking:
-        paths.check_output_folder(args.for_checking, inputs=[args.fit, args.data, args.columns],
-                                  option="--for-checking")
     data, year = None, None
     if args.data:
         data, note = report.read_data(args.fit, args.data, columns=args.columns)
@@ -248,9 +313,6 @@ def _compare_priors(args: argparse.Namespace) -> int:
 
     model = shipped.resolve(args.model, "models")
     priors = [shipped.resolve(p, "priors") for p in args.priors]
-    paths.check_output_folder(args.out, inputs=[args.data, model, *priors, args.columns])
-    paths.check_output_folder(args.fits_dir, inputs=[args.data, model, *priors, args.columns],
-                              option="--fits-dir")
     # a given scheduler is connected to here; unset, the sweep reads $HIERARCHY_DASK_SCHEDULER or
     # starts a local cluster only if some fit is missing
     with (cluster.connect(args.scheduler) if args.scheduler else contextlib.nullcontext()) as client:
@@ -281,8 +343,6 @@ def _sweep(args: argparse.Namespace) -> int:
 def _compare_models(args: argparse.Namespace) -> int:
     from hierarchy.results import compare
 
-    if args.out:
-        paths.check_output_folder(args.out, inputs=[*args.fits, args.data, args.columns])
     fits_dir = args.out / "cv_fits" if args.out and args.cv != "rows" else None
     result = compare.compare_models(args.fits, names=args.names, data=args.data, columns=args.columns,
                                     cv=args.cv, folds=args.folds, max_refits=args.max_refits, seed=args.seed,
@@ -305,9 +365,6 @@ def _sbc(args: argparse.Namespace) -> int:
     from hierarchy.language.spec import load_spec
 
     model, priors_path = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
-    if args.out:
-        paths.check_output(args.out, kind="csv", inputs=[model, priors_path, args.data, args.columns],
-                           replace=args.force)
     jax.config.update("jax_enable_x64", True)
     spec, priors = load_spec(model), load_priors(priors_path)
     if args.data:  # the user's geography and exposures; their counts are not used
@@ -351,9 +408,15 @@ def _demo_real(args: argparse.Namespace) -> int:
     from hierarchy.inference.sampling import enable_compilation_cache
     from hierarchy.reporting import panel_report
 
+    out = Path(args.out)
+    paths.check_output(out / "panel.parquet", kind="parquet", replace=True, option="demo output")
+    report_dir = paths.check_output_folder(out / "panel_report", option="demo output", owned=True)
+    foreign = paths.foreign_files(report_dir)
     enable_compilation_cache()
-    panel_report.demo_real(Path(args.out), reference_dir=args.reference_dir, synthetic=args.synthetic,
-                           fast=args.fast)
+    try:
+        panel_report.demo_real(out, reference_dir=args.reference_dir, synthetic=args.synthetic, fast=args.fast)
+    finally:
+        paths.mark_folder(report_dir, foreign, command="demo --real")
     return 0
 
 
@@ -367,7 +430,9 @@ def _panel_parser(sub) -> None:
     b.add_argument("--synthetic", action="store_true", help="write the generated stand-in panel")
     b.add_argument("--seed", type=int, default=0, help="seed of the generated stand-in (default: %(default)s)")
     b.add_argument("--out", type=Path, required=True, help="PANEL.parquet")
+    b.add_argument("--force", action="store_true", help="replace an existing panel file (only a Parquet file)")
     b.set_defaults(func=_panel)
+    _io(b, inputs=("reference_dir",), outputs=(("out", "parquet"),))
 
 
 # --------------------------------------------------------------------------- predict and check (issue 23)
@@ -376,7 +441,6 @@ def _panel_parser(sub) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from hierarchy.results import predict
 
-    paths.check_output(args.out, kind="csv", inputs=[args.fit, args.newdata, args.columns], replace=args.force)
     frame = predict.predict(args.fit, args.newdata, prob=args.prob, counts=args.counts, draws=args.draws,
                             stage=args.stage, columns=args.columns, seed=args.seed)
     predict.write_predictions(frame, args.out)
@@ -418,6 +482,7 @@ def _predict_check_parsers(sub, model_help: str, priors_help: str, columns_help:
     sp.add_argument("--seed", type=int, default=0, help="seed of new-LA effects and predictive counts")
     sp.add_argument("--force", action="store_true", help=force_help)
     sp.set_defaults(func=_predict)
+    _io(sp, inputs=("fit", "newdata", "columns"), outputs=(("out", "csv"),))
 
     sp = sub.add_parser("check", help="validate a model (and prior set) without fitting: formula, "
                                       "parameters with their priors, prior predictive line")
@@ -430,6 +495,7 @@ def _predict_check_parsers(sub, model_help: str, priors_help: str, columns_help:
                     help="prior predictive draws (default: %(default)s)")
     sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     sp.set_defaults(func=_check)
+    _io(sp, inputs=("model", "priors", "data", "columns"))
 
 
 # --------------------------------------------------------------------------- child-level extracts (issue 17)
@@ -448,8 +514,6 @@ def _read_checked_extract(args: argparse.Namespace, geo, required=None):
 
     from hierarchy.data import extract
 
-    if Path(args.out).resolve() == Path(args.extract).resolve():
-        raise HierarchyError(f"--out {args.out} is the extract itself; name another file")
     raw = extract.read_extract(args.extract, args.columns)
     end = pd.Timestamp(args.extract_end) if args.extract_end else None
     report = extract.validate_extract(raw, source=str(args.extract), lsoa_codes=geo.lsoa["lsoa"],
@@ -490,10 +554,6 @@ def _durations(args: argparse.Namespace) -> int:
                              "other spells")
     if bool(args.start) != bool(args.end):
         raise HierarchyError("give --start and --end together (the date fields a spell runs between)")
-    for path, what in ((args.out, "--out"), (args.estimands, "--estimands")):
-        if path is not None:
-            paths.check_output(path, kind="table" if what == "--out" else "csv",
-                               inputs=[args.extract, args.columns], replace=args.force, option=what)
     geo = _extract_geography(args)
     _, records, end = _read_checked_extract(args, geo, extract.CARE_REQUIRED_FIELDS if reentry else None)
     try:
@@ -538,11 +598,13 @@ def _simulate_extract(args: argparse.Namespace) -> int:
 
     geo = _extract_geography(args)
     ext, table, truth = childsim.simulate_extract(geo, year=args.year, seed=args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    ext.to_csv(args.out, index=False)
     truth_path = args.out.with_suffix(".truth.json")
-    truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    table.to_parquet(args.out.with_suffix(".counts.parquet"), index=False)
+    with paths.atomic_path(args.out.with_suffix(".counts.parquet")) as tmp:
+        table.to_parquet(tmp, index=False)
+    with paths.atomic_path(truth_path) as tmp:
+        tmp.write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    with paths.atomic_path(args.out) as tmp:
+        ext.to_csv(tmp, index=False)
     print(f"wrote {len(ext):,} episodes of {truth['child_level']['children']:,} children to {args.out}; "
           f"truth: {truth_path}")
     return 0
@@ -554,10 +616,10 @@ def _export_sufficient(args: argparse.Namespace) -> int:
     from hierarchy.language.spec import load_spec
 
     model = shipped.resolve(args.model, "models")
-    paths.check_output(args.out, kind="csv", inputs=[args.table, model, args.columns], replace=args.force)
     spec = load_spec(model)
     table = data.load(args.table, columns=args.columns, counts=spec.stages, strata=spec.strata)
-    sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold)
+    sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold,
+                                      allow_below_default_rules=args.allow_below_default_rules)
     sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold)
     print(f"wrote {len(sums)} LA x stage x stratum sums (each behind >= {args.threshold} children) to {args.out}")
     return 0
@@ -569,7 +631,6 @@ def _fit_sufficient(args: argparse.Namespace) -> int:
     from hierarchy.inference.sampling import enable_compilation_cache, use_host_devices
 
     model, priors = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
-    paths.check_output(args.out, kind="fit", inputs=[args.sums, args.public, model, priors], replace=args.force)
     use_host_devices(max(args.chains, 1))
     enable_compilation_cache()
     print(workflow.fit_sums_files(sums=args.sums, public=args.public, model=model, priors=priors,
@@ -619,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help=force_help)
     ref_opts(sp)
     sp.set_defaults(func=_validate)
+    _io(sp, inputs=("data", "columns", "reference_dir"), outputs=(("drop_invalid", "csv"), ("kept", "table")))
 
     sp = sub.add_parser("simulate", help="simulate national neighbourhood counts with known truth")
     when = sp.add_mutually_exclusive_group()
@@ -640,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help=force_help)
     ref_opts(sp)
     sp.set_defaults(func=_simulate)
+    _io(sp, inputs=("reference_dir",), outputs=(("out", "parquet"), ("out", "json", ".truth.json")))
 
     sp = sub.add_parser("fit", help="fit a model file under a prior file and save the posterior",
                         description="Fit a model file under a prior file and save the posterior. By "
@@ -683,11 +746,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="the fit file to write (.nc)")
     sp.add_argument("--force", action="store_true", help="replace an existing fit file (only a fit)")
     sp.set_defaults(func=_fit)
+    _io(sp, inputs=("data", "model", "priors", "columns", "sufficient"), outputs=(("out", "fit"),))
 
     sp = sub.add_parser("fits", help="list saved fits")
     sp.add_argument("folder", type=Path, nargs="?", default=Path("fits"),
                     help="folder of .nc fit files (default: %(default)s)")
     sp.set_defaults(func=_fits)
+    _io(sp, inputs=("folder",))
 
     sp = sub.add_parser("summary", help="ArviZ summary and headline estimands of a fit")
     sp.add_argument("fit", type=Path, help="a fit file (.nc)")
@@ -696,6 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prob", type=_probability, default=0.9,
                     help="probability of the intervals, between 0 and 1 (default: %(default)s)")
     sp.set_defaults(func=_summary)
+    _io(sp, inputs=("fit",))
 
     sp = sub.add_parser("report", help="HTML/Markdown/CSV report of a fit")
     sp.add_argument("fit", type=Path, help="a fit file (.nc)")
@@ -720,7 +786,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--acro-config", type=Path, metavar="YAML",
                     help="the environment's ACRO configuration (default: an installed acro's "
                          "default.yaml, else ACRO's defaults)")
+    sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_report)
+    _io(sp, inputs=("fit", "data", "columns", "acro_config"),
+        outputs=(("out", "owned"), ("for_checking", "empty")))
 
     def scheduler_opt(sp: argparse.ArgumentParser, extra: str = "") -> None:
         sp.add_argument("--scheduler", metavar="ADDRESS",
@@ -740,7 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes of a local cluster (default: min(fits, cores))")
     sp.add_argument("--refit", action="store_true", help="fit even when a finished fit is there")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
+    sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_sweep)
+    _io(sp, inputs=("grid",), outputs=(("out", "owned"),))
 
     sp = sub.add_parser("compare-priors", help="prior predictive checks, fits, estimands and "
                                                "power-scaling sensitivity under several prior sets")
@@ -763,7 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prior-only", action="store_true",
                     help="prior predictive checks only: no fits, no posterior comparison")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
+    sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_compare_priors)
+    _io(sp, inputs=("data", "model", "priors", "columns"), outputs=(("out", "owned"), ("fits_dir", "folder")))
 
     sp = sub.add_parser("compare-models", help="cross-validated comparison of saved fits of the same data "
                                                "(PSIS-LOO by neighbourhood, leave-one-LA-out, K-fold by LA)",
@@ -790,7 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default 10; 0: PSIS only, flagged)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the assignment of LAs to folds")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
+    sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_compare_models)
+    _io(sp, inputs=("fits", "data", "columns"), outputs=(("out", "owned"),))
 
     sp = sub.add_parser("sbc", help="simulation-based calibration of a model under a prior set",
                         epilog="exit status 1 when some parameter's ranks are not uniform")
@@ -812,11 +887,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, help="CSV of the ranks, one row per replicate")
     sp.add_argument("--force", action="store_true", help=force_help)
     sp.set_defaults(func=_sbc)
+    _io(sp, inputs=("model", "priors", "data", "columns"), outputs=(("out", "csv"),))
 
     sp = sub.add_parser("demo", help="main job: simulate, validate, fit and report")
-    sp.add_argument("--out", default="out", help="folder for the data and the report (default: %(default)s)")
-    sp.add_argument("--fit", default="fits/demo.nc", help="the fit file; the demo's own is replaced "
-                                                          "(default: %(default)s)")
+    sp.add_argument("--out", type=Path, default=Path("out"),
+                    help="folder for the data and the report (default: %(default)s)")
+    sp.add_argument("--fit", type=Path, default=Path("fits/demo.nc"),
+                    help="the fit file; the demo's own is replaced (default: %(default)s)")
     sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
     sp.add_argument("--fast", action="store_true", help="small data and short chains")
     sp.add_argument("--for-checking", action="store_true",
@@ -825,6 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "and write OUT/panel_report/ (issue 16)")
     ref_opts(sp)
     sp.set_defaults(func=_demo)
+    _io(sp, inputs=("reference_dir",), outputs=(("out", "folder"), ("fit", "fit")), replaces_own=True)
     _child_level_parsers(sub, ref_opts)
     _predict_check_parsers(sub, model_help, priors_help, columns_help, force_help)
     _panel_parser(sub)
@@ -842,7 +920,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--year", type=int, default=2019,
                     help="DfE year the LA totals are calibrated to (default: %(default)s)")
     ref_opts(sp)
+    sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_replicate)
+    _io(sp, inputs=("reference_dir",), outputs=(("out", "owned"),))
     return p
 
 
@@ -871,7 +951,9 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.add_argument("--strata", default="age_band,sex", help="comma list from age_band,sex,ethnicity,need")
     sp.add_argument("--age", default="band", choices=["band", "single"], help="age bands or single years")
     sp.add_argument("--population", type=Path, help="populations: neighbourhood, strata..., exposure")
+    sp.add_argument("--force", action="store_true", help="replace an existing table (only a Parquet file)")
     sp.set_defaults(func=_aggregate)
+    _io(sp, inputs=("extract", "columns", "population", "reference_dir"), outputs=(("out", "parquet"),))
 
     sp = sub.add_parser("durations", help="time to closure (or re-entry) as a piecewise-exponential table")
     extract_opts(sp)
@@ -890,13 +972,17 @@ def _child_level_parsers(sub, ref_opts) -> None:
                     help="suppress groups behind fewer spells or events (default: %(default)s)")
     sp.add_argument("--force", action="store_true", help="replace existing output files")
     sp.set_defaults(func=_durations)
+    _io(sp, inputs=("extract", "columns", "reference_dir"), outputs=(("out", "table"), ("estimands", "csv")))
 
     sp = sub.add_parser("simulate-extract", help="synthetic child-level CIN extract with a known truth")
     geo_opts(sp)
     sp.add_argument("--year", type=int, default=2019, help="census year to simulate (default: %(default)s)")
     sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     sp.add_argument("--out", type=Path, required=True, help="EXTRACT.csv (+ .truth.json, .counts.parquet)")
+    sp.add_argument("--force", action="store_true", help="replace existing output files of the same kind")
     sp.set_defaults(func=_simulate_extract)
+    _io(sp, inputs=("reference_dir",), outputs=(("out", "csv"), ("out", "json", ".truth.json"),
+                                                 ("out", "parquet", ".counts.parquet")))
 
     sp = sub.add_parser("export-sufficient", help="LA-level sums of a Poisson model, disclosure-checked")
     sp.add_argument("table", type=Path, help="validated neighbourhood table (CSV or Parquet)")
@@ -907,7 +993,11 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.add_argument("--out", type=Path, required=True,
                     help="SUMS.csv to write (an existing file is never replaced without --force)")
     sp.add_argument("--force", action="store_true", help="replace an existing sums file (only a CSV)")
+    sp.add_argument("--allow-below-default-rules", action="store_true",
+                    help="needed for a threshold below 10: such sums may identify children and must stay "
+                         "inside the secure environment")
     sp.set_defaults(func=_export_sufficient)
+    _io(sp, inputs=("table", "model", "columns"), outputs=(("out", "csv"),))
 
     sp = sub.add_parser("fit-sufficient", help="fit a Poisson model from exported sums and the public table")
     sp.add_argument("sums", type=Path, help="SUMS.csv written by export-sufficient")
@@ -925,6 +1015,7 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.add_argument("--out", type=Path, required=True, help="the fit file to write (.nc), as hierarchy fit writes")
     sp.add_argument("--force", action="store_true", help="replace an existing fit file (only a fit)")
     sp.set_defaults(func=_fit_sufficient)
+    _io(sp, inputs=("sums", "public", "model", "priors"), outputs=(("out", "fit"),))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -937,7 +1028,13 @@ def main(argv: list[str] | None = None) -> int:
     # data warnings read as messages, not as source lines
     warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"
     try:
-        return args.func(args)
+        claims = check_outputs(args)  # every output, before any work
+        try:
+            return args.func(args)
+        finally:
+            for folder, foreign in claims:  # what the command wrote there is ours from now on
+                with contextlib.suppress(OSError):
+                    paths.mark_folder(folder, foreign, command=args.command)
     except HierarchyError as err:
         print(f"error: {err}", file=sys.stderr)
         if isinstance(err, DataValidationError) and err.report.errors and all(

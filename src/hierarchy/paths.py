@@ -15,11 +15,18 @@ The rules, in order:
 * an existing file is replaced only when ``replace`` is true (``--force``) and the file is of the
   kind the command writes (a fit file is replaced only by a fit: a netCDF without hierarchy
   provenance, or a text file named ``.nc``, is never replaced).
+
+A folder of pages and tables (``report --out``, ``compare-models --out``, ...) must be new, empty
+or ours: the files this program wrote there are listed in :data:`FOLDER_MARKER` inside it
+(:func:`mark_folder`). A folder holding other files is refused without ``replace``; with it, it is
+still refused when one of those files could be one the command writes (:data:`WRITTEN_SUFFIXES`),
+so a file that is not ours is never replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -94,20 +101,121 @@ def check_output(path: str | os.PathLike, *, kind: str, inputs: Iterable[str | o
     return path
 
 
+FOLDER_MARKER = ".hierarchy-outputs.json"
+"""Inside an output folder: the files this program wrote there (:func:`mark_folder`)."""
+
+WRITTEN_SUFFIXES = frozenset({".csv", ".html", ".md", ".png", ".svg", ".json", ".txt", ".nc",
+                              ".parquet", ".yaml"})
+"""Endings of the files our folder outputs hold: a file that is not ours with one of them could be
+overwritten, so its folder is refused even with ``--force``."""
+
+
 def check_output_folder(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
-                        option: str = "--out") -> Path:
-    """Check that ``path`` can be (or is) a writable folder and is none of ``inputs``."""
+                        option: str = "--out", owned: bool = False, empty: bool = False,
+                        replace: bool = False) -> Path:
+    """Check that ``path`` can be (or is) a writable folder and is none of ``inputs``.
+
+    Parameters
+    ----------
+    path
+        The output folder (created later if missing).
+    inputs
+        Files the command reads; the folder may not be one of them.
+    option
+        The option that named ``path``, for messages.
+    owned
+        A folder of pages and tables: it must be new, empty or hold only files this program wrote
+        (:func:`foreign_files`); with ``replace`` (``--force``) other files are allowed beside it
+        unless one could be overwritten (:data:`WRITTEN_SUFFIXES`).
+    empty
+        The folder must be new or empty (an ACRO results folder: nothing is written over).
+    replace
+        The ``--force`` option.
+
+    Raises
+    ------
+    HierarchyError
+        Naming the folder, the rule it breaks and the fix.
+    """
     path = Path(path)
     _check_not_input(path, inputs, option)
     if path.exists() and not path.is_dir():
         raise HierarchyError(f"{option} {path} is a file, not a folder; give a folder name "
                              "(it is created if missing)")
-    if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise HierarchyError(f"{option} {path}: the folder is not writable")
+    if not path.is_dir():
+        _check_parent(path, option)
         return path
-    _check_parent(path, option)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise HierarchyError(f"{option} {path}: the folder is not writable (permission denied); "
+                             "choose a folder you can write to")
+    if empty and any(path.iterdir()):
+        raise HierarchyError(f"{option} {path} exists and is not empty; give a new or empty folder "
+                             "(nothing is written over)")
+    if owned:
+        _check_owned(path, option, replace)
     return path
+
+
+def _check_owned(path: Path, option: str, replace: bool) -> None:
+    foreign = sorted(foreign_files(path))
+    if not foreign:
+        return
+    named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    if not replace:
+        raise HierarchyError(f"{option} {path} holds {len(foreign)} file(s) this program did not "
+                             f"write ({named}); give a new or empty folder, or pass --force to write "
+                             "beside them (a file that could be overwritten is still refused)")
+    clash = [f for f in foreign if Path(f).suffix.lower() in WRITTEN_SUFFIXES]
+    if clash:
+        raise HierarchyError(f"{option} {path} holds {', '.join(clash[:3])}, which this program did not "
+                             "write and could overwrite; it is never replaced, even with --force. Move "
+                             "it away or give a new or empty folder")
+
+
+def _folder_files(path: Path) -> set[str]:
+    """Files under ``path`` (relative, ``/``-separated), without the marker and our temporary files."""
+    out = set()
+    for item in path.rglob("*"):
+        if item.name == FOLDER_MARKER or any(t.match(item.name) for t in TMP_PATTERNS):
+            continue
+        if item.is_file() or item.is_symlink():
+            out.add(item.relative_to(path).as_posix())
+    return out
+
+
+def _marked(path: Path) -> set[str]:
+    """The files the marker of folder ``path`` says we wrote (none when it is missing or unreadable)."""
+    try:
+        listed = json.loads((path / FOLDER_MARKER).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in listed if isinstance(f, str)}
+
+
+def foreign_files(path: str | os.PathLike) -> set[str]:
+    """Files in folder ``path`` (relative paths) that are not ours; none when the folder is missing.
+
+    Ours: the files its marker lists, and fit files with hierarchy provenance (:func:`is_fit_file`:
+    a cache of refits, ``cv_fits/``, written by the library without a marker), which only a fit
+    ever replaces.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return set()
+    unlisted = _folder_files(path) - _marked(path)
+    return {f for f in unlisted if not (f.lower().endswith(".nc") and is_fit_file(path / f))}
+
+
+def mark_folder(path: str | os.PathLike, foreign: Iterable[str], *, command: str = "") -> None:
+    """Record in ``path``'s marker that every file now in it, except ``foreign`` (the files that
+    were not ours before the command ran, :func:`foreign_files`), was written by this program."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    ours = sorted(_folder_files(path) - set(foreign))
+    text = json.dumps({"written_by": f"hierarchy {command}".strip(), "files": ours}, indent=1)
+    with atomic_path(path / FOLDER_MARKER) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
 
 
 def _check_not_input(path: Path, inputs: Iterable[str | os.PathLike | None], option: str) -> None:

@@ -141,7 +141,8 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     """Main job: simulate national data, validate it, fit the default model, write a report.
 
     The demo replaces its own earlier outputs (a fit at ``fit``, the simulated table in ``out``)
-    and says so; it never replaces a file that is not of the kind it writes.
+    and says so; it never replaces a file that is not of the kind it writes, and writes its report
+    only into a folder that is new, empty or an earlier report (:func:`hierarchy.paths.mark_folder`).
     """
     from hierarchy.data import reference, simulate
 
@@ -150,7 +151,8 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     outputs = ((data_path, "parquet"), (data_path.with_suffix(".truth.json"), "json"), (fit, "fit"))
     for path, kind in outputs:
         paths.check_output(path, kind=kind, replace=True, option="demo output")
-    paths.check_output_folder(out / "report", option="demo output")
+    report_dir = paths.check_output_folder(out / "report", option="demo output", owned=True)
+    foreign = paths.foreign_files(report_dir)
     checking = out / "report_for_checking"
     if for_checking and checking.exists() and any(checking.iterdir()) and not (checking / "results.json").exists():
         raise HierarchyError(f"demo output {checking} exists and is not an ACRO results folder: move it "
@@ -174,7 +176,10 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
         from hierarchy.reporting import report
     except ImportError:  # the report stage lands separately
         return 0
-    path = report.write_report(fit, out / "report", data=data_path, truth=truth)
+    try:
+        path = report.write_report(fit, report_dir, data=data_path, truth=truth)
+    finally:
+        paths.mark_folder(report_dir, foreign, command="demo")
     print(f"report: {path}")
     if for_checking:
         import shutil

@@ -63,12 +63,12 @@ from hierarchy.inference.sweep import FitJob, run_jobs
 from hierarchy.language.design import Design, build_design, z_of
 from hierarchy.language.priors import PriorSet, load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
-from hierarchy.likelihood.model import HYPERPARAMETERS, typical_gradient
+from hierarchy.likelihood.model import HYPERPARAMETERS, STAGE_VARS, typical_gradient
 from hierarchy.likelihood.predictor import ROW_PARAMS, design_rows, group_params, predictor_draws
 from hierarchy.reporting.figures import new_figure, to_png
 from hierarchy.reporting.report import bullets, format_columns, write_pages
 from hierarchy.results.compare_models import loglik_draws
-from hierarchy.results.estimands import LA_LEVELS, deciles_of, headline_gradients, headline_table
+from hierarchy.results.estimands import LA_LEVELS, deciles_of, headline_gradients, la_levels, summarise
 from hierarchy.results.fitfile import add_log_likelihood, load_fit, provenance
 
 IMPOSSIBLE_RATE = 10_000.0
@@ -292,7 +292,7 @@ def prior_predictive(spec: ModelSpec, priors: PriorSet, design: Design, *, draws
 def _prior_gradients(spec: ModelSpec, design: Design, draws: dict[str, np.ndarray], *,
                      prob: float, year: int | None, outcome: str | None = None) -> pd.DataFrame:
     """Implied gradient scores of a typical LA at mean LA deprivation and -/+ 10 points."""
-    names = ("intercept", "gradient", "la_deprivation", "cross_level")
+    names = tuple(n for n in STAGE_VARS if n != "dispersion")  # the typical LA's coefficients
     post = xr.Dataset({k: (("chain", "draw", "stage")[:draws[k].ndim + 1], draws[k][None])
                        for k in names if k in draws})
     if "stage" in post.dims:  # stacked: one set of rows per stage
@@ -333,6 +333,23 @@ def _hyper_posterior(idata) -> xr.Dataset:
             da = da.isel(coef=0, coef_=1, drop=True)
         out[name] = da
     return xr.Dataset(out)
+
+
+def headline_by_level(idata) -> xr.DataArray:
+    """The headline gradient scores (:func:`hierarchy.results.estimands.headline_gradients`) on dim
+    ``la_level``, also for a model without LA-level terms.
+
+    Without them the typical LA's gradient is the same at every LA deprivation level and the
+    headline draws have no ``la_level`` dim; they are repeated at each level (with its
+    ``la_deprivation``), so that every prior set's table has the same rows and each level is set
+    beside its published figure.
+    """
+    head = headline_gradients(idata)
+    if "la_level" in head.dims:
+        return head
+    levels = la_levels(idata)
+    out = head.expand_dims(la_level=levels["la_level"].to_numpy(), axis=-1)
+    return out.assign_coords(la_deprivation=("la_level", levels["la_deprivation"].to_numpy()))
 
 
 def power_scaling(idata, *, threshold: float = SENSITIVITY_THRESHOLD, delta: float = 0.01,
@@ -377,7 +394,9 @@ def power_scaling(idata, *, threshold: float = SENSITIVITY_THRESHOLD, delta: flo
     post = _hyper_posterior(idata)
     if estimands and "gradient" in post:
         head = headline_gradients(idata)
-        for level in head["la_level"].to_numpy():
+        if "la_level" not in head.dims:  # no LA-level terms: one gradient at every LA level
+            post["gradient score (every LA level)"] = head.reset_coords(drop=True)
+        for level in head["la_level"].to_numpy() if "la_level" in head.dims else ():
             post[f"gradient score ({level})"] = head.sel(la_level=level, drop=True).reset_coords(
                 drop=True)
     post = post.isel(draw=pos)
@@ -680,7 +699,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
         frames, sens = [], []
         for name, idata in idatas.items():
             say(f"{name}: estimands and power-scaling sensitivity")
-            head = headline_table(idata, prob=prob)
+            head = summarise(headline_by_level(idata), prob=prob)
             head.insert(0, "prior_set", name)
             frames.append(head)
             s = power_scaling(idata)
