@@ -98,6 +98,10 @@ def _ours(path: Path, kind: str) -> Path:
             h5.create_group("posterior").attrs["hierarchy"] = "{}"
     elif path.suffix == ".parquet":
         pd.DataFrame({"a": [1]}).to_parquet(path)
+    elif path.suffix in (".key", ".pub"):
+        path.write_text(f"-----BEGIN {'PRIVATE' if path.suffix == '.key' else 'PUBLIC'} KEY-----\nx\n")
+    elif path.suffix == ".sig":
+        path.write_text("ab" * 64 + "\n")
     else:
         path.write_text("{}\n" if path.suffix == ".json" else "a\n1\n")
     return path

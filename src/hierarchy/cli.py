@@ -234,7 +234,8 @@ def _fit(args: argparse.Namespace) -> int:
         progress=_progress_bars(args.quiet), log=None if args.quiet else print,
         chain_method=args.chain_method, float32=args.float32,
         max_draws=args.max_draws or (3 * args.draws if args.sampler == "numpyro" else None),
-        include_log_likelihood=args.include_log_likelihood,
+        include_log_likelihood=args.include_log_likelihood, prior_overrides=args.prior,
+        target_accept=args.target_accept,
     )
     print(result)
     return 0
@@ -250,6 +251,34 @@ def _fits(args: argparse.Namespace) -> int:
     if removed:
         print(f"removed {len(removed)} temporary file(s) left by interrupted writes: "
               f"{', '.join(p.name for p in removed)}")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from hierarchy.results import signing
+
+    pub = signing.generate_key(args.out, replace=args.force)
+    print(f"wrote the private key {args.out} (readable by you only: it stays inside) and the public key {pub} "
+          "(give it to those who check your fits)")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from hierarchy.results import fitfile, signing
+
+    paths.check_output(signing.signature_path(args.fit), kind="signature", inputs=[args.fit, args.key],
+                       replace=args.force, option="the signature beside the fit")
+    fitfile.load_fit(args.fit)  # sign only a fit that passes every check
+    print(f"signed {args.fit}: {signing.sign_fit(args.fit, args.key)}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from hierarchy.results import fitfile, signing
+
+    signing.verify_fit(args.fit, args.key)
+    fitfile.load_fit(args.fit)
+    print(f"{args.fit}: signature verified with {args.key}; seal, groups and constants check out")
     return 0
 
 
@@ -275,14 +304,13 @@ def _report(args: argparse.Namespace) -> int:
         year = published.data_year(args.data, data)
     path = report.write_report(args.fit, args.out, data=data, year=year, threshold=args.threshold,
                                rounding=args.rounding, prob=args.prob,
-                               allow_below_default_rules=args.allow_below_default_rules)
+                               allow_below_default_rules=args.allow_below_default_rules,
+                               for_checking=args.for_checking, acro_config=args.acro_config)
     print(f"report written to {path}")
-    if args.for_checking:
-        from hierarchy.reporting.checking import describe_folder, write_checking_folder
+    if args.for_checking:  # the same outputs, under the same suppression, as the report folder
+        from hierarchy.reporting.checking import describe_folder
 
-        folder = write_checking_folder(args.fit, args.for_checking, data=data, config=args.acro_config,
-                                       prob=args.prob)
-        print(f"results folder for the output checkers: {folder}\n{describe_folder(folder)}")
+        print(f"results folder for the output checkers: {args.for_checking}\n{describe_folder(args.for_checking)}")
     return 0
 
 
@@ -620,7 +648,8 @@ def _export_sufficient(args: argparse.Namespace) -> int:
     table = data.load(args.table, columns=args.columns, counts=spec.stages, strata=spec.strata)
     sums = sufficient.sufficient_sums(table, spec, threshold=args.threshold,
                                       allow_below_default_rules=args.allow_below_default_rules)
-    sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold)
+    sufficient.write_sums(sums, args.out, spec=spec, threshold=args.threshold,
+                          allow_overlap=args.allow_overlapping_exports)
     print(f"wrote {len(sums)} LA x stage x stratum sums (each behind >= {args.threshold} children) to {args.out}")
     return 0
 
@@ -739,6 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="store the pointwise log-likelihood (off by default; DISCLOSIVE: with the "
                          "posterior it gives back every observed count exactly). Not needed for LOO: "
                          "compare-models --data recomputes it from the data")
+    sp.add_argument("--prior", action="append", default=[], metavar="TERM=DIST",
+                    help="change one prior of the prior set, brms-style, e.g. 'w:rural=normal(0, 0.05)' or "
+                         "'la_sd=exponential(5)'; repeatable")
+    sp.add_argument("--target-accept", type=_probability, default=0.8,
+                    help="NUTS target acceptance rate; raise it (e.g. 0.95) when a fit reports divergences "
+                         "(default: %(default)s)")
     sp.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     sp.add_argument("--sufficient", type=Path, metavar="SUMS.csv",
                     help="fit a Poisson model from LA-level sums (hierarchy export-sufficient); --data is then "
@@ -753,6 +788,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder of .nc fit files (default: %(default)s)")
     sp.set_defaults(func=_fits)
     _io(sp, inputs=("folder",))
+
+    sp = sub.add_parser("keygen", help="make an Ed25519 key pair for signing fit files (NAME.key, NAME.pub)")
+    sp.add_argument("--out", type=Path, required=True, help="the private key to write (NAME.key)")
+    sp.add_argument("--force", action="store_true", help="replace an existing key pair (fits signed with it "
+                                                         "then no longer verify)")
+    sp.set_defaults(func=_keygen)
+    _io(sp, outputs=(("out", "key"), ("out", "public_key", ".pub")))
+
+    sp = sub.add_parser("sign", help="sign a fit file (FIT.nc.sig beside it) with a private key: proves it "
+                                     "unchanged to anyone holding the public key")
+    sp.add_argument("fit", type=Path, help="a fit file (.nc)")
+    sp.add_argument("--key", type=Path, required=True, help="the private key (NAME.key, from hierarchy keygen)")
+    sp.add_argument("--force", action="store_true", help="replace an existing signature")
+    sp.set_defaults(func=_sign)
+    _io(sp, inputs=("fit", "key"))  # writes FIT.nc.sig, checked by _sign before it signs
+
+    sp = sub.add_parser("verify", help="check a fit file's signature (FIT.nc.sig) with the public key")
+    sp.add_argument("fit", type=Path, help="a fit file (.nc)")
+    sp.add_argument("--key", type=Path, required=True, help="the public key (NAME.pub)")
+    sp.set_defaults(func=_verify)
+    _io(sp, inputs=("fit", "key"))
 
     sp = sub.add_parser("summary", help="ArviZ summary and headline estimands of a fit")
     sp.add_argument("fit", type=Path, help="a fit file (.nc)")
@@ -996,6 +1052,10 @@ def _child_level_parsers(sub, ref_opts) -> None:
     sp.add_argument("--allow-below-default-rules", action="store_true",
                     help="needed for a threshold below 10: such sums may identify children and must stay "
                          "inside the secure environment")
+    sp.add_argument("--allow-overlapping-exports", action="store_true",
+                    help="write sums even when they differ from an export recorded in the output folder's "
+                         "hierarchy_exports.json by fewer than the threshold's children (warns and logs it): "
+                         "the two files may not leave the secure environment together")
     sp.set_defaults(func=_export_sufficient)
     _io(sp, inputs=("table", "model", "columns"), outputs=(("out", "csv"),))
 

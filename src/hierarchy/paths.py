@@ -39,11 +39,12 @@ TMP_PATTERNS = (re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$"),  # atomic_pat
 """Names of the temporary files our writers leave when killed: ``.NAME.tmp-PID``, ``.NAME.PID.tmp``."""
 
 SUFFIXES = {"fit": (".nc",), "table": (".csv", ".parquet"), "csv": (".csv",),
-            "parquet": (".parquet",), "json": (".json",)}
+            "parquet": (".parquet",), "json": (".json",), "key": (".key",), "public_key": (".pub",),
+            "signature": (".sig",)}
 """File kinds and the name endings each accepts."""
 
 _WHAT = {"fit": "a fit file", "table": "a table", "csv": "a CSV file", "parquet": "a Parquet file",
-         "json": "a JSON file"}
+         "json": "a JSON file", "key": "a private key", "public_key": "a public key", "signature": "a signature"}
 
 
 def check_output(path: str | os.PathLike, *, kind: str, inputs: Iterable[str | os.PathLike | None] = (),
@@ -278,6 +279,12 @@ def _same_format(path: Path) -> bool:
         return False
     if suffix == ".parquet":
         return head[:4] == b"PAR1"
+    if suffix in (".key", ".pub"):  # a PEM key this program writes (hierarchy keygen)
+        kind = b"PRIVATE" if suffix == ".key" else b"PUBLIC"
+        return head.startswith(b"-----BEGIN " + kind + b" KEY-----")
+    if suffix == ".sig":  # a signature this program writes: one line of 128 hex digits
+        text = head.strip()
+        return len(text) == 128 and all(c in b"0123456789abcdef" for c in text)
     if suffix in (".csv", ".json"):
         if b"\x00" in head:
             return False

@@ -17,7 +17,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
               chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
               include_data: bool = False, progress: bool = True,
               chain_method: str = "parallel", float32: bool = False, log=None,
-              include_log_likelihood: bool = False, max_draws: int | None = None) -> str:
+              include_log_likelihood: bool = False, max_draws: int | None = None,
+              prior_overrides: list[str] | tuple[str, ...] = (), target_accept: float = 0.8) -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
 
     ``model`` and ``priors`` are files or shipped names (:func:`hierarchy.shipped.resolve`).
@@ -26,7 +27,9 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     ``hierarchy fit`` does without ``--force``). ``log`` (e.g. ``print``) gets a few plain
     progress lines. The fit file holds no observed counts and no pointwise log-likelihood unless
     ``include_data`` / ``include_log_likelihood`` ask for them (either makes it disclosive).
-    Returns a short text summary (path, timings, diagnostics).
+    ``prior_overrides`` are brms-style changes of single priors (``'w:rural=normal(0, 0.05)'``,
+    :func:`hierarchy.language.priors.with_prior_overrides`). Returns a short text summary (path, timings,
+    diagnostics).
     """
     say = log or (lambda _msg: None)
     model, priors = shipped.resolve(model, "models"), shipped.resolve(priors, "priors")
@@ -44,6 +47,10 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
 
     t0 = time.perf_counter()
     spec, pset = load_spec(model), load_priors(priors)
+    if prior_overrides:
+        from hierarchy.language.priors import with_prior_overrides
+
+        pset = with_prior_overrides(pset, list(prior_overrides))
     cmap = data_mod.load_column_map(columns) if columns else None
     named = spec.data_columns  # any count / stratum column the model names
     table = data_mod.load(data, columns=cmap, **named)
@@ -56,11 +63,11 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
         f"+ {draws} draws), {sampler}")
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32,
-                 max_draws=max_draws)
+                 max_draws=max_draws, target_accept=target_accept)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **spec.hashed_columns),
                         data_source=str(data), data_year=published.data_year(data, table),
                         include_data=include_data,
-                        include_log_likelihood=include_log_likelihood,
+                        include_log_likelihood=include_log_likelihood, rows_hash=data_mod.rows_hash(table, spec),
                         column_map=None if cmap is None else cmap.canonical_to_user())
     say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
     save_fit(idata, out)
@@ -176,19 +183,19 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
         from hierarchy.reporting import report
     except ImportError:  # the report stage lands separately
         return 0
+    if for_checking and checking.exists():
+        import shutil
+
+        print(f"replacing {checking} (an earlier demo's)")
+        shutil.rmtree(checking)
     try:
-        path = report.write_report(fit, report_dir, data=data_path, truth=truth)
+        path = report.write_report(fit, report_dir, data=data_path, truth=truth,
+                                   for_checking=checking if for_checking else None)
     finally:
         paths.mark_folder(report_dir, foreign, command="demo")
     print(f"report: {path}")
     if for_checking:
-        import shutil
+        from hierarchy.reporting.checking import describe_folder
 
-        from hierarchy.reporting.checking import describe_folder, write_checking_folder
-
-        if checking.exists():
-            print(f"replacing {checking} (an earlier demo's)")
-            shutil.rmtree(checking)
-        write_checking_folder(fit, checking, data=data_path)
         print(f"results folder for the output checkers: {checking}\n{describe_folder(checking)}")
     return 0

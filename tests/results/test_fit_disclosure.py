@@ -216,9 +216,11 @@ def test_a_resealed_edit_of_the_public_data_and_its_constant_is_caught_by_the_ro
 
 def test_a_signature_proves_a_fit_unchanged(default_fit, tmp_path):
     key = tmp_path / "keys" / "env.key"
+    with pytest.raises(HierarchyError, match="NAME.key"):
+        signing.generate_key(tmp_path / "env.pem")
     pub = signing.generate_key(key)
     assert oct(key.stat().st_mode & 0o777) == "0o600"
-    with pytest.raises(HierarchyError, match="never replaced"):
+    with pytest.raises(HierarchyError, match="only with --force"):
         signing.generate_key(key)
     path = _copy(default_fit, tmp_path)
     with pytest.raises(FitFileError, match="no signature"):
@@ -239,3 +241,21 @@ def test_an_edited_draw_with_h5py_still_breaks_the_seal(default_fit, tmp_path):
         f["posterior/intercept"][0, 0] += 0.5
     with pytest.raises(FitFileError, match="does not match its seal"):
         fitfile.load_fit(path)
+
+
+def test_keygen_sign_and_verify_from_the_command_line(default_fit, tmp_path, capsys):
+    from hierarchy import cli
+
+    fit = _copy(default_fit, tmp_path)
+    key = tmp_path / "env.key"
+    assert cli.main(["keygen", "--out", str(key)]) == 0
+    assert cli.main(["keygen", "--out", str(key)]) == 2  # a key is replaced only with --force
+    assert cli.main(["sign", str(fit), "--key", str(key)]) == 0
+    assert cli.main(["sign", str(fit), "--key", str(key)]) == 2  # an existing signature needs --force
+    assert cli.main(["sign", str(fit), "--key", str(key), "--force"]) == 0
+    assert cli.main(["verify", str(fit), "--key", str(tmp_path / "env.pub")]) == 0
+    assert "signature verified" in capsys.readouterr().out
+    with h5py.File(fit, "r+") as f:
+        f["posterior"].attrs["note"] = "edited"
+    assert cli.main(["verify", str(fit), "--key", str(tmp_path / "env.pub")]) == 2
+    assert "does not verify" in capsys.readouterr().err

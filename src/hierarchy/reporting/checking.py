@@ -18,6 +18,12 @@ it in the SACRO-Viewer. :func:`write_checking_folder` writes such a folder (``re
   custom outputs with a generated comment a checker can judge (model, neighbourhoods and LAs behind
   each quantity, residual degrees of freedom against ``safe_dof_threshold``, no observed count shown);
   an output holding a per-neighbourhood value is refused (:func:`register_model_output`).
+
+The folder is written from the report's outputs computed once (:func:`write_outputs`,
+:func:`hierarchy.reporting.report.build_outputs`): every output of the registry
+(:mod:`hierarchy.reporting.registry`) the report publishes is here as the very file the report writes,
+the page included, and the observed tables carry the one suppression both show
+(:mod:`hierarchy.reporting.suppression`).
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ CONFIG_KEYS = {"safe_threshold": "int", "safe_dof_threshold": "int", "safe_nk_n"
                "safe_nk_k": "share", "safe_pratio_p": "float", "zeros_are_disclosive": "bool",
                "safe_round_base": "int"}
 """ACRO configuration keys the checks read, and their kind."""
+MODEL_OUTPUT = "Model output: posterior quantities, not observed counts."
+NO_COUNTS = "No observed count is shown, and no quantity of a single neighbourhood."
+"""The closing sentence of a model output's comment (observed values in figures are the published ones)."""
 PER_NEIGHBOURHOOD_COLUMNS = ("neighbourhood", "lsoa", "lsoa_code", "row", "row_id")
 TOOL = {"@type": "SoftwareApplication", "name": "ACRO", "url": "https://github.com/AI-SDC/ACRO",
         "version": ACRO_VERSION}
@@ -553,68 +562,83 @@ def _basis(idata, config: dict[str, Any]) -> tuple[str, str]:
     n_la = int(idata.posterior.sizes.get("la", len(set(idata.constant_data["la_of"].to_numpy()))))
     threshold = int(config["safe_dof_threshold"])
     verdict = "pass" if dof >= threshold else "fail"
-    text = (f"Model output: posterior quantities, not observed counts. Model {spec.name} "
+    text = (f"Model {spec.name} "
             f"({spec.family}): {spec.formula_text}; priors {priors.name}; fit {prov.get('config_hash', '')}. "
             f"Fitted to {n_obs} rows from {hoods} neighbourhoods in {n_la} LAs. Residual degrees of "
             f"freedom {dof} = {n_obs} observations - {n_par} parameters (every posterior element counted; "
-            f"MinimumDoFCheck with safe_dof_threshold {threshold}: {verdict}). No observed count is shown, "
-            "and no quantity of a single neighbourhood.")
+            f"MinimumDoFCheck with safe_dof_threshold {threshold}: {verdict}).")
     return text, verdict
 
 
-def model_records(idata, tables: dict[str, pd.DataFrame], figs: dict[str, tuple[str, Any, Any]],
-                  config: dict[str, Any]) -> list[dict[str, Any]]:
-    """ACRO custom records of a fit's model tables and figures, each with its generated comment.
+def _sizes(idata) -> dict[str, Any]:
+    """Neighbourhoods and LAs behind a fit, for :func:`hierarchy.reporting.registry.rests_on_text`."""
+    from hierarchy.results import estimands
+
+    la_of = idata.constant_data["la_of"].to_numpy().astype(str)
+    hoods = pd.Series(estimands._codes(idata)).groupby(la_of).nunique()
+    return {"n_hoods": int(hoods.sum()), "n_la": len(hoods), "fewest": int(hoods.min()),
+            "median": int(hoods.median())}
+
+
+def model_records(outputs: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """ACRO custom records of a report's registered outputs, each with its generated comment.
+
+    Every registered table and figure of ``outputs`` (:func:`hierarchy.reporting.report.build_outputs`)
+    is registered with the exact file the report writes; a table resting only on observed counts is
+    instead added to its checked table record (:func:`observed_records`). The page itself (findings,
+    diagnostics, provenance, priors) is registered last as ``report_page``.
 
     Parameters
     ----------
-    idata : arviz.InferenceData
-    tables : dict of pandas.DataFrame
-        Report tables (:func:`hierarchy.reporting.report.estimand_tables`); the observed ones are skipped
-        here (they are checked as tables).
-    figs : dict
-        ``{name: (caption, Figure, plotted data)}`` (:func:`hierarchy.reporting.report.report_figures`),
-        made from the published observed tables.
+    outputs : hierarchy.reporting.report.ReportOutputs
     config : dict
         ACRO configuration.
     """
-    from hierarchy.reporting import figures as figmod
+    from hierarchy.reporting import page as pagemod
+    from hierarchy.reporting import registry
     from hierarchy.results import estimands
 
-    basis, verdict = _basis(idata, config)
+    idata = outputs.idata
+    fit_text, verdict = _basis(idata, config)
     codes = list(estimands._codes(idata)) + list(idata.constant_data["neighbourhood"].to_numpy().astype(str))
-    la_of = idata.constant_data["la_of"].to_numpy().astype(str)
-    hoods = pd.Series(estimands._codes(idata)).groupby(la_of).nunique()
-    n_h, n_la = int(hoods.sum()), len(hoods)
-    behind = {
-        "la_gradients": (f"One row per LA: each LA's gradient rests on its own neighbourhoods (fewest "
-                         f"{hoods.min()}, median {int(hoods.median())}) and, through partial pooling, "
-                         f"on all {n_h}."),
-        "subgroup_gradients": f"Each row is a typical LA's gradient for a stage or stratum: all {n_h} "
-                              f"neighbourhoods in {n_la} LAs are behind it.",
-    }
-    default = (f"Every quantity is a function of all parameters, informed by all {n_h} neighbourhoods "
-               f"in {n_la} LAs.")
-    records: list[dict[str, Any]] = []
+    sizes = _sizes(idata)
     status = "review" if verdict == "pass" else "fail"
-    model_tables = [k for k in ("estimands", "summary", "inverse_intervention", "rate_curves",
-                                "la_gradients", "subgroup_gradients", "escalation") if k in tables]
-    for name in model_tables:
-        frame = tables[name].drop(columns=[c for c in ("truth", "covered") if c in tables[name]])
-        register_model_output(records, name, {f"{name}.csv": frame},
-                              f"{basis} {behind.get(name, default)}", codes=codes, status=status)
-    observed_figs = {"deciles": "deciles", "count_distribution": "count_distribution",
-                     "la_deciles": "la_deciles"}
-    for name, (caption, fig, data) in figs.items():
-        note = behind.get(name, default)
-        if name in observed_figs:
-            note = (f"The observed values plotted are those of table output {observed_figs[name]!r} as "
-                    "published (after ACRO's checks, suppression and rounding; suppressed cells absent); "
-                    "the rest are posterior predictive quantities. " + default)
-        frame = data if isinstance(data, pd.DataFrame) else None
-        register_model_output(records, f"figure_{name}", {f"figure_{name}.png": figmod.to_png(fig)},
-                              f"{caption} {basis} {note}", codes=codes, data=frame, status=status)
+    records: list[dict[str, Any]] = []
+    checked = {r["uid"] for r in outputs.records}
+    for out in outputs.entries:
+        note = registry.rests_on_text(out, sizes)
+        model_only = out.basis in (registry.MODEL, registry.DRAWS) or out.observed not in checked
+        basis = (f"{MODEL_OUTPUT} {fit_text} {NO_COUNTS}" if model_only
+                 else f"{fit_text} The observed values shown are those published.")
+        if out.kind == "table":
+            if out.name in checked:
+                continue  # its file is in the checked table record of its observed counts
+            register_model_output(records, out.uid, {out.file: outputs.csv[out.name]}, f"{basis} {note}",
+                                  codes=codes, data=outputs.tables[out.name], status=status)
+        else:
+            caption, png, plotted = outputs.figures[out.name]
+            register_model_output(records, out.uid, {f"{out.uid}.png": png}, f"{caption} {basis} {note}",
+                                  codes=codes, data=plotted if isinstance(plotted, pd.DataFrame) else None,
+                                  status=status)
+    shown = ", ".join(o.file for o in outputs.entries)
+    register_model_output(
+        records, "report_page",
+        {"report.md": pagemod.render_markdown(outputs.page).encode("utf-8"),
+         "index.html": pagemod.render_html(outputs.page).encode("utf-8")},
+        f"The report page as published: the registered outputs above ({shown}), findings sentences computed "
+        "from the model tables, and the fit's diagnostics, provenance and prior settings (no data). "
+        f"{fit_text}", codes=codes, status=status)
     return records
+
+
+def _table_files(records: list[dict[str, Any]], outputs: Any) -> list[dict[str, Any]]:
+    """The observed table records with the report's own file of each table added (as published)."""
+    out = []
+    for rec in records:
+        name = rec["uid"]
+        files = {f"{name}.csv": outputs.csv[name]} if name in outputs.csv else {}
+        out.append({**rec, "files_out": {**rec.get("files_out", {}), **files}})
+    return out
 
 
 # ---------------------------------------------------------------------------- the folder
@@ -660,10 +684,7 @@ def write_records(records: list[dict[str, Any]], out_dir: str | os.PathLike, con
 
     Refuses an existing ``out_dir`` that is not empty, as ACRO's ``finalise`` does.
     """
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise HierarchyError(f"{out}: exists and is not an empty folder; choose a new folder for the "
-                             "results to check (nothing is written over)")
+    out = check_folder(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -677,10 +698,40 @@ def write_records(records: list[dict[str, Any]], out_dir: str | os.PathLike, con
     return out
 
 
+def check_folder(out_dir: str | os.PathLike) -> Path:
+    """Refuse an ``out_dir`` that exists and is not an empty folder (before any work starts)."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HierarchyError(f"{out}: exists and is not an empty folder; choose a new folder for the "
+                             "results to check (nothing is written over)")
+    return out
+
+
+def write_outputs(outputs: Any, out_dir: str | os.PathLike) -> Path:
+    """Write the ACRO results folder of a report's outputs, computed once
+    (:func:`hierarchy.reporting.report.build_outputs`): the same files and suppression as the report.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+    """
+    from hierarchy.reporting import registry
+
+    registry.registered([o.name for o in outputs.entries if o.kind == "table"],
+                        [o.name for o in outputs.entries if o.kind == "figure"])
+    config = outputs.rules
+    records = _table_files(list(outputs.records), outputs) + model_records(outputs, config)
+    return write_records(records, out_dir, config)
+
+
 def write_checking_folder(fit: Any, out_dir: str | os.PathLike, *, data: Any = None,
                           config: str | os.PathLike | None = None, prob: float = 0.9,
-                          n_draws: int = 200) -> Path:
+                          n_draws: int = 200, threshold: int = 10, rounding: int = 5) -> Path:
     """Write an ACRO results folder of a fit's report for the output checkers (SACRO-Viewer).
+
+    The outputs are those :func:`hierarchy.reporting.report.write_report` writes with the same
+    arguments (:func:`hierarchy.reporting.report.build_outputs`): one suppression, one registry.
 
     Parameters
     ----------
@@ -697,6 +748,8 @@ def write_checking_folder(fit: Any, out_dir: str | os.PathLike, *, data: Any = N
         Interval probability of the model tables.
     n_draws : int
         Posterior draws for the posterior predictive tables.
+    threshold, rounding : int
+        The report's disclosure rules, where stricter than the configuration's.
 
     Returns
     -------
@@ -704,50 +757,11 @@ def write_checking_folder(fit: Any, out_dir: str | os.PathLike, *, data: Any = N
         The folder written.
     """
     from hierarchy.reporting import report
-    from hierarchy.results import estimands
-    from hierarchy.results.fitfile import load_fit
 
-    cfg = acro_config(config)
-    full = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit
-    idata = estimands.as_idata(full)
-    # raw tables in memory only: the observed columns are replaced by the checked ones below
-    tables = report.estimand_tables(idata, data=data, prob=prob, threshold=0, rounding=1, n_draws=n_draws)
-    tables.update(report.subgroup_tables(full, prob=prob))
-    observed = estimands.observed_counts(idata, data)
-    records: list[dict[str, Any]] = []
-    if observed is not None:
-        records = observed_records(idata, observed, cfg)
-        _replace_observed(tables, published_for_report(records))
-    else:
-        for name in ("deciles", "count_distribution"):
-            tables[name] = tables[name].drop(columns=[c for c in ("observed_count", "observed_rate",
-                                                                 "observed_neighbourhoods") if c in tables[name]])
-    figs = report.report_figures(idata, tables)
-    try:
-        records += model_records(idata, tables, figs, cfg)
-    finally:
-        import matplotlib.pyplot as plt
-
-        for _caption, fig, _data in figs.values():
-            plt.close(fig)
-    return write_records(records, out_dir, cfg)
-
-
-def _replace_observed(tables: dict[str, pd.DataFrame], published: dict[str, pd.DataFrame]) -> None:
-    """Put the published (checked) observed values into the report tables the figures are drawn from."""
-    dec = tables["deciles"]
-    pub = published["deciles"]
-    dec["observed_count"] = pub["observed_count"].to_numpy()
-    dec["observed_rate"] = pub["observed_rate"].to_numpy()
-    dist = tables["count_distribution"]
-    dist["observed_neighbourhoods"] = published["count_distribution"]["rows"].to_numpy()
-    if "la_deciles" in tables:
-        la = tables["la_deciles"]
-        wide = published["la_deciles"]
-        counts = [wide.loc[str(a), "All" if d == "all" else str(d)] for a, d in zip(la["la"], la["decile"],
-                                                                                     strict=True)]
-        la["observed_count"] = np.asarray(counts, dtype=float)
-        la["observed_rate"] = 1e4 * la["observed_count"] / la["children"]
+    check_folder(out_dir)
+    outputs = report.build_outputs(fit, data=data, prob=prob, n_draws=n_draws, threshold=threshold,
+                                   rounding=rounding, acro_config=config)
+    return write_outputs(outputs, out_dir)
 
 
 def describe_folder(out_dir: str | os.PathLike) -> str:

@@ -15,11 +15,12 @@ import base64
 import html
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from hierarchy.paths import atomic_path
 
 __all__ = ["CSS", "Finding", "PageFigure", "Page", "Section", "markdown_table", "render_html",
            "render_markdown", "slug", "write_page"]
@@ -217,14 +218,8 @@ def render_markdown(page: Page) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_page(page: Page, out: str | os.PathLike, *, html_name: str = "index.html",

@@ -3,7 +3,7 @@
 The seal (:func:`hierarchy.results.fitfile.content_hash`) catches accidental and naive edits, but
 anyone with this code can recompute it. A signature cannot be remade without the private key: the
 secure environment keeps the key (made once with :func:`generate_key`) and signs each fit that
-leaves (:func:`sign_fit`, a detached ``FIT.sig`` beside the fit); a reader outside verifies it with
+leaves (:func:`sign_fit`, a detached ``FIT.nc.sig`` beside the fit); a reader outside verifies it with
 the public key (:func:`verify_fit`). Ed25519 from the maintained ``cryptography`` package.
 """
 
@@ -27,19 +27,23 @@ def _crypto():
     return serialization, ed25519
 
 
-def generate_key(private_path: str | os.PathLike) -> Path:
-    """Write a new Ed25519 private key (PEM, mode 600) and its public key beside it (``.pub``).
+def generate_key(private_path: str | os.PathLike, *, replace: bool = False) -> Path:
+    """Write a new Ed25519 private key (PEM, mode 600, ``NAME.key``) and its public key (``NAME.pub``).
 
-    Refuses to replace an existing key file. Returns the public key's path.
+    Refuses to replace an existing key file unless ``replace`` (fits signed with the old key then no longer
+    verify with the new public key). Returns the public key's path.
     """
     from hierarchy.paths import atomic_path
 
     serialization, ed25519 = _crypto()
     private_path = Path(private_path)
-    public_path = private_path.with_name(private_path.name + ".pub")
+    if private_path.suffix != ".key":
+        raise HierarchyError(f"{private_path}: name the private key NAME.key (its public key is NAME.pub)")
+    public_path = private_path.with_suffix(".pub")
     for p in (private_path, public_path):
-        if p.exists():
-            raise HierarchyError(f"{p} exists: a key is never replaced; choose another path")
+        if p.exists() and not replace:
+            raise HierarchyError(f"{p} exists: a key is replaced only with --force (fits signed with it then "
+                                 "no longer verify); choose another path")
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
@@ -54,6 +58,12 @@ def generate_key(private_path: str | os.PathLike) -> Path:
     return public_path
 
 
+def signature_path(fit_path: str | os.PathLike) -> Path:
+    """Where the signature of a fit file goes: ``FIT.nc`` -> ``FIT.nc.sig``."""
+    fit_path = Path(fit_path)
+    return fit_path.with_name(fit_path.name + SUFFIX)
+
+
 def _digest(fit_path: Path) -> bytes:
     h = hashlib.sha256()
     with open(fit_path, "rb") as f:
@@ -63,7 +73,7 @@ def _digest(fit_path: Path) -> bytes:
 
 
 def sign_fit(fit_path: str | os.PathLike, private_key: str | os.PathLike) -> Path:
-    """Sign the bytes of a fit file; the signature goes to ``FIT.sig`` (returned)."""
+    """Sign the bytes of a fit file; the signature goes to ``FIT.nc.sig`` beside it (returned)."""
     from hierarchy.paths import atomic_path
 
     serialization, ed25519 = _crypto()
@@ -74,19 +84,19 @@ def sign_fit(fit_path: str | os.PathLike, private_key: str | os.PathLike) -> Pat
         raise HierarchyError(f"{private_key}: not a readable private key ({err.__class__.__name__})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise HierarchyError(f"{private_key}: not an Ed25519 key (make one with hierarchy keygen)")
-    out = fit_path.with_name(fit_path.name + SUFFIX)
+    out = signature_path(fit_path)
     with atomic_path(out) as tmp:
         Path(tmp).write_bytes(key.sign(_digest(fit_path)).hex().encode() + b"\n")
     return out
 
 
 def verify_fit(fit_path: str | os.PathLike, public_key: str | os.PathLike) -> None:
-    """Raise :class:`~hierarchy.errors.FitFileError` unless ``FIT.sig`` is a valid signature of the fit."""
+    """Raise :class:`~hierarchy.errors.FitFileError` unless ``FIT.nc.sig`` is a valid signature of the fit."""
     from cryptography.exceptions import InvalidSignature
 
     serialization, ed25519 = _crypto()
     fit_path = Path(fit_path)
-    sig_path = fit_path.with_name(fit_path.name + SUFFIX)
+    sig_path = signature_path(fit_path)
     if not sig_path.exists():
         raise FitFileError(f"{fit_path}: no signature ({sig_path.name}); ask its maker to sign it")
     try:
