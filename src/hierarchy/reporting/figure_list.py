@@ -53,9 +53,10 @@ def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None =
                                "coloured by LA deprivation (log scale); dashed: typical LA at mean deprivation.",
                                *figures.plot_la_gradients(tables["la_gradients"],
                                                           typical=float(typical.iloc[0])))
-    out["deciles"] = ("Read the fit: observed rates (diamonds, small cells suppressed) should sit within the "
-                      "predicted intervals in every national deprivation decile.",
-                      *figures.plot_deciles(tables["deciles"], outcome=spec.outcome))
+    if "deciles" in tables:  # absent when the fit's exposure is a count and no --data was given
+        out["deciles"] = ("Read the fit: observed rates (diamonds, small cells suppressed) should sit within "
+                          "the predicted intervals in every national deprivation decile.",
+                          *figures.plot_deciles(tables["deciles"], outcome=spec.outcome))
     out["inverse_intervention"] = ("Read above 1: for the same neighbourhood deprivation, how much higher the "
                                    "rate is in an LA 10 points less deprived than in one 10 points more (log "
                                    "scale; dashed: neighbourhood deprivation not seen in LAs of both levels).",
@@ -75,9 +76,10 @@ def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None =
     if "la_deciles" in tables:
         out["la_deciles"] = ("Read the fan: observed rates by decile in each LA (suppressed cells left out).",
                              *figures.plot_la_deciles(tables["la_deciles"], outcome=spec.outcome))
-    out["count_distribution"] = ("Check: observed counts per neighbourhood (bars, bins below the threshold "
-                                 "not shown) against the posterior predictive distribution.",
-                                 *figures.plot_count_ppc(tables["count_distribution"]))
+    if "count_distribution" in tables:
+        out["count_distribution"] = ("Check: observed counts per neighbourhood (bars, bins below the threshold "
+                                     "not shown) against the posterior predictive distribution.",
+                                     *figures.plot_count_ppc(tables["count_distribution"]))
     out["rank"] = ("Check: rank plots of the hyperparameters; flat histograms mean the chains agree.",
                    *figures.plot_rank(hyperparameters(idata)))
     return out

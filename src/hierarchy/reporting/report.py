@@ -61,7 +61,7 @@ from hierarchy.reporting.text import (  # noqa: F401  (re-exported: the report's
     short,
 )
 from hierarchy.results import estimands
-from hierarchy.results.fitfile import checked_diagnostics, fit_spec, load_fit, provenance
+from hierarchy.results.fitfile import checked_diagnostics, fit_spec, load_fit, provenance, with_row_data
 
 _year_findings = year_findings  # the name tests/results/test_years.py reads
 
@@ -309,6 +309,9 @@ def build_outputs(fit: Any, *, data: Any = None, columns: Any = None, year: int 
         raise HierarchyError(f"prob must be between 0 and 1 (e.g. 0.9), got {prob}")
     idata, diag, full = _load_checked(fit)
     data, year, data_note = _data_and_year(full, data, columns, year)
+    if data is not None and not estimands.has_row_data(full):  # a count used as exposure: from the data
+        full = with_row_data(full, data)
+        idata = estimands.as_idata(full)
     rules = suppression.rules(threshold, rounding, config=acro_config,
                               allow_below_default_rules=allow_below_default_rules)
     tables, records = tables_and_checks(idata, data=data, prob=prob, truth=truth, n_draws=n_draws, rules=rules)
@@ -497,14 +500,20 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
         S("Inverse-intervention contrast", "inverse-intervention", (
             "Predicted rate ratio between a typical LA 10 points less deprived and one 10 points more "
             "deprived, for a neighbourhood of the same deprivation x.",),
-          table=rounded(lean(short(inv, always=near))), csv="inverse_intervention.csv", total_rows=len(inv)),
-        S("Rates by national decile of neighbourhood deprivation", "deciles", (
-            "Rates per 10,000 children; predicted = posterior predictive draws from the LA coefficients; "
-            "observed counts and rates are disclosure-controlled.",), table=rounded(lean(tables["deciles"])),
-          csv="deciles.csv"),
-        S("Posterior predictive check: counts per neighbourhood", "count-check",
-          ("Number of neighbourhood rows per count bin.",), table=rounded(lean(tables["count_distribution"])),
-          csv="count_distribution.csv")]
+          table=rounded(lean(short(inv, always=near))), csv="inverse_intervention.csv", total_rows=len(inv))]
+    if "deciles" in tables:  # the predictive checks need every row's exposure (a count: re-read from --data)
+        sections += [
+            S("Rates by national decile of neighbourhood deprivation", "deciles", (
+                "Rates per 10,000 children; predicted = posterior predictive draws from the LA coefficients; "
+                "observed counts and rates are disclosure-controlled.",), table=rounded(lean(tables["deciles"])),
+              csv="deciles.csv"),
+            S("Posterior predictive check: counts per neighbourhood", "count-check",
+              ("Number of neighbourhood rows per count bin.",), table=rounded(lean(tables["count_distribution"])),
+              csv="count_distribution.csv")]
+    else:
+        sections.append(S("Posterior predictive checks", "deciles", (
+            f"Not run: the model's exposure ('{fit_spec(idata)[0].exposure}') is a count, which the fit file does "
+            "not store; give the fitted table (hierarchy report FIT --data TABLE) for these checks.",)))
     if "la_deciles" in tables:
         sections.append(S("Observed rates by LA and decile", "la-deciles", (
             f"Observed rate per 10,000 children (disclosure-controlled; {disclosure.SUPPRESSED} = "

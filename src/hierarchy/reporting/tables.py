@@ -146,6 +146,8 @@ def tables_and_checks(idata, *, data: Any, prob: float, truth: dict[str, Any] | 
         tables["la_gradients"] = la_tab
     tables["inverse_intervention"] = estimands.summarise(estimands.inverse_intervention(idata), prob=prob)
     tables["rate_curves"] = estimands.summarise(estimands.typical_rates(idata), prob=prob)
+    if not estimands.has_row_data(idata):  # a count used as exposure, not in the fit file, and no data given
+        return tables, []
     yrep = estimands.posterior_predictive(idata, n_draws=n_draws)
     observed = estimands.observed_counts(idata, data)
     raw = {"prob": prob, "threshold": 0, "rounding": 1}  # replaced by the one suppression below
