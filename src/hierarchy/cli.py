@@ -282,10 +282,19 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rope(text: str) -> tuple[float, float]:
+    from hierarchy.results.heterogeneity import parse_rope
+
+    try:
+        return parse_rope(text)
+    except HierarchyError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _summary(args: argparse.Namespace) -> int:
     from hierarchy.reporting import report
 
-    print(report.summary_text(args.fit, fmt=args.format, prob=args.prob))
+    print(report.summary_text(args.fit, fmt=args.format, prob=args.prob, rope=args.rope, null=args.null))
     return 0
 
 
@@ -816,8 +825,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output format (default: %(default)s)")
     sp.add_argument("--prob", type=_probability, default=0.9,
                     help="probability of the intervals, between 0 and 1 (default: %(default)s)")
+    sp.add_argument("--rope", type=_rope, default=None, metavar="LO,HI",
+                    help="region of practical equivalence for gradient ratios and contrasts, e.g. 0.95,1.05: "
+                         "P(inside) makes 'no difference' a finding with a number")
+    sp.add_argument("--null", type=Path, default=None,
+                    help="a simpler nested fit of the same data: adds the PCV (share of LA variance explained)")
     sp.set_defaults(func=_summary)
-    _io(sp, inputs=("fit",))
+    _io(sp, inputs=("fit", "null"))
 
     sp = sub.add_parser("report", help="HTML/Markdown/CSV report of a fit")
     sp.add_argument("fit", type=Path, help="a fit file (.nc)")

@@ -419,3 +419,23 @@ def test_summary_rows_of_the_shared_fit(shared_fit):
     assert len(vpc) == 10 and vpc["reference_rate"].is_monotonic_increasing
     assert vpc["mean"].between(0, 1).all()
     assert any("no gradient ratios" in n for n in rows.attrs["notes"])
+
+
+@SHARED_FIT
+def test_summary_command_shows_heterogeneity_and_rope(shared_fit, capsys):
+    """``hierarchy summary FIT --rope 0.95,1.05`` (issue 32 items 1 and 4): MRR, VPC and the spread with
+    definitions; a malformed region is one line."""
+    import json
+
+    from hierarchy import cli
+
+    assert cli.main(["summary", str(shared_fit["fit"]), "--format", "json", "--rope", "0.95,1.05"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    names = {r["estimand"] for r in out["heterogeneity"]}
+    assert {"median_rate_ratio", "la_gradient_spread"} <= names and any(n.startswith("vpc") for n in names)
+    mrr = next(r for r in out["heterogeneity"] if r["estimand"] == "median_rate_ratio")
+    assert 1.0 < mrr["lower"] < mrr["mean"] < mrr["upper"]
+    assert any("median_rate_ratio:" in d for d in out["heterogeneity_notes"])
+    with pytest.raises(SystemExit) as stop:  # argparse's one-line usage error
+        cli.main(["summary", str(shared_fit["fit"]), "--rope", "1.05"])
+    assert stop.value.code == 2 and "0.95,1.05" in capsys.readouterr().err

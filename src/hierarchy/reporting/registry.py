@@ -86,6 +86,7 @@ TABLES = (
     Output("moderator_contrasts", "table", MODEL, "per_subgroup"),
     Output("year_gradients", "table", MODEL, "per_year"),
     Output("year_trend", "table", MODEL, "per_year"),
+    Output("heterogeneity", "table", MODEL, "all"),
 )
 FIGURES = (
     Output("gradient_curve", "figure", MODEL, "per_la"),

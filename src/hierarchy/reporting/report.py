@@ -60,7 +60,7 @@ from hierarchy.reporting.text import (  # noqa: F401  (re-exported: the report's
     rounded,
     short,
 )
-from hierarchy.results import estimands
+from hierarchy.results import estimands, heterogeneity
 from hierarchy.results.fitfile import checked_diagnostics, fit_spec, load_fit, provenance, with_row_data
 
 _year_findings = year_findings  # the name tests/results/test_years.py reads
@@ -109,7 +109,8 @@ def _load_checked(fit: Any) -> tuple[Any, dict[str, Any], Any]:
     return estimands.as_idata(full), diag, full
 
 
-def summary_text(fit: Any, *, fmt: str = "table", prob: float = 0.9) -> str:
+def summary_text(fit: Any, *, fmt: str = "table", prob: float = 0.9, rope: tuple[float, float] | None = None,
+                 null: Any = None) -> str:
     """Hyperparameter summary, headline estimands and diagnostics verdict of a fit, as text.
 
     Parameters
@@ -121,6 +122,10 @@ def summary_text(fit: Any, *, fmt: str = "table", prob: float = 0.9) -> str:
         Markdown, or JSON.
     prob : float
         Interval probability (HDI in the ArviZ summary, equal-tailed for estimands).
+    rope : (float, float), optional
+        Region of practical equivalence for gradient ratios and contrasts (P inside it).
+    null : str, os.PathLike or arviz.InferenceData, optional
+        A simpler nested fit of the same data: adds the PCV (share of LA variance explained).
 
     Returns
     -------
@@ -130,43 +135,55 @@ def summary_text(fit: Any, *, fmt: str = "table", prob: float = 0.9) -> str:
         raise HierarchyError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not 0 < prob < 1:
         raise HierarchyError(f"--prob must be between 0 and 1 (e.g. 0.9), got {prob}")
-    idata, diag, _ = _load_checked(fit)
+    idata, diag, full = _load_checked(fit)
     prov = provenance(idata)
     summ = arviz_summary(idata, prob=prob)
     head = with_la_level(estimands.headline_table(idata, prob=prob))
+    het = heterogeneity.summary_rows(full, prob=prob, rope=rope, null=null)
+    het_text = display(het.drop(columns="definition")) if len(het) else pd.DataFrame()
+    defs = [f"{k}: {v}" for k, v in dict(zip(het.get("estimand", []), het.get("definition", []),
+                                             strict=True)).items()] + list(het.attrs.get("notes", []))
     title = f"{prov['model_spec']['name']} / {prov['priors']['name']} ({prov['created']})"
     if fmt == "json":
         return json.dumps({"fit": title, "model": prov["model_spec"]["name"],
                            "priors": prov["priors"]["name"], "prob": prob,
                            "diagnostics": {"verdict": verdict(diag), **diag},
-                           "parameters": _records(summ), "headline": _records(head)},
+                           "parameters": _records(summ), "headline": _records(head),
+                           "heterogeneity": _records(het), "heterogeneity_notes": defs},
                           indent=1, default=str)
     if fmt == "csv":
-        return _summary_csv(summ, head, diag)
+        return _summary_csv(summ, head, diag, het)
     if fmt == "markdown":
         return "\n\n".join([f"# {title}", "## Diagnostics", verdict(diag),
                             f"## Hyperparameters (ArviZ summary, {prob:.0%} HDI)",
                             markdown_table(display(summ)),
                             f"## Headline estimands ({prob:.0%} equal-tailed intervals)",
-                            markdown_table(display(head))]) + "\n"
+                            markdown_table(display(head)),
+                            f"## Between-LA heterogeneity and equivalence ({prob:.0%} equal-tailed intervals)",
+                            markdown_table(het_text) if len(het) else "(no LA level)",
+                            "\n".join(f"- {d}" for d in defs)]) + "\n"
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         return "\n\n".join([title, f"diagnostics: {verdict(diag)}",
                             f"hyperparameters (ArviZ summary, {prob:.0%} HDI):",
                             display(summ).to_string(index=False),
                             f"headline estimands ({prob:.0%} equal-tailed intervals):",
-                            display(head).to_string(index=False)])
+                            display(head).to_string(index=False),
+                            f"between-LA heterogeneity and equivalence ({prob:.0%} equal-tailed intervals):",
+                            het_text.to_string(index=False) if len(het) else "(no LA level)",
+                            "\n".join(defs)])
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))
 
 
-def _summary_csv(summ: pd.DataFrame, head: pd.DataFrame, diag: dict[str, Any]) -> str:
+def _summary_csv(summ: pd.DataFrame, head: pd.DataFrame, diag: dict[str, Any], het: pd.DataFrame) -> str:
     params = summ.rename(columns={"parameter": "name"}).assign(kind="parameter")
     est = head.assign(kind="estimand", name=head["estimand"] + "[" + head["la_level"] + "]")
     est = est.drop(columns=["estimand", "la_level"])
     diag_row = pd.DataFrame({"kind": ["diagnostics"], "name": ["verdict"], "note": [verdict(diag)]})
-    frame = pd.concat([params, est, diag_row], ignore_index=True)
+    het = het.rename(columns={"estimand": "name"}).assign(kind="heterogeneity") if len(het) else None
+    frame = pd.concat([params, est, *([het] if het is not None else []), diag_row], ignore_index=True)
     first = ["kind", "name"]
     return frame[first + [c for c in frame if c not in first]].to_csv(index=False)
 
@@ -318,6 +335,9 @@ def build_outputs(fit: Any, *, data: Any = None, columns: Any = None, year: int 
     tables.update(subgroup_tables(full, prob=prob, truth=truth))
     tables.update(moderator_table(full, prob=prob))
     tables.update(year_tables(full, prob=prob))
+    het = heterogeneity.summary_rows(full, prob=prob)
+    if len(het):
+        tables["heterogeneity"] = het
     figs = report_figures(idata, tables, year=year)
     try:
         entries = registry.registered(tables, figs)
@@ -455,6 +475,13 @@ def _subgroup_sections(tables: dict[str, pd.DataFrame], prov: dict[str, Any], pr
             f"Ratio of gradient scores with the moderator at 1 and at 0 (equal-tailed {prob:.0%} interval); "
             "p_greater_than_1 = posterior probability that the ratio exceeds 1.",),
             table=rounded(tables["moderator_contrasts"]), csv="moderator_contrasts.csv"))
+    if "heterogeneity" in tables:
+        het = tables["heterogeneity"]
+        defs = tuple(f"{name}: {text}" for name, text in dict(zip(het["estimand"], het["definition"],
+                                                                    strict=True)).items())
+        sections.append(S("Between-LA heterogeneity", "heterogeneity", (
+            f"How much LAs differ, in the field's measures (equal-tailed {prob:.0%} intervals).", *defs),
+            table=rounded(lean(het.drop(columns="definition"))), csv="heterogeneity.csv"))
     return sections
 
 
