@@ -235,7 +235,7 @@ def _fit(args: argparse.Namespace) -> int:
         chain_method=args.chain_method, float32=args.float32,
         max_draws=args.max_draws or (3 * args.draws if args.sampler == "numpyro" else None),
         include_log_likelihood=args.include_log_likelihood, prior_overrides=args.prior,
-        target_accept=args.target_accept,
+        target_accept=args.target_accept, method=args.method,
     )
     print(result)
     return 0
@@ -780,6 +780,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prior", action="append", default=[], metavar="TERM=DIST",
                     help="change one prior of the prior set, brms-style, e.g. 'w:rural=normal(0, 0.05)' or "
                          "'la_sd=exponential(5)'; repeatable")
+    sp.add_argument("--method", default="nuts", choices=["nuts", "laplace"],
+                    help="laplace (experimental): marginalise the LA effects by an embedded Laplace "
+                         "approximation, sample the hyperparameters with NUTS and draw the LA effects given "
+                         "each draw; LA-level models only (others fall back to NUTS, saying why). Accurate "
+                         "(means within 0.06 NUTS SD nationally) but today ~5x slower than NUTS on the default "
+                         "model (bench/RESULTS.md)")
     sp.add_argument("--target-accept", type=_probability, default=0.8,
                     help="NUTS target acceptance rate; raise it (e.g. 0.95) when a fit reports divergences "
                          "(default: %(default)s)")

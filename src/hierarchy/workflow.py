@@ -18,7 +18,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
               include_data: bool = False, progress: bool = True,
               chain_method: str = "parallel", float32: bool = False, log=None,
               include_log_likelihood: bool = False, max_draws: int | None = None,
-              prior_overrides: list[str] | tuple[str, ...] = (), target_accept: float = 0.8) -> str:
+              prior_overrides: list[str] | tuple[str, ...] = (), target_accept: float = 0.8,
+              method: str = "nuts") -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
 
     ``model`` and ``priors`` are files or shipped names (:func:`hierarchy.shipped.resolve`).
@@ -59,11 +60,18 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
             raise HierarchyError(f"{data}: every {stage} count is 0; {spec.name} cannot be fitted "
                                  "(check the count column and the extract)")
     design = build_design(table, spec)
+    if method == "laplace":  # outside its regime: NUTS, with the reason on screen
+        from hierarchy.inference.laplace import refusal
+
+        why = refusal(spec, design)
+        if why:
+            say(f"method laplace refused ({why}); fitting with NUTS")
+            method = "nuts"
     say(f"fitting {spec.name} / {pset.name} to {len(table):,} rows: {chains} chains x ({tune} warm-up "
-        f"+ {draws} draws), {sampler}")
+        f"+ {draws} draws), {sampler}{' + Laplace' if method == 'laplace' else ''}")
     draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32,
-                 max_draws=max_draws, target_accept=target_accept)
+                 max_draws=max_draws, target_accept=target_accept, method=method)
     idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **spec.hashed_columns),
                         data_source=str(data), data_year=published.data_year(data, table),
                         include_data=include_data,

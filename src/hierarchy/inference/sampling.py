@@ -19,13 +19,14 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, centring, describe_centring
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood import parameters
 from hierarchy.likelihood.model import la_effect_labels
 
+METHODS = ("nuts", "laplace")
 SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi")
-MCMC_SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax")
 MAX_TREE_DEPTH = 10
 WARMUP_TREE_DEPTH = 6
-PER_ROW = ("eps_raw",)  # per-neighbourhood latent effects: used for the likelihood, not stored
+PER_ROW = parameters.names(role="per_row")  # per-neighbourhood latent effects: for the likelihood, not stored
 
 
 @dataclass
@@ -58,8 +59,13 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
         float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH,
-        max_draws: int | None = None) -> Draws:
+        max_draws: int | None = None, method: str = "nuts") -> Draws:
     """Sample the posterior of ``spec`` under ``priors`` given ``design``.
+
+    ``method`` ``"nuts"`` samples every parameter; ``"laplace"`` (NumPyro NUTS only) marginalises
+    the LA effects by an embedded Laplace approximation, samples the hyperparameters and draws the
+    LA effects given each draw (:mod:`hierarchy.inference.laplace`); models outside its regime are
+    refused with the reason (the caller may fall back to ``"nuts"``). ``settings["method"]`` records it.
 
     ``max_draws`` (NumPyro NUTS only) lets the fit sample on past ``draws``: while any parameter
     misses the convergence bar (R-hat <= 1.01, bulk and tail ESS >= 400:
@@ -79,7 +85,19 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
 
         raise HierarchyError(f"unknown sampler '{sampler}'{did_you_mean(sampler, SAMPLERS)}; "
                              f"choose from {', '.join(SAMPLERS)}")
-    settings = dict(sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
+    if method not in METHODS:
+        from hierarchy.config import did_you_mean
+
+        raise HierarchyError(f"unknown method '{method}'{did_you_mean(method, METHODS)}; "
+                             f"choose from {', '.join(METHODS)}")
+    if method == "laplace" and sampler != "numpyro":
+        raise HierarchyError(f"method 'laplace' samples the hyperparameters with NumPyro NUTS, not '{sampler}'; "
+                             "use --sampler numpyro (the default) or --method nuts")
+    if method == "laplace":
+        from hierarchy.inference.laplace import check_supported
+
+        check_supported(spec, design)
+    settings = dict(method=method, sampler=sampler, chains=chains, tune=tune, draws=draws, seed=seed,
                     chain_method=chain_method, target_accept=target_accept, float32=float32,
                     warmup_tree_depth=warmup_tree_depth, draws_requested=draws,
                     max_draws=max(draws, max_draws or draws),
@@ -92,7 +110,12 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     if max_draws is not None and max_draws > draws and sampler != "numpyro":
         raise HierarchyError(f"max_draws (sampling on until converged) needs the numpyro sampler, not "
                              f"'{sampler}'; drop --max-draws or use --sampler numpyro")
-    if sampler == "numpyro":
+    if method == "laplace":
+        from hierarchy.inference.laplace import sample
+
+        settings["parameterisation"] = "centred (LA effects marginalised by Laplace, drawn given each draw)"
+        out = sample(spec, priors, design, settings, progress)
+    elif sampler == "numpyro":
         out = _numpyro(spec, priors, design, settings, progress)
     elif sampler in ("pathfinder", "advi"):
         out = _approximate(spec, priors, design, settings)
