@@ -39,7 +39,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
 
     use_host_devices(max(chains, 1))  # before JAX starts
     from hierarchy.data import table as data_mod
-    from hierarchy.inference.diagnostics import format_diagnostics
+    from hierarchy.inference.diagnostics import advice, format_diagnostics
     from hierarchy.inference.sampling import fit
     from hierarchy.language.design import build_design
     from hierarchy.language.priors import load_priors
@@ -83,6 +83,9 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     t = draws_.timings
     prov = __import__("json").loads(idata.posterior.attrs["hierarchy"])
     diag = format_diagnostics(prov["diagnostics"])
+    tips = advice(prov["diagnostics"], idata.posterior, model=str(model))
+    if tips:
+        diag += "\nwhat to try:\n" + "\n".join(f"  - {t}" for t in tips)
     if not prov["shareable"]:
         why = [*(["it holds the observed counts (--include-data)"] if include_data else []),
                *(["it holds the pointwise log-likelihood (--include-log-likelihood)"]
@@ -90,10 +93,19 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
         diag += "\nwarning: this fit file is DISCLOSIVE, keep it inside: " + "; ".join(why)
     return (f"fit saved to {out}: {spec.name} / {pset.name} / {sampler}, "
             f"{chains} chains x ({tune} tune + {draws_.settings['draws']} draws"
-            f"{', sampled on until converged' if draws_.settings['draws'] > draws else ''})\n"
+            f"{_sampled_on(draws_.settings['draws'], draws, prov['diagnostics'])})\n"
             f"model: {spec.formula_text} ({spec.family})\n"
             f"wall {wall:.1f} s (sampler {t['total']:.1f} s: warmup incl. compile "
             f"{t.get('warmup', float('nan')):.1f} s, sampling {t.get('sampling', 0):.1f} s)\n{diag}")
+
+
+def _sampled_on(done: int, asked: int, diag: dict) -> str:
+    """The fit line's note on sampling past --draws: converged, or stopped at the cap without the bar."""
+    if done <= asked:
+        return ""
+    if diag.get("status") == "ok":
+        return ", sampled on until converged"
+    return f", sampled on to {done} draws (the cap, --max-draws) without meeting the bar"
 
 
 def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: int = 4, tune: int = 1000,

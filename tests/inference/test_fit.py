@@ -244,3 +244,24 @@ def test_approximations_land_near_nuts(sampler, nuts_reference):
     assert not misses, f"{sampler}:\n" + "\n".join(misses)
     diag = provenance(build_idata(draws, spec, PRIORS, design, data_hash="x" * 16))["diagnostics"]
     assert diag["status"] == "warn" and any("approximation" in r for r in diag["reasons"]), diag
+
+
+def test_a_failed_fit_says_what_to_try():
+    """Issue 34 item 3: the parameter that failed, what its posterior looks like, and the change to make."""
+    import numpy as np
+    import xarray as xr
+
+    from hierarchy.inference.diagnostics import advice
+
+    rng = np.random.default_rng(0)
+    sd = np.stack([np.abs(rng.normal(0.3, 0.02, (2, 200))), np.abs(rng.normal(0, 0.01, (2, 200)))], -1)
+    post = xr.Dataset({"la_sd": (("chain", "draw", "coef"), sd)})
+    diag = {"status": "warn", "rhat_max": 1.72, "rhat_worst": "la_sd", "ess_bulk_worst": "la_sd",
+            "divergences": 1216, "bfmi_min": 0.21}
+    tips = advice(diag, post, model="models/re_referrals_nb.toml")
+    assert "la_sd is piled near 0" in tips[0] and "non_centred" in tips[0] and "re_referrals_nb" in tips[0]
+    assert any("--target-accept 0.95" in t for t in tips)
+    healthy = xr.Dataset({"la_sd": (("chain", "draw", "coef"), np.abs(rng.normal(0.3, 0.02, (2, 200, 2))))})
+    slow = {"status": "warn", "rhat_max": 1.02, "rhat_worst": "la_sd", "ess_bulk_worst": "la_sd"}
+    assert advice(slow, healthy) == [advice(slow, healthy)[0]] and "--draws 2000" in advice(slow, healthy)[0]
+    assert advice({"status": "ok"}, healthy) == []

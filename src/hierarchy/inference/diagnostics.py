@@ -75,3 +75,39 @@ def format_diagnostics(d: dict[str, Any]) -> str:
                      f"E-BFMI {d.get('bfmi_min', float('nan')):.2f}")
     lines += [f"  - {r}" for r in d["reasons"]]
     return "\n".join(lines)
+
+
+def advice(d: dict[str, Any], posterior: Any = None, *, model: str = "MODEL") -> list[str]:
+    """What most likely fixes a fit that missed the bar, with the change to make (empty when it passed).
+
+    Parameters
+    ----------
+    d : dict
+        :func:`diagnose` output.
+    posterior : xarray.Dataset, optional
+        The draws, to say what the worst parameter's posterior looks like (an SD piled at 0).
+    model : str
+        The model file or name, for the commands shown.
+    """
+    if d.get("status") == "ok" or d.get("approximate"):
+        return []
+    out = []
+    worst = d.get("rhat_worst") if (d.get("rhat_max") or 0) > RHAT_MAX else d.get("ess_bulk_worst")
+    if worst and posterior is not None and worst in posterior and str(worst).endswith("_sd"):
+        v = np.asarray(posterior[worst].values, dtype=float)
+        cols = v.reshape(v.shape[0] * v.shape[1], -1).T  # one row per component (intercept, gradient ...)
+        piled = [c for c in cols if np.quantile(c, 0.5) < 0.05 or np.quantile(c, 0.1) < 0.1 * np.quantile(c, 0.9)]
+        if piled:
+            out.append(f"{worst} is piled near 0 (median {np.quantile(piled[0], 0.5):.3f}): the data say this "
+                       "effect barely varies, and its effects form a funnel. Most likely fix: parameterisation = "
+                       f"\"non_centred\" under [la] in {model}; or drop the varying slope ((1 | la)); or a "
+                       f"tighter prior, e.g. --prior '{worst}=exponential(10)'")
+    if d.get("divergences"):
+        out.append(f"{d['divergences']} divergences: refit with --target-accept 0.95 (smaller steps); if they "
+                   "stay, the geometry is a funnel: non-centred parameterisation")
+    if (d.get("bfmi_min") or 1.0) < BFMI_MIN and not out:
+        out.append("low E-BFMI: a funnel between an SD and its effects; try parameterisation = \"non_centred\"")
+    if not out and worst:
+        out.append(f"{worst} mixes slowly: more draws (--draws 2000, or --max-draws 6000 to sample on until the "
+                   "bar is met)")
+    return out
