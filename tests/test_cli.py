@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from hierarchy import cli, shipped, workflow
+from tests.helpers import SHARED_FIT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -333,3 +334,16 @@ def test_inputs_of_the_wrong_kind_are_messages(data, tmp_path, monkeypatch, no_f
     (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
     code, _, err = run(args, capsys)
     assert code == 2 and expect in err and "Traceback" not in err and no_fit == []
+
+
+@SHARED_FIT
+def test_report_finds_the_truth_beside_a_renamed_table(shared_fit, tmp_path, capsys):
+    """Issue 34 item 9: a user's copy of a simulated table with its TABLE.truth.json beside it."""
+    import shutil
+
+    data = tmp_path / "my_table.parquet"
+    shutil.copy(shared_fit["data"], data)
+    shutil.copy(shared_fit["data"].with_suffix(".truth.json"), tmp_path / "my_table.truth.json")
+    assert cli.main(["report", str(shared_fit["fit"]), "--data", str(data), "--out", str(tmp_path / "rep")]) == 0
+    assert "using the simulator's truth beside the table" in capsys.readouterr().out
+    assert "truth" in pd.read_csv(tmp_path / "rep" / "estimands.csv").columns.str.cat(sep=" ")

@@ -311,7 +311,19 @@ def _report(args: argparse.Namespace) -> int:
         data, note = report.read_data(args.fit, args.data, columns=args.columns)
         print(f"columns of {args.data}: {note}")
         year = published.data_year(args.data, data)
+    truth = None
+    if args.data and args.data.with_suffix(".truth.json").is_file():  # a simulated table's known truth
+        import json
+
+        truth_path = args.data.with_suffix(".truth.json")
+        try:
+            truth = json.loads(truth_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise HierarchyError(f"{truth_path}: not a readable truth file ({err}); move it away to report "
+                                 "without the truth") from None
+        print(f"using the simulator's truth beside the table: {truth_path} (shown beside the estimates)")
     path = report.write_report(args.fit, args.out, data=data, year=year, threshold=args.threshold,
+                               truth=truth,
                                rounding=args.rounding, prob=args.prob,
                                allow_below_default_rules=args.allow_below_default_rules,
                                for_checking=args.for_checking, acro_config=args.acro_config)
