@@ -90,3 +90,13 @@ def test_the_parameter_table_gives_the_lists_the_layers_read():
     assert parameters.names(role="per_row") == ("eps_raw",)
     groups = parameters.prior_groups()
     assert groups["la_cov_gradient"] == "la_covariates" and "la_corr" not in groups
+
+
+def test_a_fit_is_read_once_through_the_fit_object():
+    """Issue 28: results and reporting take a Fit (hierarchy.results.fit.as_fit), not a bare idata re-parsed at
+    every step: the stored spec is parsed at no more than three places (the Fit itself and fitfile's own)."""
+    sites = [f"{p.relative_to(ROOT)}:{i}" for p in sorted(ROOT.rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if "fit_spec(" in line and "def fit_spec" not in line]
+    assert len(sites) <= 3, sites
+    assert all(s.startswith(("results/fitfile.py", "results/fit.py")) for s in sites), sites

@@ -393,9 +393,9 @@ def observed_records(idata, observed: np.ndarray, config: dict[str, Any]) -> lis
         Records (``frames``: the published tables written as ``{uid}_{i}.csv``).
     """
     from hierarchy.results import estimands
-    from hierarchy.results.fitfile import fit_spec
+    from hierarchy.results.fit import as_fit
 
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     cd = idata.constant_data
     rows = pd.DataFrame({"code": estimands._codes(idata), "la": cd["la_of"].to_numpy().astype(str),
                          "decile": estimands.neighbourhood_deciles(idata).astype(str),
@@ -553,9 +553,11 @@ def residual_dof(idata) -> tuple[int, int, int]:
 def _basis(idata, config: dict[str, Any]) -> tuple[str, str]:
     """The common part of every model output's comment, and the ACRO status its DoF gives."""
     from hierarchy.results import estimands
-    from hierarchy.results.fitfile import fit_spec, provenance
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
 
-    spec, priors = fit_spec(idata)
+    held = as_fit(idata)
+    spec, priors = held.spec, held.priors
     prov = provenance(idata)
     n_obs, n_par, dof = residual_dof(idata)
     hoods = len(set(estimands._codes(idata)))

@@ -15,7 +15,8 @@ from hierarchy.reporting import figures
 from hierarchy.reporting.findings import published_for
 from hierarchy.reporting.tables import at_mean, hyperparameters
 from hierarchy.results import estimands
-from hierarchy.results.fitfile import fit_spec, provenance
+from hierarchy.results.fit import as_fit
+from hierarchy.results.fitfile import provenance
 
 
 def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None = None
@@ -27,7 +28,7 @@ def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None =
     contrast), then subgroups and the checks. Published gradient scores are drawn only where
     they describe the fit's estimand in the data's census ``year`` (:func:`published_for`).
     """
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     prov = provenance(idata)
     head = tables["estimands"]
     typical = head[at_mean(head)]["mean"]

@@ -168,9 +168,9 @@ def moderator_ratio(idata, col: str) -> np.ndarray:
     ``sel(row_term=...)`` keeps a scalar coordinate that ``xr.concat`` then finds in conflict.)
     """
     from hierarchy.results.estimands import TEN_POINTS
-    from hierarchy.results.fitfile import fit_spec
+    from hierarchy.results.fit import as_fit
 
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     term = f"w:{col}"
     if term not in spec.row_terms:
         raise HierarchyError(f"the fit has no term {term}; its neighbourhood terms: {', '.join(spec.row_terms)}")
@@ -212,7 +212,8 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
     from hierarchy.language.design import z_of
     from hierarchy.likelihood import model
     from hierarchy.results import estimands as est
-    from hierarchy.results.fitfile import fit_spec, provenance
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
 
     sc = truth["scenarios"]
     stages = sc["base"]["simulate_truth"]["stages"]
@@ -298,7 +299,7 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
 
     if "la_conditions" in fits:
         idata, t = fits["la_conditions"], sc["la_conditions"]
-        spec, _ = fit_spec(idata)
+        spec = as_fit(idata).spec
         post, des = idata.posterior, provenance(idata)["design"]
         names = [str(c) for c in post["la_covariate"].to_numpy()]
 

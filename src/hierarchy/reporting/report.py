@@ -61,7 +61,8 @@ from hierarchy.reporting.text import (  # noqa: F401  (re-exported: the report's
     short,
 )
 from hierarchy.results import estimands, heterogeneity
-from hierarchy.results.fitfile import checked_diagnostics, fit_spec, load_fit, provenance, with_row_data
+from hierarchy.results.fit import as_fit
+from hierarchy.results.fitfile import checked_diagnostics, load_fit, provenance, with_row_data
 
 _year_findings = year_findings  # the name tests/results/test_years.py reads
 
@@ -250,7 +251,7 @@ def read_data(fit: Any, data: str | os.PathLike, *, columns: Any = None) -> tupl
     from hierarchy.data import table as data_mod
 
     idata = load_fit(fit) if isinstance(fit, str | os.PathLike) else fit
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     recorded = provenance(idata).get("column_map") or {}
     if columns is not None:
         cmap = columns if isinstance(columns, data_mod.ColumnMap) else data_mod.load_column_map(columns)
@@ -495,7 +496,7 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
     the observed panels came from.
     """
     prov = provenance(idata)
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     design = prov.get("design", {})
     status, ok = _status(diag)
     stratified = bool(spec.strata)
@@ -539,7 +540,7 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
               csv="count_distribution.csv")]
     else:
         sections.append(S("Posterior predictive checks", "deciles", (
-            f"Not run: the model's exposure ('{fit_spec(idata)[0].exposure}') is a count, which the fit file does "
+            f"Not run: the model's exposure ('{as_fit(idata).spec.exposure}') is a count, which the fit file does "
             "not store; give the fitted table (hierarchy report FIT --data TABLE) for these checks.",)))
     if "la_deciles" in tables:
         sections.append(S("Observed rates by LA and decile", "la-deciles", (

@@ -17,7 +17,8 @@ from hierarchy.errors import HierarchyError
 from hierarchy.likelihood.model import HYPERPARAMETERS
 from hierarchy.reporting import suppression
 from hierarchy.results import estimands
-from hierarchy.results.fitfile import fit_spec, load_fit
+from hierarchy.results.fit import as_fit
+from hierarchy.results.fitfile import load_fit
 
 ALL_LAS = "any LA (no LA deprivation term)"
 """``la_level`` of the headline gradient of a model without LA deprivation (one level only)."""
@@ -133,7 +134,7 @@ def tables_and_checks(idata, *, data: Any, prob: float, truth: dict[str, Any] | 
     The observed columns are computed raw in memory only and replaced by the one suppression
     (:func:`hierarchy.reporting.suppression.suppress_observed`) before the tables are returned.
     """
-    spec, _ = fit_spec(idata)
+    spec = as_fit(idata).spec
     # the headline of a stratified fit is its reference stratum's: the pooled truth does not apply
     stage = None if spec.strata else _truth_stage(truth, spec.outcome)
     tables = {"summary": arviz_summary(idata, prob=prob), "estimands": _estimands(idata, prob, stage)}
@@ -182,7 +183,7 @@ def subgroup_tables(fit: Any, *, prob: float = 0.9, truth: dict[str, Any] | None
     sub = estimands.subgroup_gradients(full)
     if sub is None:
         return {}
-    spec, _ = fit_spec(full)
+    spec = as_fit(full).spec
     table = estimands.summarise(sub, prob=prob)
     if truth:
         def true(row: pd.Series) -> float:

@@ -353,12 +353,12 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
     """Leave-one-LA-out by PSIS with exact refits, or K-fold by LA."""
     import arviz as az
 
-    from hierarchy.results.fitfile import fit_spec
+    from hierarchy.results.fit import as_fit
 
     psis, basis, summed_k = {}, {}, {}
     for n, i in zip(names, idatas, strict=True):
         summed = loo(az.InferenceData(posterior=i.posterior, log_likelihood=la_log_likelihood(i)))
-        why_not = integration_unsupported(fit_spec(i)[0])
+        why_not = integration_unsupported(as_fit(i).spec)
         if table_data is None or why_not:
             psis[n], basis[n] = summed, ("LA's rows summed given its fitted effects (" +
                                          ("no --data to integrate them" if why_not is None else why_not) + ")")
@@ -388,10 +388,10 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
     elif n_bad == 0:
         mode, note = "la", (f"la: leave-one-LA-out by PSIS (how well each model predicts a new LA); every "
                             f"LA-level Pareto k is at most the threshold for the draws: {k_text}")
-    elif table_data is None or max_refits == 0 or any(integration_unsupported(fit_spec(i)[0]) for i in idatas):
+    elif table_data is None or max_refits == 0 or any(integration_unsupported(as_fit(i).spec) for i in idatas):
         mode = "la"
         unsupported = [f"{n} ({w})" for n, i in zip(names, idatas, strict=True)
-                       if (w := integration_unsupported(fit_spec(i)[0]))]
+                       if (w := integration_unsupported(as_fit(i).spec))]
         why = ("no --data to refit from" if table_data is None else "--max-refits 0" if max_refits == 0 else
                "refits by LA are not available for " + "; ".join(unsupported))
         fix = ("pass --data to refit them exactly, or use --cv la-kfold" if table_data is None else

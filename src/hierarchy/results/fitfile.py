@@ -412,8 +412,7 @@ def _pln_marginal_loglik(design: Design, posterior: dict[str, np.ndarray], *, ba
     return over_draws(one, {k: posterior[k] for k in keys}, batch=batch, dtype=np.float32)
 
 
-def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec | None = None,
-                           step: int | None = None):
+def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec, step: int | None = None):
     """The ``log_likelihood`` group of a fit, computed from its posterior and the data's design.
 
     Parameters
@@ -422,8 +421,8 @@ def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec | None = No
         A fit (its posterior and ``constant_data``).
     design : hierarchy.language.design.Design
         Design of the table the fit was made from (same rows in the same order).
-    spec : ModelSpec, optional
-        The fit's model (default: the stored one).
+    spec : ModelSpec
+        The fit's model.
     step : int, optional
         Keep every ``step``-th draw (default: the thinning that keeps under
         :data:`LOGLIK_MAX_VALUES` values).
@@ -438,7 +437,6 @@ def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec | None = No
     from hierarchy.likelihood.jaxmodel import ROW_PARAMS
     from hierarchy.likelihood.model import observed_name
 
-    spec = spec or fit_spec(idata)[0]
     rows = np.asarray(idata.constant_data["neighbourhood"].to_numpy()).astype(str)
     if len(design.row_ids) != len(rows) or not np.array_equal(np.asarray(design.row_ids).astype(str), rows):
         raise FitFileError("the data's rows are not the rows this fit was made from (a different "
