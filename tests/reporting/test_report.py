@@ -79,7 +79,7 @@ def test_summary_markdown_table_and_csv(shared, capsys):
     assert "| la_coef" not in md and "| la_raw" not in md
     assert cli.main(["summary", str(shared["fit"]), "--format", "csv"]) == 0
     frame = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
-    assert set(frame["kind"]) == {"parameter", "estimand", "diagnostics"}
+    assert set(frame["kind"]) == {"parameter", "estimand", "heterogeneity", "diagnostics"}
     assert cli.main(["summary", str(shared["fit"])]) == 0
     assert "headline estimands" in capsys.readouterr().out
 
