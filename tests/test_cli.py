@@ -309,7 +309,7 @@ def test_fit_of_bad_rows_points_to_drop_and_kept(tmp_path, monkeypatch, capsys):
     src = tmp_path / "in.csv"
     frame.to_csv(src, index=False)
     code, _, err = run(["fit", "--data", src, "--out", tmp_path / "x.nc"], capsys)
-    assert code == 2 and "exposure 0 (no children)" in err and "--drop-invalid REJECTS.csv --kept" in err
+    assert code == 2 and "exposure 0 (no children)" in err and "--drop-invalid rejects.csv --kept" in err
 
 
 def test_demo_never_replaces_a_foreign_file_and_checks_before_work(tmp_path, monkeypatch, capsys):

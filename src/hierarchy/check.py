@@ -170,6 +170,9 @@ def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = Non
     HierarchyError
         The model or prior set is invalid, the set lacks a prior the model needs, or the data lack
         a column the model reads.
+    DataValidationError
+        The data fail validation for this model (its counts, strata, row keys and exposure, which must
+        be above 0 in every row); the report names the rows and the command that sets them aside.
     """
     model_path = shipped.resolve(model, "models")
     priors_path = shipped.resolve(priors or shipped.DEFAULT_PRIORS, "priors")
@@ -177,12 +180,13 @@ def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = Non
     result = ModelCheck(spec=spec, priors=pset, model_path=str(model_path), priors_path=str(priors_path),
                         parameters=parameters(spec, pset))
     if data is not None:
-        result.prior_predictive, result.data_note = _prior_line(spec, pset, data, columns, draws, seed)
+        result.prior_predictive, result.data_note = _prior_line(spec, pset, data, columns, draws, seed,
+                                                                model=str(model))
     return result
 
 
-def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws: int, seed: int
-                ) -> tuple[str, str]:
+def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws: int, seed: int,
+                model: str | None = None) -> tuple[str, str]:
     import jax
 
     from hierarchy.data import table as data_mod
@@ -190,7 +194,7 @@ def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws:
     from hierarchy.results.compare_priors import prior_predictive
 
     jax.config.update("jax_enable_x64", True)
-    table = data_mod.load(data, columns=columns, **spec.data_columns)
+    table = data_mod.load(data, columns=columns, model=model, **data_mod.model_columns(spec))
     design = build_design(table, spec)
     pp = prior_predictive(spec, pset, design, draws=draws, seed=seed)
     d = pp.deciles

@@ -150,12 +150,17 @@ def _validate(args: argparse.Namespace) -> int:
     if args.kept is not None and args.drop_invalid is None:
         raise HierarchyError("--kept writes the rows that pass when rows are dropped: give "
                              "--drop-invalid REJECTS.csv too")
+    named = dict(counts=tuple(n for n in args.counts.split(",") if n),
+                 strata=tuple(n for n in args.strata.split(",") if n))
+    if args.model is not None:  # the columns the model reads: counts, strata, row keys, its exposure
+        from hierarchy.language.spec import load_spec
+
+        spec = data.model_columns(load_spec(shipped.resolve(args.model, "models")))
+        named = {**spec, **{k: tuple(dict.fromkeys([*spec[k], *named[k]])) for k in named}}
     geo = reference.maybe_reference(args.reference_dir)
     columns = data.load_column_map(args.columns) if args.columns else None
     table = data.read_table(args.data, columns=columns)
-    named = dict(counts=tuple(n for n in args.counts.split(",") if n),
-                 strata=tuple(n for n in args.strata.split(",") if n))
-    report = data.validate(table, source=str(args.data), reference=geo, **named)
+    report = data.validate(table, source=str(args.data), reference=geo, model=args.model, **named)
     print(report.format())
     if not args.drop_invalid:
         return 0 if report.ok else 1
@@ -168,7 +173,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     # the rows that pass, checked again as a table of their own (an LA may now be too small)
     kept_report = data.validate(kept, source=f"{args.data} (the {len(kept)} rows that pass)",
-                                reference=geo, **named)
+                                reference=geo, model=args.model, **named)
     seen = {(p.level, p.column, p.message) for p in report.problems}
     kept_report.problems = [p for p in kept_report.problems if (p.level, p.column, p.message) not in seen]
     if kept_report.problems:
@@ -722,6 +727,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="further count columns to check, e.g. events (a durations table needs no stage column)")
     sp.add_argument("--strata", default="", metavar="COL,...",
                     help="further stratum columns (part of the row key), e.g. band")
+    sp.add_argument("--model", metavar="MODEL",
+                    help="check the table for this model (a model file or a shipped name, as fit --model "
+                         "takes it): its counts, strata and row keys, and its exposure (e.g. referral of "
+                         "offset(log(referral))) above 0 in every row, so --drop-invalid drops the rows it "
+                         "cannot fit")
     sp.add_argument("--drop-invalid", type=Path, metavar="REJECTS.csv",
                     help="write the rows that fail, with reasons, here (exit 0 when the rest pass)")
     sp.add_argument("--kept", type=Path, metavar="KEPT.csv",
@@ -730,7 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help=force_help)
     ref_opts(sp)
     sp.set_defaults(func=_validate)
-    _io(sp, inputs=("data", "columns", "reference_dir"), outputs=(("drop_invalid", "csv"), ("kept", "table")))
+    _io(sp, inputs=("data", "columns", "reference_dir", "model"),
+        outputs=(("drop_invalid", "csv"), ("kept", "table")))
 
     sp = sub.add_parser("simulate", help="simulate national neighbourhood counts with known truth")
     when = sp.add_mutually_exclusive_group()
@@ -1131,8 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         if isinstance(err, DataValidationError) and err.report.errors and all(
                 p.n_rows for p in err.report.errors):
-            print(f"to set the failing rows aside: hierarchy validate {err.report.source} --drop-invalid "
-                  "REJECTS.csv --kept KEPT.csv, then fit KEPT.csv", file=sys.stderr)
+            print(f"to set the failing rows aside: {err.report.drop_command()}, then fit kept.csv",
+                  file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         done = "nothing written" if args.command in ATOMIC else "outputs may be incomplete"

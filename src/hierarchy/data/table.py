@@ -24,6 +24,7 @@ import difflib
 import hashlib
 import os
 import re
+import shlex
 import tomllib
 import warnings
 from collections.abc import Hashable
@@ -379,12 +380,18 @@ class ValidationReport:
     row_label : str
         What row labels are: ``"line"`` (CSV line numbers), ``"row"`` (0-based positions)
         or ``"index"`` (the DataFrame index).
+    path, columns, model : str or None
+        The table file, its column map and the model (as the user names them) the table was validated
+        for, so that :meth:`drop_command` names the command that sets the failing rows aside.
     """
 
     source: str
     problems: list[Problem] = field(default_factory=list)
     row_reasons: dict[Hashable, list[str]] = field(default_factory=dict)
     row_label: str = "index"
+    path: str | None = None
+    columns: str | None = None
+    model: str | None = None
 
     @property
     def errors(self) -> list[Problem]:
@@ -401,6 +408,14 @@ class ValidationReport:
         """True when there are no errors."""
         return not self.errors
 
+    def drop_command(self, rejects: str = "rejects.csv", kept: str = "kept.csv") -> str:
+        """The command that writes the failing rows (with reasons) to ``rejects`` and the rest to ``kept``:
+        ``hierarchy validate TABLE [--columns MAP] [--model MODEL] --drop-invalid rejects.csv --kept kept.csv``."""
+        words = ["hierarchy", "validate", self.path or self.source,
+                 *(["--columns", self.columns] if self.columns else []),
+                 *(["--model", self.model] if self.model else []), "--drop-invalid", rejects, "--kept", kept]
+        return " ".join(shlex.quote(str(w)) for w in words)
+
     def format(self) -> str:
         """Header ``SOURCE: N errors, M warnings`` then one line per problem."""
         n_err, n_warn = len(self.errors), len(self.warnings)
@@ -416,9 +431,11 @@ class ValidationReport:
 class _Collector:
     """Accumulates problems and per-row reasons while :func:`validate` runs."""
 
-    def __init__(self, table: pd.DataFrame, source: str):
+    def __init__(self, table: pd.DataFrame, source: str, model: str | None = None):
         self.labels = _row_labels(table)
-        self.report = ValidationReport(source, row_label=table.attrs.get("row_label", "index"))
+        self.report = ValidationReport(source, row_label=table.attrs.get("row_label", "index"),
+                                       path=table.attrs.get("source") or source,
+                                       columns=table.attrs.get("column_map_path"), model=model)
         self.names = {c: u for c, u in (table.attrs.get("column_map") or {}).items() if u != c}
 
     def rows(self, level: str, column: str | None, mask, message: str, fix: str,
@@ -444,7 +461,8 @@ class _Collector:
 
 
 def validate(table: pd.DataFrame, *, source: str, reference: Any = None, counts: tuple[str, ...] = (),
-             strata: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> ValidationReport:
+             strata: tuple[str, ...] = (), keys: tuple[str, ...] = (), exposure: str = "exposure",
+             model: str | None = None) -> ValidationReport:
     """Check a table read by :func:`read_table` and report every problem at once.
 
     Parameters
@@ -464,12 +482,19 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None, counts:
         Further columns a model reads per row (numbers or codes, e.g. ``year`` of ``Year + w:Year``
         or ``(1 | la:year)``): where the neighbourhood (and strata) repeat, those of them that tell the
         rows apart join the row key (a neighbourhood x year table).
+    exposure
+        The model's exposure column (``referral`` of ``offset(log(referral))``): it must be in the table
+        and above 0 in every row, each row with 0 an error (a row the model cannot fit). The children
+        column ``exposure`` is checked whatever the model's exposure (it weights LA deprivation).
+    model
+        The model as the user names it (a shipped name or a file), for the command in messages
+        (:meth:`ValidationReport.drop_command`).
 
     Returns
     -------
     ValidationReport
     """
-    c = _Collector(table, source)
+    c = _Collector(table, source, model)
     names = [str(col) for col in table.columns]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # every check below needs one column per name
@@ -498,6 +523,8 @@ def validate(table: pd.DataFrame, *, source: str, reference: Any = None, counts:
 
     if "exposure" in present:
         _check_exposure(c, table["exposure"], count_num, any_positive)
+    if exposure != "exposure":
+        _check_model_exposure(c, table, exposure, count_num)
 
     if "deprivation" in present:
         _check_deprivation(c, table["deprivation"])
@@ -608,8 +635,8 @@ def _check_exposure(c: _Collector, raw: pd.Series, count_num: pd.DataFrame, any_
            "0 with positive counts")
     c.rows("error", "exposure", (exposure == 0) & ~any_positive,
            "{n_rows} {have} exposure 0 (no children): the model needs exposure > 0 in every row",
-           "remove the rows (they carry no information), e.g. with --drop-invalid, or correct the "
-           "population figure", "0 (no children)")
+           "remove the rows (they carry no information): " + c.report.drop_command() + "; or correct "
+           "the population figure", "0 (no children)")
     c.rows("error", "exposure", exposure > MAX_EXPOSURE,
            "{n_rows} {have} exposure above " + f"{MAX_EXPOSURE:,} children (e.g. "
            f"{exposure[exposure > MAX_EXPOSURE].iloc[0] if (exposure > MAX_EXPOSURE).any() else 0:,.0f}), "
@@ -629,6 +656,30 @@ def _check_exposure(c: _Collector, raw: pd.Series, count_num: pd.DataFrame, any_
                "children in the row)",
                "possible for repeat events, otherwise check the exposure figure",
                "count above exposure")
+
+
+def _check_model_exposure(c: _Collector, table: pd.DataFrame, name: str, count_num: pd.DataFrame) -> None:
+    """The model's own exposure column (a count such as ``referral``, or a number such as person-years):
+    present, a number, and above 0 in every row the model fits."""
+    shown = c.names.get(name, name)
+    offset = f"offset(log({name}))"
+    if name not in table.columns:
+        others = [str(col) for col in table.columns]
+        c.table("error", name, f"the model's exposure column '{shown}' ({offset}) is not in the table"
+                f"{_suggest(name, others)}", "add the column, map it with --columns, or use a model "
+                "whose exposure the table has")
+        return
+    num, _ = _parse_numbers(table[name])
+    if name not in count_num:  # a count column was checked as a count already (missing, negative, whole)
+        _check_missing_number(c, table[name], num, name, f"give the model's exposure ({shown}) on every row")
+        c.rows("error", name, num < 0,
+               "{n_rows} {have} a negative " + shown + f", the model's exposure ({offset})",
+               "an exposure cannot be negative: check for a sign error or a coded missing value",
+               "negative (the model's exposure)")
+    c.rows("error", name, num == 0, "{n_rows} {have} " + shown + f" 0, but {shown} is the model's exposure "
+           f"({offset}) and must be above 0 in every row the model fits",
+           f"set these rows aside (a row with no {shown} says nothing about a rate per {shown}): "
+           + c.report.drop_command() + ", then fit kept.csv", "0 (the model's exposure)")
 
 
 def _check_columns(c: _Collector, table: pd.DataFrame, extra_counts: tuple[str, ...] = (),
@@ -953,7 +1004,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | None = None,
          reference: Any = None, counts: tuple[str, ...] = (), strata: tuple[str, ...] = (),
-         keys: tuple[str, ...] = ()) -> pd.DataFrame:
+         keys: tuple[str, ...] = (), exposure: str = "exposure", model: str | None = None) -> pd.DataFrame:
     """Read and validate a table, and return it with clean dtypes.
 
     Parameters
@@ -966,6 +1017,9 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
         Optional reference geography (see :func:`validate`).
     counts, strata, keys
         Further count, stratum and row-key columns to check and clean (see :func:`validate`).
+    exposure, model
+        The model's exposure column, checked > 0 in every row, and the model as the user names it, for
+        messages (see :func:`validate`; :func:`model_columns` gives a model's columns).
 
     Returns
     -------
@@ -983,21 +1037,23 @@ def load(path: str | os.PathLike, *, columns: ColumnMap | str | os.PathLike | No
     if columns is not None and not isinstance(columns, ColumnMap):
         columns = load_column_map(columns)
     table = read_table(path, columns=columns)
-    report = validate(table, source=str(path), reference=reference, counts=counts, strata=strata, keys=keys)
+    report = validate(table, source=str(path), reference=reference, counts=counts, strata=strata, keys=keys,
+                      exposure=exposure, model=model)
     if not report.ok:
         raise DataValidationError(report)
     for problem in report.warnings:
         warnings.warn(f"{report.source}: {problem.format()}", UserWarning, stacklevel=2)
-    out = clean(table, counts=counts, strata=strata)
+    out = clean(table, counts=counts, strata=strata, exposure=exposure)
     out.attrs = {"source": str(path), "row_label": table.attrs.get("row_label"),
                  **({"column_map": table.attrs["column_map"]} if table.attrs.get("column_map") else {})}
     return out
 
 
 def clean(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[str, ...] = (),
-          keys: tuple[str, ...] = ()) -> pd.DataFrame:
+          keys: tuple[str, ...] = (), exposure: str = "exposure") -> pd.DataFrame:
     """A table that passed :func:`validate` with clean dtypes (see :func:`load`); index reset.
-    ``keys`` (row-key columns a model reads) are kept as read: a numeric year stays a number."""
+    ``keys`` (row-key columns a model reads) are kept as read: a numeric year stays a number; the model's
+    ``exposure`` is a number (float64) unless it is a count."""
     counts, strata = _extra_names(counts, strata)
     out, _ = normalise_codes(table)
     out = out.reset_index(drop=True)
@@ -1007,8 +1063,8 @@ def clean(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[st
     for stage in (*STAGES, *counts):
         if stage in out.columns:
             out[stage] = pd.to_numeric(out[stage]).astype("int64")
-    for col in ("exposure", "deprivation"):
-        if col in out.columns:
+    for col in dict.fromkeys(("exposure", "deprivation", exposure)):
+        if col in out.columns and col not in (*STAGES, *counts):
             out[col] = pd.to_numeric(out[col]).astype("float64")
     for col in table_roles(out)["la_covariates"]:
         if pd.api.types.is_bool_dtype(out[col]):  # a yes/no LA covariate is a 0/1 number
@@ -1018,6 +1074,22 @@ def clean(table: pd.DataFrame, *, counts: tuple[str, ...] = (), strata: tuple[st
         if not bad.any():
             out[col] = num
     return out
+
+
+def model_columns(spec: Any) -> dict[str, Any]:
+    """The columns a model reads, as :func:`validate`, :func:`load` and :func:`clean` take them.
+
+    Parameters
+    ----------
+    spec
+        A :class:`~hierarchy.language.spec.ModelSpec` (``data_columns``, ``exposure``).
+
+    Returns
+    -------
+    dict
+        ``counts``, ``strata``, ``keys`` (``spec.data_columns``) and ``exposure`` (the offset's column).
+    """
+    return {**spec.data_columns, "exposure": spec.exposure}
 
 
 def table_roles(table: pd.DataFrame) -> dict[str, list[str]]:

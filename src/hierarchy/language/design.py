@@ -242,6 +242,25 @@ def stratum_labels(table: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.nd
     return np.array([lookup[v] for v in labels], dtype=np.int64), names
 
 
+def _exposure_message(table: pd.DataFrame, spec: ModelSpec, bad: np.ndarray) -> str:
+    """Which rows have no exposure, and the command that sets them aside (``validate --model``)."""
+    from hierarchy.data.table import ValidationReport
+    from hierarchy.shipped import names
+
+    shown = user_name(table, spec.exposure)
+    codes = ", ".join(pd.unique(table["neighbourhood"].astype(str).to_numpy()[bad])[:3])
+    model = spec.name if spec.name in names("models") else "MODEL.toml"
+    command = ValidationReport(str(table.attrs.get("source", "TABLE")), model=model,
+                               columns="MAP.toml" if table.attrs.get("column_map") else None).drop_command()
+    n = int(bad.sum())
+    value = table[spec.exposure].to_numpy(dtype=float)[bad]
+    what = "0" if (value == 0).all() else "0, below 0 or missing"
+    return (f"{n} row{'s' if n > 1 else ''} {'have' if n > 1 else 'has'} {shown} {what} "
+            f"(e.g. neighbourhood {codes}), but {shown} is the exposure of model '{spec.name}' "
+            f"(offset(log({spec.exposure}))) and must be above 0 in every row it fits; to name them and set "
+            f"them aside: {command}, then fit kept.csv")
+
+
 def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     """Arrays for ``spec`` from a validated canonical table (see :mod:`hierarchy.data.table`).
 
@@ -271,9 +290,8 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
     # something else (a count such as referrals, for re-referrals per referral)
     weight = table["exposure"].to_numpy(dtype=float) if "exposure" in table.columns else exposure
     x = table["deprivation"].to_numpy(dtype=float)
-    if np.any(exposure <= 0):
-        raise HierarchyError("exposure must be > 0 in every modelled row; validate the data "
-                             "first (hierarchy validate) and drop empty rows with --drop-invalid")
+    if np.any(~(exposure > 0)):
+        raise HierarchyError(_exposure_message(table, spec, ~(exposure > 0)))
     n_la = len(la_codes)
     if spec.la_deprivation.measure == "mean":
         la_X = np.bincount(la_index, weight * x, n_la) / np.bincount(la_index, weight, n_la)
