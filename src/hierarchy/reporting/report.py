@@ -29,7 +29,7 @@ from hierarchy import disclosure, published
 from hierarchy.errors import HierarchyError
 from hierarchy.inference.diagnostics import ESS_MIN, RHAT_MAX
 from hierarchy.paths import atomic_path
-from hierarchy.reporting import checking, figures, page, registry, suppression
+from hierarchy.reporting import checking, checklist, figures, page, registry, suppression
 from hierarchy.reporting.figure_list import report_figures
 from hierarchy.reporting.findings import (  # noqa: F401  (re-exported: the report's public names)
     Published,
@@ -563,6 +563,9 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
         S("Tables", "tables", ("CSV files beside this page (full precision, every row): "
                                + ", ".join(f"{k}.csv" for k in tables) + ".",)),
     ]
+    done = checklist.items(prov, diag, sections, formula=prov.get("formula") or spec.formula_text,
+                           parameters=idata.posterior.data_vars)
+    sections.append(checklist.section(done, sections))
     intro = (f"Model: {prov.get('formula') or spec.formula_text} ({spec.family.replace('_', ' ')}); priors "
              f"{prov['priors']['name']}; {design.get('n_rows', '?'):,} neighbourhood rows in "
              f"{design.get('n_la', '?')} local authorities. Intervals are {prob:.0%} equal-tailed "
