@@ -13,7 +13,9 @@ Columns of the panel
 ``measure``, ``count``, ``marker``
     The count (float; NaN where DfE suppressed it) and DfE's marker for it (``"c"`` suppressed,
     ``"x"`` not available, ``"u"`` low reliability, ``"z"`` not applicable; ``""`` when published).
-    A suppressed count is never 0.
+    A suppressed count is never 0: a ``"c"`` count lies between the bounds of
+    :data:`SUPPRESSION_BOUNDS` for its year (:func:`count_bounds`) and the panel models keep it as
+    interval-censored; counts with other markers are left out of the likelihood.
 ``exposure``, ``exposure_measure``, ``exposure_marker``, ``exposure_note``
     Children 0-17 (ONS mid-year estimate of the previous calendar year, as DfE's rates use) for rate
     measures; the earlier stage's count for conversion measures (:data:`CONVERSIONS`).
@@ -59,10 +61,13 @@ __all__ = [
     "RATE_MEASURES",
     "REORGANISATIONS",
     "Panel",
+    "SUPPRESSION_BOUNDS",
     "build_panel",
+    "count_bounds",
     "get_panel",
     "read_panel",
     "synthetic_panel",
+    "treatment",
     "write_panel",
 ]
 
@@ -100,6 +105,18 @@ POPULATION_FILE = "ons_mid-year_population_estimates_2012_to_2024.csv"
 SN_FILES = ("sn_model_2025_wide.csv", "New_Statistical_Neighbour_Groupings_April_2021.csv")
 IOD_FILE = "iod2019/iod2019_lsoa11_england_core.csv"
 MARKERS = frozenset({"c", "x", "u", "z", "low", ":", "..", "k", "~"})
+SUPPRESSION_BOUNDS: dict[int, tuple[int, int]] = {year: (1, 5) for year in YEARS}
+"""The values a count DfE marked ``"c"`` can take, per year (DfE ``time_period``), inclusive.
+
+The same rule in every year 2013-2025: the data guidance of the children in need releases (e.g. 2020,
+2021) says "any number between 1 and 5 inclusive has been suppressed and replaced by 'c'" and "0
+indicates the original figure submitted was zero"; the 2013-2019 releases published the same cells as
+"x" (1 to 5), recoded to ``"c"`` in DfE's 2013-2025 time-series files read here; the children looked
+after release (``cla_at31``, 2021-2025) leaves LA figures unrounded and suppresses the same small
+counts. DfE also applies secondary suppression "where necessary", which could hide a larger count
+as ``"c"``; in the 2013-2025 files every LA ``"c"`` cell is the Isles of Scilly or the City of London
+(under 1,000 children), whose counts of these measures are small, so (1, 5) is taken for all of them.
+A year not listed here has no known rule: :func:`count_bounds` refuses it."""
 
 # Reorganisations 2013-2025: series code, series name, flag, DfE codes in the series
 REORGANISATIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
@@ -124,6 +141,34 @@ CODE_CORRECTIONS = {"E06000048": "E06000057", "E08000020": "E08000037"}  # North
 # pre-2019 Dorset codes: LSOAs found by their 2011 LSOA names
 _OLD_DORSET = {"E06000028": ("Bournemouth ",), "E06000029": ("Poole ",),
                "E10000009": ("Christchurch ",)}
+
+
+def treatment(marker: str) -> str:
+    """How the panel models treat a cell with this DfE marker ('' for a published count)."""
+    if marker == "":
+        return "observed"
+    return "censored" if marker == "c" else "left out"
+
+
+def count_bounds(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of each row's count: the count where published, the year's
+    :data:`SUPPRESSION_BOUNDS` where DfE marked it ``"c"``, NaN for other markers (left out).
+
+    Raises
+    ------
+    HierarchyError
+        If a ``"c"`` row's year has no suppression rule in :data:`SUPPRESSION_BOUNDS`.
+    """
+    count = table["count"].to_numpy(float)
+    censored = (table["marker"] == "c").to_numpy() & ~np.isfinite(count)
+    years = table["year"].to_numpy()
+    if unknown := sorted({int(y) for y in years[censored] if int(y) not in SUPPRESSION_BOUNDS}):
+        raise HierarchyError(f"panel column marker: 'c' cells in years {unknown}, which have no DfE "
+                             "suppression rule in hierarchy.data.panel.SUPPRESSION_BOUNDS; add the rule from "
+                             "that release's data guidance")
+    lo = np.array([SUPPRESSION_BOUNDS.get(int(y), (np.nan, np.nan))[0] for y in years], float)
+    hi = np.array([SUPPRESSION_BOUNDS.get(int(y), (np.nan, np.nan))[1] for y in years], float)
+    return np.where(censored, lo, count), np.where(censored, hi, count)
 
 
 @dataclass(frozen=True)
@@ -159,9 +204,11 @@ class Panel:
         lines = [f"panel from {self.source}: {len(la):,} LA rows, {la['measure'].nunique()} measures, "
                  f"years {per_year.index.min()}-{per_year.index.max()}, "
                  f"{per_year.min()}-{per_year.max()} LAs a year, {la['series'].nunique()} series",
-                 f"suppressed or unpublished LA cells (missing, never 0): {self.n_suppressed}"]
+                 f"suppressed or unpublished LA cells (missing, never 0): {self.n_suppressed}; 'c' "
+                 "(1-5) cells enter the models as interval-censored, the others are left out"]
         for m, g in self.suppressed.groupby("measure"):
-            lines.append(f"  {m}: " + ", ".join(f"{int(r.cells)} '{r.marker}'" for r in g.itertuples()))
+            lines.append(f"  {m}: " + ", ".join(f"{int(r.cells)} '{r.marker}' ({treatment(r.marker)})"
+                                                 for r in g.itertuples()))
         return "\n".join(lines)
 
 
@@ -537,14 +584,16 @@ def _suppressed(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def synthetic_panel(n_la: int = 40, *, years: tuple[int, ...] = YEARS, seed: int = 0,
-                    suppress: float = 0.01) -> Panel:
+                    suppress: float = 0.01, small_las: int = 0) -> Panel:
     """Generate a panel with the real panel's columns and known truth (fake codes ``LA001``...).
 
     Each rate measure follows ``log mu = log E + alpha + b_t t + b_dep z + b_dep_t z t + g_y + u_j
     + v_j t`` with ``t = year - 2019``, ``z`` the LA deprivation in 10-point units about its mean,
     ``(u_j, v_j)`` independent normal LA effects and NB2 counts. Conversions draw their numerator
-    from the same form with the earlier stage's count as exposure. A fraction ``suppress`` of LA cells
-    is marked ``"c"`` (missing, never 0).
+    from the same form with the earlier stage's count as exposure. As DfE does, counts of 1 to 5 are
+    marked ``"c"`` (missing, never 0), and a further fraction ``suppress`` of LA cells is marked ``"x"``
+    (not available). The last ``small_las`` LAs have 300 children (the Isles of Scilly has about 350),
+    so many of their counts are ``"c"``.
 
     Returns
     -------
@@ -556,6 +605,8 @@ def synthetic_panel(n_la: int = 40, *, years: tuple[int, ...] = YEARS, seed: int
     codes = [f"LA{i + 1:03d}" for i in range(n_la)]
     dep = np.clip(rng.normal(0.147, 0.053, n_la), 0.03, 0.3)
     kids = np.round(np.exp(rng.normal(np.log(70_000), 0.6, n_la)))
+    if small_las:
+        kids[n_la - small_las:] = 300.0
     z = (dep - dep.mean()) / 0.1
     t = np.array(years, float) - 2019
     spec = {  # alpha is log rate per child (rates) or per earlier-stage count (conversions)
@@ -593,8 +644,11 @@ def synthetic_panel(n_la: int = 40, *, years: tuple[int, ...] = YEARS, seed: int
     table["level"] = "LA"
     table["marker"] = ""
     hide = rng.random(len(table)) < suppress
+    small = table["count"].between(1, 5).to_numpy()
     # a suppressed stage count hides the same cell as a conversion's exposure
-    table.loc[hide, "marker"] = "c"
+    table.loc[hide, "marker"] = "x"
+    table.loc[small, "marker"] = "c"
+    hide |= small
     england = (table.groupby(["year", "measure", "exposure_measure"], as_index=False)[["count", "exposure"]]
                .sum().assign(level="England", la_code="E92000001", marker=""))
     table.loc[hide, "count"] = np.nan

@@ -28,7 +28,11 @@ keep their meaning with year effects in. Terms: ``t`` (national trend, always on
 (log density about its mean), ``(1 | la)`` or ``(1 + t | la)``. The LA-level terms sit in the means of
 the LA effects (hierarchical centring); with ``parameterisation = "auto"`` the LA effects are centred
 when the counts pin them down (median Poisson standard error of a unit's log rate below 0.2; DESIGN s.4)
-and non-centred otherwise. Counts DfE suppressed are left out of the likelihood and predicted.
+and non-centred otherwise. A count DfE suppressed as ``"c"`` (1 to 5,
+:data:`hierarchy.data.panel.SUPPRESSION_BOUNDS`) enters the likelihood as interval-censored,
+``P(lo <= Y <= hi)`` under the NB or Poisson (a log-sum-exp of the pmf over its values; a series that
+adds up censored parts gets the sums of their bounds); counts with other markers (``"x"``, ``"u"``, ...)
+are left out of the likelihood and predicted. :func:`cell_treatment` counts the cells of each kind.
 
 Conversion measures (s47 per referral, ...) carry the earlier stage's count as exposure, so ``alpha``
 is the log conversion rate.
@@ -47,13 +51,15 @@ import numpy as np
 import pandas as pd
 
 from hierarchy.compiled import release_compiled_programs
-from hierarchy.data.panel import CONVERSIONS, RATE_MEASURES
+from hierarchy.data.panel import CONVERSIONS, RATE_MEASURES, count_bounds
 from hierarchy.errors import SpecError
 
 __all__ = [
     "PanelDesign",
     "PanelFit",
     "PanelSpec",
+    "cell_treatment",
+    "censored_log_prob",
     "classical_check",
     "england_totals",
     "estimands",
@@ -171,6 +177,8 @@ class PanelDesign:
     year_idx: np.ndarray
     t: np.ndarray              # year - reference_year, per year
     count: np.ndarray          # NaN where suppressed
+    lower: np.ndarray          # bounds of the count: = count where published, DfE's 1-5 where 'c'
+    upper: np.ndarray          # (summed over a series' parts), NaN where left out
     exposure: np.ndarray       # NaN where the exposure is missing
     z: np.ndarray              # per unit: deprivation per 10 points about the mean over units
     x: np.ndarray              # per unit: extra covariates (n_units x k)
@@ -188,6 +196,11 @@ class PanelDesign:
         return np.isfinite(self.count) & self.predictable
 
     @property
+    def censored(self) -> np.ndarray:
+        """Cells in the likelihood as interval-censored: no count, known bounds, a positive exposure."""
+        return ~np.isfinite(self.count) & np.isfinite(self.lower) & np.isfinite(self.upper) & self.predictable
+
+    @property
     def predictable(self) -> np.ndarray:
         return np.isfinite(self.exposure) & (np.nan_to_num(self.exposure) > 0)
 
@@ -200,10 +213,12 @@ def panel_design(table: pd.DataFrame, measure: str, spec: PanelSpec) -> PanelDes
     unit = spec.unit
     pre = "series_" if unit == "series" else ""
     name_col = "series_name" if unit == "series" else "la_name"
+    lower, upper = count_bounds(d)
+    d = d.assign(lower=lower, upper=upper)
     g = d.groupby([unit, "year"], sort=True)
-    agg = pd.DataFrame({"count": g["count"].sum(min_count=1), "exposure": g["exposure"].sum(min_count=1)})
-    agg.loc[g["count"].apply(lambda s: s.isna().any()), "count"] = np.nan
-    agg.loc[g["exposure"].apply(lambda s: s.isna().any()), "exposure"] = np.nan
+    agg = pd.DataFrame({c: g[c].sum(min_count=1) for c in ("count", "exposure", "lower", "upper")})
+    for c in ("count", "exposure", "lower", "upper"):  # a sum is NaN if a part is
+        agg.loc[g[c].apply(lambda s: s.isna().any()), c] = np.nan
     units = np.array(sorted(d[unit].unique()))
     years = np.array(sorted(d["year"].unique()))
     full = pd.MultiIndex.from_product([units, years], names=[unit, "year"])
@@ -230,7 +245,8 @@ def panel_design(table: pd.DataFrame, measure: str, spec: PanelSpec) -> PanelDes
         measure=measure, units=units, unit_names=per_unit[name_col].reindex(units).to_numpy(str),
         years=years, unit_idx=np.repeat(np.arange(len(units)), len(years)),
         year_idx=np.tile(np.arange(len(years)), len(units)), t=(years - spec.reference_year).astype(float),
-        count=agg["count"].to_numpy(float), exposure=agg["exposure"].to_numpy(float), z=z,
+        count=agg["count"].to_numpy(float), lower=agg["lower"].to_numpy(float),
+        upper=agg["upper"].to_numpy(float), exposure=agg["exposure"].to_numpy(float), z=z,
         x=np.column_stack(xs) if xs else np.zeros((len(units), 0)), dep_mean=float(dep.mean()),
         x_names=tuple(names), england=e["count"].reindex(years), england_exposure=e["exposure"].reindex(years),
         rate_scale=100.0 if measure in CONVERSIONS else 10_000.0, neighbours=neighbours)
@@ -248,7 +264,48 @@ def _centred(design: PanelDesign, spec: PanelSpec) -> bool:
     return bool(np.median(1 / np.sqrt(np.maximum(tot, 1))) < 0.2)
 
 
-def _model_fn(spec: PanelSpec, centred: bool, n_units: int, n_years: int, n_x: int):
+def censored_log_prob(like, lower, upper, width: int):
+    """``log P(lower <= Y <= upper)`` per cell: a log-sum-exp of the pmf over the ``width`` values from
+    ``lower`` (values above ``upper`` left out).
+
+    Parameters
+    ----------
+    like : numpyro.distributions.Distribution
+        Count distribution with batch shape ``(n,)`` (one per censored cell).
+    lower, upper : array of shape (n,)
+        Inclusive bounds; ``upper - lower < width``.
+    width : int
+        Number of values summed over (static: one compile per width).
+    """
+    import jax.numpy as jnp
+    from jax.scipy.special import logsumexp
+
+    k = lower[None, :] + jnp.arange(width, dtype=lower.dtype)[:, None]      # width x n
+    lp = jnp.where(k <= upper[None, :], like.log_prob(k), -jnp.inf)
+    return logsumexp(lp, axis=0)
+
+
+CENSOR_BLOCK = 32  # censored cells go in padded to a multiple of this: measures share one compile
+
+
+def _censored_args(design: PanelDesign) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row index, lower, upper, mask) of the censored cells, padded to a multiple of CENSOR_BLOCK."""
+    rows = np.flatnonzero(design.censored)
+    n = CENSOR_BLOCK * max(1, -(-len(rows) // CENSOR_BLOCK))
+    pad = n - len(rows)
+    idx = np.concatenate([rows, np.zeros(pad, int)])
+    lo = np.concatenate([design.lower[rows], np.zeros(pad)])
+    hi = np.concatenate([design.upper[rows], np.zeros(pad)])
+    return idx, lo, hi, np.arange(n) < len(rows)
+
+
+def _censor_width(design: PanelDesign) -> int:
+    c = design.censored
+    return int(max(5, np.max(design.upper[c] - design.lower[c]) + 1 if c.any() else 0))
+
+
+def _model_fn(spec: PanelSpec, centred: bool, n_units: int, n_years: int, n_x: int, n_censored: int = 0,
+              width: int = 5):
     """The NumPyro model for one spec and panel shape; data go in as arguments (one compile per shape)."""
     import jax.numpy as jnp
     import numpyro
@@ -257,7 +314,7 @@ def _model_fn(spec: PanelSpec, centred: bool, n_units: int, n_years: int, n_x: i
     x_names = tuple(t for t in ("rural", "density") if t in spec.terms)
     assert len(x_names) == n_x
 
-    def model(ui, yi, t, log_e, y, mask, z, x, basis, loc0):
+    def model(ui, yi, t, log_e, y, mask, z, x, basis, loc0, ci, c_lo, c_hi, c_mask):
         alpha = numpyro.sample("alpha", dist.Normal(loc0, 2.0))
         mean_u = alpha + jnp.zeros(n_units)
         if "dep" in spec.terms:
@@ -297,10 +354,14 @@ def _model_fn(spec: PanelSpec, centred: bool, n_units: int, n_years: int, n_x: i
         if spec.family == "nb":
             inv_sqrt_phi = numpyro.sample("inv_sqrt_phi", dist.HalfNormal(1.0))
             phi = numpyro.deterministic("phi", 1.0 / inv_sqrt_phi**2)
-            like = dist.NegativeBinomial2(jnp.exp(eta), phi)
+            family = lambda m: dist.NegativeBinomial2(m, phi)  # noqa: E731
         else:
-            like = dist.Poisson(jnp.exp(eta))
-        numpyro.sample("y", like.mask(mask).to_event(1), obs=y)  # suppressed cells: out of the likelihood
+            family = dist.Poisson
+        mu = jnp.exp(eta)
+        numpyro.sample("y", family(mu).mask(mask).to_event(1), obs=y)  # censored, left-out cells: masked
+        if n_censored:  # DfE's 'c' cells: P(lo <= Y <= hi)
+            lp = censored_log_prob(family(mu[ci]), c_lo, c_hi, width)
+            numpyro.factor("y_censored", jnp.sum(jnp.where(c_mask, lp, 0.0)))
 
     return model
 
@@ -312,7 +373,8 @@ def _model_args(design: PanelDesign) -> tuple:
     log_e = np.log(np.where(ok, design.exposure, 1.0))
     loc0 = float(np.log(design.count[obs].sum() / design.exposure[obs].sum()))
     basis = year_basis(design.t) if len(design.t) > 2 else np.zeros((len(design.t), 0))
-    return (design.unit_idx, design.year_idx, design.t, log_e, y, obs, design.z, design.x, basis, loc0)
+    return (design.unit_idx, design.year_idx, design.t, log_e, y, obs, design.z, design.x, basis, loc0,
+            *_censored_args(design))
 
 
 @dataclass(frozen=True)
@@ -367,7 +429,8 @@ def fit_panels(designs: list[PanelDesign], spec: PanelSpec, *, seed: int = 0,
         if release_compiled_programs():  # the shared samplers' programs went with the rest
             samplers.clear()
         centred = _centred(design, spec)
-        shape = (centred, len(design.units), len(design.years), design.x.shape[1])
+        shape = (centred, len(design.units), len(design.years), design.x.shape[1],
+                 len(_censored_args(design)[0]), _censor_width(design))
         if shape not in samplers:  # the data are arguments: one traced program per shape and row count
             samplers[shape] = MCMC(NUTS(_model_fn(spec, *shape), target_accept_prob=0.9), num_warmup=spec.warmup,
                                    num_samples=spec.draws, num_chains=spec.chains, chain_method="sequential",
@@ -398,6 +461,15 @@ def _diagnostics(grouped: dict, extra: dict) -> dict:
     div = int(np.asarray(extra.get("diverging", np.zeros(1))).sum())
     return {"max_rhat": float(max(rhat)) if rhat else float("nan"), "min_ess": float(min(ess)),
             "divergences": div}
+
+
+def cell_treatment(design: PanelDesign) -> pd.DataFrame:
+    """How many unit x year cells of a measure each treatment covered: ``observed`` (a published
+    count), ``censored`` (DfE's ``"c"``: between its bounds) and ``left out`` (another marker, no
+    published count, or no positive exposure: predicted, not in the likelihood)."""
+    obs, cen = design.observed, design.censored
+    return pd.DataFrame({"measure": design.measure, "treatment": ["observed", "censored", "left out"],
+                         "cells": [int(obs.sum()), int(cen.sum()), int((~obs & ~cen).sum())]})
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 ``hierarchy demo --real`` (``make demo-real``) calls :func:`demo_real`. Output folder: ``index.html``,
 PNG figures, and CSV tables (England estimands, LA estimands, the England-total check, the classical
-cross-check, the suppression count). Observed LA figures behind fewer than ``threshold`` (default 10)
-children or cases are not shown; model estimates are.
+cross-check, the suppression count, the cells each likelihood treatment covered). Observed LA figures
+behind fewer than ``threshold`` (default 10) children or cases are not shown; model estimates are.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 from hierarchy.data.panel import CONVERSIONS, Panel, get_panel, write_panel
 from hierarchy.likelihood.panel_model import (
     PanelFit,
+    cell_treatment,
     classical_check,
     england_totals,
     estimands,
@@ -260,6 +261,26 @@ def _classical(fit) -> pd.DataFrame:
                               "left_out": f"classical fit not possible: {err}"}])
 
 
+def _cell_treatments(fits: dict[str, PanelFit]) -> pd.DataFrame:
+    """Unit x year cells per measure and treatment, wide: observed, censored, left out."""
+    if not fits:
+        return pd.DataFrame(columns=["measure", "observed", "censored", "left out"])
+    long = pd.concat([cell_treatment(f.design) for f in fits.values()], ignore_index=True)
+    wide = long.pivot(index="measure", columns="treatment", values="cells").reset_index()
+    return wide[["measure", "observed", "censored", "left out"]]
+
+
+def _treatment_html(cells: pd.DataFrame) -> str:
+    """The sentence and table saying how many cells each likelihood treatment covered."""
+    total = {k: int(cells[k].sum()) for k in ("observed", "censored", "left out")}
+    return ("<p>Cells in the likelihood (unit x year, over the fitted measures): "
+            f"{total['observed']:,} with a published count; {total['censored']:,} that DfE suppressed as 'c' "
+            "(1 to 5), kept as interval-censored (the probability of a count between the bounds); "
+            f"{total['left out']:,} left out (other markers such as 'x' not available or 'u' low "
+            "reliability, or no exposure) and predicted. Per measure: cell_treatment.csv.</p>"
+            + _table_html(cells, "{:,.0f}"))
+
+
 def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], out: Path, *,
                        threshold: int = 10, prob: float = 0.9, seconds: dict | None = None) -> Path:
     """Write ``index.html``, figures and CSV tables for fitted panel models into ``out``."""
@@ -275,8 +296,10 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
     diag = pd.DataFrame([{"measure": m, "model": f.spec.name, "family": f.spec.family,
                           "parameterisation": "centred" if f.centred else "non-centred",
                           "seconds": round(f.seconds, 1), **f.diagnostics} for m, f in fits.items()])
+    cells = _cell_treatments(fits)
     for name, df in (("estimands", est), ("england_totals", totals), ("classical_check", classical),
-                     ("la_estimands", las), ("diagnostics", diag), ("suppressed", panel.suppressed)):
+                     ("la_estimands", las), ("diagnostics", diag), ("suppressed", panel.suppressed),
+                     ("cell_treatment", cells)):
         _write_csv(df, out / f"{name}.csv")
 
     rate_fits = {m: f for m, f in fits.items() if m not in CONVERSIONS}
@@ -313,6 +336,7 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
         f"<p>Data: {html.escape(panel.source)}. " + html.escape(panel.describe()).replace("\n", "<br>") + "</p>",
         "<p>Models: " + ", ".join(sorted(all_fits)) + f" (NumPyro NUTS). Intervals are {int(prob * 100)}% "
         f"posterior intervals. Observed LA figures behind fewer than {threshold} cases are not shown.</p>",
+        _treatment_html(cells),
         "<h2>Headline findings</h2><ul>" + "".join(f"<li>{html.escape(h)}</li>" for h in _headlines(all_fits, est))
         + "</ul>",
         "<h2>Checks</h2>",
