@@ -173,7 +173,8 @@ def test_fit_laplace_draws_like_nuts():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["inverse_intervention_nb_log", "gradient_poisson"])
+@pytest.mark.parametrize("model", ["inverse_intervention_nb_log",  # the Poisson twin: long (CI's time)
+                                   pytest.param("gradient_poisson", marks=pytest.mark.long)])
 def test_laplace_beside_nuts(model):
     """On 30 LAs x 50 neighbourhoods of known truth, the Laplace fit beside a NUTS fit of the same
     data: hyperparameter means within 0.2 NUTS posterior SD, SDs within 20%, LA effects' means
