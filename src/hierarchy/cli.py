@@ -273,8 +273,11 @@ def _sign(args: argparse.Namespace) -> int:
 
     paths.check_output(signing.signature_path(args.fit), kind="signature", inputs=[args.fit, args.key],
                        replace=args.force, option="the signature beside the fit")
-    fitfile.load_fit(args.fit)  # sign only a fit that passes every check
+    prov = fitfile.provenance(fitfile.load_fit(args.fit))  # sign only a fit that passes every check
     print(f"signed {args.fit}: {signing.sign_fit(args.fit, args.key)}")
+    if not prov["shareable"]:
+        print("warning: this fit is DISCLOSIVE (a signature proves who made it, not that it may leave): "
+              + "; ".join(prov["disclosure_risks"] or ["it holds data or the pointwise log-likelihood"]))
     return 0
 
 
