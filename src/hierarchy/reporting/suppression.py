@@ -89,12 +89,9 @@ def suppress_observed(idata, tables: dict[str, pd.DataFrame], observed: np.ndarr
     """
     records = checking.observed_records(idata, observed, rules)
     published = checking.published_for_report(records)
-    if not estimands.exposure_is_public(idata):  # the denominator is a count too (referrals for re-referrals)
-        for name in ("deciles", "la_deciles"):
-            tables[name]["children"] = disclosure.disclose_counts(
-                tables[name]["children"].to_numpy(dtype=float), threshold=rules["safe_threshold"],
-                rounding=rules["safe_round_base"])
-            tables[name]["observed_rate"] = np.nan  # recomputed below from the published counts
+    for name in ("deciles", "la_deciles"):  # a count used as exposure is a count here too (rates follow below)
+        tables[name] = estimands.with_private_denominator(idata, tables[name], threshold=rules["safe_threshold"],
+                                                          rounding=rules["safe_round_base"])
     dec = tables["deciles"]
     dec["observed_count"] = published["deciles"]["observed_count"].to_numpy()
     dec["observed_rate"] = 1e4 * dec["observed_count"] / dec["children"]

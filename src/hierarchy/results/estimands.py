@@ -36,7 +36,14 @@ from hierarchy.language.design import w_of, z_of
 from hierarchy.likelihood import model
 from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
 from hierarchy.results.fit import as_fit
-from hierarchy.results.fitfile import provenance, require_row_data
+from hierarchy.results.fitfile import (  # noqa: F401  (exposure_is_public: re-exported)
+    design_of,
+    exposure_is_public,
+    fitted_positions,
+    missing_row_data,
+    provenance,
+    require_row_data,
+)
 
 TEN_POINTS = 0.1
 PER_10 = "per 10 points"
@@ -588,13 +595,7 @@ def _codes(idata) -> np.ndarray:
 def has_row_data(idata) -> bool:
     """Whether the fit (as given: a saved fit, or one with :func:`~hierarchy.results.fitfile.with_row_data`)
     holds every row input the predictor reads."""
-    missing = provenance(idata).get("private_row_data", [])
-    return all(k in idata.constant_data for k in missing)
-
-
-def exposure_is_public(idata) -> bool:
-    """Whether the fit's exposure is the children column (public), not a count such as referrals."""
-    return "exposure" not in provenance(idata).get("private_row_data", [])
+    return not missing_row_data(idata)
 
 
 def _rows(idata, spec, des: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -726,19 +727,8 @@ def observed_counts(idata, data: Any = None) -> np.ndarray | None:
         if "observed_data" in idata.groups():
             return idata.observed_data[spec.outcome].to_numpy()
         return None
-    from hierarchy.data import table as data_mod
-    from hierarchy.language.design import build_design
-
-    table = data if isinstance(data, pd.DataFrame) else data_mod.load(data, **spec.data_columns)
-    have, want = data_mod.data_hash(table, **spec.hashed_columns), provenance(idata)["data_hash"]
-    if have != want:
-        raise HierarchyError(f"the data given (hash {have}) are not the data this fit was made "
-                             f"from (hash {want}); pass the table used to fit it")
-    design = build_design(table, spec)
-    pos = pd.Index(design.row_ids).get_indexer(idata.constant_data["neighbourhood"].to_numpy())
-    if (pos < 0).any():
-        raise HierarchyError("the data lack some of the fitted neighbourhood rows")
-    return design.y[pos]
+    design = design_of(idata, data, None, spec)
+    return design.y[fitted_positions(idata, design)]
 
 
 def decile_table(idata, yrep: xr.DataArray, observed: np.ndarray | None = None, *,
@@ -779,10 +769,10 @@ def decile_table(idata, yrep: xr.DataArray, observed: np.ndarray | None = None, 
         frame = disclose_frame(frame, counts=["observed_count"],
                                rates={"observed_rate": ("observed_count", "children")},
                                threshold=threshold, rounding=rounding)
-    return _with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
+    return with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
 
 
-def _with_private_denominator(idata, frame: pd.DataFrame, *, threshold: int, rounding: int) -> pd.DataFrame:
+def with_private_denominator(idata, frame: pd.DataFrame, *, threshold: int, rounding: int) -> pd.DataFrame:
     """When the exposure is a count (referrals for re-referrals), its column is an observed count too:
     suppressed and rounded like one, and the observed rate recomputed from both published counts."""
     if exposure_is_public(idata):
@@ -832,7 +822,7 @@ def la_decile_table(idata, observed: np.ndarray, *, threshold: int = THRESHOLD,
     frame = disclose_frame(frame, counts=["observed_count"],
                            rates={"observed_rate": ("observed_count", "children")},
                            threshold=threshold, rounding=rounding)
-    return _with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
+    return with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
 
 
 def count_distribution(yrep: xr.DataArray, observed: np.ndarray | None = None, *,

@@ -177,13 +177,12 @@ def with_row_data(idata, data: Any, *, columns: Any = None):
     """
     import arviz as az
 
-    spec, _ = fit_spec(idata)
-    missing = [k for k in ("exposure", "row_X") if k in provenance(idata).get("private_row_data", [])
-               and k not in idata.constant_data]
+    missing = missing_row_data(idata)
     if not missing:
         return idata
-    design = data if isinstance(data, Design) else _design_of(idata, data, columns, spec)
-    pos = _fitted_positions(idata, design)
+    spec, _ = fit_spec(idata)
+    design = data if isinstance(data, Design) else design_of(idata, data, columns, spec)
+    pos = fitted_positions(idata, design)
     cd = idata.constant_data.copy()
     if "exposure" in missing:
         cd["exposure"] = ("neighbourhood", np.exp(design.log_exposure)[pos])
@@ -195,7 +194,18 @@ def with_row_data(idata, data: Any, *, columns: Any = None):
     return az.InferenceData(**groups)
 
 
-def _fitted_positions(idata, design: Design) -> np.ndarray:
+def missing_row_data(idata) -> list[str]:
+    """The private row inputs (``exposure``, ``row_X``) the fit, as given, lacks (empty: it has them all)."""
+    return [k for k in provenance(idata).get("private_row_data", []) if k not in idata.constant_data]
+
+
+def exposure_is_public(idata) -> bool:
+    """Whether the fit's exposure is the children column (public), not a count such as referrals."""
+    return "exposure" not in provenance(idata).get("private_row_data", [])
+
+
+def fitted_positions(idata, design: Design) -> np.ndarray:
+    """Position in ``design`` of each fitted row of ``idata`` (refused when the data lack one)."""
     import pandas as pd
 
     pos = pd.Index(np.asarray(design.row_ids).astype(str)).get_indexer(
@@ -207,10 +217,9 @@ def _fitted_positions(idata, design: Design) -> np.ndarray:
 
 def require_row_data(idata, what: str) -> None:
     """Refuse, with the fix, when ``what`` needs row inputs the fit file does not hold."""
-    prov = provenance(idata)
-    missing = [k for k in prov.get("private_row_data", []) if k not in idata.constant_data]
+    missing = missing_row_data(idata)
     if missing:
-        spec = ModelSpec.from_dict(prov["model_spec"])
+        spec = ModelSpec.from_dict(provenance(idata)["model_spec"])
         names = {"exposure": f"its exposure '{spec.exposure}' (a count, not public)",
                  "row_X": "its non-public row terms (" + ", ".join(
                      t for t in spec.row_terms) + ")"}
@@ -363,13 +372,14 @@ def add_log_likelihood(idata, data: Any, *, columns: Any = None):
     if "log_likelihood" in idata.groups():
         return idata
     spec, _ = fit_spec(idata)
-    design = data if isinstance(data, Design) else _design_of(idata, data, columns, spec)
+    design = data if isinstance(data, Design) else design_of(idata, data, columns, spec)
     groups = {g: idata[g] for g in idata.groups()}
     groups["log_likelihood"] = log_likelihood_dataset(idata, design, spec=spec)
     return az.InferenceData(**groups)
 
 
-def _design_of(idata, data: Any, columns: Any, spec: ModelSpec) -> Design:
+def design_of(idata, data: Any, columns: Any, spec: ModelSpec) -> Design:
+    """Design of the table a fit was made from, refused unless its data hash is the fit's."""
     import pandas as pd
 
     from hierarchy.data import table as data_mod

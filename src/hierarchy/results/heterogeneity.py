@@ -37,7 +37,7 @@ from hierarchy.language.design import w_of, z_of
 from hierarchy.likelihood import model
 from hierarchy.results import estimands
 from hierarchy.results.fit import as_fit
-from hierarchy.results.fitfile import provenance
+from hierarchy.results.fitfile import exposure_is_public, provenance
 
 Q75 = NormalDist().inv_cdf(0.75)
 """Phi^-1(0.75) = 0.6745: the median of |N(0, 1)| over sqrt(2) (Larsen & Merlo 2005)."""
@@ -283,11 +283,10 @@ def median_rate_ratio(fit: Any, *, w: float = 0.0, stage: str | None = None) -> 
 
 def _mean_exposure(view: Any) -> float:
     """Mean exposure per fitted neighbourhood (strata rows summed), for the default VPC unit."""
-    cd = view.constant_data if "constant_data" in view.groups() else {}
-    private = provenance(view).get("private_row_data", [])
-    if "exposure" not in cd or "exposure" in private:
+    if not _has_public_exposure(view):
         raise HierarchyError("this fit does not carry a public exposure (children per neighbourhood): "
                              "give the VPC's unit size, exposure=... (e.g. 366 children)")
+    cd = view.constant_data
     codes = [str(s).split("|", 1)[0] for s in cd["neighbourhood"].to_numpy()]
     per = pd.Series(cd["exposure"].to_numpy().astype(float), index=codes).groupby(level=0).sum()
     return float(np.round(per.mean()))
@@ -591,7 +590,7 @@ def rope_table(draws: Any, region: tuple[float, float], *, prob: float = 0.9,
 
 def _has_public_exposure(view: Any) -> bool:
     cd = view.constant_data if "constant_data" in view.groups() else {}
-    return "exposure" in cd and "exposure" not in provenance(view).get("private_row_data", [])
+    return "exposure" in cd and exposure_is_public(view)
 
 
 def _stage_rows(view: Any, *, prob: float, rates: Mapping[str, float] | None, exposure: float | None,
