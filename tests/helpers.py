@@ -253,3 +253,49 @@ def notebooks_with_tests() -> set[str]:
     here = Path(__file__).resolve().parent
     return {m for p in here.rglob("test_*.py")
             for m in re.findall(r"^def test_(\d\d_\w+)\(", p.read_text(encoding="utf-8"), flags=re.M)}
+
+
+# ------------------------------------------------------------------------------------------
+# One table every shipped neighbourhood model can read
+
+
+def every_column_table(seed: int = 5) -> pd.DataFrame:
+    """A small simulated table (6 LAs x 20 neighbourhoods x age x sex) with every column a shipped
+    neighbourhood model reads: the simulator's counts plus made-up rural, sparsity, age_c, ethnicity,
+    assessment factors, plan categories, re-referrals, repeat plans, duration events and bands, and LA
+    measures. For pipeline and disclosure checks, not for estimates."""
+    from hierarchy.data import simulate
+
+    geo = reference.synthetic_geography(6, seed=seed, lsoa_per_la=20)
+    out = simulate.simulate(geo, seed=seed, strata=("age", "sex"))[0]
+    rng = np.random.default_rng(0)
+    n = len(out)
+    out["rural"] = (rng.random(n) < 0.3).astype(float)
+    out["sparsity"] = rng.random(n)
+    codes = out["age_band"].astype("category").cat.codes.to_numpy()
+    out["age_c"] = (codes - codes.mean()).astype(float)
+    out["ethnicity"] = rng.choice(["White", "Black", "Asian", "Mixed", "Other"], n)
+    out["factor"] = rng.choice(["neglect", "abuse"], n)
+    out["category"] = rng.choice(["neglect", "emotional", "physical"], n)
+    out["assessment"] = rng.binomial(out["referral"].to_numpy(), 0.7)
+    out["re_referral"] = rng.binomial(out["referral"].to_numpy(), 0.2)
+    out["repeat_cp_plan"] = rng.binomial(out["cp_plan"].to_numpy(), 0.2)
+    out["events"] = out["referral"]
+    out["band"] = rng.choice(["0-6m", "6-12m", "12m+"], n)
+    las = out["la"].unique()
+    for col in ("la_inequality", "la_expenditure", "la_workforce_stability", "la_deprivation",
+                "la_rural_share", "la_log_density"):
+        out[col] = out["la"].map(dict(zip(las, rng.uniform(0.1, 0.3, len(las)), strict=True)))
+    return out
+
+
+def table_for(spec, table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`every_column_table` shaped for ``spec``: two years of the same neighbourhoods when it reads
+    ``year``, and only rows with some exposure when its exposure is a count (a conversion model)."""
+
+    if "year" in spec.formula_text:
+        later = table.assign(referral=np.random.default_rng(1).poisson(table["referral"].to_numpy()))
+        table = pd.concat([table.assign(year=2019), later.assign(year=2020)], ignore_index=True)
+    if spec.exposure in table and spec.exposure != "exposure":
+        table = table[table[spec.exposure] > 0].reset_index(drop=True)
+    return table

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from hierarchy.data import simulate
 from hierarchy.data.table import data_hash
 from hierarchy.inference.sampling import fit
 from hierarchy.language.design import build_design
@@ -19,6 +18,7 @@ from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import load_spec
 from hierarchy.reporting import report
 from hierarchy.results import fitfile
+from tests.helpers import every_column_table, table_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")
-def table(small_geography):
-    return simulate.simulate(small_geography, seed=3, strata=("age",))[0]
+def table():
+    return every_column_table()  # every column any shipped model reads
 
 
 LONG = [pytest.mark.slow, pytest.mark.long]
@@ -39,6 +39,7 @@ LONG = [pytest.mark.slow, pytest.mark.long]
                          ids=lambda p: p.stem)
 def test_every_shipped_model_reports(path, table, tmp_path):
     spec, priors = load_spec(path), load_priors(ROOT / "priors/weakly_informative.toml")
+    table = table_for(spec, table)
     design = build_design(table, spec)
     draws = fit(spec, priors, design, chains=2, tune=30, draws=30, seed=0, progress=False)
     idata = fitfile.build_idata(draws, spec, priors, design, data_hash=data_hash(table, **spec.hashed_columns))

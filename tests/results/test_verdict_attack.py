@@ -15,16 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import load_spec
 from hierarchy.likelihood.predictor import ROW_PARAMS, design_rows, group_params, linear_predictor
 from hierarchy.results.rowdata import effect_group_risks, term_risks
+from tests.helpers import every_column_table, table_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml") if not p.stem.startswith("panel_"))
@@ -33,27 +32,7 @@ THRESHOLD = 10
 
 @pytest.fixture(scope="module")
 def table():
-    geo = reference.synthetic_geography(6, seed=5, lsoa_per_la=20)
-    out = simulate.simulate(geo, seed=5, strata=("age", "sex"))[0]
-    rng = np.random.default_rng(0)
-    n = len(out)
-    out["rural"] = (rng.random(n) < 0.3).astype(float)
-    out["sparsity"] = rng.random(n)
-    codes = out["age_band"].astype("category").cat.codes.to_numpy()
-    out["age_c"] = (codes - codes.mean()).astype(float)
-    out["ethnicity"] = rng.choice(["White", "Black", "Asian", "Mixed", "Other"], n)
-    out["factor"] = rng.choice(["neglect", "abuse"], n)
-    out["category"] = rng.choice(["neglect", "emotional", "physical"], n)
-    out["assessment"] = rng.binomial(out["referral"].to_numpy(), 0.7)
-    out["re_referral"] = rng.binomial(out["referral"].to_numpy(), 0.2)
-    out["repeat_cp_plan"] = rng.binomial(out["cp_plan"].to_numpy(), 0.2)
-    out["events"] = out["referral"]
-    out["band"] = rng.choice(["0-6m", "6-12m", "12m+"], n)
-    las = out["la"].unique()
-    for col in ("la_inequality", "la_expenditure", "la_workforce_stability", "la_deprivation",
-                "la_rural_share", "la_log_density"):
-        out[col] = out["la"].map(dict(zip(las, rng.uniform(0.1, 0.3, len(las)), strict=True)))
-    return out
+    return every_column_table()
 
 
 def _revealed(spec, design) -> list[np.ndarray]:
@@ -98,12 +77,7 @@ def _verdict_disclosive(spec, design) -> bool:
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_the_verdict_of_every_model_matches_an_attack_on_its_draws(path, table):
     spec = load_spec(path)
-    if "year" in spec.formula_text:  # two years of the same neighbourhoods
-        rng = np.random.default_rng(1)
-        later = table.assign(referral=rng.poisson(table["referral"].to_numpy()))
-        table = pd.concat([table.assign(year=2019), later.assign(year=2020)], ignore_index=True)
-    if spec.exposure in table and spec.exposure != "exposure":  # a conversion model: rows with some exposure
-        table = table[table[spec.exposure] > 0].reset_index(drop=True)
+    table = table_for(spec, table)
     try:
         design = build_design(table, spec)
     except HierarchyError as err:  # a column the simulator does not make (events, band, year ...)
