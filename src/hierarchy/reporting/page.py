@@ -29,7 +29,7 @@ CSS = """
 :root{--ink:#1a1a1a;--muted:#555;--rule:#d0d0d0;--ok:#e8f1fa;--okline:#0072B2;--warn:#fdf0e6;
 --warnline:#D55E00}
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;margin:1.5rem auto;
-padding:0 1rem;color:var(--ink);line-height:1.45}
+padding:0 1rem;color:var(--ink);line-height:1.45;overflow-wrap:break-word}
 h1{font-size:1.6rem;margin:.2em 0 .4em;overflow-wrap:anywhere}
 h2{font-size:1.25rem;margin-top:2em;border-bottom:1px solid var(--rule)}
 h3{font-size:1.05rem}
