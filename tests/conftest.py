@@ -33,9 +33,18 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 
+# The same for hierarchy's own cache (neighbourhood graphs, dissolved map boundaries): one per session,
+# cold as on CI, never the user's ~/.cache/hierarchy.
+_OWN_CACHE = None
+if not os.environ.get("HIERARCHY_CACHE"):
+    _OWN_CACHE = tempfile.mkdtemp(prefix="hierarchy-test-cache-")
+    os.environ["HIERARCHY_CACHE"] = _OWN_CACHE
+
+
 def pytest_unconfigure(config):
-    if _OWN_JAX_CACHE:  # only the process that made the folder (xdist workers inherit the variable)
-        shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
+    for own in (_OWN_JAX_CACHE, _OWN_CACHE):  # only the process that made them (xdist workers inherit)
+        if own:
+            shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

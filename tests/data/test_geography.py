@@ -101,7 +101,7 @@ def test_boundary_graph_is_cached_and_a_corrupt_cache_is_rebuilt(tmp_path, monke
     zipped.write_bytes(gzip.compress(plain.read_bytes()))
     first = geo.read_graph(zipped)
     assert first.n == 7 and first.n_components == 1 and "sha256" in first.source
-    (cache,) = (tmp_path / "cache").glob("*.npz")
+    (cache,) = (tmp_path / "cache" / "graphs").glob("*.npz")
     again = geo.read_graph(zipped)
     np.testing.assert_array_equal(again.edges, first.edges)
     np.testing.assert_array_equal(again.scale, first.scale)

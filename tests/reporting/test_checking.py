@@ -14,7 +14,7 @@ import pytest
 
 from hierarchy import disclosure
 from hierarchy.errors import HierarchyError
-from hierarchy.reporting import checking
+from hierarchy.reporting import checking, registry
 from hierarchy.results import estimands
 from tests.helpers import PLANTED, SHARED_FIT
 
@@ -268,8 +268,14 @@ def test_model_outputs_carry_a_generated_justification(folders):
     assert {"estimands", "la_gradients", "figure_rate_curves", "figure_deciles"} <= set(custom)
     n_la = len(set(folders["idata"].constant_data["la_of"].to_numpy()))
     shows_observed = {"figure_deciles", "figure_count_distribution", "figure_la_deciles", "report_page"}
+    public = {f"figure_{o.name}" for o in registry.FIGURES if o.basis == registry.PUBLIC}
+    assert {"figure_map_deprivation"} <= set(custom) & public  # the public maps are registered too
     for uid, rec in custom.items():
         comment = rec["comments"][0]
+        if uid in public:  # published statistics on public boundaries: nothing of the fit to describe
+            assert comment.startswith(checking.PUBLIC_OUTPUT) or checking.PUBLIC_OUTPUT in comment, uid
+            assert "No observed count is shown" in comment and rec["status"] == "review", uid
+            continue
         assert "Residual degrees of freedom" in comment and f"in {n_la} LAs" in comment, uid
         assert "referral ~" in comment, uid
         if uid in shows_observed:  # published observed values beside model quantities: said so

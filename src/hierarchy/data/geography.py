@@ -350,8 +350,8 @@ def _is_edge_list(path: Path) -> bool:
 
 
 def _cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path("~/.cache/hierarchy/graphs").expanduser()
+    """``$HIERARCHY_CACHE/graphs``, else ``~/.cache/hierarchy/graphs`` (the maps' cache is beside it)."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/hierarchy").expanduser() / "graphs"
 
 
 def read_graph(path: Path | str, *, code_column: str | None = None) -> Graph:
@@ -369,7 +369,7 @@ def read_graph(path: Path | str, *, code_column: str | None = None) -> Graph:
     Returns
     -------
     Graph
-        Boundary graphs are cached as ``.npz`` keyed by the file's sha256 in ``$HIERARCHY_CACHE``
+        Boundary graphs are cached as ``.npz`` keyed by the file's sha256 in ``$HIERARCHY_CACHE/graphs``
         (default ``~/.cache/hierarchy/graphs``); a cache that fails its checks is rebuilt.
     """
     path = Path(path)

@@ -62,6 +62,8 @@ CONFIG_KEYS = {"safe_threshold": "int", "safe_dof_threshold": "int", "safe_nk_n"
 """ACRO configuration keys the checks read, and their kind."""
 MODEL_OUTPUT = "Model output: posterior quantities, not observed counts."
 NO_COUNTS = "No observed count is shown, and no quantity of a single neighbourhood."
+PUBLIC_OUTPUT = ("Public data only (published statistics on public boundaries): no quantity of this study's "
+                 "data.")
 """The closing sentence of a model output's comment (observed values in figures are the published ones)."""
 PER_NEIGHBOURHOOD_COLUMNS = ("neighbourhood", "lsoa", "lsoa_code", "row", "row_id")
 TOOL = {"@type": "SoftwareApplication", "name": "ACRO", "url": "https://github.com/AI-SDC/ACRO",
@@ -610,7 +612,8 @@ def model_records(outputs: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
     for out in outputs.entries:
         note = registry.rests_on_text(out, sizes)
         model_only = out.basis in (registry.MODEL, registry.DRAWS) or out.observed not in checked
-        basis = (f"{MODEL_OUTPUT} {fit_text} {NO_COUNTS}" if model_only
+        basis = (f"{PUBLIC_OUTPUT} {NO_COUNTS}" if out.basis == registry.PUBLIC
+                 else f"{MODEL_OUTPUT} {fit_text} {NO_COUNTS}" if model_only
                  else f"{fit_text} The observed values shown are those published.")
         if out.kind == "table":
             if out.name in checked:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from hierarchy.reporting import figures
+from hierarchy.reporting import figures, maps
 from hierarchy.reporting.findings import published_for
 from hierarchy.reporting.tables import at_mean, hyperparameters
 from hierarchy.results import estimands
@@ -84,3 +84,24 @@ def report_figures(idata, tables: dict[str, pd.DataFrame], *, year: int | None =
     out["rank"] = ("Check: rank plots of the hyperparameters; flat histograms mean the chains agree.",
                    *figures.plot_rank(hyperparameters(idata)))
     return out
+
+
+MAP_CAPTIONS = {
+    "map_la_gradients": "Read the colours: each LA's gradient score (posterior mean; purple: rates rise with "
+                        "deprivation, darker is steeper; orange: they fall; log scale centred on 1); London "
+                        "enlarged where present.",
+    "map_dfe_rate": "Context: DfE's published rate per 10,000 children in each LA (darker: higher); grey: "
+                    "suppressed or not published.",
+    "map_deprivation": "Context: income deprivation of each neighbourhood (IoD2019, darker: more deprived), "
+                       "LA borders in white.",
+}
+"""Captions of the maps a page may show (:data:`hierarchy.reporting.registry.MAPS`)."""
+
+
+def report_map_figures(idata, tables: dict[str, pd.DataFrame], *, geography: Any = None,
+                       year: int | None = None, inside: bool = False, n_draws: int = 200) -> maps.MapSet:
+    """The report's maps (:func:`hierarchy.reporting.maps.report_maps`) with their captions:
+    ``public`` ``{name: (caption, PNG bytes, plotted data)}``; ``inside`` and ``notes`` as drawn."""
+    drawn = maps.report_maps(idata, tables, geography=geography, year=year, inside=inside, n_draws=n_draws)
+    public = {name: (MAP_CAPTIONS[name], png, plotted) for name, (png, plotted) in drawn.public.items()}
+    return maps.MapSet(public=public, inside=drawn.inside, notes=drawn.notes)

@@ -320,6 +320,8 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
         _neighbour_trends(fits["referrals"], out / "la_trends_vs_neighbours.png")
         figures.append(("Each LA's referral rate against its statistical neighbours",
                         "la_trends_vs_neighbours.png"))
+    map_figures, map_notes = _maps(panel, las, out)
+    figures += map_figures
 
     check = totals[totals["exposure_complete"]]
     worst = check["diff_pct"].abs().max() if len(check) else float("nan")
@@ -354,6 +356,7 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
     ]
     for caption, file in figures:
         parts.append(f"<h3>{html.escape(caption)}</h3><img src='{file}'>")
+    parts += [f"<p>{html.escape(note)}</p>" for note in map_notes]
     parts += ["<h2>Estimands (England)</h2>", _table_html(key, "{:.3f}"),
               "<p>All years: estimands.csv; every LA: la_estimands.csv.</p>",
               "<h2>Fits</h2>", _table_html(diag, "{:.4g}")]
@@ -363,6 +366,45 @@ def write_panel_report(panel: Panel, all_fits: dict[str, dict[str, PanelFit]], o
     path = out / "index.html"
     _write_text("\n".join(parts), path)
     return path
+
+
+MAP_CAPTIONS = {
+    "map_referral_rate": "Map: each LA's modelled referral rate per 10,000 children in the last year (posterior "
+                         "mean; darker: higher)",
+    "map_dfe_rate": "Map: DfE's published referral rate per 10,000 children (darker: higher; grey: not published)",
+    "map_deprivation": "Map: income deprivation of each neighbourhood (IoD2019; darker: more deprived), LA "
+                       "borders in white",
+}
+
+
+def _maps(panel: Panel, las: pd.DataFrame, out: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """LA maps of the panel (public DfE-based estimates and public data only): ``(caption, file)`` pairs
+    written into ``out``, and the notes of maps not drawn."""
+    from hierarchy.reporting import maps
+
+    if not panel.source.startswith("reference:"):
+        return [], ["No maps: the generated stand-in panel has no real LAs to map."]
+    ref = las[las["measure"] == "referrals"]
+    la_maps = {}
+    if len(ref):
+        year = int(ref["last_year"].iloc[0])
+        la_maps["map_referral_rate"] = (
+            pd.Series(ref["rate_last"].to_numpy(dtype=float), index=ref["unit"].astype(str)),
+            f"Modelled referral rate per 10,000 children, {year} (posterior mean)",
+            "referrals per 10,000 children aged 0-17 (model)")
+    drawn = maps.panel_maps(la_maps, year=int(ref["last_year"].iloc[0]) if len(ref) else None)
+    written = []
+    for name, (png, _plotted) in drawn.public.items():
+        _write_bytes(png, out / f"{name}.png")
+        written.append((MAP_CAPTIONS[name], f"{name}.png"))
+    return written, list(drawn.notes)
+
+
+def _write_bytes(data: bytes, path: Path) -> None:
+    from hierarchy.paths import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -6,7 +6,8 @@ The report writer (:func:`hierarchy.reporting.report.write_report`) and the outp
 nothing reaches a page that the checkers' folder lacks. Each entry says
 
 * ``basis``: a model estimate (posterior quantities), observed counts (disclosure-controlled), both
-  (posterior predictive beside observed counts), or the sampler's draws;
+  (posterior predictive beside observed counts), the sampler's draws, or public data only (published
+  statistics and public geography: the DfE rate and deprivation maps);
 * ``rests_on``: which rows and counts are behind each of its numbers (a key of :func:`rests_on_text`);
 * ``observed``: the observed table whose published (suppressed) values it shows, if any.
 
@@ -25,7 +26,8 @@ MODEL = "model estimate"
 OBSERVED = "observed counts"
 BOTH = "model estimate and observed counts"
 DRAWS = "sampler draws"
-BASES = (MODEL, OBSERVED, BOTH, DRAWS)
+PUBLIC = "public data"
+BASES = (MODEL, OBSERVED, BOTH, DRAWS, PUBLIC)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ RESTS_ON = {
     "bins": "Numbers of fitted rows per count bin (each row counts once), checked as a frequency table and "
             "protected against differencing from the public number of rows.",
     "draws": "The sampler's draws of the hyperparameters only (rank plots): no observed quantity.",
+    "public": "Public data only: published statistics (DfE children's social care statistics by LA, IoD2019 "
+              "income deprivation) drawn on public boundaries (ONS); nothing from this study's counts. The "
+              "checker's data is a summary by LA.",
 }
 """What each kind of output rests on, as the sentence the checker reads (formatted with the fit's sizes)."""
 
@@ -100,6 +105,14 @@ FIGURES = (
     Output("count_distribution", "figure", BOTH, "bins", observed="count_distribution"),
     Output("rank", "figure", DRAWS, "draws"),
 )
+MAPS = (
+    Output("map_la_gradients", "figure", MODEL, "per_la"),
+    Output("map_dfe_rate", "figure", PUBLIC, "public"),
+    Output("map_deprivation", "figure", PUBLIC, "public"),
+)
+"""The maps a page may show (:mod:`hierarchy.reporting.maps`): estimands and public data only. Maps derived
+from neighbourhood counts are never registered: they go only to the report's ``inside_only`` folder."""
+FIGURES = FIGURES + MAPS
 REGISTRY = {(o.kind, o.name): o for o in TABLES + FIGURES}
 """Every registered output by (kind, name)."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ from hierarchy import disclosure, published
 from hierarchy.errors import HierarchyError
 from hierarchy.inference.diagnostics import ESS_MIN, RHAT_MAX
 from hierarchy.paths import atomic_path
-from hierarchy.reporting import checking, checklist, figures, page, registry, suppression
-from hierarchy.reporting.figure_list import report_figures
+from hierarchy.reporting import checking, checklist, figures, maps, page, registry, suppression
+from hierarchy.reporting.figure_list import report_figures, report_map_figures
 from hierarchy.reporting.findings import (  # noqa: F401  (re-exported: the report's public names)
     Published,
     findings,
@@ -276,7 +276,10 @@ class ReportOutputs:
     as written; ``figures``: ``{name: (caption, PNG bytes, plotted data)}``; ``entries``: their
     registry entries (:mod:`hierarchy.reporting.registry`); ``records``: the checking records of
     the observed tables (the one suppression); ``rules``: the suppression rules applied;
-    ``warning``: the not-for-publication warning of rules below the defaults, if any.
+    ``warning``: the not-for-publication warning of rules below the defaults, if any; ``inside``: maps
+    derived from neighbourhood counts ``{name: PNG bytes}``, written only to the report's
+    :data:`hierarchy.reporting.maps.INSIDE_ONLY` folder (never registered, never on the page); ``map_notes``:
+    what the page says of its maps (none drawn and why, LAs or neighbourhoods left out).
     """
 
     idata: Any
@@ -288,6 +291,8 @@ class ReportOutputs:
     records: tuple[dict[str, Any], ...]
     rules: dict[str, Any]
     warning: str | None = None
+    inside: dict[str, bytes] = field(default_factory=dict)
+    map_notes: tuple[str, ...] = ()
 
 
 def _data_and_year(full: Any, data: Any, columns: Any, year: int | None) -> tuple[Any, int | None, str | None]:
@@ -311,8 +316,9 @@ def build_outputs(fit: Any, *, data: Any = None, columns: Any = None, year: int 
                   threshold: int = 10, rounding: int = 5, prob: float = 0.9,
                   truth: dict[str, Any] | None = None, n_draws: int = 200,
                   allow_below_default_rules: bool = False,
-                  acro_config: str | os.PathLike | None = None) -> ReportOutputs:
-    """Compute every output of a report once: tables (one suppression), figures and the page.
+                  acro_config: str | os.PathLike | None = None, geography: Any = None,
+                  inside_maps: bool = False) -> ReportOutputs:
+    """Compute every output of a report once: tables (one suppression), figures, maps and the page.
 
     Parameters are those of :func:`write_report`; nothing is written.
 
@@ -341,26 +347,44 @@ def build_outputs(fit: Any, *, data: Any = None, columns: Any = None, year: int 
         tables["heterogeneity"] = het
     figs = report_figures(idata, tables, year=year)
     try:
-        entries = registry.registered(tables, figs)
         pngs = {name: (caption, figures.to_png(fig), plotted) for name, (caption, fig, plotted) in figs.items()}
     finally:
         import matplotlib.pyplot as plt
 
         for _caption, fig, _data in figs.values():
             plt.close(fig)
+    drawn = report_map_figures(idata, tables, geography=geography, year=year, inside=inside_maps,
+                               n_draws=n_draws)
+    pngs = _with_maps(pngs, drawn.public)
+    entries = registry.registered(tables, pngs)
     rendered = report_page(idata, tables, {k: v[:2] for k, v in pngs.items()}, rules=rules, prob=prob,
-                           diag=diag, year=year, data_note=data_note)
+                           diag=diag, year=year, data_note=data_note,
+                           map_notes=drawn.notes + ((_INSIDE_NOTE,) if drawn.inside else ()))
     return ReportOutputs(idata=idata, page=rendered, tables=tables,
                          csv={name: csv_bytes(frame) for name, frame in tables.items()}, figures=pngs,
                          entries=tuple(entries), records=tuple(records), rules=rules,
-                         warning=disclosure.below_default_warning(threshold, rounding))
+                         warning=disclosure.below_default_warning(threshold, rounding), inside=drawn.inside,
+                         map_notes=drawn.notes)
+
+
+_INSIDE_NOTE = (f"Maps derived from neighbourhood counts are in {maps.INSIDE_ONLY}/ beside this page: they stay "
+                "inside the secure environment and are not part of this report.")
+
+
+def _with_maps(pngs: dict[str, Any], public: dict[str, Any]) -> dict[str, Any]:
+    """The figures with the maps after the LA gradients (the findings' figures first, the checks last)."""
+    names = list(pngs)
+    after = next((i + 1 for i, n in enumerate(names) if n == "la_gradients"), 1 if names else 0)
+    order = names[:after] + list(public) + names[after:]
+    return {n: pngs[n] if n in pngs else public[n] for n in order}
 
 
 def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns: Any = None,
                  year: int | None = None, threshold: int = 10, rounding: int = 5, prob: float = 0.9,
                  truth: dict[str, Any] | None = None, n_draws: int = 200,
                  allow_below_default_rules: bool = False, for_checking: str | os.PathLike | None = None,
-                 acro_config: str | os.PathLike | None = None) -> Path:
+                 acro_config: str | os.PathLike | None = None, geography: Any = None,
+                 inside_maps: bool = False) -> Path:
     """Write an HTML, Markdown and CSV report of a fit into folder ``out`` (and its checking folder).
 
     Parameters
@@ -395,6 +419,13 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns:
         the same outputs, the same suppression.
     acro_config : str or os.PathLike, optional
         The environment's ACRO YAML; default :func:`hierarchy.reporting.checking.environment_config_path`.
+    geography : str, os.PathLike or geopandas.GeoDataFrame, optional
+        Neighbourhood boundaries for the maps (default: the reference folder's LSOA boundaries, or a
+        lattice for a generated geography; without any the page says so and how to get them).
+    inside_maps : bool
+        Also write maps derived from neighbourhood counts (fitted neighbourhood rates) into
+        ``out/inside_only/`` (with a README: they stay inside the secure environment); never on the page
+        or in ``for_checking``.
 
     Returns
     -------
@@ -415,7 +446,8 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns:
                                  "publication: drop --for-checking or the weaker rules")
     outputs = build_outputs(fit, data=data, columns=columns, year=year, threshold=threshold, rounding=rounding,
                             prob=prob, truth=truth, n_draws=n_draws, acro_config=acro_config,
-                            allow_below_default_rules=allow_below_default_rules)
+                            allow_below_default_rules=allow_below_default_rules, geography=geography,
+                            inside_maps=inside_maps)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     if outputs.warning:
@@ -425,6 +457,7 @@ def write_report(fit: Any, out: str | os.PathLike, *, data: Any = None, columns:
         with atomic_path(out / f"{name}.csv") as tmp:
             tmp.write_bytes(content)
     index = page.write_page(outputs.page, out, md_name="report.md")
+    maps.write_inside_only(outputs.inside, out)
     if for_checking is not None:
         checking.write_outputs(outputs, for_checking)
     return index
@@ -488,12 +521,12 @@ def _subgroup_sections(tables: dict[str, pd.DataFrame], prov: dict[str, Any], pr
 
 def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[str, bytes]], *,
                 rules: dict[str, Any], prob: float, diag: dict[str, Any], year: int | None = None,
-                data_note: str | None = None) -> page.Page:
+                data_note: str | None = None, map_notes: tuple[str, ...] = ()) -> page.Page:
     """The report as a :class:`hierarchy.reporting.page.Page`: status, findings, figures, then appendices.
 
     ``year`` is the data's census year (published figures that describe the estimands in that year
     are shown, and the page says which or why none); ``data_note`` says which table and column map
-    the observed panels came from.
+    the observed panels came from; ``map_notes`` what the page says of its maps.
     """
     prov = provenance(idata)
     spec = as_fit(idata).spec
@@ -551,6 +584,8 @@ def report_page(idata, tables: dict[str, pd.DataFrame], pngs: dict[str, tuple[st
         sections.append(S("Observed data", "observed", (
             "Not available: the fit was saved without observed data; pass the data table to compare "
             "with observed rates.",)))
+    if map_notes:
+        sections.append(S("Maps", "maps", map_notes))
     diag_rows = pd.DataFrame(_diagnostic_rows(diag), columns=["check", "value"])
     sections += [
         S("Hyperparameters (ArviZ summary)", "summary", (f"arviz.summary with {prob:.0%} HDI.",),
