@@ -74,6 +74,10 @@ def with_formula_columns(table, seed: int = 0):
     t["repeat_cp_plan"] = rng.binomial(t["cp_plan"], 0.2)
     wx = (t["deprivation"] * t["exposure"]).groupby(t["la"]).transform("sum")
     t["la_deprivation"] = wx / t["exposure"].groupby(t["la"]).transform("sum")
+    if "age_band" in t:  # the MAIHDA main-effects model's 0/1 columns
+        from hierarchy.data import simulate
+
+        t = simulate.main_effect_indicators(t)
     return t
 
 
@@ -286,7 +290,7 @@ def every_column_table(seed: int = 5) -> pd.DataFrame:
     for col in ("la_inequality", "la_expenditure", "la_workforce_stability", "la_deprivation",
                 "la_rural_share", "la_log_density"):
         out[col] = out["la"].map(dict(zip(las, rng.uniform(0.1, 0.3, len(las)), strict=True)))
-    return out
+    return simulate.main_effect_indicators(out)  # the MAIHDA main-effects model's 0/1 columns
 
 
 def table_for(spec, table: pd.DataFrame) -> pd.DataFrame:

@@ -187,7 +187,7 @@ def test_write_is_deterministic_and_atomic(small_geography, tmp_path):
 
 def test_bad_strata_and_year(small_geography):
     with pytest.raises(HierarchyError, match="strata"):
-        sim.simulate(small_geography, strata=("ethnicity",))
+        sim.simulate(small_geography, strata=("need",))
     with pytest.raises(HierarchyError, match="2030"):
         sim.simulate(small_geography, year=2030)
     _, truth = sim.simulate(small_geography, year=2013, seed=0)  # CLA from 2021 on

@@ -34,11 +34,17 @@ Strata (``o_k`` on the slope, ``r_k`` on the log rate): age bands multiply the g
 gradient difference, male/female rate ratio 1.05, exposure split 0.488 female / 0.512 male. The
 log multipliers are centred so their national exposure-weighted mean is 0, so the pooled gradient
 and ``alpha`` keep their unstratified meaning. Rows with zero exposure (an empty age band) are left
-out.
+out. Ethnicity (broad groups White, Mixed, Asian, Black, Other) splits each row's children by its
+neighbourhood's *simulated* ethnic shares (:func:`hierarchy.data.findings.ethnic_populations`; a user
+with Census 2021 tables gives those instead, see that module) and multiplies the gradient score by the
+group's score over White's (1.91, 1.62, 1.48, 1.27, 1.40) and the rate by 1, 1.5, 0.6, 1.2, 0.9,
+centred as above. ``interaction=`` adds, for named ethnicity x sex x age-band strata, a log rate and a
+log gradient beyond these additive main effects (MAIHDA's intersectional interaction; the truth's
+``interaction`` gives the planted values and the part main effects cannot carry); off by default.
 
 Table columns
 -------------
-``neighbourhood``, ``la``, ``msoa``, [``age_band``], [``sex``], ``deprivation`` (= x),
+``neighbourhood``, ``la``, ``msoa``, [``ethnicity``], [``age_band``], [``sex``], ``deprivation`` (= x),
 ``exposure`` (int64 children in the row; strata rows sum to the LSOA's children), ``referral``,
 ``s47``, ``cp_plan``, ``looked_after`` (int64), ``la_rural_share``, ``la_log_density``.
 
@@ -57,7 +63,10 @@ rate offsets), ``las`` (per LA: ``la``, ``X``, ``l``, ``children`` and per stage
 (null when the target is 0), ``beta``, ``gradient``, ``expected``, ``variance`` (of the
 simulated total under the model), ``dfe``, ``imputed``, ``simulated``) and ``deciles``
 (national deciles of x over neighbourhoods, 1 = least deprived: ``x_min``, ``x_max``,
-``children`` and per stage the ``expected`` and ``simulated`` rate per 10,000 children).
+``children`` and per stage the ``expected`` and ``simulated`` rate per 10,000 children). With
+``interaction=`` or ``interaction_sd=``: ``interaction`` {``group`` ("ethnicity:sex:age_band"),
+``planted``, ``sd``, ``offsets`` (log rate and log gradient per stratum label), ``beyond_main_effects``
+(the part additive main effects cannot carry: what a MAIHDA main-effects fit estimates)}.
 """
 
 from __future__ import annotations
@@ -77,7 +86,8 @@ from hierarchy.data.reference import Geography
 from hierarchy.errors import HierarchyError
 
 __all__ = ["simulate", "simulate_years", "parse_years", "write", "curve_coefficients", "log_gradient",
-           "SIM_STAGES"]
+           "SIM_STAGES", "MAIHDA_INTERACTION", "stratum_labels", "beyond_main_effects",
+           "main_effect_indicators", "indicator_name"]
 
 SIM_STAGES: tuple[str, ...] = ("referral", "s47", "cp_plan", "looked_after")
 TARGET_COLUMN = {"referral": "referrals", "s47": "s47", "cp_plan": "cpp_start",
@@ -102,7 +112,18 @@ AGE_RATE = {"0-4": 1.15, "5-9": 0.95, "10-15": 1.00, "16-17": 0.85}
 AGE_COLUMNS = {"0-4": "age_0_4", "5-9": "age_5_9", "10-15": "age_10_15", "16-17": "age_16_17"}
 SEX_SHARE = {"female": 0.488, "male": 0.512}
 SEX_RATE = {"female": 1.0, "male": 1.05}
-KNOWN_STRATA = ("age", "sex")
+KNOWN_STRATA = ("ethnicity", "age", "sex")
+INTERSECTION = ("ethnicity", "sex", "age_band")
+"""Columns of the intersectional strata, in the order of their labels (``"Black/male/10-15"``) and of
+the group term ``(1 + w | ethnicity:sex:age_band)``."""
+MAIHDA_INTERACTION = {"Black/male/10-15": (1.6, 1.0), "Asian/female/0-4": (0.6, 1.5)}
+"""A planted intersectional interaction for the MAIHDA recovery test and notebook 09: stratum label ->
+(rate ratio, gradient multiplier) beyond the additive main effects."""
+MAIHDA_INTERACTION_SD = (0.15, 0.08)
+"""SDs (log rate, log gradient per 10 points) of a small interaction drawn for every stratum beside the
+planted one in the recovery test and notebook 09: with all other strata exactly additive, the
+stratum SD would be tiny and the N(0, sd^2) stratum effects would shrink the planted strata far
+towards 0 (a property of MAIHDA's normal stratum effects, not of the data)."""
 
 
 def curve_coefficients(xbar: float) -> tuple[float, float, float]:
@@ -157,8 +178,13 @@ def log_gradient(x_la: np.ndarray | float, xbar: float, d: tuple[float, float, f
 # --------------------------------------------------------------------------------------------
 
 
-def _rows(geo: Geography, strata: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Expand the LSOA table to rows: index of LSOA, exposure, and stratum labels/terms."""
+def _rows(geo: Geography, strata: tuple[str, ...], eth_rng: np.random.Generator | None = None
+          ) -> dict[str, np.ndarray]:
+    """Expand the LSOA table to rows: index of LSOA, exposure, and stratum labels/terms.
+
+    Ethnicity splits each row's children by its neighbourhood's simulated ethnic shares
+    (:func:`hierarchy.data.findings.ethnic_populations`, drawn from ``eth_rng``), the same shares
+    for every age band and sex (largest remainder, so the groups sum to the row)."""
     lsoa = geo.lsoa
     n = len(lsoa)
     if "age" in strata:
@@ -171,6 +197,18 @@ def _rows(geo: Geography, strata: tuple[str, ...]) -> dict[str, np.ndarray]:
         idx = np.arange(n)
         age = None
         exposure = lsoa["children"].to_numpy(dtype=np.int64)
+    eth = None
+    if "ethnicity" in strata:
+        from hierarchy.data import findings  # findings imports this module: import at use
+
+        pops = findings.ethnic_populations(geo, eth_rng or np.random.default_rng(0)).to_numpy(dtype=float)
+        shares = pops / np.maximum(pops.sum(axis=1, keepdims=True), 1.0)
+        groups = np.array(findings.ETHNIC_GROUPS, dtype=object)
+        exposure = findings._round_split(exposure, shares[idx]).reshape(-1)
+        idx = np.repeat(idx, len(groups))
+        if age is not None:
+            age = np.repeat(age, len(groups))
+        eth = np.tile(groups, len(idx) // len(groups))
     sex = None
     if "sex" in strata:
         female = np.rint(exposure * SEX_SHARE["female"]).astype(np.int64)
@@ -178,9 +216,13 @@ def _rows(geo: Geography, strata: tuple[str, ...]) -> dict[str, np.ndarray]:
         idx = np.repeat(idx, 2)
         if age is not None:
             age = np.repeat(age, 2)
+        if eth is not None:
+            eth = np.repeat(eth, 2)
         sex = np.tile(np.array(["female", "male"], dtype=object), len(idx) // 2)
     keep = exposure > 0
     out = {"idx": idx[keep], "exposure": exposure[keep]}
+    if eth is not None:
+        out["ethnicity"] = eth[keep]
     if age is not None:
         out["age_band"] = age[keep]
     if sex is not None:
@@ -280,6 +322,171 @@ class _Population:
     msoa_codes: np.ndarray
 
 
+def stratum_labels(rows: dict[str, np.ndarray] | pd.DataFrame) -> np.ndarray:
+    """Intersectional stratum label of each row, ``"ethnicity/sex/age_band"`` (e.g. ``"Black/male/10-15"``),
+    as the design joins the columns of ``(1 | ethnicity:sex:age_band)``."""
+    parts = [np.asarray(rows[c]).astype(str) for c in INTERSECTION]
+    out = parts[0].astype(object)
+    for p in parts[1:]:
+        out = out + "/" + p
+    return out
+
+
+MAIN_EFFECT_REFERENCE = {"ethnicity": "White", "sex": "female", "age_band": "0-4"}
+"""Reference level of each intersection column for :func:`main_effect_indicators` (the largest group,
+female, the youngest band)."""
+
+
+def indicator_name(column: str, level: str) -> str:
+    """Formula-safe name of the 0/1 column of ``level`` of ``column``: ``age_band_10_15``, ``sex_male``."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{column}_{level}")
+
+
+def main_effect_indicators(table: pd.DataFrame, reference: dict[str, str] | None = None) -> pd.DataFrame:
+    """The table with a 0/1 column per non-reference level of each intersection column.
+
+    The MAIHDA main-effects model (``models/maihda_main_nb.toml``) writes the main effects of
+    ethnicity, sex and age band as these columns (``ethnicity_Black + w:ethnicity_Black + ...``)
+    because a formula takes one categorical stratum term; with treatment coding against
+    :data:`MAIN_EFFECT_REFERENCE` it is the same model as ``C(ethnicity) + C(sex) + C(age_band)``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows with columns ``ethnicity``, ``sex``, ``age_band``.
+    reference : dict, optional
+        Column -> reference level (default :data:`MAIN_EFFECT_REFERENCE`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with float columns :func:`indicator_name` of each other level present.
+    """
+    reference = dict(MAIN_EFFECT_REFERENCE if reference is None else reference)
+    out = table.copy()
+    for col in INTERSECTION:
+        if col not in table:
+            raise HierarchyError(f"main effects need the column {col!r} (intersection {', '.join(INTERSECTION)}); "
+                                 f"the table has {', '.join(map(str, table.columns))}")
+        values = table[col].astype(str)
+        levels = sorted(set(values))
+        if reference[col] not in levels:
+            raise HierarchyError(f"column {col!r} has no row of its reference level {reference[col]!r} (levels "
+                                 f"{', '.join(levels)}): give reference={{{col!r}: one of them}}")
+        for lev in levels:
+            if lev == reference[col]:
+                continue
+            name = indicator_name(col, lev)
+            if name in table:
+                raise HierarchyError(f"column {name!r} is already in the table: main_effect_indicators would "
+                                     "overwrite it; rename or drop it first")
+            out[name] = (values == lev).to_numpy(dtype=float)
+    return out
+
+
+def _check_interaction(interaction: Any, strata: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """``{label: (rate ratio, gradient multiplier)}`` checked ({} for none); a one-line error otherwise."""
+    if not interaction:
+        return {}
+    if set(strata) != set(KNOWN_STRATA):
+        raise HierarchyError(f"interaction= plants effects on ethnicity x sex x age strata: pass "
+                             f"strata=('ethnicity', 'age', 'sex'), got strata={strata}")
+    from hierarchy.data import findings  # findings imports this module: import at use
+
+    known = {f"{e}/{s}/{a}" for e in findings.ETHNIC_GROUPS for s in SEX_SHARE for a in AGE_COLUMNS}
+    out = {}
+    for lab, value in dict(interaction).items():
+        if lab not in known:
+            raise HierarchyError(f"interaction: no stratum {lab!r}; labels are ethnicity/sex/age_band, e.g. "
+                                 f"'Black/male/10-15' (groups {', '.join(findings.ETHNIC_GROUPS)})")
+        try:
+            ratio, grad = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise HierarchyError(f"interaction[{lab!r}] must be (rate ratio, gradient multiplier), e.g. "
+                                 f"(1.5, 1.0); got {value!r}") from None
+        if not (math.isfinite(ratio) and math.isfinite(grad) and ratio > 0 and grad > 0):
+            raise HierarchyError(f"interaction[{lab!r}]: both multipliers must be finite and above 0, got "
+                                 f"({ratio}, {grad})")
+        out[lab] = (ratio, grad)
+    return out
+
+
+def beyond_main_effects(offsets: dict[str, float], levels: list[str]) -> dict[str, float]:
+    """The part of planted stratum offsets that additive main effects cannot carry.
+
+    The residual of ``offsets`` (0 for strata not named) after an unweighted least-squares fit of an
+    intercept and the main effects of each component of the labels in ``levels``: what the MAIHDA
+    main-effects model's stratum effects estimate when the strata are well measured (its fixed main
+    effects are free and its N(0, sd^2) stratum effects take the smallest sum of squares left).
+
+    Parameters
+    ----------
+    offsets : dict
+        Stratum label -> planted offset (log scale).
+    levels : list of str
+        Every stratum label of the data (``"a/b/c"``).
+
+    Returns
+    -------
+    dict
+        Label -> residual, for every label of ``levels``.
+    """
+    comps = np.array([lab.split("/") for lab in levels], dtype=object)
+    cols = [np.ones(len(levels))]
+    for k in range(comps.shape[1]):
+        for lev in sorted(set(comps[:, k]))[1:]:
+            cols.append((comps[:, k] == lev).astype(float))
+    x = np.column_stack(cols)
+    y = np.array([offsets.get(lab, 0.0) for lab in levels])
+    res = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    return {lab: float(r) for lab, r in zip(levels, res, strict=True)}
+
+
+def _interaction_offsets(planted: dict[str, tuple[float, float]], sd: Any, strata: tuple[str, ...],
+                         seed: int) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    """Log offsets (rate, gradient) per stratum label: the planted ones plus N(0, sd) draws for every
+    stratum (from a stream of their own); also the draws alone."""
+    try:
+        sd_rate, sd_grad = (float(v) for v in sd)
+    except (TypeError, ValueError):
+        raise HierarchyError(f"interaction_sd is two SDs (log rate, log gradient), e.g. (0.15, 0.08); got "
+                             f"{sd!r}") from None
+    if not (sd_rate >= 0 and sd_grad >= 0 and math.isfinite(sd_rate + sd_grad)):
+        raise HierarchyError(f"interaction_sd must be two finite SDs >= 0, got ({sd_rate}, {sd_grad})")
+    drawn: dict[str, tuple[float, float]] = {}
+    if sd_rate > 0 or sd_grad > 0:
+        _check_interaction({"White/female/0-4": (1.0, 1.0)}, strata)  # the strata it needs
+        from hierarchy.data import findings  # findings imports this module: import at use
+
+        labels = [f"{e}/{s}/{a}" for e in findings.ETHNIC_GROUPS for s in SEX_SHARE for a in AGE_COLUMNS]
+        z = np.random.default_rng([seed, 2024]).standard_normal((len(labels), 2))
+        drawn = {lab: (sd_rate * float(a), sd_grad * float(b)) for lab, (a, b) in zip(labels, z, strict=True)}
+    total = {lab: (math.log(r), math.log(g)) for lab, (r, g) in planted.items()}
+    for lab, (a, b) in drawn.items():
+        r0, g0 = total.get(lab, (0.0, 0.0))
+        total[lab] = (r0 + a, g0 + b)
+    return total, drawn
+
+
+def _interaction_truth(pop: _Population, planted: dict[str, tuple[float, float]],
+                       total: dict[str, tuple[float, float]], sd: Any) -> dict[str, Any]:
+    levels = sorted(set(stratum_labels(pop.rows).tolist()))
+    rate = beyond_main_effects({k: v[0] for k, v in total.items()}, levels)
+    grad = beyond_main_effects({k: v[1] for k, v in total.items()}, levels)
+    return {
+        "group": ":".join(INTERSECTION),
+        "planted": {k: {"rate_ratio": v[0], "gradient_multiplier": v[1], "log_rate": math.log(v[0]),
+                        "log_gradient": math.log(v[1])} for k, v in planted.items()},
+        "sd": {"log_rate": float(sd[0]), "log_gradient": float(sd[1])},
+        "offsets": {k: {"log_rate": v[0], "log_gradient": v[1]} for k, v in sorted(total.items())},
+        "beyond_main_effects": {k: {"log_rate": rate[k], "log_gradient": grad[k]} for k in levels},
+        "note": "planted (and, with sd, drawn for every stratum) on top of the additive ethnicity, sex and age "
+                "main effects: offsets on the log rate and the log gradient per 10 points; beyond_main_effects "
+                "is what the main effects cannot carry (unweighted least-squares residual over the strata), "
+                "the MAIHDA main-effects model's estimand",
+    }
+
+
 def _check_strata(strata: tuple[str, ...]) -> tuple[str, ...]:
     strata = tuple(strata)
     bad = [s for s in strata if s not in KNOWN_STRATA]
@@ -289,9 +496,10 @@ def _check_strata(strata: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _population(geo: Geography, strata: tuple[str, ...], rng: np.random.Generator,
-                la_conditions: bool) -> _Population:
+                la_conditions: bool, *, seed: int = 0,
+                interaction: dict[str, tuple[float, float]] | None = None) -> _Population:
     """Rows, deprivation and strata terms of ``geo``, and the LA slope, MSOA and stage-noise draws
-    (in this order from ``rng``)."""
+    (in this order from ``rng``; ethnic populations from a stream of their own, ``seed``)."""
     lsoa, la = geo.lsoa, geo.la
     la_codes = la["la"].to_numpy()
     la_pos = pd.Index(la_codes).get_indexer(lsoa["la"])
@@ -306,7 +514,7 @@ def _population(geo: Geography, strata: tuple[str, ...], rng: np.random.Generato
     x = lsoa["income_rate"].to_numpy(dtype=float)
     w_lsoa = (x - X[la_pos]) / 0.1
 
-    rows = _rows(geo, strata)
+    rows = _rows(geo, strata, np.random.default_rng([seed, 2021]))
     idx, exposure = rows["idx"], rows["exposure"]
     row_la = la_pos[idx]
     slope_off = np.zeros(len(idx))
@@ -320,12 +528,28 @@ def _population(geo: Geography, strata: tuple[str, ...], rng: np.random.Generato
         strata_terms["age_band"] = {"slope_offset": s_lev, "log_rate_offset": r_lev,
                                     "gradient_multiplier": AGE_GRADIENT,
                                     "rate_ratio": AGE_RATE}
+    if "ethnicity" in rows:
+        from hierarchy.data import findings  # findings imports this module: import at use
+
+        mult = {g: v / findings.ETHNIC_GRADIENT["White"] for g, v in findings.ETHNIC_GRADIENT.items()}
+        s_off, s_lev = _centred_logs(rows["ethnicity"], exposure, mult)
+        r_off, r_lev = _centred_logs(rows["ethnicity"], exposure, findings.ETHNIC_RATE)
+        slope_off += s_off
+        rate_off += r_off
+        strata_terms["ethnicity"] = {"slope_offset": s_lev, "log_rate_offset": r_lev,
+                                     "gradient_multiplier": mult, "rate_ratio": findings.ETHNIC_RATE}
     if "sex" in rows:
         r_off, r_lev = _centred_logs(rows["sex"], exposure, SEX_RATE)
         rate_off += r_off
         strata_terms["sex"] = {"slope_offset": dict.fromkeys(SEX_RATE, 0.0),
                                "log_rate_offset": r_lev, "gradient_multiplier": {},
                                "rate_ratio": SEX_RATE, "exposure_share": SEX_SHARE}
+    if interaction:  # label -> (log rate, log gradient) offsets
+        labels = stratum_labels(rows)
+        for lab, (log_rate, log_grad) in interaction.items():
+            on = labels == lab
+            rate_off[on] += log_rate
+            slope_off[on] += log_grad
 
     v = _off_the_curve(rng.normal(0.0, TAU, n_la), np.log(np.clip(X, *CURVE_CLIP) / xbar))
     msoa_codes, msoa_of_lsoa = np.unique(lsoa["msoa"].astype(str).to_numpy(), return_inverse=True)
@@ -390,7 +614,7 @@ def _one_year(geo: Geography, pop: _Population, year: int, rng: np.random.Genera
               for k, dx in (("gradient_at_mean", 0.0), ("gradient_10_less", -0.1),
                             ("gradient_10_more", 0.1))}
         strat_grad: dict[str, float] = {}
-        for key in ("age_band",):
+        for key in ("ethnicity", "age_band"):
             if key in pop.strata_terms:
                 for lev, off in pop.strata_terms[key]["slope_offset"].items():
                     strat_grad[f"{key}={lev}"] = float(at["gradient_at_mean"] * math.exp(off))
@@ -429,10 +653,10 @@ def _frame(geo: Geography, pop: _Population, exposure: np.ndarray, counts: dict[
         "la": lsoa["la"].to_numpy()[idx],
         "msoa": lsoa["msoa"].to_numpy()[idx],
     })
-    for key in ("age_band", "sex"):
+    for key in ("ethnicity", "age_band", "sex"):
         if key in rows:
             table[key] = rows[key]
-    for col in ("neighbourhood", "la", "msoa", "age_band", "sex"):
+    for col in ("neighbourhood", "la", "msoa", "ethnicity", "age_band", "sex"):
         if col in table:
             table[col] = table[col].astype(str)
     table["deprivation"] = pop.x[idx]
@@ -445,7 +669,9 @@ def _frame(geo: Geography, pop: _Population, exposure: np.ndarray, counts: dict[
 
 
 def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
-             seed: int = 0, la_conditions: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+             seed: int = 0, la_conditions: bool = False,
+             interaction: dict[str, tuple[float, float]] | None = None,
+             interaction_sd: tuple[float, float] = (0.0, 0.0)) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
 
     Parameters
@@ -455,9 +681,18 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     year : int
         DfE ``time_period`` whose LA totals the expected counts reproduce.
     strata : tuple of str
-        Any of ``"age"``, ``"sex"``.
+        Any of ``"ethnicity"``, ``"age"``, ``"sex"``. Ethnic groups are simulated (module docstring).
     seed : int
         Seed of the numpy random generator; same seed, same counts.
+    la_conditions : bool
+        Moderate the LA gradients by the LA conditions (:data:`LA_CONDITION_MODERATION`).
+    interaction : dict, optional
+        Intersectional interaction beyond the additive main effects: ``{"Black/male/10-15": (rate
+        ratio, gradient multiplier)}`` (labels ethnicity/sex/age_band; needs all three strata), e.g.
+        :data:`MAIHDA_INTERACTION`. Default none; the truth's ``interaction`` says what was planted.
+    interaction_sd : (float, float)
+        SDs of an interaction (log rate, log gradient per 10 points) drawn for every ethnicity x sex x
+        age-band stratum, e.g. :data:`MAIHDA_INTERACTION_SD`; default none.
 
     Returns
     -------
@@ -467,10 +702,12 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         JSON-serialisable parameters and checks (see the module docstring).
     """
     strata = _check_strata(strata)
+    planted = _check_interaction(interaction, strata)
+    offsets, _ = _interaction_offsets(planted, interaction_sd, strata, seed)
     # A stream of its own: the synthetic geography draws from default_rng(seed), and sharing it
     # would make the LA slope noise a copy of the LA deprivation draws.
     rng = np.random.default_rng([seed, 20190331])
-    pop = _population(geo, strata, rng, la_conditions)
+    pop = _population(geo, strata, rng, la_conditions, seed=seed, interaction=offsets)
     lsoa, la = geo.lsoa, geo.la
     la_codes, X, x, ell, idx = pop.la_codes, pop.X, pop.x, pop.ell, pop.rows["idx"]
     mus, counts, per_la, stages = _one_year(geo, pop, year, rng)
@@ -525,6 +762,8 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         "stages": stages, "strata_terms": pop.strata_terms, "las": las, "deciles": deciles,
         "extremes": extremes,
     }
+    if offsets:
+        truth["interaction"] = _interaction_truth(pop, planted, offsets, interaction_sd)
     return table, _jsonable(truth)
 
 
@@ -673,7 +912,7 @@ def simulate_years(geo: Geography, years, *, seed: int = 0, strata: tuple[str, .
     if not (math.isfinite(trend) and trend > 0):
         raise HierarchyError(f"gradient_trend is a ratio per year (1.0 = flat), got {gradient_trend!r}")
     rng = np.random.default_rng([seed, 20190331])  # as simulate: the same LA effects for a seed
-    pop = _population(geo, strata, rng, la_conditions)
+    pop = _population(geo, strata, rng, la_conditions, seed=seed)
     la_codes, n_la = pop.la_codes, len(pop.la_codes)
     frames, la_years = [], []
     alphas = {s: np.empty((n_la, len(years))) for s in SIM_STAGES}
