@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hierarchy.check import check_model, parameters
+from hierarchy.check import check_model, exposure_unit, parameters
 from hierarchy.cli import main
 from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError, SpecError
@@ -133,3 +133,19 @@ def test_check_reads_a_numeric_year_as_a_trend_on_a_neighbourhood_by_year_table(
     out = capsys.readouterr().out
     assert "row_coef[Year]" in out and "row_coef[w:Year]" in out and "C(Year)" not in out
     assert f"{len(table):,} rows" in out
+
+
+def test_a_per_referral_model_is_described_per_referral_not_per_child(tmp_path):
+    """Issue 34 item 10: check described a re-referrals-per-referral model in per-child units."""
+    spec = load_spec(resolve("re_referrals_nb", "models"))
+    table = parameters(spec, load_priors(resolve("weakly_informative", "priors")))
+    rows = dict(zip(table["parameter"], table["meaning"], strict=True))
+    assert "log rate per referral" in rows["intercept"] and "child" not in rows["intercept"]
+    geo = reference.synthetic_geography(6, seed=1, lsoa_per_la=10)
+    table, _ = simulate.simulate(geo, seed=1)
+    table = table[table["referral"] > 0].assign(re_referral=lambda t: t["referral"] // 4)
+    data = tmp_path / "t.csv"
+    table.to_csv(data, index=False)
+    line = check_model("re_referrals_nb", data=data, draws=50).prior_predictive
+    assert "re referral rate per 10,000 referrals in decile 1" in line and "children" not in line
+    assert exposure_unit(load_spec(resolve("inverse_intervention_nb_log", "models"))) == ("child", "children")

@@ -94,7 +94,8 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
     def add(name: str, group: str, meaning: str, prior=None) -> None:
         rows.append((name, group, str(prior if prior is not None else priors[group]), meaning))
 
-    add(f"intercept{per_stage}", "intercept", "log rate per child, typical LA at mean LA deprivation, w = 0")
+    add(f"intercept{per_stage}", "intercept",
+        f"log rate per {exposure_unit(spec)[0]}, typical LA at mean LA deprivation, w = 0")
     if "gradient" in spec.coefs:
         add(f"gradient{per_stage}", "gradient", f"log rate ratio per {spec.deprivation.scale:g} of deprivation")
     if spec.la.between_effect:
@@ -205,12 +206,23 @@ def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws:
             if g is not None else "")
     note = (f"data {data}: {len(table):,} rows, {design.n_la} LAs; the model's columns are all there"
             + (f" (column map {columns})" if columns else ""))
+    per = exposure_unit(spec)[1]
     line = (f"prior predictive ({draws} draws, {pset.name}): {spec.stages[0].replace('_', ' ')} rate per "
-            f"10,000 in decile 1 {_big(first['rate_median'])} ({_big(first['rate_lower'])} to "
+            f"10,000 {per} in decile 1 {_big(first['rate_median'])} ({_big(first['rate_lower'])} to "
             f"{_big(first['rate_upper'])}), decile 10 {_big(last['rate_median'])} ({_big(last['rate_lower'])} "
             f"to {_big(last['rate_upper'])}); {100 * pp.impossible_share:.2f}% of neighbourhoods above "
-            f"10,000 (impossible){grad}")
+            f"10,000 per 10,000 {per} (impossible){grad}")
     return line, note
+
+
+def exposure_unit(spec: ModelSpec) -> tuple[str, str]:
+    """What a model's rate is per, singular and plural: ``("child", "children")`` for the children
+    column, else the exposure column's own name (``("referral", "referrals")`` for a re-referrals per
+    referral model)."""
+    if spec.exposure == "exposure":
+        return "child", "children"
+    name = spec.exposure.replace("_", " ")
+    return name, name if name.endswith("s") else f"{name}s"
 
 
 def _big(v: float) -> str:

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from hierarchy import paths, shipped
@@ -956,13 +957,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rows (default): PSIS-LOO over neighbourhood rows, how well a left-out "
                          "neighbourhood of a seen LA is predicted; la: leave-one-LA-out, how well a new LA "
                          "is predicted (PSIS on each LA's summed log-likelihood; LAs whose Pareto k is "
-                         "above min(1 - 1/log10(draws), 0.7) are refitted exactly, or K-fold by LA is "
-                         "used when more than --max-refits are); la-kfold: K-fold by LA, one refit per "
-                         "fold. Refits need --data and are saved in OUT/cv_fits and reused")
+                         "above min(1 - 1/log10(draws), 0.7) are refitted exactly, within --max-refits); "
+                         "la-kfold: K-fold by LA, one refit per fold. The number of refits and their likely "
+                         "time are printed before the first starts. Refits need --data and are saved in "
+                         "OUT/cv_fits and reused")
     sp.add_argument("--folds", type=int, default=10, help="folds of K-fold by LA (default 10)")
-    sp.add_argument("--max-refits", type=int, default=10,
-                    help="--cv la: most exact refits per model before K-fold by LA is used instead "
-                         "(default 10; 0: PSIS only, flagged)")
+    sp.add_argument("--max-refits", type=int, default=10, metavar="N",
+                    help="budget: at most N refits per model (default 10), each about as long as the "
+                         "model's own fit. --cv la refits the LAs whose Pareto k is above the threshold one "
+                         "by one when there are at most N of them; when there are more, K-fold by LA with "
+                         "min(--folds, N) folds replaces PSIS for every LA (N refits, each LA left out once "
+                         "by a coarser split); with N below 2 (0: PSIS only) those LAs keep PSIS and are "
+                         "flagged. Exact leave-one-LA-out of every LA would need N at least the LA count. "
+                         "--cv la-kfold is refused when --folds is above N")
     sp.add_argument("--seed", type=int, default=0, help="seed of the assignment of LAs to folds")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
@@ -1124,6 +1131,18 @@ def _child_level_parsers(sub, ref_opts) -> None:
     _io(sp, inputs=("sums", "public", "model", "priors"), outputs=(("out", "fit"),))
 
 
+def _once(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that shows each message text once (a table loaded twice in one command,
+    e.g. by the demo's fit and then its report, warns about its small LAs once, not twice)."""
+    said: set[str] = set()
+
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        if str(message) not in said:
+            said.add(str(message))
+            show(message, category, filename, lineno, file, line)
+    return show_once
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hierarchy`` console script.
 
@@ -1136,7 +1155,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         claims = check_outputs(args)  # every output, before any work
         try:
-            return args.func(args)
+            with warnings.catch_warnings():  # one command says each warning once
+                warnings.showwarning = _once(warnings.showwarning)
+                return args.func(args)
         finally:
             for folder, foreign in claims:  # what the command wrote there is ours from now on
                 with contextlib.suppress(OSError):

@@ -29,8 +29,17 @@ def did_you_mean(word: str, options: Iterable[str], *, cutoff: float = 0.5,
     template : str
         The hint, ``{}`` standing for the match (default ``" (did you mean 'x'?)"``).
     """
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
-    return template.format(close[0]) if close else ""
+    options = list(options)
+    folded: dict[str, str] = {}
+    for o in options:  # compared casefolded without punctuation ('re_referral' ~ 'Re-referrals'), shown as given
+        folded.setdefault(_fold(o), o)
+    close = difflib.get_close_matches(_fold(word), list(folded), n=1, cutoff=cutoff)
+    return template.format(folded[close[0]]) if close else ""
+
+
+def _fold(name: str) -> str:
+    """``name`` casefolded with everything but letters and digits removed."""
+    return "".join(ch for ch in str(name).casefold() if ch.isalnum())
 
 
 def config_hash(obj: Any) -> str:

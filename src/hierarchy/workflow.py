@@ -197,6 +197,9 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     # sampled on until the convergence bar is met (bench/RESULTS.md: ~1,000 draws per chain nationally)
     kw = (dict(chains=2, tune=300, draws=300, max_draws=1500) if fast
           else dict(chains=4, tune=500, draws=1000, max_draws=3000))
+    print(f"the demo keeps its simulated counts in {fit} (--include-data) so the report can show observed "
+          "against predicted from the fit alone: it is marked DISCLOSIVE, as expected for simulated data; fits "
+          "of your own data leave the counts out (shareable)")
     print(fit_files(data=data_path, model=DEFAULT_MODEL, priors=DEFAULT_PRIORS, out=fit,
                     include_data=True, progress=progress, log=print, **kw))
     try:

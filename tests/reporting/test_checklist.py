@@ -47,6 +47,7 @@ def test_every_barg_item_is_linked_to_the_page_or_says_not_run_with_a_command(bu
         if item.status == "shown":
             assert item.command is None
             assert f"<section id='{item.anchor}'" in html, item
+            assert f"<a href='#{item.anchor}'>" in html.split("id='reporting-checklist'")[1], item
         else:
             assert item.status == "not run" and item.anchor is None, item
             args = shlex.split(item.command)
@@ -93,3 +94,29 @@ def test_an_item_pointing_at_a_missing_section_is_refused():
     prov = {"model_spec": {"name": "m"}, "priors": {"name": "p"}, "data_hash": "abc", "versions": {}}
     with pytest.raises(HierarchyError, match="diagnostics"):
         checklist.items(prov, {"status": "ok"}, [page.Section("Provenance", "provenance")], formula="y ~ x")
+
+
+def test_each_shown_item_is_a_link_to_its_section_in_html_and_markdown():
+    """Issue 32 item 5: the 'where' cell is an in-page link, not only text naming the anchor."""
+    prov = {"model_spec": {"name": "m", "description": "rates by deprivation"},
+            "priors": {"name": "p", "gradient": {"dist": "Normal", "mu": 0.3, "sigma": 0.3},
+                       "terms": {"w:rural": {"dist": "Normal", "mu": 0.0, "sigma": 0.2}}},
+            "data_hash": "abc", "versions": {"jax": "0.4"}, "data_source": "t.csv"}
+    sections = [page.Section("Provenance & hashes", "provenance"), page.Section("Priors", "priors"),
+                page.Section("Diagnostics", "diagnostics"), page.Section("Posterior summary", "summary")]
+    items = checklist.items(prov, {"status": "ok", "rhat_max": 1.001}, sections, formula="y ~ w")
+    appendix = checklist.section(items, sections)
+    doc = page.Page("T", sections=(*sections, appendix))
+    html, md = page.render_html(doc), page.render_markdown(doc)
+    table_html = html.split("id='reporting-checklist'")[1]
+    for item in items:
+        if item.anchor:
+            assert f"<a href='#{item.anchor}'>" in table_html, item
+            assert f"<section id='{item.anchor}'" in html
+    assert "<a href='#provenance'>Provenance &amp; hashes (#provenance)</a>" in table_html
+    heading_slugs = {page.slug(s.title) for s in doc.sections}
+    md_links = [part.split(")")[0] for part in md.split("](#")[1:]]
+    assert md_links and set(md_links) <= heading_slugs  # every Markdown link lands on a heading
+    assert "[Diagnostics (#diagnostics)](#diagnostics)" in md
+    not_run = [i for i in items if i.status == "not run"]
+    assert not_run and all(f"run: {i.command}" in md and i.command.startswith("hierarchy ") for i in not_run)

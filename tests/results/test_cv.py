@@ -201,8 +201,13 @@ def test_kfold_refits_never_see_their_held_out_las(tiny):
     from hierarchy.results.fitfile import load_fit, provenance
 
     fits_dir = tiny.folder / "kfold" / "cv_fits"  # where the CLI test's --out kfold finds them again
+    said: list[str] = []
     result = compare.compare_models([tiny.log, tiny.flat], data=tiny.data, cv="la-kfold", folds=2,
-                                    fits_dir=fits_dir)
+                                    fits_dir=fits_dir, log=said.append)
+    # the plan and its likely time come before the first refit; progress after each (issue 34 item 7)
+    assert said[0].startswith("grouped cross-validation: 4 refits (inverse_intervention_nb_log 2, gradient_nb 2)")
+    assert "at most" in said[0] and said[1].startswith("refitting")
+    assert [ln for ln in said if ln.startswith("refit ")][-1].startswith("refit 4 of 4 done")
     assert result.cv == "la-kfold" and (result.table["cv"] == "la-kfold").all()
     full_hash = data_hash(tiny.table, counts=("referral",))
     las = result.la_cv[result.la_cv["model"] == "inverse_intervention_nb_log"].set_index("la")
@@ -238,7 +243,7 @@ def test_compare_models_cli_says_which_cv_it_used_and_why(tiny, tmp_path, capsys
     assert main(["compare-models", str(tiny.log), str(tiny.flat), "--data", str(tiny.data), "--cv", "la",
                  "--max-refits", "0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "cross-validation: la: leave-one-LA-out by PSIS only (--max-refits 0)" in printed
+    assert "cross-validation: la: leave-one-LA-out by PSIS only (--max-refits 0:" in printed
     table = pd.read_csv(out / "loo_compare.csv")
     assert (table["cv"] == "la").all() and "elpd_la" in table and "k_threshold" in table
     assert table["k_threshold"].iloc[0] == pytest.approx(cv.pareto_k_threshold(60))

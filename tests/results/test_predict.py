@@ -213,3 +213,11 @@ def test_cli_predict_with_a_column_map_writes_predictions_only(fitted, tmp_path,
     assert main(["predict", str(fitted["fit"]), "--newdata", str(new), "--columns", str(cmap),
                  "--out", str(new)]) == 2
     assert "LSOA" in new.read_text()
+
+
+def test_observed_exposure_is_given_back_as_it_was_given(fitted):
+    """exp(log 524) printed as 523.9999999999999 by predict --counts (issue 34 item 10)."""
+    codes = fitted["table"]["neighbourhood"].drop_duplicates().head(20)
+    pred = predict(fitted["fit"], pd.DataFrame({"neighbourhood": codes}), counts=True, seed=1)
+    assert (pred["prediction"] == KINDS[0]).all()
+    assert set(pred["exposure"]) <= set(fitted["table"]["exposure"].astype(float))  # exactly, not 1e-13 off

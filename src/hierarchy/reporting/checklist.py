@@ -145,11 +145,12 @@ def items(prov: dict[str, Any], diag: dict[str, Any], sections: Iterable[page.Se
 
 def section(checklist: list[Item], sections: Iterable[page.Section]) -> page.Section:
     """The checklist as the page's appendix section (a text table: item, status, where, detail)."""
-    titles = {s.anchor: s.title for s in sections}
-    rows = [(i.name, i.status, f"{titles[i.anchor]} (#{i.anchor})" if i.anchor else f"run: {i.command}", i.detail)
-            for i in checklist]
+    titles = {s.anchor: s.title for s in sections} | {ANCHOR: "Reporting checklist"}
+    where = {i.anchor: f"{titles[i.anchor]} (#{i.anchor})" for i in checklist if i.anchor}
+    rows = [(i.name, i.status, where[i.anchor] if i.anchor else f"run: {i.command}", i.detail) for i in checklist]
     return page.Section("Reporting checklist", ANCHOR, (
-        "Bayesian analysis reporting guidelines (BARG; Kruschke 2021) and WAMBS: each item is shown in the "
-        "section named (its anchor after #) or was not run, with the command that would run it. Priors: "
-        "those of the set that the model uses.",),
-        table=pd.DataFrame(rows, columns=["item", "status", "where", "detail"]), text_table=True)
+        "Bayesian analysis reporting guidelines (BARG; Kruschke 2021) and WAMBS: each item links to the "
+        "section that shows it (its anchor after #) or was not run, with the command that would run it. "
+        "Priors: those of the set that the model uses.",),
+        table=pd.DataFrame(rows, columns=["item", "status", "where", "detail"]), text_table=True,
+        links=tuple((text, anchor) for anchor, text in where.items()))

@@ -69,12 +69,35 @@ def log_axis(ax, which: str = "y", ticks: tuple[float, ...] = RATIO_TICKS) -> No
     (ax.set_yscale if which == "y" else ax.set_xscale)("log")
     axis = ax.yaxis if which == "y" else ax.xaxis
     lo, hi = ax.get_ylim() if which == "y" else ax.get_xlim()
-    chosen = [t for t in ticks if lo <= t <= hi]
+    chosen = spaced_ticks([t for t in ticks if lo <= t <= hi], lo, hi)
     if len(chosen) < 3:
-        chosen = sorted({float(f"{v:.2g}") for v in np.geomspace(lo, hi, 6)[1:-1]} | set(chosen))
+        chosen = spaced_ticks(sorted({float(f"{v:.2g}") for v in np.geomspace(lo, hi, 6)[1:-1]} | set(chosen)),
+                              lo, hi)
     axis.set_major_locator(FixedLocator(chosen))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1000 else f"{v:g}"))
     axis.set_minor_locator(NullLocator())
+
+
+MAX_LOG_TICKS = 7
+"""Most ticks on a log axis: neighbours are then at least 1/7 of the axis apart and their labels do not meet."""
+
+
+def spaced_ticks(ticks: list[float], lo: float, hi: float, *, most: int = MAX_LOG_TICKS) -> list[float]:
+    """Ticks from ``ticks`` at least ``1 / most`` of the log axis ``lo``-``hi`` apart (labels that do not
+    collide), round ones first: 1, 2 and 5 times a power of ten, then the others (1.5, 2.5, 0.75...)."""
+    if not ticks or not (0 < lo < hi):
+        return list(ticks)
+    gap = (np.log10(hi) - np.log10(lo)) / most
+
+    def roundness(t: float) -> int:
+        m = t / 10.0 ** np.floor(np.log10(t) + 1e-9)
+        return 0 if np.isclose(m, 1) else 1 if np.isclose(m, [2, 5]).any() else 2
+
+    kept: list[float] = []
+    for t in sorted(ticks, key=lambda v: (roundness(v), v)):
+        if all(abs(np.log10(t) - np.log10(k)) >= gap * (1 - 1e-9) for k in kept):
+            kept.append(t)
+    return sorted(kept)
 
 
 def ratio_axis(ax, which: str = "y") -> None:

@@ -251,9 +251,11 @@ def _subgroup_findings(tables: dict[str, pd.DataFrame], *, prob: float) -> list[
     con = tables.get("moderator_contrasts")
     if con is not None:
         for _, r in con.iterrows():
-            a, b = str(r["contrast"]).split(" vs ")
-            out.append(page.Finding(
-                f"The gradient score where {a} is {_ratio_interval(r['mean'], r['lower'], r['upper'], prob)} "
-                f"times the score where {b} (probability above 1: {r['p_greater_than_1']:.2f}).",
-                "moderators"))
+            interval = _ratio_interval(r["mean"], r["lower"], r["upper"], prob)
+            if " vs " in str(r["contrast"]):
+                a, b = str(r["contrast"]).split(" vs ")
+                text = f"The gradient score where {a} is {interval} times the score where {b}"
+            else:  # a numeric moderator: a trend per unit ("per year")
+                text = f"The gradient score changes by a factor of {interval} {r['contrast']}"
+            out.append(page.Finding(f"{text} (probability above 1: {r['p_greater_than_1']:.2f}).", "moderators"))
     return out

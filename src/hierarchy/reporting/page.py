@@ -30,7 +30,7 @@ CSS = """
 --warnline:#D55E00}
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;margin:1.5rem auto;
 padding:0 1rem;color:var(--ink);line-height:1.45;overflow-wrap:break-word}
-h1{font-size:1.6rem;margin:.2em 0 .4em;overflow-wrap:anywhere}
+h1{font-size:1.6rem;margin:.2em 0 .4em}
 h2{font-size:1.25rem;margin-top:2em;border-bottom:1px solid var(--rule)}
 h3{font-size:1.05rem}
 .status{border-left:6px solid var(--okline);background:var(--ok);padding:.5em .8em;margin:.8em 0}
@@ -50,6 +50,8 @@ th{background:#f2f2f2}td:first-child,th:first-child,table.text td,table.text th{
 li.warn{color:#a63a00;font-weight:bold}
 @media (max-width:40rem){body{font-size:15px;padding:0 .6rem}table{font-size:.78em}
 .findings{padding:.2em .6em;font-size:1rem}}
+@media screen and (max-width:40rem){h1{font-size:1.3rem}
+figure{overflow-x:auto}figure img{max-width:none;width:36rem}}
 @media print{
 body{max-width:none;margin:0;font-size:10pt;color:#000}a{color:#000;text-decoration:none}
 .findings a{display:none}h2{page-break-after:avoid;break-after:avoid}
@@ -59,7 +61,9 @@ thead{display:table-header-group}figure img{max-width:16cm}
 .status,.banner,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
 }
 """
-"""The one stylesheet of every page: screen, phone width and print."""
+"""The one stylesheet of every page: screen, phone width and print. On a phone the title is smaller
+and breaks only between words and after ``_`` or ``/`` (:func:`_breakable`), and figures keep a width at
+which their text is readable (36rem: 11 px for 10 pt text drawn at 150 dpi) and scroll sideways."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,9 @@ class Section:
     """An appendix section: heading, paragraphs, bullet items, a text table and its full CSV.
 
     ``table`` is a frame of strings (already rounded); ``shown_rows`` and ``total_rows`` say
-    that a long table was shortened (the CSV ``csv`` holds every row).
+    that a long table was shortened (the CSV ``csv`` holds every row). ``links`` pairs a cell's
+    text with the id of the section it points at: that cell becomes an in-page link (HTML
+    ``#id``, Markdown ``#slug-of-the-title``).
     """
 
     title: str
@@ -96,6 +102,7 @@ class Section:
     total_rows: int | None = None
     text_table: bool = False
     warn_words: tuple[str, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,10 +144,35 @@ def _shortened(section: Section) -> str | None:
     return f"{len(section.table)} of {section.total_rows:,} rows shown{where}."
 
 
+def _cell(text: str) -> str:
+    """A cell's text as :meth:`pandas.DataFrame.to_html` escapes it."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _linked_html(table: str, links: tuple[tuple[str, str], ...]) -> str:
+    for text, anchor in links:
+        table = table.replace(f"<td>{_cell(text)}</td>",
+                              f"<td><a href='#{html.escape(anchor)}'>{_cell(text)}</a></td>")
+    return table
+
+
+def _linked_markdown(table: pd.DataFrame, links: tuple[tuple[str, str], ...], slugs: dict[str, str]
+                     ) -> pd.DataFrame:
+    target = {text: slugs[anchor] for text, anchor in links if anchor in slugs}
+    return table.map(lambda v: f"[{v}](#{target[v]})" if isinstance(v, str) and v in target else v) \
+        if target else table
+
+
+def _breakable(text: str) -> str:
+    """Escaped text with line-break opportunities after ``_`` and ``/`` (model names, paths), so that a
+    narrow screen breaks a title there instead of inside a word."""
+    return re.sub(r"([_/])", r"\1<wbr>", html.escape(text))
+
+
 def render_html(page: Page) -> str:
     """The page as one self-contained HTML document (figures embedded as base64 PNG)."""
     e = html.escape
-    out = [f"<h1>{e(page.title)}</h1>"]
+    out = [f"<h1>{_breakable(page.title)}</h1>"]
     if page.banner:
         out.append(f"<p class='banner' role='alert'>{e(page.banner)}</p>")
     if page.status:
@@ -170,7 +202,7 @@ def render_html(page: Page) -> str:
         if s.table is not None:
             table = s.table.to_html(index=False, escape=True, border=0, na_rep="",
                                     classes="text" if s.text_table else None)
-            out.append(f"<div class='tablewrap'>{table}</div>")
+            out.append(f"<div class='tablewrap'>{_linked_html(table, s.links)}</div>")
             note = _shortened(s)
             if note:
                 link = f" <a href='{e(s.csv)}'>{e(s.csv)}</a>" if s.csv else ""
@@ -208,7 +240,7 @@ def render_markdown(page: Page) -> str:
         if s.items:
             out.append("\n".join(f"- {t}" for t in s.items))
         if s.table is not None:
-            out.append(markdown_table(s.table))
+            out.append(markdown_table(_linked_markdown(s.table, s.links, slugs)))
             note = _shortened(s)
             if note:
                 out.append(f"*{note}*")

@@ -219,15 +219,8 @@ def year_tables(idata, *, prob: float) -> dict[str, pd.DataFrame]:
 
 
 def moderator_table(fit: Any, *, prob: float) -> dict[str, pd.DataFrame]:
-    """``moderator_contrasts``: the ratio of gradient scores with each ``w:col`` moderator at 1 and at 0,
-    with its equal-tailed ``prob`` interval and P(ratio > 1); empty for fits without such a term."""
-    g = estimands.moderated_gradients(fit)
-    if g is None:
-        return {}
-    tail = (1 - prob) / 2
-    rows = []
-    for label in [str(s) for s in g["subgroup"].to_numpy() if str(s).endswith("=1")]:
-        r = (g.sel(subgroup=label) / g.sel(subgroup=label[:-1] + "0")).to_numpy().ravel()
-        rows.append({"contrast": f"{label} vs {label[:-1]}0", "mean": r.mean(), "lower": np.quantile(r, tail),
-                     "upper": np.quantile(r, 1 - tail), "prob": prob, "p_greater_than_1": (r > 1).mean()})
-    return {"moderator_contrasts": pd.DataFrame(rows)} if rows else {}
+    """``moderator_contrasts`` (:func:`hierarchy.results.estimands.moderator_contrasts`): the ratio of
+    gradient scores for one unit more of each ``w:col`` moderator (0/1 columns: at 1 against 0; numeric
+    ones per unit, "per year"), with its ``prob`` interval and P(ratio > 1); empty without such a term."""
+    table = estimands.moderator_contrasts(fit, prob=prob)
+    return {"moderator_contrasts": table} if table is not None and len(table) else {}

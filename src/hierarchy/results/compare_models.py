@@ -66,6 +66,7 @@ within about one ELPD unit of K-fold, and the two LAs left with k above the thre
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,12 +80,16 @@ from hierarchy.errors import FitFileError, HierarchyError
 from hierarchy.inference.diagnostics import LATENT
 from hierarchy.reporting.report import bullets, format_columns, write_pages
 from hierarchy.results.cv import (
+    fit_seconds,
     heldout_lpd,
     integration_unsupported,
-    la_folds,
     la_integrated_log_likelihood,
     la_log_likelihood,
     pareto_k_threshold,
+    refit_budget_line,
+    refit_plan,
+    refit_progress_line,
+    stacking_weights,
 )
 from hierarchy.results.fitfile import load_fit, provenance
 
@@ -382,46 +387,48 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
     exact = False  # exact refits of the LAs with k above the threshold
     method = {n: np.array(["PSIS"] * len(las), dtype=object) for n in names}
     fold_of = pd.Series(-1, index=pd.Index(las, name="la"))
+    can_refit = table_data is not None and not any(integration_unsupported(as_fit(i).spec) for i in idatas)
+    how, plan, fold_of, why = refit_plan(las, bad, cv=cv, folds=folds, max_refits=max_refits, seed=seed) \
+        if cv == "la-kfold" or can_refit else ("psis", {}, fold_of, "")
     if cv == "la-kfold":
         mode, note = "la-kfold", (f"la-kfold: K-fold by LA, {folds} folds, each a refit without its LAs "
                                   f"(asked for; leave-one-LA-out PSIS for reference: {k_text})")
     elif n_bad == 0:
         mode, note = "la", (f"la: leave-one-LA-out by PSIS (how well each model predicts a new LA); every "
                             f"LA-level Pareto k is at most the threshold for the draws: {k_text}")
-    elif table_data is None or max_refits == 0 or any(integration_unsupported(as_fit(i).spec) for i in idatas):
+    elif not can_refit or how == "psis":
         mode = "la"
         unsupported = [f"{n} ({w})" for n, i in zip(names, idatas, strict=True)
                        if (w := integration_unsupported(as_fit(i).spec))]
-        why = ("no --data to refit from" if table_data is None else "--max-refits 0" if max_refits == 0 else
-               "refits by LA are not available for " + "; ".join(unsupported))
+        why = ("no --data to refit from" if table_data is None else
+               "refits by LA are not available for " + "; ".join(unsupported) if unsupported else why)
         fix = ("pass --data to refit them exactly, or use --cv la-kfold" if table_data is None else
-               "allow refits with --max-refits, or use --cv la-kfold" if max_refits == 0 else
-               "compare by --cv rows")
+               "compare by --cv rows" if unsupported else
+               f"raise --max-refits to {n_bad} for exact refits, or to 2 or more for K-fold by LA")
         note = f"la: leave-one-LA-out by PSIS only ({why}); {k_text}"
         warns.append(f"LA-level Pareto k above the threshold ({k_text}) and no refits ({why}): the "
                      f"leave-one-LA-out ELPD of those LAs is unreliable; {fix}.")
-    elif n_bad <= max_refits:
+    elif how == "exact":
         exact = True
         mode, note = "la", (f"la: leave-one-LA-out by PSIS, with exact refits for the LAs whose Pareto k is "
                             f"above the threshold ({k_text}; at most --max-refits {max_refits})")
     else:
-        mode, note = "la-kfold", (f"la-kfold: K-fold by LA, {folds} folds, instead of leave-one-LA-out PSIS: "
-                                  f"too many LAs with Pareto k above the threshold for exact refits ({k_text}; "
-                                  f"more than --max-refits {max_refits})")
+        mode, note = "la-kfold", (f"la-kfold: {why}, instead of leave-one-LA-out PSIS ({k_text})")
     pointwise = {n: np.asarray(psis[n].loo_i).astype(float).copy() for n in names}
     refit_rows = []
     if mode == "la-kfold" or exact:
         if table_data is None:
             raise HierarchyError("K-fold by LA refits each model: pass the table the fits were made from "
                                  "(--data TABLE [--columns MAP.toml])")
-        if mode == "la-kfold":
-            fold_of = la_folds(las, folds, seed=seed)
-            plan = {n: [list(fold_of.index[fold_of == f]) for f in range(folds)] for n in names}
-        else:
-            plan = {n: [[c] for c in bad[n]] for n in names}
+        total, done, t0 = sum(len(g) for g in plan.values()), 0, time.perf_counter()
+        if log:
+            log(refit_budget_line(plan, {n: fit_seconds(i) for n, i in zip(names, idatas, strict=True)}, why))
         for n, i in zip(names, idatas, strict=True):
             for f, held in enumerate(plan[n]):
                 lpd, facts = heldout_lpd(i, table_data, held, fits_dir=fits_dir, label=n, log=log)
+                done += 1
+                if log:
+                    log(refit_progress_line(done, total, time.perf_counter() - t0))
                 pos = pd.Index(las).get_indexer(lpd.index)
                 pointwise[n][pos] = lpd.to_numpy()
                 method[n][pos] = "K-fold" if mode == "la-kfold" else "exact refit"
@@ -486,7 +493,10 @@ def _az_compare(loos: dict) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = az.compare(loos, ic="loo", method="stacking", scale="log")
-    return table.reset_index().rename(columns={"index": "model"})
+    table = table.reset_index().rename(columns={"index": "model"})
+    # ArviZ's stacking underflows on LA-level values (sums of rows): weights from the log scale instead
+    table["weight"] = table["model"].map(stacking_weights({n: np.asarray(e.loo_i) for n, e in loos.items()}))
+    return table
 
 
 def _finish_table(table: pd.DataFrame, pareto: pd.DataFrame, names, paths, mode: str) -> pd.DataFrame:

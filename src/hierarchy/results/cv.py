@@ -60,9 +60,10 @@ REFIT_SETTINGS = ("sampler", "chains", "tune", "draws", "seed", "chain_method", 
                   "float32", "warmup_tree_depth")
 """Sampler settings a refit takes from the fit it stands for."""
 
-__all__ = ["GAUSS_HERMITE_NODES", "PARETO_K_CAP", "HeldOut", "fit_without", "flat_posterior", "heldout_lpd",
-           "heldout_rows", "integration_unsupported", "la_folds", "la_integrated_log_likelihood",
-           "la_log_likelihood", "la_log_predictive", "la_lpd", "own_rows", "pareto_k_threshold"]
+__all__ = ["GAUSS_HERMITE_NODES", "PARETO_K_CAP", "HeldOut", "fit_seconds", "fit_without", "flat_posterior",
+           "heldout_lpd", "heldout_rows", "integration_unsupported", "la_folds", "la_integrated_log_likelihood",
+           "la_log_likelihood", "la_log_predictive", "la_lpd", "own_rows", "pareto_k_threshold",
+           "refit_budget_line", "refit_plan", "refit_progress_line", "stacking_weights"]
 
 
 def pareto_k_threshold(n_draws: int) -> float:
@@ -547,3 +548,157 @@ def heldout_lpd(idata, table: pd.DataFrame, las: Sequence[str], **kw) -> tuple[p
              "train_data_hash": provenance(refit)["data_hash"], "heldout_rows": held.n_rows,
              "heldout_data_hash": data_hash(test, **spec.hashed_columns)}
     return pd.Series(lpd, index=pd.Index(held.las, name="la")), facts
+
+
+# ---------------------------------------------------------------------------- stacking and the refit budget
+
+
+def stacking_weights(pointwise: dict[str, np.ndarray]) -> dict[str, float]:
+    """Stacking weights of models from their pointwise ELPD, computed on the log scale.
+
+    Maximises ``sum_i log sum_k w_k exp(elpd_ik)`` over the simplex (Yao et al. 2018), as
+    :func:`arviz.compare` does with ``method="stacking"``, but with each unit's values shifted by
+    their maximum over the models and the sum taken by log-sum-exp. ArviZ exponentiates the values
+    as they are: a left-out LA's ELPD sums its rows (e.g. -800), ``exp`` underflows to 0 for every
+    model, the objective is ``-inf`` everywhere and the optimiser returns its start, equal weights
+    (the 0.50 / 0.50 shown beside "a clear preference (6.6 SE)", issue 34). Shifting a unit's values
+    by one constant does not change the optimum.
+
+    Parameters
+    ----------
+    pointwise : dict of str to numpy.ndarray
+        Model name -> pointwise ELPD over the same units (rows or LAs), in the same order.
+
+    Returns
+    -------
+    dict of str to float
+        Model name -> weight (non-negative, summing to 1).
+    """
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax, logsumexp, softmax
+
+    names = list(pointwise)
+    L = np.column_stack([np.asarray(pointwise[n], dtype=float).ravel() for n in names])
+    if not np.isfinite(L).all():
+        raise HierarchyError("stacking weights need finite pointwise ELPD values for every model")
+    if len(names) == 1:
+        return {names[0]: 1.0}
+    L = L - L.max(axis=1, keepdims=True)
+
+    def objective(theta):
+        t = np.concatenate([[0.0], theta])  # the first model's logit is fixed at 0
+        lse = logsumexp(L + log_softmax(t), axis=1)
+        resp = np.exp(L + log_softmax(t) - lse[:, None]).sum(axis=0)  # sum_i r_ik
+        return -lse.sum(), -(resp - len(L) * softmax(t))[1:]
+
+    res = minimize(objective, np.zeros(len(names) - 1), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 1000, "gtol": 1e-10})
+    w = softmax(np.concatenate([[0.0], res.x]))
+    w = np.where(w < 1e-6, 0.0, w)  # a weight the optimum sends to 0 only ever reaches it in the limit
+    return dict(zip(names, (w / w.sum()).tolist(), strict=True))
+
+
+def refit_plan(las: Sequence[str], bad: dict[str, Sequence[str]], *, cv: str, folds: int, max_refits: int,
+               seed: int = 0) -> tuple[str, dict[str, list[list[str]]], pd.Series, str]:
+    """Which refits grouped cross-validation runs, within a budget of ``max_refits`` per model.
+
+    * ``cv="la-kfold"``: ``folds`` refits per model, each without one fold of LAs; refused when
+      ``folds`` is above ``max_refits``;
+    * ``cv="la"``: the LAs whose Pareto k is above the threshold (``bad``) are refitted one by one
+      when there are at most ``max_refits`` of them in every model; when there are more, K-fold by
+      LA with ``min(folds, max_refits)`` folds replaces PSIS for every LA (each LA is still left out
+      once, by a coarser split); with a budget below 2 no K-fold is possible and PSIS is kept, the
+      unreliable LAs flagged.
+
+    Parameters
+    ----------
+    las : sequence of str
+        LA codes, in the order of the pointwise values.
+    bad : dict of str to sequence of str
+        Model name -> LA codes whose Pareto k is above the threshold.
+    cv : {"la", "la-kfold"}
+    folds, max_refits, seed : int
+        ``--folds``, ``--max-refits`` and the seed of the fold assignment.
+
+    Returns
+    -------
+    (str, dict, pandas.Series, str)
+        The method (``"psis"``, ``"exact"`` or ``"kfold"``), model name -> the LA groups of its
+        refits, each LA's fold (-1: none) and why, in words.
+    """
+    las = [str(c) for c in las]
+    no_fold = pd.Series(-1, index=pd.Index(las, name="la"))
+    n_bad = max((len(b) for b in bad.values()), default=0)
+    if cv == "la-kfold":
+        if folds > max_refits:
+            raise HierarchyError(f"--cv la-kfold --folds {folds} needs {folds} refits per model, more than "
+                                 f"--max-refits {max_refits}: lower --folds or raise --max-refits")
+        k, why = folds, f"K-fold by LA, {folds} folds (asked for)"
+    elif n_bad == 0:
+        return "psis", {n: [] for n in bad}, no_fold, "every LA-level Pareto k is at most the threshold"
+    elif n_bad <= max_refits:
+        return ("exact", {n: [[str(c)] for c in b] for n, b in bad.items()}, no_fold,
+                f"{n_bad} LA(s) with Pareto k above the threshold, each refitted exactly "
+                f"(within --max-refits {max_refits})")
+    elif max_refits < 2:
+        return ("psis", {n: [] for n in bad}, no_fold,
+                f"--max-refits {max_refits}: {n_bad} LA(s) with Pareto k above the threshold, more than "
+                "that to refit one by one and too few refits for K-fold by LA (2 at least), so PSIS is kept "
+                "and those LAs are flagged")
+    else:
+        k = min(folds, max_refits, len(las))
+        why = (f"{n_bad} LA(s) with Pareto k above the threshold, more than --max-refits {max_refits}: "
+               f"K-fold by LA with {k} folds instead (min(--folds {folds}, --max-refits {max_refits}))")
+    fold_of = la_folds(las, k, seed=seed)
+    groups = [list(fold_of.index[fold_of == f]) for f in range(k)]
+    return "kfold", {n: groups for n in bad}, fold_of, why
+
+
+def fit_seconds(idata) -> float | None:
+    """Seconds a fit took (its provenance ``timings``: ``total``, or warm-up plus sampling), or None."""
+    from hierarchy.results.fitfile import provenance
+
+    t = provenance(idata).get("timings") or {}
+    total = t.get("total", (t.get("warmup") or 0.0) + (t.get("sampling") or 0.0))
+    return float(total) if total else None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def refit_budget_line(plan: dict[str, list[list[str]]], seconds: dict[str, float | None], why: str) -> str:
+    """One line said before any refit: how many refits will run and how long they are likely to take.
+
+    The estimate is each model's own fit time (its provenance) per refit: a refit has fewer rows
+    and the same sampler settings, so this is an upper estimate; refits saved by an earlier run are
+    reused and take seconds.
+
+    Parameters
+    ----------
+    plan : dict
+        Model name -> LA groups of its refits (:func:`refit_plan`).
+    seconds : dict
+        Model name -> its fit's seconds (:func:`fit_seconds`; None: unknown).
+    why : str
+        The reason of the plan.
+    """
+    n = sum(len(g) for g in plan.values())
+    if n == 0:
+        return f"grouped cross-validation: no refits ({why})"
+    per = ", ".join(f"{m} {len(g)}" for m, g in plan.items())
+    known = {m: s for m, s in seconds.items() if s}
+    total = sum(len(plan[m]) * s for m, s in known.items())
+    eta = (f"about {_duration(total)} at most (each model's own fit time per refit: "
+           + ", ".join(f"{m} {s:.0f} s" for m, s in known.items()) + "; saved refits are reused)"
+           if len(known) == len(plan) else "time unknown until the first refit (no fit time recorded)")
+    return f"grouped cross-validation: {n} refits ({per}), {eta}; {why}. Cap them with --max-refits N."
+
+
+def refit_progress_line(done: int, total: int, elapsed: float) -> str:
+    """Progress after ``done`` of ``total`` refits, ``elapsed`` seconds in: the time left as measured so far."""
+    left = elapsed / done * (total - done) if done else float("nan")
+    return (f"refit {done} of {total} done after {_duration(elapsed)}"
+            + (f"; about {_duration(left)} left" if done < total else ""))

@@ -433,17 +433,49 @@ def moderated_gradients(fit: Any) -> xr.DataArray | None:
                   "(other neighbourhood terms held at 0)")
 
 
-def moderator_contrasts(fit: Any) -> pd.DataFrame | None:
-    """Ratio of gradient scores at ``col=1`` vs ``col=0`` for each ``w:col`` term, with P(ratio > 1)."""
+def contrast_label(column: str, *, binary: bool | None = None) -> str:
+    """How the contrast of a ``w:column`` term is worded.
+
+    A 0/1 column compares its two values (``rural=1 vs rural=0``); a numeric column is a linear
+    trend, worded per unit: ``per year`` for ``year``, ``per 1 unit of age`` otherwise.
+    ``binary=None`` (the values are unknown): ``year`` is a trend, any other column 0/1.
+    """
+    if binary is None:
+        binary = column.lower() != "year"
+    if binary:
+        return f"{column}=1 vs {column}=0"
+    return "per year" if column.lower() == "year" else f"per 1 unit of {column}"
+
+
+def _binary_columns(idata) -> dict[str, bool]:
+    """Whether each row term's values are all 0 or 1, where the fit holds them (``row_X``)."""
+    cd = idata.constant_data if "constant_data" in idata.groups() else None
+    if cd is None or "row_X" not in cd:
+        return {}
+    return {str(t): bool(np.isin(cd["row_X"].sel(row_term=t).to_numpy(), (0, 1)).all())
+            for t in cd["row_term"].to_numpy()}
+
+
+def moderator_contrasts(fit: Any, *, prob: float = 0.9) -> pd.DataFrame | None:
+    """Ratio of gradient scores for one unit more of each ``w:col`` term, with P(ratio > 1).
+
+    One row per term: ``contrast`` worded by :func:`contrast_label` (``rural=1 vs rural=0``, or
+    ``per year`` for a numeric year), the posterior mean, the equal-tailed ``prob`` interval
+    (``lower``, ``upper``, ``prob``) and ``p_greater_than_1``.
+    """
+    if not 0 < prob < 1:
+        raise HierarchyError(f"prob must be between 0 and 1, got {prob}")
     g = moderated_gradients(fit)
     if g is None:
         return None
+    binary = _binary_columns(as_fit(fit))
+    tail = (1 - prob) / 2
     rows = []
     for label in [str(s) for s in g["subgroup"].to_numpy() if str(s).endswith("=1")]:
-        ratio = g.sel(subgroup=label) / g.sel(subgroup=label[:-1] + "0")
-        r = ratio.to_numpy().ravel()
-        rows.append({"contrast": f"{label} vs {label[:-1]}0", "mean": r.mean(),
-                     "lower": np.quantile(r, 0.05), "upper": np.quantile(r, 0.95),
+        col = label[:-2]
+        r = (g.sel(subgroup=label) / g.sel(subgroup=f"{col}=0")).to_numpy().ravel()
+        rows.append({"contrast": contrast_label(col, binary=binary.get(f"w:{col}")), "mean": r.mean(),
+                     "lower": np.quantile(r, tail), "upper": np.quantile(r, 1 - tail), "prob": prob,
                      "p_greater_than_1": (r > 1).mean()})
     return pd.DataFrame(rows)
 

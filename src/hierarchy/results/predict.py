@@ -344,7 +344,8 @@ def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: 
                 extra[f"{g}_raw"] = np.concatenate([raw, fresh], axis=1)
         groups.append((g, idx))
     # exposure (counts only)
-    expo = np.exp(np.where(obs, fr["log_exposure"][safe], 0.0))
+    # exp(log 524) is 523.9999999999999: the fitted exposure back to the digits it was given with
+    expo = np.round(np.exp(np.where(obs, fr["log_exposure"][safe], 0.0)), 6)
     if counts and hyp.any():
         e = _numbers(table, spec.exposure, hyp, source, why="for predictive counts of hypothetical rows "
                      f"(the model's exposure: {_exposure_words(spec)})", lower=0.0, strict_lower=True)
@@ -559,9 +560,26 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
     return (out, rate) if return_draws else out
 
 
+DECIMALS = {"rate_mean": 2, "rate_sd": 2, "rate_median": 2, "rate_lower": 2, "rate_upper": 2,
+            "count_mean": 1, "count_lower": 0, "count_upper": 0}
+"""Decimals of the predicted columns as written (rates per 10,000 to 0.01, counts to 0.1 and whole)."""
+
+
+def rounded_predictions(frame: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`predict` table with its predicted columns rounded to :data:`DECIMALS` (counts' interval
+    ends as whole numbers); the input columns are left as given."""
+    out = frame.copy()
+    for col, places in DECIMALS.items():
+        if col in out.columns:
+            out[col] = out[col].round(places)
+            if places == 0 and out[col].notna().all():
+                out[col] = out[col].astype("int64")
+    return out
+
+
 def write_predictions(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a :func:`predict` table as CSV, atomically."""
+    """Write a :func:`predict` table as CSV, atomically, rounded by :func:`rounded_predictions`."""
     from hierarchy.paths import atomic_path
 
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        rounded_predictions(frame).to_csv(tmp, index=False)
