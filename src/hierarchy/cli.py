@@ -335,7 +335,8 @@ def _report(args: argparse.Namespace) -> int:
                                truth=truth,
                                rounding=args.rounding, prob=args.prob,
                                allow_below_default_rules=args.allow_below_default_rules,
-                               for_checking=args.for_checking, acro_config=args.acro_config)
+                               for_checking=args.for_checking, acro_config=args.acro_config,
+                               geography=args.geography, inside_maps=args.inside_maps)
     print(f"report written to {path}")
     if args.for_checking:  # the same outputs, under the same suppression, as the report folder
         from hierarchy.reporting.checking import describe_folder
@@ -889,9 +890,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--acro-config", type=Path, metavar="YAML",
                     help="the environment's ACRO configuration (default: an installed acro's "
                          "default.yaml, else ACRO's defaults)")
+    sp.add_argument("--geography", type=Path, metavar="FILE",
+                    help="neighbourhood boundaries for the maps (GeoJSON, .geojson.gz, GeoPackage, shapefile); "
+                         "default: the reference folder's 2011 LSOA map, or a lattice for generated data")
+    sp.add_argument("--inside-maps", action="store_true",
+                    help="also write maps derived from neighbourhood counts (fitted neighbourhood rates) to "
+                         "OUT/inside_only/; they stay inside the secure environment")
     sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_report)
-    _io(sp, inputs=("fit", "data", "columns", "acro_config"),
+    _io(sp, inputs=("fit", "data", "columns", "acro_config", "geography"),
         outputs=(("out", "owned"), ("for_checking", "empty")))
 
     def scheduler_opt(sp: argparse.ArgumentParser, extra: str = "") -> None:
