@@ -133,6 +133,11 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
         group = f"{g}_sd" if f"{g}_sd" in priors.priors else "group_sd"
         for c in (("intercept", "gradient") if slope else ("intercept",)):
             add(f"{g}_sd" + (f"[{c}]" if slope else ""), group, f"SD of {g} {c}s", prior=priors.group_sd(g))
+    if getattr(spec, "spatial", None):  # the term's own meanings (hierarchy.likelihood.spatial)
+        from hierarchy.likelihood.parameters import BY_NAME
+
+        for name in ("spatial_sd", "spatial_mix"):
+            add(name, BY_NAME[name].prior_group, BY_NAME[name].meaning)
     if spec.family == "negative_binomial":
         add(f"dispersion{per_stage}", "dispersion", "NB phi (larger: closer to Poisson)")
     if spec.family == "poisson_lognormal":

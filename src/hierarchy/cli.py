@@ -192,6 +192,17 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sd_mix(text: str) -> tuple[float, float]:
+    """``SD,MIX`` of ``simulate --spatial``: an SD >= 0 and a share in [0, 1]."""
+    try:
+        sd, mix = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SD,MIX such as 0.3,0.7, got {text!r}") from None
+    if not (sd >= 0 and 0 <= mix <= 1):
+        raise argparse.ArgumentTypeError(f"SD must be >= 0 and MIX in [0, 1], got {text!r}")
+    return sd, mix
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from hierarchy.data import reference, simulate
 
@@ -203,8 +214,10 @@ def _simulate(args: argparse.Namespace) -> int:
             raise HierarchyError("--gradient-trend changes the gradient from year to year: give the years "
                                  "with --years (e.g. --years 2013-2025 --gradient-trend 1.02)")
         table, truth = simulate.simulate(geo, year=2019 if args.year is None else args.year, strata=strata,
-                                         seed=args.seed, la_conditions=args.la_conditions)
+                                         seed=args.seed, la_conditions=args.la_conditions, spatial=args.spatial)
     else:
+        if args.spatial is not None:
+            raise HierarchyError("--spatial is for one year (--year): drop --years or --spatial")
         table, truth = simulate.simulate_years(geo, simulate.parse_years(args.years), strata=strata,
                                                seed=args.seed, la_conditions=args.la_conditions,
                                                gradient_trend=1.0 if args.gradient_trend is None
@@ -241,7 +254,7 @@ def _fit(args: argparse.Namespace) -> int:
         chain_method=args.chain_method, float32=args.float32,
         max_draws=args.max_draws or (3 * args.draws if args.sampler == "numpyro" else None),
         include_log_likelihood=args.include_log_likelihood, prior_overrides=args.prior,
-        target_accept=args.target_accept, method=args.method,
+        target_accept=args.target_accept, method=args.method, geography=args.geography,
     )
     print(result)
     return 0
@@ -757,7 +770,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gradient-trend", type=_positive, default=None, metavar="RATIO",
                     help="with --years: every gradient score multiplied by RATIO per year after 2019 "
                          "(default 1: flat)")
-    sp.add_argument("--strata", default="", help="comma list from: age,sex")
+    sp.add_argument("--strata", default="", help="comma list from: age,sex,ethnicity")
+    sp.add_argument("--spatial", type=_sd_mix, default=None, metavar="SD,MIX",
+                    help="add a BYM2 neighbourhood field (SD of the effects, MIX its spatially structured "
+                         "share) on the LSOA map (a lattice for a generated geography); its values go in the "
+                         "truth file")
     sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
     sp.add_argument("--n-la", type=_count(2), default=151, help="LAs in a generated geography")
     sp.add_argument("--la-conditions", action="store_true",
@@ -824,7 +841,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, help="the fit file to write (.nc)")
     sp.add_argument("--force", action="store_true", help="replace an existing fit file (only a fit)")
     sp.set_defaults(func=_fit)
-    _io(sp, inputs=("data", "model", "priors", "columns", "sufficient"), outputs=(("out", "fit"),))
+    sp.add_argument("--geography", type=Path, metavar="FILE",
+                    help="the neighbourhood map of a spatial term (car(neighbourhood)): a boundary file "
+                         "(GeoJSON, .geojson.gz, GeoPackage, shapefile) or an edge list (from,to); default: "
+                         "the reference folder's 2011 LSOA map, or the simulator's lattice for generated data")
+    _io(sp, inputs=("data", "model", "priors", "columns", "sufficient", "geography"), outputs=(("out", "fit"),))
 
     sp = sub.add_parser("fits", help="list saved fits")
     sp.add_argument("folder", type=Path, nargs="?", default=Path("fits"),

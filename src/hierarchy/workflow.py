@@ -19,7 +19,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
               chain_method: str = "parallel", float32: bool = False, log=None,
               include_log_likelihood: bool = False, max_draws: int | None = None,
               prior_overrides: list[str] | tuple[str, ...] = (), target_accept: float = 0.8,
-              method: str = "nuts") -> str:
+              method: str = "nuts", geography: str | Path | None = None) -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
 
     ``model`` and ``priors`` are files or shipped names (:func:`hierarchy.shipped.resolve`).
@@ -59,7 +59,17 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
         if stage in table.columns and not (table[stage] > 0).any():
             raise HierarchyError(f"{data}: every {stage} count is 0; {spec.name} cannot be fitted "
                                  "(check the count column and the extract)")
-    design = build_design(table, spec)
+    graph = None
+    if getattr(spec, "spatial", None):  # car(neighbourhood): the map given, else the default one
+        from hierarchy.data import geography as geo
+
+        graph = geo.graph_for(table["neighbourhood"].astype(str).to_numpy(), geography=geography,
+                              groups=table["la"].astype(str).to_numpy())
+        say(f"neighbourhood graph: {geo.describe(graph)}")
+    elif geography is not None:
+        raise HierarchyError(f"--geography is the map of a spatial term; {spec.name} has none "
+                             "(add + car(neighbourhood) to its formula)")
+    design = build_design(table, spec, graph=graph)
     if method == "laplace":  # outside its regime: NUTS, with the reason on screen
         from hierarchy.inference.laplace import refusal
 
@@ -76,7 +86,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
                         data_source=str(data), data_year=published.data_year(data, table),
                         include_data=include_data,
                         include_log_likelihood=include_log_likelihood, rows_hash=data_mod.rows_hash(table, spec),
-                        column_map=None if cmap is None else cmap.canonical_to_user())
+                        column_map=None if cmap is None else cmap.canonical_to_user(), geography=geography)
     say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
     save_fit(idata, out)
     wall = time.perf_counter() - t0

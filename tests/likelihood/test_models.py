@@ -367,6 +367,8 @@ def test_every_shipped_prior_has_the_same_density_in_pymc_and_numpyro(where, pri
     with pm.Model():
         rv = prior.pymc("v")
     points = [0.01, 0.3, 1.0, 4.0, 25.0]
+    if prior.support == "unit":  # Beta (the spatial mixing parameter)
+        points = [0.01, 0.3, 0.5, 0.9, 0.99]
     if prior.support == "real":
         points += [-25.0, -4.0, -1.0]
     dist = prior.numpyro()

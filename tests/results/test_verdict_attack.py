@@ -21,6 +21,7 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import load_spec
+from hierarchy.likelihood import parameters
 from hierarchy.likelihood.predictor import ROW_PARAMS, design_rows, group_params, linear_predictor
 from hierarchy.results.rowdata import effect_group_risks, term_risks
 from tests.helpers import every_column_table, table_for
@@ -45,7 +46,8 @@ def _revealed(spec, design) -> list[np.ndarray]:
     jax.config.update("jax_enable_x64", True)
     draws = prior_draws(spec, load_priors(ROOT / "priors/weakly_informative.toml"), design, draws=1)
     stored = [k for k in (*ROW_PARAMS, *group_params(design.group_names))
-              if k in draws and k not in ("eps_raw", "dispersion", "obs_sd") and not k.endswith("_sd")]
+              if k in draws and k not in (*parameters.names(role="per_row"), "dispersion", "obs_sd")
+              and not k.endswith("_sd")]
     wanted = (*ROW_PARAMS, *group_params(design.group_names))
     fixed = {k: jnp.asarray(v[0]) for k, v in draws.items() if k in wanted}
     rows = design_rows(design)

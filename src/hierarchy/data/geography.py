@@ -80,6 +80,9 @@ class Graph:
         Where the graph came from (a boundary file and its hash, an edge list, or ``"lattice"``).
     left_out : int
         Neighbourhoods on the map that the table does not have (dropped when the graph was cut to it).
+    group : numpy.ndarray, optional
+        ``(n,)`` int: each node's LA (set by the design of a table), whose sums of the structured effect a
+        model may constrain; None for a bare map.
     """
 
     codes: np.ndarray
@@ -88,6 +91,7 @@ class Graph:
     scale: np.ndarray
     source: str
     left_out: int = 0
+    group: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -528,7 +532,7 @@ def subgraph(graph: Graph, codes, *, where: str = "the table") -> Graph:
 
 
 def graph_for(codes, *, geography: Path | str | None = None, reference_dir: Path | None = None,
-              code_column: str | None = None, where: str = "the table") -> Graph:
+              code_column: str | None = None, where: str = "the table", groups=None) -> Graph:
     """The neighbourhood graph of a table: its own map, or England's LSOA 2011 map.
 
     Parameters
@@ -544,6 +548,10 @@ def graph_for(codes, *, geography: Path | str | None = None, reference_dir: Path
         The code column of a boundary file.
     where : str
         Names the table in errors.
+    groups : array-like of str, optional
+        Each code's LA (aligned with ``codes``). A generated geography (every code ``N`` and six digits,
+        :func:`hierarchy.data.reference.synthetic_geography`) has no map: its graph is the lattice the
+        simulator draws its fields on (:func:`lattice` of the codes sorted by LA then code, each LA a block).
 
     Returns
     -------
@@ -552,6 +560,12 @@ def graph_for(codes, *, geography: Path | str | None = None, reference_dir: Path
     """
     from hierarchy.data.reference import find_reference_dir
 
+    if geography is None and groups is not None:
+        frame = pd.DataFrame({"code": _codes_array(codes, where), "group": np.asarray(groups).astype(str)})
+        if len(frame) and frame["code"].str.fullmatch(_GENERATED).all():
+            nodes = frame.drop_duplicates("code").sort_values(["group", "code"])
+            grid = lattice(nodes["code"].to_numpy(), groups=nodes["group"].to_numpy())
+            return subgraph(grid, frame["code"].to_numpy(), where=where)
     if geography is None:
         values = pd.unique(_codes_array(codes, where))
         odd = [c for c in values if not _LSOA.match(c)]
@@ -567,6 +581,9 @@ def graph_for(codes, *, geography: Path | str | None = None, reference_dir: Path
 
 
 # --- generated geographies ----------------------------------------------------------------------------
+
+_GENERATED = r"N\d{6}"
+"""Neighbourhood codes of a generated geography (:func:`hierarchy.data.reference.synthetic_geography`)."""
 
 
 def _lattice_xy(n: int, groups=None) -> tuple[np.ndarray, np.ndarray]:
@@ -712,6 +729,22 @@ def draw_bym2(graph: Graph, sd: float, mix: float, rng: np.random.Generator, *,
     theta = rng.standard_normal((k, graph.n))
     field = sd * (np.sqrt(mix / graph.scale) * phi + np.sqrt(1.0 - mix) * theta)
     return field[0] if size is None else field
+
+
+def graph_hash(graph: Graph) -> str:
+    """16-hex SHA-256 of the graph's codes (in node order) and edges: what a fit file checks a rebuilt graph by."""
+    h = hashlib.sha256("\n".join(map(str, graph.codes)).encode())
+    h.update(np.ascontiguousarray(graph.edges, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def graph_record(graph: Graph, geography: Path | str | None = None) -> dict:
+    """What a fit file records of its graph: where it came from (``file``: the ``--geography`` given, None for
+    the default map), its sizes and :func:`graph_hash`."""
+    return {"source": graph.source, "file": None if geography is None else str(geography),
+            "hash": graph_hash(graph), "nodes": int(graph.n), "edges": int(len(graph.edges)),
+            "parts": int(graph.n_components), "singletons": int(graph.singletons.sum()),
+            "left_out": int(graph.left_out)}
 
 
 def describe(graph: Graph) -> str:

@@ -671,7 +671,8 @@ def _frame(geo: Geography, pop: _Population, exposure: np.ndarray, counts: dict[
 def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
              seed: int = 0, la_conditions: bool = False,
              interaction: dict[str, tuple[float, float]] | None = None,
-             interaction_sd: tuple[float, float] = (0.0, 0.0)) -> tuple[pd.DataFrame, dict[str, Any]]:
+             interaction_sd: tuple[float, float] = (0.0, 0.0),
+             spatial: tuple[float, float] | None = None, graph: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate neighbourhood counts for every stage, calibrated to DfE LA totals.
 
     Parameters
@@ -693,6 +694,11 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     interaction_sd : (float, float)
         SDs of an interaction (log rate, log gradient per 10 points) drawn for every ethnicity x sex x
         age-band stratum, e.g. :data:`MAIHDA_INTERACTION_SD`; default none.
+    spatial : (float, float), optional
+        ``(sd, mix)`` of a BYM2 neighbourhood field added to every stage's log rate
+        (:func:`hierarchy.data.geography.draw_bym2`); the truth's ``spatial`` holds its values.
+    graph : hierarchy.data.geography.Graph, optional
+        The neighbourhood graph of ``spatial`` (default :func:`spatial_graph` of ``geo``).
 
     Returns
     -------
@@ -708,6 +714,9 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     # would make the LA slope noise a copy of the LA deprivation draws.
     rng = np.random.default_rng([seed, 20190331])
     pop = _population(geo, strata, rng, la_conditions, seed=seed, interaction=offsets)
+    spatial_truth = None
+    if spatial is not None:
+        pop, spatial_truth = _with_spatial_field(geo, pop, spatial, graph, seed)
     lsoa, la = geo.lsoa, geo.la
     la_codes, X, x, ell, idx = pop.la_codes, pop.X, pop.x, pop.ell, pop.rows["idx"]
     mus, counts, per_la, stages = _one_year(geo, pop, year, rng)
@@ -764,7 +773,40 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     }
     if offsets:
         truth["interaction"] = _interaction_truth(pop, planted, offsets, interaction_sd)
+    if spatial_truth is not None:
+        truth["spatial"] = spatial_truth
     return table, _jsonable(truth)
+
+
+def spatial_graph(geo: Geography):
+    """The neighbourhood graph of ``geo``: the LSOA map's queen contiguity for the reference geography
+    (:func:`hierarchy.data.geography.graph_for`), a lattice with each LA a block for a generated one."""
+    from hierarchy.data import geography
+
+    return geography.graph_for(geo.lsoa["lsoa"].astype(str).to_numpy(),
+                               groups=geo.lsoa["la"].astype(str).to_numpy())
+
+
+def _with_spatial_field(geo: Geography, pop: _Population, spatial: tuple[float, float], graph: Any,
+                        seed: int) -> tuple[_Population, dict[str, Any]]:
+    """``pop`` with a BYM2 field on the neighbourhoods added to every row's log rate, and its truth."""
+    from dataclasses import replace
+
+    from hierarchy.data import geography
+
+    sd, mix = (float(v) for v in spatial)
+    if not (sd >= 0 and 0 <= mix <= 1):
+        raise HierarchyError(f"spatial = (sd, mix) needs sd >= 0 and mix in [0, 1], got ({sd}, {mix}); "
+                             "e.g. 0.3,0.7")
+    codes = geo.lsoa["lsoa"].astype(str).to_numpy()
+    graph = spatial_graph(geo) if graph is None else geography.subgraph(graph, codes, where="the geography")
+    node = pd.Index(graph.codes).get_indexer(codes)
+    field = geography.draw_bym2(graph, sd, mix, np.random.default_rng([seed, 31, 2016]))[node]
+    truth = {"sd": sd, "mix": mix, "model": "BYM2 (Riebler et al. 2016): sd * (sqrt(mix / scale) * icar + "
+                                            "sqrt(1 - mix) * iid), sum-to-zero per connected part",
+             "graph": geography.describe(graph), "realised_sd": float(field.std(ddof=1)),
+             "neighbourhood": codes.tolist(), "field": field.round(5).tolist()}
+    return replace(pop, rate_off=pop.rate_off + field[pop.rows["idx"]]), truth
 
 
 def _la_deprivation_truth(pop: _Population, clipped: list[str]) -> dict[str, Any]:

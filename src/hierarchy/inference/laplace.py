@@ -54,6 +54,9 @@ def refusal(spec: ModelSpec, design: Design) -> str | None:
     if spec.family == "poisson_lognormal":
         return ("Poisson-lognormal row effects (family poisson_lognormal: one latent effect per row, each "
                 "resting on one count) are outside the Laplace regime")
+    if getattr(spec, "spatial", None):
+        return ("the spatial term car(neighbourhood) (one BYM2 effect per neighbourhood) is not supported by the "
+                "Laplace mode yet (only the LA level is marginalised)")
     if spec.stacked:
         return f"stacked stages ({', '.join(spec.stages)}) are not supported by the Laplace mode yet"
     if spec.strata:

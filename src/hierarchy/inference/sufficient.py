@@ -72,6 +72,9 @@ def check_exact(spec: ModelSpec) -> None:
                              "a Poisson model (the negative binomial and Poisson-lognormal likelihoods need "
                              "every neighbourhood's count); use a Poisson model such as "
                              "models/gradient_poisson.toml")
+    if getattr(spec, "spatial", None):
+        raise HierarchyError(f"model '{spec.name}' has a spatial term (car(neighbourhood)): its likelihood needs "
+                             "every neighbourhood's count, which LA sums do not give; drop the term to export")
     if spec.msoa.random_intercept:
         raise HierarchyError(f"model '{spec.name}' has an MSOA random intercept: its likelihood needs "
                              "counts per MSOA, which LA sums do not give; drop [msoa] for the export")

@@ -7,13 +7,14 @@ by the spec's transform). ``mean X`` is the unweighted mean over LAs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from hierarchy import AGE_BANDS
 from hierarchy.config import did_you_mean
+from hierarchy.data.geography import Graph
 from hierarchy.data.table import row_key, user_name
 from hierarchy.errors import HierarchyError
 from hierarchy.language.spec import ModelSpec
@@ -52,6 +53,8 @@ class Design:
     group_slope: tuple[bool, ...] = ()  # whether the group's gradients vary too
     group_grid: tuple[tuple[np.ndarray, ...] | None, ...] = ()  # per "a:b" group whose levels fill the
     # a x b grid: each level's index along a and along b (:func:`group_zero_sum`); else None
+    node_index: np.ndarray | None = None  # (n,) int: each row's node of ``graph`` (car(neighbourhood))
+    graph: Graph | None = None  # the neighbourhood graph of a spatial model (hierarchy.data.geography)
 
     @property
     def grids(self) -> tuple[tuple[np.ndarray, ...] | None, ...]:
@@ -261,10 +264,49 @@ def _exposure_message(table: pd.DataFrame, spec: ModelSpec, bad: np.ndarray) -> 
             f"them aside: {command}, then fit kept.csv")
 
 
-def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
+def spatial_nodes(table: pd.DataFrame, graph: Graph | None) -> tuple[np.ndarray, Graph]:
+    """Each row's node in the neighbourhood graph, and the graph (:func:`hierarchy.data.geography.graph_for`
+    of the table's neighbourhoods when ``graph`` is None).
+
+    Raises
+    ------
+    HierarchyError
+        When a neighbourhood of the table is not a node of the graph: the message names the codes, their
+        first rows and the fix (a map that has them, or leave those rows out).
+    """
+    codes = table["neighbourhood"].astype(str).to_numpy()
+    if graph is None:
+        from hierarchy.data import geography
+
+        graph = geography.graph_for(codes, groups=table["la"].astype(str).to_numpy())
+    lookup = pd.Index(np.asarray(graph.codes).astype(str))
+    if not lookup.is_unique:
+        raise HierarchyError(f"the neighbourhood graph ({graph.source}) lists a code twice: rebuild it")
+    index = lookup.get_indexer(codes)
+    missing = index < 0
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        shown = ", ".join(f"{codes[r]} (row {r + 1})" for r in rows[:3])
+        raise HierarchyError(f"{int(missing.sum())} row(s) have a neighbourhood that is not on the map "
+                             f"({graph.source}): {shown}; column 'neighbourhood' (rows count data rows from 1). "
+                             "Give a map that has them (--geography FILE), or leave those rows out and refit")
+    la_codes, la_of_row = np.unique(table["la"].astype(str).to_numpy(), return_inverse=True)
+    group = np.full(graph.n, -1, dtype=np.int64)  # -1: a node of the map without rows
+    group[index] = la_of_row
+    clash = np.flatnonzero(group[index] != la_of_row)
+    if len(clash):
+        r = int(clash[0])
+        raise HierarchyError(f"neighbourhood {codes[r]} is in more than one LA (row {r + 1}: "
+                             f"{la_codes[la_of_row[r]]}); column 'la': each neighbourhood belongs to one LA")
+    return index.astype(np.int64), replace(graph, group=group)
+
+
+def build_design(table: pd.DataFrame, spec: ModelSpec, graph: Graph | None = None) -> Design:
     """Arrays for ``spec`` from a validated canonical table (see :mod:`hierarchy.data.table`).
 
-    With several stages the table's rows are stacked once per stage (stage-major order).
+    With several stages the table's rows are stacked once per stage (stage-major order). A spatial
+    model (``car(neighbourhood)``) maps each row to its node of ``graph`` (default: the graph of the
+    table's neighbourhoods, :func:`hierarchy.data.geography.graph_for`); ``graph`` is ignored otherwise.
     """
     row_cols = spec.row_columns
     needed = ["la", "neighbourhood", "deprivation", spec.exposure, *spec.stages, *spec.strata,
@@ -336,6 +378,7 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
         group_grid.append(_grid(table, g.split(":"), first) if ":" in g else None)
     if n_stage > 1:
         ids = pd.Series(np.concatenate([(ids + "|" + s).to_numpy() for s in spec.stages]))
+    node_index, graph = spatial_nodes(table, graph) if spec.spatial else (None, None)
     return Design(y=y, log_exposure=stack(np.log(exposure)), x=stack(x), w=stack(w),
                   la_index=stack(la_index), la_codes=la_codes, la_X=la_X, X_mean=X_mean, z=z,
                   la_cov=(cov - center) / scale, la_cov_names=tuple(spec.la.covariates),
@@ -346,7 +389,8 @@ def build_design(table: pd.DataFrame, spec: ModelSpec) -> Design:
                   stratum_names=stratum_names, row_X=np.tile(row_X, (n_stage, 1)), row_names=spec.row_terms,
                   group_names=tuple(g for g, _ in spec.groups), group_index=tuple(group_index),
                   group_levels=tuple(group_levels), group_slope=tuple(s for _, s in spec.groups),
-                  group_grid=tuple(group_grid))
+                  group_grid=tuple(group_grid), graph=graph,
+                  node_index=None if node_index is None else stack(node_index))
 
 
 def _numeric(table: pd.DataFrame, col: str, *, count: bool, shown: str | None = None) -> None:

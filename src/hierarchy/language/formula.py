@@ -22,6 +22,9 @@ term                        role
 ``(1 | msoa)``              MSOA intercepts (nested in LAs)
 ``(1 | g)``, ``(1 + w | g)`` a crossed or stratum group: partially pooled intercepts (and gradients);
                             ``(1 | la:year)`` each combination (LA x year variation)
+``car(neighbourhood)``      a BYM2 neighbourhood effect on the map's graph (brms ``car(M, type =
+                            "bym2")``; ``type = "bym2"`` is the default and only type):
+                            :mod:`hierarchy.likelihood.spatial`
 ==========================  =====================================================================
 
 Columns named ``la_*`` are LA-level (constant within an LA); columns in :data:`hierarchy.STRATA`,
@@ -57,6 +60,7 @@ class Compiled:
     msoa: bool
     row_terms: tuple[str, ...]
     groups: tuple[tuple[str, bool], ...]  # (column, with a gradient)
+    spatial: str = ""  # "bym2" with car(neighbourhood), else ""
 
 
 MAX_TERMS = 200
@@ -196,8 +200,68 @@ def _name(component, source: str) -> tuple[str, bool]:
     return name, False
 
 
+SPATIAL_TYPES = ("bym2",)
+"""Spatial term types ``car(neighbourhood, type = ...)`` takes (brms also has icar, escar, esicar, bym)."""
+
+_CAR = re.compile(r"\bcar\s*\(([^()]*)\)")
+
+
+def _spatial(text: str, source: str) -> tuple[str, str]:
+    """The formula without its ``car(...)`` term, and the term's type (``""`` when there is none).
+
+    ``car(neighbourhood)`` and ``car(neighbourhood, type = "bym2")`` are a BYM2 effect per neighbourhood
+    of the map's graph; anything else written with ``car`` is refused with the form that works.
+    """
+    if not isinstance(text, str) or "car" not in text:
+        return text, ""
+    found = list(_CAR.finditer(text))
+    if not found:
+        if re.search(r"\bcar\s*\(", text):
+            raise SpecError(f"{source}: write the spatial term as car(neighbourhood) or "
+                            "car(neighbourhood, type = \"bym2\")")
+        return text, ""
+    if len(found) > 1:
+        raise SpecError(f"{source}: the formula has {len(found)} car() terms; a model has at most one spatial "
+                        "term: keep one car(neighbourhood)")
+    m = found[0]
+    before, after = text[:m.start()].rstrip(), text[m.end():].lstrip()
+    if before.endswith((":", "*", "/", "|", "(")) or after.startswith((":", "*", "/", "|", ")")) or \
+            "~" not in before:
+        raise SpecError(f"{source}: {m.group(0)} must be a term of its own, added with + (e.g. "
+                        "... + car(neighbourhood) + offset(log(exposure))); products with it and car() in a "
+                        "group or on the outcome side are not supported")
+    args = [a.strip() for a in m.group(1).split(",")]
+    column, kind = args[0], "bym2"
+    if column != "neighbourhood":
+        hint = "; LAs have their own effects ((1 + w | la))" if column == "la" else ""
+        raise SpecError(f"{source}: car({m.group(1)}) puts a spatial effect on '{column}'; the spatial term is "
+                        f"one effect per neighbourhood of the map: write car(neighbourhood){hint}")
+    for arg in args[1:]:
+        key, eq, value = (part.strip() for part in arg.partition("="))
+        value = value.strip("\"'")
+        if key != "type" or not eq:
+            raise SpecError(f"{source}: car() takes the column and type = \"bym2\", got {arg!r}: write "
+                            "car(neighbourhood, type = \"bym2\"); the graph comes from the map (--geography)")
+        if value not in SPATIAL_TYPES:
+            raise SpecError(f"{source}: car(..., type = {value!r}) is not supported: the only type is "
+                            "\"bym2\" (scaled ICAR plus unstructured effects with a mixing parameter, "
+                            "Riebler et al. 2016); write car(neighbourhood, type = \"bym2\")")
+        kind = value
+    if before.endswith("+"):
+        before = before[:-1].rstrip()
+    elif after.startswith("+"):
+        after = after[1:].lstrip()
+    elif after or not before.endswith("~"):
+        raise SpecError(f"{source}: add the spatial term with +, e.g. ... + car(neighbourhood)")
+    if before.endswith("~") and not after:
+        raise SpecError(f"{source}: the formula has only the spatial term: add the intercept, w and the LA level")
+    rest = f"{before} {after}".strip()
+    return rest, kind
+
+
 def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str = "<formula>") -> Compiled:
     """Parse ``text`` and assign each term its role; errors name ``source`` and the term."""
+    text, spatial = _spatial(text, source)
     desc = _parse(text, source)
     outcome = _response(desc.response, source)
     categorical = set(categorical) | set(STRATA)
@@ -285,7 +349,7 @@ def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str
     return Compiled(outcome=outcome, exposure=exposure, random_gradient=random_gradient,
                     between_effect="z" in la_mean, cross_level="z" in la_grad, covariates=covariates,
                     strata=tuple(strata), stratum_gradient=any(w for _, w in strata_terms),
-                    msoa=msoa, row_terms=tuple(row_terms), groups=tuple(groups))
+                    msoa=msoa, row_terms=tuple(row_terms), groups=tuple(groups), spatial=spatial)
 
 
 def _parse(text: str, source: str):
@@ -365,5 +429,7 @@ def render(spec) -> str:
     if spec.msoa.random_intercept:
         parts.append("(1 | msoa)")
     parts += [f"(1 + w | {g})" if slope else f"(1 | {g})" for g, slope in spec.groups]
+    if getattr(spec, "spatial", ""):
+        parts.append(f'car(neighbourhood, type = "{spec.spatial}")')
     parts.append(f"offset(log({spec.exposure}))")
     return f"{lhs} ~ " + " + ".join(parts)

@@ -44,6 +44,7 @@ DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "InverseGamma": (("alpha", "beta"), "positive"),
     "LogNormal": (("mu", "sigma"), "positive"),
     "Uniform": (("lower", "upper"), "interval"),
+    "Beta": (("alpha", "beta"), "unit"),
     "LKJ": (("eta",), "correlation"),
 }
 
@@ -65,11 +66,16 @@ GROUPS: dict[str, str] = {
     "neighbourhood_covariates": "real",
     "interactions": "real",
     "group_sd": "positive",
+    "spatial_sd": "positive",
+    "spatial_mix": "unit",
 }
 """Parameter group (class) -> support its prior must have. ``neighbourhood_covariates`` and
 ``interactions`` are the classes of a formula's neighbourhood-level terms (without and with ``w``);
 ``group_sd`` the SDs of other grouping columns' effects (``(1 | year)``), unless the set has a group
-named ``{column}_sd`` (as ``msoa_sd``). A ``[terms."w:rural"]`` table gives one term its own prior
+named ``{column}_sd`` (as ``msoa_sd``). ``spatial_sd`` and ``spatial_mix`` are the BYM2 term's SD and
+mixing parameter (``car(neighbourhood)``, :mod:`hierarchy.likelihood.spatial`): a PC prior for the SD
+(Exponential with rate ``-log(alpha) / U`` for ``P(sd > U) = alpha``) and Beta(1, 1) for the mix.
+A ``[terms."w:rural"]`` table gives one term its own prior
 (as brms's ``coef``); naming a term the model lacks is an error."""
 
 
@@ -152,6 +158,8 @@ class Prior:
                 return nd.LogNormal(p["mu"], p["sigma"])
             case "Uniform":
                 return nd.Uniform(p["lower"], p["upper"])
+            case "Beta":
+                return nd.Beta(p["alpha"], p["beta"])
         raise SpecError(f"{self.dist} has no scalar NumPyro form")  # LKJ is built by the model
 
     def __str__(self) -> str:
@@ -228,8 +236,7 @@ class PriorSet:
             except SpecError as err:
                 raise SpecError(f"{source}: [{group}]: {err}") from None
             want = GROUPS.get(group, "positive")
-            if prior.support != want and not (
-                    want == "positive" and prior.support == "interval" and prior.params["lower"] >= 0):
+            if prior.support != want and not _interval_fits(prior, want):
                 raise SpecError(f"{source}: [{group}] needs a {want} distribution, "
                                 f"{prior.dist} is {prior.support}")
             priors[group] = prior
@@ -238,6 +245,14 @@ class PriorSet:
     def hash(self) -> str:
         """16-hex hash of the canonical JSON form."""
         return config_hash(self.to_dict())
+
+
+def _interval_fits(prior: Prior, support: str) -> bool:
+    """Whether a Uniform prior lies within ``support`` (positive: lower >= 0; unit: within [0, 1])."""
+    if prior.support != "interval":
+        return False
+    lower, upper = prior.params["lower"], prior.params["upper"]
+    return (support == "positive" and lower >= 0) or (support == "unit" and lower >= 0 and upper <= 1)
 
 
 MAX_EXTENDS = 5
@@ -285,7 +300,7 @@ def load_priors(path: str | Path, *, _chain: tuple[str, ...] = ()) -> PriorSet:
 _BRMS = {"normal": "Normal", "studentt": "StudentT", "cauchy": "Cauchy", "halfnormal": "HalfNormal",
          "halfstudentt": "HalfStudentT", "halfcauchy": "HalfCauchy", "exponential": "Exponential",
          "gamma": "Gamma", "invgamma": "InverseGamma", "inversegamma": "InverseGamma", "lognormal": "LogNormal",
-         "uniform": "Uniform", "lkj": "LKJ", "lkjcorr": "LKJ", "lkjcorrcholesky": "LKJ"}
+         "uniform": "Uniform", "beta": "Beta", "lkj": "LKJ", "lkjcorr": "LKJ", "lkjcorrcholesky": "LKJ"}
 _HALF = {"Normal": ("HalfNormal", "mu"), "StudentT": ("HalfStudentT", "mu"), "Cauchy": ("HalfCauchy", "alpha")}
 _OVERRIDE = re.compile(r"\s*(?P<target>[^=]+?)\s*=\s*(?P<dist>[A-Za-z_]+)\s*\((?P<args>[^()]*)\)\s*")
 

@@ -23,6 +23,9 @@ keeps::
                                     # stage's LA effects with loadings, plus small independent
                                     # stage deviations; see hierarchy.likelihood.model)
 
+``+ car(neighbourhood)`` (or ``car(neighbourhood, type = "bym2")``) adds a BYM2 neighbourhood effect on
+the map's graph (``spatial = "bym2"``; :mod:`hierarchy.likelihood.spatial`).
+
 Without ``formula`` the older switches say the same (``outcome``, ``exposure``, ``strata``,
 ``[la] random_gradient / between_effect / cross_level / covariates``, ``[msoa] random_intercept``);
 a formula sets them and may not be mixed with them. Both forms compile to the same spec and hash:
@@ -43,7 +46,7 @@ from typing import Any
 
 from hierarchy.config import config_hash, did_you_mean, read_toml
 from hierarchy.errors import SpecError
-from hierarchy.language.formula import compile_formula, render
+from hierarchy.language.formula import SPATIAL_TYPES, compile_formula, render
 
 FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
 
@@ -94,6 +97,7 @@ class ModelSpec:
     groups: tuple[tuple[str, bool], ...] = ()  # other grouping columns: (column, with a gradient)
     stratum_gradient: bool = True  # strata move the gradient too (w:C(g))
     categorical: tuple[str, ...] = ()
+    spatial: str = ""  # "bym2": a BYM2 effect per neighbourhood of the map's graph (car(neighbourhood))
     formula: str = field(default="", compare=False)  # as written (surface syntax: not in the hash)
 
     @property
@@ -155,7 +159,7 @@ class ModelSpec:
         # fields added with the formula language: omitted at their defaults, so specs written
         # before them (and their formula twins) keep their hash
         for key, default in (("row_terms", ()), ("groups", ()), ("stratum_gradient", True),
-                             ("categorical", ())):
+                             ("categorical", ()), ("spatial", "")):
             if d[key] == default or (isinstance(default, tuple) and not d[key]):
                 d.pop(key)
             elif isinstance(default, tuple):
@@ -183,14 +187,14 @@ class ModelSpec:
         sections = {"deprivation": Deprivation, "la_deprivation": LADeprivation,
                     "la": LALevel, "msoa": MSOALevel}
         scalars = {"name", "family", "outcome", "exposure", "description", "strata", "formula", "categorical",
-                   "row_terms", "groups", "stratum_gradient"}  # the last three: the compiled form
+                   "row_terms", "groups", "stratum_gradient", "spatial"}  # the last four: the compiled form
         for key in d:
             if key not in scalars | set(sections):
                 raise SpecError(f"{source}: unknown key '{key}'"
                                 f"{did_you_mean(key, sorted(scalars | set(sections)))}")
         if not isinstance(d.get("name"), str) or not d["name"]:
             raise SpecError(f"{source}: a model spec needs name = \"...\"")
-        for key in ("family", "description", "exposure", "formula"):
+        for key in ("family", "description", "exposure", "formula", "spatial"):
             _typed(source, key, d.get(key, ""), str)
         kwargs: dict[str, Any] = {k: d[k] for k in scalars if k in d}
         kwargs["categorical"] = _names(source, "categorical", d.get("categorical", []))
@@ -257,7 +261,7 @@ def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-_FORMULA_SETS = ("outcome", "exposure", "strata", "row_terms", "groups", "stratum_gradient")
+_FORMULA_SETS = ("outcome", "exposure", "strata", "row_terms", "groups", "stratum_gradient", "spatial")
 _FORMULA_SETS_LA = ("random_gradient", "between_effect", "cross_level", "covariates")
 
 
@@ -276,7 +280,7 @@ def _from_formula(kwargs: dict[str, Any], d: dict[str, Any], source: str) -> dic
                  stage_structure=la.stage_structure)
     return {"outcome": c.outcome, "exposure": c.exposure, "strata": c.strata, "la": la,
             "msoa": MSOALevel(random_intercept=c.msoa), "row_terms": c.row_terms, "groups": c.groups,
-            "stratum_gradient": c.stratum_gradient if c.strata else True}
+            "stratum_gradient": c.stratum_gradient if c.strata else True, "spatial": c.spatial}
 
 
 def _choice(source: str, what: str, value: Any, options: tuple[str, ...]) -> None:
@@ -300,6 +304,8 @@ def _check(spec: ModelSpec, source: str) -> None:
     _choice(source, "la.parameterisation", spec.la.parameterisation,
             ("auto", "centred", "non_centred"))
     _choice(source, "la.stage_structure", spec.la.stage_structure, ("correlated", "anchored"))
+    if spec.spatial:
+        _choice(source, "spatial", spec.spatial, SPATIAL_TYPES)
     if not (math.isfinite(spec.deprivation.scale) and spec.deprivation.scale > 0):
         raise SpecError(f"{source}: deprivation.scale must be a finite number > 0 (0.1 = per 10 points), "
                         f"got {spec.deprivation.scale}")

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood import spatial
 from hierarchy.likelihood.model import STRATUM_OFFSETS, la_effect_order, observed_name, stratum_offsets
 from hierarchy.likelihood.predictor import (
     ROW_PARAMS,
@@ -61,6 +63,7 @@ class Layout:
     n_rows: int
     row_X: np.ndarray | None = None  # (K, C, p) neighbourhood-level terms
     group_index: tuple[np.ndarray, ...] = ()  # (K, C) int per other grouping column
+    node_index: np.ndarray | None = None  # (K, C) int: each row's node of the graph (BYM2), 0 in padding
 
 
 def _hist(y: np.ndarray, stage: np.ndarray, n_stage: int, hist_len: int) -> np.ndarray:
@@ -127,7 +130,8 @@ def make_layout(design: Design, chunk: int = 64, hist_len: int | None = None) ->
                   y_hist=_hist(design.y, design.stage_index, n_stage, hist_len),
                   n_stage_rows=np.bincount(design.stage_index, minlength=n_stage).astype(float),
                   lgamma_y1=float(gammaln(design.y + 1.0).sum()), msoa_index=msoa, n_rows=len(design.y),
-                  row_X=row_X, group_index=tuple(np.where(mask, g[safe], 0) for g in design.group_index))
+                  row_X=row_X, group_index=tuple(np.where(mask, g[safe], 0) for g in design.group_index),
+                  node_index=None if design.node_index is None else np.where(mask, design.node_index[safe], 0))
 
 
 def model_data(layout: Layout, dtype=None) -> dict:
@@ -271,7 +275,7 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         groups = tuple((g, i) for g, i in zip(design.group_names, layout.group_index, strict=True)
                        if g not in folded)
         rows_k = {"row_X": arr.get("row_X"), "msoa_index": msoa_index, "w": arr["w"], "row_index": obs_rows,
-                  "groups": groups}
+                  "groups": groups, "spatial": chunk_spatial(design, layout)}
         per_row = row_terms(rows_k, p, jnp)
         within = not isinstance(per_row, float)  # row_terms gives 0.0 when no term varies within a chunk
         rows = (arr["log_exposure"], arr["w"], arr["y"], arr["mask"])
@@ -296,6 +300,12 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
 
     return model
+
+
+def chunk_spatial(design: Design, layout: Layout) -> tuple[np.ndarray, np.ndarray] | None:
+    """The predictor's ``rows["spatial"]`` in the chunked layout: each row's node ``(K, C)`` (0 in padding)
+    and the graph's per-node scale, or None without the BYM2 term."""
+    return None if layout.node_index is None else (layout.node_index, np.asarray(design.graph.scale))
 
 
 def chunk_groups(design: Design, layout: Layout) -> dict[str, np.ndarray]:
@@ -515,6 +525,8 @@ def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -
     if spec.family == "poisson_lognormal":
         p["obs_sd"] = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
         p["eps_raw"] = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([n_rows]).to_event(1))
+    if design.graph is not None:
+        p |= spatial.numpyro_sites(priors, design.graph)
     return p
 
 
@@ -559,10 +571,17 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
                      *, batch: int = 100) -> np.ndarray:
     """Log-likelihood of each row for each draw, ``(draws, n)`` float32, in draw batches.
 
-    ``posterior`` maps names to arrays with a leading draw axis (chains flattened).
+    ``posterior`` maps names to arrays with a leading draw axis (chains flattened). A spatial model's
+    posterior must hold its per-node effects (``spatial_phi``, ``spatial_theta``), which fit files do not
+    keep: without them this is refused rather than computed without the term.
     """
     import jax.numpy as jnp
 
+    if design.graph is not None and "spatial_phi" not in posterior:
+        raise HierarchyError(f"model '{spec.name}' has a BYM2 term (car(neighbourhood)) whose per-neighbourhood "
+                             "effects a fit file does not keep (size, disclosure), so its pointwise "
+                             "log-likelihood (LOO, WAIC) cannot be computed from the fit; compare it with its "
+                             "non-spatial twin on the headline estimands instead")
     y = jnp.asarray(design.y, dtype=jnp.result_type(float))
     stage = jnp.asarray(design.stage_index)
 
@@ -580,6 +599,8 @@ def draw_counts(spec: ModelSpec, design: Design, params: dict[str, np.ndarray],
     p = {k: np.asarray(v) for k, v in params.items() if k in _params(design)}
     if spec.family == "poisson_lognormal" and "eps_raw" not in p:
         p["eps_raw"] = rng.standard_normal(len(design.y))
+    if design.graph is not None and "spatial_phi" not in p:  # per-node latents are never stored: drawn
+        p |= spatial.draw_latents(design.graph, rng)
     mu = np.exp(_row_eta(design, p, np))
     if spec.family == "negative_binomial":
         phi = np.atleast_1d(p["dispersion"])[design.stage_index]

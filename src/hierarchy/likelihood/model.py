@@ -32,7 +32,7 @@ import numpy as np
 from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
-from hierarchy.likelihood import parameters
+from hierarchy.likelihood import parameters, spatial
 from hierarchy.likelihood.predictor import design_rows, linear_predictor
 
 HYPERPARAMETERS = parameters.names(role="hyper")
@@ -185,7 +185,7 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
 
 def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
     """Twin of :func:`hierarchy.likelihood.jaxmodel.row_params`: neighbourhood-level coefficients, MSOA and
-    other group effects, Poisson-lognormal row effects (inside a model context)."""
+    other group effects, Poisson-lognormal row effects, the BYM2 term (inside a model context)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -216,6 +216,8 @@ def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
     if spec.family == "poisson_lognormal":
         p["obs_sd"] = priors["obs_sd"].pymc("obs_sd")
         p["eps_raw"] = pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")
+    if design.graph is not None:
+        p |= spatial.pymc_sites(priors, design.graph)
     return p
 
 

@@ -11,12 +11,17 @@ Roles:
 * ``hyper``: population-level parameters, reported (summary, report, SBC, compare-priors) in table order;
 * ``effect``: group effects that are stored and reported as estimands (``la_coef``);
 * ``latent``: auxiliary draws of a parameterisation, not reported (``la_raw``, ``msoa_raw`` ...);
-* ``per_row``: one value per neighbourhood row, used for the likelihood and never stored (``eps_raw``).
+* ``per_row``: one value per neighbourhood row (or node of the neighbourhood graph: the BYM2 term's
+  ``spatial_phi``, ``spatial_theta``), used for the likelihood and never stored (``eps_raw``).
+
+A term kind declared in a module of its own (:mod:`hierarchy.likelihood.spatial`) adds its rows here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from hierarchy.likelihood import spatial
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ TABLE: tuple[Parameter, ...] = (
     Parameter("la_stage_centred", "latent"),
     Parameter("msoa_raw", "latent", predictor=True),
     Parameter("eps_raw", "per_row", predictor=True),
+    *(Parameter(**row) for row in spatial.PARAMETERS),
 )
 """Every variable of the neighbourhood model (group terms add ``{g}_raw`` and ``{g}_sd``)."""
 
@@ -75,7 +81,7 @@ def names(*, role: str | tuple[str, ...] | None = None, per_stage: bool | None =
     Examples
     --------
     >>> names(role="per_row")
-    ('eps_raw',)
+    ('eps_raw', 'spatial_phi', 'spatial_theta')
     """
     roles = (role,) if isinstance(role, str) else role
     return tuple(p.name for p in TABLE

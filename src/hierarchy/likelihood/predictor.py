@@ -3,7 +3,9 @@
 For row i in LA j, stage s, stratum k, MSOA m and level l of each other group g::
 
     eta_i = log exposure_i + a_js + a_k + (b_js + b_k) w_i + sum_t row_coef_t X_it
-            + msoa_m + u_gl + v_gl w_i + eps_i
+            + msoa_m + u_gl + v_gl w_i + eps_i + s_node(i)
+
+(``s``: the BYM2 neighbourhood effect of the row's node, :mod:`hierarchy.likelihood.spatial`.)
 
 Written once with array operations that numpy, ``jax.numpy`` and ``pytensor.tensor`` share
 (indexing, ``+``, ``*``, ``@`` and ``xp.concatenate``), so the NumPyro density (chunk rows), the PyMC
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hierarchy.likelihood import parameters
+from hierarchy.likelihood import parameters, spatial
 
 ROW_PARAMS = parameters.names(predictor=True)
 """Parameters the predictor (and the likelihood) read, besides each group's ``{g}_raw, {g}_sd`` (a view of
@@ -34,7 +36,8 @@ def design_rows(design) -> dict[str, Any]:
     return {"la_index": design.la_index, "stage_index": design.stage_index,
             "stratum_index": design.stratum_index, "log_exposure": design.log_exposure, "w": design.w,
             "row_X": design.row_X, "msoa_index": design.msoa_index,
-            "groups": tuple(zip(design.group_names, design.group_index, strict=True))}
+            "groups": tuple(zip(design.group_names, design.group_index, strict=True)),
+            "spatial": spatial.rows_of(design)}
 
 
 def _with_reference(offsets, xp):
@@ -73,7 +76,8 @@ def la_terms(rows: dict, p: dict, xp) -> tuple[Any, Any]:
 
 def row_terms(rows: dict, p: dict, xp) -> Any:
     """Terms that vary within an (LA, stage, stratum) beyond ``b w``: neighbourhood-level terms,
-    MSOA and other group effects, Poisson-lognormal row effects; 0.0 when there are none."""
+    MSOA and other group effects, Poisson-lognormal row effects, the BYM2 neighbourhood effect; 0.0 when
+    there are none."""
     out = 0.0
     if "row_coef" in p and rows.get("row_X") is not None and rows["row_X"].shape[-1]:
         out = out + rows["row_X"] @ p["row_coef"]
@@ -88,6 +92,11 @@ def row_terms(rows: dict, p: dict, xp) -> Any:
     if "eps_raw" in p:
         eps = p["eps_raw"]
         out = out + (eps[rows["row_index"]] if "row_index" in rows else eps) * p["obs_sd"]
+    if "spatial_phi" in p:
+        if rows.get("spatial") is None:
+            raise ValueError("the BYM2 term needs rows['spatial'] = (node_index, scale): build the rows with "
+                             "design_rows of a design that has the graph")
+        out = out + spatial.row_effect(rows["spatial"], p, xp)
     return out
 
 

@@ -15,6 +15,14 @@ log-likelihood unless fitted with ``--include-log-likelihood`` (it discloses the
 ``data`` (``--data``) it is recomputed from the table in memory
 (:func:`hierarchy.results.fitfile.add_log_likelihood`).
 
+Every comparison also puts the fits' headline estimands side by side, from the posteriors only
+(:func:`headline_side_by_side`, ``headlines.csv``): the three gradient scores, the inverse-intervention
+ratio and, for a spatial fit (``car(neighbourhood)``), the BYM2 measures, with a plain sentence per
+headline (:func:`side_by_side_sentence`). A spatial fit's pointwise log-likelihood cannot be recomputed
+(its per-neighbourhood effects are not stored), so with one among the fits no LOO is done: the
+comparison says so in one line and shows the headlines only (``hierarchy compare-models
+fits/nb_log.nc fits/bym2.nc --out out/space``).
+
 Worked example (national simulated data; linear vs log LA deprivation in the cross-level
 interaction)::
 
@@ -69,7 +77,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +107,8 @@ _FORMATS = {"elpd_loo": "{:.1f}", "elpd_la": "{:.1f}", "se": "{:.1f}", "elpd_dif
             "dse": "{:.1f}", "p_loo": "{:.1f}", "p_la": "{:.1f}", "weight": "{:.3f}",
             "k_threshold": "{:.2f}"}
 
-__all__ = ["CV_MODES", "ModelComparison", "compare_models", "loglik_draws", "loo", "pareto_k_threshold",
-           "relative_eff", "write_model_comparison"]
+__all__ = ["CV_MODES", "ModelComparison", "compare_models", "headline_side_by_side", "loglik_draws", "loo",
+           "pareto_k_threshold", "relative_eff", "side_by_side_sentence", "write_model_comparison"]
 
 
 def loglik_draws(idata) -> np.ndarray:
@@ -204,6 +212,10 @@ class ModelComparison:
     refits : pandas.DataFrame or None
         One row per refit: model, fold, LAs and rows held out, training rows and data hash, and
         whether it was fitted or reused.
+    headlines : pandas.DataFrame or None
+        :func:`headline_side_by_side` of the fits (from the posteriors only).
+    headline_sentences : list of str
+        :func:`side_by_side_sentence` of :attr:`headlines`.
     """
 
     table: pd.DataFrame
@@ -216,6 +228,13 @@ class ModelComparison:
     cv_note: str = ""
     la_cv: pd.DataFrame | None = None
     refits: pd.DataFrame | None = None
+    headlines: pd.DataFrame | None = None
+    headline_sentences: list[str] = field(default_factory=list)
+
+    @property
+    def has_loo(self) -> bool:
+        """Whether cross-validation was done (not when a fit's log-likelihood cannot be had)."""
+        return len(self.table) > 0
 
     @property
     def elpd_column(self) -> str:
@@ -228,8 +247,14 @@ class ModelComparison:
 
     def format(self) -> str:
         """Plain-text summary for the terminal."""
-        lines = [f"cross-validation: {self.cv_note}", "", _text_table(self.table[self.columns()], _FORMATS), ""]
-        lines += self.findings
+        lines = [f"cross-validation: {self.cv_note}", ""]
+        if self.has_loo:
+            lines += [_text_table(self.table[self.columns()], _FORMATS), ""]
+        lines += self.findings or []
+        if self.headlines is not None:
+            lines += [""] * bool(self.findings) + ["headline estimands side by side:",
+                                                   _text_table(_shown_headlines(self.headlines), {}),
+                                                   "", *self.headline_sentences]
         if self.warnings:
             lines += ["", *(f"warning: {w}" for w in self.warnings)]
         return "\n".join(lines)
@@ -302,13 +327,37 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
     if len(names) != len(paths) or len(set(names)) != len(names):
         raise HierarchyError(f"need {len(paths)} distinct names, got {names}")
     stored = {n: i.groups() for n, i in zip(names, idatas, strict=True)}
+    heads = headline_side_by_side(idatas, names)
+    sentences = side_by_side_sentence(heads)
+    no_loo = _loo_impossible(names, idatas)
+    if no_loo:
+        return ModelComparison(table=pd.DataFrame(), pareto=pd.DataFrame(), worst=pd.DataFrame(), loo={},
+                               warnings=[], findings=[], cv="none", cv_note=no_loo, headlines=heads,
+                               headline_sentences=sentences)
     table_data = _load_table(data, columns, provs, paths) if data is not None else None
     idatas = _with_log_likelihood(paths, idatas, table_data)
     _check_comparable(paths, idatas, provs)
     if cv == "rows":
-        return _compare_rows(names, paths, idatas, stored)
-    return _compare_las(names, paths, idatas, stored, table_data, cv=cv, folds=folds, max_refits=max_refits,
-                        seed=seed, fits_dir=fits_dir, log=log)
+        result = _compare_rows(names, paths, idatas, stored)
+    else:
+        result = _compare_las(names, paths, idatas, stored, table_data, cv=cv, folds=folds,
+                              max_refits=max_refits, seed=seed, fits_dir=fits_dir, log=log)
+    result.headlines, result.headline_sentences = heads, sentences
+    return result
+
+
+def _loo_impossible(names: Sequence[str], idatas: list) -> str:
+    """Why no cross-validation can be done (one line), or "" when it can: a spatial fit (BYM2) holds no
+    per-neighbourhood effects, so its pointwise log-likelihood cannot be recomputed from the file."""
+    from hierarchy.results.fit import as_fit
+
+    spatial = [n for n, i in zip(names, idatas, strict=True)
+               if as_fit(i).spec.spatial and "log_likelihood" not in i.groups()]
+    if not spatial:
+        return ""
+    return (f"none: LOO not computed, as {', '.join(spatial)} has a BYM2 term (car(neighbourhood)) whose "
+            "per-neighbourhood effects a fit file does not keep, so its pointwise log-likelihood cannot be "
+            "recomputed; the models are compared on their headline estimands only")
 
 
 def _compare_rows(names, paths, idatas, stored) -> ModelComparison:
@@ -649,12 +698,148 @@ def _text_table(frame: pd.DataFrame, formats: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+HEADLINE_WORDS = {"10 points less": "the gradient in an LA 10 points less deprived than the mean",
+                  "mean": "the gradient at mean LA deprivation",
+                  "10 points more": "the gradient in an LA 10 points more deprived than the mean",
+                  "inverse intervention": "the rate ratio between LAs 10 points less and more deprived "
+                                          "(a neighbourhood of mean deprivation)"}
+"""How each headline row of :func:`headline_side_by_side` is worded in :func:`side_by_side_sentence`."""
+SPATIAL_CONFOUNDING = (
+    "Neighbourhood deprivation is itself spatially smooth, so a spatial term can take over part of the "
+    "gradient (spatial confounding, Hodges & Reich 2010): both fits are shown and neither is 'the' "
+    "answer; no automatic 'restricted' fix is applied.")
+
+
+def _headline_draws(idata) -> list[tuple[str, str, Any]]:
+    """(estimand, at, draws) of one fit's headlines: the three gradient scores and, where the model has
+    an LA deprivation term, the inverse-intervention ratio at mean neighbourhood deprivation."""
+    from hierarchy.results import estimands
+
+    view = estimands.as_idata(idata)
+    g = estimands.headline_gradients(view)
+    out = [("gradient_score", str(lv), g.sel(la_level=lv, drop=True)) for lv in g["la_level"].to_numpy()]
+    if "la_deprivation" in view.posterior:
+        x = float(estimands.provenance(view)["design"]["x_mean"])
+        try:
+            ratio = estimands.inverse_intervention(view, x=np.array([x])).isel(x=0, drop=True)
+        except HierarchyError:  # a log LA deprivation with X_mean under 10 points: no such contrast
+            ratio = None
+        if ratio is not None:
+            out.append(("inverse_intervention_ratio", "inverse intervention", ratio))
+    out += [(str(d.name), "", d) for d in estimands.spatial_estimands(view)]
+    return out
+
+
+def headline_side_by_side(fits: Sequence[Any], names: Sequence[str], prob: float = 0.9) -> pd.DataFrame:
+    """The headline estimands of several fits, side by side, from their posteriors only.
+
+    Rows: the three headline gradient scores (:func:`hierarchy.results.estimands.headline_gradients`),
+    the inverse-intervention rate ratio at mean neighbourhood deprivation (models with LA deprivation)
+    and, for spatial fits, the BYM2 measures (:func:`hierarchy.results.estimands.spatial_share`).
+    One column block per model: ``<name> mean``, ``<name> lower``, ``<name> upper`` (NaN where the
+    model has no such estimand).
+
+    Parameters
+    ----------
+    fits : sequence of path or arviz.InferenceData
+    names : sequence of str
+        One label per fit.
+    prob : float
+        Probability of the equal-tailed intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``estimand``, ``at``, ``prob`` and the blocks; ``attrs["spatial"]`` maps each name to whether
+        its fit has the BYM2 term.
+    """
+    from hierarchy.results import estimands
+    from hierarchy.results.fitfile import load_fit
+
+    if len(fits) != len(names):
+        raise HierarchyError(f"need one name per fit: {len(fits)} fits, {len(names)} names")
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    spatial = {}
+    for name, f in zip(names, fits, strict=True):
+        idata = load_fit(f) if isinstance(f, (str, os.PathLike)) else f
+        spatial[name] = estimands.spatial_share(idata) is not None
+        for est, at, draws in _headline_draws(idata):
+            s = estimands.interval(draws, prob=prob)
+            rows.setdefault((est, at), {}).update(
+                {f"{name} {k}": float(s[k]) for k in ("mean", "lower", "upper")})
+    frame = pd.DataFrame([{"estimand": e, "at": a, "prob": prob, **v} for (e, a), v in rows.items()])
+    cols = ["estimand", "at", "prob", *(f"{n} {k}" for n in names for k in ("mean", "lower", "upper"))]
+    frame = frame.reindex(columns=cols)
+    frame.attrs["spatial"] = spatial
+    return frame
+
+
+def _shown_headlines(table: pd.DataFrame) -> pd.DataFrame:
+    """The side-by-side table with each model's estimate as text: ``1.48 (1.38-1.59)``."""
+    names = [c[:-5] for c in table.columns if c.endswith(" mean")]
+    out = table[["estimand", "at"]].copy()
+    for n in names:
+        out[n] = [_estimate(r, n) for _, r in table.iterrows()]
+    return out
+
+
+def _estimate(row: pd.Series, name: str) -> str:
+    if pd.isna(row[f"{name} mean"]):
+        return "-"
+    return f"{row[f'{name} mean']:.2f} ({row[f'{name} lower']:.2f}-{row[f'{name} upper']:.2f})"
+
+
+def side_by_side_sentence(table: pd.DataFrame, spatial: dict[str, bool] | None = None) -> list[str]:
+    """Plain sentences on what changed between the fits of :func:`headline_side_by_side`.
+
+    With one spatial and one non-spatial fit, per headline: "With the spatial term the gradient at
+    mean LA deprivation is 1.48 (1.38-1.59) against 1.62 (1.55-1.70) without; its interval is 40%
+    wider.", then a sentence on spatial confounding. Otherwise each headline is listed for every
+    model (and the confounding sentence follows when any fit is spatial).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`headline_side_by_side`.
+    spatial : dict, optional
+        Model name -> whether the fit is spatial (default ``table.attrs["spatial"]``).
+
+    Returns
+    -------
+    list of str
+    """
+    spatial = dict(table.attrs.get("spatial", {}) if spatial is None else spatial)
+    names = [c[:-5] for c in table.columns if c.endswith(" mean")]
+    with_, without = [n for n in names if spatial.get(n)], [n for n in names if not spatial.get(n)]
+    pair = (with_[0], without[0]) if len(with_) == 1 and len(without) == 1 else None
+    out = []
+    for _, r in table[table["at"].isin(list(HEADLINE_WORDS))].iterrows():
+        what = HEADLINE_WORDS[r["at"]]
+        if pair is None:
+            out.append(f"{what[0].upper()}{what[1:]} is " +
+                       "; ".join(f"{_estimate(r, n)} under {n}" for n in names) + ".")
+            continue
+        s, p = pair
+        if pd.isna(r[f"{s} mean"]) or pd.isna(r[f"{p} mean"]):
+            continue
+        wide = (r[f"{s} upper"] - r[f"{s} lower"]) / (r[f"{p} upper"] - r[f"{p} lower"]) - 1
+        change = (f"{abs(wide):.0%} {'wider' if wide > 0 else 'narrower'}" if abs(wide) >= 0.005
+                  else "about as wide")
+        out.append(f"With the spatial term ({s}) {what} is {_estimate(r, s)} against {_estimate(r, p)} "
+                   f"without ({p}); its interval is {change}.")
+    if with_:
+        out.append(SPATIAL_CONFOUNDING)
+    return out
+
+
 def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> Path:
     """Write the comparison as CSV tables, Markdown and HTML pages in ``out``.
 
     ``loo_compare.csv`` (with the ``cv`` used and the k threshold per model), ``pareto_k.csv``,
     ``pareto_k_worst.csv`` and, for the LA modes, ``la_cv.csv`` (per model and LA: k, how it was
-    left out, fold; not its ELPD, a function of its counts) and ``refits.csv``.
+    left out, fold; not its ELPD, a function of its counts) and ``refits.csv``; ``headlines.csv``
+    (:func:`headline_side_by_side`) when the result has it. Without cross-validation (a spatial fit:
+    :attr:`ModelComparison.has_loo` False) only ``headlines.csv`` and the pages, which say why.
 
     Returns
     -------
@@ -663,6 +848,13 @@ def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> P
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if result.headlines is not None:
+        _write_csv(result.headlines, out / "headlines.csv")
+    if not result.has_loo:
+        write_pages(out, "Model comparison (headline estimands)",
+                    [("Cross-validation", [("p", f"Used: {result.cv_note}.")], None),
+                     *_headline_sections(result)], pngs={})
+        return out / "index.html"
     result.table.to_csv(out / "loo_compare.csv", index=False)
     result.pareto.to_csv(out / "pareto_k.csv", index=False)
     result.worst.to_csv(out / "pareto_k_worst.csv", index=False)
@@ -698,7 +890,29 @@ def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> P
         sections.append(("Refits", [("p", "Each refit is the model refitted to the table without the "
                                           "held-out LAs' rows (train_rows, train_data_hash).")],
                          result.refits))
+    sections += _headline_sections(result)
     title = {"rows": "Model comparison (PSIS-LOO)", "la": "Model comparison (leave-one-LA-out)",
              "la-kfold": "Model comparison (K-fold by LA)"}[result.cv]
     write_pages(out, title, sections, pngs={})
     return out / "index.html"
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    from hierarchy.paths import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _headline_sections(result: ModelComparison) -> list[tuple]:
+    """The page section of the headline estimands side by side (none without them)."""
+    if result.headlines is None:
+        return []
+    prob = float(result.headlines["prob"].iloc[0]) if len(result.headlines) else 0.9
+    text = (f"Posterior mean and {prob:.0%} interval of each model's headline estimands, from the posteriors "
+            "only (headlines.csv). Gradient scores are rate multipliers per 10 points of neighbourhood "
+            "income deprivation in a typical LA; spatial_* rows are the BYM2 term's measures "
+            "(structured share = spatial_mix; sd = spatial_sd; neighbourhood share = spatial_sd^2 / "
+            "(spatial_sd^2 + variance of the LA intercepts)).")
+    return [("Headline estimands side by side", [("p", text), *bullets(result.headline_sentences)],
+             _shown_headlines(result.headlines))]

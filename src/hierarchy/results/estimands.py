@@ -60,7 +60,8 @@ SHARE_DEFINITION = (
     "log rate (the linear predictor without the exposure: LA intercepts with LA deprivation and "
     "covariates, gradient, neighbourhood terms and groups, averaged over the LA's neighbourhoods), "
     "divided by that plus the within-LA variance of the same predictor (for the default model the "
-    "gradient term b_j * w_i; plus MSOA variance if modelled) plus the observation-level variance "
+    "gradient term b_j * w_i; plus the MSOA variance and the BYM2 variance spatial_sd^2, each if "
+    "modelled, counted as within-LA) plus the observation-level variance "
     "log(1 + 1/mu + 1/phi) (Nakagawa et al. 2017; mu = mean expected count per neighbourhood, "
     "phi = NB dispersion; Poisson drops 1/phi; Poisson-lognormal adds obs_sd^2). "
     "Neighbourhoods are weighted equally.")
@@ -524,7 +525,8 @@ def between_la_share(idata, *, chunk: int = 100) -> xr.DataArray:
         v_within.append((share * s2_j).sum(-1))
         mu.append((expo * np.exp(eta)).mean(-1))
     v_between, mu = np.concatenate(v_between), np.concatenate(mu)
-    v_within = np.concatenate(v_within) + _flat(post, "msoa_sd", shape) ** 2
+    v_within = (np.concatenate(v_within) + _flat(post, "msoa_sd", shape) ** 2
+                + _flat(post, "spatial_sd", shape) ** 2)  # per-node effects are not stored
     v_obs = np.log1p(1 / mu + (1 / _flat(post, "dispersion", shape, np.inf)))
     v_obs = v_obs + _flat(post, "obs_sd", shape) ** 2
     out = v_between / (v_between + v_within + v_obs)
@@ -532,6 +534,57 @@ def between_la_share(idata, *, chunk: int = 100) -> xr.DataArray:
                       coords={"chain": post["chain"], "draw": post["draw"]})
     return _label(da, "between_la_share", "proportion of latent log-scale variance",
                   SHARE_DEFINITION)
+
+
+SPATIAL_MEASURES = {
+    "structured_share": ("proportion of the BYM2 effects' variance",
+                         "structured (ICAR) share of the neighbourhood effects' variance: spatial_mix"),
+    "sd": ("SD on the log-rate scale", "SD of the BYM2 neighbourhood effects: spatial_sd"),
+    "neighbourhood_share": ("proportion of neighbourhood-level log-rate variance",
+                            "share of the neighbourhood-level log-rate variance that is neighbourhood (BYM2) "
+                            "rather than LA: spatial_sd^2 / (spatial_sd^2 + variance of the LA intercepts)"),
+}
+"""The measures of :func:`spatial_share`: name -> (scale, one-line definition)."""
+
+
+def spatial_share(fit: Any) -> xr.DataArray | None:
+    """The BYM2 term's summaries per draw (:data:`SPATIAL_MEASURES`); None for a non-spatial fit.
+
+    ``structured_share`` is ``spatial_mix``; ``sd`` is ``spatial_sd``; ``neighbourhood_share`` is
+    ``spatial_sd^2 / (spatial_sd^2 + sigma_a^2)``, ``sigma_a^2`` the variance of the LA intercepts (at a
+    neighbourhood of its LA's mean deprivation, :func:`hierarchy.results.heterogeneity.la_variance`;
+    0 without an LA level, so the share is 1).
+
+    Returns
+    -------
+    xarray.DataArray or None
+        Dims ``chain, draw, measure`` (in the order of :data:`SPATIAL_MEASURES`).
+    """
+    from hierarchy.results.heterogeneity import la_variance  # it imports this module
+
+    idata = as_idata(fit)
+    post = idata.posterior
+    if "spatial_sd" not in post or "spatial_mix" not in post:
+        return None
+    sd, mix = post["spatial_sd"], post["spatial_mix"]
+    la_var = la_variance(idata, w=0.0)
+    la_var = xr.zeros_like(sd) if la_var is None else la_var
+    share = sd**2 / (sd**2 + la_var)
+    keep = ("chain", "draw")
+    parts = [v.drop_vars([c for c in v.coords if c not in keep]) for v in (mix, sd, share)]
+    out = xr.concat(parts, "measure").assign_coords(measure=list(SPATIAL_MEASURES))
+    return _label(out.transpose("chain", "draw", "measure"), "spatial_share", "by measure",
+                  "; ".join(d for _, d in SPATIAL_MEASURES.values()))
+
+
+def spatial_estimands(fit: Any) -> list[xr.DataArray]:
+    """:func:`spatial_share` as one labelled scalar estimand per measure (``spatial_<measure>``);
+    empty for a non-spatial fit."""
+    share = spatial_share(fit)
+    if share is None:
+        return []
+    return [_label(share.sel(measure=m, drop=True), f"spatial_{m}", scale, text)
+            for m, (scale, text) in SPATIAL_MEASURES.items()]
 
 
 def _flat(post: xr.Dataset, name: str, shape: tuple[int, int], default: float = 0.0) -> np.ndarray:
@@ -596,7 +649,8 @@ def headline_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
 
 def estimands_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
     """Scalar estimands, tidy: headline gradients per 10 points and per SD, subgroup gradients
-    (when the posterior has them) and the between-LA variance share.
+    (when the posterior has them), the between-LA variance share and, for a spatial fit, the
+    BYM2 term's measures (:func:`spatial_estimands`).
 
     Columns: ``estimand``, ``la_level``, ``la_deprivation``, ``subgroup``, ``scale``, ``mean``,
     ``sd``, ``lower``, ``upper``, ``prob``, ``description``.
@@ -608,6 +662,7 @@ def estimands_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
             parts.append(sub)
     if has_row_data(idata):  # a conversion-rate fit read without its data has no exposures
         parts.append(between_la_share(idata))
+    parts += spatial_estimands(idata)
     frames = [summarise(p, prob=prob).assign(description=p.attrs["description"]) for p in parts]
     out = pd.concat(frames, ignore_index=True)
     cols = ["estimand", "la_level", "la_deprivation", "subgroup", "scale", "mean", "sd", "lower",

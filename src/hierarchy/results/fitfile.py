@@ -84,7 +84,8 @@ def versions() -> dict[str, str]:
 def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design, *,
                 data_hash: str, data_source: str = "", column_map: dict | None = None,
                 data_year: int | None = None, include_data: bool = False, include_log_likelihood: bool = False,
-                diagnostics: dict | None = None, rows_hash: dict | None = None):
+                diagnostics: dict | None = None, rows_hash: dict | None = None,
+                geography: str | Path | None = None):
     """Assemble a sealed InferenceData with the provenance attributes.
 
     Parameters
@@ -106,6 +107,8 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     rows_hash : dict, optional
         :func:`hierarchy.data.table.rows_hash` of the table (rows, outcome, exposure), so that fits of one
         table with different terms can be compared.
+    geography : path, optional
+        The map (``--geography``) a spatial model's graph was read from; None: the default map.
     """
     import arviz as az
     import xarray as xr
@@ -158,6 +161,10 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
                    "n_la": design.n_la},
         "diagnostics": diagnostics,
     }
+    if getattr(design, "graph", None) is not None:  # a spatial model: the map, to rebuild and check it
+        from hierarchy.data.geography import graph_record
+
+        prov["graph"] = graph_record(design.graph, geography)
     idata.posterior.attrs["hierarchy"] = json.dumps(prov, default=_json_default)
     return seal(idata)
 
@@ -390,11 +397,26 @@ def design_of(idata, data: Any, columns: Any, spec: ModelSpec) -> Design:
     else:
         cmap = data_mod.load_column_map(columns) if columns else None
         table = data_mod.load(data, columns=cmap, **spec.data_columns)
-    have, want = data_mod.data_hash(table, **spec.hashed_columns), provenance(idata)["data_hash"]
+    prov = provenance(idata)
+    have, want = data_mod.data_hash(table, **spec.hashed_columns), prov["data_hash"]
     if have != want:
         raise FitFileError(f"the data given (hash {have}) are not the data this fit was made from "
                            f"(hash {want}); pass the table used to fit it")
-    return build_design(table, spec)
+    return build_design(table, spec, graph=graph_of(prov, table) if getattr(spec, "spatial", None) else None)
+
+
+def graph_of(prov: dict[str, Any], table: Any):
+    """The neighbourhood graph a spatial fit was made with, rebuilt for ``table`` from the map it recorded
+    (its ``--geography`` file, else the default map) and checked against the recorded hash."""
+    from hierarchy.data import geography
+
+    record = prov.get("graph") or {}
+    graph = geography.graph_for(table["neighbourhood"].astype(str).to_numpy(), geography=record.get("file"),
+                                groups=table["la"].astype(str).to_numpy())
+    if record.get("hash") and geography.graph_hash(graph) != record["hash"]:
+        raise FitFileError(f"the neighbourhood graph rebuilt now ({graph.source}) is not the one this fit was "
+                           f"made with ({record.get('source')}); give the same map (--geography) and table")
+    return graph
 
 
 # ---------------------------------------------------------------------------- seal
