@@ -773,8 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--strata", default="", help="comma list from: age,sex,ethnicity")
     sp.add_argument("--spatial", type=_sd_mix, default=None, metavar="SD,MIX",
                     help="add a BYM2 neighbourhood field (SD of the effects, MIX its spatially structured "
-                         "share) on the LSOA map (a lattice for a generated geography); its values go in the "
-                         "truth file")
+                         "share) on the LSOA map (a lattice for a generated geography), in place of the "
+                         "overdispersion (Poisson counts given the field: the truth of gradient_bym2_poisson); "
+                         "its values go in the truth file")
     sp.add_argument("--synthetic", action="store_true", help="use a generated geography")
     sp.add_argument("--n-la", type=_count(2), default=151, help="LAs in a generated geography")
     sp.add_argument("--la-conditions", action="store_true",

@@ -350,3 +350,23 @@ def test_real_years_each_la_year_calibrated(reference_geography):
     kids = table.groupby(["la", "year"])["exposure"].sum()
     pop = dfe.loc[kids.index, "pop_0_17"].to_numpy()
     assert (np.abs(kids.to_numpy() - pop) <= table.groupby(["la", "year"]).size().to_numpy() / 2).all()
+
+
+def test_spatial_field_is_in_the_counts_and_the_truth(small_geography):
+    """simulate(spatial=(sd, mix)): a BYM2 field on the generated geography's lattice (the graph a design
+    of the table gets), Poisson counts given it, its values in the truth."""
+    from hierarchy.data import geography
+
+    table, truth = sim.simulate(small_geography, seed=4, spatial=(0.8, 0.7))
+    plain, _ = sim.simulate(small_geography, seed=4)
+    sp = truth["spatial"]
+    field = pd.Series(sp["field"], index=sp["neighbourhood"])
+    assert truth["family"] == "poisson" and sp["sd"] == 0.8 and sp["mix"] == 0.7
+    assert len(field) == small_geography.lsoa.shape[0] and 0.5 < sp["realised_sd"] < 1.1
+    graph = geography.graph_for(table["neighbourhood"].to_numpy(), groups=table["la"].to_numpy())
+    assert "lattice" in graph.source and sp["graph"] == geography.describe(sim.spatial_graph(small_geography))
+    # the field moves each neighbourhood's count against the same seed without it (LA totals are recalibrated)
+    ratio = np.log((table["referral"] + 0.5) / (plain["referral"] + 0.5))
+    assert np.corrcoef(ratio, field[table["neighbourhood"]].to_numpy())[0, 1] > 0.3  # 0 without a field
+    with pytest.raises(HierarchyError, match="spatial"):
+        sim.simulate(small_geography, spatial=(0.3, 1.5))

@@ -569,9 +569,10 @@ def _population(geo: Geography, strata: tuple[str, ...], rng: np.random.Generato
 
 
 def _one_year(geo: Geography, pop: _Population, year: int, rng: np.random.Generator, *,
-              exposure: np.ndarray | None = None, log_trend: float = 0.0
+              exposure: np.ndarray | None = None, log_trend: float = 0.0, poisson: bool = False
               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
-    """Expected counts calibrated to ``year``'s DfE LA totals, then NB counts drawn from ``rng``.
+    """Expected counts calibrated to ``year``'s DfE LA totals, then NB counts drawn from ``rng``
+    (Poisson counts with ``poisson``: a spatial field stands in for the overdispersion).
 
     ``exposure`` replaces the rows' children (same length; rows of 0 get 0 counts); ``log_trend`` is
     added to every stage's log gradient (the typical-LA curve and so every LA's slope).
@@ -636,8 +637,10 @@ def _one_year(geo: Geography, pop: _Population, year: int, rng: np.random.Genera
     counts: dict[str, np.ndarray] = {}
     for s in SIM_STAGES:
         phi = DISPERSION[s]
-        lam = rng.gamma(phi, mus[s] / phi)
+        lam = mus[s] if poisson else rng.gamma(phi, mus[s] / phi)
         counts[s] = rng.poisson(lam).astype(np.int64)
+        if poisson:
+            stages[s]["dispersion"] = None
         stages[s]["simulated_total"] = int(counts[s].sum())
         per_la[s]["simulated"] = np.bincount(row_la, counts[s], minlength=n_la)
     return mus, counts, per_la, stages
@@ -696,7 +699,9 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         age-band stratum, e.g. :data:`MAIHDA_INTERACTION_SD`; default none.
     spatial : (float, float), optional
         ``(sd, mix)`` of a BYM2 neighbourhood field added to every stage's log rate
-        (:func:`hierarchy.data.geography.draw_bym2`); the truth's ``spatial`` holds its values.
+        (:func:`hierarchy.data.geography.draw_bym2`), whose unstructured part then stands in for the
+        negative binomial's overdispersion: counts are Poisson given the field (the truth of
+        ``models/gradient_bym2_poisson.toml``); the truth's ``spatial`` holds its values.
     graph : hierarchy.data.geography.Graph, optional
         The neighbourhood graph of ``spatial`` (default :func:`spatial_graph` of ``geo``).
 
@@ -719,7 +724,7 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
         pop, spatial_truth = _with_spatial_field(geo, pop, spatial, graph, seed)
     lsoa, la = geo.lsoa, geo.la
     la_codes, X, x, ell, idx = pop.la_codes, pop.X, pop.x, pop.ell, pop.rows["idx"]
-    mus, counts, per_la, stages = _one_year(geo, pop, year, rng)
+    mus, counts, per_la, stages = _one_year(geo, pop, year, rng, poisson=spatial is not None)
     table = _frame(geo, pop, pop.rows["exposure"], counts)
 
     # national deciles of neighbourhood deprivation
@@ -773,8 +778,9 @@ def simulate(geo: Geography, *, year: int = 2019, strata: tuple[str, ...] = (),
     }
     if offsets:
         truth["interaction"] = _interaction_truth(pop, planted, offsets, interaction_sd)
-    if spatial_truth is not None:
+    if spatial_truth is not None:  # the field's unstructured part is the overdispersion: Poisson counts
         truth["spatial"] = spatial_truth
+        truth["family"] = "poisson"
     return table, _jsonable(truth)
 
 
