@@ -717,7 +717,10 @@ def _headline_draws(idata) -> list[tuple[str, str, Any]]:
 
     view = estimands.as_idata(idata)
     g = estimands.headline_gradients(view)
-    out = [("gradient_score", str(lv), g.sel(la_level=lv, drop=True)) for lv in g["la_level"].to_numpy()]
+    if "la_level" in g.dims:
+        out = [("gradient_score", str(lv), g.sel(la_level=lv, drop=True)) for lv in g["la_level"].to_numpy()]
+    else:  # no LA deprivation term: one gradient for every LA level
+        out = [("gradient_score", "mean", g)]
     if "la_deprivation" in view.posterior:
         x = float(estimands.provenance(view)["design"]["x_mean"])
         try:
