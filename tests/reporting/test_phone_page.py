@@ -4,11 +4,6 @@
 from __future__ import annotations
 
 import io
-import re
-import shutil
-import subprocess
-
-import pytest
 
 from hierarchy.reporting import figures, page
 
@@ -28,28 +23,15 @@ PROBE = ("<script>window.addEventListener('load', () => {const r = {}, h = docum
          "r.scales = im.map(i => (i.clientWidth / i.naturalWidth).toFixed(3)).join(',');"
          "r.overflowX = document.documentElement.scrollWidth > window.innerWidth + 1;"
          "parent.postMessage(r, '*');});</script>")
-FRAME = ("<!DOCTYPE html><html><head><style>body{{margin:0}}iframe{{border:0;display:block}}</style></head>"
-         "<body><iframe src='{src}' width='{w}' height='{h}'></iframe><script>"
-         "window.addEventListener('message', e => Object.assign(document.body.dataset, e.data));"
-         "</script></body></html>")
 
 
 def _browse(html: str, folder, size) -> dict[str, str]:
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-                   None)
-    if browser is None:
-        pytest.skip("chromium not installed")
-    (folder / "p.html").write_text(html.replace("<head>", "<head>" + PROBE, 1))
-    frame = folder / "frame.html"
-    frame.write_text(FRAME.format(src="p.html", w=size[0], h=size[1]))
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                          "--disable-dev-shm-usage", f"--user-data-dir={folder / 'profile'}",
-                          f"--window-size={max(size[0], 500)},{size[1]}", "--virtual-time-budget=10000",
-                          "--dump-dom", frame.as_uri()], capture_output=True, text=True, timeout=120)
-    body = dom.stdout.split("<body", 1)[-1].split(">", 1)[0]
-    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
-    assert "broken-words" in attrs, dom.stderr[-2000:]
-    return attrs
+    """The probe's results for ``html`` in headless Chromium (the report test's frame and runner)."""
+    from tests.reporting.test_report import browse
+
+    path = folder / "p.html"
+    path.write_text(html)
+    return browse(path, folder, size, probe=PROBE, expect="broken-words")[0]
 
 
 def _figure() -> page.PageFigure:

@@ -143,7 +143,8 @@ FRAME = ("<!DOCTYPE html><html><head><style>body{{margin:0}}iframe{{border:0;dis
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 
 
-def browse(page, tmp_path, size: tuple[int, int]) -> tuple[dict[str, str], bytes]:
+def browse(page, tmp_path, size: tuple[int, int], *, probe: str = PROBE,
+           expect: str = "images-total") -> tuple[dict[str, str], bytes]:
     """Load ``page`` in headless Chromium in a frame of ``size`` CSS pixels: the probe's results
     and a screenshot of that frame.
 
@@ -159,7 +160,7 @@ def browse(page, tmp_path, size: tuple[int, int]) -> tuple[dict[str, str], bytes
         pytest.skip("chromium not installed (apt-get install -y chromium)")
     width, height = size
     probed = page.parent / f".probed_{page.name}"  # beside the page: its relative links resolve
-    probed.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
+    probed.write_text(page.read_text().replace("<head>", "<head>" + probe, 1))
     frame = page.parent / f".frame_{width}.html"
     frame.write_text(FRAME.format(src=probed.name, w=width, h=height))
     flags = [browser, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
@@ -175,7 +176,7 @@ def browse(page, tmp_path, size: tuple[int, int]) -> tuple[dict[str, str], bytes
         frame.unlink()
     body = dom.stdout.split("<body", 1)[-1].split(">", 1)[0]
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
-    assert "images-total" in attrs, dom.stderr[-2000:]
+    assert expect in attrs, dom.stderr[-2000:]
     console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
     assert not console, console
     return attrs, shot.read_bytes()
