@@ -63,8 +63,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     if getattr(spec, "spatial", None):  # car(neighbourhood): the map given, else the default one
         from hierarchy.data import geography as geo
 
-        graph = geo.graph_for(table["neighbourhood"].astype(str).to_numpy(), geography=geography,
-                              groups=table["la"].astype(str).to_numpy())
+        graph = geo.table_graph(table, geography)
         say(f"neighbourhood graph: {geo.describe(graph)}")
     elif geography is not None:
         raise HierarchyError(f"--geography is the map of a spatial term; {spec.name} has none "

@@ -580,6 +580,12 @@ def graph_for(codes, *, geography: Path | str | None = None, reference_dir: Path
     return subgraph(read_graph(geography, code_column=code_column), codes, where=where)
 
 
+def table_graph(table: pd.DataFrame, geography: Path | str | None = None) -> Graph:
+    """:func:`graph_for` of a canonical table: its ``neighbourhood`` codes, each in its ``la``."""
+    return graph_for(table["neighbourhood"].astype(str).to_numpy(), geography=geography,
+                     groups=table["la"].astype(str).to_numpy())
+
+
 # --- generated geographies ----------------------------------------------------------------------------
 
 _GENERATED = r"N\d{6}"

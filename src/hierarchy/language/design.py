@@ -278,7 +278,7 @@ def spatial_nodes(table: pd.DataFrame, graph: Graph | None) -> tuple[np.ndarray,
     if graph is None:
         from hierarchy.data import geography
 
-        graph = geography.graph_for(codes, groups=table["la"].astype(str).to_numpy())
+        graph = geography.table_graph(table)
     lookup = pd.Index(np.asarray(graph.codes).astype(str))
     if not lookup.is_unique:
         raise HierarchyError(f"the neighbourhood graph ({graph.source}) lists a code twice: rebuild it")

@@ -411,8 +411,7 @@ def graph_of(prov: dict[str, Any], table: Any):
     from hierarchy.data import geography
 
     record = prov.get("graph") or {}
-    graph = geography.graph_for(table["neighbourhood"].astype(str).to_numpy(), geography=record.get("file"),
-                                groups=table["la"].astype(str).to_numpy())
+    graph = geography.table_graph(table, record.get("file"))
     if record.get("hash") and geography.graph_hash(graph) != record["hash"]:
         raise FitFileError(f"the neighbourhood graph rebuilt now ({graph.source}) is not the one this fit was "
                            f"made with ({record.get('source')}); give the same map (--geography) and table")
