@@ -8,6 +8,7 @@ steps, and the accuracy check (hyperparameter means in NUTS posterior SDs, SD ra
 
     python bench/laplace_bench.py                          # default model, 3 seeds
     python bench/laplace_bench.py --seeds 1 --model gradient_poisson --small
+    python bench/laplace_bench.py --kind stacked --las 30  # bench_scale's data sets (stacked, years)
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={CHA
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-HYPER = ("intercept", "gradient", "la_deprivation", "cross_level", "la_sd", "la_corr", "dispersion")
+KIND_MODELS = {"default": "inverse_intervention_nb_log", "stacked": "stages_age_nb", "years": "years_gradient_nb"}
+"""bench_scale.py's models (its MODELS)."""
+HYPER = ("intercept", "gradient", "la_deprivation", "cross_level", "la_sd", "la_corr", "dispersion", "la_loading",
+         "la_stage_sd", "stratum_intercept_offset", "stratum_gradient_offset", "la:year_sd")
 
 
 def national_table(seed: int, small: bool):
@@ -34,6 +38,17 @@ def national_table(seed: int, small: bool):
            else reference.get_geography())
     table, _ = simulate.simulate(geo, year=2019, seed=seed)
     return table, geo.source
+
+
+def kind_table(kind: str, seed: int, las: int | None):
+    """``bench/bench_scale.py``'s data set of ``kind`` (default, stacked, years) and its model."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "bench_scale.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    table, _ = mod.dataset(kind, seed, las)
+    return table, f"{las} generated LAs" if las else "England"
 
 
 def summary(draws) -> dict:
@@ -73,6 +88,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--float32", action="store_true", help="float32 rows in both fits")
     ap.add_argument("--small", action="store_true", help="30 generated LAs, not the national table")
+    ap.add_argument("--kind", choices=["default", "stacked", "years"],
+                    help="bench_scale.py's data set and model (stacked: stages x age bands; years: 2013-2025)")
+    ap.add_argument("--las", type=int, help="with --kind: generated LAs of 217 neighbourhoods (default: England)")
     args = ap.parse_args()
 
     from hierarchy.inference.sampling import enable_compilation_cache, fit
@@ -81,6 +99,8 @@ def main() -> None:
     from hierarchy.language.spec import load_spec
 
     enable_compilation_cache()
+    if args.kind:
+        args.model = KIND_MODELS[args.kind]
     spec = load_spec(ROOT / "models" / f"{args.model}.toml")
     priors = load_priors(ROOT / "priors" / f"{args.priors}.toml")
     rows: dict[str, list[dict]] = {"nuts": [], "laplace": []}
@@ -88,7 +108,8 @@ def main() -> None:
     print(f"{args.model}: {CHAINS} chains x ({args.tune} + {args.draws}), float32 rows: {args.float32}, "
           f"{os.cpu_count()} cores (shared machine: load {os.getloadavg()[0]:.1f})")
     for seed in range(args.seeds):
-        table, source = national_table(seed, args.small)
+        table, source = (kind_table(args.kind, seed, args.las) if args.kind
+                         else national_table(seed, args.small))
         design = build_design(table, spec)
         post = {}
         for method in ("nuts", "laplace"):

@@ -1,29 +1,36 @@
-"""Embedded Laplace approximation: the LA effects marginalised, NUTS over the hyperparameters only.
+"""Embedded Laplace approximation: each LA's group effects marginalised, NUTS over the hyperparameters.
 
-For the models whose only group effects are the LA level, ``(alpha_j, beta_j) ~ MVN(m_j(theta),
-Sigma(theta))`` with Poisson or negative binomial counts, the LA effects ``x_j`` given the
-hyperparameters ``theta`` (fixed effects, LA SDs and correlation, dispersion, row coefficients) have a
-near-Gaussian conditional posterior whose Hessian is block-diagonal by LA (DESIGN section 10). Here:
+Given the hyperparameters ``theta`` (fixed effects, SDs, correlations, loadings, dispersion, ...), the
+group effects that belong to one LA form a Gaussian block ``x_j`` a priori: its intercept and gradient
+at every stage (``la_coef``; ``la_level`` with strata; ``la_coef_flat`` stacked; an anchored stacked
+model's ``la_anchor`` and ``la_stage_centred``) and the levels of intercept-only group terms nested in it
+(``(1 | la:year)``). They reach the likelihood only through each chunk's intercept and gradient (a
+chunk holds rows of one LA), so their conditional posterior is near-Gaussian with a Hessian that is
+block-diagonal by LA (DESIGN section 10). Here:
 
-- ``x_hat(theta)``: Newton's method on every LA block at once (an ``E x E`` Hessian per LA, ``E`` the
-  LA effects per LA), with a per-LA backtracking step, from one fixed start;
-- the Laplace log marginal ``log p(y, theta) ~= log p(y, x_hat, theta) + (n/2) log 2 pi
-  - 1/2 sum_j log det H_j``, with ``log p(y, x, theta)`` the NUTS path's own joint density (the
-  project's NumPyro model, centred, run once per evaluation through NumPyro's potential energy: same
-  priors, Jacobians and likelihood; its change from that point to ``x_hat`` from the per-LA terms) and
-  ``H_j = Sigma^-1 + W_j``, ``Sigma`` and the LA means read off the model's own MVN site and ``W_j``
-  from the model's row terms (:func:`_row_derivatives`) through the one linear predictor;
-- its gradient by the implicit function theorem: the Newton iterations run on stopped gradients, and
-  one more Newton step from the converged mode is differentiated, whose derivative there is the IFT
-  derivative ``d x_hat / d theta = H^-1 d(grad_x log p) / d theta`` (the difference, ``d(H^-1)/d theta``
-  times the gradient at the mode, vanishes at convergence); nothing differentiates through the loop;
-- NUTS (NumPyro, ``potential_fn``) over the unconstrained hyperparameters, started from draws around
-  their Laplace posterior mode (BFGS, with its inverse Hessian);
-- the LA effects drawn from ``N(x_hat(theta), H^-1)`` for every hyperparameter draw, and every site
-  and deterministic of the model computed by its own ``postprocess_fn``, so the posterior has the names
-  of a centred NUTS fit (``la_coef``, ``la_sd``, ``la_corr``, ...).
+- the pieces at ``theta`` are read off the project's own NumPyro model (centred, run with ``expose``):
+  the latent prior's gradient and precision blocks by automatic differentiation of its own sites'
+  log densities (quadratic in ``x``), each chunk's intercept and gradient as an affine map of ``x``,
+  the rows' other terms and the dispersion;
+- ``x_hat(theta)``: Newton's method on every LA block at once, one pass over the rows per iteration
+  (the family's first and second derivatives per row, :func:`_row_derivatives`, reduced to five sums
+  per chunk), with a per-LA backtracking step;
+- the Laplace log marginal ``-U(x_hat, theta) + (n/2) log 2 pi - 1/2 sum_j log det H_j``, with ``U``
+  the NUTS path's own potential energy (same priors, Jacobians and likelihood);
+- its gradient by the implicit function theorem: Newton runs on stopped gradients and one more
+  Newton step from the converged mode is differentiated, whose derivative there is the IFT derivative
+  ``d x_hat / d theta = H^-1 d(grad_x log p) / d theta``; nothing differentiates through the loop;
+- NUTS (NumPyro, ``potential_fn``, dense mass matrix) over the unconstrained hyperparameters, started
+  from draws around their Laplace posterior mode (BFGS, with its inverse Hessian);
+- the latent effects drawn from ``N(x_hat(theta), H^-1)`` for every hyperparameter draw and every site
+  and deterministic computed by the model's own ``postprocess_fn``, so the posterior has the names of a
+  centred NUTS fit.
 
-Models outside the regime are refused with the reason (:func:`refusal`).
+Group effects that cannot be given to one LA (``(1 | year)``) stay hyperparameters, sampled by NUTS,
+up to :data:`MAX_HYPER` values; a group term summing to zero over LAs is marginalised without that
+constraint (the formula's own iid effects, as lme4 and glmmTMB fit it: the sum over LAs couples the
+blocks), which the fit's provenance says. Models outside the regime are refused with the reason
+(:func:`refusal`).
 """
 
 from __future__ import annotations
@@ -36,36 +43,65 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hierarchy.errors import HierarchyError
-from hierarchy.language.design import Design
+from hierarchy.language.design import Design, group_zero_sum
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
 
-LATENT = "la_coef"
+LA_SITES = ("la_coef", "la_level", "la_coef_flat", "la_anchor", "la_stage_centred")
+"""The centred model's sites of LA effects (one row per LA) that are marginalised."""
+MAX_HYPER = 200
+"""Group effects that stay hyperparameters (not nested in an LA) beyond this many: refused."""
 NEWTON_TOL = 1e-6
 """Newton stops when every LA's Newton decrement ``g' H^-1 g`` (log density units) is below this; the
 differentiated step that follows squares the remaining error."""
 MAX_NEWTON = 50
 DRAW_BATCH = 200
-"""Hyperparameter draws per batch when the LA effects are drawn (memory: batch x rows)."""
+"""Hyperparameter draws per batch when the latent effects are drawn (memory: batch x rows)."""
+
+
+def _nested_groups(design: Design, layout) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Intercept-only group terms constant within every chunk whose levels each lie in one LA, with each
+    level's LA and its slot among that LA's levels."""
+    from hierarchy.likelihood.jaxmodel import chunk_groups
+
+    out = {}
+    for g, chunk_level in chunk_groups(design, layout).items():
+        n = len(design.group_levels[design.group_names.index(g)])
+        pairs = np.unique(np.stack([chunk_level, layout.chunk_la], 1), axis=0)
+        if len(pairs) != n or len(np.unique(pairs[:, 0])) != n:
+            continue  # a level in two LAs, or a level without rows
+        la = pairs[np.argsort(pairs[:, 0]), 1]
+        order = np.lexsort((np.arange(n), la))
+        first = np.searchsorted(la[order], la[order])
+        slot = np.empty(n, dtype=np.int64)
+        slot[order] = np.arange(n) - first
+        out[g] = (la, slot)
+    return out
 
 
 def refusal(spec: ModelSpec, design: Design) -> str | None:
     """Why ``spec`` is outside the Laplace mode's regime (a sentence naming the term), or None."""
+    from hierarchy.likelihood.jaxmodel import make_layout
+
     if spec.family == "poisson_lognormal":
         return ("Poisson-lognormal row effects (family poisson_lognormal: one latent effect per row, each "
                 "resting on one count) are outside the Laplace regime")
     if getattr(spec, "spatial", None):
         return ("the spatial term car(neighbourhood) (one BYM2 effect per neighbourhood) is not supported by the "
-                "Laplace mode yet (only the LA level is marginalised)")
-    if spec.stacked:
-        return f"stacked stages ({', '.join(spec.stages)}) are not supported by the Laplace mode yet"
-    if spec.strata:
-        return f"strata ({', '.join(spec.strata)}) are not supported by the Laplace mode yet"
+                "Laplace mode yet (only effects that belong to one LA are marginalised)")
     if spec.msoa.random_intercept:
-        return "the MSOA group term (1 | msoa) is not supported by the Laplace mode yet"
-    if design.group_names:
-        return (f"the group term(s) {', '.join(f'(1 | {g})' for g in design.group_names)} are not "
-                "supported by the Laplace mode yet (only the LA level is marginalised)")
+        return ("the MSOA group term (1 | msoa) is not supported by the Laplace mode yet (its effects vary "
+                "within an LA's rows; only effects constant over an LA's, stage's and stratum's rows are "
+                "marginalised)")
+    if not design.group_names:
+        return None
+    nested = _nested_groups(design, make_layout(design))
+    for g, levels, slope in zip(design.group_names, design.group_levels, design.group_slope, strict=True):
+        n = len(levels) * (2 if slope else 1)
+        if g not in nested and n > MAX_HYPER:
+            return (f"the group term (1 | {g}) has {n} effects that do not each belong to one LA (or vary "
+                    f"within an LA's rows): sampling them beside the hyperparameters (at most {MAX_HYPER}) "
+                    "is not the Laplace mode's regime")
     return None
 
 
@@ -77,107 +113,217 @@ def check_supported(spec: ModelSpec, design: Design) -> None:
                              "(hierarchy fit --method nuts)")
 
 
-class Prior(NamedTuple):
-    """What the LA effects' conditional posterior needs from the hyperparameters (one model run)."""
+class Pieces(NamedTuple):
+    """What the latent effects' conditional posterior needs from the hyperparameters (one evaluation)."""
 
-    m: Any  # (J, E) LA means
-    P: Any  # (J, E, E) prior precision
-    eta0: Any  # (K, C) linear predictor without the LA effects
-    phi: Any  # dispersion, or None (Poisson)
-    potential: Any  # the joint potential energy at the x the model ran at
+    a0: Any  # (K,) each chunk's intercept at x = 0
+    b0: Any  # (K,) and gradient
+    A: Any  # (K, E) d intercept / d x_j of the chunk's LA j
+    B: Any  # (K, E) d gradient / d x_j
+    g0: Any  # (J, E) gradient of the latent prior's negative log density at x = 0
+    P: Any  # (J, E, E) its precision blocks
+    per_row: Any  # (K, C) the rows' other terms (row coefficients, groups that stay hyperparameters), or None
+    phi: Any  # (K,) each chunk's dispersion, or None (Poisson)
+
+
+class Block(NamedTuple):
+    """One marginalised site: its columns ``[offset, offset + width)`` of each LA's block; ``la`` and
+    ``slot`` (per level) for a group term's site, None for an LA site (one row per LA)."""
+
+    name: str
+    offset: int
+    width: int
+    la: np.ndarray | None = None
+    slot: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Problem:
     """The pieces of one Laplace fit, as pure JAX functions closed over the data."""
 
-    potential: Any  # joint potential energy over {hyper..., LATENT: x} (unconstrained)
+    potential: Any  # joint potential energy over every site (unconstrained)
     postprocess: Any  # unconstrained sites -> every site and deterministic (constrained)
-    local: Any  # (Prior, x) -> (value_j, grad_j, hess_j) of the joint's negative log density per LA
-    prior: Any  # (zh, x) -> Prior
-    z_init: dict  # unconstrained initial values of every site
-    n_la: int
-    n_eff: int
+    pieces: Any  # zh -> Pieces
+    local: Any  # (Pieces, x) -> (value_j, grad_j, hess_j) of the joint's negative log density per LA
+    blocks: tuple[Block, ...]
+    hyper0: dict  # unconstrained initial hyperparameters
+    x0: Any  # (J, E) initial latent effects
+    real: np.ndarray  # (J, E) bool: the entries of x that are effects (False: padding of short groups)
+    dropped_zero_sum: tuple[str, ...] = ()
+
+    @property
+    def n_la(self) -> int:
+        return int(self.real.shape[0])
+
+    @property
+    def n_eff(self) -> int:
+        return int(self.real.shape[1])
+
+    def sites_of(self, x) -> dict:
+        """The marginalised sites' values for latent blocks ``x`` (J, E)."""
+        return {b.name: (x[:, b.offset:b.offset + b.width] if b.la is None else x[b.la, b.offset + b.slot])
+                for b in self.blocks}
+
+    def x_of(self, sites: dict):
+        """The latent blocks (J, E) holding the marginalised sites' values (0 in padding)."""
+        import jax.numpy as jnp
+
+        x = jnp.zeros(self.real.shape)
+        for b in self.blocks:
+            v = jnp.asarray(sites[b.name])
+            if b.la is None:
+                x = x.at[:, b.offset:b.offset + b.width].set(v)
+            else:
+                x = x.at[b.la, b.offset + b.slot].set(v)
+        return x
 
 
 def _centred(spec: ModelSpec) -> ModelSpec:
-    """``spec`` with its LA effects centred: one MVN site ``la_coef`` (what is marginalised)."""
+    """``spec`` with its LA and group effects centred: sites of effects, not of standardised ones."""
     return replace(spec, la=replace(spec.la, parameterisation="centred"))
+
+
+def _blocks(z: dict, design: Design, nested: dict) -> tuple[Block, ...]:
+    """The marginalised sites of the centred model's unconstrained sites ``z``."""
+    out, offset = [], 0
+    for name in LA_SITES:
+        if name in z:
+            width = int(z[name].shape[1])
+            out.append(Block(name, offset, width))
+            offset += width
+    for g, (la, slot) in nested.items():
+        name = f"{g}_centred"
+        if name in z:
+            width = int(slot.max()) + 1
+            out.append(Block(name, offset, width, la, slot))
+            offset += width
+    return tuple(out)
 
 
 def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32: bool = False,
                   seed: int = 0) -> Problem:
     """The Laplace pieces for ``spec`` (which must pass :func:`check_supported`)."""
+    from functools import partial
+
     import jax
     import jax.numpy as jnp
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import _unconstrain_params, initialize_model, log_density
+    from numpyro.handlers import substitute, trace
+    from numpyro.infer.util import _unconstrain_reparam, constrain_fn, potential_energy
 
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
-    from hierarchy.likelihood.predictor import linear_predictor
 
     check_supported(spec, design)
     jax.config.update("jax_enable_x64", True)
     spec_c = _centred(spec)
+    dropped = tuple(g for g, axes in zip(design.group_names, group_zero_sum(spec_c, design), strict=True)
+                    if axes and 0 in axes and g.split(":")[0] == "la")
+    if dropped:  # the sum over LAs couples the blocks: iid effects (the formula's own meaning)
+        design = replace(design, group_grid=())
     layout = make_layout(design)
     model = model_fn(spec_c, priors, design, layout)
+    probe = model_fn(spec_c, priors, design, layout, expose=True)
     data = model_data(layout, "float32" if float32 else "float64")
-    info = initialize_model(jax.random.PRNGKey(seed), model, model_args=(data,), init_strategy=init_to_median)
-    if LATENT not in info.param_info.z:
-        raise HierarchyError(f"{spec.name}: the centred model has no '{LATENT}' site to marginalise")
-    n_la, n_eff = info.param_info.z[LATENT].shape
+    z = _initial_point(model, data, seed)
+    blocks = _blocks(z, design, _nested_groups(design, layout))
+    if not blocks:
+        raise HierarchyError(f"{spec.name}: the centred model has no LA effects to marginalise")
+    names = {b.name for b in blocks}
+    n_la = design.n_la
+    n_eff = sum(b.width for b in blocks)
+    real = np.ones((n_la, n_eff), dtype=bool)
+    for b in blocks:
+        if b.la is not None:
+            real[:, b.offset:b.offset + b.width] = False
+            real[b.la, b.offset + b.slot] = True
+    pad = jnp.asarray(~real, jnp.float64)
     f64 = jnp.float64
-    rows = {"la_index": layout.chunk_la[:, None], "stage_index": layout.chunk_stage[:, None],
-            "stratum_index": layout.chunk_stratum[:, None], "log_exposure": jnp.asarray(layout.log_exposure, f64),
-            "w": jnp.asarray(layout.w, f64),
-            "row_X": None if layout.row_X is None else jnp.asarray(layout.row_X, f64)}
-    y, mask = jnp.asarray(layout.y, f64), jnp.asarray(layout.mask, f64)
-    onehot = jnp.asarray(layout.onehot, f64)  # (K, J): chunk sums to LA sums without scatter
-    # d eta / d x[:, e], the same for every LA: the predictor is linear in la_coef
-    V = jnp.stack([jax.jvp(lambda x: linear_predictor(rows, {LATENT: x}, jnp) + 0.0 * rows["w"],
-                           (jnp.zeros((n_la, n_eff)),), (jnp.zeros((n_la, n_eff)).at[:, e].set(1.0),))[1]
-                   for e in range(n_eff)])
-    V = V * mask  # padding rows carry nothing
+    chunk_la = jnp.asarray(layout.chunk_la)
+    le, w, y, mask = (jnp.asarray(getattr(layout, k), f64) for k in ("log_exposure", "w", "y", "mask"))
+    problem = Problem(potential=partial(potential_energy, model, (data,), {}),
+                      postprocess=lambda z: constrain_fn(model, (data,), {}, z, return_deterministic=True),
+                      pieces=None, local=None,
+                      blocks=blocks, hyper0={k: v for k, v in z.items() if k not in names}, x0=None, real=real,
+                      dropped_zero_sum=dropped)
 
-    def prior(zh, x=None):
-        """One run of the model at ``{zh, LATENT: x}`` (default zeros): the LA means and precision from
-        its own MVN site, the predictor without la_coef, phi, and the potential energy there."""
-        x = jnp.zeros((n_la, n_eff)) if x is None else x
-        log_joint, tr = log_density(_unconstrain_params(model, {**zh, LATENT: x}), (data,), {}, {})
-        fn = tr[LATENT]["fn"]
-        P = jnp.broadcast_to(_inverse_spd(fn.scale_tril), (n_la, n_eff, n_eff))
-        p = {k: s["value"] for k, s in tr.items() if s["type"] in ("sample", "deterministic")}
-        p[LATENT] = jnp.zeros((n_la, n_eff))
-        eta0 = linear_predictor(rows, p, jnp)
-        return Prior(jnp.broadcast_to(fn.loc, (n_la, n_eff)), P, eta0, p.get("dispersion"), -log_joint)
+    def run(zh, x):
+        params = {**zh, **problem.sites_of(x)}
+        return trace(substitute(probe, substitute_fn=partial(_unconstrain_reparam, params))).get_trace(data)
 
-    def eta_of(x, eta0):
-        return eta0 + jnp.einsum("ekc,ke->kc", V, x[layout.chunk_la])
+    def pieces(zh) -> Pieces:
+        zero = jnp.zeros((n_la, n_eff))
+        basis = jnp.broadcast_to(jnp.eye(n_eff)[:, None, :], (n_eff, n_la, n_eff))
 
-    def local(pr, x, derivatives: bool = True):
+        def chunk_ab(x):
+            tr = run(zh, x)
+            return tr["_chunk_a"]["value"].astype(f64), tr["_chunk_b"]["value"].astype(f64)
+
+        def nlp(x):
+            tr = run(zh, x)
+            return (-sum(jnp.sum(tr[n]["fn"].log_prob(tr[n]["value"])) for n in names)
+                    + 0.5 * jnp.sum(pad * x**2))
+
+        tr = run(zh, zero)
+        a0, b0 = chunk_ab(zero)
+        # one direction at a time (vmapped, the MVN's forward-over-reverse derivative took 100x longer)
+        A, B = (jnp.stack(d, axis=1) for d in zip(*(jax.jvp(chunk_ab, (zero,), (d,))[1] for d in basis),
+                                                      strict=True))
+        grad = jax.grad(nlp)
+        P = jnp.stack([jax.jvp(grad, (zero,), (d,))[1] for d in basis], axis=-1)  # column e of each block
+        phi = tr["_chunk_phi"]["value"].astype(f64) if "_chunk_phi" in tr else None
+        per_row = tr["_per_row"]["value"].astype(f64) if "_per_row" in tr else None
+        return Pieces(a0, b0, A, B, grad(zero), P, per_row, phi)
+
+    def segment(t):
+        return jax.ops.segment_sum(t, chunk_la, num_segments=n_la, indices_are_sorted=True)
+
+    def local(pc: Pieces, x, derivatives: bool = True):
         """Per LA: negative log joint (up to terms free of x), its gradient and Hessian in x_j."""
-        m, P, eta0, phi = pr.m, pr.P, pr.eta0, pr.phi
-        eta = eta_of(x, eta0)
-        r = x - m
-        ll, d1, d2 = _row_derivatives(y, eta, phi)
-        value = 0.5 * jnp.einsum("je,jef,jf->j", r, P, r) - onehot.T @ jnp.sum(mask * ll, axis=1)
+        xk = x[chunk_la]
+        a = pc.a0 + jnp.sum(pc.A * xk, 1)
+        b = pc.b0 + jnp.sum(pc.B * xk, 1)
+        eta = le + a[:, None] + b[:, None] * w
+        eta = eta if pc.per_row is None else eta + pc.per_row
+        ll, d1, d2 = _row_derivatives(y, eta, None if pc.phi is None else pc.phi[:, None])
+        Px = jnp.einsum("jef,jf->je", pc.P, x)
+        value = jnp.sum(pc.g0 * x, 1) + 0.5 * jnp.sum(x * Px, 1) - segment(jnp.sum(mask * ll, 1))
         if not derivatives:
             return value, None, None
-        g = jnp.einsum("jef,jf->je", P, r) - onehot.T @ jnp.einsum("kc,ekc->ke", d1, V)
-        H = P - jnp.einsum("kj,kef->jef", onehot, jnp.einsum("kc,ekc,fkc->kef", d2, V, V))
+        d1, d2 = mask * d1, mask * d2
+        G0, G1 = jnp.sum(d1, 1)[:, None], jnp.sum(d1 * w, 1)[:, None]
+        S0, S1, S2 = (jnp.sum(d2 * w**k, 1)[:, None, None] for k in range(3))
+        AA, AB, BB = (jnp.einsum("ke,kf->kef", u, v) for u, v in ((pc.A, pc.A), (pc.A, pc.B), (pc.B, pc.B)))
+        g = pc.g0 + Px - segment(pc.A * G0 + pc.B * G1)
+        H = pc.P - segment(AA * S0 + (AB + jnp.swapaxes(AB, 1, 2)) * S1 + BB * S2)
         return value, g, H
 
-    return Problem(potential=info.potential_fn, postprocess=info.postprocess_fn, local=local, prior=prior,
-                   z_init=info.param_info.z, n_la=int(n_la), n_eff=int(n_eff))
+    return replace(problem, pieces=pieces, local=local, x0=problem.x_of({b.name: z[b.name] for b in blocks}))
+
+
+def _initial_point(model, data, seed: int) -> dict:
+    """Unconstrained initial values of every site: each prior's median (of 15 draws), as NumPyro's
+    ``init_to_median``, in one compiled program (NumPyro's ``initialize_model`` runs the model op by
+    op: a minute of compilation at national scale)."""
+    import jax
+    from numpyro.distributions import biject_to
+    from numpyro.handlers import seed as seeded
+    from numpyro.handlers import substitute, trace
+    from numpyro.infer import init_to_median
+
+    @jax.jit
+    def init(key, data):
+        tr = trace(substitute(seeded(model, key), substitute_fn=init_to_median(num_samples=15))).get_trace(data)
+        return {k: biject_to(v["fn"].support).inv(v["value"]) for k, v in tr.items()
+                if v["type"] == "sample" and not v["is_observed"]}
+
+    return init(jax.random.PRNGKey(seed), data)
 
 
 def _row_derivatives(y, eta, phi):
     """Each row's log-likelihood at log mean ``eta`` less the terms free of ``eta`` (the NumPyro model's
     own row terms, :mod:`hierarchy.likelihood.jaxmodel`; no ``lgamma`` per row), and its first and
     second derivatives in ``eta``: negative binomial with dispersion ``phi``, Poisson when ``phi`` is
-    None. The derivatives are written out (one ``exp`` per row: automatic differentiation of the value
-    cost several times more at national scale); tests check them against the model's own gradient and
-    Hessian."""
+    None. The derivatives are written out (one ``exp`` per row); tests check them against the model's
+    own gradient and Hessian."""
     import jax.numpy as jnp
 
     from hierarchy.likelihood.jaxmodel import _nb_row_terms, _poisson_saturated
@@ -185,10 +331,10 @@ def _row_derivatives(y, eta, phi):
     mu = jnp.exp(eta)
     if phi is None:
         return _poisson_saturated(y, eta), y - mu, -mu
-    log_phi = jnp.log(phi)
-    log_phi_mu = jnp.logaddexp(log_phi, eta)
-    value = _nb_row_terms(y, eta, phi, log_phi_mu, log_phi_mu - log_phi)
-    return value, phi * (y - mu) / (phi + mu), -phi * mu * (phi + y) / (phi + mu) ** 2
+    log_phi_mu = jnp.log(phi + mu)
+    value = _nb_row_terms(y, eta, phi, log_phi_mu, log_phi_mu - jnp.log(phi))
+    r = phi / (phi + mu)
+    return value, r * (y - mu), -r * mu * (phi + y) / (phi + mu)
 
 
 def _solve(H, g):
@@ -261,36 +407,38 @@ def _draw(x_hat, L, eps):
     return x_hat + jax.scipy.linalg.solve_triangular(L, eps[..., None], lower=True, trans=1)[..., 0]
 
 
-def newton(problem: Problem, pr, x0, tol: float = NEWTON_TOL, max_iter: int = MAX_NEWTON):
-    """Mode of the LA effects given hyperparameter pieces ``pr`` (:attr:`Problem.prior`), from ``x0``.
+def newton(problem: Problem, pc: Pieces, x0, tol: float = NEWTON_TOL, max_iter: int = MAX_NEWTON):
+    """Mode of the latent effects given the pieces ``pc`` (:attr:`Problem.pieces`), from ``x0``.
 
-    Newton's method on every LA block at once; a step that does not lower an LA's negative log
-    density (Armijo) is halved for that LA. Returns the mode and the largest Newton decrement.
-    Not meant to be differentiated (see the module docstring).
+    Newton's method on every LA block at once, one pass over the rows per iteration: the candidate's
+    value, gradient and Hessian come together, and a candidate that does not lower an LA's negative log
+    density enough (Armijo) is replaced by half the step for that LA. Returns the mode, the largest
+    Newton decrement and the iterations. Not meant to be differentiated (see the module docstring).
     """
     import jax
     import jax.numpy as jnp
 
     def cond(state):
-        _, _, it, dec = state
-        return (it < max_iter) & (dec > tol)
+        return (state[-2] < max_iter) & (state[-1] > tol)
 
     def body(state):
-        x, scale, it, _ = state
-        f, g, H = problem.local(pr, x)
-        step = -_solve(H, g)
+        x, f, g, H, step, t, it, _ = state
         slope = jnp.sum(g * step, axis=1)  # <= 0
-        cand = x + scale[:, None] * step
-        f_new = problem.local(pr, cand, derivatives=False)[0]
-        ok = f_new <= f + 1e-4 * scale * slope
-        x = jnp.where(ok[:, None], cand, x)
-        scale = jnp.where(ok, jnp.minimum(1.0, 2.0 * scale), 0.5 * scale)
-        dec = jnp.max(jnp.where(jnp.isfinite(slope), -slope, jnp.inf))
-        return x, scale, it + 1, dec
+        cand = x + t[:, None] * step
+        fc, gc, Hc = problem.local(pc, cand)
+        ok = jnp.isfinite(fc) & (fc <= f + 1e-4 * t * slope)
+        x, f = jnp.where(ok[:, None], cand, x), jnp.where(ok, fc, f)
+        g, H = jnp.where(ok[:, None], gc, g), jnp.where(ok[:, None, None], Hc, H)
+        step = -_solve(H, g)
+        dec = jnp.max(jnp.where(jnp.isfinite(step).all(1), -jnp.sum(g * step, axis=1), jnp.inf))
+        return x, f, g, H, step, jnp.where(ok, 1.0, 0.5 * t), it + 1, dec
 
-    state = (x0, jnp.ones(x0.shape[0], x0.dtype), 0, jnp.asarray(jnp.inf, x0.dtype))
-    x, _, it, dec = jax.lax.while_loop(cond, body, state)
-    return x, dec, it
+    f, g, H = problem.local(pc, x0)
+    step = -_solve(H, g)
+    dec = jnp.max(-jnp.sum(g * step, axis=1))
+    state = (x0, f, g, H, step, jnp.ones(x0.shape[0], x0.dtype), 0, dec)
+    out = jax.lax.while_loop(cond, body, state)
+    return out[0], out[-1], out[-2]
 
 
 def mode_and_hessian(problem: Problem, zh: dict, start):
@@ -300,21 +448,18 @@ def mode_and_hessian(problem: Problem, zh: dict, start):
     import jax
 
     x0 = jax.lax.stop_gradient(start(zh) if callable(start) else start)
-    pr = problem.prior(zh, x0)
-    x_star, dec, _ = newton(problem, jax.lax.stop_gradient(pr), x0)
+    pc = problem.pieces(zh)
+    x_star, dec, _ = newton(problem, jax.lax.stop_gradient(pc), x0)
     x_star = jax.lax.stop_gradient(x_star)
-    _, g, H = problem.local(pr, x_star)
-    x_hat = x_star - _solve(H, g)  # = x_star at convergence; its derivative is the IFT one
-    f_hat, _, H_hat = problem.local(pr, x_hat)
-    # the model's potential at x_hat: at x0 from its one run, plus the change of the per-LA terms,
-    # which are the same function of x up to terms free of x (tests/inference/test_laplace.py)
-    potential = pr.potential + (f_hat - problem.local(pr, x0, derivatives=False)[0]).sum()
-    return x_hat, H_hat, dec, potential
+    _, g, H = problem.local(pc, x_star)
+    x_hat = x_star - _solve(jax.lax.stop_gradient(H), g)  # = x_star at convergence; its derivative is the IFT one
+    _, _, H_hat = problem.local(pc, x_hat)
+    return x_hat, H_hat, dec, problem.potential({**zh, **problem.sites_of(x_hat)})
 
 
 def laplace_potential(problem: Problem, start):
     """``U(theta) = -log p(y, theta)`` by Laplace (unconstrained hyperparameters), for NUTS."""
-    n = problem.n_la * problem.n_eff
+    n = int(problem.real.sum())
 
     def potential(zh):
         _, H, _, joint = mode_and_hessian(problem, zh, start)
@@ -324,8 +469,8 @@ def laplace_potential(problem: Problem, start):
 
 
 def hyper_init(problem: Problem) -> dict:
-    """The unconstrained hyperparameters of the model's initial point (every site but the LA effects)."""
-    return {k: v for k, v in problem.z_init.items() if k != LATENT}
+    """The unconstrained hyperparameters of the model's initial point (every site not marginalised)."""
+    return dict(problem.hyper0)
 
 
 def find_mode(problem: Problem, zh0: dict, x0) -> tuple[dict, np.ndarray, Any]:
@@ -375,7 +520,7 @@ def draw_latent(problem: Problem, zh_draws: dict, start, key, batch: int = DRAW_
     def one(zh, k):
         x_hat, H, _, _ = mode_and_hessian(problem, zh, start)
         x = _draw(x_hat, _cholesky(H), jax.random.normal(k, x_hat.shape, x_hat.dtype))
-        return problem.postprocess({**zh, LATENT: x})
+        return problem.postprocess({**zh, **problem.sites_of(x)})
 
     many = jax.jit(jax.vmap(one))
     n = len(next(iter(zh_draws.values())))
@@ -399,12 +544,12 @@ def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, pr
 
     t = time.perf_counter()
     problem = build_problem(spec, priors, design, float32=settings["float32"], seed=settings["seed"])
-    zh_mode, cov, start = find_mode(problem, hyper_init(problem), problem.z_init[LATENT])
+    zh_mode, cov, start = find_mode(problem, hyper_init(problem), problem.x0)
     t_mode = time.perf_counter() - t
     key = jax.random.PRNGKey(settings["seed"])
     init = _chain_inits(zh_mode, cov, settings["chains"], jax.random.fold_in(key, 1))
     kernel = NUTS(potential_fn=laplace_potential(problem, start), target_accept_prob=settings["target_accept"],
-                  max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH))
+                  max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH), dense_mass=True)
     chain_method = settings["chain_method"]
     if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
         chain_method = "sequential" if jax.local_device_count() == 1 else "parallel"
@@ -450,7 +595,7 @@ def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, pr
     settings["chain_method_used"] = chain_method
     settings["max_tree_depth"] = MAX_TREE_DEPTH
     settings["laplace"] = {
-        "marginalised": f"{LATENT} ({problem.n_la} LAs x {problem.n_eff} effects), centred on the LA-level mean",
+        "marginalised": _describe(problem),
         "hyperparameters": sorted(hyper_init(problem)),
         "newton_tol": NEWTON_TOL, "max_newton": MAX_NEWTON,
         "gradient": "implicit function theorem: one differentiated Newton step from the converged mode",
@@ -458,6 +603,17 @@ def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, pr
     return Draws(posterior=samples, stats=stats,
                  timings={"mode": t_mode, "warmup": t_warm, "sampling": timing["sampling"],
                           "latent_draws": timing["latent"], "warmup_mean_steps": warm_steps})
+
+
+def _describe(problem: Problem) -> str:
+    """The marginalised sites in words, for provenance."""
+    parts = [f"{b.name} ({problem.n_la} LAs x {b.width})" if b.la is None else
+             f"{b.name} ({len(b.la)} levels, up to {b.width} per LA)" for b in problem.blocks]
+    out = ", ".join(parts) + f": {problem.n_eff} effects per LA block, centred"
+    if problem.dropped_zero_sum:
+        out += ("; " + ", ".join(problem.dropped_zero_sum) + " without the sum to zero over LAs that NUTS uses "
+                "(iid effects, as lme4 and glmmTMB fit them)")
+    return out
 
 
 def _chain_inits(zh: dict, cov: np.ndarray, chains: int, key) -> dict:

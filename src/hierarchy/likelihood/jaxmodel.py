@@ -166,7 +166,7 @@ def with_counts(layout: Layout, y: np.ndarray, stage_index: np.ndarray | None = 
 
 
 def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
-             gather: bool | None = None, fold_groups: bool = True):
+             gather: bool | None = None, fold_groups: bool = True, expose: bool = False):
     """Return a NumPyro model ``model(data)`` for ``spec``; ``data`` is :func:`model_data`.
 
     Parameters are in JAX's default float; the row arithmetic is in the precision of ``data``.
@@ -179,6 +179,12 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     la:year)`` when year is the stratum) to the chunk's intercept, one gather per chunk instead of one
     per row; with no other row terms the likelihood then takes the fast per-chunk path. The log
     density is the same either way.
+
+    ``expose`` records what the likelihood reads as deterministic sites: each chunk's intercept and
+    gradient ``_chunk_a, _chunk_b`` (K,), its rows' other terms ``_per_row`` (K, C; absent when there are
+    none) and, for the
+    negative binomial, its dispersion ``_chunk_phi`` (K,): the embedded Laplace mode's view of the
+    predictor (:mod:`hierarchy.inference.laplace`).
     """
     import jax
     import jax.numpy as jnp
@@ -279,6 +285,11 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         per_row = row_terms(rows_k, p, jnp)
         within = not isinstance(per_row, float)  # row_terms gives 0.0 when no term varies within a chunk
         rows = (arr["log_exposure"], arr["w"], arr["y"], arr["mask"])
+        if expose:
+            numpyro.deterministic("_chunk_a", a[:, 0])
+            numpyro.deterministic("_chunk_b", b[:, 0])
+            if within:
+                numpyro.deterministic("_per_row", per_row)
         if spec.family == "negative_binomial":
             phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
             # phi at the rows' precision everywhere: the float32 rows see phi rounded, and the float64
@@ -287,6 +298,9 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
             phi = phi + jax.lax.stop_gradient(phi.astype(arr["y"].dtype).astype(phi.dtype) - phi)
             values = jnp.arange(arr["y_hist"].shape[1], dtype=dtype)
             phi_k = per_chunk(phi, arr["onehot_stage"], layout.chunk_stage)
+            if expose:  # the pieces only: no likelihood (its custom gradient has no forward mode)
+                numpyro.deterministic("_chunk_phi", phi_k[:, 0])
+                return
             if arr["y_hist"].shape[1]:
                 lgamma_y_phi = jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
             else:
@@ -295,6 +309,8 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
                   + (_nb_rows(a, b, phi_k, per_row, *rows) if within else
                      _nb_chunks()(a, b, phi_k, *rows)))
         else:
+            if expose:
+                return
             ll = arr["y_log_y"] + (_poisson_rows(a, b, per_row, *rows) if within else
                                    _poisson_chunks()(a, b, *rows))
         numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
