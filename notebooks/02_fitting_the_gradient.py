@@ -205,9 +205,12 @@ show(fig)
 # `parameterisation = "auto"` (the default in every shipped model) therefore decides per LA effect
 # from the counts: it centres an LA's intercept when its median standard error over LAs (Poisson,
 # 1/sqrt(count)) is below 0.2, and its gradient when that is below 0.1, roughly the between-LA SDs
-# in this field; otherwise the effect is non-centred. A stacked model can so centre the referral
-# effects and non-centre the sparse looked-after ones. A spec can force either form; the fit
-# records what it used.
+# in this field, *and* when that standard error (overdispersion included) is below the effect's
+# spread over LAs estimated from the data alone (per-LA Poisson regressions, DerSimonian-Laird):
+# an effect that barely varies between LAs (a re-referral gradient) makes a funnel when centred,
+# however many counts there are. Otherwise the effect is non-centred. A stacked model can so centre
+# the referral effects and non-centre the sparse looked-after ones. A spec can force either form;
+# the fit records what it used.
 
 # %%
 spec_default = load_spec(MODELS["inverse_intervention_nb_log"])

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_group_terms_are_centred_where_the_counts_pin_their_levels_down(small_geography):
     """``auto``: an intercept-only group is centred when the median level's 1/sqrt(total count) is
-    under GROUP_CENTRING_SE; few counts leave it non-centred; an explicit parameterisation wins."""
+    under GROUP_CENTRING_SE and its levels vary beyond their noise (planted LA x year effects, SD
+    0.5); few counts leave it non-centred; an explicit parameterisation wins."""
     spec = load_spec(ROOT / "models/years_gradient_nb.toml")
     table, _ = simulate_years(small_geography, years=[2019, 2020], seed=2)
     assert spec.groups == (("la:year", False),)
@@ -24,7 +25,9 @@ def test_group_terms_are_centred_where_the_counts_pin_their_levels_down(small_ge
         totals = t.groupby(["la", "year"])["referral"].sum().to_numpy()
         return bool(np.median(1 / np.sqrt(totals)) < GROUP_CENTRING_SE)
 
-    many = table.assign(referral=table["referral"] * 50)
+    cells = table.groupby(["la", "year"]).ngroup().to_numpy()
+    planted = np.random.default_rng(0).normal(0.0, 0.5, cells.max() + 1)
+    many = table.assign(referral=np.random.default_rng(1).poisson(50 * table["referral"] * np.exp(planted[cells])))
     few = table.assign(referral=(table["referral"] > 0).astype(int))
     assert expected(many) and not expected(few)  # the two cases fall either side of the limit
     assert group_centring(spec, build_design(many, spec)) == (True,)

@@ -131,13 +131,14 @@ def test_auto_centring_decides_per_effect_from_the_counts(table):
     assert se[0, 0] < se[1:, 0].min()  # referrals outnumber every later stage: smallest errors
     # a generous rule centres everything, a strict one nothing, one in between splits by stage
     rich, sparse = replace(design, y=design.y * 1000), replace(design, y=design.y * 0)
-    assert centring(spec, rich).all() and not centring(spec, sparse).any()
+    assert (la_effect_se(spec, rich) < 0.03).all() and not centring(spec, sparse).any()
     mask = centring(spec, design).reshape(len(spec.stages), 2)
     limit = np.array([[0.2, 0.1]] + [[0.2, 0.03]] * (len(spec.stages) - 1))  # anchored: stage deviations
-    assert spec.la.stage_structure == "anchored" and np.array_equal(mask, se < limit)
+    # the spread condition (issue 34 item 3) only ever takes centring away from the counts' rule
+    assert spec.la.stage_structure == "anchored" and not (mask & ~(se < limit)).any() and mask[0].all()
     correlated = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"],
                                                                 "stage_structure": "correlated"}})
-    assert np.array_equal(centring(correlated, design).reshape(len(spec.stages), 2), se < np.array([0.2, 0.1]))
+    assert not (centring(correlated, design).reshape(len(spec.stages), 2) & ~(se < np.array([0.2, 0.1]))).any()
     fixed = ModelSpec.from_dict({**spec.to_dict(), "la": {**spec.to_dict()["la"], "parameterisation": "centred"}})
     assert centring(fixed, sparse).all()
 

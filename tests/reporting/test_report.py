@@ -308,13 +308,13 @@ def test_findings_sentences_carry_the_estimand_tables_numbers(cli_report):
         [text] = [t for t in sentences if t.startswith(start)]
         *values, tol = parse_change(text)
         assert values == pytest.approx(list(head.loc[level, ["mean", "lower", "upper"]]), abs=tol), text
-        assert "is associated with" in text and f"{100 * head.loc[level, 'la_deprivation']:.0f}% income" in text
+        assert "is associated with" in text and f"{head.loc[level, 'la_deprivation_pct']:.1f}% income" in text
     assert "published for 2018-19: 62% higher" in sentences[0]  # the data's year is the published one
     inv = pd.read_csv(cli_report / "inverse_intervention.csv")
     [text] = [t for t in sentences if t.startswith("For neighbourhoods of the same deprivation")]
-    x = float(re.search(r"deprivation \((\d+)% income", text)[1])
+    x = float(re.search(r"deprivation \((\d+\.\d)% income", text)[1])
     *values, tol = parse_change(text)
-    rows = inv[(100 * inv["x"]).round() == x]
+    rows = inv[inv["neighbourhood_deprivation_pct"].round(1) == x]  # the CSV's percents (issue 34 item 10)
     assert any(values == pytest.approx(list(r), abs=tol) for r in rows[["mean", "lower", "upper"]].to_numpy())
     assert f"{(inv['lower'] > 1).sum()} of the {len(inv)}" in text
     la = pd.read_csv(cli_report / "la_gradients.csv")

@@ -144,7 +144,13 @@ def _rate_label(outcome: str) -> str:
 
 def _percent_axis(ax, label: str) -> None:
     ax.set_xlabel(label)
-    ax.xaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
+    ax.xaxis.set_major_formatter(_percent_tick)
+
+
+def _percent_tick(v: float, _pos: int | None = None) -> str:
+    """A deprivation share on an axis: whole percents as ``20%``, others with one decimal (``12.5%``)."""
+    p = 100 * v
+    return f"{p:.0f}%" if abs(p - round(p)) < 1e-6 else f"{p:.1f}%"
 
 
 def plot_rate_curves(curves: pd.DataFrame, *, outcome: str = "referral") -> tuple[Figure, pd.DataFrame]:

@@ -17,7 +17,7 @@ import pandas as pd
 from hierarchy import published
 from hierarchy.reporting import page
 from hierarchy.reporting.tables import ALL_LAS
-from hierarchy.reporting.text import decimals_for, pct_decimals
+from hierarchy.reporting.text import decimals_for, pct, pct_decimals
 from hierarchy.results import estimands
 
 STAGE_WORDS = {"referral": "referral", "assessment": "assessment", "s47": "section 47 enquiry",
@@ -141,7 +141,7 @@ def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: floa
     for _, r in head.set_index("la_level").reindex(["mean", ALL_LAS, "10 points less", "10 points more"]
                                                    ).dropna(subset=["mean"]).iterrows():
         level = str(r.name)
-        X = f" ({100 * r['la_deprivation']:.0f}% income-deprived)" if "la_deprivation" in r and \
+        X = f" ({pct(r['la_deprivation'])} income-deprived)" if "la_deprivation" in r and \
             np.isfinite(r.get("la_deprivation", np.nan)) else ""
         shown = f"; published for {pub.when}: {_change(pub.gradients[level], 0)}" if level in pub.gradients else ""
         rise = RISE if not out else "the same rise"
@@ -154,15 +154,15 @@ def findings(tables: dict[str, pd.DataFrame], *, outcome: str | list, prob: floa
         r = inv.iloc[i]
         above = inv[inv["lower"] > 1]
         span = (f"; the {prob:.0%} interval lies above no difference for {len(above)} of the "
-                f"{len(inv)} neighbourhood deprivation levels shown ({100 * inv['x'].min():.0f}% to "
-                f"{100 * inv['x'].max():.0f}%)")
+                f"{len(inv)} neighbourhood deprivation levels shown ({pct(inv['x'].min())} to "
+                f"{pct(inv['x'].max())})")
         if "extrapolated" in inv:
             seen = inv.loc[~inv["extrapolated"].astype(bool), "x"]
             span += (f", of which the data have neighbourhoods in local authorities of both levels only from "
-                     f"{100 * seen.min():.0f}% to {100 * seen.max():.0f}%" if len(seen) else
+                     f"{pct(seen.min())} to {pct(seen.max())}" if len(seen) else
                      ", none of them seen in local authorities of both levels (the contrast is an extrapolation)")
         out.append(page.Finding(
-            f"For neighbourhoods of the same deprivation ({100 * r['x']:.0f}% income-deprived), being in a "
+            f"For neighbourhoods of the same deprivation ({pct(r['x'])} income-deprived), being in a "
             f"local authority 10 points less deprived rather than 10 points more deprived is associated "
             f"with a {rate} {_pct_interval(r['mean'], r['lower'], r['upper'], prob)}{span}.",
             "inverse-intervention"))

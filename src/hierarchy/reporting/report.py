@@ -54,9 +54,11 @@ from hierarchy.reporting.text import (  # noqa: F401  (re-exported: the report's
     csv_bytes,
     decimals_for,
     display,
+    in_percent,
     lean,
     markdown_table,
     num,
+    pct,
     rounded,
     short,
 )
@@ -149,7 +151,7 @@ def summary_text(fit: Any, *, fmt: str = "table", prob: float = 0.9, rope: tuple
         return json.dumps({"fit": title, "model": prov["model_spec"]["name"],
                            "priors": prov["priors"]["name"], "prob": prob,
                            "diagnostics": {"verdict": verdict(diag), **diag},
-                           "parameters": _records(summ), "headline": _records(head),
+                           "parameters": _records(summ), "headline": _records(in_percent(head)),
                            "heterogeneity": _records(het), "heterogeneity_notes": defs},
                           indent=1, default=str)
     if fmt == "csv":
@@ -180,7 +182,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _summary_csv(summ: pd.DataFrame, head: pd.DataFrame, diag: dict[str, Any], het: pd.DataFrame) -> str:
     params = summ.rename(columns={"parameter": "name"}).assign(kind="parameter")
-    est = head.assign(kind="estimand", name=head["estimand"] + "[" + head["la_level"] + "]")
+    est = in_percent(head).assign(kind="estimand", name=head["estimand"] + "[" + head["la_level"] + "]")
     est = est.drop(columns=["estimand", "la_level"])
     diag_row = pd.DataFrame({"kind": ["diagnostics"], "name": ["verdict"], "note": [verdict(diag)]})
     het = het.rename(columns={"estimand": "name"}).assign(kind="heterogeneity") if len(het) else None
@@ -204,7 +206,7 @@ def provenance_rows(prov: dict[str, Any]) -> list[tuple[str, str]]:
         ("priors", f"{prov['priors']['name']} (hash {prov['priors_hash']})"),
         ("data", f"hash {prov['data_hash']}, {design.get('n_rows', '?')} rows in "
                  f"{design.get('n_la', '?')} LAs, source {prov.get('data_source') or '?'}"),
-        ("mean LA deprivation (X_mean)", f"{design.get('X_mean', float('nan')):.4f}"),
+        ("mean LA deprivation (X_mean)", pct(design.get("X_mean", float("nan")))),
         ("sampler", f"{s.get('sampler', '?')}: {settings}"),
         ("seed", str(prov.get("seed"))),
         ("timings (s)", ", ".join(f"{k} {v:.1f}" for k, v in prov.get("timings", {}).items())),
@@ -624,7 +626,7 @@ def _la_decile_wide(la_deciles: pd.DataFrame) -> pd.DataFrame:
     wide = wide.reindex(columns=cols).astype(object).where(lambda d: d.notna(), "–")
     wide.columns = [f"decile {c}" if c != "all" else "all" for c in cols]
     X = la_deciles.groupby("la")["la_deprivation"].first()
-    wide.insert(0, "LA deprivation", X.reindex(wide.index).map(num))
+    wide.insert(0, "LA deprivation", X.reindex(wide.index).map(pct))
     return wide.reset_index()
 
 

@@ -21,6 +21,35 @@ DISCLOSED_CSV = {"observed_count": "{:.0f}", "observed_neighbourhoods": "{:.0f}"
                  "observed_rate": "{:.4f}"}
 
 
+DEPRIVATION = {"la_deprivation": "la_deprivation_pct", "x": "neighbourhood_deprivation_pct",
+               "deprivation_min": "deprivation_min_pct", "deprivation_max": "deprivation_max_pct"}
+"""Columns holding a share of income-deprived people (a proportion in the tables) and their CSV names.
+One rule everywhere: on pages, in printed tables, in sentences and on figures such a share is a
+percent with one decimal (``24.3%``, :func:`pct`); in CSV and JSON files it is in percent at full
+precision, in a column whose name ends ``_pct`` (:func:`in_percent`), as the maps' summaries are."""
+
+
+def pct(v: Any) -> str:
+    """A deprivation share (proportion) as a percent with one decimal, ``0.243`` -> ``24.3%``."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "" if v is None else str(v)
+    return f"{100 * v:.1f}%" if np.isfinite(v) else ""
+
+
+def in_percent(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its deprivation shares in percent under names ending ``_pct`` (:data:`DEPRIVATION`),
+    for the files a report writes."""
+    have = {c: DEPRIVATION[c] for c in frame.columns if c in DEPRIVATION}
+    if not have:
+        return frame
+    out = frame.copy()
+    for c in have:
+        out[c] = 100 * pd.to_numeric(out[c], errors="coerce")
+    return out.rename(columns=have)
+
+
 def num(v: Any) -> str:
     """A number as text for reading: thousands separated, three significant figures below 100."""
     if isinstance(v, (bool, np.bool_)):
@@ -40,7 +69,11 @@ def num(v: Any) -> str:
 def display(frame: pd.DataFrame) -> pd.DataFrame:
     """Text version of a table: disclosed columns marked, other numbers rounded for reading."""
     marked = disclosure.mark_suppressed(frame, {c: f for c, f in DISCLOSED.items() if c in frame})
-    return marked.astype(object).map(num)
+    out = marked.astype(object).map(num)
+    for c in DEPRIVATION:
+        if c in frame:
+            out[c] = frame[c].map(pct)
+    return out
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -52,7 +85,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """``frame`` as the CSV a report writes: every row, full precision, disclosure-controlled cells marked."""
+    """``frame`` as the CSV a report writes: every row, full precision, disclosure-controlled cells marked,
+    deprivation shares in percent (:func:`in_percent`)."""
+    frame = in_percent(frame)
     marked = disclosure.mark_suppressed(frame, {c: f for c, f in DISCLOSED_CSV.items() if c in frame})
     return marked.to_csv(index=False).encode("utf-8")
 
@@ -113,8 +148,8 @@ def rounded(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = [f"{v:.3f}" if np.isfinite(v) else "" for v in frame[col]]
         elif col in ("prob", "p_steeper", "p_greater_than_1"):
             out[col] = [f"{v:.2f}" for v in frame[col]]
-        elif col in ("la_deprivation", "x", "deprivation_min", "deprivation_max"):
-            out[col] = [f"{100 * v:.1f}%" if np.isfinite(v) else "" for v in frame[col]]
+        elif col in DEPRIVATION:
+            out[col] = [pct(v) for v in frame[col]]
     return out
 
 

@@ -991,7 +991,7 @@ def _write_prior_pages(result: PriorComparison, *, spec: ModelSpec, sets: list[P
         ("Prior predictive check: implied gradient scores",
          [("p", "Prior of the typical-LA gradient score at mean LA deprivation and 10 points "
                 "less/more deprived; p_below_1 is the prior probability of a reversed gradient.")],
-         format_columns(grads, {"la_deprivation": "{:.3f}", "median": "{:.3g}", "lower": "{:.3g}",
+         format_columns(grads, {"la_deprivation": "{:.1%}", "median": "{:.3g}", "lower": "{:.3g}",
                                 "upper": "{:.3g}", "p_below_1": "{:.2f}", "published": "{:.2f}"})),
     ]
     if posterior:
@@ -1007,7 +1007,7 @@ def _posterior_sections(result: PriorComparison, fit_table: pd.DataFrame) -> lis
                                {"prior": "{:.3f}", "likelihood": "{:.3f}"})
     est = format_columns(result.estimands[["prior_set", "la_level", "la_deprivation", "mean", "sd",
                                            "lower", "upper", "published"]],
-                         {"la_deprivation": "{:.3f}", "mean": "{:.3f}", "sd": "{:.3f}",
+                         {"la_deprivation": "{:.1%}", "mean": "{:.3f}", "sd": "{:.3f}",
                           "lower": "{:.3f}", "upper": "{:.3f}", "published": "{:.2f}"})
     mov = format_columns(result.movement[["estimand", "published", "min_mean", "min_prior_set",
                                           "max_mean", "max_prior_set", "movement", "movement_in_sd"]],
