@@ -46,9 +46,10 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, group_zero_sum
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood import parameters
 
-LA_SITES = ("la_coef", "la_level", "la_coef_flat", "la_anchor", "la_stage_centred")
-"""The centred model's sites of LA effects (one row per LA) that are marginalised."""
+LA_SITES = parameters.names(la_block=True)
+"""The centred model's sites of LA effects (one row per LA) that are marginalised (the parameter table's view)."""
 MAX_HYPER = 200
 """Group effects that stay hyperparameters (not nested in an LA) beyond this many: refused."""
 NEWTON_TOL = 1e-6
@@ -549,7 +550,8 @@ def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, pr
     key = jax.random.PRNGKey(settings["seed"])
     init = _chain_inits(zh_mode, cov, settings["chains"], jax.random.fold_in(key, 1))
     kernel = NUTS(potential_fn=laplace_potential(problem, start), target_accept_prob=settings["target_accept"],
-                  max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH), dense_mass=True)
+                  max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH), dense_mass=True,
+                  inverse_mass_matrix=cov if _usable(cov) else None)
     chain_method = settings["chain_method"]
     if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
         chain_method = "sequential" if jax.local_device_count() == 1 else "parallel"
@@ -599,7 +601,8 @@ def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, pr
         "hyperparameters": sorted(hyper_init(problem)),
         "newton_tol": NEWTON_TOL, "max_newton": MAX_NEWTON,
         "gradient": "implicit function theorem: one differentiated Newton step from the converged mode",
-        "init": "BFGS mode of the Laplace marginal, chains drawn from its inverse Hessian"}
+        "init": "BFGS mode of the Laplace marginal, chains drawn from its inverse Hessian, which is also the "
+                "first dense mass matrix"}
     return Draws(posterior=samples, stats=stats,
                  timings={"mode": t_mode, "warmup": t_warm, "sampling": timing["sampling"],
                           "latent_draws": timing["latent"], "warmup_mean_steps": warm_steps})
@@ -616,6 +619,12 @@ def _describe(problem: Problem) -> str:
     return out
 
 
+def _usable(cov: np.ndarray) -> bool:
+    """Whether ``cov`` (the inverse Hessian at the mode) is a covariance: finite, symmetric positive definite."""
+    cov = 0.5 * (cov + cov.T)
+    return bool(np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0))
+
+
 def _chain_inits(zh: dict, cov: np.ndarray, chains: int, key) -> dict:
     """Initial hyperparameters per chain: draws from ``N(mode, cov)`` (the Laplace posterior's
     Gaussian approximation), or the mode itself where ``cov`` is not a usable covariance."""
@@ -625,7 +634,7 @@ def _chain_inits(zh: dict, cov: np.ndarray, chains: int, key) -> dict:
 
     flat, unravel = ravel_pytree(zh)
     cov = 0.5 * (cov + cov.T)
-    ok = np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0)
+    ok = _usable(cov)
     noise = jax.random.normal(key, (chains, flat.shape[0]), flat.dtype)
     q = flat + (noise @ jnp.linalg.cholesky(jnp.asarray(cov)).T if ok else 0.0 * noise)
     return jax.vmap(unravel)(q)

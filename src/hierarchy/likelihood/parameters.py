@@ -34,6 +34,7 @@ class Parameter:
     per_stage: bool = False
     predictor: bool = False  # read by the one linear predictor (hierarchy.likelihood.predictor)
     meaning: str = ""
+    la_block: bool = False  # one row per LA, Gaussian given the hyperparameters: marginalised by the Laplace mode
 
 
 TABLE: tuple[Parameter, ...] = (
@@ -58,13 +59,14 @@ TABLE: tuple[Parameter, ...] = (
     Parameter("dispersion", "hyper", "dispersion", per_stage=True, predictor=True,
               meaning="negative binomial dispersion phi (variance mu + mu^2 / phi)"),
     Parameter("obs_sd", "hyper", "obs_sd", predictor=True, meaning="SD of the observation-level effects"),
-    Parameter("la_coef", "effect", predictor=True, meaning="each LA's intercept and gradient"),
+    Parameter("la_coef", "effect", predictor=True, meaning="each LA's intercept and gradient", la_block=True),
     Parameter("la_raw", "latent"),
     Parameter("la_centred", "latent"),
-    Parameter("la_level", "latent"),
-    Parameter("la_anchor", "latent"),
+    Parameter("la_level", "latent", la_block=True),
+    Parameter("la_coef_flat", "latent", la_block=True),
+    Parameter("la_anchor", "latent", la_block=True),
     Parameter("la_stage_raw", "latent"),
-    Parameter("la_stage_centred", "latent"),
+    Parameter("la_stage_centred", "latent", la_block=True),
     Parameter("msoa_raw", "latent", predictor=True),
     Parameter("eps_raw", "per_row", predictor=True),
     *(Parameter(**row) for row in spatial.PARAMETERS),
@@ -75,7 +77,7 @@ BY_NAME = {p.name: p for p in TABLE}
 
 
 def names(*, role: str | tuple[str, ...] | None = None, per_stage: bool | None = None,
-          predictor: bool | None = None) -> tuple[str, ...]:
+          predictor: bool | None = None, la_block: bool | None = None) -> tuple[str, ...]:
     """Names of the table's rows that match every given filter, in table order.
 
     Examples
@@ -86,7 +88,8 @@ def names(*, role: str | tuple[str, ...] | None = None, per_stage: bool | None =
     roles = (role,) if isinstance(role, str) else role
     return tuple(p.name for p in TABLE
                  if (roles is None or p.role in roles) and (per_stage is None or p.per_stage == per_stage)
-                 and (predictor is None or p.predictor == predictor))
+                 and (predictor is None or p.predictor == predictor)
+                 and (la_block is None or p.la_block == la_block))
 
 
 def prior_groups() -> dict[str, str]:
