@@ -122,9 +122,7 @@ def test_fit_with_columns_float32_include_data_and_vectorized_chains(tiny, tmp_p
 
 
 @pytest.mark.slow  # a fresh process for parallel chains, and PyMC / nutpie / BlackJAX compile the model
-@pytest.mark.parametrize("sampler", ["numpyro", "pymc", "nutpie", pytest.param("blackjax", marks=pytest.mark.xfail(
-    strict=True, reason="hierarchy fit --sampler blackjax fails: PyMC's blackjax path passes progress_bar, which "
-    "this blackjax's kernel() does not take (TypeError); found by this test, not fixed yet"))])
+@pytest.mark.parametrize("sampler", ["numpyro", "pymc", "nutpie"])
 def test_every_nuts_sampler_fits_end_to_end(sampler, tiny, tmp_path):
     """`hierarchy fit --sampler S` in a fresh process (parallel chains on separate host devices),
     on the correlated (intercept, gradient) model: the fit file holds a full correlation matrix and

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from hierarchy import paths, published, shipped
 from hierarchy.errors import HierarchyError
+from hierarchy.inference.sampling import CHAINS, DRAWS, TUNE, default_max_draws
 
 DEFAULT_MODEL = shipped.DEFAULT_MODEL
 DEFAULT_PRIORS = shipped.DEFAULT_PRIORS
 
 
 def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro",
-              chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
+              chains: int = CHAINS, tune: int = TUNE, draws: int = DRAWS, seed: int = 0,
               include_data: bool = False, progress: bool = True,
               chain_method: str = "parallel", float32: bool = False, log=None,
               include_log_likelihood: bool = False, max_draws: int | None = None,
@@ -117,8 +118,8 @@ def _sampled_on(done: int, asked: int, diag: dict) -> str:
     return f", sampled on to {done} draws (the cap, --max-draws) without meeting the bar"
 
 
-def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: int = 4, tune: int = 1000,
-                   draws: int = 1000, seed: int = 0, progress: bool = True) -> str:
+def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: int = CHAINS, tune: int = TUNE,
+                   draws: int = DRAWS, seed: int = 0, progress: bool = True) -> str:
     """``hierarchy fit --sufficient SUMS --data PUBLIC``: fit from LA-level sums
     (:mod:`hierarchy.inference.sufficient`) and save a normal fit file.
 
@@ -205,7 +206,7 @@ def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,
     print(f"simulated {len(table):,} neighbourhoods in {table['la'].nunique()} LAs -> {data_path}")
     # sampled on until the convergence bar is met (bench/RESULTS.md: ~1,000 draws per chain nationally)
     kw = (dict(chains=2, tune=300, draws=300, max_draws=1500) if fast
-          else dict(chains=4, tune=500, draws=1000, max_draws=3000))
+          else dict(chains=CHAINS, tune=500, draws=DRAWS, max_draws=default_max_draws(DRAWS)))
     print(f"the demo keeps its simulated counts in {fit} (--include-data) so the report can show observed "
           "against predicted from the fit alone: it is marked DISCLOSIVE, as expected for simulated data; fits "
           "of your own data leave the counts out (shareable)")

@@ -16,7 +16,7 @@ from hierarchy.inference.sampling import fit
 from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
-from hierarchy.results.fitfile import add_log_likelihood, build_idata, load_fit, provenance, save_fit
+from hierarchy.results.fitfile import add_log_likelihood, load_fit, provenance, save_fit
 from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,56 +194,6 @@ def test_diagnostics_verdicts():
     assert "7 divergent transitions" in d["reasons"] and d["tree_depth_saturation"] == pytest.approx(0.05)
     approx = diagnose(_idata([0]), approximate=True)
     assert approx["status"] == "warn" and "approximation" in approx["reasons"][0]
-
-
-APPROX_CHECKS = ["intercept", "gradient", "la_deprivation", "cross_level", "la_sd[0]", "la_sd[1]"]
-
-
-def _approx_problem():
-    """20 LAs x ~20 neighbourhoods, Poisson: pathfinder's cost grows with the rows (it scores every
-    point of its optimisation path on 200 draws), and the comparison does not need more."""
-    spec = ModelSpec.from_dict({"name": "t", "family": "poisson"})
-    table, _ = known_truth_table(spec, seed=5, n_la=20, lsoa_per_la=20)
-    return spec, build_design(table, spec)
-
-
-def _flat(draws, name: str) -> np.ndarray:
-    base, _, k = name.partition("[")
-    values = np.asarray(draws.posterior[base])
-    return (values[..., int(k[:-1])] if k else values).ravel()
-
-
-@pytest.fixture(scope="module")
-def nuts_reference():
-    spec, design = _approx_problem()
-    return fit(spec, PRIORS, design, chains=2, tune=300, draws=300, seed=1, chain_method="sequential")
-
-
-@pytest.mark.slow  # a NUTS reference fit and the approximation: ~1-3 minutes on 2 shared cores
-@pytest.mark.xdist_group("approximations")  # one worker, one after the other: same model, same data
-@pytest.mark.parametrize("sampler", [
-    "advi",
-    pytest.param("pathfinder", marks=pytest.mark.xfail(strict=True, reason=(
-        "pathfinder misses NUTS on this hierarchical model: intercept -3.29 vs -2.81 (NUTS SD 0.053), "
-        "gradient SD 0.006 vs 0.027, la_sd[0] 0.76 vs 0.22 (measured)"))),
-])
-def test_approximations_land_near_nuts(sampler, nuts_reference):
-    """Each population-level parameter's approximate posterior mean is within one NUTS posterior SD
-    of the NUTS mean, and its SD within a factor of 2 of the NUTS SD (measured for ADVI: at most
-    0.46 SD apart, SD ratios 0.65-0.87)."""
-    spec, design = _approx_problem()
-    draws = fit(spec, PRIORS, design, sampler=sampler, chains=1, tune=300, draws=300, seed=2)
-    assert draws.posterior["gradient"].shape == (1, 300)
-    misses = []
-    for name in APPROX_CHECKS:
-        ref, got = _flat(nuts_reference, name), _flat(draws, name)
-        gap, ratio = abs(got.mean() - ref.mean()) / ref.std(), got.std() / ref.std()
-        if not (gap < 1 and 0.5 <= ratio <= 2):
-            misses.append(f"{name}: mean {got.mean():.3f} vs NUTS {ref.mean():.3f} ({gap:.1f} NUTS SDs), "
-                          f"SD ratio {ratio:.2f}")
-    assert not misses, f"{sampler}:\n" + "\n".join(misses)
-    diag = provenance(build_idata(draws, spec, PRIORS, design, data_hash="x" * 16))["diagnostics"]
-    assert diag["status"] == "warn" and any("approximation" in r for r in diag["reasons"]), diag
 
 
 def test_a_failed_fit_says_what_to_try():

@@ -63,7 +63,7 @@ def test_sampling_goes_on_until_the_bar_is_met_and_no_further(small_geography):
     assert capped.settings["draws"] == 150  # stops at the cap even though the bar is missed
     np.testing.assert_array_equal(capped.posterior["gradient"][:, :100], g[:, :100])  # same seed, same chains
     with pytest.raises(HierarchyError, match="needs the numpyro sampler"):
-        fit(spec, priors, design, sampler="advi", max_draws=200, **kw)
+        fit(spec, priors, design, sampler="pymc", max_draws=200, **kw)
     with pytest.raises(HierarchyError, match="max_draws 50 is below draws 100"):  # not silently off
         fit(spec, priors, design, max_draws=50, **kw)
 

@@ -11,6 +11,7 @@ from scipy import stats
 
 from hierarchy.data import panel
 from hierarchy.errors import HierarchyError
+from hierarchy.inference.sampling import fit_panels
 from hierarchy.likelihood import panel_model as pm
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -105,7 +106,7 @@ def test_panel_page_says_how_many_cells_each_treatment_covered(tmp_path):
 def test_censoring_recovers_small_las_where_dropping_biases_them_upward():
     """Eight Scilly-sized LAs (300 children, s47 ~5 a year): ~60% of their cells are 'c'. Kept as
     censored, their rates are recovered; dropped, only their 0s and 6+ stay and their rates go up."""
-    spec = _spec(chains=1, warmup=300, draws=300)
+    spec = _spec()
     p = panel.synthetic_panel(n_la=24, years=tuple(range(2016, 2024)), seed=5, suppress=0.0, small_las=8)
     dropped = p.table.copy()
     dropped.loc[dropped["marker"] == "c", "marker"] = "x"
@@ -117,7 +118,8 @@ def test_censoring_recovers_small_las_where_dropping_biases_them_upward():
     truth = (tr["alpha"] + tr["b_dep"] * z + (tr["b_t"] + tr["b_dep_t"] * z) * t + np.array(tr["g"])[None]
              + np.array(tr["u"])[:, None] + np.array(tr["v"])[:, None] * t).mean(axis=1)
     bias = {}
-    for name, fit in zip(("censored", "dropped"), pm.fit_panels([kept, drop], spec, seed=1), strict=True):
+    fits = fit_panels([kept, drop], spec, seed=1, chains=1, tune=300, draws=300, max_draws=300)
+    for name, fit in zip(("censored", "dropped"), fits, strict=True):
         mean_log_rate = fit.log_rate().mean(axis=2)  # draws x units: the LA's mean log rate over the years
         lo, hi = np.quantile(mean_log_rate, [0.05, 0.95], axis=0)
         bias[name] = float((mean_log_rate.mean(0) - truth)[small].mean())

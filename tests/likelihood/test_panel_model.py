@@ -11,6 +11,7 @@ import pytest
 from hierarchy.data import panel
 from hierarchy.data.reference import find_reference_dir
 from hierarchy.errors import SpecError
+from hierarchy.inference.sampling import fit_panel, fit_panels
 from hierarchy.likelihood import panel_model as pm
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -46,9 +47,10 @@ def test_year_basis_has_no_level_and_no_trend():
 @pytest.mark.slow  # compiling the sampler takes a minute on 2 cores
 def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
     p = panel.synthetic_panel(n_la=8, years=(2019, 2020, 2021, 2022), seed=1)
-    spec = _spec(chains=1, warmup=60, draws=40)
+    spec = _spec()
+    kw = dict(chains=1, tune=60, draws=40, max_draws=40)
     d = pm.panel_design(p.table, "referrals", spec)
-    f = pm.fit_panel(d, spec)
+    f = fit_panel(d, spec, **kw)
     tot = pm.england_totals(f)
     assert len(tot) == 4 and (tot["predicted"] > 0).all()
     est = pm.estimands(f)
@@ -60,9 +62,9 @@ def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
     # measures share one sampler (their data are its arguments): a measure fitted after another gets
     # the posterior it gets alone, and not the first measure's
     s47 = pm.panel_design(p.table, "s47", spec)
-    first, second = pm.fit_panels([d, s47], spec)
+    first, second = fit_panels([d, s47], spec, **kw)
     np.testing.assert_allclose(first.draws["alpha"], f.draws["alpha"], rtol=1e-6)
-    np.testing.assert_allclose(second.draws["alpha"], pm.fit_panel(s47, spec).draws["alpha"], rtol=1e-6)
+    np.testing.assert_allclose(second.draws["alpha"], fit_panel(s47, spec, **kw).draws["alpha"], rtol=1e-6)
     assert abs(second.draws["alpha"].mean() - first.draws["alpha"].mean()) > 0.5  # s47 rates are lower
 
 
@@ -70,10 +72,10 @@ def test_smoke_fit_and_estimands_on_a_tiny_stand_in():
 @pytest.mark.long
 def test_recovery_england_totals_and_classical_fit_on_a_simulated_panel():
     p = panel.synthetic_panel(n_la=60, seed=7, suppress=0.02)
-    spec = _spec(chains=2, warmup=300, draws=300)
+    spec = _spec()
     for measure in ("s47", "s47_per_referral"):
         truth = p.truth[measure]
-        f = pm.fit_panel(pm.panel_design(p.table, measure, spec), spec, seed=1)
+        f = fit_panel(pm.panel_design(p.table, measure, spec), spec, seed=1, chains=2, tune=300, draws=300)
         assert f.diagnostics["max_rhat"] < 1.05 and f.diagnostics["divergences"] < 10
         for name in ("b_dep", "b_t", "b_dep_t", "sd_u", "sd_v"):
             draws = f.draws[name]
@@ -100,8 +102,8 @@ def test_recovery_england_totals_and_classical_fit_on_a_simulated_panel():
 @pytest.mark.skipif(find_reference_dir() is None, reason="England reference folder absent")
 def test_real_england_totals_within_one_percent():
     p = panel.build_panel()
-    spec = _spec(chains=2, warmup=200, draws=200)
-    f = pm.fit_panel(pm.panel_design(p.table, "referrals", spec), spec)
+    spec = _spec()
+    f = fit_panel(pm.panel_design(p.table, "referrals", spec), spec, chains=2, tune=200, draws=200)
     tot = pm.england_totals(f)
     assert tot["exposure_complete"].all()
     assert tot["diff_pct"].abs().max() < 1.0, tot

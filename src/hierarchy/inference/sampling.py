@@ -1,14 +1,22 @@
-"""Samplers behind one :func:`fit`: NUTS in NumPyro (default), nutpie, PyMC, BlackJAX, and the
-quick approximations pathfinder (BlackJAX) and ADVI (NumPyro, mean-field).
+"""Samplers behind one :func:`fit`: NUTS in NumPyro (default), nutpie or PyMC; and the panel fits.
 
 Every sampler returns the same :class:`Draws` (arrays with leading ``chain, draw`` axes and
 normalised sample statistics), which :mod:`hierarchy.results.fitfile` turns into InferenceData.
+Each offered sampler is checked against NumPyro NUTS on a simulated fit (posterior means of the
+hyperparameters within 0.1 NUTS posterior SD: tests/inference/test_sampling_options.py); the ones
+that failed that check are refused by name (:data:`REMOVED_SAMPLERS`).
+
+The sampler defaults (:data:`CHAINS`, :data:`TUNE`, :data:`DRAWS`, :func:`default_max_draws`) are
+set here once, for ``hierarchy fit`` and the panel fits (:func:`fit_panels`): NumPyro fits sample on
+until the convergence bar is met (:func:`draws_to_bar`), up to ``max_draws`` per chain.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +31,16 @@ from hierarchy.likelihood import parameters
 from hierarchy.likelihood.model import la_effect_labels
 
 METHODS = ("nuts", "laplace")
-SAMPLERS = ("numpyro", "nutpie", "pymc", "blackjax", "pathfinder", "advi")
+SAMPLERS = ("numpyro", "nutpie", "pymc")
+REMOVED_SAMPLERS = {  # measured on tests/inference/test_sampling_options.py's fit (20 LAs x 20, Poisson)
+    "pathfinder": "its posterior missed NUTS by up to 13 NUTS posterior SDs (LA SD 0.76 against 0.22)",
+    "advi": "mean-field ADVI missed the NUTS posterior means by up to 1.0 NUTS SD (intercept)",
+    "blackjax": "PyMC's BlackJAX NUTS path fails with the installed BlackJAX",
+}
+CHAINS = 4
+TUNE = 1000
+DRAWS = 1000
+MAX_DRAWS_FACTOR = 3  # sampling on stops at this many times the first block of draws
 MAX_TREE_DEPTH = 10
 WARMUP_TREE_DEPTH = 6
 PER_ROW = parameters.names(role="per_row")  # per-neighbourhood latent effects: for the likelihood, not stored
@@ -37,6 +54,24 @@ class Draws:
     stats: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (chain, draw)
     timings: dict[str, float] = field(default_factory=dict)  # seconds
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+def default_max_draws(draws: int) -> int:
+    """The most draws per chain a fit of ``draws`` draws samples on to while it misses the bar."""
+    return MAX_DRAWS_FACTOR * draws
+
+
+def check_sampler(sampler: str) -> str:
+    """``sampler`` if it is offered; else a one-line error saying why not and what to use."""
+    if sampler in REMOVED_SAMPLERS:
+        raise HierarchyError(f"--sampler {sampler} is no longer offered: {REMOVED_SAMPLERS[sampler]}; "
+                             f"use --sampler numpyro (the default), {' or '.join(SAMPLERS[1:])}")
+    if sampler not in SAMPLERS:
+        from hierarchy.config import did_you_mean
+
+        raise HierarchyError(f"unknown sampler '{sampler}'{did_you_mean(sampler, SAMPLERS)}; "
+                             f"choose from {', '.join(SAMPLERS)}")
+    return sampler
 
 
 def use_host_devices(n: int) -> None:
@@ -56,7 +91,7 @@ def enable_compilation_cache(path: str | None = None) -> None:
 
 
 def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
-        chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
+        chains: int = CHAINS, tune: int = TUNE, draws: int = DRAWS, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
         float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH,
         max_draws: int | None = None, method: str = "nuts") -> Draws:
@@ -80,11 +115,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     before the mass matrix is adapted the trees run to the cap, and at 10 they made the national
     stacked warm-up several times longer than its sampling (bench/RESULTS.md).
     """
-    if sampler not in SAMPLERS:
-        from hierarchy.config import did_you_mean
-
-        raise HierarchyError(f"unknown sampler '{sampler}'{did_you_mean(sampler, SAMPLERS)}; "
-                             f"choose from {', '.join(SAMPLERS)}")
+    check_sampler(sampler)
     if method not in METHODS:
         from hierarchy.config import did_you_mean
 
@@ -117,8 +148,6 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         out = sample(spec, priors, design, settings, progress)
     elif sampler == "numpyro":
         out = _numpyro(spec, priors, design, settings, progress)
-    elif sampler in ("pathfinder", "advi"):
-        out = _approximate(spec, priors, design, settings)
     else:
         out = _pymc(spec, priors, design, settings, progress)
     out.timings["total"] = time.perf_counter() - t0
@@ -153,20 +182,10 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     fields = ("diverging", "num_steps", "energy")
     t = time.perf_counter()
     mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=fields)
-    blocks = [(mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True))]
-    jax.block_until_ready(blocks[-1])
-    samples, ex = _joined(blocks)
-    while settings["draws"] < settings["max_draws"]:
-        more = draws_to_bar(samples, ex, settings["max_draws"])
-        if not more:
-            break
-        # sample on from where the chains stopped, with the adapted step size and mass matrix
-        mcmc.post_warmup_state, mcmc.num_samples = mcmc.last_state, more
-        mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=fields)
-        blocks.append((mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)))
-        samples, ex = _joined(blocks)
-        settings["draws"] += more
-        settings["continuations"] = settings.get("continuations", 0) + 1
+    samples, ex, more = sample_on(mcmc, (data,), settings["max_draws"], fields=fields)
+    if more:
+        settings["draws"] += sum(more)
+        settings["continuations"] = len(more)
     t_samp = time.perf_counter() - t
     steps = ex["num_steps"]
     stats = {"diverging": ex["diverging"], "energy": ex["energy"], "n_steps": steps,
@@ -175,6 +194,34 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     settings["max_tree_depth"] = MAX_TREE_DEPTH
     return Draws(posterior=samples, stats=stats,
                  timings={"warmup": t_warm, "sampling": t_samp, "warmup_mean_steps": warm_steps})
+
+
+def sample_on(mcmc, args: tuple, max_draws: int, *, fields: tuple[str, ...] = ("diverging",),
+              judged=None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[int]]:
+    """Go on sampling a NumPyro ``mcmc`` that has just run, until the bar is met or ``max_draws`` per chain.
+
+    While :func:`draws_to_bar` asks for more, the chains go on from where they stopped, with the adapted
+    step size and mass matrix. ``judged`` maps the samples (chain, draw, ...) to the ones the bar is
+    judged on (default: all but the per-row effects). Returns the samples and extra fields of all the
+    blocks joined along the draw axis, and the sizes of the blocks added. ``mcmc`` is left set to go
+    on: give it ``post_warmup_state = None`` before a fresh run.
+    """
+    import jax
+
+    blocks = [(mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True))]
+    jax.block_until_ready(blocks[-1])
+    samples, ex = _joined(blocks)
+    added: list[int] = []
+    while next(iter(samples.values())).shape[1] < max_draws:
+        more = draws_to_bar(judged(samples) if judged else samples, ex, max_draws)
+        if not more:
+            break
+        mcmc.post_warmup_state, mcmc.num_samples = mcmc.last_state, more
+        mcmc.run(mcmc.post_warmup_state.rng_key, *args, extra_fields=fields)
+        blocks.append((mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(group_by_chain=True)))
+        samples, ex = _joined(blocks)
+        added.append(more)
+    return samples, ex, added
 
 
 def _joined(blocks: list[tuple[dict, dict]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -222,8 +269,8 @@ def _pymc(spec, priors, design, settings, progress) -> Draws:
                   target_accept=settings["target_accept"], compute_convergence_checks=False)
     if settings["sampler"] != "pymc":
         kwargs["nuts_sampler"] = settings["sampler"]
-    if settings["sampler"] == "pymc":
-        kwargs["cores"] = min(settings["chains"], os.cpu_count() or 1)
+    if settings["sampler"] == "pymc":  # PyMC forks a process per core: with JAX running that can deadlock
+        kwargs["cores"] = 1 if "jax" in sys.modules else min(settings["chains"], os.cpu_count() or 1)
     t = time.perf_counter()
     with model:
         idata = pm.sample(**kwargs)
@@ -243,48 +290,81 @@ def _pymc(spec, priors, design, settings, progress) -> Draws:
     return Draws(posterior=post, stats=stats, timings={"sampling": t_all})
 
 
-def _approximate(spec, priors, design, settings) -> Draws:
-    """Pathfinder (BlackJAX) or mean-field ADVI (NumPyro SVI) in the unconstrained space."""
-    from functools import partial
+# ------------------------------------------------------------------------------ the LA panel fits
 
+
+def fit_panel(design, spec, **kwargs):
+    """Fit one measure of the LA panel (:func:`fit_panels` with one design)."""
+    return fit_panels([design], spec, **kwargs)[0]
+
+
+def fit_panels(designs: list, spec, *, chains: int = CHAINS, tune: int = TUNE, draws: int = DRAWS,
+               max_draws: int | None = None, seed: int = 0, progress: bool = False,
+               target_accept: float = 0.9) -> list:
+    """Fit measures of the LA panel (:mod:`hierarchy.likelihood.panel_model`) with NumPyro NUTS.
+
+    Each fit samples on past ``draws`` per chain until the convergence bar is met (:func:`sample_on`),
+    up to ``max_draws`` (default :func:`default_max_draws`); a fit that misses it at the cap ends with a
+    ``WARN:`` warning naming the parameter, also in its ``diagnostics["warning"]``. Chains run one
+    after another; measures of the same shape share one compiled sampler.
+
+    Returns
+    -------
+    list of PanelFit
+        One per design, in order; ``diagnostics`` holds :func:`panel_diagnostics`.
+    """
     import jax
-    from numpyro.infer.util import initialize_model
+    from numpyro.infer import MCMC, NUTS
 
-    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood import panel_model as pm
 
+    max_draws = default_max_draws(draws) if max_draws is None else max_draws
+    if max_draws < draws:
+        raise HierarchyError(f"max_draws {max_draws} is below draws {draws}: give at least {draws}")
     jax.config.update("jax_enable_x64", True)
-    layout = make_layout(design)
-    model = partial(model_fn(spec, priors, design, layout),
-                    model_data(layout, "float32" if settings["float32"] else "float64"))
-    key = jax.random.PRNGKey(settings["seed"])
-    n = settings["chains"] * settings["draws"]
-    t = time.perf_counter()
-    if settings["sampler"] == "advi":
-        from numpyro.infer import SVI, Trace_ELBO
-        from numpyro.infer.autoguide import AutoNormal
-        from numpyro.optim import Adam
+    fits, samplers = [], {}
+    for design in designs:
+        if release_compiled_programs():  # the shared samplers' programs went with the rest
+            samplers.clear()
+        shape = pm.panel_shape(design, spec)
+        if shape not in samplers:  # the data are arguments: one traced program per shape and row count
+            samplers[shape] = MCMC(NUTS(pm.panel_model_fn(spec, shape), target_accept_prob=target_accept),
+                                   num_warmup=tune, num_samples=draws, num_chains=chains,
+                                   chain_method="sequential", progress_bar=progress, jit_model_args=True)
+        mcmc = samplers[shape]
+        if mcmc.post_warmup_state is not None:  # it went on sampling the last measure: warm up afresh
+            mcmc.post_warmup_state, mcmc.num_samples = None, draws
+            mcmc._set_collection_params()  # else numpyro keeps the last continuation's number of draws
+        start = time.perf_counter()
+        args = pm.model_args(design)
+        mcmc.run(jax.random.PRNGKey(seed), *args)
+        grouped, extra, more = sample_on(mcmc, args, max_draws, judged=pm.diagnostic_draws)
+        seconds = time.perf_counter() - start
+        diag = panel_diagnostics(pm.diagnostic_draws(grouped), extra)
+        diag.update(draws=draws + sum(more), continuations=len(more))
+        if diag["status"] != "ok":
+            diag["warning"] = (f"WARN: {spec.name} {design.measure}: not converged after {diag['draws']} draws "
+                               f"per chain (max_draws {max_draws}): {diag['warning']}; do not report it until "
+                               "this is fixed")
+            warnings.warn(diag["warning"], UserWarning, stacklevel=2)
+        draws_ = {k: np.asarray(v).reshape(-1, *v.shape[2:]) for k, v in grouped.items()}
+        fits.append(pm.PanelFit(spec=spec, design=design, draws=draws_, centred=shape[0], seconds=seconds,
+                                diagnostics=diag))
+    return fits
 
-        guide = AutoNormal(model)
-        svi = SVI(model, guide, Adam(0.02), Trace_ELBO())
-        res = svi.run(key, max(settings["tune"] * 10, 2000), progress_bar=False)
-        samples = guide.sample_posterior(jax.random.fold_in(key, 1), res.params,
-                                         sample_shape=(n,))
-        samples = {k: v for k, v in samples.items() if k != "_auto_latent"}
-    else:
-        import blackjax
 
-        info = initialize_model(key, model)
-        flat, unravel = jax.flatten_util.ravel_pytree(info.param_info.z)
+def panel_diagnostics(samples: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> dict[str, Any]:
+    """R-hat, bulk and tail ESS and divergences of a panel fit, with the worst parameter of each.
 
-        def logdensity(q):
-            return -info.potential_fn(unravel(q))
+    ``status`` is ``ok`` or ``warn``; ``warning`` lists what missed the bar (empty when ok).
+    """
+    import arviz as az
 
-        state, _ = blackjax.vi.pathfinder.approximate(jax.random.fold_in(key, 1), logdensity, flat,
-                                                      maxiter=1000)
-        qs = blackjax.vi.pathfinder.sample(jax.random.fold_in(key, 2), state, num_samples=n)
-        qs = qs[0] if isinstance(qs, tuple) else qs
-        samples = jax.vmap(lambda q: info.postprocess_fn(unravel(q)))(qs)
-    post = {k: np.asarray(v).reshape((settings["chains"], settings["draws"]) + v.shape[1:])
-            for k, v in samples.items()}
-    post = {k: v for k, v in post.items() if not k.startswith("_")}
-    return Draws(posterior=post, timings={"sampling": time.perf_counter() - t})
+    from hierarchy.inference.diagnostics import diagnose
+
+    d = diagnose(az.from_dict(posterior=samples, sample_stats={"diverging": np.asarray(extra["diverging"])}))
+    return {"status": d["status"], "max_rhat": d["rhat_max"], "rhat_worst": d["rhat_worst"],
+            "min_ess_bulk": d["ess_bulk_min"], "ess_bulk_worst": d["ess_bulk_worst"],
+            "min_ess_tail": d["ess_tail_min"], "ess_tail_worst": d["ess_tail_worst"],
+            "min_ess": min(d["ess_bulk_min"], d["ess_tail_min"]), "divergences": d["divergences"],
+            "warning": "; ".join(d["reasons"])}

@@ -10,10 +10,11 @@ A panel model file (``models/panel_*.toml``) names the measures it is fitted to,
     reference_year = 2019               # t = year - reference_year
     terms = ["t", "year", "dep", "dep:t", "(1 + t | la)"]
     parameterisation = "auto"           # "centred", "non_centred" or "auto"
-    [sampling]
-    chains = 2
-    warmup = 500
-    draws = 500
+
+A model file carries no sampler settings: :func:`hierarchy.inference.sampling.fit_panels` fits each
+measure with the same defaults as ``hierarchy fit`` and samples on until the convergence bar is met
+(or ends with a WARN naming the parameter). A ``[sampling]`` table of ``chains``, ``warmup`` and
+``draws`` (files written before that) is ignored with a ``FutureWarning`` saying so.
 
 The linear predictor, for unit j (an LA) in year y with ``t = year - reference_year`` and ``z_j`` its
 deprivation in 10-point units about the mean over units (``b`` for extra LA covariates ``x_j``)::
@@ -42,15 +43,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from hierarchy.compiled import release_compiled_programs
 from hierarchy.data.panel import CONVERSIONS, RATE_MEASURES, count_bounds
 from hierarchy.errors import SpecError
 
@@ -63,11 +63,13 @@ __all__ = [
     "classical_check",
     "england_totals",
     "estimands",
-    "fit_panel",
-    "fit_panels",
+    "diagnostic_draws",
     "la_estimands",
     "load_panel_spec",
+    "model_args",
     "panel_design",
+    "panel_model_fn",
+    "panel_shape",
     "year_basis",
 ]
 
@@ -87,9 +89,6 @@ class PanelSpec:
     deprivation: str = "deprivation"
     reference_year: int = 2019
     parameterisation: str = "auto"
-    chains: int = 2
-    warmup: int = 500
-    draws: int = 500
     description: str = ""
 
     @property
@@ -103,7 +102,7 @@ class PanelSpec:
     def key(self, measure: str) -> str:
         """16-hex hash of what a fit of one measure depends on."""
         d = {k: getattr(self, k) for k in ("family", "terms", "unit", "deprivation", "reference_year",
-                                           "parameterisation", "chains", "warmup", "draws")}
+                                           "parameterisation")}
         return hashlib.sha256(json.dumps({**d, "measure": measure}, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -146,11 +145,30 @@ def load_panel_spec(path: Path) -> PanelSpec:
     par = raw.get("parameterisation", "auto")
     if par not in ("auto", "centred", "non_centred"):
         raise SpecError(f"{path}: parameterisation {par!r}: use 'auto', 'centred' or 'non_centred'")
-    s = raw.get("sampling", {})
+    _old_sampling(path, raw.get("sampling"))
     return PanelSpec(name=str(raw["name"]), family=family, measures=measures, terms=terms, unit=unit,
                      deprivation=dep, reference_year=int(raw.get("reference_year", 2019)),
-                     parameterisation=par, chains=int(s.get("chains", 2)), warmup=int(s.get("warmup", 500)),
-                     draws=int(s.get("draws", 500)), description=str(raw.get("description", "")))
+                     parameterisation=par, description=str(raw.get("description", "")))
+
+
+OLD_SAMPLING_KEYS = ("chains", "warmup", "draws")
+
+
+def _old_sampling(path: Path, sampling) -> None:
+    """A ``[sampling]`` table of an older panel file: its fixed draw counts are ignored, with a warning.
+
+    Ignored rather than refused: the counts only ever stopped a fit short of the convergence bar, and the
+    fit without them estimates the same quantities, so an older file keeps working. Anything else in the
+    table is not understood and refused.
+    """
+    if sampling is None:
+        return
+    if not isinstance(sampling, dict) or (extra := sorted(set(sampling) - set(OLD_SAMPLING_KEYS))):
+        raise SpecError(f"{path}: [sampling] {extra if isinstance(sampling, dict) else sampling!r} not "
+                        "understood; delete the [sampling] table (panel fits take no sampler settings)")
+    warnings.warn(f"{path}: [sampling] ({', '.join(f'{k} = {v}' for k, v in sampling.items())}) is ignored: "
+                  "panel fits sample on until R-hat <= 1.01 and ESS >= 400 (hierarchy.inference.sampling); "
+                  "delete the [sampling] table", FutureWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,55 +430,31 @@ class PanelFit:
         return u[:, :, None] + v[:, :, None] * self.design.t[None, None, :] + self.g()[:, None, :]
 
 
-def fit_panel(design: PanelDesign, spec: PanelSpec, *, seed: int = 0, progress: bool = False) -> PanelFit:
-    """Fit one measure with NUTS (NumPyro); chains run one after another."""
-    return fit_panels([design], spec, seed=seed, progress=progress)[0]
+def panel_shape(design: PanelDesign, spec: PanelSpec) -> tuple:
+    """What the compiled program of one measure depends on besides its data: measures with the same
+    shape share one sampler (``panel_model_fn(spec, shape)``), their data go in as arguments."""
+    return (_centred(design, spec), len(design.units), len(design.years), design.x.shape[1],
+            len(_censored_args(design)[0]), _censor_width(design))
 
 
-def fit_panels(designs: list[PanelDesign], spec: PanelSpec, *, seed: int = 0,
-               progress: bool = False) -> list[PanelFit]:
-    """Fit several measures under one spec; measures of the same shape share one compiled sampler."""
-    import jax
-    from numpyro.infer import MCMC, NUTS
-
-    jax.config.update("jax_enable_x64", True)
-    fits, samplers = [], {}
-    for design in designs:
-        if release_compiled_programs():  # the shared samplers' programs went with the rest
-            samplers.clear()
-        centred = _centred(design, spec)
-        shape = (centred, len(design.units), len(design.years), design.x.shape[1],
-                 len(_censored_args(design)[0]), _censor_width(design))
-        if shape not in samplers:  # the data are arguments: one traced program per shape and row count
-            samplers[shape] = MCMC(NUTS(_model_fn(spec, *shape), target_accept_prob=0.9), num_warmup=spec.warmup,
-                                   num_samples=spec.draws, num_chains=spec.chains, chain_method="sequential",
-                                   progress_bar=progress, jit_model_args=True)
-        mcmc = samplers[shape]
-        start = time.perf_counter()
-        mcmc.run(jax.random.PRNGKey(seed), *_model_args(design))
-        seconds = time.perf_counter() - start
-        grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        draws = {k: v.reshape(-1, *v.shape[2:]) for k, v in grouped.items()}
-        extra = mcmc.get_extra_fields(group_by_chain=True)
-        fits.append(PanelFit(spec=spec, design=design, draws=draws, centred=centred, seconds=seconds,
-                             diagnostics=_diagnostics(grouped, extra)))
-    return fits
+def panel_model_fn(spec: PanelSpec, shape: tuple):
+    """The NumPyro model of ``spec`` for measures of one :func:`panel_shape`; call it with :func:`model_args`."""
+    return _model_fn(spec, *shape)
 
 
-def _diagnostics(grouped: dict, extra: dict) -> dict:
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+def model_args(design: PanelDesign) -> tuple:
+    """The data of one measure, as the arguments of :func:`panel_model_fn`'s model."""
+    return _model_args(design)
 
-    rhat, ess = [], []
-    for k, v in grouped.items():
-        if k.endswith("_raw") or k == "L_corr":
-            continue
-        flat = v.reshape(v.shape[0], v.shape[1], -1)
-        if flat.shape[0] > 1:
-            rhat.append(np.nanmax(split_gelman_rubin(flat)))
-        ess.append(np.nanmin(effective_sample_size(flat)))
-    div = int(np.asarray(extra.get("diverging", np.zeros(1))).sum())
-    return {"max_rhat": float(max(rhat)) if rhat else float("nan"), "min_ess": float(min(ess)),
-            "divergences": div}
+
+def diagnostic_draws(grouped: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The draws (chain, draw, ...) that convergence is judged on: the sampled and derived parameters
+    without the non-centred raw draws, and the LA intercept-trend correlation instead of its
+    Cholesky factor (whose constant entries have no R-hat)."""
+    out = {k: v for k, v in grouped.items() if not k.endswith("_raw") and k != "L_corr"}
+    if "L_corr" in grouped:
+        out["corr_uv"] = grouped["L_corr"][..., 1, 0]
+    return out
 
 
 def cell_treatment(design: PanelDesign) -> pd.DataFrame:
