@@ -841,11 +841,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="change one prior of the prior set, brms-style, e.g. 'w:rural=normal(0, 0.05)' or "
                          "'la_sd=exponential(5)'; repeatable")
     sp.add_argument("--method", default="nuts", choices=["nuts", "laplace"],
-                    help="laplace (experimental): marginalise the LA effects by an embedded Laplace "
-                         "approximation, sample the hyperparameters with NUTS and draw the LA effects given "
-                         "each draw; LA-level models only (others fall back to NUTS, saying why). Accurate "
-                         "(means within 0.06 NUTS SD nationally) but today ~5x slower than NUTS on the default "
-                         "model (bench/RESULTS.md)")
+                    help="laplace (experimental): marginalise each LA's group effects (LA level, stacked "
+                         "stages, strata, (1 | la:year)) by an embedded Laplace approximation, sample the "
+                         "hyperparameters with NUTS and draw the effects given each draw; MSOA effects and "
+                         "Poisson-lognormal rows fall back to NUTS, saying why. Accurate (means within 0.1 "
+                         "NUTS SD) and mixes better per draw, but today ~2x slower per effective draw than "
+                         "NUTS (bench/RESULTS.md)")
     sp.add_argument("--target-accept", type=_probability, default=0.8,
                     help="NUTS target acceptance rate; raise it (e.g. 0.95) when a fit reports divergences "
                          "(default: %(default)s)")
