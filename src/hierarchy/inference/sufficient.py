@@ -371,7 +371,7 @@ def public_design(public: pd.DataFrame, sums: pd.DataFrame, spec: ModelSpec) -> 
     expo = np.exp(design.log_exposure)
     cell = (design.la_index * len(stage) + design.stage_index) * len(stratum) + design.stratum_index
     _check_plausible(sums, np.ravel_multi_index(idx, arr.shape[1:]), cell, design)
-    share = expo / np.bincount(cell, expo, minlength=arr[0].size)[cell]
+    share = _tilted_shares(expo, design.w, cell, arr[0].reshape(-1), arr[1].reshape(-1))
     pseudo = _apportion(arr[0].reshape(-1), cell, share)
     from dataclasses import replace
 
@@ -408,6 +408,38 @@ def _check_plausible(sums: pd.DataFrame, where: np.ndarray, cell: np.ndarray, de
                                  f"sum_yw {r['sum_yw']:.6g}, exposure {e[i]:.6g}; "
                                  f"{int(bad.sum())} such cells): {what}. Sums and public table do not come from "
                                  "one table: use the public table the sums were exported from")
+
+
+def _tilted_shares(expo: np.ndarray, w: np.ndarray, cell: np.ndarray, n: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Each row's share of its cell's count: ``expo exp(b w)`` normalised in the cell, with ``b`` per cell
+    chosen so that the shares reproduce the cell's ``sum y w`` (``t``): each cell's Poisson fit of
+    ``y ~ offset + a + b w``, solved from its sums alone (Newton on ``b``, whose score is monotone).
+    Pseudo-counts so apportioned carry the within-LA gradient the sums show, which the choice of
+    parameterisation reads (:func:`hierarchy.language.design.la_effect_spread`)."""
+    size = len(n)
+    target = np.divide(t, n, out=np.zeros(size), where=n > 0)
+    lo = np.full(size, np.inf)
+    hi = np.full(size, -np.inf)
+    np.minimum.at(lo, cell, w)
+    np.maximum.at(hi, cell, w)
+    target = np.clip(target, lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))  # inside the cell's range of w
+    b = np.zeros(size)
+    for _ in range(50):
+        z = b[cell] * w
+        z = z - np.bincount(cell, np.where(np.isfinite(z), z, 0), minlength=size)[cell] / np.maximum(
+            np.bincount(cell, minlength=size)[cell], 1)
+        q = expo * np.exp(np.clip(z, -50, 50))
+        tot = np.bincount(cell, q, minlength=size)
+        m1 = np.bincount(cell, q * w, minlength=size) / np.maximum(tot, 1e-300)
+        m2 = np.bincount(cell, q * w * w, minlength=size) / np.maximum(tot, 1e-300)
+        var = np.maximum(m2 - m1**2, 1e-12)
+        step = np.clip((target - m1) / var, -5, 5)
+        b = np.where((n > 0) & (hi > lo), b + step, 0.0)
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    q = expo * np.exp(np.clip(b[cell] * w - np.bincount(cell, b[cell] * w, minlength=size)[cell]
+                              / np.maximum(np.bincount(cell, minlength=size)[cell], 1), -50, 50))
+    return q / np.bincount(cell, q, minlength=size)[cell]
 
 
 def _apportion(n: np.ndarray, cell: np.ndarray, share: np.ndarray) -> np.ndarray:
