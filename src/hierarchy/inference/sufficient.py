@@ -423,12 +423,15 @@ def _tilted_shares(expo: np.ndarray, w: np.ndarray, cell: np.ndarray, n: np.ndar
     np.minimum.at(lo, cell, w)
     np.maximum.at(hi, cell, w)
     target = np.clip(target, lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))  # inside the cell's range of w
+    rows = np.maximum(np.bincount(cell, minlength=size), 1)
+
+    def tilt(b):  # expo exp(b w), b w taken about its cell mean (no overflow)
+        z = b[cell] * w
+        return expo * np.exp(np.clip(z - (np.bincount(cell, z, minlength=size) / rows)[cell], -50, 50))
+
     b = np.zeros(size)
     for _ in range(50):
-        z = b[cell] * w
-        z = z - np.bincount(cell, np.where(np.isfinite(z), z, 0), minlength=size)[cell] / np.maximum(
-            np.bincount(cell, minlength=size)[cell], 1)
-        q = expo * np.exp(np.clip(z, -50, 50))
+        q = tilt(b)
         tot = np.bincount(cell, q, minlength=size)
         m1 = np.bincount(cell, q * w, minlength=size) / np.maximum(tot, 1e-300)
         m2 = np.bincount(cell, q * w * w, minlength=size) / np.maximum(tot, 1e-300)
@@ -437,8 +440,7 @@ def _tilted_shares(expo: np.ndarray, w: np.ndarray, cell: np.ndarray, n: np.ndar
         b = np.where((n > 0) & (hi > lo), b + step, 0.0)
         if np.max(np.abs(step)) < 1e-10:
             break
-    q = expo * np.exp(np.clip(b[cell] * w - np.bincount(cell, b[cell] * w, minlength=size)[cell]
-                              / np.maximum(np.bincount(cell, minlength=size)[cell], 1), -50, 50))
+    q = tilt(b)
     return q / np.bincount(cell, q, minlength=size)[cell]
 
 
