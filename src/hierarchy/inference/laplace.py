@@ -80,8 +80,9 @@ def _nested_groups(design: Design, layout) -> dict[str, tuple[np.ndarray, np.nda
     return out
 
 
-def refusal(spec: ModelSpec, design: Design) -> str | None:
-    """Why ``spec`` is outside the Laplace mode's regime (a sentence naming the term), or None."""
+def refusal(spec: ModelSpec, design: Design, layout=None) -> str | None:
+    """Why ``spec`` is outside the Laplace mode's regime (a sentence naming the term), or None.
+    ``layout``: the design's chunked layout where the caller has it (built here when needed)."""
     from hierarchy.likelihood.jaxmodel import make_layout
 
     if spec.family == "poisson_lognormal":
@@ -96,7 +97,7 @@ def refusal(spec: ModelSpec, design: Design) -> str | None:
                 "marginalised)")
     if not design.group_names:
         return None
-    nested = _nested_groups(design, make_layout(design))
+    nested = _nested_groups(design, make_layout(design) if layout is None else layout)
     for g, levels, slope in zip(design.group_names, design.group_levels, design.group_slope, strict=True):
         n = len(levels) * (2 if slope else 1)
         if g not in nested and n > MAX_HYPER:
@@ -106,9 +107,9 @@ def refusal(spec: ModelSpec, design: Design) -> str | None:
     return None
 
 
-def check_supported(spec: ModelSpec, design: Design) -> None:
+def check_supported(spec: ModelSpec, design: Design, layout=None) -> None:
     """Raise :class:`HierarchyError` naming the term when ``spec`` is outside the regime."""
-    why = refusal(spec, design)
+    why = refusal(spec, design, layout)
     if why:
         raise HierarchyError(f"{spec.name}: method 'laplace' refused: {why}; fit it with method 'nuts' "
                              "(hierarchy fit --method nuts)")
@@ -213,14 +214,14 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
 
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
-    check_supported(spec, design)
+    layout = make_layout(design)  # group_grid (dropped below) does not enter the layout
+    check_supported(spec, design, layout)
     jax.config.update("jax_enable_x64", True)
     spec_c = _centred(spec)
     dropped = tuple(g for g, axes in zip(design.group_names, group_zero_sum(spec_c, design), strict=True)
                     if axes and 0 in axes and g.split(":")[0] == "la")
     if dropped:  # the sum over LAs couples the blocks: iid effects (the formula's own meaning)
         design = replace(design, group_grid=())
-    layout = make_layout(design)
     model = model_fn(spec_c, priors, design, layout)
     probe = model_fn(spec_c, priors, design, layout, expose=True)
     data = model_data(layout, "float32" if float32 else "float64")
