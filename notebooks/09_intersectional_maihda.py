@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from hierarchy import notebook
 from hierarchy.data import reference, simulate
 from hierarchy.data import table as data
-from hierarchy.results import heterogeneity as het
+from hierarchy.results import heterogeneity, maihda
 
 S = notebook.setup()
 FAST, SIZE = S.fast, S.size
@@ -80,11 +80,11 @@ FITS = {m: notebook.fit_or_reuse(S, f"models/maihda_{m}_nb.toml", PRIORS, DATA, 
 # Poisson noise of small rows keep low. The PCV is computed from paired draws of the two fits.
 
 # %%
-rows = het.maihda_rows(FITS["null"], FITS["main"], prob=0.9)
+rows = maihda.maihda_rows(FITS["null"], FITS["main"], prob=0.9)
 for r in rows.itertuples():
     print(f"{r.estimand}[{r.stage}{'/' + r.reference if r.reference else ''}]: mean={r.mean:.3f} "
           f"lower={r.lower:.3f} upper={r.upper:.3f}")
-for key, text in het.MAIHDA_DEFINITIONS.items():
+for key, text in heterogeneity.MAIHDA_DEFINITIONS.items():
     print(f"- {key}: {text}")
 
 # %% [markdown]
@@ -94,7 +94,7 @@ for key, text in het.MAIHDA_DEFINITIONS.items():
 # LA at mean LA deprivation, main effects plus the stratum's own effect; 90% intervals.
 
 # %%
-scores = het.stratum_scores(FITS["main"])
+scores = maihda.stratum_scores(FITS["main"])
 iv = scores.quantile([0.05, 0.5, 0.95], dim=("chain", "draw")).sel(reference="gradient score")
 order = iv.sel(quantile=0.5).argsort().values
 labels = [str(s) for s in iv["stratum"].values[order]]
@@ -119,7 +119,7 @@ print(f"steepest: {labels[-1]} {float(iv.sel(quantile=0.5).max()):.2f}; "
 # file).
 
 # %%
-tab = het.interaction_table(FITS["main"], prob=0.9)
+tab = maihda.interaction_table(FITS["main"], prob=0.9)
 beyond = truth["interaction"]["beyond_main_effects"]
 tab["truth"] = [beyond[s]["log_rate" if c == "intercept" else "log_gradient"]
                 for s, c in zip(tab["stratum"], tab["coef"], strict=True)]

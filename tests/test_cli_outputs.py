@@ -2,7 +2,7 @@
 
 The sub-commands and their output options are read from the argparse parser itself, so a new
 command or option cannot be left out: each path option must be declared an input or an output
-(``cli._io``), and each declared output goes through the same hostile cases (an existing file, a
+(``cli.declare_io``), and each declared output goes through the same hostile cases (an existing file, a
 file that is not ours, a wrong ending, a read-only folder, the output named as an input, a folder
 holding the user's own ``summary.csv``). The handlers are replaced by a recorder, so a refusal
 that came after the work started would show as the handler being reached: every case runs
@@ -127,7 +127,8 @@ def test_every_path_option_of_every_command_is_declared_an_input_or_an_output():
     assert ("panel", "build") in COMMANDS
     for cmd, sp in COMMANDS.items():
         inputs, outputs = sp.get_default("inputs"), sp.get_default("outputs")
-        assert inputs is not None and outputs is not None, f"{' '.join(cmd)}: declare its paths with cli._io"
+        assert inputs is not None and outputs is not None, \
+            f"{' '.join(cmd)}: declare its paths with cli.declare_io"
         declared = set(inputs) | {o[0] for o in outputs}
         dests = {a.dest for a in sp._actions}
         assert declared <= dests, (cmd, declared - dests)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 from hierarchy import cli
+from hierarchy.cli import tables
 from hierarchy.data import reference, simulate
 from hierarchy.data import table as data
 
@@ -23,7 +24,7 @@ def test_a_table_loaded_twice_in_one_command_warns_once(tmp_path, monkeypatch):
         data.load(path)
         return 0
 
-    monkeypatch.setattr(cli, "_validate", twice)
+    monkeypatch.setattr(tables, "_validate", twice)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # Python's own once-per-location filter is not what dedupes
         assert cli.main(["validate", str(path)]) == 0

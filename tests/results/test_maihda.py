@@ -1,5 +1,5 @@
 """Intersectional strata (MAIHDA, issue 32 item 2): the simulator's planted interaction, the
-main-effect columns, the measures in :mod:`hierarchy.results.heterogeneity` against hand
+main-effect columns, the measures in :mod:`hierarchy.results.maihda` against hand
 computations on laid-out fits, and (slow) recovery of a planted interaction by the two shipped
 models."""
 
@@ -11,7 +11,7 @@ import xarray as xr
 
 from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError
-from hierarchy.results import heterogeneity as het
+from hierarchy.results import maihda
 from tests.results.test_heterogeneity import C, D, _draws, _spec, fake_fit
 
 G = "ethnicity:sex:age_band"
@@ -138,12 +138,12 @@ def maihda_fit(model: str, *, seed: int = 0, strata_sd=(0.2, 0.5, 0.05, 0.2), da
 
 def test_stratum_effects_variance_and_log_scale_vpc_by_hand():
     fit, d = maihda_fit("maihda_null_nb")
-    u = het.stratum_effects(fit)
+    u = maihda.stratum_effects(fit)
     assert u.dims == ("chain", "draw", "stratum", "coef") and list(u["stratum"].values) == STRATA
     np.testing.assert_allclose(u.values, d[f"{G}_raw"] * d[f"{G}_sd"][:, :, None, :])
     var_s, var_la = d[f"{G}_sd"][..., 0] ** 2, d["la_sd"][..., 0] ** 2
-    np.testing.assert_allclose(het.stratum_vpc_log(fit).values, var_s / (var_s + var_la))
-    got = het.stratum_vpc(fit, rate=500.0, exposure=40.0)
+    np.testing.assert_allclose(maihda.stratum_vpc_log(fit).values, var_s / (var_s + var_la))
+    got = maihda.stratum_vpc(fit, rate=500.0, exposure=40.0)
     mu = 500.0 * 40.0 / 1e4
     tot = var_s + var_la
     want = mu * np.expm1(var_s) / (mu * np.expm1(tot) + 1 + mu * np.exp(tot) / d["dispersion"])
@@ -154,7 +154,7 @@ def test_stratum_effects_variance_and_log_scale_vpc_by_hand():
 def test_stratum_pcv_by_hand_and_refusals():
     null, dn = maihda_fit("maihda_null_nb", seed=1, strata_sd=(0.4, 0.6, 0.1, 0.2))
     main, dm = maihda_fit("maihda_main_nb", seed=2, strata_sd=(0.05, 0.2, 0.02, 0.1))
-    got = het.stratum_pcv(null, main)
+    got = maihda.stratum_pcv(null, main)
     assert list(got["reference"].values) == ["intercept", "gradient"]
     for k in (0, 1):
         va, vb = dn[f"{G}_sd"][..., k].ravel() ** 2, dm[f"{G}_sd"][..., k].ravel() ** 2
@@ -162,8 +162,8 @@ def test_stratum_pcv_by_hand_and_refusals():
     assert ((got > 0) & (got < 1)).all()
     other, _ = maihda_fit("maihda_main_nb", seed=2, data_hash="d1")
     with pytest.raises(HierarchyError, match="same data"):
-        het.stratum_pcv(null, other)
-    rows = het.maihda_rows(null, main, exposure=40.0)
+        maihda.stratum_pcv(null, other)
+    rows = maihda.maihda_rows(null, main, exposure=40.0)
     assert list(rows["estimand"]) == ["stratum_vpc_log", "stratum_vpc"] * 2 + ["stratum_pcv"] * 2
     assert list(rows["stage"]) == ["null"] * 2 + ["main effects"] * 2 + ["null -> main"] * 2
     assert rows["definition"].str.len().min() > 40 and (rows["lower"] <= rows["upper"]).all()
@@ -174,7 +174,7 @@ def test_stratum_scores_add_main_effects_and_the_stratum_effect():
     terms = list(_spec("maihda_main_nb").row_terms)
     b = {t: d["row_coef"][..., i] for i, t in enumerate(terms)}
     u = d[f"{G}_raw"] * d[f"{G}_sd"][:, :, None, :]
-    got = het.stratum_scores(fit)
+    got = maihda.stratum_scores(fit)
     assert got.dims == ("chain", "draw", "stratum", "reference")
     k = STRATA.index("Black/male/10-15")
     np.testing.assert_allclose(got.sel(stratum="Black/male/10-15", reference="rate ratio"),
@@ -183,7 +183,7 @@ def test_stratum_scores_add_main_effects_and_the_stratum_effect():
     np.testing.assert_allclose(got.sel(stratum="Black/male/10-15", reference="gradient score"), np.exp(grad))
     null, dn = maihda_fit("maihda_null_nb", seed=5)  # no main effects: the stratum effect alone
     un = dn[f"{G}_raw"] * dn[f"{G}_sd"][:, :, None, :]
-    np.testing.assert_allclose(het.stratum_scores(null).sel(reference="gradient score").values,
+    np.testing.assert_allclose(maihda.stratum_scores(null).sel(reference="gradient score").values,
                                np.exp(dn["gradient"][:, :, None] + un[..., 1]))
     ref = STRATA.index("White/female/0-4")  # the reference stratum: its own effect only
     np.testing.assert_allclose(got.sel(stratum="White/female/0-4", reference="rate ratio"),
@@ -196,13 +196,13 @@ def test_interaction_table_flags_strata_by_the_probability_of_direction():
     raw[:, :, 0, 0] = np.abs(raw[:, :, 0, 0]) + 1.0  # White/female/0-4: surely up
     raw[:, :, 1, 1] = -np.abs(raw[:, :, 1, 1]) - 1.0  # White/female/5-9 gradient: surely down
     fit.posterior[f"{G}_raw"] = (fit.posterior[f"{G}_raw"].dims, raw)
-    tab = het.interaction_table(fit, prob=0.9)
+    tab = maihda.interaction_table(fit, prob=0.9)
     assert len(tab) == 2 * len(STRATA)
     top = tab[tab["flagged"]].set_index(["stratum", "coef"])
     assert ("White/female/0-4", "intercept") in top.index and ("White/female/5-9", "gradient") in top.index
     assert top.loc[("White/female/0-4", "intercept"), "direction"] == "+"
     assert top.loc[("White/female/5-9", "gradient"), "direction"] == "-"
-    u = het.stratum_effects(fit)
+    u = maihda.stratum_effects(fit)
     p = float((u.sel(stratum="White/male/0-4", coef="intercept") > 0).mean())
     row = tab.set_index(["stratum", "coef"]).loc[("White/male/0-4", "intercept")]
     assert row["p_direction"] == pytest.approx(max(p, 1 - p))
@@ -213,11 +213,11 @@ def test_interaction_table_flags_strata_by_the_probability_of_direction():
 def test_a_fit_without_strata_says_how_to_write_them():
     fit, _ = maihda_fit("maihda_null_nb")
     with pytest.raises(HierarchyError, match="no group term 'age_band'"):
-        het.stratum_effects(fit, group="age_band")
+        maihda.stratum_effects(fit, group="age_band")
     plain = fake_fit(_spec("gradient_nb"), {"intercept": ((), np.zeros((C, D)))})
     with pytest.raises(HierarchyError, match="ethnicity:sex:age_band"):
-        het.stratum_effects(plain)
-    assert isinstance(het.stratum_variance(fit), xr.DataArray)
+        maihda.stratum_effects(plain)
+    assert isinstance(maihda.stratum_variance(fit), xr.DataArray)
 
 
 # ---------------------------------------------------------------------------- recovery
@@ -242,7 +242,7 @@ def test_maihda_recovers_a_planted_interaction(tmp_path):
         fit_files(data=path, model=root / f"models/maihda_{m}_nb.toml",
                   priors=root / "priors/weakly_informative.toml", out=fits[m], progress=False, chains=2, tune=250,
                   draws=250, seed=0)
-    tab = het.interaction_table(fits["main"], prob=0.9)
+    tab = maihda.interaction_table(fits["main"], prob=0.9)
     beyond = truth["interaction"]["beyond_main_effects"]
     tab["truth"] = [beyond[s]["log_rate" if c == "intercept" else "log_gradient"]
                     for s, c in zip(tab["stratum"], tab["coef"], strict=True)]
@@ -261,7 +261,7 @@ def test_maihda_recovers_a_planted_interaction(tmp_path):
     small = others[others["truth"].abs() < 0.05]
     assert small["flagged"].mean() <= 0.15, small  # strata with little interaction mostly not flagged
     assert tab["covers"].mean() >= 0.75, tab["covers"].mean()  # 90% intervals, 80 effects
-    rows = het.maihda_rows(fits["null"], fits["main"])
+    rows = maihda.maihda_rows(fits["null"], fits["main"])
     pcv = rows[rows["estimand"] == "stratum_pcv"]
     assert ((pcv["mean"] > 0) & (pcv["mean"] < 1)).all(), pcv
     vpc = rows[rows["estimand"] == "stratum_vpc_log"].set_index("stage")["mean"]

@@ -19,42 +19,64 @@ Curves say where they extrapolate: :func:`gradient_curve` (against LA deprivatio
 boolean coordinate ``extrapolated`` (a column of their :func:`summarise` table), True where the
 curve lies beyond the data: outside the fitted LAs' deprivation range, or outside the
 neighbourhood deprivation seen in LAs near that LA level (:func:`x_range_near`).
+
+The inputs, levels and summaries every estimand shares are in :mod:`hierarchy.results.estimand_base`,
+the posterior predictive checks in :mod:`hierarchy.results.ppc`; both are importable from here.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierarchy.disclosure import ROUNDING, THRESHOLD, disclose_frame
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
 from hierarchy.likelihood import model
-from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
+from hierarchy.likelihood.predictor import predictor_draws
+from hierarchy.results.estimand_base import (  # noqa: F401  (moved there; importable from here as before)
+    LA_LEVELS,
+    PER_10,
+    PER_10K,
+    TEN_POINTS,
+    TRUTH_KEYS,
+    _label,
+    _outside,
+    _parts,
+    _step,
+    as_idata,
+    interval,
+    la_deprivation_range,
+    la_levels,
+    stage_view,
+    summarise,
+    x_grid,
+    x_range_near,
+)
 from hierarchy.results.fit import as_fit
 from hierarchy.results.fitfile import (  # noqa: F401  (exposure_is_public: re-exported)
-    design_of,
     exposure_is_public,
-    fitted_positions,
-    missing_row_data,
     provenance,
-    require_row_data,
+)
+from hierarchy.results.ppc import (  # noqa: F401  (moved there; importable from here as before)
+    COUNT_EDGES,
+    _bin_label,
+    _codes,
+    _draw_arrays,
+    count_distribution,
+    decile_table,
+    deciles_of,
+    fit_rows,
+    has_row_data,
+    la_decile_table,
+    neighbourhood_deciles,
+    observed_counts,
+    posterior_predictive,
+    with_private_denominator,
 )
 
-TEN_POINTS = 0.1
-PER_10 = "per 10 points"
-PER_10K = "per 10,000 children"
-LA_LEVELS = {"10 points less": -TEN_POINTS, "mean": 0.0, "10 points more": TEN_POINTS}
-"""LA deprivation levels of the headline estimands: offsets from X_mean."""
-TRUTH_KEYS = {"10 points less": "gradient_10_less", "mean": "gradient_at_mean",
-              "10 points more": "gradient_10_more"}
-"""Simulator truth keys (``truth["stages"][outcome][key]``) of the headline gradients."""
-SAMPLE_DIMS = ("chain", "draw", "sample")
-COUNT_EDGES = (0, 1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, np.inf)
 SHARE_DEFINITION = (
     "Share of latent (log-scale) variance between LAs: the variance over LAs of each LA's mean "
     "log rate (the linear predictor without the exposure: LA intercepts with LA deprivation and "
@@ -65,136 +87,6 @@ SHARE_DEFINITION = (
     "log(1 + 1/mu + 1/phi) (Nakagawa et al. 2017; mu = mean expected count per neighbourhood, "
     "phi = NB dispersion; Poisson drops 1/phi; Poisson-lognormal adds obs_sd^2). "
     "Neighbourhoods are weighted equally.")
-
-
-# ---------------------------------------------------------------------------- inputs
-
-
-def as_idata(fit: Any) -> Any:
-    """InferenceData from a fit file path, or ``fit`` itself if it already is one.
-
-    Parameters
-    ----------
-    fit : str, os.PathLike or arviz.InferenceData
-
-    Returns
-    -------
-    arviz.InferenceData
-    """
-    f = as_fit(fit)
-    return stage_view(f.idata) if f.spec.stacked else f.idata
-
-
-def stage_view(idata, stage: str | None = None) -> Any:
-    """One stage of a stacked-stages fit, as an ordinary single-stage fit (default: the first).
-
-    The posterior is taken at that stage, the rows are that stage's, and the stored spec names it
-    as the outcome, so every single-stage estimand applies. Stratum offsets are kept.
-    """
-    import json
-
-    import arviz as az
-
-    fit = as_fit(idata)
-    spec, idata = fit.spec, fit.idata
-    if not spec.stacked:
-        return idata
-    stage = stage or spec.stages[0]
-    rows = idata.constant_data["stage"].to_numpy().astype(str) == stage
-    ids = [i.rsplit("|", 1)[0] for i in idata.constant_data["neighbourhood"].to_numpy()[rows]]
-    groups = {"posterior": idata.posterior.sel(stage=stage).drop_vars(["la_coef_flat"], errors="ignore")}
-    for g in ("constant_data", "observed_data", "log_likelihood"):
-        if g in idata.groups():
-            ds = idata[g].isel(neighbourhood=rows).assign_coords(neighbourhood=ids)
-            groups[g] = ds.rename({"count": stage}) if "count" in ds else ds
-    prov = provenance(idata)
-    one = replace(spec, outcome=stage)
-    prov.update(model_spec=one.to_dict(), model_hash=one.hash(), view_of_stage=stage)
-    groups["posterior"].attrs["hierarchy"] = json.dumps(prov)
-    return az.InferenceData(**groups)
-
-
-def _parts(idata) -> tuple[xr.Dataset, Any, dict[str, Any]]:
-    fit = as_fit(idata)
-    return fit.posterior, fit.spec, fit.design
-
-
-def _step(spec) -> float:
-    """Units of ``w`` in 10 points of deprivation."""
-    return TEN_POINTS / spec.deprivation.scale
-
-
-def _label(da: xr.DataArray, name: str, scale: str, description: str) -> xr.DataArray:
-    da = da.rename(name)
-    da.attrs = {"scale": scale, "description": description}
-    return da
-
-
-def la_levels(idata) -> xr.DataArray:
-    """Transformed LA deprivation ``z`` of the typical LA at X_mean and X_mean -/+ 10 points.
-
-    Levels with LA deprivation <= 0 (possible only with a log transform and a low X_mean) are
-    left out. Returns a DataArray on dim ``la_level`` with coordinate ``la_deprivation`` (X).
-    """
-    _, spec, des = _parts(idata)
-    names = [k for k, d in LA_LEVELS.items() if des["X_mean"] + d > 0]
-    X = np.array([des["X_mean"] + LA_LEVELS[k] for k in names])
-    return xr.DataArray(z_of(X, des["X_mean"], spec), dims="la_level",
-                        coords={"la_level": names, "la_deprivation": ("la_level", X)})
-
-
-LEVEL_HALF_WIDTH = TEN_POINTS / 2
-"""LAs within this distance of an LA level (half the spacing of the headline levels) are "of that level"."""
-RANGE_QUANTILES = (0.01, 0.99)
-"""Neighbourhood deprivation range of a set of LAs: these quantiles of their neighbourhoods' deprivation."""
-
-
-def la_deprivation_range(idata) -> tuple[float, float] | None:
-    """Least and most deprived fitted LA (LA deprivation X); None when the fit has no ``constant_data``."""
-    if "constant_data" not in idata.groups() or "la_deprivation" not in idata.constant_data:
-        return None
-    X = idata.constant_data["la_deprivation"].to_numpy().astype(float)
-    return float(X.min()), float(X.max())
-
-
-def x_range_near(idata, X: np.ndarray, *, half_width: float = LEVEL_HALF_WIDTH) -> np.ndarray | None:
-    """Neighbourhood deprivation range seen in the fitted LAs near each LA deprivation ``X``.
-
-    For each ``X``, the :data:`RANGE_QUANTILES` of the deprivation of the neighbourhoods in the
-    LAs whose deprivation lies within ``half_width`` of it; NaN where no LA does.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        Shape ``(len(X), 2)`` (low, high); None when the fit has no ``constant_data``.
-    """
-    if la_deprivation_range(idata) is None or "la_of" not in idata.constant_data:
-        return None
-    cd = idata.constant_data
-    X_la = pd.Series(cd["la_deprivation"].to_numpy().astype(float), index=cd["la"].to_numpy().astype(str))
-    row_X = X_la.reindex(cd["la_of"].to_numpy().astype(str)).to_numpy()
-    x = cd["deprivation"].to_numpy().astype(float)
-    out = np.full((len(np.atleast_1d(X)), 2), np.nan)
-    for i, level in enumerate(np.atleast_1d(np.asarray(X, dtype=float))):
-        near = np.abs(row_X - level) <= half_width + 1e-12
-        if near.any():
-            out[i] = np.quantile(x[near], RANGE_QUANTILES)
-    return out
-
-
-def _outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """True where ``values`` lie outside [lo, hi] (everywhere when the range is unknown, NaN)."""
-    values = np.asarray(values, dtype=float)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return np.ones(values.shape, dtype=bool)
-    return (values < lo - 1e-12) | (values > hi + 1e-12)
-
-
-def x_grid(idata, n: int = 41) -> np.ndarray:
-    """Grid of neighbourhood deprivation from the 1st to the 99th percentile of the data."""
-    x = idata.constant_data["deprivation"].to_numpy()
-    lo, hi = np.quantile(x, [0.01, 0.99])
-    return np.linspace(max(lo, 1e-4), hi, n)
 
 
 # ---------------------------------------------------------------------------- estimands
@@ -596,52 +488,6 @@ def _flat(post: xr.Dataset, name: str, shape: tuple[int, int], default: float = 
 # ---------------------------------------------------------------------------- summaries
 
 
-def interval(da: xr.DataArray, *, prob: float = 0.9) -> xr.Dataset:
-    """Mean, sd and equal-tailed ``prob`` interval of draws, over the sample dims.
-
-    Parameters
-    ----------
-    da : xarray.DataArray
-        Draws with dims ``chain, draw`` or ``sample`` (and any others).
-    prob : float
-        Interval probability in (0, 1).
-
-    Returns
-    -------
-    xarray.Dataset
-        Variables ``mean``, ``sd``, ``lower``, ``upper``; attrs ``prob`` and ``da.attrs``.
-    """
-    if not 0 < prob < 1:
-        raise HierarchyError(f"prob must be in (0, 1), got {prob}")
-    dims = [d for d in SAMPLE_DIMS if d in da.dims]
-    q = da.quantile([(1 - prob) / 2, (1 + prob) / 2], dim=dims)
-    ds = xr.Dataset({"mean": da.mean(dims), "sd": da.std(dims, ddof=1),
-                     "lower": q.isel(quantile=0, drop=True), "upper": q.isel(quantile=1, drop=True)})
-    ds.attrs = {**da.attrs, "prob": prob}
-    return ds
-
-
-def summarise(da: xr.DataArray, *, prob: float = 0.9) -> pd.DataFrame:
-    """Tidy table of :func:`interval`: one row per non-sample coordinate combination.
-
-    Columns: ``estimand``, the remaining dims and coordinates, ``scale``, ``mean``, ``sd``,
-    ``lower``, ``upper``, ``prob``.
-    """
-    ds = interval(da, prob=prob)
-    if ds["mean"].ndim == 0:
-        frame = pd.DataFrame({k: [float(ds[k])] for k in ("mean", "sd", "lower", "upper")})
-        for c, v in ds.coords.items():
-            frame[c] = [v.item()]
-    else:
-        frame = ds.to_dataframe().reset_index()
-    frame = frame.drop(columns=[c for c in ("quantile",) if c in frame])
-    frame.insert(0, "estimand", str(da.name))
-    frame["scale"] = da.attrs.get("scale", "")
-    frame["prob"] = prob
-    stats = ["mean", "sd", "lower", "upper"]
-    return frame[[c for c in frame if c not in [*stats, "prob"]] + [*stats, "prob"]]
-
-
 def headline_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
     """The three headline gradient scores (per 10 points) as a tidy table."""
     return summarise(headline_gradients(idata), prob=prob)
@@ -668,286 +514,3 @@ def estimands_table(idata, *, prob: float = 0.9) -> pd.DataFrame:
     cols = ["estimand", "la_level", "la_deprivation", "subgroup", "scale", "mean", "sd", "lower",
             "upper", "prob", "description"]
     return out.reindex(columns=[c for c in cols if c in out])
-
-
-# ---------------------------------------------------------------------------- predictive checks
-
-
-def _codes(idata) -> np.ndarray:
-    """Neighbourhood code of each fitted row (row ids are ``code|stratum...``)."""
-    ids = idata.constant_data["neighbourhood"].to_numpy().astype(str)
-    return np.array([s.split("|", 1)[0] for s in ids])
-
-
-def has_row_data(idata) -> bool:
-    """Whether the fit (as given: a saved fit, or one with :func:`~hierarchy.results.fitfile.with_row_data`)
-    holds every row input the predictor reads."""
-    return not missing_row_data(idata)
-
-
-def _rows(idata, spec, des: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """LA index (into the posterior's ``la``), centred deprivation w and exposure of each row."""
-    require_row_data(idata, "this estimand")
-    cd = idata.constant_data
-    la_idx = pd.Index(idata.posterior["la"].to_numpy().astype(str)).get_indexer(
-        cd["la_of"].to_numpy().astype(str))
-    X = cd["la_deprivation"].sel(la=idata.posterior["la"]).to_numpy()
-    w = w_of(cd["deprivation"].to_numpy(), X[la_idx], des["x_mean"], spec)
-    return la_idx, np.asarray(w), cd["exposure"].to_numpy()
-
-
-def deciles_of(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """National decile (1 = least deprived) of each row's neighbourhood.
-
-    Deciles are over neighbourhoods (equal numbers of neighbourhoods, not children), ranked by
-    deprivation with ties broken by code, as in :mod:`hierarchy.data.simulate`; rows of the same
-    neighbourhood (strata) share its decile.
-
-    Parameters
-    ----------
-    x : numpy.ndarray
-        Neighbourhood deprivation of each row.
-    codes : numpy.ndarray
-        Neighbourhood code of each row.
-
-    Returns
-    -------
-    numpy.ndarray
-        Integer deciles 1..10.
-    """
-    s = pd.Series(np.asarray(x, dtype=float), index=np.asarray(codes).astype(str))
-    first = s[~s.index.duplicated()]
-    order = np.lexsort((first.index.to_numpy(), first.to_numpy()))
-    dec = np.empty(len(first), dtype=np.int64)
-    dec[order] = np.arange(len(first)) * 10 // len(first) + 1
-    return dec[first.index.get_indexer(s.index)]
-
-
-def neighbourhood_deciles(idata) -> np.ndarray:
-    """:func:`deciles_of` for the rows of a fit (from its ``constant_data``)."""
-    return deciles_of(idata.constant_data["deprivation"].to_numpy(), _codes(idata))
-
-
-def fit_rows(idata) -> dict[str, Any]:
-    """The one predictor's row arrays (:mod:`hierarchy.likelihood.predictor`) for the fitted rows of a fit file:
-    indices into the posterior's coordinates, ``w`` and exposures rebuilt from ``constant_data``."""
-    post, spec, des = _parts(idata)
-    cd = idata.constant_data
-    la_idx, w, expo = _rows(idata, spec, des)
-    stages = list(spec.stages)
-    stage = cd["stage"].to_numpy().astype(str) if "stage" in cd else np.full(len(w), stages[0])
-    levels = ["__reference__", *(post["stratum"].to_numpy().astype(str) if "stratum" in post.coords else [])]
-    k = pd.Index(levels).get_indexer(cd["stratum"].to_numpy().astype(str))
-    groups = tuple((g, pd.Index(post[g].to_numpy().astype(str)).get_indexer(cd[f"{g}_of"].to_numpy().astype(str)))
-                   for g, _ in spec.groups)
-    return {"la_index": la_idx, "stage_index": pd.Index(stages).get_indexer(stage),
-            "stratum_index": np.where(k < 0, 0, k),  # the reference level is not a coordinate: offset 0
-            "log_exposure": np.log(expo), "w": np.asarray(w),
-            "row_X": cd["row_X"].to_numpy() if "row_X" in cd else None, "groups": groups}
-
-
-def _draw_arrays(flat: xr.Dataset, spec) -> dict[str, np.ndarray]:
-    """Posterior draws (dim ``sample`` first) of the parameters the predictor reads."""
-    keys = [k for k in (*ROW_PARAMS, *group_params(g for g, _ in spec.groups)) if k in flat
-            and k not in ("msoa_raw", "eps_raw", "dispersion")]
-    return {k: flat[k].transpose("sample", ...).to_numpy() for k in keys}
-
-
-def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
-                         chunk: int = 50) -> xr.DataArray:
-    """Replicated counts for every fitted row from the one linear predictor (NB/Poisson draws).
-
-    ``n_draws`` posterior draws, evenly spaced over all chains, bound the memory
-    (``n_draws x rows``). MSOA effects (when modelled) and Poisson-lognormal row effects are
-    drawn afresh from their fitted SDs (the fit file does not store the MSOA of each row).
-
-    Returns
-    -------
-    xarray.DataArray
-        Integer counts, dims ``sample, neighbourhood``.
-    """
-    post, spec, _ = _parts(idata)
-    rows = fit_rows(idata)
-    flat = post.stack(sample=("chain", "draw"))
-    n_total = flat.sizes["sample"]
-    pick = np.unique(np.linspace(0, n_total - 1, min(n_draws, n_total)).round().astype(int))
-    flat = flat.isel(sample=pick)
-    eta_all = predictor_draws(rows, _draw_arrays(flat, spec), batch=chunk)
-    rng = np.random.default_rng(seed)
-    out = np.empty(eta_all.shape, dtype=np.int64)
-    stage = rows["stage_index"]
-    for s in range(0, len(pick), chunk):
-        eta = eta_all[s:s + chunk]
-        for sd_name in ("msoa_sd", "obs_sd"):
-            if sd_name in flat:
-                sd = flat[sd_name].to_numpy()[s:s + chunk, None]
-                eta = eta + rng.normal(0.0, 1.0, eta.shape) * sd
-        mu = np.exp(eta)
-        if spec.family == "negative_binomial":
-            phi = np.atleast_2d(flat["dispersion"].transpose("sample", ...).to_numpy()[s:s + chunk])
-            phi = phi.reshape(len(eta), -1)[:, stage]
-            mu = rng.gamma(phi, mu / phi)
-        out[s:s + chunk] = rng.poisson(mu)
-    return xr.DataArray(out, dims=("sample", "neighbourhood"),
-                        coords={"neighbourhood": idata.constant_data["neighbourhood"].to_numpy()},
-                        name=model.observed_name(spec))
-
-
-def observed_counts(idata, data: Any = None) -> np.ndarray | None:
-    """Observed outcome counts aligned with the fitted rows, or None when not available.
-
-    Parameters
-    ----------
-    idata : arviz.InferenceData
-    data : str, os.PathLike or pandas.DataFrame, optional
-        The table the fit was made from (its data hash must match the fit's). Without it the
-        fit's ``observed_data`` group is used, if it was saved with the data.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        Raw counts: for disclosure-controlled tables only, never publish as they are.
-    """
-    idata = as_fit(idata)
-    spec = idata.spec
-    if data is None:
-        if "observed_data" in idata.groups():
-            return idata.observed_data[spec.outcome].to_numpy()
-        return None
-    design = design_of(idata, data, None, spec)
-    return design.y[fitted_positions(idata, design)]
-
-
-def decile_table(idata, yrep: xr.DataArray, observed: np.ndarray | None = None, *,
-                 prob: float = 0.9, threshold: int = THRESHOLD,
-                 rounding: int = ROUNDING) -> pd.DataFrame:
-    """Rates per 10,000 children by national decile: posterior predictive vs observed.
-
-    Observed counts are disclosure-controlled (:mod:`hierarchy.disclosure`); the observed rate
-    is computed from the published count.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``decile``, ``deprivation_min``, ``deprivation_max``, ``neighbourhoods``, ``children``,
-        ``predicted_mean``, ``predicted_sd``, ``predicted_lower``, ``predicted_upper``, ``prob``,
-        ``scale`` and, with observed data, ``observed_count``, ``observed_rate``.
-    """
-    require_row_data(idata, "the decile table")
-    dec = neighbourhood_deciles(idata)
-    x = idata.constant_data["deprivation"].to_numpy()
-    expo = np.rint(idata.constant_data["exposure"].to_numpy())  # stored as exp(log exposure)
-    codes = _codes(idata)
-    onehot = (dec[:, None] == np.arange(1, 11)[None, :]).astype(float)
-    children = expo @ onehot
-    pred = xr.DataArray(1e4 * (yrep.to_numpy() @ onehot) / children, dims=("sample", "decile"),
-                        coords={"decile": np.arange(1, 11)}, name="rate", attrs={"scale": PER_10K})
-    s = interval(pred, prob=prob)
-    frame = pd.DataFrame({
-        "decile": np.arange(1, 11),
-        "deprivation_min": [x[dec == k].min() for k in range(1, 11)],
-        "deprivation_max": [x[dec == k].max() for k in range(1, 11)],
-        "neighbourhoods": [len(set(codes[dec == k])) for k in range(1, 11)],
-        "children": children,
-        **{f"predicted_{k}": s[k].to_numpy() for k in ("mean", "sd", "lower", "upper")},
-        "prob": prob, "scale": PER_10K})
-    if observed is not None:
-        frame["observed_count"] = np.asarray(observed, dtype=float) @ onehot
-        frame = disclose_frame(frame, counts=["observed_count"],
-                               rates={"observed_rate": ("observed_count", "children")},
-                               threshold=threshold, rounding=rounding)
-    return with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
-
-
-def with_private_denominator(idata, frame: pd.DataFrame, *, threshold: int, rounding: int) -> pd.DataFrame:
-    """When the exposure is a count (referrals for re-referrals), its column is an observed count too:
-    suppressed and rounded like one, and the observed rate recomputed from both published counts."""
-    if exposure_is_public(idata):
-        return frame
-    from hierarchy.disclosure import disclose_counts
-
-    out = frame.copy()
-    out["children"] = disclose_counts(frame["children"].to_numpy(dtype=float), threshold=threshold,
-                                      rounding=rounding)
-    if "observed_rate" in out:
-        denom = out["children"].to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["observed_rate"] = np.where(denom > 0, 1e4 * out["observed_count"].to_numpy(dtype=float) / denom,
-                                            np.nan)
-    return out  # the column keeps the name "children" that the report and checking folder read
-
-
-def la_decile_table(idata, observed: np.ndarray, *, threshold: int = THRESHOLD,
-                    rounding: int = ROUNDING) -> pd.DataFrame:
-    """Observed counts and rates per 10,000 by LA and national decile, disclosure-controlled.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Long: ``la``, ``la_deprivation``, ``decile`` (``"1"``..``"10"`` and ``"all"``),
-        ``neighbourhoods``, ``children``, ``observed_count``, ``observed_rate`` (NaN where
-        suppressed); only cells with neighbourhoods.
-    """
-    require_row_data(idata, "the LA x decile table")
-    cd = idata.constant_data
-    rows = pd.DataFrame({"la": cd["la_of"].to_numpy().astype(str),
-                         "decile": neighbourhood_deciles(idata).astype(str), "code": _codes(idata),
-                         "children": np.rint(cd["exposure"].to_numpy()),
-                         "observed_count": np.asarray(observed, dtype=float)})
-    agg = {"neighbourhoods": ("code", "nunique"), "children": ("children", "sum"),
-           "observed_count": ("observed_count", "sum")}
-    by_cell = rows.groupby(["la", "decile"], as_index=False).agg(**agg)
-    by_la = rows.groupby("la", as_index=False).agg(**agg).assign(decile="all")
-    frame = pd.concat([by_cell, by_la], ignore_index=True)
-    order = {str(k): k for k in range(1, 11)} | {"all": 11}
-    frame = frame.sort_values(["la", "decile"], key=lambda c: c.map(order) if c.name == "decile"
-                              else c).reset_index(drop=True)
-    X = cd["la_deprivation"].to_series()
-    X.index = X.index.astype(str)
-    frame.insert(1, "la_deprivation", X.reindex(frame["la"]).to_numpy())
-    frame["decile"] = frame["decile"].astype(str)
-    frame = disclose_frame(frame, counts=["observed_count"],
-                           rates={"observed_rate": ("observed_count", "children")},
-                           threshold=threshold, rounding=rounding)
-    return with_private_denominator(idata, frame, threshold=threshold, rounding=rounding)
-
-
-def count_distribution(yrep: xr.DataArray, observed: np.ndarray | None = None, *,
-                       edges: tuple[float, ...] = COUNT_EDGES, prob: float = 0.9,
-                       threshold: int = THRESHOLD, rounding: int = ROUNDING) -> pd.DataFrame:
-    """Posterior predictive check of the count distribution: neighbourhoods per count bin.
-
-    Observed numbers of neighbourhoods per bin are observed counts and are disclosure-controlled.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``bin`` (label), ``low``, ``high`` (bin is low <= count < high), ``predicted_mean``,
-        ``predicted_lower``, ``predicted_upper``, ``prob`` and, with observed data,
-        ``observed_neighbourhoods``.
-    """
-    edges_arr = np.asarray(edges, dtype=float)
-    y = yrep.to_numpy()
-    per_bin = np.stack([((y >= lo) & (y < hi)).sum(-1) for lo, hi in zip(edges_arr[:-1],
-                                                                            edges_arr[1:],
-                                                                            strict=True)], -1)
-    s = interval(xr.DataArray(per_bin, dims=("sample", "bin")), prob=prob)
-    frame = pd.DataFrame({"bin": [_bin_label(lo, hi) for lo, hi in zip(edges_arr[:-1], edges_arr[1:],
-                                                                        strict=True)],
-                          "low": edges_arr[:-1], "high": edges_arr[1:],
-                          "predicted_mean": s["mean"].to_numpy(),
-                          "predicted_lower": s["lower"].to_numpy(),
-                          "predicted_upper": s["upper"].to_numpy(), "prob": prob})
-    if observed is not None:
-        obs = np.asarray(observed)
-        frame["observed_neighbourhoods"] = [((obs >= lo) & (obs < hi)).sum() for lo, hi in
-                                            zip(edges_arr[:-1], edges_arr[1:], strict=True)]
-        frame = disclose_frame(frame, counts=["observed_neighbourhoods"], threshold=threshold,
-                               rounding=rounding)
-    return frame
-
-
-def _bin_label(lo: float, hi: float) -> str:
-    if not np.isfinite(hi):
-        return f"{lo:,.0f}+"
-    return f"{lo:,.0f}" if hi - lo == 1 else f"{lo:,.0f}-{hi - 1:,.0f}"
