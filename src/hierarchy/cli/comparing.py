@@ -61,10 +61,11 @@ def _sweep(args: argparse.Namespace) -> int:
 def _compare_models(args: argparse.Namespace) -> int:
     from hierarchy.results import compare
 
-    fits_dir = args.out / "cv_fits" if args.out and args.cv != "rows" else None
+    saved = args.out and args.cv != "rows" and not args.batched
     result = compare.compare_models(args.fits, names=args.names, data=args.data, columns=args.columns,
                                     cv=args.cv, folds=args.folds, max_refits=args.max_refits, seed=args.seed,
-                                    fits_dir=fits_dir, log=None if args.quiet else print)
+                                    fits_dir=args.out / "cv_fits" if saved else None, batched=args.batched,
+                                    log=None if args.quiet else print)
     print(result.format())
     if args.out:
         print(f"\npage: {compare.write_model_comparison(result, args.out)}")
@@ -178,8 +179,12 @@ def add_compare(sub) -> None:
                          "is predicted (PSIS on each LA's summed log-likelihood; LAs whose Pareto k is "
                          "above min(1 - 1/log10(draws), 0.7) are refitted exactly, within --max-refits); "
                          "la-kfold: K-fold by LA, one refit per fold. The number of refits and their likely "
-                         "time are printed before the first starts. Refits need --data and are saved in "
-                         "OUT/cv_fits and reused")
+                         "time are printed before the first starts. Refits need --data")
+    sp.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
+                    help="run each model's refits in one compiled program (default; folds in turn on CPU, "
+                         "side by side on an accelerator; nutpie/PyMC, Laplace and BYM2 fits refit fold by "
+                         "fold); --no-batched refits one fit per fold and saves each in OUT/cv_fits, reused "
+                         "by the next run")
     sp.add_argument("--folds", type=int, default=10, help="folds of K-fold by LA (default 10)")
     sp.add_argument("--max-refits", type=int, default=10, metavar="N",
                     help="budget: at most N refits per model (default 10), each about as long as the "

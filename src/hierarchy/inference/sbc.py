@@ -3,9 +3,9 @@
 Draw parameters from the prior, counts from the model's likelihood, refit with NUTS, and rank each
 true value among thinned posterior draws: for a correct model and sampler the ranks are uniform.
 
-All replicates run as one compiled program: NumPyro's NUTS kernels (``numpyro.infer.hmc.hmc``) are
-``vmap``-ped over replicates, with the counts a traced argument of fixed shape. ``MCMC.run`` would
-compile again for every replicate.
+All replicates run as one compiled program (:func:`hierarchy.inference.batch.fit_batch`): NumPyro's
+NUTS kernels (``numpyro.infer.hmc.hmc``) are ``vmap``-ped over replicates, with the counts a traced
+argument of fixed shape. ``MCMC.run`` would compile again for every replicate.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _scalars(name: str, value: np.ndarray) -> dict[str, tuple]:
 
 def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 100, warmup: int = 300,
         draws: int = 300, thin: int = 3, seed: int = 0,
-        fit_priors: PriorSet | None = None) -> SBCResult:
+        fit_priors: PriorSet | None = None, vectorize: bool = True) -> SBCResult:
     """Simulation-based calibration of ``spec`` under ``priors`` on the design of ``design``.
 
     Parameters
@@ -71,6 +71,9 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
         Seeds the prior draws, the simulated counts and the chains.
     fit_priors
         Refit under these priors instead (SBC should then flag the mismatch).
+    vectorize
+        Refit the replicates side by side (``jax.vmap``) or in turn (``jax.lax.map``): the same draws
+        (:func:`hierarchy.inference.batch.fit_batch`).
 
     Returns
     -------
@@ -78,12 +81,11 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
         Ranks for every scalar hyperparameter and the first LA's coefficients.
     """
     import jax
-    import jax.numpy as jnp
     from numpyro.infer import Predictive
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import initialize_model
 
-    key_prior, key_init, key_fit = jax.random.split(jax.random.PRNGKey(seed), 3)
+    from hierarchy.inference.batch import fit_batch
+
+    key_prior, _, key_fit = jax.random.split(jax.random.PRNGKey(seed), 3)
     prior_layout = make_layout(design)
     prior = Predictive(model_fn(spec, priors, design, prior_layout), num_samples=replicates)(
         key_prior, model_data(prior_layout))
@@ -94,32 +96,14 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
     layout = make_layout(design, chunk=min(64, int(np.bincount(design.la_index).max())), hist_len=hist_len)
     stage = design.stage_index
     data = [model_data(with_counts(layout, y, stage)) for y in ys]
-    batched = jax.tree.map(lambda *a: jnp.stack(a), *data)
-
-    model = model_fn(spec, fit_priors or priors, design, layout)
-    info, potential_gen, postprocess_gen, _ = initialize_model(
-        key_init, model, model_args=(data[0],), dynamic_args=True)
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
     names = [k for k in (*HYPERPARAMETERS, "la_coef") if k in prior]
-
-    def one(key, arr):
-        k_init, k_run = jax.random.split(key)
-        leaves, tree = jax.tree.flatten(info.z)
-        z0 = tree.unflatten([jax.random.uniform(k, jnp.shape(leaf), leaf.dtype, -2.0, 2.0)
-                             for k, leaf in zip(jax.random.split(k_init, len(leaves)), leaves, strict=True)])
-        state = init_kernel(z0, num_warmup=warmup, model_args=(arr,), rng_key=k_run)
-
-        def step(s, _):
-            s = sample_kernel(s, model_args=(arr,))
-            return s, (s.z, s.diverging)
-
-        state = jax.lax.fori_loop(0, warmup, lambda _, s: sample_kernel(s, model_args=(arr,)), state)
-        _, (zs, diverging) = jax.lax.scan(step, state, None, length=draws)
-        post = jax.vmap(postprocess_gen(arr))(jax.tree.map(lambda z: z[::thin], zs))
-        return {k: post[k] for k in names}, diverging.sum()
-
-    # vmapped chains step in lockstep; on CPU that still beats batches of replicates (measured)
-    post, divergences = jax.jit(jax.vmap(one))(jax.random.split(key_fit, replicates), batched)
+    # one chain per replicate, side by side (vmap) even on CPU: vmapped chains step in lockstep, and
+    # on CPU that still beat batches of replicates (measured)
+    fits = fit_batch(model_fn(spec, fit_priors or priors, design, layout), data, chains=1, tune=warmup,
+                     draws=draws, thin=thin, keys=jax.random.split(key_fit, replicates), sites=names,
+                     max_tree_depth=10, warmup_tree_depth=10, vectorize=vectorize, diagnostics=False)
+    post = {k: v[:, 0] for k, v in fits.posterior.items()}  # (R, n_post, ...): the one chain
+    divergences = fits.stats["diverging"].sum(axis=(1, 2))
     ranks: dict[str, np.ndarray] = {}
     for name in names:
         truth, sample = prior[name], np.asarray(post[name])  # (R, ...), (R, n_post, ...)

@@ -76,7 +76,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,8 +88,10 @@ from hierarchy.errors import FitFileError, HierarchyError
 from hierarchy.inference.diagnostics import LATENT
 from hierarchy.reporting.report import bullets, format_columns, write_pages
 from hierarchy.results.cv import (
+    batch_unsupported,
     fit_seconds,
     heldout_lpd,
+    heldout_lpd_batched,
     integration_unsupported,
     la_integrated_log_likelihood,
     la_log_likelihood,
@@ -263,7 +265,7 @@ class ModelComparison:
 def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None,
                    data: Any = None, columns: str | os.PathLike | None = None, cv: str = "rows",
                    folds: int = 10, max_refits: int = 10, seed: int = 0,
-                   fits_dir: str | os.PathLike | None = None,
+                   fits_dir: str | os.PathLike | None = None, batched: bool | None = None,
                    log: Callable[[str], None] | None = None) -> ModelComparison:
     """Compare saved fits of the same data and outcome by cross-validation.
 
@@ -296,6 +298,12 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
         Seed of the fold assignment.
     fits_dir : path, optional
         Where refits are saved and found again (:func:`hierarchy.results.cv.fit_without`).
+    batched : bool, optional
+        Run each model's refits in one compiled program (:func:`hierarchy.results.cv.heldout_lpd_batched`:
+        the full table's layout with each fold's rows masked) instead of one fit per fold. Models that
+        cannot batch (:func:`hierarchy.results.cv.batch_unsupported`: nutpie/PyMC, Laplace, BYM2) are
+        refitted fold by fold either way. Default: batched unless ``fits_dir`` asks for the refits to
+        be saved as fit files (batched refits are not saved).
     log : callable, optional
         Gets progress lines (refits).
 
@@ -341,7 +349,8 @@ def compare_models(fits: Sequence[str | os.PathLike], *, names: Sequence[str] | 
         result = _compare_rows(names, paths, idatas, stored)
     else:
         result = _compare_las(names, paths, idatas, stored, table_data, cv=cv, folds=folds,
-                              max_refits=max_refits, seed=seed, fits_dir=fits_dir, log=log)
+                              max_refits=max_refits, seed=seed, fits_dir=fits_dir,
+                              batched=fits_dir is None if batched is None else bool(batched), log=log)
     result.headlines, result.headline_sentences = heads, sentences
     return result
 
@@ -402,8 +411,8 @@ def _compare_rows(names, paths, idatas, stored) -> ModelComparison:
                            findings=_model_findings(table, "elpd_loo"), cv="rows", cv_note=note)
 
 
-def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_refits, seed, fits_dir, log
-                 ) -> ModelComparison:
+def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_refits, seed, fits_dir, log,
+                 batched=False) -> ModelComparison:
     """Leave-one-LA-out by PSIS with exact refits, or K-fold by LA."""
     import arviz as az
 
@@ -473,8 +482,8 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
         if log:
             log(refit_budget_line(plan, {n: fit_seconds(i) for n, i in zip(names, idatas, strict=True)}, why))
         for n, i in zip(names, idatas, strict=True):
-            for f, held in enumerate(plan[n]):
-                lpd, facts = heldout_lpd(i, table_data, held, fits_dir=fits_dir, label=n, log=log)
+            for f, held, (lpd, facts) in _refits(n, i, plan[n], table_data, batched=batched, fits_dir=fits_dir,
+                                                 log=log):
                 done += 1
                 if log:
                     log(refit_progress_line(done, total, time.perf_counter() - t0))
@@ -507,10 +516,42 @@ def _compare_las(names, paths, idatas, stored, table_data, *, cv, folds, max_ref
     worst = pd.DataFrame(worst_rows, columns=["model", "unit", "la", "k", "method"])
     table = _finish_table(table, pareto, names, paths, mode)
     refits = pd.DataFrame(refit_rows, columns=["model", "fold", "las_held_out", "status", "train_rows",
-                                               "train_data_hash", "heldout_rows", "heldout_data_hash"])
+                                               "train_data_hash", "heldout_rows", "heldout_data_hash",
+                                               "diagnostics"])
+    warns += _refits_off_bar(refits, dict(zip(names, idatas, strict=True)))
     return ModelComparison(table=table, pareto=pareto, worst=worst, loo=loos, warnings=warns,
                            findings=_model_findings(table, "elpd_la"), cv=mode, cv_note=note,
                            la_cv=pd.DataFrame(la_rows), refits=refits)
+
+
+def _refits(name: str, idata, groups: list[list[str]], table_data: pd.DataFrame, *, batched: bool, fits_dir,
+            log) -> Iterator[tuple[int, list[str], tuple[pd.Series, dict]]]:
+    """``(fold, held-out LAs, (lpd, facts))`` of each refit of one model: all in one program when
+    ``batched`` and the model can batch (:func:`hierarchy.results.cv.batch_unsupported`), else one fit per
+    fold (saved in ``fits_dir``)."""
+    why = batch_unsupported(idata) if batched and groups else "not asked for"
+    if why is None:
+        yield from ((f, g, r) for f, (g, r) in enumerate(zip(groups, heldout_lpd_batched(
+            idata, table_data, groups, log=log, label=name), strict=True)))
+        return
+    if batched and groups and log:
+        log(f"{name}: refits fold by fold, not batched: {why}")
+    for f, held in enumerate(groups):
+        yield f, held, heldout_lpd(idata, table_data, held, fits_dir=fits_dir, label=name, log=log)
+
+
+def _refits_off_bar(refits: pd.DataFrame, idatas: dict) -> list[str]:
+    """A warning per model whose fit met the convergence bar and some of whose refits did not (a fit
+    that missed it is flagged on its own, and its refits, with its settings, are expected to miss it too)."""
+    out = []
+    missed = refits[refits["diagnostics"].fillna("ok").str.startswith("warn")]
+    for n, part in missed.groupby("model", sort=False):
+        if provenance(idatas[n]).get("diagnostics", {}).get("status") != "ok":
+            continue
+        out.append(f"{n}: {len(part)} of {int((refits['model'] == n).sum())} refits missed the convergence bar "
+                   f"that its fit met (first: fold {part['fold'].iloc[0]}, {part['diagnostics'].iloc[0]}); their "
+                   "held-out ELPD is less certain than its SE says: refit the model with more draws (--draws)")
+    return out
 
 
 def _replace_pointwise(elpd, values: np.ndarray, *, exact: np.ndarray, thr: float):

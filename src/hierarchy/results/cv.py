@@ -21,6 +21,15 @@ question "does the model generalise to a new LA" needs the LA left out as a whol
   adaptive Gauss-Hermite quadrature around the mode (as the Poisson-lognormal marginal
   log-likelihood in :mod:`hierarchy.results.fitfile`), on the one linear predictor.
 
+* **batched refits** (:func:`heldout_lpd_batched`, compare-models' default when no refit is to be
+  saved): every fold in one compiled program (:func:`hierarchy.inference.batch.fit_batch`), each
+  fold the whole table's layout with its held-out rows masked (:func:`fold_data`); the held-out
+  LAs' effects then follow their prior and the log predictive integrates them as above. The
+  deprivation centring is then the whole table's (held-out covariates, never counts, enter it), and
+  so is the choice of parameterisation (which does not change the posterior). Measured on 8 LAs
+  x 6, 4 folds: held-out ELPD -213.66 batched against -213.38 fold by fold (MC SE of the
+  difference 0.28; tests/inference/test_batch.py).
+
 Held-out rows are really held out: a fold's fit is made from the table without those LAs' rows
 (its provenance records that table's data hash and row count), and the held-out LAs' deprivation
 is centred with the training fit's constants, as a new LA would be.
@@ -60,8 +69,9 @@ REFIT_SETTINGS = ("sampler", "chains", "tune", "draws", "seed", "chain_method", 
                   "float32", "warmup_tree_depth")
 """Sampler settings a refit takes from the fit it stands for."""
 
-__all__ = ["GAUSS_HERMITE_NODES", "PARETO_K_CAP", "HeldOut", "fit_seconds", "fit_without", "flat_posterior",
-           "heldout_lpd", "heldout_rows", "integration_unsupported", "la_folds", "la_integrated_log_likelihood",
+__all__ = ["GAUSS_HERMITE_NODES", "PARETO_K_CAP", "HeldOut", "batch_unsupported", "fit_seconds", "fit_without",
+           "flat_posterior", "fold_data", "heldout_lpd", "heldout_lpd_batched", "heldout_rows",
+           "heldout_within", "integration_unsupported", "la_folds", "la_integrated_log_likelihood",
            "la_log_likelihood", "la_log_predictive", "la_lpd", "own_rows", "pareto_k_threshold",
            "refit_budget_line", "refit_plan", "refit_progress_line", "stacking_weights"]
 
@@ -532,9 +542,11 @@ def heldout_lpd(idata, table: pd.DataFrame, las: Sequence[str], **kw) -> tuple[p
     -------
     (pandas.Series, dict)
         lpd per held-out LA (indexed by code) and facts about the refit (``status``,
-        ``train_rows``, ``train_data_hash``, ``heldout_rows``).
+        ``train_rows``, ``train_data_hash``, ``heldout_rows``, ``heldout_data_hash``, ``diagnostics``:
+        ``ok`` or ``warn: reasons``).
     """
     from hierarchy.data.table import data_hash
+    from hierarchy.inference.diagnostics import diagnose
     from hierarchy.results.fit import as_fit
     from hierarchy.results.fitfile import provenance
 
@@ -544,10 +556,185 @@ def heldout_lpd(idata, table: pd.DataFrame, las: Sequence[str], **kw) -> tuple[p
     test = table[table["la"].astype(str).isin({str(c) for c in las}).to_numpy()].reset_index(drop=True)
     held = heldout_rows(test, spec, train)
     lpd = la_lpd(la_log_predictive(spec, held, flat_posterior(refit)))
+    d = diagnose(refit)
     facts = {"status": status, "train_rows": int(provenance(refit)["design"]["n_rows"]),
              "train_data_hash": provenance(refit)["data_hash"], "heldout_rows": held.n_rows,
-             "heldout_data_hash": data_hash(test, **spec.hashed_columns)}
+             "heldout_data_hash": data_hash(test, **spec.hashed_columns),
+             "diagnostics": d["status"] + (": " + "; ".join(d["reasons"]) if d["reasons"] else "")}
     return pd.Series(lpd, index=pd.Index(held.las, name="la")), facts
+
+
+# ---------------------------------------------------------------------------- batched refits
+
+
+def batch_unsupported(idata) -> str | None:
+    """Why a fit's refits cannot run batched in one program (None: they can).
+
+    Batched refits (:func:`heldout_lpd_batched`) fit the full table's layout with the held-out rows
+    masked, with NumPyro NUTS and a fixed number of draws. Not batched: other samplers (nutpie,
+    PyMC) and the Laplace mode, and BYM2 models (masking keeps the held-out neighbourhoods in the
+    graph, which a refit without their rows does not have).
+    """
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
+
+    sampler = provenance(idata).get("sampler", {})
+    if sampler.get("sampler", "numpyro") != "numpyro":
+        return f"its sampler is {sampler['sampler']} (batched refits run NumPyro NUTS)"
+    if sampler.get("method", "nuts") != "nuts":
+        return f"its method is {sampler['method']} (batched refits run NUTS on every parameter)"
+    if as_fit(idata).spec.spatial:
+        return "it has a BYM2 term: masking a fold's rows would keep its neighbourhoods in the graph"
+    return None
+
+
+def fold_data(layout, design: Design, train: np.ndarray, dtype=None) -> dict:
+    """The model data of ``layout`` with only the rows ``train`` (bool, design row order) observed.
+
+    The other rows are masked (``mask`` 0, count 0) and the whole-data summaries (count histogram,
+    rows per stage, ``sum lgamma(y + 1)``) are of the training rows only, so the log density is that
+    of the training rows while every array keeps the full layout's shape; the held-out LAs' own
+    effects then follow their prior.
+    """
+    from dataclasses import replace
+
+    from scipy.special import gammaln
+
+    from hierarchy.likelihood.jaxmodel import model_data
+
+    train = np.asarray(train, dtype=bool)
+    real = layout.rows >= 0
+    keep = real & train[np.where(real, layout.rows, 0)]
+    n_stage, hist_len = layout.y_hist.shape
+    y, stage = design.y[train].astype(np.int64), design.stage_index[train]
+    hist = (np.stack([np.bincount(y[stage == s], minlength=hist_len) for s in range(n_stage)]).astype(float)
+            if hist_len else np.zeros((n_stage, 0)))
+    fold = replace(layout, mask=keep.astype(float), y=np.where(keep, layout.y, 0.0), y_hist=hist,
+                   n_stage_rows=np.bincount(stage, minlength=n_stage).astype(float),
+                   lgamma_y1=float(gammaln(y + 1.0).sum()))
+    return model_data(fold, dtype)
+
+
+def heldout_within(design: Design, spec, las: Sequence[str], train: np.ndarray) -> HeldOut:
+    """The rows of ``las`` in a design as :class:`HeldOut` rows of that design's own centring.
+
+    For a fit of the whole design with those rows masked (:func:`fold_data`): their LA deprivation
+    and covariates are centred with the constants the fit used, and their strata and group levels
+    are the fit's. A level that no training row has is refused, as :func:`heldout_rows` does.
+    """
+    own = own_rows(design, spec)
+    pos = np.flatnonzero(np.isin(design.la_codes, [str(c) for c in las]))
+    rows = np.isin(design.la_index, pos)
+    new_index = np.full(design.n_la, -1)
+    new_index[pos] = np.arange(len(pos))
+    out = {k: (v[rows] if isinstance(v, np.ndarray) and v.shape[:1] == rows.shape else v)
+           for k, v in own.rows.items() if k != "groups"}
+    out["la_index"] = new_index[design.la_index[rows]]
+    for name, index, levels in (("stratum", design.stratum_index, design.stratum_names),
+                                *((f"level of {g}", i, lv) for g, i, lv in zip(
+                                    design.group_names, design.group_index, design.group_levels, strict=True))):
+        missing = sorted(set(index[rows]) - set(index[train]))
+        if missing:
+            raise HierarchyError(f"held-out LAs have a {name} the training data lack "
+                                 f"({', '.join(str(levels[m]) for m in missing[:3])}): its effect would need "
+                                 "integrating too; use fewer folds so that every level stays in training, "
+                                 "or --cv rows")
+    out["groups"] = tuple((g, i[rows]) for g, i in own.rows["groups"])
+    return HeldOut(las=design.la_codes[pos], rows=out, y=design.y[rows], la_design=own.la_design[rows],
+                   z=design.z[pos], la_cov=design.la_cov[pos], n_rows=int(rows.sum()))
+
+
+def heldout_lpd_batched(idata, table: pd.DataFrame, groups: Sequence[Sequence[str]], *,
+                        log: Callable[[str], None] | None = None, vectorize: bool | None = None,
+                        label: str = "fit") -> list[tuple[pd.Series, dict]]:
+    """:func:`heldout_lpd` of every LA group at once: all refits in one compiled program.
+
+    Each refit is the fit's model and prior set on the whole table's layout with the group's rows
+    masked (:func:`fold_data`; the held-out LAs' effects follow their prior, which the log predictive
+    integrates over anyway), sampled with the fit's NUTS settings by
+    :func:`hierarchy.inference.batch.fit_batch`. Unlike :func:`fit_without` the training design's
+    constants are the whole table's: LA deprivation centred over every LA (the held-out LAs'
+    covariates, never their counts, enter it) and one parameterisation for every fold (chosen from
+    the whole table; it does not change the posterior). Refits are not saved as fit files.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        The fit the refits stand for.
+    table : pandas.DataFrame
+        The table it was made from (its data hash must be the fit's).
+    groups : sequence of sequence of str
+        The LAs held out by each refit.
+    log : callable, optional
+        Gets one line before the refits and one after.
+    vectorize : bool, optional
+        :func:`~hierarchy.inference.batch.fit_batch`'s (default: side by side on an accelerator only).
+    label : str
+        Model label for messages.
+
+    Returns
+    -------
+    list of (pandas.Series, dict)
+        Per group, as :func:`heldout_lpd`: lpd per held-out LA and facts (``status`` ``"batched"``,
+        rows and data hashes of the training and held-out rows, ``diagnostics``: ``ok`` or ``warn:
+        reasons`` of the refit by the single-fit bar).
+    """
+    import jax
+
+    from hierarchy.data.table import data_hash
+    from hierarchy.inference.batch import fit_batch
+    from hierarchy.likelihood.jaxmodel import make_layout, model_fn
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
+
+    fit_ = as_fit(idata)
+    spec, priors, prov = fit_.spec, fit_.priors, provenance(idata)
+    _refuse_unsupported(spec, "compare-models")
+    why = batch_unsupported(idata)
+    if why:
+        raise HierarchyError(f"{label}: refits cannot run batched: {why}; refit fold by fold (batched=False)")
+    have = data_hash(table, **spec.hashed_columns)
+    if have != prov["data_hash"]:
+        raise HierarchyError(f"the data given (hash {have}) are not the data {label} was made from "
+                             f"(hash {prov['data_hash']})")
+    jax.config.update("jax_enable_x64", True)
+    design = build_design(table, spec)
+    codes = table["la"].astype(str).to_numpy()
+    held_sets = [sorted({str(c) for c in g}) for g in groups]
+    unknown = sorted(set().union(*held_sets) - set(codes))
+    if unknown:
+        raise HierarchyError(f"LA(s) {', '.join(unknown[:5])} are not in the data")
+    row_la = design.la_codes[design.la_index]
+    trains = [~np.isin(row_la, h) for h in held_sets]
+    if any(len(np.unique(row_la[t])) < 2 for t in trains):
+        raise HierarchyError("a refit needs at least two LAs left in the training data; use more folds")
+    helds = [heldout_within(design, spec, h, t) for h, t in zip(held_sets, trains, strict=True)]
+    settings = prov["sampler"]
+    layout = make_layout(design)
+    data = [fold_data(layout, design, t, "float32" if settings.get("float32") else "float64") for t in trains]
+    if log:
+        log(f"refitting {label} without each of {len(groups)} LA group(s) in one program "
+            f"({len(table):,} rows, the held-out rows masked)")
+    res = fit_batch(model_fn(spec, priors, design, layout), data, chains=int(settings.get("chains", 4)),
+                    tune=int(settings.get("tune", 1000)), draws=int(settings.get("draws", 1000)),
+                    seed=int(settings.get("seed", 0)), target_accept=float(settings.get("target_accept", 0.8)),
+                    warmup_tree_depth=int(settings.get("warmup_tree_depth", 6)), vectorize=vectorize)
+    if log:
+        log(f"{len(groups)} refits of {label} done in {res.timings['compile'] + res.timings['run']:.0f} s "
+            f"({res.timings['compile']:.0f} s compiling)")
+    out = []
+    for b, (held, train) in enumerate(zip(helds, trains, strict=True)):
+        post = {k: v.reshape((-1,) + v.shape[2:]) for k, v in res.fit(b)[0].items()}
+        lpd = la_lpd(la_log_predictive(spec, held, post))
+        d = res.diagnostics[b]
+        test = table[np.isin(codes, held_sets[b])].reset_index(drop=True)
+        facts = {"status": "batched", "train_rows": int(train.sum()),
+                 "train_data_hash": data_hash(table[~np.isin(codes, held_sets[b])].reset_index(drop=True),
+                                              **spec.hashed_columns),
+                 "heldout_rows": held.n_rows, "heldout_data_hash": data_hash(test, **spec.hashed_columns),
+                 "diagnostics": d["status"] + (": " + "; ".join(d["reasons"]) if d["reasons"] else "")}
+        out.append((pd.Series(lpd, index=pd.Index(held.las, name="la")), facts))
+    return out
 
 
 # ---------------------------------------------------------------------------- stacking and the refit budget
