@@ -1,4 +1,7 @@
-"""LA x year count models of the DfE panel (NumPyro), their estimands and a classical cross-check.
+"""LA x year count models of the DfE panel (NumPyro) and their estimands.
+
+The classical check (Laplace maximum likelihood of the same model) is
+:func:`hierarchy.reporting.panel_report.ml_check` (the likelihood layer does not import inference).
 
 A panel model file (``models/panel_*.toml``) names the measures it is fitted to, one fit each::
 
@@ -60,7 +63,6 @@ __all__ = [
     "PanelSpec",
     "cell_treatment",
     "censored_log_prob",
-    "classical_check",
     "england_totals",
     "estimands",
     "diagnostic_draws",
@@ -586,111 +588,3 @@ def la_estimands(fit: PanelFit, unit: str | None = None, *, prob: float = 0.9) -
                      "first_year": int(d.years[0]), "last_year": int(d.years[-1])})
     del g
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------
-# classical cross-check
-
-
-def classical_check(fit: PanelFit) -> pd.DataFrame:
-    """The same LA-panel model fitted classically (statsmodels), against the posterior.
-
-    Two stages, the classical form of hierarchical centring ("slopes as outcomes"): a negative
-    binomial GLM (``statsmodels`` GLM, NB2 with ``alpha`` from the Pearson moment equation; Poisson for
-    a Poisson spec) with one intercept and one trend per LA and the year effects on the same basis as the
-    model; then least squares of the LA intercepts and trends on LA deprivation (and covariates), which
-    gives ``alpha``, ``b_dep``, ``b_t`` and ``b_dep_t``. Returns one row per fixed effect: posterior mean
-    and SD, the classical estimate and standard error, and ``z = (classical - mean) / SD``.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):  # small solves: BLAS threads only contend (4x slower)
-        return _classical_check(fit)
-
-
-def _classical_check(fit: PanelFit) -> pd.DataFrame:
-    import statsmodels.api as sm
-
-    d, spec = fit.design, fit.spec
-    obs = d.observed
-    # units the GLM can estimate: at least 3 observed years and some counts (an LA whose counts are all
-    # 0 has an intercept at -infinity, and its NB deviance is NaN); the others are left out and named
-    n_obs = np.bincount(d.unit_idx[obs], minlength=len(d.units))
-    total = np.bincount(d.unit_idx[obs], d.count[obs], minlength=len(d.units))
-    kept = (n_obs >= 3) & (total > 0)
-    obs = obs & kept[d.unit_idx]
-    new_index = np.cumsum(kept) - 1
-    n_u = int(kept.sum())
-    ui, yi = new_index[d.unit_idx[obs]], d.year_idx[obs]
-    cols = [np.eye(n_u)[ui]]
-    if spec.la_trend or "t" in spec.terms:
-        cols.append(np.eye(n_u)[ui] * d.t[yi][:, None])
-    names_g = []
-    if "year" in spec.terms:
-        basis = year_basis(d.t)
-        cols.append(basis[yi])
-        names_g = [f"g[{int(y)}]" for y in d.years]
-    X = np.column_stack(cols)
-    y = d.count[obs]
-    off = np.log(d.exposure[obs])
-    if not spec.la_trend and "t" in spec.terms:
-        raise SpecError("classical_check needs LA trends or none; shared-trend specs are not supported")
-    alpha_nb = 0.0
-    res = sm.GLM(y, X, family=sm.families.Poisson(), offset=off).fit()
-    if spec.family == "nb":
-        for _ in range(20):
-            mu = res.mu
-            alpha_new = max(float(np.sum(((y - mu) ** 2 - mu) / mu**2) / (len(y) - X.shape[1])), 1e-8)
-            # warm-started from the last fit: a few IRLS steps each (cold starts of this 300-column GLM,
-            # 20 times per measure, took most of demo --real's report time)
-            res = sm.GLM(y, X, family=sm.families.NegativeBinomial(alpha=alpha_new), offset=off).fit(
-                start_params=res.params)
-            if abs(alpha_new - alpha_nb) < 1e-4 * max(alpha_nb, 1e-6):
-                break
-            alpha_nb = alpha_new
-    params = np.asarray(res.params)
-    a = params[:n_u]
-    rows = []
-    Z = [np.ones(n_u)]
-    znames = ["alpha"]
-    if "dep" in spec.terms:
-        Z.append(d.z[kept])
-        znames.append("b_dep")
-    for k, name in enumerate(d.x_names):
-        Z.append(d.x[kept, k])
-        znames.append(f"b_{name}")
-    ols = sm.OLS(a, np.column_stack(Z)).fit()
-    est = dict(zip(znames, zip(ols.params, ols.bse, strict=False), strict=False))
-    if spec.la_trend or "t" in spec.terms:
-        c = params[n_u:2 * n_u]
-        Zt = [np.ones(n_u)] + ([d.z[kept]] if "dep:t" in spec.terms else [])
-        olt = sm.OLS(c, np.column_stack(Zt)).fit()
-        est.update(dict(zip(["b_t", "b_dep_t"][:len(Zt)], zip(olt.params, olt.bse, strict=False), strict=False)))
-    if names_g:
-        basis = year_basis(d.t)
-        gp = params[-basis.shape[1]:]
-        cov = np.asarray(res.cov_params())[-basis.shape[1]:, -basis.shape[1]:]
-        gv = basis @ gp
-        gse = np.sqrt(np.einsum("ij,jk,ik->i", basis, cov, basis))
-        for k, nm in enumerate(names_g):
-            est[nm] = (gv[k], gse[k])
-    post_g = fit.g()
-    for nm, (value, se) in est.items():
-        if nm.startswith("g["):
-            k = names_g.index(nm)
-            draws = post_g[:, k]
-        else:
-            draws = fit.draws[nm]
-        m, sd = float(draws.mean()), float(draws.std())
-        rows.append({"measure": d.measure, "parameter": nm, "posterior_mean": m, "posterior_sd": sd,
-                     "classical": float(value), "classical_se": float(se),
-                     "z": (float(value) - m) / sd if sd > 0 else np.nan})
-    out = pd.DataFrame(rows)
-    out["within_2sd"] = out["z"].abs() <= 2
-    out.attrs["method"] = ("statsmodels GLM " + (f"NB2 (alpha {alpha_nb:.4f}, moment estimate)"
-                                                  if spec.family == "nb" else "Poisson")
-                           + " with LA intercepts, LA trends and year effects; OLS of the LA effects on LA "
-                             "deprivation")
-    out["left_out"] = "" if kept.all() else (f"{int((~kept).sum())} LA(s) with fewer than 3 observed years or no "
-                                             f"counts: {', '.join(map(str, d.unit_names[~kept]))}")
-    return out
