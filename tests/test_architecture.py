@@ -93,7 +93,7 @@ def test_the_parameter_table_gives_the_lists_the_layers_read():
     from hierarchy.likelihood.predictor import ROW_PARAMS
 
     assert HYPERPARAMETERS[:4] == ("intercept", "gradient", "la_deprivation", "cross_level")
-    assert set(STAGE_VARS) == {"intercept", "gradient", "la_deprivation", "cross_level", "dispersion"}
+    assert set(STAGE_VARS) == {"intercept", "gradient", "la_deprivation", "cross_level", "dispersion", "zi"}
     assert "la_coef" not in LATENT and {"la_raw", "eps_raw", "msoa_raw"} <= set(LATENT)
     assert {"la_coef", "row_coef", "eps_raw", "dispersion"} <= set(ROW_PARAMS) and "la_sd" not in ROW_PARAMS
     assert parameters.names(role="per_row") == ("eps_raw", "spatial_phi", "spatial_theta")

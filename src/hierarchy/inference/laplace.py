@@ -13,7 +13,7 @@ block-diagonal by LA (DESIGN section 10). Here:
   log densities (quadratic in ``x``), each chunk's intercept and gradient as an affine map of ``x``,
   the rows' other terms and the dispersion;
 - ``x_hat(theta)``: Newton's method on every LA block at once, one pass over the rows per iteration
-  (the family's first and second derivatives per row, :func:`_row_derivatives`, reduced to five sums
+  (the family's first and second derivatives per row, its ``row_derivatives``, reduced to five sums
   per chunk), with a per-LA backtracking step;
 - the Laplace log marginal ``-U(x_hat, theta) + (n/2) log 2 pi - 1/2 sum_j log det H_j``, with ``U``
   the NUTS path's own potential energy (same priors, Jacobians and likelihood);
@@ -46,7 +46,7 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, group_zero_sum
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
-from hierarchy.likelihood import parameters
+from hierarchy.likelihood import families, parameters
 
 LA_SITES = parameters.names(la_block=True)
 """The centred model's sites of LA effects (one row per LA) that are marginalised (the parameter table's view)."""
@@ -85,9 +85,9 @@ def refusal(spec: ModelSpec, design: Design, layout=None) -> str | None:
     ``layout``: the design's chunked layout where the caller has it (built here when needed)."""
     from hierarchy.likelihood.jaxmodel import make_layout
 
-    if spec.family == "poisson_lognormal":
-        return ("Poisson-lognormal row effects (family poisson_lognormal: one latent effect per row, each "
-                "resting on one count) are outside the Laplace regime")
+    why = families.get(spec.family).laplace_refusal
+    if why:
+        return why
     if getattr(spec, "spatial", None):
         return ("the spatial term car(neighbourhood) (one BYM2 effect per neighbourhood) is not supported by the "
                 "Laplace mode yet (only effects that belong to one LA are marginalised)")
@@ -125,7 +125,7 @@ class Pieces(NamedTuple):
     g0: Any  # (J, E) gradient of the latent prior's negative log density at x = 0
     P: Any  # (J, E, E) its precision blocks
     per_row: Any  # (K, C) the rows' other terms (row coefficients, groups that stay hyperparameters), or None
-    phi: Any  # (K,) each chunk's dispersion, or None (Poisson)
+    family: Any  # {name: (K,)} each chunk's likelihood parameters (the NB's dispersion; none for Poisson)
 
 
 class Block(NamedTuple):
@@ -239,6 +239,7 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
             real[b.la, b.offset + b.slot] = True
     pad = jnp.asarray(~real, jnp.float64)
     f64 = jnp.float64
+    family = families.get(spec.family)
     chunk_la = jnp.asarray(layout.chunk_la)
     le, w, y, mask = (jnp.asarray(getattr(layout, k), f64) for k in ("log_exposure", "w", "y", "mask"))
     problem = Problem(potential=partial(potential_energy, model, (data,), {}),
@@ -271,9 +272,9 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
                                                       strict=True))
         grad = jax.grad(nlp)
         P = jnp.stack([jax.jvp(grad, (zero,), (d,))[1] for d in basis], axis=-1)  # column e of each block
-        phi = tr["_chunk_phi"]["value"].astype(f64) if "_chunk_phi" in tr else None
+        chunk = {k: tr[f"_chunk_{k}"]["value"].astype(f64) for k in family.likelihood_params}
         per_row = tr["_per_row"]["value"].astype(f64) if "_per_row" in tr else None
-        return Pieces(a0, b0, A, B, grad(zero), P, per_row, phi)
+        return Pieces(a0, b0, A, B, grad(zero), P, per_row, chunk)
 
     def segment(t):
         return jax.ops.segment_sum(t, chunk_la, num_segments=n_la, indices_are_sorted=True)
@@ -285,7 +286,7 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
         b = pc.b0 + jnp.sum(pc.B * xk, 1)
         eta = le + a[:, None] + b[:, None] * w
         eta = eta if pc.per_row is None else eta + pc.per_row
-        ll, d1, d2 = _row_derivatives(y, eta, None if pc.phi is None else pc.phi[:, None])
+        ll, d1, d2 = family.row_derivatives(y, eta, {k: v[:, None] for k, v in pc.family.items()})
         Px = jnp.einsum("jef,jf->je", pc.P, x)
         value = jnp.sum(pc.g0 * x, 1) + 0.5 * jnp.sum(x * Px, 1) - segment(jnp.sum(mask * ll, 1))
         if not derivatives:
@@ -318,25 +319,6 @@ def _initial_point(model, data, seed: int) -> dict:
                 if v["type"] == "sample" and not v["is_observed"]}
 
     return init(jax.random.PRNGKey(seed), data)
-
-
-def _row_derivatives(y, eta, phi):
-    """Each row's log-likelihood at log mean ``eta`` less the terms free of ``eta`` (the NumPyro model's
-    own row terms, :mod:`hierarchy.likelihood.jaxmodel`; no ``lgamma`` per row), and its first and
-    second derivatives in ``eta``: negative binomial with dispersion ``phi``, Poisson when ``phi`` is
-    None. The derivatives are written out (one ``exp`` per row); tests check them against the model's
-    own gradient and Hessian."""
-    import jax.numpy as jnp
-
-    from hierarchy.likelihood.jaxmodel import _nb_row_terms, _poisson_saturated
-
-    mu = jnp.exp(eta)
-    if phi is None:
-        return _poisson_saturated(y, eta), y - mu, -mu
-    log_phi_mu = jnp.log(phi + mu)
-    value = _nb_row_terms(y, eta, phi, log_phi_mu, log_phi_mu - jnp.log(phi))
-    r = phi / (phi + mu)
-    return value, r * (y - mu), -r * mu * (phi + y) / (phi + mu)
 
 
 def _solve(H, g):

@@ -63,6 +63,7 @@ GROUPS: dict[str, str] = {
     "msoa_sd": "positive",
     "dispersion": "positive",
     "obs_sd": "positive",
+    "zero_inflation": "unit",
     "neighbourhood_covariates": "real",
     "interactions": "real",
     "group_sd": "positive",
@@ -72,7 +73,9 @@ GROUPS: dict[str, str] = {
 """Parameter group (class) -> support its prior must have. ``neighbourhood_covariates`` and
 ``interactions`` are the classes of a formula's neighbourhood-level terms (without and with ``w``);
 ``group_sd`` the SDs of other grouping columns' effects (``(1 | year)``), unless the set has a group
-named ``{column}_sd`` (as ``msoa_sd``). ``spatial_sd`` and ``spatial_mix`` are the BYM2 term's SD and
+named ``{column}_sd`` (as ``msoa_sd``). ``zero_inflation`` is the zero-inflated NB's probability of a
+structural zero ``zi`` (``family = "zinb"``, :mod:`hierarchy.likelihood.families.zinb`). ``spatial_sd`` and
+``spatial_mix`` are the BYM2 term's SD and
 mixing parameter (``car(neighbourhood)``, :mod:`hierarchy.likelihood.spatial`): a PC prior for the SD
 (Exponential with rate ``-log(alpha) / U`` for ``P(sd > U) = alpha``) and Beta(1, 1) for the mix.
 A ``[terms."w:rural"]`` table gives one term its own prior

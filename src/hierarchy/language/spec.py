@@ -4,7 +4,7 @@ A model file carries an lme4/brms formula (:mod:`hierarchy.language.formula`) be
 keeps::
 
     name = "inverse_intervention_nb_log"
-    family = "negative_binomial"    # poisson | negative_binomial | poisson_lognormal
+    family = "negative_binomial"    # poisson | negative_binomial | poisson_lognormal | zinb
     formula = "referral ~ w * z + (1 + w | la) + offset(log(exposure))"
     categorical = []                # extra categorical columns (besides hierarchy.STRATA and C(col))
 
@@ -48,7 +48,9 @@ from hierarchy.config import config_hash, did_you_mean, read_toml
 from hierarchy.errors import SpecError
 from hierarchy.language.formula import SPATIAL_TYPES, compile_formula, render
 
-FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal")
+FAMILIES = ("poisson", "negative_binomial", "poisson_lognormal", "zinb")
+"""The family modules' names (:mod:`hierarchy.likelihood.families`, which this layer may not import; a test
+checks the two agree): a family is declared in its module, this list only lets a model file name it."""
 
 
 @dataclass(frozen=True)

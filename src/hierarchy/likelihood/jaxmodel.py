@@ -6,7 +6,8 @@ Same variables, same density (tests compare them at random points), but laid out
   to a dense ``[n_chunks, chunk]`` block; LA coefficients reach the chunks through a one-hot
   matrix product, so neither the density nor its gradient has a gather/scatter over rows
   (scatter-add is slow on GPU with jaxlib 0.10.2, DESIGN section 4);
-- the negative binomial's ``sum_i lgamma(y_i + phi)`` is summed over a histogram of the counts
+- the family's row sums come from its module (:mod:`hierarchy.likelihood.families`); the negative
+  binomial's ``sum_i lgamma(y_i + phi)`` is summed over a histogram of the counts
   (a few hundred count values instead of 32.8k rows);
 - the data enter as an argument with fixed shapes, so refitting new counts on the same design
   (simulation-based calibration) reuses one compilation.
@@ -19,7 +20,6 @@ Same variables, same density (tests compare them at random points), but laid out
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,11 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
-from hierarchy.likelihood import spatial
+from hierarchy.likelihood import families, spatial
+from hierarchy.likelihood.families import negative_binomial as _nb
+from hierarchy.likelihood.families import poisson as _poisson
+from hierarchy.likelihood.families._rows import log_in_two as _log_in_two  # noqa: F401 (tests read them here)
+from hierarchy.likelihood.families._rows import total as _total  # noqa: F401
 from hierarchy.likelihood.model import STRATUM_OFFSETS, la_effect_order, observed_name, stratum_offsets
 from hierarchy.likelihood.predictor import (
     ROW_PARAMS,
@@ -39,6 +43,9 @@ from hierarchy.likelihood.predictor import (
     over_draws,
     row_terms,
 )
+
+_nb_rows, _nb_chunks, _poisson_rows, _poisson_chunks = _nb.rows, _nb.chunks, _poisson.rows, _poisson.chunks
+"""The families' chunk sums under their former names here (tests and bench scripts read them)."""
 
 
 @dataclass(frozen=True)
@@ -182,16 +189,16 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
 
     ``expose`` records what the likelihood reads as deterministic sites: each chunk's intercept and
     gradient ``_chunk_a, _chunk_b`` (K,), its rows' other terms ``_per_row`` (K, C; absent when there are
-    none) and, for the
-    negative binomial, its dispersion ``_chunk_phi`` (K,): the embedded Laplace mode's view of the
+    none) and each of the family's likelihood parameters per chunk (the negative binomial's
+    ``_chunk_dispersion`` (K,)): the embedded Laplace mode's view of the
     predictor (:mod:`hierarchy.inference.laplace`).
     """
     import jax
     import jax.numpy as jnp
     import numpyro
-    from jax.scipy.special import gammaln
 
     dtype = jnp.result_type(float)
+    family = families.get(spec.family)
     centred = centring(spec, design)
     level_weights = stratum_level_weights(spec, design)
     ncoef, n_stage = len(spec.coefs), len(spec.stages)
@@ -284,35 +291,18 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
                   "groups": groups, "spatial": chunk_spatial(design, layout)}
         per_row = row_terms(rows_k, p, jnp)
         within = not isinstance(per_row, float)  # row_terms gives 0.0 when no term varies within a chunk
-        rows = (arr["log_exposure"], arr["w"], arr["y"], arr["mask"])
         if expose:
             numpyro.deterministic("_chunk_a", a[:, 0])
             numpyro.deterministic("_chunk_b", b[:, 0])
             if within:
                 numpyro.deterministic("_per_row", per_row)
-        if spec.family == "negative_binomial":
-            phi = jnp.atleast_1d(stage_param("dispersion", "dispersion"))  # (S,)
-            # phi at the rows' precision everywhere: the float32 rows see phi rounded, and the float64
-            # lgamma terms must see the same value, or the log density jumps with each float32 step
-            # of phi (bench/RESULTS.md, float32 rows at 400k rows)
-            phi = phi + jax.lax.stop_gradient(phi.astype(arr["y"].dtype).astype(phi.dtype) - phi)
-            values = jnp.arange(arr["y_hist"].shape[1], dtype=dtype)
-            phi_k = per_chunk(phi, arr["onehot_stage"], layout.chunk_stage)
-            if expose:  # the pieces only: no likelihood (its custom gradient has no forward mode)
-                numpyro.deterministic("_chunk_phi", phi_k[:, 0])
-                return
-            if arr["y_hist"].shape[1]:
-                lgamma_y_phi = jnp.sum(arr["y_hist"] * gammaln(values[None, :] + phi[:, None]))
-            else:
-                lgamma_y_phi = _total(arr["mask"] * gammaln(arr["y"] + phi_k.astype(arr["y"].dtype)), dtype)
-            ll = (lgamma_y_phi - jnp.sum(arr["n_stage_rows"] * gammaln(phi))
-                  + (_nb_rows(a, b, phi_k, per_row, *rows) if within else
-                     _nb_chunks()(a, b, phi_k, *rows)))
-        else:
-            if expose:
-                return
-            ll = arr["y_log_y"] + (_poisson_rows(a, b, per_row, *rows) if within else
-                                   _poisson_chunks()(a, b, *rows))
+        sites = family.numpyro_sites(priors, stage_param, arr["y"].dtype)  # the likelihood's parameters
+        chunk = {k: per_chunk(v, arr["onehot_stage"], layout.chunk_stage) for k, v in sites.items()}
+        if expose:  # the pieces only: no likelihood (a custom chunk gradient has no forward mode)
+            for k, v in chunk.items():
+                numpyro.deterministic(f"_chunk_{k}", v[:, 0])
+            return
+        ll = family.numpyro_loglik(arr, a, b, per_row if within else None, sites, chunk)
         numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
 
     return model
@@ -333,132 +323,6 @@ def chunk_groups(design: Design, layout: Layout) -> dict[str, np.ndarray]:
         if not slope and np.all((index == index[:, :1]) | ~valid):
             out[g] = index[:, 0].copy()  # a chunk's first row is always a data row
     return out
-
-
-def _total(x, dtype):
-    """Sum of (K, C) row terms: each chunk's rows in their own precision, the chunks in ``dtype``."""
-    import jax.numpy as jnp
-
-    return jnp.sum(jnp.sum(x, axis=1).astype(dtype))
-
-
-def _in_row_precision(x, *per_chunk):
-    """``per_chunk`` values cast to the dtype of the row array ``x``."""
-    import jax.numpy as jnp
-
-    return tuple(jnp.asarray(p).astype(x.dtype) for p in per_chunk)
-
-
-def _nb_rows(a, b, phi, per_row, log_exposure, w, y, mask):
-    """NB log-likelihood over chunk rows, less its ``lgamma`` terms, at ``eta = log_exposure + a +
-    b w + per_row``; ``a, b, phi`` are (K, 1) per chunk.
-
-    Each row's ``y eta + phi log phi - (y + phi) log(phi + mu)`` is summed as
-    ``-y log(1 + phi / mu) - phi log(1 + mu / phi)``: terms of a few units, not two of ~40 that nearly
-    cancel, so float32 rows round it ~5 times less. At 427k rows the plain form's rounding moved the
-    log density by ~1 between neighbouring float32 values of phi and NUTS' warm-up stalled
-    (bench/RESULTS.md, multi-year).
-    """
-    import jax.numpy as jnp
-
-    dtype = jnp.result_type(a)
-    hi, lo = _log_in_two(phi, y.dtype)
-    a, b, phi, per_row = _in_row_precision(y, a, b, phi, per_row)
-    eta = log_exposure + a + b * w + per_row
-    log_phi_mu = jnp.log(phi + jnp.exp(eta))
-    return _total(mask * _nb_row_terms(y, eta, phi, log_phi_mu, (log_phi_mu - hi) - lo), dtype)
-
-
-def _nb_row_terms(y, eta, phi, log_phi_mu, log_1_mu_phi):
-    """``-y log(1 + phi / mu) - phi log(1 + mu / phi)`` per row (see :func:`_nb_rows`)."""
-    return -(y * (log_phi_mu - eta) + phi * log_1_mu_phi)
-
-
-def _log_in_two(phi, row_dtype):
-    """``log(phi)`` as two numbers of the rows' precision, ``hi + lo``, exact to float64.
-
-    Every row subtracts ``log(phi)``: rounded once to float32, its error (~1e-7) is the same in every
-    row and adds up over a million rows to jumps of ~4 in the log density between neighbouring values
-    of phi (bench/RESULTS.md); ``(x - hi) - lo`` keeps the row terms at float32 cost without it.
-    """
-    import jax.numpy as jnp
-
-    log_phi = jnp.log(phi)
-    hi = log_phi.astype(row_dtype)
-    return hi, (log_phi - hi.astype(log_phi.dtype)).astype(row_dtype)
-
-
-def _poisson_rows(a, b, per_row, log_exposure, w, y, mask):
-    """Poisson log-likelihood over chunk rows, less ``lgamma(y + 1)`` and ``y log y - y`` (the model
-    adds that back as one float64 total): ``y (eta - log y) - (mu - y)``, terms of a few units, which
-    float32 rows round far less than ``y eta - mu`` (see :func:`_nb_rows`)."""
-    import jax.numpy as jnp
-
-    dtype = jnp.result_type(a)
-    a, b, per_row = _in_row_precision(y, a, b, per_row)
-    eta = log_exposure + a + b * w + per_row
-    return _total(mask * _poisson_saturated(y, eta), dtype)
-
-
-def _poisson_saturated(y, eta):
-    """``y (eta - log y) - (exp(eta) - y)`` per row (``y log y = 0`` at ``y = 0``)."""
-    import jax.numpy as jnp
-
-    return y * (eta - jnp.log(jnp.where(y > 0, y, 1))) - (jnp.exp(eta) - y)
-
-
-@functools.cache
-def _nb_chunks():
-    """:func:`_nb_rows` without per-row terms, with a hand-written gradient: its forward pass
-    reduces the row derivatives to one value per chunk, so the backward pass reads no per-row
-    arrays (about twice as fast as JAX's own gradient on CPU in float32, bench/RESULTS.md)."""
-    import jax.numpy as jnp
-
-    def fwd(a, b, phi, log_exposure, w, y, mask):
-        dtype = jnp.result_type(a)
-        hi, lo = _log_in_two(phi, y.dtype)
-        a, b, phi = _in_row_precision(y, a, b, phi)
-        eta = log_exposure + a + b * w
-        mu = jnp.exp(eta)
-        log_phi_mu = jnp.log(phi + mu)
-        log_1_mu_phi = (log_phi_mu - hi) - lo  # log(1 + mu / phi)
-        d_eta = mask * phi * (y - mu) / (phi + mu)
-        grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True),
-                 jnp.sum(-mask * (log_1_mu_phi + (y - mu) / (phi + mu)), 1, keepdims=True))
-        value = _total(mask * _nb_row_terms(y, eta, phi, log_phi_mu, log_1_mu_phi), dtype)
-        return value, tuple(g.astype(dtype) for g in grads)
-
-    return _with_chunk_gradient(fwd)
-
-
-@functools.cache
-def _poisson_chunks():
-    """:func:`_poisson_rows` without per-row terms, with a hand-written gradient (see
-    :func:`_nb_chunks`)."""
-    import jax.numpy as jnp
-
-    def fwd(a, b, log_exposure, w, y, mask):
-        dtype = jnp.result_type(a)
-        a, b = _in_row_precision(y, a, b)
-        eta = log_exposure + a + b * w
-        d_eta = mask * (y - jnp.exp(eta))
-        grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True))
-        return _total(mask * _poisson_saturated(y, eta), dtype), tuple(g.astype(dtype) for g in grads)
-
-    return _with_chunk_gradient(fwd)
-
-
-def _with_chunk_gradient(fwd):
-    """``fwd(*per_chunk, log_exposure, w, y, mask) -> (value, per-chunk gradients)`` as a function
-    with that gradient (the four row arrays get none)."""
-    import jax
-
-    def bwd(grads, g):
-        return (*(g * x for x in grads), None, None, None, None)
-
-    f = jax.custom_vjp(lambda *args: fwd(*args)[0])
-    f.defvjp(fwd, bwd)
-    return f
 
 
 def _correlated(mean, mask: np.ndarray, priors: PriorSet, name: str):
@@ -538,9 +402,7 @@ def row_params(spec: ModelSpec, priors: PriorSet, design: Design, n_rows: int) -
             p[f"{g}_raw"] = numpyro.deterministic(f"{g}_raw", u / p[f"{g}_sd"])
         else:
             p[f"{g}_raw"] = numpyro.sample(f"{g}_raw", nd.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
-    if spec.family == "poisson_lognormal":
-        p["obs_sd"] = numpyro.sample("obs_sd", priors["obs_sd"].numpyro())
-        p["eps_raw"] = numpyro.sample("eps_raw", nd.Normal(0.0, 1.0).expand([n_rows]).to_event(1))
+    p |= families.get(spec.family).numpyro_row_sites(priors, n_rows)
     if design.graph is not None:
         p |= spatial.numpyro_sites(priors, design.graph)
     return p
@@ -573,14 +435,12 @@ def _params(design: Design) -> tuple[str, ...]:
 def row_loglik(y, eta, phi=None):
     """Log-likelihood of counts ``y`` at log means ``eta``, with every constant: negative binomial
     with dispersion ``phi`` (NB2, variance ``mu + mu^2 / phi``), or Poisson when ``phi`` is None.
-    Arrays broadcast (JAX)."""
+    Arrays broadcast (JAX). Other families: :func:`hierarchy.likelihood.families.get` ``(name).logpmf``."""
     import jax.numpy as jnp
-    from jax.scipy.special import gammaln
 
     if phi is None:
-        return y * eta - jnp.exp(eta) - gammaln(y + 1)
-    return (gammaln(y + phi) - gammaln(phi) - gammaln(y + 1) + phi * jnp.log(phi)
-            + y * eta - (y + phi) * jnp.logaddexp(jnp.log(phi), eta))
+        return families.get("poisson").logpmf(y, eta, {}, jnp)
+    return families.get("negative_binomial").logpmf(y, eta, {"dispersion": phi}, jnp)
 
 
 def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.ndarray],
@@ -600,10 +460,10 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
                              "non-spatial twin on the headline estimands instead")
     y = jnp.asarray(design.y, dtype=jnp.result_type(float))
     stage = jnp.asarray(design.stage_index)
+    family = families.get(spec.family)
 
     def one(p):
-        eta = _row_eta(design, p, jnp)
-        return row_loglik(y, eta, jnp.atleast_1d(p["dispersion"])[stage] if "dispersion" in p else None)
+        return family.logpmf(y, _row_eta(design, p, jnp), family.stage_params(p, stage, jnp), jnp)
 
     keys = [k for k in _params(design) if k in posterior]
     return over_draws(one, {k: posterior[k] for k in keys}, batch=batch, dtype=np.float32)
@@ -612,13 +472,11 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
 def draw_counts(spec: ModelSpec, design: Design, params: dict[str, np.ndarray],
                 rng: np.random.Generator) -> np.ndarray:
     """Counts drawn from the model's likelihood at one parameter point (design row order)."""
+    family = families.get(spec.family)
     p = {k: np.asarray(v) for k, v in params.items() if k in _params(design)}
-    if spec.family == "poisson_lognormal" and "eps_raw" not in p:
-        p["eps_raw"] = rng.standard_normal(len(design.y))
+    if any(r["role"] == "per_row" and r["name"] not in p for r in family.parameters):  # never stored: drawn
+        p |= family.draw_row_sites(rng, len(design.y))
     if design.graph is not None and "spatial_phi" not in p:  # per-node latents are never stored: drawn
         p |= spatial.draw_latents(design.graph, rng)
     mu = np.exp(_row_eta(design, p, np))
-    if spec.family == "negative_binomial":
-        phi = np.atleast_1d(p["dispersion"])[design.stage_index]
-        return rng.poisson(rng.gamma(phi, mu / phi))
-    return rng.poisson(mu)
+    return family.draw(rng, mu, family.stage_params(p, design.stage_index, np))

@@ -6,7 +6,8 @@ For neighbourhood i in LA j (and MSOA m)::
     (a_j, b_j) ~ MVN((intercept + la_deprivation * z_j + c_j . la_cov_intercept,
                       gradient  + cross_level    * z_j + c_j . la_cov_gradient), Sigma)
     Sigma      = diag(la_sd) la_corr diag(la_sd),  la_corr ~ LKJ(eta)
-    y_i        ~ Poisson(mu_i) | NegativeBinomial(mu_i, dispersion)
+    y_i        ~ the family's distribution (:mod:`hierarchy.likelihood.families`): Poisson(mu_i),
+                 NegativeBinomial(mu_i, dispersion), zero-inflated NB (zi, mu_i, dispersion)
 
 ``la_coef`` holds (a_j, b_j) with dims (la, coef). The LA level is centred on its mean
 (hierarchical centring) or non-centred (``la_raw`` standard normal), effect by effect; see
@@ -32,7 +33,7 @@ import numpy as np
 from hierarchy.language.design import Design, centring, group_centring, group_zero_sum, stratum_level_weights
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
-from hierarchy.likelihood import parameters, spatial
+from hierarchy.likelihood import families, parameters, spatial
 from hierarchy.likelihood.predictor import design_rows, linear_predictor
 
 HYPERPARAMETERS = parameters.names(role="hyper")
@@ -174,12 +175,8 @@ def build_model(spec: ModelSpec, priors: PriorSet, design: Design):
                 k: priors["stratum_effects"].pymc(k, dims="stratum") for k in stratum_offsets(spec)}
         p |= _row_params(spec, priors, design)
         eta = linear_predictor(design_rows(design), p, pt)
-        name = observed_name(spec)
-        if spec.family == "negative_binomial":
-            phi = pt.atleast_1d(priors["dispersion"].pymc("dispersion", dims=sdims))[st]
-            pm.NegativeBinomial(name, mu=pt.exp(eta), alpha=phi, observed=design.y, dims="neighbourhood")
-        else:
-            pm.Poisson(name, mu=pt.exp(eta), observed=design.y, dims="neighbourhood")
+        families.get(spec.family).pymc_likelihood(observed_name(spec), eta, priors, sdims, st, design.y,
+                                                  "neighbourhood")
     return model
 
 
@@ -213,9 +210,7 @@ def _row_params(spec: ModelSpec, priors: PriorSet, design: Design) -> dict:
             p[f"{g}_raw"] = pm.Deterministic(f"{g}_raw", u / p[f"{g}_sd"], dims=dims)
         else:
             p[f"{g}_raw"] = pm.Normal(f"{g}_raw", 0.0, 1.0, dims=dims)
-    if spec.family == "poisson_lognormal":
-        p["obs_sd"] = priors["obs_sd"].pymc("obs_sd")
-        p["eps_raw"] = pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")
+    p |= families.get(spec.family).pymc_row_sites(priors)
     if design.graph is not None:
         p |= spatial.pymc_sites(priors, design.graph)
     return p

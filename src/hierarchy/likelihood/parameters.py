@@ -14,14 +14,16 @@ Roles:
 * ``per_row``: one value per neighbourhood row (or node of the neighbourhood graph: the BYM2 term's
   ``spatial_phi``, ``spatial_theta``), used for the likelihood and never stored (``eps_raw``).
 
-A term kind declared in a module of its own (:mod:`hierarchy.likelihood.spatial`) adds its rows here.
+A term kind declared in a module of its own (:mod:`hierarchy.likelihood.spatial`) adds its rows here, and so
+does each family (:mod:`hierarchy.likelihood.families`: ``dispersion``, ``obs_sd``, ``eps_raw``, ``zi``; a
+parameter two families share, as ``dispersion``, is one row).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hierarchy.likelihood import spatial
+from hierarchy.likelihood import families, spatial
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,18 @@ class Parameter:
     predictor: bool = False  # read by the one linear predictor (hierarchy.likelihood.predictor)
     meaning: str = ""
     la_block: bool = False  # one row per LA, Gaussian given the hyperparameters: marginalised by the Laplace mode
+
+
+def _family_rows(*, hyper: bool) -> tuple[Parameter, ...]:
+    """The families' rows (hyperparameters, or the others), each name once, in family order; two families
+    may share a parameter only with the same row."""
+    rows: dict[str, dict] = {}
+    for f in families.all_families():
+        for r in f.parameters:
+            if (r["role"] == "hyper") == hyper and rows.setdefault(r["name"], r) != r:
+                raise ValueError(f"family {f.name} declares parameter {r['name']} unlike an earlier family: "
+                                 "share the row (import it from that family's module)")
+    return tuple(Parameter(**r) for r in rows.values())
 
 
 TABLE: tuple[Parameter, ...] = (
@@ -56,9 +70,7 @@ TABLE: tuple[Parameter, ...] = (
     Parameter("la_loading", "hyper", "la_loading", meaning="later stage's LA effects per first-stage effect"),
     Parameter("la_stage_sd", "hyper", "la_stage_sd", meaning="SD of a later stage's own LA effects"),
     Parameter("msoa_sd", "hyper", "msoa_sd", predictor=True, meaning="SD of the MSOA effects"),
-    Parameter("dispersion", "hyper", "dispersion", per_stage=True, predictor=True,
-              meaning="negative binomial dispersion phi (variance mu + mu^2 / phi)"),
-    Parameter("obs_sd", "hyper", "obs_sd", predictor=True, meaning="SD of the observation-level effects"),
+    *_family_rows(hyper=True),
     Parameter("la_coef", "effect", predictor=True, meaning="each LA's intercept and gradient", la_block=True),
     Parameter("la_raw", "latent"),
     Parameter("la_centred", "latent"),
@@ -68,7 +80,7 @@ TABLE: tuple[Parameter, ...] = (
     Parameter("la_stage_raw", "latent"),
     Parameter("la_stage_centred", "latent", la_block=True),
     Parameter("msoa_raw", "latent", predictor=True),
-    Parameter("eps_raw", "per_row", predictor=True),
+    *_family_rows(hyper=False),
     *(Parameter(**row) for row in spatial.PARAMETERS),
 )
 """Every variable of the neighbourhood model (group terms add ``{g}_raw`` and ``{g}_sd``)."""
