@@ -20,6 +20,7 @@ import pandas as pd
 from hierarchy import shipped
 from hierarchy.language.priors import PriorSet, load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
+from hierarchy.likelihood import families
 
 
 @dataclass
@@ -40,8 +41,7 @@ class ModelCheck:
         s = self.spec
         lines = [f"model {s.name} ({self.model_path}): valid",
                  f"  formula: {s.formula_text}",
-                 f"  family: {s.family}" + ("; dispersion phi: variance mu + mu^2/phi"
-                                            if s.family == "negative_binomial" else ""),
+                 f"  family: {s.family}, {families.get(s.family).description}",
                  f"  deprivation: w = (x - {'X_la' if s.deprivation.centring == 'within_between' else 'mean x'})"
                  f" / {s.deprivation.scale:g}; LA deprivation z = "
                  + ("log(X / mean X)" if s.la_deprivation.transform == "log" else
@@ -138,10 +138,9 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
 
         for name in ("spatial_sd", "spatial_mix"):
             add(name, BY_NAME[name].prior_group, BY_NAME[name].meaning)
-    if spec.family == "negative_binomial":
-        add(f"dispersion{per_stage}", "dispersion", "NB phi (larger: closer to Poisson)")
-    if spec.family == "poisson_lognormal":
-        add("obs_sd", "obs_sd", "SD of neighbourhood-level log-normal noise")
+    for r in families.get(spec.family).parameters:  # the family's own (NB dispersion, zi, obs_sd...)
+        if r["role"] == "hyper":
+            add(r["name"] + (per_stage if r.get("per_stage") else ""), r["prior_group"], r["meaning"])
     return pd.DataFrame(rows, columns=["parameter", "class", "prior", "meaning"])
 
 

@@ -432,17 +432,6 @@ def _params(design: Design) -> tuple[str, ...]:
     return ROW_PARAMS + group_params(design.group_names)
 
 
-def row_loglik(y, eta, phi=None):
-    """Log-likelihood of counts ``y`` at log means ``eta``, with every constant: negative binomial
-    with dispersion ``phi`` (NB2, variance ``mu + mu^2 / phi``), or Poisson when ``phi`` is None.
-    Arrays broadcast (JAX). Other families: :func:`hierarchy.likelihood.families.get` ``(name).logpmf``."""
-    import jax.numpy as jnp
-
-    if phi is None:
-        return families.get("poisson").logpmf(y, eta, {}, jnp)
-    return families.get("negative_binomial").logpmf(y, eta, {"dispersion": phi}, jnp)
-
-
 def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.ndarray],
                      *, batch: int = 100) -> np.ndarray:
     """Log-likelihood of each row for each draw, ``(draws, n)`` float32, in draw batches.

@@ -34,7 +34,8 @@ Held-out rows are really held out: a fold's fit is made from the table without t
 (its provenance records that table's data hash and row count), and the held-out LAs' deprivation
 is centred with the training fit's constants, as a new LA would be.
 
-Models supported by the refits: negative binomial and Poisson, one outcome (not stacked stages),
+Models supported by the refits: families whose row density is log-concave in the log mean (negative
+binomial and Poisson: a family's ``laplace_refusal`` says why not), one outcome (not stacked stages),
 LA intercepts (and gradients) with LA deprivation and LA covariates in their means, strata,
 neighbourhood-level terms and other group effects whose levels the training fit has. Models whose
 held-out LAs bring effects of their own besides the LA effects (MSOA effects, Poisson-lognormal row
@@ -58,6 +59,7 @@ import pandas as pd
 
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, build_design, w_of, z_of
+from hierarchy.likelihood import families
 
 PARETO_K_CAP = 0.7
 """The largest Pareto-k threshold: reached at 2,154 draws and more (:func:`pareto_k_threshold`)."""
@@ -211,9 +213,8 @@ def _refuse_unsupported(spec, what: str) -> None:
     why = None
     if spec.stacked:
         why = "its stages are stacked (one LA effect per stage)"
-    elif spec.family not in ("negative_binomial", "poisson"):
-        why = (f"its family is {spec.family}: a held-out LA's row effects would need integrating "
-               "besides its LA effects")
+    elif (refusal := families.get(spec.family).laplace_refusal) is not None:  # quadrature at a Newton mode
+        why = refusal
     elif spec.msoa.random_intercept:
         why = "it has MSOA effects: a held-out LA's MSOAs are new and their effects would need integrating too"
     if why:
@@ -322,7 +323,6 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
     from jax.scipy.special import logsumexp
 
     from hierarchy.likelihood import parameters
-    from hierarchy.likelihood.jaxmodel import row_loglik
     from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, linear_predictor, over_draws
 
     jax.config.update("jax_enable_x64", True)
@@ -338,7 +338,7 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
     log_w = np.log(np.stack(np.meshgrid(*[w1] * E, indexing="ij"), -1).reshape(-1, E)).sum(-1)
     X = jnp.asarray(grid)
     base = jnp.asarray(log_w + (grid ** 2).sum(-1))  # log weight + |x|^2
-    nb = spec.family == "negative_binomial"
+    fam = families.get(spec.family)
 
     def seg(v):
         return jax.ops.segment_sum(v, la, num_segments=J)
@@ -357,17 +357,10 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
         corr = jnp.reshape(p["la_corr"], (E, E)) if E > 1 else jnp.ones((1, 1))
         sigma = sd[:, None] * corr * sd[None, :]
         prec = jnp.linalg.inv(sigma)
-        phi = p["dispersion"] if nb else None
-
-        def derivs(eta):
-            if nb:
-                s = jax.nn.sigmoid(eta - jnp.log(phi))
-                return y - (y + phi) * s, -(y + phi) * s * (1 - s)
-            mu_ = jnp.exp(eta)
-            return y - mu_, -mu_
+        lik = {k: p[k] for k in fam.likelihood_params}  # the family's parameters (NB dispersion...)
 
         def grad_hess(a):
-            l1, l2 = derivs(c + jnp.sum(a[la] * D, -1))
+            _, l1, l2 = fam.row_derivatives(y, c + jnp.sum(a[la] * D, -1), lik)
             g = seg(l1[:, None] * D) - (a - mu) @ prec
             h = seg(l2[:, None, None] * D[:, :, None] * D[:, None, :]) - prec
             return g, h
@@ -383,7 +376,7 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
         chol = jnp.linalg.cholesky(jnp.linalg.inv(-h))  # (J, E, E)
         A = mode[:, None, :] + jnp.sqrt(2.0) * jnp.einsum("jef,kf->jke", chol, X)  # (J, K, E)
         eta = c[:, None] + jnp.einsum("nke,ne->nk", A[la], D)
-        ll = row_loglik(y[:, None], eta, jnp.reshape(phi, (-1, 1)) if nb else None)
+        ll = fam.logpmf(y[:, None], eta, {k: jnp.reshape(v, (-1, 1)) for k, v in lik.items()}, jnp)
         dev = A - mu[:, None, :]
         prior = (-0.5 * jnp.einsum("jke,ef,jkf->jk", dev, prec, dev)
                  - 0.5 * (E * jnp.log(2 * jnp.pi) + jnp.linalg.slogdet(sigma)[1]))

@@ -85,7 +85,8 @@ SHARE_DEFINITION = (
     "gradient term b_j * w_i; plus the MSOA variance and the BYM2 variance spatial_sd^2, each if "
     "modelled, counted as within-LA) plus the observation-level variance "
     "log(1 + 1/mu + 1/phi) (Nakagawa et al. 2017; mu = mean expected count per neighbourhood, "
-    "phi = NB dispersion; Poisson drops 1/phi; Poisson-lognormal adds obs_sd^2). "
+    "phi = NB dispersion; Poisson drops 1/phi; Poisson-lognormal adds obs_sd^2; the zero-inflated NB's "
+    "is log(1 + (1/mu + 1/phi + zi) / (1 - zi)), its variance over its squared mean). "
     "Neighbourhoods are weighted equally.")
 
 
@@ -419,7 +420,8 @@ def between_la_share(idata, *, chunk: int = 100) -> xr.DataArray:
     v_between, mu = np.concatenate(v_between), np.concatenate(mu)
     v_within = (np.concatenate(v_within) + _flat(post, "msoa_sd", shape) ** 2
                 + _flat(post, "spatial_sd", shape) ** 2)  # per-node effects are not stored
-    v_obs = np.log1p(1 / mu + (1 / _flat(post, "dispersion", shape, np.inf)))
+    zi = _flat(post, "zi", shape, 0.0)  # zero-inflated NB: log(1 + variance / mean^2) of its counts
+    v_obs = np.log1p((1 / mu + (1 / _flat(post, "dispersion", shape, np.inf)) + zi) / (1 - zi))
     v_obs = v_obs + _flat(post, "obs_sd", shape) ** 2
     out = v_between / (v_between + v_within + v_obs)
     da = xr.DataArray(out.reshape(shape), dims=("chain", "draw"),

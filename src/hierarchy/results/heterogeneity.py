@@ -91,22 +91,27 @@ def mrr_from_variance(variance: Any) -> Any:
     return np.exp(np.sqrt(2.0 * variance) * Q75)
 
 
-def vpc_from_components(var_la: Any, mu: Any, *, dispersion: Any = np.inf, var_within: Any = 0.0) -> Any:
+def vpc_from_components(var_la: Any, mu: Any, *, dispersion: Any = np.inf, var_within: Any = 0.0,
+                        zero_inflation: Any = 0.0) -> Any:
     """Count-scale VPC of a log-link count model with normal LA effects.
 
     With ``u ~ N(0, var_la)`` between LAs, ``v ~ N(0, var_within)`` within them (MSOA or
     observation-level effects) and marginal mean ``mu`` (``exp(eta + (var_la + var_within) / 2)``),
     exactly (the lognormal moments of Austin et al. 2018; Leckie et al. 2020, NB2)::
 
-        VPC = mu (e^var_la - 1) / (mu (e^(var_la + var_within) - 1) + 1 + mu e^(var_la + var_within) / phi)
+        VPC = mu (e^var_la - 1) / (mu (e^(var_la + var_within) - 1) + 1 + mu e^(var_la + var_within) k)
 
-    the between-LA variance of the LA's expected count over the variance of the count. Poisson:
-    ``dispersion = inf``.
+    with ``k = 1 / phi``: the between-LA variance of the LA's expected count over the variance of the
+    count. Poisson: ``dispersion = inf``. Zero-inflated NB (``zero_inflation = zi``): given the effects
+    the count has mean ``m = (1 - zi) M`` and variance ``(1 - zi) M (1 + M / phi + zi M)``, ``M`` the NB
+    mean, which is the formula with ``mu`` the marginal expected count ``m`` and
+    ``k = (1 / phi + zi) / (1 - zi)``.
 
     Parameters
     ----------
-    var_la, mu, dispersion, var_within : array_like
-        Broadcast together; ``mu`` is the marginal expected count of the unit (rate x exposure).
+    var_la, mu, dispersion, var_within, zero_inflation : array_like
+        Broadcast together; ``mu`` is the marginal expected count of the unit (rate x exposure, the
+        structural zeros included).
 
     Returns
     -------
@@ -114,7 +119,9 @@ def vpc_from_components(var_la: Any, mu: Any, *, dispersion: Any = np.inf, var_w
         Proportions in [0, 1).
     """
     total = var_la + var_within
-    return mu * np.expm1(var_la) / (mu * np.expm1(total) + 1.0 + mu * np.exp(total) / dispersion)
+    square = mu * np.exp(total)  # E[M^2] / mu
+    extra = (square / dispersion + square * zero_inflation) / (1.0 - zero_inflation)  # NB: square / phi
+    return mu * np.expm1(var_la) / (mu * np.expm1(total) + 1.0 + extra)
 
 
 def pcv_from_variances(var_null: Any, var_full: Any) -> Any:
@@ -336,7 +343,8 @@ def vpc(fit: Any, *, rates: Mapping[str, float] | None = None, exposure: float |
 
     A neighbourhood of ``exposure`` children (default: the fitted neighbourhoods' mean) in a
     typical LA at mean LA deprivation, with the LA and within-LA (MSOA, Poisson-lognormal)
-    variances and the NB dispersion of the fit; other group terms are held at zero and strata
+    variances and the NB dispersion (and zero inflation ``zi``: model rates are then the marginal
+    expected rates, ``(1 - zi)`` times the NB mean's) of the fit; other group terms are held at zero and strata
     at the reference stratum (:func:`vpc_from_components`).
 
     Parameters
@@ -369,16 +377,17 @@ def vpc(fit: Any, *, rates: Mapping[str, float] | None = None, exposure: float |
         if k in post:
             var_within = var_within + post[k] ** 2
     phi = post["dispersion"] if "dispersion" in post else np.inf
+    zi = post["zi"] if "zi" in post else 0.0  # zero-inflated NB: its structural zeros
     if rates is None:
         w = _references(view, spec, des)
         var_la = la_variance(view, w=w)
         z0 = float(z_of(des["X_mean"], des["X_mean"], spec))
-        rate = 1e4 * np.exp(model.log_rate(post, spec, w=w, z=z0) + (var_la + var_within) / 2)
+        rate = 1e4 * (1 - zi) * np.exp(model.log_rate(post, spec, w=w, z=z0) + (var_la + var_within) / 2)
         shown = rate.mean([d for d in SAMPLE_DIMS if d in rate.dims])
     else:
         rate = shown = _check_rates(rates)
         var_la = la_variance(view, w=0.0)
-    out = vpc_from_components(var_la, rate * size / 1e4, dispersion=phi, var_within=var_within)
+    out = vpc_from_components(var_la, rate * size / 1e4, dispersion=phi, var_within=var_within, zero_inflation=zi)
     out = out.assign_coords(reference_rate=("reference", shown.to_numpy()), exposure=size)
     return _label(out.transpose(*[d for d in SAMPLE_DIMS if d in out.dims], "reference"), "vpc",
                   "proportion of count variance between LAs", "vpc")

@@ -150,14 +150,15 @@ def stratum_vpc(fit: Any, group: str | None = None, *, rate: float | None = None
     size = float(exposure)
     if not (np.isfinite(size) and size > 0):
         raise HierarchyError(f"exposure must be a number of children above 0, got {exposure!r}")
+    zi = post["zi"] if "zi" in post else 0.0  # zero-inflated NB: its structural zeros
     if rate is None:
         spec, des = as_fit(idata).spec, provenance(idata)["design"]
         z0 = float(z_of(des["X_mean"], des["X_mean"], spec))
-        per = 1e4 * np.exp(model.log_rate(post, spec, w=0.0, z=z0) + (var_s + other) / 2)
+        per = 1e4 * (1 - zi) * np.exp(model.log_rate(post, spec, w=0.0, z=z0) + (var_s + other) / 2)
     else:
         per = _check_rates({"stated": rate}).isel(reference=0, drop=True)
     phi = post["dispersion"] if "dispersion" in post else np.inf
-    out = vpc_from_components(var_s, per * size / 1e4, dispersion=phi, var_within=other)
+    out = vpc_from_components(var_s, per * size / 1e4, dispersion=phi, var_within=other, zero_inflation=zi)
     shown = float(np.mean(per))
     out = _bare(out).assign_coords(reference_rate=shown, exposure=size)
     return _label(out, "stratum_vpc", "proportion of count variance between strata", "stratum_vpc")

@@ -11,7 +11,7 @@ import xarray as xr
 
 from hierarchy.disclosure import ROUNDING, THRESHOLD, disclose_frame
 from hierarchy.language.design import w_of
-from hierarchy.likelihood import model
+from hierarchy.likelihood import families, model
 from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
 from hierarchy.results.estimand_base import (
     PER_10K,
@@ -105,15 +105,27 @@ def fit_rows(idata) -> dict[str, Any]:
 
 
 def _draw_arrays(flat: xr.Dataset, spec) -> dict[str, np.ndarray]:
-    """Posterior draws (dim ``sample`` first) of the parameters the predictor reads."""
-    keys = [k for k in (*ROW_PARAMS, *group_params(g for g, _ in spec.groups)) if k in flat
-            and k not in ("msoa_raw", "eps_raw", "dispersion")]
+    """Posterior draws (dim ``sample`` first) of the parameters the predictor reads (not the family's
+    likelihood parameters, which only the counts read: :func:`family_draws`)."""
+    skip = {"msoa_raw", "eps_raw", *families.get(spec.family).likelihood_params}
+    keys = [k for k in (*ROW_PARAMS, *group_params(g for g, _ in spec.groups)) if k in flat and k not in skip]
     return {k: flat[k].transpose("sample", ...).to_numpy() for k in keys}
+
+
+def family_draws(flat: xr.Dataset, fam: families.Family, samples: slice,
+                 stage: np.ndarray) -> dict[str, np.ndarray]:
+    """The family's likelihood parameters (``dispersion``, ``zi``...) of the draws ``samples`` of ``flat``
+    (dim ``sample``), at each row's stage: ``{name: (draws, rows)}`` for :attr:`Family.draw`."""
+    out = {}
+    for k in fam.likelihood_params:
+        v = flat[k].transpose("sample", ...).to_numpy()[samples]
+        out[k] = v.reshape(len(v), -1)[:, stage]
+    return out
 
 
 def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
                          chunk: int = 50) -> xr.DataArray:
-    """Replicated counts for every fitted row from the one linear predictor (NB/Poisson draws).
+    """Replicated counts for every fitted row from the one linear predictor (the family's draws).
 
     ``n_draws`` posterior draws, evenly spaced over all chains, bound the memory
     (``n_draws x rows``). MSOA effects (when modelled) and Poisson-lognormal row effects are
@@ -125,6 +137,7 @@ def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
         Integer counts, dims ``sample, neighbourhood``.
     """
     post, spec, _ = _parts(idata)
+    fam = families.get(spec.family)
     rows = fit_rows(idata)
     flat = post.stack(sample=("chain", "draw"))
     n_total = flat.sizes["sample"]
@@ -140,12 +153,7 @@ def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
             if sd_name in flat:
                 sd = flat[sd_name].to_numpy()[s:s + chunk, None]
                 eta = eta + rng.normal(0.0, 1.0, eta.shape) * sd
-        mu = np.exp(eta)
-        if spec.family == "negative_binomial":
-            phi = np.atleast_2d(flat["dispersion"].transpose("sample", ...).to_numpy()[s:s + chunk])
-            phi = phi.reshape(len(eta), -1)[:, stage]
-            mu = rng.gamma(phi, mu / phi)
-        out[s:s + chunk] = rng.poisson(mu)
+        out[s:s + chunk] = fam.draw(rng, np.exp(eta), family_draws(flat, fam, slice(s, s + chunk), stage))
     return xr.DataArray(out, dims=("sample", "neighbourhood"),
                         coords={"neighbourhood": idata.constant_data["neighbourhood"].to_numpy()},
                         name=model.observed_name(spec))

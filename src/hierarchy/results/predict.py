@@ -17,7 +17,8 @@ Each row of ``newdata`` is one of three kinds:
 
 Everything goes through the one linear predictor (:mod:`hierarchy.likelihood.predictor`): for each
 posterior draw, ``rate = 10,000 exp(eta - log exposure)``. With ``counts=True`` each draw also
-gets a predictive count (Poisson or negative binomial around ``exposure x rate``), for which
+gets a predictive count (the family's draw around ``exposure x rate``: Poisson, negative binomial,
+zero-inflated NB), for which
 hypothetical rows need the model's exposure column. Rates are per 10,000 of the model's exposure
 (children; referrals for ``re_referrals_nb``). Outputs never carry observed counts (only
 predictions; an exposure that is itself a count is not echoed), and the fit file is only read.
@@ -40,6 +41,7 @@ from hierarchy import STRATA
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
 from hierarchy.language.priors import did_you_mean
+from hierarchy.likelihood import families
 from hierarchy.results.fit import Fit, as_fit
 
 KINDS = ("observed neighbourhood", "hypothetical neighbourhood", "new LA")
@@ -242,7 +244,6 @@ def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: 
     from hierarchy.results.estimands import fit_rows
 
     fr = fit_rows(idata)
-    X_fit = cd["la_deprivation"].sel(la=post["la"]).to_numpy()
     fitted_x = cd["deprivation"].to_numpy()
     safe = np.where(obs, fit_row, 0)
     _check_agrees(table, "la", cd["la_of"].to_numpy().astype(str)[safe], obs, source, numeric=False)
@@ -251,7 +252,65 @@ def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: 
                  "(the neighbourhood's income-deprivation rate, a proportion)", lower=0.0, upper=1.0) \
         if hyp.any() else np.full(n, np.nan)
     x = np.where(obs, fitted_x[safe], x)
-    # LA deprivation of each row: fitted LAs from the fit, new LAs from the file
+    X = _la_deprivation_of_rows(f, table, source, las, obs, hyp, new_la, safe, fr)
+    z = z_of(np.where(np.isfinite(X), X, des["X_mean"]), des["X_mean"], spec)
+    w = w_of(x, X, des["x_mean"], spec)
+    w = np.where(obs, fr["w"][safe], w)
+    # LA index: fitted LAs, then the new ones in order of appearance
+    new_codes = list(dict.fromkeys(las[new_la]))
+    la_index = np.where(obs, fr["la_index"][safe], 0)
+    for i in np.flatnonzero(hyp):
+        la_index[i] = la_pos[las[i]] if las[i] in la_pos else len(fitted_las) + new_codes.index(las[i])
+    extra: dict[str, np.ndarray] = {}
+    notes = [[] for _ in range(n)]
+    if new_codes:
+        extra["la_coef"] = _new_la_coef(f, table, las, X, new_la, new_codes, source, flat, pick, rng)
+        for i in np.flatnonzero(new_la):
+            notes[i].append("LA effects drawn from the fitted LA-level distribution")
+    stratum_index = _stratum_index(f, table, source, obs, hyp, safe, fr)
+    # neighbourhood-level terms
+    row_X = fr.get("row_X")
+    if spec.row_terms:
+        values = {"w": w, "z": z}
+        for c in spec.row_columns:
+            values[c] = _numbers(table, c, hyp, source, why=f"for hypothetical rows (the formula's term(s) "
+                                 f"{', '.join(t for t in spec.row_terms if c in t.split(':'))})") \
+                if hyp.any() else np.zeros(n)
+        hx = np.column_stack([np.prod([values[c] for c in t.split(":")], axis=0) for t in spec.row_terms])
+        row_X = np.where(obs[:, None], row_X[safe], np.nan_to_num(hx))
+    groups = _group_indices(f, table, source, las, obs, hyp, safe, fr, flat, rng, extra, notes)
+    group_cols = [c for c in spec.group_columns if c != "la"]
+    # exposure (counts only)
+    # exp(log 524) is 523.9999999999999: the fitted exposure back to the digits it was given with
+    expo = np.round(np.exp(np.where(obs, fr["log_exposure"][safe], 0.0)), 6)
+    if counts and hyp.any():
+        e = _numbers(table, spec.exposure, hyp, source, why="for predictive counts of hypothetical rows "
+                     f"(the model's exposure: {_exposure_words(spec)})", lower=0.0, strict_lower=True)
+        expo = np.where(hyp, e, expo)
+    rows = {"la_index": la_index.astype(np.int64), "stage_index": np.zeros(n, dtype=np.int64),
+            "stratum_index": stratum_index.astype(np.int64), "log_exposure": np.zeros(n), "w": w,
+            "row_X": row_X, "groups": tuple(groups)}
+    _unstored_effects(f, table, flat, rng, rows, extra, notes)
+    kind = np.where(obs, KINDS[0], np.where(new_la, KINDS[2], KINDS[1]))
+    shown = {"neighbourhood": codes, "la": np.where(obs, cd["la_of"].to_numpy().astype(str)[safe], las),
+             "deprivation": x, "la_deprivation": X}
+    for c in (*spec.strata, *spec.row_columns, *group_cols, *spec.la.covariates):
+        if c in table.columns and c not in shown:
+            shown[c] = table[c].to_numpy()
+    if counts and spec.exposure == "exposure":  # children; another exposure (referrals) is a count: not shown
+        shown["exposure"] = expo
+    out = pd.DataFrame({"prediction": kind, **shown})
+    out["note"] = ["; ".join(dict.fromkeys(x_)) for x_ in notes]
+    out.attrs["exposure"] = expo
+    return rows, extra, out
+
+
+def _la_deprivation_of_rows(f: Fit, table, source, las, obs, hyp, new_la, safe, fr) -> np.ndarray:
+    """LA deprivation of each row: fitted LAs from the fit (a value given for one must agree), new LAs
+    from the file (one value per LA)."""
+    spec, cd, post, n = f.spec, f.constant_data, f.posterior, len(table)
+    X_fit = cd["la_deprivation"].sel(la=post["la"]).to_numpy()
+    la_pos = {c: i for i, c in enumerate(post["la"].to_numpy().astype(str))}
     measure = _la_measure(spec)
     X = np.full(n, np.nan)
     known_la = ~new_la
@@ -276,21 +335,13 @@ def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: 
                              lower=0.0, strict_lower=positive, upper=1.0 if measure == "la_deprivation" else None
                              )[new_la]
         _same_within(table, las, X, new_la, col, source)
-    z = z_of(np.where(np.isfinite(X), X, des["X_mean"]), des["X_mean"], spec)
-    w = w_of(x, X, des["x_mean"], spec)
-    w = np.where(obs, fr["w"][safe], w)
-    # LA index: fitted LAs, then the new ones in order of appearance
-    new_codes = list(dict.fromkeys(las[new_la]))
-    la_index = np.where(obs, fr["la_index"][safe], 0)
-    for i in np.flatnonzero(hyp):
-        la_index[i] = la_pos[las[i]] if las[i] in la_pos else len(fitted_las) + new_codes.index(las[i])
-    extra: dict[str, np.ndarray] = {}
-    notes = [[] for _ in range(n)]
-    if new_codes:
-        extra["la_coef"] = _new_la_coef(f, table, las, X, new_la, new_codes, source, flat, pick, rng)
-        for i in np.flatnonzero(new_la):
-            notes[i].append("LA effects drawn from the fitted LA-level distribution")
-    # strata
+    return X
+
+
+def _stratum_index(f: Fit, table, source, obs, hyp, safe, fr) -> np.ndarray:
+    """Each row's stratum (0: the reference level): fitted rows' from the fit, hypothetical rows' from
+    their strata columns (a stratum the fit lacks is refused)."""
+    spec, cd, post, n = f.spec, f.constant_data, f.posterior, len(table)
     stratum_index = np.where(obs, fr["stratum_index"][safe], 0)
     if spec.strata and hyp.any():
         missing = [c for c in spec.strata if c not in table.columns]
@@ -306,18 +357,13 @@ def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: 
                                  f"lacks; fitted strata ({'/'.join(spec.strata)}): {', '.join(names)}")
         k = pd.Index(levels).get_indexer(labels)
         stratum_index = np.where(hyp, np.where(k < 0, 0, k), stratum_index)
-    # neighbourhood-level terms
-    row_X = fr.get("row_X")
-    if spec.row_terms:
-        values = {"w": w, "z": z}
-        for c in spec.row_columns:
-            values[c] = _numbers(table, c, hyp, source, why=f"for hypothetical rows (the formula's term(s) "
-                                 f"{', '.join(t for t in spec.row_terms if c in t.split(':'))})") \
-                if hyp.any() else np.zeros(n)
-        hx = np.column_stack([np.prod([values[c] for c in t.split(":")], axis=0) for t in spec.row_terms])
-        row_X = np.where(obs[:, None], row_X[safe], np.nan_to_num(hx))
-    # other grouping columns: fitted levels, or new levels drawn from the group's spread
-    group_cols = [c for c in spec.group_columns if c != "la"]
+    return stratum_index
+
+
+def _group_indices(f: Fit, table, source, las, obs, hyp, safe, fr, flat, rng, extra, notes) -> list:
+    """``(group, level index)`` of each grouping term: fitted levels, or new levels whose effects are drawn
+    from the group's spread (their raw draws appended to ``extra``; ``notes`` say so)."""
+    spec, post = f.spec, f.posterior
     groups = []
     for (g, _slope), (_, fitted_idx) in zip(spec.groups, fr["groups"], strict=True):
         levels = post[g].to_numpy().astype(str)
@@ -343,17 +389,13 @@ def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: 
                 fresh = rng.standard_normal((raw.shape[0], len(new_levels), *raw.shape[2:]))
                 extra[f"{g}_raw"] = np.concatenate([raw, fresh], axis=1)
         groups.append((g, idx))
-    # exposure (counts only)
-    # exp(log 524) is 523.9999999999999: the fitted exposure back to the digits it was given with
-    expo = np.round(np.exp(np.where(obs, fr["log_exposure"][safe], 0.0)), 6)
-    if counts and hyp.any():
-        e = _numbers(table, spec.exposure, hyp, source, why="for predictive counts of hypothetical rows "
-                     f"(the model's exposure: {_exposure_words(spec)})", lower=0.0, strict_lower=True)
-        expo = np.where(hyp, e, expo)
-    rows = {"la_index": la_index.astype(np.int64), "stage_index": np.zeros(n, dtype=np.int64),
-            "stratum_index": stratum_index.astype(np.int64), "log_exposure": np.zeros(n), "w": w,
-            "row_X": row_X, "groups": tuple(groups)}
-    # MSOA and Poisson-lognormal effects: not stored per row
+    return groups
+
+
+def _unstored_effects(f: Fit, table, flat, rng, rows, extra, notes) -> None:
+    """Effects fits do not store per row, drawn afresh into ``extra`` (and their indices into ``rows``): MSOA
+    effects (a fitted MSOA named in ``msoa`` keeps its own) and the family's row effects (Poisson-lognormal)."""
+    spec, post, n = f.spec, f.posterior, len(table)
     if spec.msoa.random_intercept:
         msoas = post["msoa"].to_numpy().astype(str) if "msoa" in post.coords else np.array([])
         mpos = {v: i for i, v in enumerate(msoas)}
@@ -366,23 +408,12 @@ def _build_rows(f: Fit, table: pd.DataFrame, source: str, *, counts: bool, rng: 
         for i, v in enumerate(given):
             if v not in mpos:
                 notes[i].append("MSOA effect drawn from its SD (no fitted msoa given)")
-    if spec.family == "poisson_lognormal":
+    fresh = families.get(spec.family).draw_row_sites(rng, (flat.sizes["sample"], n))  # per-row effects
+    if fresh:
         rows["row_index"] = np.arange(n)
-        extra["eps_raw"] = rng.standard_normal((flat.sizes["sample"], n))
+        extra |= fresh
         for i in range(n):
             notes[i].append("row effect drawn from obs_sd (not stored in fits)")
-    kind = np.where(obs, KINDS[0], np.where(new_la, KINDS[2], KINDS[1]))
-    shown = {"neighbourhood": codes, "la": np.where(obs, cd["la_of"].to_numpy().astype(str)[safe], las),
-             "deprivation": x, "la_deprivation": X}
-    for c in (*spec.strata, *spec.row_columns, *group_cols, *spec.la.covariates):
-        if c in table.columns and c not in shown:
-            shown[c] = table[c].to_numpy()
-    if counts and spec.exposure == "exposure":  # children; another exposure (referrals) is a count: not shown
-        shown["exposure"] = expo
-    out = pd.DataFrame({"prediction": kind, **shown})
-    out["note"] = ["; ".join(dict.fromkeys(x_)) for x_ in notes]
-    out.attrs["exposure"] = expo
-    return rows, extra, out
 
 
 def _few(names: list[str]) -> str:
@@ -490,8 +521,8 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
     prob : float
         Interval probability, in (0, 1).
     counts : bool
-        Also predictive counts (``count_mean``, ``count_lower``, ``count_upper``): Poisson or
-        negative-binomial draws around ``exposure x rate``; hypothetical rows need ``exposure``.
+        Also predictive counts (``count_mean``, ``count_lower``, ``count_upper``): the family's draws
+        (Poisson, NB, zero-inflated NB) around ``exposure x rate``; hypothetical rows need ``exposure``.
     draws : int, optional
         Use this many posterior draws, evenly spaced over the chains (default: all).
     stage : str, optional
@@ -517,6 +548,7 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
         Naming the file, column and rows of bad input, and the fix.
     """
     from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
+    from hierarchy.results.ppc import family_draws
 
     if not 0 < prob < 1:
         raise HierarchyError(f"prob must be in (0, 1), got {prob}")
@@ -532,8 +564,9 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
     flat = flat.isel(sample=pick)
     rng = np.random.default_rng(seed)
     rows, extra, out = _build_rows(f, table, source, counts=counts, rng=rng, flat=flat, pick=pick)
-    keys = [k for k in (*ROW_PARAMS, *group_params(g for g, _ in f.spec.groups)) if k in flat
-            and k not in ("msoa_raw", "eps_raw", "dispersion")]
+    fam = families.get(f.spec.family)
+    skip = {"msoa_raw", "eps_raw", *fam.likelihood_params}  # the likelihood's parameters: counts only
+    keys = [k for k in (*ROW_PARAMS, *group_params(g for g, _ in f.spec.groups)) if k in flat and k not in skip]
     arrays = {k: flat[k].transpose("sample", ...).to_numpy() for k in keys}
     arrays.update(extra)
     eta = predictor_draws(rows, arrays)  # log rate per child (no exposure)
@@ -546,10 +579,7 @@ def predict(fit: Any, newdata: Any, *, prob: float = 0.9, counts: bool = False, 
     out["prob"], out["scale"] = prob, scale_label(f.spec)
     if counts:
         mu = np.exp(eta) * out.attrs["exposure"][None, :]
-        if f.spec.family == "negative_binomial":
-            phi = flat["dispersion"].transpose("sample", ...).to_numpy().reshape(len(mu), 1)
-            mu = rng.gamma(phi, mu / phi)
-        y = rng.poisson(mu)
+        y = fam.draw(rng, mu, family_draws(flat, fam, slice(None), rows["stage_index"]))
         out["count_mean"] = y.mean(0)
         out["count_lower"], out["count_upper"] = np.quantile(y, [lo, hi], axis=0, method="inverted_cdf")
     out = out[[c for c in out.columns if c != "note"] + ["note"]]

@@ -13,6 +13,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter
 from hierarchy import published
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood import families
 from hierarchy.reporting.figures import new_figure, to_png
 from hierarchy.reporting.report import bullets, format_columns, write_pages
 from hierarchy.results.prior_predictive import PriorPredictive
@@ -249,7 +250,6 @@ def _used_groups(spec: ModelSpec) -> list[str]:
     two = len(spec.coefs) == 2
     flags = {"intercept": True, "gradient": two, "la_deprivation": spec.la.between_effect,
              "cross_level": two and spec.la.cross_level, "la_covariates": bool(spec.la.covariates),
-             "la_sd": True, "la_corr": two, "msoa_sd": spec.msoa.random_intercept,
-             "dispersion": spec.family == "negative_binomial",
-             "obs_sd": spec.family == "poisson_lognormal"}
+             "la_sd": True, "la_corr": two, "msoa_sd": spec.msoa.random_intercept}
+    flags |= dict.fromkeys(families.get(spec.family).prior_groups, True)  # the family's (dispersion, zi...)
     return [g for g, used in flags.items() if used]

@@ -13,6 +13,7 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, z_of
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood import families
 from hierarchy.likelihood.model import STAGE_VARS, typical_gradient
 from hierarchy.likelihood.predictor import ROW_PARAMS, design_rows, group_params, predictor_draws
 from hierarchy.results.estimands import LA_LEVELS, deciles_of
@@ -196,7 +197,8 @@ def prior_predictive(spec: ModelSpec, priors: PriorSet, design: Design, *, draws
 def _prior_gradients(spec: ModelSpec, design: Design, draws: dict[str, np.ndarray], *,
                      prob: float, year: int | None, outcome: str | None = None) -> pd.DataFrame:
     """Implied gradient scores of a typical LA at mean LA deprivation and -/+ 10 points."""
-    names = tuple(n for n in STAGE_VARS if n != "dispersion")  # the typical LA's coefficients
+    family = {r["name"] for f in families.all_families() for r in f.parameters}  # dispersion, zi...
+    names = tuple(n for n in STAGE_VARS if n not in family)  # the typical LA's coefficients
     post = xr.Dataset({k: (("chain", "draw", "stage")[:draws[k].ndim + 1], draws[k][None])
                        for k in names if k in draws})
     if "stage" in post.dims:  # stacked: one set of rows per stage

@@ -57,7 +57,7 @@ class Family:
     likelihood_params: tuple[str, ...] = ()  # per-stage parameters the row density reads
     numpyro_row_sites: Callable = _none  # (priors, n_rows) -> {name: value} read by the predictor
     pymc_row_sites: Callable = _none  # (priors) -> {name: value}
-    draw_row_sites: Callable = _none  # (rng, n_rows) -> {name: value}: per-row effects fits do not keep
+    draw_row_sites: Callable = _none  # (rng, rows or (draws, rows)) -> {name: value}: unkept row effects
     laplace_refusal: str | None = None
 
     def stage_params(self, p: Mapping[str, Any], stage_index, xp) -> dict:

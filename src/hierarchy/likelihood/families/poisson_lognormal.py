@@ -32,9 +32,9 @@ def pymc_row_sites(priors) -> dict:
             "eps_raw": pm.Normal("eps_raw", 0.0, 1.0, dims="neighbourhood")}
 
 
-def draw_row_sites(rng: np.random.Generator, n_rows: int) -> dict:
-    """Row effects drawn afresh (fits do not keep them)."""
-    return {"eps_raw": rng.standard_normal(n_rows)}
+def draw_row_sites(rng: np.random.Generator, shape: int | tuple[int, ...]) -> dict:
+    """Row effects drawn afresh (fits do not keep them): ``shape`` is the row count, or (draws, rows)."""
+    return {"eps_raw": rng.standard_normal(shape)}
 
 
 FAMILY = Family(name="poisson_lognormal", rank=2,
