@@ -38,7 +38,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     paths.check_output(out, kind="fit", inputs=[data, model, priors, columns], replace=True)
     from hierarchy.inference.sampling import use_host_devices
 
-    use_host_devices(max(chains, 1))  # before JAX starts
+    if sampler != "chees":  # chees runs its many chains in one program, not one device each
+        use_host_devices(max(chains, 1))  # before JAX starts
     from hierarchy.data import table as data_mod
     from hierarchy.inference.diagnostics import advice, format_diagnostics
     from hierarchy.inference.sampling import fit
@@ -105,8 +106,16 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
             f"{chains} chains x ({tune} tune + {draws_.settings['draws']} draws"
             f"{_sampled_on(draws_.settings['draws'], draws, prov['diagnostics'])})\n"
             f"model: {spec.formula_text} ({spec.family})\n"
-            f"wall {wall:.1f} s (sampler {t['total']:.1f} s: warmup incl. compile "
-            f"{t.get('warmup', float('nan')):.1f} s, sampling {t.get('sampling', 0):.1f} s)\n{diag}")
+            f"wall {wall:.1f} s (sampler {t['total']:.1f} s: {_timing_parts(t)})\n{diag}")
+
+
+def _timing_parts(t: dict) -> str:
+    """The sampler's time split as its path records it (NUTS: warm-up and sampling; chees: compile, then
+    warm-up and sampling in one program)."""
+    if "warmup_and_sampling" in t:
+        return (f"compile {t.get('compile', float('nan')):.1f} s, "
+                f"warm-up and sampling {t['warmup_and_sampling']:.1f} s")
+    return f"warmup incl. compile {t.get('warmup', float('nan')):.1f} s, sampling {t.get('sampling', 0):.1f} s"
 
 
 def _sampled_on(done: int, asked: int, diag: dict) -> str:

@@ -40,8 +40,9 @@ def _problem():
 
 
 def test_offered_and_removed_samplers():
-    assert SAMPLERS == ("numpyro", "nutpie", "pymc") and not set(SAMPLERS) & set(REMOVED_SAMPLERS)
-    assert set(TESTED) == set(SAMPLERS)  # every sampler offered has its check below
+    assert SAMPLERS == ("numpyro", "nutpie", "pymc", "chees") and not set(SAMPLERS) & set(REMOVED_SAMPLERS)
+    # every sampler offered has its check: below, and chees's in test_chees.py (many chains: its own test)
+    assert set(TESTED) | {"chees"} == set(SAMPLERS)
     for name in ("pathfinder", "advi", "blackjax"):
         with pytest.raises(HierarchyError, match=f"--sampler {name} is no longer offered: .*use --sampler "
                                                  "numpyro \\(the default\\), nutpie or pymc"):

@@ -15,9 +15,12 @@ from hierarchy.cli.options import (
     probability,
     progress_bars,
     sampler,
+    sampler_defaults,
     sampling_opts,
 )
 from hierarchy.errors import HierarchyError
+
+FIT_TUNE = 500  # bench/RESULTS.md: 500 warm-up iterations adapt the national fits
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -28,6 +31,7 @@ def _fit(args: argparse.Namespace) -> int:
     if args.out.exists():  # check_outputs allowed it: --force, and a fit
         print(f"replacing the fit {args.out} (--force)")
     if args.sufficient is not None:  # the export that leaves the children behind (issue 17)
+        sampler_defaults(args, FIT_TUNE)
         if args.sampler != "numpyro" or args.float32:
             raise HierarchyError("--sufficient fits with NumPyro in float64: drop --sampler/--float32")
         use_host_devices(max(args.chains, 1))
@@ -37,7 +41,7 @@ def _fit(args: argparse.Namespace) -> int:
                                         draws=args.draws, seed=args.seed, progress=progress_bars(args.quiet)))
         return 0
     enable_compilation_cache()  # process-wide JAX setting: switched on by the command, not the library
-
+    sampler_defaults(args, FIT_TUNE)
     result = workflow.fit_files(
         data=args.data, model=model, priors=priors, columns=args.columns,
         sampler=args.sampler, chains=args.chains, tune=args.tune, draws=args.draws,
@@ -111,11 +115,13 @@ def add_fit(sub) -> None:
     sp.add_argument("--model", default=shipped.DEFAULT_MODEL, help=model_help())
     sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS, help=priors_help())
     sp.add_argument("--columns", type=Path, help=COLUMNS_HELP)
-    sp.add_argument("--sampler", default="numpyro", type=sampler, metavar="{numpyro,nutpie,pymc}",
+    sp.add_argument("--sampler", default="numpyro", type=sampler, metavar="{numpyro,nutpie,pymc,chees}",
                     help="NUTS implementation: NumPyro, nutpie or PyMC, each checked against NumPyro on "
-                         "simulated data (pathfinder, advi and blackjax are no longer offered: they missed "
+                         "simulated data; or chees: 128 chains (--chains 16-1,024, a multiple of 8) sharing "
+                         "one adapted, jittered trajectory length (ChEES-HMC), judged by nested R-hat and "
+                         "ESS, for GPUs (pathfinder, advi and blackjax are no longer offered: they missed "
                          "NUTS or failed) (default: %(default)s)")
-    sampling_opts(sp, tune=500)  # bench/RESULTS.md: 500 warm-up iterations adapt the national fits
+    sampling_opts(sp, tune=FIT_TUNE, chees=True)
     sp.add_argument("--max-draws", type=count(1), default=None, metavar="N",
                     help="numpyro: while R-hat > 1.01 or an ESS < 400, the chains go on from where they "
                          "stopped for as many draws as the bar needs, up to N per chain (default: 3 x "
@@ -144,9 +150,9 @@ def add_fit(sub) -> None:
                          "Poisson-lognormal rows fall back to NUTS, saying why. Accurate (means within 0.1 "
                          "NUTS SD) and mixes better per draw, but today ~2x slower per effective draw than "
                          "NUTS (bench/RESULTS.md)")
-    sp.add_argument("--target-accept", type=probability, default=0.8,
+    sp.add_argument("--target-accept", type=probability, default=None,
                     help="NUTS target acceptance rate; raise it (e.g. 0.95) when a fit reports divergences "
-                         "(default: %(default)s)")
+                         "(default: 0.8; chees: 0.651, the chains' harmonic-mean acceptance)")
     sp.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     sp.add_argument("--sufficient", type=Path, metavar="SUMS.csv",
                     help="fit a Poisson model from LA-level sums (hierarchy export-sufficient); --data is then "

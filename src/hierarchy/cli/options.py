@@ -43,14 +43,35 @@ def ref_opts(sp: argparse.ArgumentParser) -> None:
 
 
 
-def sampling_opts(sp: argparse.ArgumentParser, tune: int = 1000) -> None:
-    """``--chains``, ``--tune``, ``--draws`` and ``--seed`` of a command that samples."""
-    sp.add_argument("--chains", type=count(1), default=4, help="MCMC chains (default: %(default)s)")
-    sp.add_argument("--tune", type=count(0), default=tune,
-                    help="warm-up iterations per chain, discarded (default: %(default)s)")
-    sp.add_argument("--draws", type=count(1), default=1000,
-                    help="posterior draws kept per chain (default: %(default)s)")
+def sampling_opts(sp: argparse.ArgumentParser, tune: int = 1000, *, chees: bool = False) -> None:
+    """``--chains``, ``--tune``, ``--draws`` and ``--seed`` of a command that samples; with ``chees``
+    the first three default to None, filled per sampler by :func:`sampler_defaults`."""
+    def default(nuts: int, many: int) -> dict:
+        if not chees or nuts == many:
+            return {"default": None if chees else nuts, "help_default": f"{nuts}"}
+        return {"default": None, "help_default": f"{nuts}, or {many} with --sampler chees"}
+
+    for name, kind, nuts, many, what in (
+            ("--chains", count(1), 4, 128, "MCMC chains"),
+            ("--tune", count(0), tune, 500, "warm-up iterations per chain, discarded"),
+            ("--draws", count(1), 1000, 100, "posterior draws kept per chain")):
+        d = default(nuts, many)
+        sp.add_argument(name, type=kind, default=d["default"], help=f"{what} (default: {d['help_default']})")
     sp.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+
+
+def sampler_defaults(args: argparse.Namespace, tune: int) -> None:
+    """Fill ``--chains``/``--tune``/``--draws``/``--target-accept`` left out with the sampler's defaults
+    (NUTS: 4 x (``tune`` + 1000) at 0.8; chees: :mod:`hierarchy.inference.chees`'s)."""
+    if args.sampler == "chees":
+        from hierarchy.inference import chees
+
+        defaults = (chees.CHAINS, chees.TUNE, chees.DRAWS, chees.TARGET_ACCEPT)
+    else:
+        defaults = (4, tune, 1000, 0.8)
+    for name, value in zip(("chains", "tune", "draws", "target_accept"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def scheduler_opt(sp: argparse.ArgumentParser, extra: str = "") -> None:

@@ -31,7 +31,7 @@ from hierarchy.likelihood import parameters
 from hierarchy.likelihood.model import la_effect_labels
 
 METHODS = ("nuts", "laplace")
-SAMPLERS = ("numpyro", "nutpie", "pymc")
+SAMPLERS = ("numpyro", "nutpie", "pymc", "chees")  # chees: many chains (hierarchy.inference.chees)
 REMOVED_SAMPLERS = {  # measured on tests/inference/test_sampling_options.py's fit (20 LAs x 20, Poisson)
     "pathfinder": "its posterior missed NUTS by up to 13 NUTS posterior SDs (LA SD 0.76 against 0.22)",
     "advi": "mean-field ADVI missed the NUTS posterior means by up to 1.0 NUTS SD (intercept)",
@@ -91,8 +91,8 @@ def enable_compilation_cache(path: str | None = None) -> None:
 
 
 def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
-        chains: int = CHAINS, tune: int = TUNE, draws: int = DRAWS, seed: int = 0,
-        chain_method: str = "parallel", progress: bool = False, target_accept: float = 0.8,
+        chains: int | None = None, tune: int | None = None, draws: int | None = None, seed: int = 0,
+        chain_method: str = "parallel", progress: bool = False, target_accept: float | None = None,
         float32: bool = False, warmup_tree_depth: int = WARMUP_TREE_DEPTH,
         max_draws: int | None = None, method: str = "nuts") -> Draws:
     """Sample the posterior of ``spec`` under ``priors`` given ``design``.
@@ -114,8 +114,21 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     ``warmup_tree_depth`` caps NUTS trees during NumPyro's warm-up (``2**d - 1`` leapfrog steps):
     before the mass matrix is adapted the trees run to the cap, and at 10 they made the national
     stacked warm-up several times longer than its sampling (bench/RESULTS.md).
+
+    ``sampler="chees"`` runs many short chains with one adapted trajectory length
+    (:mod:`hierarchy.inference.chees`), judged by nested R-hat. ``chains``, ``tune``, ``draws`` and
+    ``target_accept`` left as None take the sampler's defaults: 4 x (1000 + 1000) at 0.8 for NUTS;
+    128 x (500 + 100) at a harmonic-mean acceptance of 0.651 for chees.
     """
     check_sampler(sampler)
+    if sampler == "chees":
+        from hierarchy.inference import chees as many
+
+        defaults = (many.CHAINS, many.TUNE, many.DRAWS, many.TARGET_ACCEPT)
+    else:
+        defaults = (CHAINS, TUNE, DRAWS, 0.8)
+    chains, tune, draws, target_accept = (d if v is None else v for v, d in
+                                          zip((chains, tune, draws, target_accept), defaults, strict=True))
     if method not in METHODS:
         from hierarchy.config import did_you_mean
 
@@ -148,6 +161,10 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         out = sample(spec, priors, design, settings, progress)
     elif sampler == "numpyro":
         out = _numpyro(spec, priors, design, settings, progress)
+    elif sampler == "chees":
+        from hierarchy.inference.chees import fit_chees
+
+        out = fit_chees(spec, priors, design, settings)
     else:
         out = _pymc(spec, priors, design, settings, progress)
     out.timings["total"] = time.perf_counter() - t0

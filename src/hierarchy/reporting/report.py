@@ -75,7 +75,9 @@ FORMATS = ("table", "csv", "markdown", "json")
 def verdict(diag: dict[str, Any]) -> str:
     """One-line plain verdict of the stored diagnostics."""
     if diag.get("status") == "ok":
-        return (f"OK: convergence checks passed (R-hat <= {RHAT_MAX}, bulk and tail ESS >= "
+        rhat = (f"nested R-hat <= {diag['nested_rhat_threshold']:.3f} over {diag.get('superchains')} superchains"
+                if "nested_rhat_threshold" in diag else f"R-hat <= {RHAT_MAX}")
+        return (f"OK: convergence checks passed ({rhat}, bulk and tail ESS >= "
                 f"{ESS_MIN}, no divergences, no saturated trees, E-BFMI fine).")
     reasons = "; ".join(diag.get("reasons", [])) or "unknown"
     return f"WARN: do not report these estimates until this is fixed: {reasons}."

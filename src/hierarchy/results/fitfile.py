@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,10 @@ def build_idata(draws: Draws, spec: ModelSpec, priors: PriorSet, design: Design,
     centred_groups = {f"{g}_{k}" for g in design.group_names for k in ("centred", "grid")}  # kept as {g}_raw
     centred_groups.add("la_level")  # kept as la_coef (the same draws, shifted back)
     post = {k: v for k, v in draws.posterior.items() if k not in PER_ROW and k not in centred_groups}
-    idata = az.from_dict(posterior=post, sample_stats=draws.stats or None, coords=crd,
-                         dims={k: v for k, v in dims(spec).items() if k in post})
+    with warnings.catch_warnings():  # many short chains (--sampler chees) are meant: not a shape mix-up
+        warnings.filterwarnings("ignore", message="More chains .* than draws")
+        idata = az.from_dict(posterior=post, sample_stats=draws.stats or None, coords=crd,
+                             dims={k: v for k, v in dims(spec).items() if k in post})
     obs = observed_name(spec)
     idata.add_groups(log_prior=_log_prior(draws.posterior, priors),
                      constant_data=public_row_data(spec, design, crd))

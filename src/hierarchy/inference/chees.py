@@ -1,0 +1,222 @@
+"""Many chains with one adapted, jittered trajectory length: ChEES-HMC (Hoffman, Radul & Sountsov 2021).
+
+Hundreds of chains run in lockstep with the same step size, diagonal mass matrix and (jittered) number
+of leapfrog steps, so one compiled program carries every chain: the shape that pays on a GPU, where
+vectorised NUTS waits for its longest trajectory (issue 30). The adaptation is BlackJAX's
+``chees_adaptation`` (step size by dual averaging of the chains' harmonic-mean acceptance, trajectory
+length by Adam on the ChEES criterion, a diagonal mass matrix from the ensemble); sampling is
+``blackjax.dynamic_hmc`` with the adapted values.
+
+The chains run in ``superchains`` groups; the chains of a group start from one point (drawn uniformly
+in (-2, 2) on the unconstrained scale, as NumPyro's default), so nested R-hat (Margossian et al. 2024:
+:func:`hierarchy.inference.diagnostics.nested_rhat`) can judge many short chains. The sample statistic
+``superchain`` records each chain's group in the fit file, and :func:`~hierarchy.inference.diagnostics.diagnose`
+then gates on nested R-hat in place of R-hat.
+
+:func:`run` is the core: a pure function of (log density, data pytree, initial positions, key), jittable
+and vmappable over the data (batched fits of one shape). :func:`fit_chees` is the ``hierarchy fit
+--sampler chees`` path on a NumPyro model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hierarchy.errors import HierarchyError
+
+CHAINS = 128
+TUNE = 500
+DRAWS = 100
+TARGET_ACCEPT = 0.651  # harmonic mean of the chains' acceptance (optimal for HMC at fixed length)
+LEARNING_RATE = 0.025  # Adam on log trajectory length
+INITIAL_STEP_SIZE = 0.1
+MAX_LEAPFROG_STEPS = 1000
+MAX_KEPT = 16_384  # draws kept in the fit file (all chains): more chains x draws are thinned to this
+CHAINS_PER_SUPERCHAIN_MAX = 16
+
+
+def superchains_for(chains: int) -> int:
+    """How many superchains ``chains`` chains run in: 8 (4 below 64 chains), each of equal size.
+
+    Raises
+    ------
+    HierarchyError
+        When ``chains`` is below 16 or not a multiple of the number of superchains.
+    """
+    if chains < 16:
+        raise HierarchyError(f"--chains {chains} is too few for --sampler chees: it runs many short chains "
+                             "judged by nested R-hat; give at least 16 (default 128)")
+    k = 8 if chains >= 64 else 4
+    if chains % k:
+        raise HierarchyError(f"--chains {chains} with --sampler chees: give a multiple of {k} (the chains run "
+                             f"in {k} superchains of equal size for nested R-hat), e.g. {chains - chains % k + k}")
+    return k
+
+
+def initial_positions(template: Any, superchains: int, chains: int, key) -> Any:
+    """Initial unconstrained positions (chains, ...): one uniform(-2, 2) point per superchain, repeated
+    for each of its ``chains // superchains`` chains (chain ``c`` is in superchain ``c // size``)."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves, tree = jax.tree.flatten(template)
+    keys = jax.random.split(key, len(leaves))
+    size = chains // superchains
+    out = [jnp.repeat(jax.random.uniform(k, (superchains, *jnp.shape(x)), jnp.result_type(x), -2.0, 2.0),
+                      size, axis=0) for k, x in zip(keys, leaves, strict=True)]
+    return tree.unflatten(out)
+
+
+def _steps_fn(num_warmup: int, num_draws: int):
+    """Jittered number of leapfrog steps: ``ceil(u L)`` with ``u`` the chain's next Halton number, as in
+    ``blackjax.chees_adaptation`` (the sequence continues from warm-up into sampling)."""
+    import jax.numpy as jnp
+    from blackjax.mcmc.dynamic_hmc import halton_sequence
+
+    max_bits = int(np.ceil(np.log2(num_warmup + num_draws)))
+
+    def steps(i, num_leapfrog_steps):
+        return jnp.asarray(jnp.ceil(halton_sequence(i, max_bits) * num_leapfrog_steps), dtype=int)
+
+    return steps
+
+
+def run(logdensity: Callable[[Any, Any], Any], data: Any, positions: Any, key, *, num_warmup: int = TUNE,
+        num_draws: int = DRAWS, thin: int = 1, target_accept: float = TARGET_ACCEPT,
+        learning_rate: float = LEARNING_RATE, transform: Callable[[Any, Any], Any] | None = None
+        ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """ChEES warm-up then jittered HMC sampling of every chain; pure, jittable, vmappable over ``data``.
+
+    Parameters
+    ----------
+    logdensity : callable
+        ``logdensity(position, data) -> scalar`` on the unconstrained scale.
+    data : pytree
+        The model's data (a traced argument: vmap over a leading batch axis for batched fits).
+    positions : pytree
+        Initial positions, leaves ``(chains, ...)`` (run as one flat vector a chain: BlackJAX's ChEES
+        criterion takes each leaf as ``(chains, dim)``). Every chain takes the same jittered number of
+        leapfrog steps at each iteration, so the chains move in lockstep.
+    key : jax.random.PRNGKey
+    num_warmup, num_draws, thin : int
+        Adaptation steps, sampling steps and the stride of the draws kept: ``ceil(num_draws / thin)``
+        draws are kept, each the last of ``thin`` steps (so ``thin * ceil(num_draws / thin)`` steps run).
+    target_accept : float
+        Target harmonic-mean acceptance of the step-size adaptation.
+    learning_rate : float
+        Adam's learning rate for the log trajectory length.
+    transform : callable, optional
+        ``transform(position, data) -> pytree`` of what to keep from each draw (default: the position).
+
+    Returns
+    -------
+    kept : pytree
+        Leaves ``(chains, kept draws, ...)``.
+    stats : dict
+        ``diverging`` (any divergence within each kept stride), ``acceptance_rate``, ``n_steps``,
+        ``energy``: each ``(chains, kept draws)``.
+    adapted : dict
+        ``step_size``, ``n_leapfrog`` (mean number of leapfrog steps before jitter) and
+        ``inverse_mass_matrix`` (flat, diagonal).
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from blackjax import chees_adaptation
+    from blackjax.mcmc import dynamic_hmc
+    from jax.flatten_util import ravel_pytree
+
+    chains = jax.tree.leaves(positions)[0].shape[0]
+    _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], positions))
+    flat = jax.vmap(lambda p: ravel_pytree(p)[0])(positions)
+    density = lambda p: logdensity(unravel(p), data)  # noqa: E731
+    keep = (lambda p: unravel(p)) if transform is None else (lambda p: transform(unravel(p), data))
+    k_warm, k_draw = jax.random.split(key)
+    warmup = chees_adaptation(density, chains, target_acceptance_rate=target_accept,
+                              mass_matrix_estimation="diagonal", adaptation_info_fn=lambda *_: None,
+                              max_leapfrog_steps=MAX_LEAPFROG_STEPS)
+    (states, params), _ = warmup.run(k_warm, flat, INITIAL_STEP_SIZE, optax.adam(learning_rate),
+                                     num_warmup, max_sampling_steps=num_draws)
+    kernel = dynamic_hmc.build_kernel(next_random_arg_fn=lambda i: i + 1,
+                                      integration_steps_fn=_steps_fn(num_warmup, num_draws))
+    step = jax.vmap(lambda k, s: kernel(k, s, density, params["step_size"], params["inverse_mass_matrix"],
+                                        params["integration_steps_params"]))
+
+    def one(s, k):
+        s, info = step(jax.random.split(k, chains), s)
+        steps = jax.vmap(_steps_fn(num_warmup, num_draws), (0, None))(s.random_generator_arg - 1,
+                                                                       params["integration_steps_params"][0])
+        return s, (info.is_divergent, info.acceptance_rate, steps, info.energy)
+
+    def stride(s, k):
+        s, (div, acc, steps, energy) = jax.lax.scan(one, s, jax.random.split(k, thin))
+        stats = {"diverging": div.any(0), "acceptance_rate": acc[-1], "n_steps": steps[-1], "energy": energy[-1]}
+        return s, (jax.vmap(keep)(s.position), stats)
+
+    n_kept = -(-num_draws // thin)
+    _, (kept, stats) = jax.lax.scan(stride, states, jax.random.split(k_draw, n_kept))
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  (draw, chain, ...) -> (chain, draw, ...)
+    adapted = {"step_size": params["step_size"], "n_leapfrog": params["integration_steps_params"][0],
+               "inverse_mass_matrix": params["inverse_mass_matrix"]}
+    return jax.tree.map(swap, kept), {k: swap(v) for k, v in stats.items()}, adapted
+
+
+def kept_draws(chains: int, draws: int, max_kept: int = MAX_KEPT) -> tuple[int, int]:
+    """The stride and the draws kept per chain: every chain, at most ``max_kept`` draws in all."""
+    thin = max(1, -(-chains * draws // max_kept))
+    return thin, -(-draws // thin)
+
+
+def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
+    """``hierarchy fit --sampler chees``: the NumPyro model's density sampled by :func:`run`.
+
+    ``settings`` (from :func:`hierarchy.inference.sampling.fit`) gives ``chains``, ``tune``, ``draws``,
+    ``seed``, ``float32`` and ``target_accept``; the superchains, the stride and the adapted step size
+    and trajectory length are added to it. Returns :class:`hierarchy.inference.sampling.Draws` with the
+    sample statistic ``superchain`` (chain, draw).
+    """
+    import jax
+    from numpyro.infer.util import initialize_model
+
+    from hierarchy.inference.sampling import PER_ROW, Draws
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+
+    jax.config.update("jax_enable_x64", True)
+    chains, tune, draws = settings["chains"], settings["tune"], settings["draws"]
+    superchains = superchains_for(chains)
+    thin, kept = kept_draws(chains, draws)
+    layout = make_layout(design)
+    data = model_data(layout, "float32" if settings["float32"] else "float64")
+    k_model, k_init, k_run = jax.random.split(jax.random.PRNGKey(settings["seed"]), 3)
+    info, potential_gen, postprocess_gen, _ = initialize_model(
+        k_model, model_fn(spec, priors, design, layout), model_args=(data,), dynamic_args=True)
+
+    def transform(z, d):
+        return {k: v for k, v in postprocess_gen(d)(z).items() if k not in PER_ROW}
+
+    positions = initial_positions(info.z, superchains, chains, k_init)
+    program = jax.jit(lambda d, p, k: run(lambda z, dd: -potential_gen(dd)(z), d, p, k, num_warmup=tune,
+                                          num_draws=draws, thin=thin, target_accept=settings["target_accept"],
+                                          transform=transform))
+    t = time.perf_counter()
+    compiled = program.lower(data, positions, k_run).compile()
+    t_compile = time.perf_counter() - t
+    t = time.perf_counter()
+    out = jax.block_until_ready(compiled(data, positions, k_run))
+    t_run = time.perf_counter() - t
+    kept_draws_, stats, adapted = jax.tree.map(np.asarray, out)
+    stats = {k: np.asarray(v) for k, v in stats.items()}
+    if thin > 1:  # E-BFMI needs consecutive energies
+        stats.pop("energy")
+    stats["superchain"] = np.repeat(np.arange(chains) // (chains // superchains), kept).reshape(chains, kept)
+    settings.update(superchains=superchains, chains_per_superchain=chains // superchains, thin=thin,
+                    draws_run=kept * thin, draws=kept, max_kept=MAX_KEPT,
+                    step_size=float(adapted["step_size"]), mean_leapfrog_steps=float(np.mean(stats["n_steps"])),
+                    trajectory_length=float(adapted["step_size"] * adapted["n_leapfrog"]),
+                    chain_method_used="vectorized", init="uniform(-2, 2), one point per superchain")
+    return Draws(posterior=dict(kept_draws_), stats=stats,
+                 timings={"compile": t_compile, "warmup_and_sampling": t_run})
