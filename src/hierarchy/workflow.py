@@ -15,11 +15,11 @@ DEFAULT_PRIORS = shipped.DEFAULT_PRIORS
 
 
 def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro",
-              chains: int = CHAINS, tune: int = TUNE, draws: int = DRAWS, seed: int = 0,
+              chains: int | None = None, tune: int | None = None, draws: int | None = None, seed: int = 0,
               include_data: bool = False, progress: bool = True,
               chain_method: str = "parallel", float32: bool = False, log=None,
               include_log_likelihood: bool = False, max_draws: int | None = None,
-              prior_overrides: list[str] | tuple[str, ...] = (), target_accept: float = 0.8,
+              prior_overrides: list[str] | tuple[str, ...] = (), target_accept: float | None = None,
               method: str = "nuts", geography: str | Path | None = None) -> str:
     """Validate ``data``, fit ``model`` under ``priors`` and save the fit to ``out``.
 
@@ -36,8 +36,9 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     say = log or (lambda _msg: None)
     model, priors = shipped.resolve(model, "models"), shipped.resolve(priors, "priors")
     paths.check_output(out, kind="fit", inputs=[data, model, priors, columns], replace=True)
-    from hierarchy.inference.sampling import use_host_devices
+    from hierarchy.inference.sampling import use_host_devices, with_defaults
 
+    chains, tune, draws, target_accept = with_defaults(sampler, chains, tune, draws, target_accept)
     if sampler != "chees":  # chees runs its many chains in one program, not one device each
         use_host_devices(max(chains, 1))  # before JAX starts
     from hierarchy.data import table as data_mod

@@ -62,16 +62,13 @@ def sampling_opts(sp: argparse.ArgumentParser, tune: int = 1000, *, chees: bool 
 
 def sampler_defaults(args: argparse.Namespace, tune: int) -> None:
     """Fill ``--chains``/``--tune``/``--draws``/``--target-accept`` left out with the sampler's defaults
-    (NUTS: 4 x (``tune`` + 1000) at 0.8; chees: :mod:`hierarchy.inference.chees`'s)."""
-    if args.sampler == "chees":
-        from hierarchy.inference import chees
+    (:func:`hierarchy.inference.sampling.with_defaults`; NUTS warms up for ``tune``)."""
+    from hierarchy.inference.sampling import with_defaults
 
-        defaults = (chees.CHAINS, chees.TUNE, chees.DRAWS, chees.TARGET_ACCEPT)
-    else:
-        defaults = (4, tune, 1000, 0.8)
-    for name, value in zip(("chains", "tune", "draws", "target_accept"), defaults, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    if args.sampler != "chees" and args.tune is None:
+        args.tune = tune
+    args.chains, args.tune, args.draws, args.target_accept = with_defaults(
+        args.sampler, args.chains, args.tune, args.draws, args.target_accept)
 
 
 def scheduler_opt(sp: argparse.ArgumentParser, extra: str = "") -> None:

@@ -90,6 +90,20 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def with_defaults(sampler: str, chains: int | None = None, tune: int | None = None, draws: int | None = None,
+                  target_accept: float | None = None) -> tuple[int, int, int, float]:
+    """``chains``, ``tune``, ``draws`` and ``target_accept`` with those left as None set to the sampler's
+    defaults: 4 x (1000 + 1000) at 0.8 for NUTS; chees's (:mod:`hierarchy.inference.chees`)."""
+    if sampler == "chees":
+        from hierarchy.inference import chees as many
+
+        defaults = (many.CHAINS, many.TUNE, many.DRAWS, many.TARGET_ACCEPT)
+    else:
+        defaults = (CHAINS, TUNE, DRAWS, 0.8)
+    given = (chains, tune, draws, target_accept)
+    return tuple(d if v is None else v for v, d in zip(given, defaults, strict=True))
+
+
 def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "numpyro",
         chains: int | None = None, tune: int | None = None, draws: int | None = None, seed: int = 0,
         chain_method: str = "parallel", progress: bool = False, target_accept: float | None = None,
@@ -121,14 +135,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
     128 x (500 + 100) at a harmonic-mean acceptance of 0.651 for chees.
     """
     check_sampler(sampler)
-    if sampler == "chees":
-        from hierarchy.inference import chees as many
-
-        defaults = (many.CHAINS, many.TUNE, many.DRAWS, many.TARGET_ACCEPT)
-    else:
-        defaults = (CHAINS, TUNE, DRAWS, 0.8)
-    chains, tune, draws, target_accept = (d if v is None else v for v, d in
-                                          zip((chains, tune, draws, target_accept), defaults, strict=True))
+    chains, tune, draws, target_accept = with_defaults(sampler, chains, tune, draws, target_accept)
     if method not in METHODS:
         from hierarchy.config import did_you_mean
 
