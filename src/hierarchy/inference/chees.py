@@ -180,8 +180,9 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     sample statistic ``superchain`` (chain, draw).
     """
     import jax
-    from numpyro.infer.util import initialize_model
+    from numpyro.infer.util import constrain_fn, potential_energy
 
+    from hierarchy.inference.laplace import _initial_point
     from hierarchy.inference.sampling import PER_ROW, Draws
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
@@ -191,17 +192,20 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     thin, kept = kept_draws(chains, draws)
     layout = make_layout(design)
     data = model_data(layout, "float32" if settings["float32"] else "float64")
-    k_model, k_init, k_run = jax.random.split(jax.random.PRNGKey(settings["seed"]), 3)
-    info, potential_gen, postprocess_gen, _ = initialize_model(
-        k_model, model_fn(spec, priors, design, layout), model_args=(data,), dynamic_args=True)
+    _, k_init, k_run = jax.random.split(jax.random.PRNGKey(settings["seed"]), 3)
+    model = model_fn(spec, priors, design, layout)
+    template = _initial_point(model, data, settings["seed"])  # shapes only; one compiled program, not op by op
 
     def transform(z, d):
-        return {k: v for k, v in postprocess_gen(d)(z).items() if k not in PER_ROW}
+        sites = constrain_fn(model, (d,), {}, z, return_deterministic=True)
+        return {k: v for k, v in sites.items() if k not in PER_ROW}
 
-    positions = initial_positions(info.z, superchains, chains, k_init)
-    program = jax.jit(lambda d, p, k: run(lambda z, dd: -potential_gen(dd)(z), d, p, k, num_warmup=tune,
-                                          num_draws=draws, thin=thin, target_accept=settings["target_accept"],
-                                          transform=transform))
+    positions = initial_positions(template, superchains, chains, k_init)
+    def logdensity(z, d):
+        return -potential_energy(model, (d,), {}, z)
+
+    program = jax.jit(lambda d, p, k: run(logdensity, d, p, k, num_warmup=tune, num_draws=draws, thin=thin,
+                                          target_accept=settings["target_accept"], transform=transform))
     t = time.perf_counter()
     compiled = program.lower(data, positions, k_run).compile()
     t_compile = time.perf_counter() - t
