@@ -182,8 +182,7 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     import jax
     from numpyro.infer.util import constrain_fn, potential_energy
 
-    from hierarchy.inference.laplace import _initial_point
-    from hierarchy.inference.sampling import PER_ROW, Draws
+    from hierarchy.inference.sampling import PER_ROW, Draws, initial_point
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
     jax.config.update("jax_enable_x64", True)
@@ -194,7 +193,7 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     data = model_data(layout, "float32" if settings["float32"] else "float64")
     _, k_init, k_run = jax.random.split(jax.random.PRNGKey(settings["seed"]), 3)
     model = model_fn(spec, priors, design, layout)
-    template = _initial_point(model, data, settings["seed"])  # shapes only; one compiled program, not op by op
+    template = initial_point(model, data, settings["seed"])  # shapes only; one compiled program, not op by op
 
     def transform(z, d):
         sites = constrain_fn(model, (d,), {}, z, return_deterministic=True)

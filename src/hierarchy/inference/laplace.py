@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hierarchy.errors import HierarchyError
+from hierarchy.inference.sampling import initial_point
 from hierarchy.language.design import Design, group_zero_sum
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
@@ -225,7 +226,7 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
     model = model_fn(spec_c, priors, design, layout)
     probe = model_fn(spec_c, priors, design, layout, expose=True)
     data = model_data(layout, "float32" if float32 else "float64")
-    z = _initial_point(model, data, seed)
+    z = initial_point(model, data, seed)
     blocks = _blocks(z, design, _nested_groups(design, layout))
     if not blocks:
         raise HierarchyError(f"{spec.name}: the centred model has no LA effects to marginalise")
@@ -300,25 +301,6 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
         return value, g, H
 
     return replace(problem, pieces=pieces, local=local, x0=problem.x_of({b.name: z[b.name] for b in blocks}))
-
-
-def _initial_point(model, data, seed: int) -> dict:
-    """Unconstrained initial values of every site: each prior's median (of 15 draws), as NumPyro's
-    ``init_to_median``, in one compiled program (NumPyro's ``initialize_model`` runs the model op by
-    op: a minute of compilation at national scale)."""
-    import jax
-    from numpyro.distributions import biject_to
-    from numpyro.handlers import seed as seeded
-    from numpyro.handlers import substitute, trace
-    from numpyro.infer import init_to_median
-
-    @jax.jit
-    def init(key, data):
-        tr = trace(substitute(seeded(model, key), substitute_fn=init_to_median(num_samples=15))).get_trace(data)
-        return {k: biject_to(v["fn"].support).inv(v["value"]) for k, v in tr.items()
-                if v["type"] == "sample" and not v["is_observed"]}
-
-    return init(jax.random.PRNGKey(seed), data)
 
 
 def _solve(H, g):

@@ -61,6 +61,25 @@ def default_max_draws(draws: int) -> int:
     return MAX_DRAWS_FACTOR * draws
 
 
+def initial_point(model, data, seed: int) -> dict:
+    """Unconstrained initial values of every site: each prior's median (of 15 draws), as NumPyro's
+    ``init_to_median``, in one compiled program (NumPyro's ``initialize_model`` runs the model op by
+    op: a minute of compilation at national scale)."""
+    import jax
+    from numpyro.distributions import biject_to
+    from numpyro.handlers import seed as seeded
+    from numpyro.handlers import substitute, trace
+    from numpyro.infer import init_to_median
+
+    @jax.jit
+    def init(key, data):
+        tr = trace(substitute(seeded(model, key), substitute_fn=init_to_median(num_samples=15))).get_trace(data)
+        return {k: biject_to(v["fn"].support).inv(v["value"]) for k, v in tr.items()
+                if v["type"] == "sample" and not v["is_observed"]}
+
+    return init(jax.random.PRNGKey(seed), data)
+
+
 def check_sampler(sampler: str) -> str:
     """``sampler`` if it is offered; else a one-line error saying why not and what to use."""
     if sampler in REMOVED_SAMPLERS:
