@@ -303,3 +303,26 @@ def table_for(spec, table: pd.DataFrame) -> pd.DataFrame:
     if spec.exposure in table and spec.exposure != "exposure":
         table = table[table[spec.exposure] > 0].reset_index(drop=True)
     return table
+
+
+def pymc_minus_numpyro(model, pm_model, logp, draws: dict, n_corr: int) -> tuple[list[float], float]:
+    """PyMC's log density less NumPyro's at each of ``draws``' points (the density agreement oracle):
+    ``model`` a NumPyro model with its data bound, ``logp`` ``pm_model``'s compiled log density, ``n_corr``
+    the size of the LA correlation matrix (PyMC keeps its upper triangle). Returns the differences and
+    NumPyro's log density at the last point."""
+    import jax.numpy as jnp
+    import pytensor.tensor as pt
+    from numpyro.infer.util import log_density
+
+    offsets, lp = [], float("nan")
+    for s in range(len(next(iter(draws.values())))):
+        point = {rv.name: np.asarray(draws[rv.name][s]) for rv in pm_model.free_RVs}
+        lp = float(log_density(model, (), {}, {k: jnp.asarray(v) for k, v in point.items()})[0])
+        values = {}
+        for rv in pm_model.free_RVs:
+            val = point[rv.name][np.triu_indices(n_corr, 1)] if rv.name == "la_corr" else point[rv.name]
+            tr = pm_model.rvs_to_transforms[rv]
+            values[pm_model.rvs_to_values[rv].name] = tr.forward(pt.as_tensor(val), *rv.owner.inputs).eval() \
+                if tr else val
+        offsets.append(float(logp(values)) - lp)
+    return offsets, lp

@@ -144,11 +144,8 @@ def test_zinb_numpyro_model_has_the_pymc_log_density(model, table):
     stacked) against PyMC's ZeroInflatedNegativeBinomial: same joint density up to a constant; and the
     pointwise log-likelihood sums to the likelihood's factor."""
     import jax
-    import jax.numpy as jnp
-    import pytensor.tensor as pt
     from numpyro.handlers import substitute, trace
     from numpyro.infer import Predictive
-    from numpyro.infer.util import log_density
 
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn, pointwise_loglik
     from hierarchy.likelihood.model import build_model, observed_name
@@ -167,17 +164,9 @@ def test_zinb_numpyro_model_has_the_pymc_log_density(model, table):
     draws = Predictive(model_, num_samples=3)(jax.random.PRNGKey(3))
     assert draws["zi"].shape == ((3, len(spec.stages)) if spec.stacked else (3,))
     n_corr = len(spec.coefs) if spec.anchored else len(spec.coefs) * len(spec.stages)
-    offsets = []
-    for s in range(3):
-        point = {rv.name: np.asarray(draws[rv.name][s]) for rv in pm_model.free_RVs}
-        lp = float(log_density(model_, (), {}, {k: jnp.asarray(v) for k, v in point.items()})[0])
-        values = {}
-        for rv in pm_model.free_RVs:
-            val = point[rv.name][np.triu_indices(n_corr, 1)] if rv.name == "la_corr" else point[rv.name]
-            tr = pm_model.rvs_to_transforms[rv]
-            values[pm_model.rvs_to_values[rv].name] = tr.forward(pt.as_tensor(val), *rv.owner.inputs).eval() \
-                if tr else val
-        offsets.append(float(logp(values)) - lp)
+    from tests.helpers import pymc_minus_numpyro
+
+    offsets, lp = pymc_minus_numpyro(model_, pm_model, logp, draws, n_corr)
     assert np.ptp(offsets) < 1e-6 * abs(lp), offsets
     if n_corr == 2:
         assert offsets[0] == pytest.approx(LKJ_CONSTANT, abs=1e-6)

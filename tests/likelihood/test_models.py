@@ -17,7 +17,7 @@ from hierarchy.language.spec import ModelSpec, load_spec
 from hierarchy.likelihood import jaxmodel as jax_module
 from hierarchy.likelihood import model as pymc_module
 from hierarchy.likelihood.model import build_model
-from tests.helpers import with_formula_columns
+from tests.helpers import pymc_minus_numpyro, with_formula_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p for p in (ROOT / "models").glob("*.toml")
@@ -171,10 +171,7 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, mo
     """At random points the two joint log densities differ only by a constant: PyMC's LKJCorr
     normalising constant (2 log(4/3) for a 2 x 2 correlation matrix, exact in NumPyro)."""
     import jax
-    import jax.numpy as jnp
-    import pytensor.tensor as pt
     from numpyro.infer import Predictive
-    from numpyro.infer.util import log_density
 
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
@@ -202,17 +199,7 @@ def test_numpyro_twin_has_the_pymc_log_density(path, parameterisation, table, mo
     assert ("la_centred" in draws) == (parameterisation == "mixed")
     assert ("la_stage_raw" in draws) == (anchored and parameterisation != "centred")
     n_corr = len(spec.coefs) if anchored else n_eff
-    offsets = []
-    for s in range(3):
-        point = {rv.name: np.asarray(draws[rv.name][s]) for rv in pm_model.free_RVs}
-        lp_numpyro = float(log_density(model, (), {}, {k: jnp.asarray(v) for k, v in point.items()})[0])
-        values = {}
-        for rv in pm_model.free_RVs:
-            val = point[rv.name][np.triu_indices(n_corr, 1)] if rv.name == "la_corr" else point[rv.name]
-            tr = pm_model.rvs_to_transforms[rv]
-            values[pm_model.rvs_to_values[rv].name] = tr.forward(pt.as_tensor(val), *rv.owner.inputs).eval() \
-                if tr else val
-        offsets.append(float(logp(values)) - lp_numpyro)
+    offsets, lp_numpyro = pymc_minus_numpyro(model, pm_model, logp, draws, n_corr)
     assert np.ptp(offsets) < 1e-6 * abs(lp_numpyro), offsets  # same density up to a constant
     if n_corr <= 2:
         assert offsets[0] == pytest.approx(LKJ_CONSTANT if n_corr == 2 else 0.0, abs=1e-6)
