@@ -71,6 +71,11 @@ def test_a_batch_in_turn_and_side_by_side_gives_the_same_draws():
     truth = np.array([float(d["y"].mean()) for d in data])
     assert np.all(np.abs(means - truth) < 4 * sds + 0.05)
     assert len(in_turn.diagnostics) == 3 and all("rhat_max" in d for d in in_turn.diagnostics)
+    # fit 1 as a single fit's Draws (for a fit file): its draws, thinned statistics, settings and seed
+    d = in_turn.draws(1, seed=7)
+    np.testing.assert_array_equal(d.posterior["mu"], in_turn.posterior["mu"][1])
+    assert d.stats["energy"].shape == (2, 75) and d.settings["batch"] == 3 and d.settings["seed"] == 7
+    assert d.settings["draws"] == 150 and d.settings["method"] == "nuts" and d.timings["batch_total"] > 0
 
 
 def test_split_batch_shares_what_does_not_vary_and_names_a_mismatched_array():

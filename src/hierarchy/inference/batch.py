@@ -67,6 +67,27 @@ class BatchFit:
         """Draws ``(chain, draw, ...)`` and statistics ``(chain, draw)`` of fit ``b``."""
         return ({k: v[b] for k, v in self.posterior.items()}, {k: v[b] for k, v in self.stats.items()})
 
+    def draws(self, b: int, **settings: Any):
+        """Fit ``b`` as the :class:`~hierarchy.inference.sampling.Draws` a single fit returns, for a fit file.
+
+        Its settings are the batch's NUTS settings, ``batch`` (the batch's size) and ``settings``
+        (e.g. ``seed``, ``method``); its timings are the batch's ``compile`` and ``run`` over the number
+        of fits, and ``batch_total`` the whole batch's. Sampler statistics are thinned like the draws.
+        """
+        from hierarchy.inference.sampling import Draws
+
+        post, stats = self.fit(b)
+        thin = int(self.settings.get("thin", 1))
+        n = self.n_fits
+        timings = {"warmup_and_sampling": self.timings.get("run", 0.0) / n,
+                   "compile": self.timings.get("compile", 0.0) / n,
+                   "batch_total": sum(self.timings.values())}
+        keep = {k: v for k, v in self.settings.items() if k not in ("fits", "vectorized")}
+        return Draws(posterior=dict(post), stats={k: v[:, ::thin] for k, v in stats.items()}, timings=timings,
+                     settings={"sampler": "numpyro", "method": "nuts", **keep, "max_tree_depth": keep.get(
+                         "max_tree_depth", MAX_TREE_DEPTH), "batch": n, "batch_vectorized": self.settings.get(
+                         "vectorized"), **settings})
+
 
 def split_batch(data: Sequence[dict]) -> tuple[Any, list[bool], list[np.ndarray], list[Any]]:
     """Split data pytrees of one shape into the leaves that differ between them and those they share.
