@@ -149,3 +149,43 @@ def test_a_per_referral_model_is_described_per_referral_not_per_child(tmp_path):
     line = check_model("re_referrals_nb", data=data, draws=50).prior_predictive
     assert "re referral rate per 10,000 referrals in decile 1" in line and "children" not in line
     assert exposure_unit(load_spec(resolve("inverse_intervention_nb_log", "models"))) == ("child", "children")
+
+
+def test_check_ml_needs_data_and_fit_needs_ml_and_a_model_in_the_laplace_regime(tmp_path):
+    with pytest.raises(HierarchyError, match="give it with --data"):
+        check_model("inverse_intervention_nb_log", ml=True)
+    with pytest.raises(HierarchyError, match="add --ml"):
+        check_model("inverse_intervention_nb_log", data=tmp_path / "t.parquet", fit=tmp_path / "f.nc")
+    geo = reference.synthetic_geography(6, seed=2, lsoa_per_la=12)
+    path = tmp_path / "t.parquet"
+    simulate.simulate(geo, seed=2)[0].to_parquet(path)
+    with pytest.raises(HierarchyError, match="method 'laplace' refused"):
+        check_model("inverse_intervention_pln", data=path, ml=True)
+
+
+@pytest.mark.slow  # one Laplace ML fit (~10-30 s)
+def test_check_ml_recovers_known_hyperparameters_within_their_standard_errors(tmp_path, capsys):
+    """Counts drawn from the default model at known values: each hyperparameter's ML estimate within 3.5
+    standard errors of its truth, and the CLI prints every one of them."""
+    import numpy as np
+
+    from tests import helpers
+
+    spec = load_spec(resolve("inverse_intervention_nb_log", "models"))
+    truth = dict(intercept=-3.0, la_deprivation=0.3, gradient=0.45, cross_level=-0.25, la_sd=[0.25, 0.08],
+                 rho=0.3, dispersion=6.0)
+    geo = reference.synthetic_geography(n_la=40, seed=4)
+    table, _ = helpers.known_truth_table(spec, helpers.geography_table(geo), truth, 4)
+    path = tmp_path / "truth.parquet"
+    table.to_parquet(path)
+    res = check_model("inverse_intervention_nb_log", data=path, ml=True)
+    t = res.ml.set_index("parameter")
+    want = {"intercept": -3.0, "la_deprivation": 0.3, "gradient": 0.45, "cross_level": -0.25, "la_sd[0]": 0.25,
+            "la_sd[1]": 0.08, "la_corr[1,0]": 0.3, "dispersion": 6.0}
+    assert set(t.index) == set(want)
+    z = {k: (t.loc[k, "ml"] - v) / t.loc[k, "ml_se"] for k, v in want.items()}
+    assert all(np.isfinite(list(z.values()))) and max(abs(v) for v in z.values()) < 3.5, z
+    assert "converged" in res.ml_note and "NOT" not in res.ml_note
+    assert main(["check", "inverse_intervention_nb_log", "--data", str(path), "--ml"]) == 0
+    out = capsys.readouterr().out
+    assert all(k in out for k in want) and "maximum likelihood" in out

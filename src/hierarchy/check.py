@@ -15,9 +15,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hierarchy import shipped
+from hierarchy.errors import HierarchyError
 from hierarchy.language.priors import PriorSet, load_priors
 from hierarchy.language.spec import ModelSpec, load_spec
 from hierarchy.likelihood import families
@@ -35,6 +37,8 @@ class ModelCheck:
     prior_predictive: str | None = None
     data_note: str | None = None
     notes: list[str] = field(default_factory=list)
+    ml: pd.DataFrame | None = None
+    ml_note: str | None = None
 
     def format(self) -> str:
         """The plain-text description printed by ``hierarchy check``."""
@@ -64,6 +68,8 @@ class ModelCheck:
             lines.append(self.data_note)
         if self.prior_predictive:
             lines.append(self.prior_predictive)
+        if self.ml is not None:
+            lines.extend([self.ml_note or "", _ml_text(self.ml)])
         return "\n".join(lines)
 
 
@@ -146,7 +152,8 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
 
 def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = None, *,
                 data: str | os.PathLike | None = None, columns: str | os.PathLike | None = None,
-                draws: int = 200, seed: int = 0) -> ModelCheck:
+                draws: int = 200, seed: int = 0, ml: bool = False,
+                fit: str | os.PathLike | None = None) -> ModelCheck:
     """Validate a model (and prior set) without fitting, and describe it.
 
     Parameters
@@ -164,6 +171,10 @@ def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = Non
         Prior predictive draws.
     seed : int
         Seed of the prior draws.
+    ml : bool
+        Also fit ``data`` by Laplace maximum likelihood (reads its counts).
+    fit : path, optional
+        With ``ml``: a fit file of this model and data, whose posterior is put beside the estimates.
 
     Returns
     -------
@@ -173,8 +184,9 @@ def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = Non
     Raises
     ------
     HierarchyError
-        The model or prior set is invalid, the set lacks a prior the model needs, or the data lack
-        a column the model reads.
+        The model or prior set is invalid, the set lacks a prior the model needs, the data lack
+        a column the model reads, ``ml`` without data or for a model outside the Laplace regime, or
+        ``fit`` without ``ml`` or of another model or data.
     DataValidationError
         The data fail validation for this model (its counts, strata, row keys and exposure, which must
         be above 0 in every row); the report names the rows and the command that sets them aside.
@@ -184,10 +196,74 @@ def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = Non
     spec, pset = load_spec(model_path), load_priors(priors_path)
     result = ModelCheck(spec=spec, priors=pset, model_path=str(model_path), priors_path=str(priors_path),
                         parameters=parameters(spec, pset))
+    if (ml or fit is not None) and data is None:
+        raise HierarchyError("check --ml fits the model to a table: give it with --data")
+    if fit is not None and not ml:
+        raise HierarchyError(f"--fit {fit} is put beside the maximum likelihood estimates: add --ml")
     if data is not None:
         result.prior_predictive, result.data_note = _prior_line(spec, pset, data, columns, draws, seed,
                                                                 model=str(model))
+    if ml:
+        result.ml, result.ml_note = ml_check(spec, pset, data, columns, fit=fit, model=str(model))
     return result
+
+
+def ml_check(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any = None, *, fit: Any = None,
+             model: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Laplace maximum likelihood of ``spec`` on ``data``, beside the posterior of ``fit`` when given.
+
+    Returns a table (``parameter``, ``ml``, ``ml_se``; with a fit also ``posterior_mean``, ``posterior_sd``
+    and ``difference_in_sd`` = (ML - mean) / SD) and a line saying how the fit went.
+    """
+    from hierarchy.data import table as data_mod
+    from hierarchy.inference.ml import fit_ml
+    from hierarchy.language.design import build_design
+
+    table = data_mod.load(data, columns=columns, model=model, **data_mod.model_columns(spec))
+    res = fit_ml(spec, pset, build_design(table, spec))
+    out = res.table().rename(columns={"estimate": "ml", "se": "ml_se"})
+    status = "converged" if res.converged else f"NOT converged ({res.message})"
+    note = (f"maximum likelihood (Laplace over the LA effects, as glmmTMB): {status}, log marginal "
+            f"{res.log_marginal:,.1f}, {res.seconds:.1f} s")
+    if fit is None:
+        return out, note
+    from hierarchy.results.fitfile import load_fit
+
+    post = load_fit(fit, model=spec, data_hash=data_mod.data_hash(table, **spec.hashed_columns)).posterior
+    means, sds = [], []
+    for label in out["parameter"]:
+        draws = _posterior_draws(post, label)
+        means.append(np.nan if draws is None else float(draws.mean()))
+        sds.append(np.nan if draws is None else float(draws.std()))
+    out["posterior_mean"], out["posterior_sd"] = means, sds
+    out["difference_in_sd"] = (out["ml"] - out["posterior_mean"]) / out["posterior_sd"]
+    return out, note + f"; posterior of {fit} beside it"
+
+
+def _posterior_draws(post: Any, label: str):
+    """Draws of ``name``, ``name[i]`` or ``name[i,j]`` from a posterior Dataset (None if absent)."""
+    name, _, index = label.partition("[")
+    if name not in post:
+        return None
+    da = post[name].stack(sample=("chain", "draw")).transpose("sample", ...)
+    idx = tuple(int(i) for i in index.rstrip("]").split(",")) if index else ()
+    return da.values[(slice(None), *idx)]
+
+
+def _ml_text(t: pd.DataFrame) -> str:
+    """The ML table as aligned text lines."""
+    width = max(len(p) for p in t["parameter"])
+    has_post = "posterior_mean" in t
+    head = f"  {'parameter'.ljust(width)}  {'ML':>9}  {'(SE)':>9}" + (
+        f"  {'posterior':>9}  {'(SD)':>9}  {'ML - mean':>10}" if has_post else "")
+    rows = [head]
+    for _, r in t.iterrows():
+        line = f"  {r['parameter'].ljust(width)}  {r['ml']:9.4f}  ({r['ml_se']:7.4f})"
+        if has_post:
+            line += (f"  {r['posterior_mean']:9.4f}  ({r['posterior_sd']:7.4f})  {r['difference_in_sd']:+7.2f} SD"
+                     if np.isfinite(r["posterior_mean"]) else "  (not in the fit)")
+        rows.append(line)
+    return "\n".join(rows)
 
 
 def _prior_line(spec: ModelSpec, pset: PriorSet, data: Any, columns: Any, draws: int, seed: int,

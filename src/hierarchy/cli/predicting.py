@@ -37,7 +37,7 @@ def _check(args: argparse.Namespace) -> int:
     from hierarchy.check import check_model
 
     print(check_model(args.model, args.priors, data=args.data, columns=args.columns,
-                      draws=args.prior_draws, seed=args.seed).format())
+                      draws=args.prior_draws, seed=args.seed, ml=args.ml, fit=args.fit).format())
     return 0
 
 
@@ -74,8 +74,13 @@ def add_predict_check(sub) -> None:
     sp.add_argument("--prior-draws", type=count(1), default=200,
                     help="prior predictive draws (default: %(default)s)")
     sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    sp.add_argument("--ml", action="store_true", help="also fit --data by Laplace maximum likelihood (the LA "
+                                                      "effects integrated out, as glmmTMB; reads the counts) "
+                                                      "and print the estimates with standard errors")
+    sp.add_argument("--fit", type=Path, help="with --ml: a fit file of this model and data; its posterior mean "
+                                             "and SD are printed beside the estimates")
     sp.set_defaults(func=_check)
-    declare_io(sp, inputs=("model", "priors", "data", "columns"))
+    declare_io(sp, inputs=("model", "priors", "data", "columns", "fit"))
 
 
 # --------------------------------------------------------------------------- child-level extracts (issue 17)

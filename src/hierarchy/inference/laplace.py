@@ -108,6 +108,12 @@ def refusal(spec: ModelSpec, design: Design, layout=None) -> str | None:
     return None
 
 
+def latent_sites(design: Design, layout) -> list[str]:
+    """The centred model's sites the Laplace approximation integrates out: the LA effects and the
+    ``{g}_centred`` effects of group terms nested in LAs (:func:`_nested_groups`)."""
+    return [*LA_SITES, *(f"{g}_centred" for g in _nested_groups(design, layout))]
+
+
 def check_supported(spec: ModelSpec, design: Design, layout=None) -> None:
     """Raise :class:`HierarchyError` naming the term when ``spec`` is outside the regime."""
     why = refusal(spec, design, layout)
@@ -181,7 +187,7 @@ class Problem:
         return x
 
 
-def _centred(spec: ModelSpec) -> ModelSpec:
+def centred_spec(spec: ModelSpec) -> ModelSpec:
     """``spec`` with its LA and group effects centred: sites of effects, not of standardised ones."""
     return replace(spec, la=replace(spec.la, parameterisation="centred"))
 
@@ -218,7 +224,7 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
     layout = make_layout(design)  # group_grid (dropped below) does not enter the layout
     check_supported(spec, design, layout)
     jax.config.update("jax_enable_x64", True)
-    spec_c = _centred(spec)
+    spec_c = centred_spec(spec)
     dropped = tuple(g for g, axes in zip(design.group_names, group_zero_sum(spec_c, design), strict=True)
                     if axes and 0 in axes and g.split(":")[0] == "la")
     if dropped:  # the sum over LAs couples the blocks: iid effects (the formula's own meaning)

@@ -37,14 +37,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from hierarchy.errors import HierarchyError
 
-__all__ = ["MLResult", "laplace_ml"]
+__all__ = ["MLResult", "fit_ml", "laplace_ml"]
 
 NEWTON_TOL = 1e-12
 """Inner Newton stops when the Newton decrement ``g' (-H)^-1 g`` (log density units) is below this."""
@@ -523,3 +523,43 @@ def _delta(hyp: _Packing, u: np.ndarray, cov: np.ndarray, reported: Mapping[str,
         estimates[name] = np.asarray(value)
         se[name] = np.sqrt(np.maximum(var, 0)).reshape(np.shape(value))
     return estimates, se
+
+
+def fit_ml(spec, priors, design, *, seed: int = 0, max_iter: int = 500) -> MLResult:
+    """Laplace maximum likelihood of a neighbourhood model: glmmTMB's estimates and standard errors.
+
+    The model is the centred form of ``spec`` (:func:`hierarchy.inference.laplace.centred_spec`): the LA
+    effects (and group effects nested in LAs) are integrated out, every other free site (fixed effects, LA
+    SDs and correlation, dispersion) is estimated; their priors are left out. Models outside the Laplace
+    regime (per-row effects, the spatial term) are refused with the reason. The correlation is reported
+    by its off-diagonal elements only (``la_corr[i,j]``, ``i > j``).
+
+    Raises
+    ------
+    HierarchyError
+        ``spec`` is outside the regime (:func:`hierarchy.inference.laplace.check_supported`).
+    """
+    import jax
+    from numpyro.handlers import seed as seeded
+    from numpyro.handlers import trace
+
+    from hierarchy.inference.laplace import centred_spec, check_supported, latent_sites
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+
+    jax.config.update("jax_enable_x64", True)
+    layout = make_layout(design)
+    check_supported(spec, design, layout)
+    model = model_fn(centred_spec(spec), priors, design, layout)
+    data = model_data(layout, "float64")
+    tr = trace(seeded(model, seed)).get_trace(data)
+    free = [k for k, v in tr.items() if v["type"] == "sample" and not v.get("is_observed")]
+    latent = [k for k in latent_sites(design, layout) if k in free]
+    hyper = [k for k in free if k not in latent]
+    reported = {}
+    if "la_corr" in hyper:  # its unconstrained angles are estimated; reported by its off-diagonals
+        n = int(tr["la_corr"]["value"].shape[-1])
+        reported = {f"la_corr[{i},{j}]": (lambda v, i=i, j=j: v["la_corr"][i, j])
+                    for i in range(n) for j in range(i)}
+    res = laplace_ml(model, data, latent=latent, hyper=hyper, reported=reported, seed=seed, max_iter=max_iter)
+    return replace(res, estimates={k: v for k, v in res.estimates.items() if k != "la_corr"},
+                   se={k: v for k, v in res.se.items() if k != "la_corr"})
