@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hierarchy import paths, published, shipped
 from hierarchy.errors import HierarchyError
@@ -41,13 +44,10 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     chains, tune, draws, target_accept = with_defaults(sampler, chains, tune, draws, target_accept)
     if sampler != "chees":  # chees runs its many chains in one program, not one device each
         use_host_devices(max(chains, 1))  # before JAX starts
-    from hierarchy.data import table as data_mod
-    from hierarchy.inference.diagnostics import advice, format_diagnostics
     from hierarchy.inference.sampling import fit
-    from hierarchy.language.design import build_design
     from hierarchy.language.priors import load_priors
     from hierarchy.language.spec import load_spec
-    from hierarchy.results.fitfile import build_idata, save_fit
+    from hierarchy.results.fitfile import save_fit
 
     t0 = time.perf_counter()
     spec, pset = load_spec(model), load_priors(priors)
@@ -55,9 +55,44 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
         from hierarchy.language.priors import with_prior_overrides
 
         pset = with_prior_overrides(pset, list(prior_overrides))
+    prep = _prepare(data, spec, columns, geography, say)
+    if method == "laplace":  # outside its regime: NUTS, with the reason on screen
+        from hierarchy.inference.laplace import refusal
+
+        why = refusal(spec, prep.design)
+        if why:
+            say(f"method laplace refused ({why}); fitting with NUTS")
+            method = "nuts"
+    say(f"fitting {spec.name} / {pset.name} to {len(prep.table):,} rows: {chains} chains x ({tune} warm-up "
+        f"+ {draws} draws), {sampler}{' + Laplace' if method == 'laplace' else ''}")
+    draws_ = fit(spec, pset, prep.design, sampler=sampler, chains=chains, tune=tune, draws=draws,
+                 seed=seed, chain_method=chain_method, progress=progress, float32=float32,
+                 max_draws=max_draws, target_accept=target_accept, method=method)
+    idata = _idata(draws_, spec, pset, prep, data=data, include_data=include_data,
+                   include_log_likelihood=include_log_likelihood, geography=geography)
+    say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
+    save_fit(idata, out)
+    return _summary(idata, draws_, spec, pset, out=out, model=model, asked=(sampler, chains, tune, draws),
+                    wall=time.perf_counter() - t0, include_data=include_data,
+                    include_log_likelihood=include_log_likelihood)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated table and its design, shared by the fits of one data file and model."""
+
+    table: Any
+    cmap: Any
+    design: Any
+
+
+def _prepare(data, spec, columns, geography, say: Callable[[str], None]) -> _Prepared:
+    """Read and validate ``data`` for ``spec`` (and the neighbourhood graph of a spatial term) into a design."""
+    from hierarchy.data import table as data_mod
+    from hierarchy.language.design import build_design
+
     cmap = data_mod.load_column_map(columns) if columns else None
-    named = spec.data_columns  # any count / stratum column the model names
-    table = data_mod.load(data, columns=cmap, **named)
+    table = data_mod.load(data, columns=cmap, **spec.data_columns)  # any count / stratum column the model names
     for stage in spec.stages:
         if stage in table.columns and not (table[stage] > 0).any():
             raise HierarchyError(f"{data}: every {stage} count is 0; {spec.name} cannot be fitted "
@@ -71,29 +106,31 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     elif geography is not None:
         raise HierarchyError(f"--geography is the map of a spatial term; {spec.name} has none "
                              "(add + car(neighbourhood) to its formula)")
-    design = build_design(table, spec, graph=graph)
-    if method == "laplace":  # outside its regime: NUTS, with the reason on screen
-        from hierarchy.inference.laplace import refusal
+    return _Prepared(table=table, cmap=cmap, design=build_design(table, spec, graph=graph))
 
-        why = refusal(spec, design)
-        if why:
-            say(f"method laplace refused ({why}); fitting with NUTS")
-            method = "nuts"
-    say(f"fitting {spec.name} / {pset.name} to {len(table):,} rows: {chains} chains x ({tune} warm-up "
-        f"+ {draws} draws), {sampler}{' + Laplace' if method == 'laplace' else ''}")
-    draws_ = fit(spec, pset, design, sampler=sampler, chains=chains, tune=tune, draws=draws,
-                 seed=seed, chain_method=chain_method, progress=progress, float32=float32,
-                 max_draws=max_draws, target_accept=target_accept, method=method)
-    idata = build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **spec.hashed_columns),
-                        data_source=str(data), data_year=published.data_year(data, table),
-                        include_data=include_data,
-                        include_log_likelihood=include_log_likelihood, rows_hash=data_mod.rows_hash(table, spec),
-                        column_map=None if cmap is None else cmap.canonical_to_user(), geography=geography)
-    say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")
-    save_fit(idata, out)
-    wall = time.perf_counter() - t0
+
+def _idata(draws_, spec, pset, prep: _Prepared, *, data, include_data: bool, include_log_likelihood: bool,
+           geography):
+    """The fit file's InferenceData of ``draws_`` (:func:`hierarchy.results.fitfile.build_idata`)."""
+    from hierarchy.data import table as data_mod
+    from hierarchy.results.fitfile import build_idata
+
+    table, cmap = prep.table, prep.cmap
+    return build_idata(draws_, spec, pset, prep.design,
+                       data_hash=data_mod.data_hash(table, **spec.hashed_columns), data_source=str(data),
+                       data_year=published.data_year(data, table), include_data=include_data,
+                       include_log_likelihood=include_log_likelihood, rows_hash=data_mod.rows_hash(table, spec),
+                       column_map=None if cmap is None else cmap.canonical_to_user(), geography=geography)
+
+
+def _summary(idata, draws_, spec, pset, *, out, model, asked: tuple, wall: float, include_data: bool,
+             include_log_likelihood: bool) -> str:
+    """The text a fit prints: path, model, timings, diagnostics and what to try, disclosure."""
+    from hierarchy.inference.diagnostics import advice, format_diagnostics
+
+    sampler, chains, tune, draws = asked
     t = draws_.timings
-    prov = __import__("json").loads(idata.posterior.attrs["hierarchy"])
+    prov = json.loads(idata.posterior.attrs["hierarchy"])
     diag = format_diagnostics(prov["diagnostics"])
     tips = advice(prov["diagnostics"], idata.posterior, model=str(model))
     if tips:
@@ -126,6 +163,180 @@ def _sampled_on(done: int, asked: int, diag: dict) -> str:
     if diag.get("status") == "ok":
         return ", sampled on until converged"
     return f", sampled on to {done} draws (the cap, --max-draws) without meeting the bar"
+
+
+@dataclass(frozen=True)
+class PriorFit:
+    """What :func:`fit_prior_files` did for one prior set.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The fit file written.
+    summary : str
+        The fit's text summary, as :func:`fit_files` gives it.
+    batch : int
+        How many prior sets shared its compiled program (1: fitted alone).
+    note : str
+        Why it was fitted alone ("" when it was batched).
+    """
+
+    out: Path
+    summary: str
+    batch: int = 1
+    note: str = ""
+
+
+def batch_refusal(sampler: str, method: str) -> str | None:
+    """Why fits with ``sampler`` and ``method`` cannot share one compiled program (None: they can)."""
+    if sampler != "numpyro":
+        return f"sampler {sampler}: fits batched in one program run NumPyro NUTS"
+    if method != "nuts":
+        return f"method {method}: fits batched in one program run NUTS on every parameter"
+    return None
+
+
+def fit_prior_files(*, data, model, priors: Sequence, outs: Sequence, columns=None, sampler: str = "numpyro",
+                    chains: int | None = None, tune: int | None = None, draws: int | None = None, seed: int = 0,
+                    include_data: bool = False, float32: bool = False, include_log_likelihood: bool = False,
+                    max_draws: int | None = None, target_accept: float | None = None, method: str = "nuts",
+                    geography: str | Path | None = None, chain_method: str = "sequential",
+                    vectorize: bool | None = None, log: Callable[[str], None] | None = None) -> list[PriorFit]:
+    """Fit ``model`` to ``data`` under each prior set of ``priors``, those of one structure in one program.
+
+    Prior sets that differ only in numbers (:func:`hierarchy.language.priors.group_by_structure`) are
+    fitted together by :func:`hierarchy.inference.batch.fit_batch` (one table read, one design, one
+    compiled program whose data carry each set's numbers: in turn on CPU, side by side on an
+    accelerator). Each fit is written to its ``outs`` entry as :func:`fit_files` writes it, with its own
+    prior set in its provenance (the same content key as :func:`fit_files` would record) and the batch
+    in its sampler settings (``batch``, ``batch_prior_sets``). A fit of a batch that misses the
+    convergence bar is refitted alone by :func:`fit_files` when ``max_draws`` lets that sample on (a
+    batch cannot: each fit would stop at another length); without it a fit alone would run the same
+    draws, so the batch's fit is kept, with a note. A set of a structure of its own, samplers other
+    than NumPyro and ``method="laplace"`` are fitted one by one. ``log`` is told which and why.
+
+    Parameters
+    ----------
+    data, model, columns, geography
+        As for :func:`fit_files`.
+    priors, outs : sequence
+        Prior set files or shipped names, and the fit file of each (distinct).
+    sampler, chains, tune, draws, seed, include_data, float32, include_log_likelihood, max_draws, \
+target_accept, method, chain_method
+        As for :func:`fit_files` (``chain_method`` only for fits made alone).
+    vectorize : bool, optional
+        :func:`~hierarchy.inference.batch.fit_batch`'s (default: side by side on an accelerator only).
+    log : callable, optional
+        Progress lines (e.g. ``print``).
+
+    Returns
+    -------
+    list of PriorFit
+        One per prior set, in order.
+    """
+    say = log or (lambda _msg: None)
+    if len(priors) != len(outs):
+        raise HierarchyError(f"{len(priors)} prior set(s) for {len(outs)} fit file(s): give one file per set")
+    if len({Path(o).resolve() for o in outs}) != len(outs):
+        raise HierarchyError(f"two prior sets would write the same fit file ({', '.join(map(str, outs))})")
+    model, prior_paths = shipped.resolve(model, "models"), [shipped.resolve(p, "priors") for p in priors]
+    for out in outs:
+        paths.check_output(out, kind="fit", inputs=[data, model, *prior_paths, columns], replace=True)
+    from hierarchy.inference.sampling import use_host_devices, with_defaults
+    from hierarchy.language.priors import group_by_structure, load_priors, structure_difference
+    from hierarchy.language.spec import load_spec
+
+    chains, tune, draws, target_accept = with_defaults(sampler, chains, tune, draws, target_accept)
+    if sampler != "chees":
+        use_host_devices(max(chains, 1))  # before JAX starts: the fits made alone run their chains in parallel
+    spec, psets = load_spec(model), [load_priors(p) for p in prior_paths]
+    single = dict(data=data, model=model, columns=columns, sampler=sampler, chains=chains, tune=tune,
+                  draws=draws, seed=seed, include_data=include_data, float32=float32,
+                  include_log_likelihood=include_log_likelihood, max_draws=max_draws,
+                  target_accept=target_accept, method=method, geography=geography,
+                  chain_method=chain_method, progress=False, log=log)
+
+    def alone(i: int, why: str) -> PriorFit:
+        if why:
+            say(f"{psets[i].name}: fitted alone ({why})")
+        summary = fit_files(priors=prior_paths[i], out=outs[i], **single)
+        return PriorFit(out=Path(outs[i]), summary=summary, note=why)
+
+    refused = batch_refusal(sampler, method)
+    groups = [[i] for i in range(len(psets))] if refused else group_by_structure(psets)
+    batches = [g for g in groups if len(g) > 1]
+    prep = _prepare(data, spec, columns, geography, say) if batches else None
+    done: dict[int, PriorFit] = {}
+    for group in groups:
+        if len(group) > 1:
+            done |= _fit_prior_batch(spec, psets, group, prep, outs=outs, model=model, data=data, seed=seed,
+                                     asked=(sampler, chains, tune, draws), target_accept=target_accept,
+                                     float32=float32, include=(include_data, include_log_likelihood),
+                                     geography=geography, vectorize=vectorize, say=say,
+                                     sample_on=(max_draws or draws) > draws, refit=alone)
+            continue
+        i = group[0]
+        ref = next((b[0] for b in batches), next((j for j in range(len(psets)) if j != i), None))
+        why = refused or (structure_difference(psets[i], psets[ref]) if ref is not None else "")
+        done[i] = alone(i, why if len(psets) > 1 else "")
+    return [done[i] for i in range(len(psets))]
+
+
+def _fit_prior_batch(spec, psets: list, group: list[int], prep: _Prepared, *, outs: Sequence, model, data,
+                     seed: int, asked: tuple, target_accept: float, float32: bool, include: tuple[bool, bool],
+                     geography, vectorize: bool | None, say: Callable[[str], None], sample_on: bool,
+                     refit: Callable[[int, str], PriorFit]) -> dict[int, PriorFit]:
+    """Fit the prior sets ``psets[i]``, ``i`` in ``group`` (one structure), in one program and write each
+    fit (:func:`fit_prior_files`); a fit that misses the convergence bar is handed to ``refit`` when
+    ``sample_on`` (a fit alone may sample on), else kept with a note."""
+    import jax
+    import jax.numpy as jnp
+
+    from hierarchy.inference.batch import fit_batch
+    from hierarchy.language.design import centring, describe_centring
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn, with_prior_values
+    from hierarchy.likelihood.model import la_effect_labels
+    from hierarchy.results.fitfile import save_fit
+
+    jax.config.update("jax_enable_x64", True)  # float32 means float32 rows (as a single fit)
+    t0 = time.perf_counter()
+    sampler, chains, tune, draws = asked
+    sets = [psets[i] for i in group]
+    names = [p.name for p in sets]
+    layout = make_layout(prep.design)
+    base = model_data(layout, "float32" if float32 else "float64")
+    say(f"fitting {spec.name} under {len(sets)} prior sets in one program ({', '.join(names)}) to "
+        f"{len(prep.table):,} rows: {chains} chains x ({tune} warm-up + {draws} draws) each, NumPyro NUTS")
+    res = fit_batch(model_fn(spec, sets[0], prep.design, layout), [with_prior_values(base, p) for p in sets],
+                    chains=chains, tune=tune, draws=draws, keys=jnp.stack([jax.random.PRNGKey(seed)] * len(sets)),
+                    target_accept=target_accept, vectorize=vectorize, diagnostics=False)
+    say(f"{len(sets)} fits done in {res.timings['compile'] + res.timings['run']:.0f} s "
+        f"({res.timings['compile']:.0f} s compiling)")
+    extra = dict(seed=seed, float32=float32, draws_requested=draws, max_draws=draws, batch_prior_sets=names,
+                 parameterisation=describe_centring(centring(spec, prep.design), la_effect_labels(spec)))
+    out: dict[int, PriorFit] = {}
+    for b, i in enumerate(group):
+        d = res.draws(b, **extra)
+        d.timings["total"] = d.timings["compile"] + d.timings["warmup_and_sampling"]
+        idata = _idata(d, spec, psets[i], prep, data=data, include_data=include[0],
+                       include_log_likelihood=include[1], geography=geography)
+        diag = json.loads(idata.posterior.attrs["hierarchy"])["diagnostics"]
+        missed = "" if diag.get("status") == "ok" else (
+            f"its fit in a batch of {len(sets)} missed the convergence bar "
+            f"({'; '.join(diag.get('reasons', [])) or diag.get('status')})")
+        if missed and sample_on:
+            out[i] = refit(i, f"{missed}; refitted alone, sampling on up to --max-draws")
+            continue
+        if missed:
+            say(f"{psets[i].name}: {missed}; kept (a fit alone would run the same draws: --max-draws lets it "
+                "sample on)")
+        save_fit(idata, outs[i])
+        text = _summary(idata, d, spec, psets[i], out=outs[i], model=model, asked=asked,
+                        wall=time.perf_counter() - t0, include_data=include[0], include_log_likelihood=include[1])
+        out[i] = PriorFit(out=Path(outs[i]), batch=len(sets), note=missed,
+                          summary=f"{text}\nfitted in one program with {len(sets) - 1} other prior set(s): "
+                                  f"{', '.join(n for n in names if n != psets[i].name)}")
+    return out
 
 
 def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: int = CHAINS, tune: int = TUNE,

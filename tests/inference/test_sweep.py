@@ -142,3 +142,40 @@ def test_a_changed_covariate_changes_the_job_key(tmp_path):
     assert job_key(job) != before
     table.to_parquet(job.data)
     assert job_key(job) == before
+
+
+def test_jobs_differing_only_in_a_same_structure_prior_set_run_as_one_task(grid, tmp_path, monkeypatch):
+    """Batched (the default): weakly_informative and informative_cwip share a task, vague runs alone with
+    the reason in the table; unbatched: one task per job. The fitting itself is stubbed (a thread pool
+    runs the tasks in this process): what is checked is which jobs go together and what the table says."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hierarchy import workflow
+
+    tasks = []
+
+    def fake_batch(*, priors, outs, **_kw):
+        tasks.append([Path(p).stem for p in priors])
+        return [workflow.PriorFit(out=Path(o), summary="stub", batch=len(priors)) for o in outs]
+
+    def fake_single(*, priors, **_kw):
+        tasks.append([Path(priors).stem])
+        return "stub"
+
+    monkeypatch.setattr(workflow, "fit_prior_files", fake_batch)
+    monkeypatch.setattr(workflow, "fit_files", fake_single)
+    jobs = [FitJob(data=grid.parent / "tiny.parquet", model=ROOT / "models/gradient_poisson.toml",
+                   priors=ROOT / f"priors/{p}.toml", out=tmp_path / f"{p}.nc", chains=2, tune=10, draws=10)
+            for p in ("weakly_informative", "vague", "informative_cwip")]
+    said = []
+    with ThreadPoolExecutor(1) as pool:
+        table = execute(jobs, executor=pool, log=said.append).table()
+    assert sorted(tasks) == [["vague"], ["weakly_informative", "informative_cwip"]]
+    assert table["status"].tolist() == ["fitted"] * 3 and table["batch"].tolist() == [2, 1, 2]
+    assert table["note"].iloc[1].startswith("vague uses Exponential for dispersion, weakly_informative Gamma")
+    assert table["note"].iloc[[0, 2]].isna().all()
+    assert "2 fits in one program: weakly_informative.nc, informative_cwip.nc" in said
+    tasks.clear()
+    table = execute(jobs, scheduler="synchronous", batched=False).table()
+    assert tasks == [["weakly_informative"], ["vague"], ["informative_cwip"]]
+    assert table["batch"].tolist() == [1, 1, 1] and table["note"].isna().all()

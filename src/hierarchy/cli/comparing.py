@@ -38,7 +38,7 @@ def _compare_priors(args: argparse.Namespace) -> int:
             args.data, model, priors, args.out, fits_dir=args.fits_dir, chains=args.chains,
             tune=args.tune, draws=args.draws, seed=args.seed, workers=args.workers, executor=client,
             prior_draws_n=args.prior_draws, prob=args.prob, refit=args.refit, columns=args.columns,
-            prior_only=args.prior_only, log=None if args.quiet else print)
+            prior_only=args.prior_only, batched=args.batched, log=None if args.quiet else print)
     print("\n".join(f"- {line}" for line in result.findings))
     print(f"fits reused: {len(result.reused)}, fitted now: {len(result.fitted)}")
     print(f"pages: {result.html} and {result.markdown}")
@@ -49,7 +49,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from hierarchy.inference.grid import run_grid
 
     result = run_grid(args.grid, args.out, scheduler=args.scheduler, workers=args.workers,
-                      refit=args.refit, log=None if args.quiet else print)
+                      refit=args.refit, batched=args.batched, log=None if args.quiet else print)
     table = result.table()
     counts = table["status"].value_counts()
     print(", ".join(f"{counts.get(s, 0)} {s}" for s in ("fitted", "skipped", "failed")))
@@ -127,6 +127,11 @@ def add_sweep(sub) -> None:
     sp.add_argument("--workers", type=int, default=None,
                     help="worker processes of a local cluster (default: min(fits, cores))")
     sp.add_argument("--refit", action="store_true", help="fit even when a finished fit is there")
+    sp.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the fits that differ only in a prior set of one structure (same distributions, "
+                         "other numbers) in one compiled program (default; in turn on CPU, side by side on an "
+                         "accelerator; other samplers than numpyro and prior sets of another structure fit one "
+                         "by one, the reason in sweep.csv's note); --no-batched runs one fit per job")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_sweep)
@@ -155,6 +160,10 @@ def add_compare(sub) -> None:
     sp.add_argument("--refit", action="store_true", help="fit even when a matching fit exists")
     sp.add_argument("--prior-only", action="store_true",
                     help="prior predictive checks only: no fits, no posterior comparison")
+    sp.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the fits of prior sets of one structure (same distributions, other numbers) in "
+                         "one compiled program (default; in turn on CPU, side by side on an accelerator; other "
+                         "prior sets fit one by one, with the reason); --no-batched fits one prior set per job")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_compare_priors)

@@ -149,7 +149,7 @@ def _fit_name(job: FitJob) -> str:
 
 
 def run_grid(path: str | os.PathLike, out: str | os.PathLike, *, scheduler: str | None = None,
-             workers: int | None = None, refit: bool = False,
+             workers: int | None = None, refit: bool = False, batched: bool = True,
              log: Callable[[str], None] | None = None) -> SweepResult:
     """Fit every combination of a grid file into ``out`` and write ``out/sweep.csv``.
 
@@ -159,7 +159,7 @@ def run_grid(path: str | os.PathLike, out: str | os.PathLike, *, scheduler: str 
         Grid file.
     out : path
         Folder for the fits and the table.
-    scheduler, workers, refit
+    scheduler, workers, refit, batched
         As for :func:`hierarchy.inference.sweep.execute`.
     log : callable, optional
         Progress messages (e.g. ``print``).
@@ -176,10 +176,11 @@ def run_grid(path: str | os.PathLike, out: str | os.PathLike, *, scheduler: str 
     say(f"{len(jobs)} fit(s) in the grid {path}")
 
     def done(r: JobResult) -> None:
-        say(f"  {r.status}: {r.path.name}" + (f" ({r.seconds:.0f} s)" if r.status == "fitted" else ""))
+        say(f"  {r.status}: {r.path.name}" + (f" ({r.seconds:.0f} s)" if r.status == "fitted" else "")
+            + (f" (one program for {r.batch} fits)" if r.batch > 1 else "") + (f"; {r.note}" if r.note else ""))
 
-    result = execute(jobs, scheduler=scheduler, workers=workers, refit=refit, on_done=done,
-                     on_error=lambda j, e: say(f"  FAILED: {j.out.name}: {e.__class__.__name__}: {e}"))
+    result = execute(jobs, scheduler=scheduler, workers=workers, refit=refit, on_done=done, batched=batched,
+                     log=say, on_error=lambda j, e: say(f"  FAILED: {j.out.name}: {e.__class__.__name__}: {e}"))
     table = out / TABLE
     tmp = table.with_name(f".{table.name}.tmp-{os.getpid()}")
     try:

@@ -22,6 +22,13 @@ and whether observed data are stored), the hashes that fit files already carry. 
 that died) is reported with its error while the others finish. The key does not cover package
 versions: refit after upgrading the numerical stack.
 
+Jobs that differ only in their prior set, where the sets differ only in numbers (same distribution per
+group and term: :func:`hierarchy.language.priors.group_by_structure`), run as one task
+(:func:`run_prior_batch`, ``execute(batched=True)``, the default): one table read and one compiled
+program fits them all (:func:`hierarchy.workflow.fit_prior_files`; in turn on CPU, side by side on an
+accelerator), each saved as an ordinary fit with the key it would have alone. Other samplers than NumPyro
+NUTS and prior sets of another structure run one by one, with the reason in the table's ``note``.
+
 Example::
 
     from hierarchy.inference.sweep import FitJob, execute
@@ -51,9 +58,9 @@ if TYPE_CHECKING:
 KEY_SETTINGS = ("sampler", "chains", "tune", "draws", "seed", "float32", "include_data")
 """Job settings covered by the content key (besides the data, model and prior set hashes)."""
 
-__all__ = ["KEY_SETTINGS", "FitJob", "JobResult", "SweepError", "SweepResult", "content_key",
-           "default_workers", "execute", "fit_key", "job_key", "read_provenance", "run_job",
-           "run_jobs", "run_sweep"]
+__all__ = ["BATCH_SETTINGS", "KEY_SETTINGS", "FitJob", "JobResult", "SweepError", "SweepResult", "content_key",
+           "default_workers", "execute", "fit_key", "job_key", "prior_batches", "read_provenance", "run_job",
+           "run_jobs", "run_prior_batch", "run_sweep", "run_task"]
 
 
 class SweepError(HierarchyError):
@@ -113,7 +120,9 @@ class JobResult:
     """What a finished job reports: the fit path, where and when it ran, and its summary.
 
     ``status`` is ``"fitted"``, or ``"skipped"`` when ``out`` already held a fit with the job's
-    content ``key`` (then ``pid`` is None and ``started == finished`` is the file's time).
+    content ``key`` (then ``pid`` is None and ``started == finished`` is the file's time). ``batch``
+    is how many jobs shared the fit's compiled program (:func:`run_prior_batch`; their times are the
+    whole batch's), ``note`` why a job that could have been batched was fitted alone.
     """
 
     job: FitJob
@@ -125,6 +134,8 @@ class JobResult:
     key: str = ""
     status: str = "fitted"
     host: str = ""
+    batch: int = 1
+    note: str = ""
 
     @property
     def seconds(self) -> float:
@@ -241,6 +252,90 @@ def run_job(job: FitJob) -> JobResult:
                      finished=time.time(), summary=summary, host=socket.gethostname())
 
 
+BATCH_SETTINGS = ("data", "model", "columns", "sampler", "chains", "tune", "draws", "seed", "include_data",
+                  "float32")
+"""What the jobs of one prior-set batch share: everything but ``priors``, ``out`` and ``chain_method``."""
+
+
+def run_prior_batch(jobs: Sequence[FitJob]) -> list[JobResult]:
+    """Fit jobs that differ only in their prior set with :func:`hierarchy.workflow.fit_prior_files`: sets of one
+    structure in one compiled program, the others one by one (runs in a worker process).
+
+    Parameters
+    ----------
+    jobs : sequence of FitJob
+        Equal in :data:`BATCH_SETTINGS`.
+
+    Returns
+    -------
+    list of JobResult
+        One per job, in order, each with its ``batch`` size and ``note``.
+    """
+    from hierarchy.workflow import fit_prior_files
+
+    first = jobs[0]
+    for job in jobs[1:]:
+        differ = [n for n, a, b in zip(BATCH_SETTINGS, _batch_ident(job), _batch_ident(first), strict=True)
+                  if a != b]
+        if differ:
+            raise HierarchyError(f"{job.out} differs from {first.out} in {', '.join(differ)}: only jobs that "
+                                 "differ in their prior set alone can share one program")
+    started = time.time()
+    fits = fit_prior_files(data=first.data, model=first.model, priors=[j.priors for j in jobs],
+                           outs=[j.out for j in jobs], columns=first.columns, sampler=first.sampler,
+                           chains=first.chains, tune=first.tune, draws=first.draws, seed=first.seed,
+                           include_data=first.include_data, float32=first.float32, chain_method=first.chain_method)
+    finished, host = time.time(), socket.gethostname()
+    return [JobResult(job=job, path=Path(job.out), pid=os.getpid(), started=started, finished=finished,
+                      summary=f.summary, host=host, batch=f.batch, note=f.note)
+            for job, f in zip(jobs, fits, strict=True)]
+
+
+def _batch_ident(job: FitJob) -> tuple:
+    """``job``'s :data:`BATCH_SETTINGS`, paths resolved."""
+    values = (getattr(job, n) for n in BATCH_SETTINGS)
+    return tuple(str(v.resolve()) if isinstance(v, Path) else v for v in values)
+
+
+def run_task(jobs: Sequence[FitJob]) -> list[JobResult]:
+    """One task of a sweep: one job (:func:`run_job`), or a prior-set batch of them (:func:`run_prior_batch`)."""
+    return [run_job(jobs[0])] if len(jobs) == 1 else run_prior_batch(jobs)
+
+
+def prior_batches(jobs: Sequence[FitJob], todo: Sequence[int]) -> tuple[list[list[int]], dict[int, str]]:
+    """Group ``jobs[i]``, ``i`` in ``todo``, into tasks: jobs equal in :data:`BATCH_SETTINGS` whose prior sets
+    have one structure share a task (:func:`run_prior_batch`), the rest run alone.
+
+    Returns
+    -------
+    (list of list of int, dict of int to str)
+        The tasks (job indices, in order of their first job), and why a job that had partners was not
+        batched with them (another sampler, a prior set of another structure).
+    """
+    from hierarchy.language.priors import group_by_structure, load_priors, structure_difference
+    from hierarchy.workflow import batch_refusal
+
+    same: dict[tuple, list[int]] = {}
+    for i in todo:
+        same.setdefault(_batch_ident(jobs[i]), []).append(i)
+    tasks, notes = [], {}
+    for members in same.values():
+        refused = batch_refusal(jobs[members[0]].sampler, "nuts") if len(members) > 1 else None
+        if len(members) == 1 or refused:
+            tasks += [[i] for i in members]
+            notes |= {i: refused for i in members if refused}
+            continue
+        sets = [load_priors(jobs[i].priors) for i in members]
+        groups = group_by_structure(sets)
+        big = next((g for g in groups if len(g) > 1), None)
+        for g in groups:
+            tasks.append([members[k] for k in g])
+            if len(g) == 1:
+                other = big[0] if big else (1 if g[0] == 0 else 0)
+                notes[members[g[0]]] = structure_difference(sets[g[0]], sets[other]) or ""
+    return sorted(tasks), notes
+
+
 # ------------------------------------------------------------------------------ many jobs
 
 
@@ -279,7 +374,8 @@ class SweepResult:
 
         ``status`` is ``fitted``, ``skipped`` (a finished fit with the same key was found) or
         ``failed`` (``error`` says why); ``diagnostics``, ``rhat_max``, ``ess_bulk_min``,
-        ``ess_tail_min`` and ``divergences`` come from the saved fit.
+        ``ess_tail_min`` and ``divergences`` come from the saved fit; ``batch`` is how many fits shared
+        its compiled program, ``note`` why it was fitted alone when it could have been batched.
         """
         import pandas as pd
 
@@ -297,6 +393,8 @@ class SweepResult:
             row.update(diagnostics=diag.get("status"),
                        **{k: diag.get(k) for k in ("rhat_max", "ess_bulk_min", "ess_tail_min",
                                                    "divergences")})
+            row["batch"] = None if res is None else res.batch
+            row["note"] = (res.note if res is not None else "") or None
             row["error"] = None if err is None else f"{err.__class__.__name__}: {err}"
             rows.append(row)
         return pd.DataFrame(rows)
@@ -305,8 +403,13 @@ class SweepResult:
 def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: int | None = None,
             executor: Any = None, refit: bool = False,
             on_done: Callable[[JobResult], None] | None = None,
-            on_error: Callable[[FitJob, BaseException], None] | None = None) -> SweepResult:
+            on_error: Callable[[FitJob, BaseException], None] | None = None, batched: bool = True,
+            log: Callable[[str], None] | None = None) -> SweepResult:
     """Run ``jobs`` (skipping finished ones) and gather what happened to each.
+
+    Jobs to run that differ only in a prior set of one structure are one task (``batched``:
+    :func:`prior_batches`, :func:`run_prior_batch`): one compiled program fits them all, in turn on CPU
+    and side by side on an accelerator, and each is saved as its own fit with its own content key.
 
     Parameters
     ----------
@@ -327,6 +430,11 @@ def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: in
         Called with each :class:`JobResult` (fitted or skipped) as it finishes.
     on_error : callable, optional
         Called with each failed job and its error as it fails.
+    batched : bool
+        Fit jobs that differ only in a same-structure prior set in one program (default); False: one
+        task per job.
+    log : callable, optional
+        Told how the jobs were batched and why a job was fitted alone.
 
     Returns
     -------
@@ -368,37 +476,65 @@ def execute(jobs: Sequence[FitJob], *, scheduler: str | None = None, workers: in
             todo.append(i)
     if not todo:
         return result
+    tasks, notes = _plan(jobs, todo, batched, log or (lambda _m: None))
 
     def finish(i: int, res: JobResult) -> None:
-        result.results[i] = dataclasses.replace(res, job=jobs[i], path=jobs[i].out, key=result.keys[i])
+        note = res.note or notes.get(i, "")
+        result.results[i] = dataclasses.replace(res, job=jobs[i], path=jobs[i].out, key=result.keys[i], note=note)
         done(result.results[i])
 
     from hierarchy.inference.cluster import SYNCHRONOUS, connect, resolve_scheduler
 
     address = resolve_scheduler(scheduler)
     if executor is None and address == SYNCHRONOUS:
-        for i in todo:
-            try:
-                res = run_job(jobs[i])
-            except Exception as err:
-                fail(i, err)
-                continue
-            finish(i, res)
+        _run_here(jobs, tasks, finish, fail)
         return result
     if executor is None:
-        n = workers if workers is not None else default_workers(len(todo))
+        n = workers if workers is not None else default_workers(len(tasks))
         with connect(scheduler, workers=n) as client:  # a local cluster shares our working directory
-            _gather(client, jobs, todo, result.keys, finish, fail, absolute=address is not None,
+            _gather(client, jobs, tasks, result.keys, finish, fail, absolute=address is not None,
                     setup=False)  # connect() has set the workers up
     else:
-        _gather(executor, jobs, todo, result.keys, finish, fail)
+        _gather(executor, jobs, tasks, result.keys, finish, fail)
     return result
 
 
-def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str | None],
+def _run_here(jobs: list[FitJob], tasks: list[list[int]], finish: Callable[[int, JobResult], None],
+              fail: Callable[[int, BaseException], None]) -> None:
+    """Run the tasks one after another in this process; a failed task fails each of its jobs."""
+    for task in tasks:
+        try:
+            results = run_task([jobs[i] for i in task])
+        except Exception as err:
+            for i in task:
+                fail(i, err)
+            continue
+        for i, res in zip(task, results, strict=True):
+            finish(i, res)
+
+
+def _plan(jobs: list[FitJob], todo: list[int], batched: bool,
+          say: Callable[[str], None]) -> tuple[list[list[int]], dict[int, str]]:
+    """The tasks of ``todo`` (:func:`prior_batches`, or one per job) and the notes of jobs fitted alone."""
+    if not batched:
+        return [[i] for i in todo], {}
+    try:
+        tasks, notes = prior_batches(jobs, todo)
+    except Exception as err:  # an unreadable prior file: its job fails on its own, as unbatched
+        say(f"fits not batched: {err}")
+        return [[i] for i in todo], {}
+    for task in tasks:
+        if len(task) > 1:
+            say(f"{len(task)} fits in one program: {', '.join(jobs[i].out.name for i in task)}")
+    for i, why in notes.items():
+        say(f"{jobs[i].out.name}: fitted alone ({why})")
+    return tasks, notes
+
+
+def _gather(executor: Any, jobs: list[FitJob], tasks: list[list[int]], keys: list[str | None],
             finish: Callable[[int, JobResult], None], fail: Callable[[int, BaseException], None], *,
             absolute: bool = True, setup: bool = True) -> None:
-    """Submit ``jobs[i]`` for ``i`` in ``todo`` and report each as it completes.
+    """Submit each task (``jobs[i]`` for ``i`` in it, :func:`run_task`) and report its jobs as it completes.
 
     Paths are sent absolute to Dask workers (they may run elsewhere) unless ``absolute`` is
     false, and as given to a ``concurrent.futures`` executor (processes of this machine).
@@ -407,7 +543,7 @@ def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str |
     import concurrent.futures as cf
 
     if isinstance(executor, cf.Executor):
-        futures = {executor.submit(run_job, jobs[i]): i for i in todo}
+        futures = {executor.submit(run_task, [jobs[i] for i in task]): task for task in tasks}
         completed = cf.as_completed(futures)
     else:
         from distributed import Client, as_completed
@@ -419,22 +555,27 @@ def _gather(executor: Any, jobs: list[FitJob], todo: list[int], keys: list[str |
             from hierarchy.inference.cluster import JaxWorkerSetup
 
             executor.register_plugin(JaxWorkerSetup())  # acts only in workers that have not started JAX
-        futures = {executor.submit(run_job, jobs[i].absolute() if absolute else jobs[i], pure=False,
-                                   key=f"fit-{jobs[i].out.stem}-{keys[i]}-{i}"): i for i in todo}
+        futures = {executor.submit(run_task, [jobs[i].absolute() if absolute else jobs[i] for i in task],
+                                   pure=False, key=f"fit-{jobs[task[0]].out.stem}-{keys[task[0]]}-{task[0]}"
+                                                   + (f"-batch{len(task)}" if len(task) > 1 else "")): task
+                   for task in tasks}
         completed = as_completed(futures)
     for fut in completed:
-        i = futures[fut]
+        task = futures[fut]
         try:
-            res = fut.result()
-        except Exception as err:  # reported with the job; the others go on
-            fail(i, err)
+            results = fut.result()
+        except Exception as err:  # reported with the task's jobs; the others go on
+            for i in task:
+                fail(i, err)
             continue
-        finish(i, res)
+        for i, res in zip(task, results, strict=True):
+            finish(i, res)
 
 
 def run_jobs(jobs: Sequence[FitJob], *, executor: Any = None, workers: int | None = None,
              scheduler: str | None = None, refit: bool = False,
-             on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+             on_done: Callable[[JobResult], None] | None = None, batched: bool = True,
+             log: Callable[[str], None] | None = None) -> list[JobResult]:
     """Run ``jobs`` (skipping finished ones) and return their results in job order.
 
     Parameters are those of :func:`execute`.
@@ -450,7 +591,7 @@ def run_jobs(jobs: Sequence[FitJob], *, executor: Any = None, workers: int | Non
         If any job failed (after all the others have finished; their fits are saved).
     """
     result = execute(jobs, scheduler=scheduler, workers=workers, executor=executor, refit=refit,
-                     on_done=on_done)
+                     on_done=on_done, batched=batched, log=log)
     result.raise_failures()
     return result.done
 

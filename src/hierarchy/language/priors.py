@@ -111,6 +111,15 @@ class Prior:
             raise SpecError("Uniform needs lower < upper")
         object.__setattr__(self, "params", {k: float(v) for k, v in self.params.items()})
 
+    @classmethod
+    def _bound(cls, dist: str, params: dict[str, Any]) -> Prior:
+        """A prior of ``dist`` whose parameters may be JAX arrays, traced ones included, unvalidated
+        (:meth:`PriorSet.bind`): for building NumPyro distributions only."""
+        out = object.__new__(cls)
+        object.__setattr__(out, "dist", dist)
+        object.__setattr__(out, "params", dict(params))
+        return out
+
     @property
     def support(self) -> str:
         return DISTRIBUTIONS[self.dist][1]
@@ -248,6 +257,93 @@ class PriorSet:
     def hash(self) -> str:
         """16-hex hash of the canonical JSON form."""
         return config_hash(self.to_dict())
+
+    def values(self) -> dict[str, dict[str, dict[str, float]]]:
+        """The numeric prior parameters as data, a pytree of floats in a fixed (sorted) order.
+
+        Returns
+        -------
+        dict
+            ``{"groups": {group: {param: value}}, "terms": {term: {param: value}}}``. Two sets of the
+            same :meth:`structure` give trees of the same shape, which one model program can take as
+            an argument (:meth:`bind`, :func:`hierarchy.likelihood.jaxmodel.with_prior_values`).
+        """
+        return {"groups": {g: dict(sorted(p.params.items())) for g, p in sorted(self.priors.items())},
+                "terms": {t: dict(sorted(p.params.items())) for t, p in sorted(self.terms.items())}}
+
+    def structure(self) -> tuple:
+        """What a model built from this set depends on besides numbers: each group's and term's
+        distribution and parameter names, sorted. Sets of equal structure differ only in numbers."""
+        def part(d: dict[str, Prior]) -> tuple:
+            return tuple((k, p.dist, tuple(sorted(p.params))) for k, p in sorted(d.items()))
+
+        return part(self.priors), part(self.terms)
+
+    def bind(self, values: dict[str, Any]) -> PriorSet:
+        """This set with the numbers of ``values`` (the form of :meth:`values`), e.g. traced JAX arrays.
+
+        The priors of the result give NumPyro distributions with those numbers; they are not
+        validated as numbers (a set made from files was), so the result is for building a model
+        only: its name is this set's, its :meth:`hash` and :meth:`to_dict` are not meaningful.
+        ``values`` carry numbers, not distributions: check :func:`structure_difference` of the two sets
+        first (Gamma and InverseGamma numbers, say, have the same names).
+
+        Raises
+        ------
+        SpecError
+            When ``values`` has other groups, terms or parameter names than this set.
+        """
+        def bound(kind: str, mine: dict[str, Prior], given: Any) -> dict[str, Prior]:
+            if not isinstance(given, dict) or set(given) != set(mine):
+                raise SpecError(f"prior values for {kind} {sorted(given) if isinstance(given, dict) else given} "
+                                f"do not match prior set '{self.name}' ({sorted(mine)}): bind the values of a "
+                                "set of the same structure")
+            out = {}
+            for k, p in mine.items():
+                if not isinstance(given[k], dict) or set(given[k]) != set(p.params):
+                    raise SpecError(f"prior values for {kind[:-1]} '{k}' have parameters "
+                                    f"{sorted(given[k]) if isinstance(given[k], dict) else given[k]}, "
+                                    f"prior set '{self.name}' uses {p.dist}({', '.join(p.params)})")
+                out[k] = Prior._bound(p.dist, given[k])
+            return out
+
+        if not isinstance(values, dict) or set(values) != {"groups", "terms"}:
+            raise SpecError("prior values must be {'groups': ..., 'terms': ...} as PriorSet.values() gives")
+        return PriorSet(name=self.name, priors=bound("groups", self.priors, values["groups"]),
+                        description=self.description, terms=bound("terms", self.terms, values["terms"]))
+
+
+def structure_difference(a: PriorSet, b: PriorSet) -> str | None:
+    """Why prior sets ``a`` and ``b`` cannot share one model program (None: same :meth:`~PriorSet.structure`).
+
+    Returns
+    -------
+    str or None
+        One line naming the first difference, e.g. ``"vague uses HalfCauchy for la_sd,
+        weakly_informative HalfNormal"``, and how many more there are.
+    """
+    reasons = []
+    for kind, da, db in (("", a.priors, b.priors), ("the term ", a.terms, b.terms)):
+        for k in sorted(set(da) | set(db)):
+            pa, pb = da.get(k), db.get(k)
+            if pa is None or pb is None:
+                has, lacks = (a, b) if pb is None else (b, a)
+                reasons.append(f"{has.name} has a prior for {kind}{k}, {lacks.name} has none")
+            elif pa.dist != pb.dist or set(pa.params) != set(pb.params):
+                reasons.append(f"{a.name} uses {pa.dist} for {kind}{k}, {b.name} {pb.dist}")
+    if not reasons:
+        return None
+    n = len(reasons) - 1
+    return reasons[0] + (f" (and {n} more difference{'s' if n > 1 else ''})" if n else "")
+
+
+def group_by_structure(sets: list[PriorSet]) -> list[list[int]]:
+    """Indices of ``sets`` grouped by :meth:`PriorSet.structure`, in order of first appearance: each
+    group's sets differ only in numbers (one model program can fit them all)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, pset in enumerate(sets):
+        groups.setdefault(pset.structure(), []).append(i)
+    return list(groups.values())
 
 
 def _interval_fits(prior: Prior, support: str) -> bool:

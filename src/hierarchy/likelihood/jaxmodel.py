@@ -158,6 +158,18 @@ def model_data(layout: Layout, dtype=None) -> dict:
     return out
 
 
+def with_prior_values(data: dict, priors: PriorSet) -> dict:
+    """``data`` (:func:`model_data`) carrying the numbers of ``priors`` (:meth:`PriorSet.values`, in JAX's
+    default float): :func:`model_fn`'s model then uses them in place of its own prior set's, which must
+    have the same structure (:func:`hierarchy.language.priors.structure_difference`). One compiled
+    program so serves several prior sets (:func:`hierarchy.workflow.fit_prior_files`)."""
+    import jax
+    import jax.numpy as jnp
+
+    dtype = jnp.result_type(float)
+    return {**data, "priors": jax.tree.map(lambda v: jnp.asarray(v, dtype=dtype), priors.values())}
+
+
 def with_counts(layout: Layout, y: np.ndarray, stage_index: np.ndarray | None = None) -> Layout:
     """The same layout with new counts ``y`` (in design row order), same shapes."""
     from dataclasses import replace
@@ -186,6 +198,9 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     la:year)`` when year is the stratum) to the chunk's intercept, one gather per chunk instead of one
     per row; with no other row terms the likelihood then takes the fast per-chunk path. The log
     density is the same either way.
+
+    ``data`` may carry prior numbers (:func:`with_prior_values`): the model then binds them to ``priors``
+    (:meth:`PriorSet.bind`), so one program serves every prior set of the same structure.
 
     ``expose`` records what the likelihood reads as deterministic sites: each chunk's intercept and
     gradient ``_chunk_a, _chunk_b`` (K,), its rows' other terms ``_per_row`` (K, C; absent when there are
@@ -216,13 +231,17 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
         """Each chunk's entry of ``values`` (one per level of ``index``), shape (K, 1)."""
         return (values[index] if gather else onehot @ values.astype(onehot.dtype))[:, None]
 
-    def stage_param(name: str, group: str):
-        d = priors[group].numpyro()
-        if spec.stacked:
-            return numpyro.sample(name, d.expand([n_stage]).to_event(1))
-        return numpyro.sample(name, d)
+    given = priors
 
     def model(arr):
+        priors = given.bind(arr["priors"]) if "priors" in arr else given  # with_prior_values: numbers as data
+
+        def stage_param(name: str, group: str):
+            d = priors[group].numpyro()
+            if spec.stacked:
+                return numpyro.sample(name, d.expand([n_stage]).to_event(1))
+            return numpyro.sample(name, d)
+
         mean_a = jnp.atleast_1d(stage_param("intercept", "intercept")) + jnp.zeros((design.n_la, n_stage), dtype)
         if spec.la.between_effect:
             mean_a = mean_a + jnp.atleast_1d(stage_param("la_deprivation", "la_deprivation")) * z

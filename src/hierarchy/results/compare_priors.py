@@ -22,7 +22,8 @@ when it is not known, or the table has nothing for that outcome and year, none i
 page says why.
 
 Fits are saved in ``--fits-dir`` and reused when a saved fit has the same model, prior set and
-data hashes (:func:`find_fit`); missing fits run on Dask (:mod:`hierarchy.inference.sweep`).
+data hashes (:func:`find_fit`); missing fits run on Dask (:mod:`hierarchy.inference.sweep`), those
+whose prior sets differ only in numbers in one compiled program (``batched``).
 The output folder gets ``index.html`` (self-contained, figures embedded), ``index.md`` (with the
 figures as PNG files beside it) and CSV tables.
 
@@ -243,7 +244,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
                    draws: int = 1000, seed: int = 0, workers: int | None = None, executor=None,
                    prior_draws_n: int = 1000, prob: float = 0.9, refit: bool = False,
                    columns: str | os.PathLike | None = None, prior_only: bool = False,
-                   year: int | None = None,
+                   year: int | None = None, batched: bool = True,
                    log: Callable[[str], None] | None = None) -> PriorComparison:
     """Fit ``model`` under each prior set and compare priors, posteriors and sensitivity.
 
@@ -278,6 +279,8 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
     year : int, optional
         Census year of the data (2019 for 2018-19), for the published figures shown beside the
         estimands; default :func:`data_year`. With no year known, none is shown.
+    batched : bool
+        Fit prior sets that differ only in numbers in one program (:func:`hierarchy.workflow.fit_prior_files`).
     log : callable, optional
         Progress messages go here (e.g. ``print``).
 
@@ -317,7 +320,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
         fits, reused, results = _find_or_fit(spec, sets, paths, data=data, model=model,
                                              columns=columns, dhash=dhash, fits_dir=Path(fits_dir),
                                              settings=settings, refit=refit, workers=workers,
-                                             executor=executor, say=say)
+                                             executor=executor, batched=batched, say=say)
         # fit files hold no log-likelihood (it discloses the counts): recompute it here, in memory
         idatas = {s.name: add_log_likelihood(load_fit(fits[s.name], model=spec, priors=s, data_hash=dhash),
                                              design) for s in sets}
@@ -357,7 +360,7 @@ def _find_or_fit(spec: ModelSpec, sets: list[PriorSet], paths: list[Path], *,
                  data: str | os.PathLike, model: str | os.PathLike,
                  columns: str | os.PathLike | None, dhash: str, fits_dir: Path,
                  settings: dict[str, int], refit: bool, workers: int | None, executor,
-                 say: Callable[[str], None]) -> tuple[dict[str, Path], list[Path], list]:
+                 say: Callable[[str], None], batched: bool = True) -> tuple[dict[str, Path], list[Path], list]:
     """Fit files of ``spec`` under each prior set: matching saved fits, else new parallel fits.
 
     Returns prior set name -> fit file, the reused files and the sweep's job results.
@@ -385,8 +388,12 @@ def _find_or_fit(spec: ModelSpec, sets: list[PriorSet], paths: list[Path], *,
                    columns=Path(columns) if columns else None, **settings,
                    chain_method="parallel" if alone else "sequential") for path, pset in missing]
     say(f"fitting {len(jobs)} prior set(s): {', '.join(pset.name for _, pset in missing)}")
-    results = run_jobs(jobs, executor=executor, workers=workers, refit=refit,
-                       on_done=lambda r: say(f"  done in {r.seconds:.0f} s: {r.path}"))
+    def done(r) -> None:
+        how = f" (in one program with {r.batch - 1} other set(s))" if r.batch > 1 else ""
+        say(f"  done in {r.seconds:.0f} s{how}: {r.path}" + (f"; note: {r.note}" if r.note else ""))
+
+    results = run_jobs(jobs, executor=executor, workers=workers, refit=refit, on_done=done, batched=batched,
+                       log=say)
     for (_, pset), res in zip(missing, results, strict=True):
         fits[pset.name] = res.path
     return fits, reused, results
