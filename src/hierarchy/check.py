@@ -95,11 +95,19 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
     """
     priors.check_terms(spec.row_terms)
     rows: list[tuple[str, str, str]] = []
-    per_stage = "[each stage]" if spec.stacked else ""
 
     def add(name: str, group: str, meaning: str, prior=None) -> None:
         rows.append((name, group, str(prior if prior is not None else priors[group]), meaning))
 
+    _fixed_parameters(spec, priors, add)
+    _la_parameters(spec, add)
+    _group_parameters(spec, priors, add)
+    return pd.DataFrame(rows, columns=["parameter", "class", "prior", "meaning"])
+
+
+def _fixed_parameters(spec: ModelSpec, priors: PriorSet, add) -> None:
+    """:func:`parameters`' rows of the fixed effects: intercept, gradient, LA-level and row terms, strata."""
+    per_stage = "[each stage]" if spec.stacked else ""
     add(f"intercept{per_stage}", "intercept",
         f"log rate per {exposure_unit(spec)[0]}, typical LA at mean LA deprivation, w = 0")
     if "gradient" in spec.coefs:
@@ -122,6 +130,10 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
         if "gradient" in spec.coefs and spec.stratum_gradient:
             add(f"stratum_gradient_offset[{'/'.join(spec.strata)}]", "stratum_effects",
                 "gradient vs the reference stratum")
+
+
+def _la_parameters(spec: ModelSpec, add) -> None:
+    """:func:`parameters`' rows of the LA effects: SDs, correlation, the anchored stages' loadings."""
     effects = ([f"{s}:{c}" for s in spec.stages for c in spec.coefs] if spec.stacked and not spec.anchored
                else list(spec.coefs))
     for e in effects:
@@ -133,6 +145,11 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
             for c in spec.coefs:
                 add(f"la_loading[{s}:{c}]", "la_loading", "how the stage's LA effect follows the first stage's")
                 add(f"la_stage_sd[{s}:{c}]", "la_stage_sd", "SD of the stage's own LA deviations")
+
+
+def _group_parameters(spec: ModelSpec, priors: PriorSet, add) -> None:
+    """:func:`parameters`' rows of the other groups, the spatial term and the family's own parameters."""
+    per_stage = "[each stage]" if spec.stacked else ""
     if spec.msoa.random_intercept:
         add("msoa_sd", "msoa_sd", "SD of MSOA intercepts")
     for g, slope in spec.groups:
@@ -147,7 +164,6 @@ def parameters(spec: ModelSpec, priors: PriorSet) -> pd.DataFrame:
     for r in families.get(spec.family).parameters:  # the family's own (NB dispersion, zi, obs_sd...)
         if r["role"] == "hyper":
             add(r["name"] + (per_stage if r.get("per_stage") else ""), r["prior_group"], r["meaning"])
-    return pd.DataFrame(rows, columns=["parameter", "class", "prior", "meaning"])
 
 
 def check_model(model: str | os.PathLike, priors: str | os.PathLike | None = None, *,

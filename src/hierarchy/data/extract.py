@@ -275,6 +275,20 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
             c.rows("error", col, extract[col].isna(), "{n_rows} {have} no " + col,
                    f"fill in {col}: every record needs it", "missing")
 
+    dates = _check_dates(c, extract, extract_end)
+    _check_codes(c, extract)
+    _check_lsoas(c, extract, lsoa_codes, lsoa_la)
+    _check_children(c, extract, dates)
+    dup = extract.duplicated(keep="first")
+    c.rows("error", None, dup, "{n_rows} {have} an exact copy earlier in the file (duplicated records)",
+           "remove the repeated records: each episode or event is recorded once", "duplicated record")
+    return c.report
+
+
+def _check_dates(c: _Collector, extract: pd.DataFrame, extract_end: pd.Timestamp | None) -> dict[str, pd.Series]:
+    """:func:`validate_extract`'s date checks (readable, in order, after birth, before the extract's end);
+    returns the parsed dates by field."""
+    present = set(extract.columns)
     dates = {}
     for col in DATE_FIELDS:
         if col not in present:
@@ -310,7 +324,12 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
                    f"({end.date()}{end_note})", "check the date, or give the extract's real end with "
                    "--extract-end (and the census year with --year)", "after the extract's end")
 
-    _check_codes(c, extract)
+    return dates
+
+
+def _check_lsoas(c: _Collector, extract: pd.DataFrame, lsoa_codes, lsoa_la) -> None:
+    """:func:`validate_extract`'s neighbourhood checks: known LSOA codes, the LA of each LSOA."""
+    present = set(extract.columns)
     if "LSOA" in present and lsoa_codes is not None:
         known = set(map(str, lsoa_codes))
         unknown = extract["LSOA"].notna() & ~extract["LSOA"].isin(known)
@@ -326,11 +345,6 @@ def validate_extract(extract: pd.DataFrame, *, source: str, lsoa_codes=None, lso
                        "(children living out of area)", "none needed: they are counted in the LA "
                        "of the neighbourhood they live in; check the LSOA if that is wrong",
                        "LA differs from LSOA's LA")
-    _check_children(c, extract, dates)
-    dup = extract.duplicated(keep="first")
-    c.rows("error", None, dup, "{n_rows} {have} an exact copy earlier in the file (duplicated records)",
-           "remove the repeated records: each episode or event is recorded once", "duplicated record")
-    return c.report
 
 
 def _check_fields(c: _Collector, extract: pd.DataFrame, required: tuple[str, ...] = REQUIRED_FIELDS) -> None:

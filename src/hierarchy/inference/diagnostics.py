@@ -123,20 +123,28 @@ def diagnose(idata, *, approximate: bool = False, max_tree_depth: int = 10) -> d
             if out[f"{k}_min"] < ESS_MIN:
                 out["reasons"].append(f"{k.replace('_', ' ')} ESS {out[f'{k}_min']:.0f} < "
                                       f"{ESS_MIN} ({out[f'{k}_worst']})")
-        out["divergences"] = int(ss["diverging"].sum()) if "diverging" in ss else None
-        if out["divergences"]:
-            out["reasons"].append(f"{out['divergences']} divergent transitions")
-        if "tree_depth" in ss:
-            sat = float((ss["tree_depth"] >= max_tree_depth).mean())
-            out["tree_depth_saturation"] = sat
-            if sat > 0:
-                out["reasons"].append(f"{sat:.1%} of draws hit the maximum tree depth")
-        if "energy" in ss:
-            out["bfmi_min"] = float(np.min(az.bfmi(idata)))
-            if out["bfmi_min"] < BFMI_MIN:
-                out["reasons"].append(f"E-BFMI {out['bfmi_min']:.2f} < {BFMI_MIN}")
+        _sampler_checks(out, idata, max_tree_depth)
     out["status"] = "warn" if out["reasons"] else "ok"
     return out
+
+
+def _sampler_checks(out: dict[str, Any], idata, max_tree_depth: int) -> None:
+    """:func:`diagnose`'s checks of the sampler statistics: divergences, tree depth, E-BFMI (into ``out``)."""
+    import arviz as az
+
+    ss = idata.sample_stats
+    out["divergences"] = int(ss["diverging"].sum()) if "diverging" in ss else None
+    if out["divergences"]:
+        out["reasons"].append(f"{out['divergences']} divergent transitions")
+    if "tree_depth" in ss:
+        sat = float((ss["tree_depth"] >= max_tree_depth).mean())
+        out["tree_depth_saturation"] = sat
+        if sat > 0:
+            out["reasons"].append(f"{sat:.1%} of draws hit the maximum tree depth")
+    if "energy" in ss:
+        out["bfmi_min"] = float(np.min(az.bfmi(idata)))
+        if out["bfmi_min"] < BFMI_MIN:
+            out["reasons"].append(f"E-BFMI {out['bfmi_min']:.2f} < {BFMI_MIN}")
 
 
 def format_diagnostics(d: dict[str, Any]) -> str:

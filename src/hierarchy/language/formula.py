@@ -130,10 +130,7 @@ def _count_terms(tokens: list[str]) -> int | None:
             pos += 1
             n = total()
             if peek() == "|":  # a group term (1 + w | la): no fixed terms
-                depth, n = 0, 0
-                while pos < len(tokens) and not (tokens[pos] == ")" and depth == 0):
-                    depth += (tokens[pos] == "(") - (tokens[pos] == ")")
-                    pos += 1
+                pos, n = _skip_to_close(tokens, pos), 0
             if peek() != ")":
                 raise ValueError(start)
             pos += 1
@@ -142,12 +139,7 @@ def _count_terms(tokens: list[str]) -> int | None:
             raise ValueError(pos)
         pos += 1
         if peek() == "(":  # a call: C(x) is one term, offset(log(x)) none
-            depth = 0
-            while pos < len(tokens):
-                depth += (tokens[pos] == "(") - (tokens[pos] == ")")
-                pos += 1
-                if depth == 0:
-                    break
+            pos = _skip_call(tokens, pos)
             return 0 if tok == "offset" else 1
         return 1
 
@@ -186,6 +178,26 @@ def _count_terms(tokens: list[str]) -> int | None:
     except (ValueError, IndexError):
         return None
     return n
+
+
+def _skip_to_close(tokens: list[str], pos: int) -> int:
+    """Position of the ``)`` that closes the bracket ``pos`` is inside (or the end)."""
+    depth = 0
+    while pos < len(tokens) and not (tokens[pos] == ")" and depth == 0):
+        depth += (tokens[pos] == "(") - (tokens[pos] == ")")
+        pos += 1
+    return pos
+
+
+def _skip_call(tokens: list[str], pos: int) -> int:
+    """Position after the bracketed arguments starting at ``pos`` (a call's ``(...)``)."""
+    depth = 0
+    while pos < len(tokens):
+        depth += (tokens[pos] == "(") - (tokens[pos] == ")")
+        pos += 1
+        if depth == 0:
+            break
+    return pos
 
 
 def _name(component, source: str) -> tuple[str, bool]:
@@ -264,14 +276,40 @@ def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str
     text, spatial = _spatial(text, source)
     desc = _parse(text, source)
     outcome = _response(desc.response, source)
-    categorical = set(categorical) | set(STRATA)
+    terms, is_cat, exposure = _fixed_terms(desc, set(categorical) | set(STRATA), source)
+    la_expr, msoa, groups = _groups(desc.group_terms, source)
+    if la_expr is None:
+        raise SpecError(f"{source}: the formula has no LA level: add (1 + w | la) (or (1 | la))")
+    random_gradient = "w" in la_expr
+    has = set(terms)
+    if random_gradient and ("w",) not in has:
+        raise SpecError(f"{source}: (1 + w | la) without a fixed w: add w to the formula (the LA gradients "
+                        "vary around its mean)")
+    if ("w",) in has and not random_gradient:
+        raise SpecError(f"{source}: the gradient w must vary by LA in this workbench (the estimands are "
+                        "per-LA gradients): write (1 + w | la)")
+    cats = sorted({c for t in terms for c in t if is_cat[c]})
+    for g, _ in groups:
+        if g in cats:
+            raise SpecError(f"{source}: '{g}' is both a fixed term and a group (1 | {g}): keep one")
+    la_mean, la_grad, strata_terms, row_terms = _sort_terms(terms, is_cat, source)
+    covariates = _la_covariates(la_mean, la_grad, random_gradient, source)
+    strata = _stratum(strata_terms, source)
+    return Compiled(outcome=outcome, exposure=exposure, random_gradient=random_gradient,
+                    between_effect="z" in la_mean, cross_level="z" in la_grad, covariates=covariates,
+                    strata=tuple(strata), stratum_gradient=any(w for _, w in strata_terms),
+                    msoa=msoa, row_terms=tuple(row_terms), groups=tuple(groups), spatial=spatial)
+
+
+def _fixed_terms(desc, categorical: set[str], source: str) -> tuple[list[tuple[str, ...]], dict[str, bool], str]:
+    """The fixed terms of a ``formulae`` description (column tuples), which columns are categorical, and
+    the exposure column of its offset; refuses a formula without intercept or offset, or with two offsets."""
     exposure = None
     terms: list[tuple[str, ...]] = []
     is_cat: dict[str, bool] = {}
     intercept = False
     for term in desc.common_terms:
-        kind = type(term).__name__
-        if kind == "Intercept":
+        if type(term).__name__ == "Intercept":
             intercept = True
             continue
         if len(term.components) == 1 and term.components[0].name.startswith("offset("):
@@ -295,22 +333,12 @@ def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str
     if exposure is None:
         raise SpecError(f"{source}: the formula has no exposure: add + offset(log(exposure)) (children at "
                         "risk; or the earlier stage's count for a conversion rate)")
-    la_expr, msoa, groups = _groups(desc.group_terms, source)
-    if la_expr is None:
-        raise SpecError(f"{source}: the formula has no LA level: add (1 + w | la) (or (1 | la))")
-    random_gradient = "w" in la_expr
-    has = set(terms)
-    if random_gradient and ("w",) not in has:
-        raise SpecError(f"{source}: (1 + w | la) without a fixed w: add w to the formula (the LA gradients "
-                        "vary around its mean)")
-    if ("w",) in has and not random_gradient:
-        raise SpecError(f"{source}: the gradient w must vary by LA in this workbench (the estimands are "
-                        "per-LA gradients): write (1 + w | la)")
-    cats = sorted({c for t in terms for c in t if is_cat[c]})
-    for g, _ in groups:
-        if g in cats:
-            raise SpecError(f"{source}: '{g}' is both a fixed term and a group (1 | {g}): keep one")
+    return terms, is_cat, exposure
 
+
+def _sort_terms(terms: list[tuple[str, ...]], is_cat: dict[str, bool], source: str):
+    """Each fixed term but ``w`` to its role: LA means (``z``, ``la_*``), LA gradients (the same with
+    ``w``), strata (categorical columns, with or without ``w``) or neighbourhood-level terms."""
     la_mean, la_grad, strata_terms, row_terms = {}, {}, [], []  # dicts: ordered sets
     for t in terms:
         if t == ("w",):
@@ -329,6 +357,11 @@ def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str
             (la_grad if with_w else la_mean)[rest[0]] = None
         else:
             row_terms.append(":".join(t))
+    return la_mean, la_grad, strata_terms, row_terms
+
+
+def _la_covariates(la_mean: dict, la_grad: dict, random_gradient: bool, source: str) -> tuple[str, ...]:
+    """The LA covariates (LA-level columns but ``z``), each in both LA means when the gradient varies."""
     if la_grad and not random_gradient:
         raise SpecError(f"{source}: {', '.join('w:' + c for c in sorted(la_grad))} moves the LA gradients, "
                         "which need (1 + w | la)")
@@ -337,6 +370,11 @@ def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str
         if random_gradient and (c not in la_mean or c not in la_grad):
             raise SpecError(f"{source}: the LA covariate {c} must enter both LA means: write w * {c} "
                             f"(= {c} + w:{c}); one without the other is not supported yet")
+    return covariates
+
+
+def _stratum(strata_terms: list[tuple[tuple[str, ...], bool]], source: str) -> tuple[str, ...]:
+    """The one stratum term's columns (``()`` when none); refuses several, or ``w:g`` without ``g``."""
     stratum_cols = {cols for cols, _ in strata_terms}
     if len(stratum_cols) > 1:
         raise SpecError(f"{source}: several categorical terms ({', '.join(':'.join(c) for c in stratum_cols)})"
@@ -346,10 +384,7 @@ def compile_formula(text: str, *, categorical: tuple[str, ...] = (), source: str
     main = any(not w for _, w in strata_terms)
     if strata and not main:
         raise SpecError(f"{source}: w:{':'.join(strata)} needs the main effect {':'.join(strata)} too")
-    return Compiled(outcome=outcome, exposure=exposure, random_gradient=random_gradient,
-                    between_effect="z" in la_mean, cross_level="z" in la_grad, covariates=covariates,
-                    strata=tuple(strata), stratum_gradient=any(w for _, w in strata_terms),
-                    msoa=msoa, row_terms=tuple(row_terms), groups=tuple(groups), spatial=spatial)
+    return strata
 
 
 def _parse(text: str, source: str):

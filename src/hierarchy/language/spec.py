@@ -198,44 +198,56 @@ class ModelSpec:
             raise SpecError(f"{source}: a model spec needs name = \"...\"")
         for key in ("family", "description", "exposure", "formula", "spatial"):
             _typed(source, key, d.get(key, ""), str)
-        kwargs: dict[str, Any] = {k: d[k] for k in scalars if k in d}
-        kwargs["categorical"] = _names(source, "categorical", d.get("categorical", []))
-        if isinstance(kwargs.get("outcome"), list):
-            out = _names(source, "outcome", kwargs["outcome"])
-            kwargs["outcome"] = out[0] if len(out) == 1 else out
-        elif "outcome" in kwargs:
-            _typed(source, "outcome", kwargs["outcome"], str)
-        if "strata" in kwargs:
-            kwargs["strata"] = _names(source, "strata", kwargs["strata"])
-        if "row_terms" in kwargs:
-            kwargs["row_terms"] = _names(source, "row_terms", kwargs["row_terms"])
-        if "groups" in kwargs:
-            g = kwargs["groups"]
-            if not (isinstance(g, list) and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
-                                                and isinstance(x[1], bool) for x in g)):
-                raise SpecError(f"{source}: groups must be a list of [column, with_gradient] pairs")
-            kwargs["groups"] = tuple((x[0], x[1]) for x in g)
-        if "stratum_gradient" in kwargs:
-            _typed(source, "stratum_gradient", kwargs["stratum_gradient"], bool)
-        for key, kind in sections.items():
-            table = d.get(key, {})
-            if not isinstance(table, dict):
-                raise SpecError(f"{source}: [{key}] must be a table")
-            allowed = list(kind.__dataclass_fields__)
-            for sub, value in table.items():
-                if sub not in allowed:
-                    raise SpecError(f"{source}: [{key}] has no key '{sub}'"
-                                    f"{did_you_mean(sub, allowed)}; allowed: {', '.join(allowed)}")
-                if sub == "covariates":
-                    table = {**table, "covariates": _names(source, "la.covariates", value)}
-                else:
-                    _typed(source, f"{key}.{sub}", value, type(kind.__dataclass_fields__[sub].default))
-            kwargs[key] = kind(**table)
+        kwargs = _scalar_keys({k: d[k] for k in scalars if k in d}, d, source)
+        kwargs.update(_section_tables(sections, d, source))
         if "formula" in kwargs:
             kwargs.update(_from_formula(kwargs, d, source))
         spec = cls(**kwargs)
         _check(spec, source)
         return spec
+
+
+def _scalar_keys(kwargs: dict[str, Any], d: dict[str, Any], source: str) -> dict[str, Any]:
+    """:meth:`ModelSpec.from_dict`'s top-level keys, checked and in their Python types."""
+    kwargs["categorical"] = _names(source, "categorical", d.get("categorical", []))
+    if isinstance(kwargs.get("outcome"), list):
+        out = _names(source, "outcome", kwargs["outcome"])
+        kwargs["outcome"] = out[0] if len(out) == 1 else out
+    elif "outcome" in kwargs:
+        _typed(source, "outcome", kwargs["outcome"], str)
+    if "strata" in kwargs:
+        kwargs["strata"] = _names(source, "strata", kwargs["strata"])
+    if "row_terms" in kwargs:
+        kwargs["row_terms"] = _names(source, "row_terms", kwargs["row_terms"])
+    if "groups" in kwargs:
+        g = kwargs["groups"]
+        if not (isinstance(g, list) and all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+                                            and isinstance(x[1], bool) for x in g)):
+            raise SpecError(f"{source}: groups must be a list of [column, with_gradient] pairs")
+        kwargs["groups"] = tuple((x[0], x[1]) for x in g)
+    if "stratum_gradient" in kwargs:
+        _typed(source, "stratum_gradient", kwargs["stratum_gradient"], bool)
+    return kwargs
+
+
+def _section_tables(sections: dict[str, type], d: dict[str, Any], source: str) -> dict[str, Any]:
+    """:meth:`ModelSpec.from_dict`'s tables (``[la]``, ``[deprivation]``...), each checked key by key."""
+    kwargs: dict[str, Any] = {}
+    for key, kind in sections.items():
+        table = d.get(key, {})
+        if not isinstance(table, dict):
+            raise SpecError(f"{source}: [{key}] must be a table")
+        allowed = list(kind.__dataclass_fields__)
+        for sub, value in table.items():
+            if sub not in allowed:
+                raise SpecError(f"{source}: [{key}] has no key '{sub}'"
+                                f"{did_you_mean(sub, allowed)}; allowed: {', '.join(allowed)}")
+            if sub == "covariates":
+                table = {**table, "covariates": _names(source, "la.covariates", value)}
+            else:
+                _typed(source, f"{key}.{sub}", value, type(kind.__dataclass_fields__[sub].default))
+        kwargs[key] = kind(**table)
+    return kwargs
 
 
 def _typed(source: str, key: str, value: Any, kind: type) -> None:
