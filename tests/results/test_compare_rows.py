@@ -10,7 +10,8 @@ import pytest
 from hierarchy.data import table as data_mod
 from hierarchy.errors import HierarchyError
 from hierarchy.language.spec import ModelSpec, load_spec
-from hierarchy.results.compare_models import _check_same_data, _recorded_map
+from hierarchy.results.compare_checks import check_same_data as _check_same_data
+from hierarchy.results.compare_checks import recorded_map as _recorded_map
 from tests.helpers import ROOT, with_formula_columns
 
 DEFAULT = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -111,6 +110,7 @@ from hierarchy.data.intersections import (
 from hierarchy.data.population import _check_strata, _frame, _one_year, _Population, _population
 from hierarchy.data.reference import Geography
 from hierarchy.errors import HierarchyError
+from hierarchy.paths import atomic_path
 
 __all__ = ["simulate", "simulate_years", "parse_years", "write", "curve_coefficients", "log_gradient",
            "SIM_STAGES", "MAIHDA_INTERACTION", "stratum_labels", "beyond_main_effects",
@@ -592,16 +592,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, write_to) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write_to(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write(table: pd.DataFrame, truth: dict[str, Any], out: Path | str) -> Path:
     """Write the table to ``out`` (parquet) and the truth beside it, both atomically.
 
@@ -623,10 +613,11 @@ def write(table: pd.DataFrame, truth: dict[str, Any], out: Path | str) -> Path:
     import pyarrow.parquet as pq
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     truth_path = out.with_suffix(".truth.json")
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    _atomic_write(out, lambda p: pq.write_table(arrow, p, compression="zstd"))
+    with atomic_path(out) as tmp:  # the project's one atomic writer (its leftovers are recognised and cleaned)
+        pq.write_table(arrow, tmp, compression="zstd")
     text = json.dumps(truth, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    _atomic_write(truth_path, lambda p: p.write_text(text, encoding="utf-8"))
+    with atomic_path(truth_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return truth_path
