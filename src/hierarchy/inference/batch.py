@@ -218,11 +218,19 @@ def _program(model: Callable, example: dict, tree, varies: list[bool], nuts: dic
     import jax
     import jax.numpy as jnp
     from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import initialize_model
+    from numpyro.infer.util import constrain_fn, potential_energy
+
+    from hierarchy.inference.sampling import initial_point
 
     chains, tune, draws, thin = (nuts[k] for k in ("chains", "tune", "draws", "thin"))
-    info, potential_gen, postprocess_gen, _ = initialize_model(
-        jax.random.PRNGKey(0), model, model_args=(example,), dynamic_args=True)
+    template = initial_point(model, example, 0)  # the sites' shapes, in one compiled program (not op by op)
+
+    def potential_gen(arr):
+        return lambda z: potential_energy(model, (arr,), {}, z)
+
+    def postprocess_gen(arr):
+        return lambda z: constrain_fn(model, (arr,), {}, z, return_deterministic=True)
+
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
     keep = None if sites is None else tuple(sites)
 
@@ -232,7 +240,7 @@ def _program(model: Callable, example: dict, tree, varies: list[bool], nuts: dic
 
     def chain(key, arr):
         k_init, k_run = jax.random.split(key)
-        leaves, ztree = jax.tree.flatten(info.z)
+        leaves, ztree = jax.tree.flatten(template)
         z0 = ztree.unflatten([jax.random.uniform(k, jnp.shape(leaf), leaf.dtype, -init_radius, init_radius)
                               for k, leaf in zip(jax.random.split(k_init, len(leaves)), leaves, strict=True)])
         state = init_kernel(z0, num_warmup=tune, target_accept_prob=nuts["target_accept"],

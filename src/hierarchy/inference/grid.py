@@ -36,6 +36,7 @@ from typing import Any
 from hierarchy.config import did_you_mean, read_toml
 from hierarchy.errors import HierarchyError, SpecError
 from hierarchy.inference.sweep import FitJob, JobResult, SweepResult, execute
+from hierarchy.paths import atomic_path
 
 CHECKOUT = Path(__file__).resolve().parents[3]
 TOP_KEYS = ("data", "model", "priors", "columns", "settings")
@@ -182,12 +183,7 @@ def run_grid(path: str | os.PathLike, out: str | os.PathLike, *, scheduler: str 
     result = execute(jobs, scheduler=scheduler, workers=workers, refit=refit, on_done=done, batched=batched,
                      log=say, on_error=lambda j, e: say(f"  FAILED: {j.out.name}: {e.__class__.__name__}: {e}"))
     table = out / TABLE
-    tmp = table.with_name(f".{table.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(table) as tmp:
         result.table().to_csv(tmp, index=False)
-        os.replace(tmp, table)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     say(f"table: {table}")
     return result
