@@ -180,6 +180,10 @@ def add_replicate(sub) -> None:
     sp.add_argument("--tables", action="store_true", help="also write the simulated tables to OUT/data/")
     for opt in ("--chains", "--tune", "--draws"):
         sp.add_argument(opt, type=int, help="override the sampler setting of --fast / the full run")
+    sp.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
+                    help="fit the analyses whose designs agree (the stage outcomes of one table, where their LA "
+                         "effects are parameterised alike) in one compiled program each (default; in turn on CPU, "
+                         "side by side on an accelerator); --no-batched fits each alone")
     sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     sp.add_argument("--year", type=int, default=2019,
                     help="DfE year the LA totals are calibrated to (default: %(default)s)")

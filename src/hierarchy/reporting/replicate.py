@@ -10,6 +10,12 @@ study reported (steeper, highest, lowest, falls) the posterior probability of th
 appendix; HTML and Markdown) with a forest plot of the subgroup gradients and the curve of the
 gradient against LA deprivation beside the published points.
 
+The analyses that fit one model to one table with another outcome (the four stages) are fitted in
+one compiled program where their designs agree in everything the model function closes over (the
+LA-effect parameterisation ``auto`` chooses from the counts included; :func:`batch_refusal`,
+:func:`fit_all`; :func:`hierarchy.inference.batch.fit_batch`: side by side on an accelerator, in
+turn on CPU); ``batched=False`` fits each alone.
+
 Estimands (all from posterior predictions of a typical LA at mean LA deprivation, per 10 points,
 unless the row says otherwise; :mod:`hierarchy.results.estimands`): the headline and stage gradients; the
 lowest and highest LA gradient score (per draw, over LAs); the rate per 10,000 children in the
@@ -25,7 +31,6 @@ their gradients (the interaction).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -136,6 +141,225 @@ def fit_analysis(spec, table: pd.DataFrame, *, priors=None, chains: int = 2, tun
     draws_ = fit(spec, pset, design, chains=chains, tune=tune, draws=draws, seed=seed, float32=float32)
     return build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **spec.hashed_columns),
                        data_source=f"simulated:{spec.name}")
+
+
+# ------------------------------------------------------------------------------------------- batched fits
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two design values are equal: arrays element-wise (NaN equal to NaN), containers and
+    dataclasses item by item."""
+    import dataclasses
+
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return False
+        try:
+            return bool(np.array_equal(a, b, equal_nan=True))
+        except TypeError:  # strings and objects have no NaN
+            return bool(np.array_equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if dataclasses.is_dataclass(a) and type(a) is type(b):
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def batch_refusal(spec, design, spec0, design0, *, other: str | None = None) -> str | None:
+    """Why a fit of ``spec`` to ``design`` cannot share one compiled program with a fit of ``spec0`` to
+    ``design0`` (None: it can); ``other`` names the second fit in the reason (default ``spec0.name``).
+
+    :func:`hierarchy.likelihood.jaxmodel.model_fn` closes over the spec and the design: everything but
+    the counts. So the two may differ only in the outcome's name and its counts ``y``; their rows,
+    LAs, centring constants, covariates and the LA-effect parameterisation that ``auto`` chooses from
+    the counts (:func:`hierarchy.language.design.centring`) must agree.
+    """
+    import dataclasses
+
+    from hierarchy.language.design import centring, describe_centring, stratum_level_weights
+    from hierarchy.likelihood.model import la_effect_labels
+
+    other = other or spec0.name
+    a, b = spec.to_dict(), spec0.to_dict()
+    keys = sorted(k for k in set(a) | set(b) if k not in ("name", "outcome") and a.get(k) != b.get(k))
+    if keys:
+        return f"its model differs from {other}'s in {', '.join(keys)}"
+    if len(design.y) != len(design0.y):
+        return f"it fits {len(design.y):,} rows, {other} {len(design0.y):,}"
+    fields = [f.name for f in dataclasses.fields(design) if f.name not in ("y", "stage_names")
+              and not _same(getattr(design, f.name), getattr(design0, f.name))]
+    if len(design.stage_names) != len(design0.stage_names):
+        fields.append("stage_names")
+    if fields:
+        return f"its design differs from {other}'s in {', '.join(fields)}"
+    c, c0 = centring(spec, design), centring(spec0, design0)
+    if not _same(c, c0):
+        labels = la_effect_labels(spec)
+        return (f"its LA effects are parameterised {describe_centring(c, labels)}, {other}'s "
+                f"{describe_centring(c0, labels)} (chosen from the counts)")
+    if not _same(stratum_level_weights(spec, design), stratum_level_weights(spec0, design0)):
+        return f"its LA effects are drawn at other stratum weights than {other}'s (from the counts)"
+    return None
+
+
+def batch_groups(fits: dict[str, tuple[Any, Any]]) -> tuple[list[list[str]], dict[str, str]]:
+    """Group fits that can share one compiled program (:func:`batch_refusal`).
+
+    Parameters
+    ----------
+    fits : dict
+        Name -> ``(spec, design)``, in fitting order.
+
+    Returns
+    -------
+    (list of list of str, dict of str to str)
+        The groups in order (each fit joins the first group whose first fit it agrees with), and for
+        each fit that starts a group after the first, why it could not join the first group.
+    """
+    groups: list[list[str]] = []
+    why: dict[str, str] = {}
+    for name, (spec, design) in fits.items():
+        for g in groups:
+            if batch_refusal(spec, design, *fits[g[0]], other=g[0]) is None:
+                g.append(name)
+                break
+        else:
+            if groups:
+                lead = groups[0][0]
+                why[name] = f"{name} not batched with {lead}: " + str(batch_refusal(
+                    spec, design, *fits[lead], other=lead))
+            groups.append([name])
+    return groups, why
+
+
+def fit_analyses_batched(specs: dict[str, Any], tables: dict[str, pd.DataFrame], *, priors=None,
+                         chains: int = 2, tune: int = 300, draws: int = 300, seed: int = 0,
+                         float32: bool = False, vectorize: bool | None = None) -> dict[str, Any]:
+    """Fit analyses whose designs agree (:func:`batch_refusal`) in one compiled program.
+
+    The model function is the first analysis' and each fit's counts its own
+    (:func:`hierarchy.inference.batch.fit_batch`: side by side on an accelerator, in turn on CPU);
+    each fit's InferenceData is built as :func:`fit_analysis` builds it, from its own spec and design,
+    with ``batch`` (the batch's size) and ``batched_with`` in its sampler settings.
+
+    Parameters
+    ----------
+    specs, tables : dict
+        Analysis name -> model spec and -> the table it fits.
+    priors, chains, tune, draws, seed, float32
+        As :func:`fit_analysis`.
+    vectorize : bool, optional
+        :func:`~hierarchy.inference.batch.fit_batch`'s (default: side by side on an accelerator only).
+
+    Returns
+    -------
+    dict of str to arviz.InferenceData
+
+    Raises
+    ------
+    HierarchyError
+        When a design disagrees with the first (the reason from :func:`batch_refusal`).
+    """
+    import jax
+
+    from hierarchy.data import table as data_mod
+    from hierarchy.inference.batch import fit_batch
+    from hierarchy.language.design import build_design, centring, describe_centring
+    from hierarchy.language.priors import load_priors
+    from hierarchy.likelihood.jaxmodel import hist_len_for, make_layout, model_data, model_fn
+    from hierarchy.likelihood.model import la_effect_labels
+    from hierarchy.results.fitfile import build_idata
+
+    jax.config.update("jax_enable_x64", True)  # float32 means float32 rows, as a single fit
+    pset = priors if priors is not None else load_priors(shipped.resolve(DEFAULT_PRIORS, "priors"))
+    names = list(specs)
+    designs = {n: build_design(tables[n], specs[n]) for n in names}
+    first = names[0]
+    for n in names[1:]:
+        why = batch_refusal(specs[n], designs[n], specs[first], designs[first], other=first)
+        if why:
+            raise HierarchyError(f"analysis '{n}' cannot be fitted in one batch with '{first}': {why}; "
+                                 "fit it alone (batched=False)")
+    n_rows = len(designs[first].y)
+    hist_len = hist_len_for(max(int(d.y.max(initial=0)) for d in designs.values()), n_rows)  # one shape
+    layouts = {n: make_layout(d, hist_len=hist_len) for n, d in designs.items()}
+    dtype = "float32" if float32 else "float64"
+    res = fit_batch(model_fn(specs[first], pset, designs[first], layouts[first]),
+                    [model_data(layouts[n], dtype) for n in names], chains=chains, tune=tune, draws=draws,
+                    seed=seed, vectorize=vectorize, diagnostics=False)
+    out = {}
+    for b, n in enumerate(names):
+        spec, design = specs[n], designs[n]
+        d = res.draws(b, seed=seed, float32=float32, draws_requested=draws, max_draws=draws,
+                      parameterisation=describe_centring(centring(spec, design), la_effect_labels(spec)),
+                      batched_with=names)
+        out[n] = build_idata(d, spec, pset, design, data_hash=data_mod.data_hash(tables[n], **spec.hashed_columns),
+                             data_source=f"simulated:{spec.name}")
+    return out
+
+
+def fit_all(analyses: list[Analysis], tables: dict[str, pd.DataFrame], *, chains: int, tune: int, draws: int,
+            seed: int = 0, float32: bool = False, fit_fn: Callable[..., Any] | None = None,
+            batched: bool = True, refit: bool = False, say: Callable[[str], None] = lambda s: None
+            ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit every analysis: those whose designs agree in one batch each (``batched`` and the default
+    ``fit_fn``; :func:`batch_groups`), the others alone with ``fit_fn`` (default :func:`fit_analysis`).
+
+    A fit of a batch that misses the convergence bar (its diagnostics' status is not ``ok``) is kept, with
+    a line in the log: a fit alone would run the same sampler for the same draws (the replication's fits do
+    not sample on), so a second try only costs time (measured at ``--fast``: 508 s with refits against
+    259 s without, every fit missing the bar either way). ``refit=True`` refits such a fit alone anyway.
+    Returns the InferenceData and the seconds of each analysis (a batch's time shared equally among
+    its fits, plus any refit).
+    """
+    from hierarchy.language.design import build_design
+    from hierarchy.results.fitfile import provenance
+
+    specs = {a.name: analysis_spec(a) for a in analyses}
+    rows = {a.name: analysis_table(a, tables) for a in analyses}
+    kw = dict(chains=chains, tune=tune, draws=draws, seed=seed, float32=float32)
+    alone = fit_fn or fit_analysis
+    if batched and fit_fn is None:
+        groups, why = batch_groups({n: (s, build_design(rows[n], s)) for n, s in specs.items()})
+        for reason in why.values():
+            say(reason)
+    else:
+        groups = [[n] for n in specs]
+    fits, timings = {}, {}
+    for group in groups:
+        t = time.perf_counter()
+        if len(group) == 1:
+            [n] = group
+            fits[n] = alone(specs[n], rows[n], **kw)
+            timings[n] = time.perf_counter() - t
+            say(f"fitted {n} ({len(rows[n]):,} rows) in {timings[n]:.0f} s")
+            continue
+        fits.update(fit_analyses_batched({n: specs[n] for n in group}, {n: rows[n] for n in group}, **kw))
+        share = (time.perf_counter() - t) / len(group)
+        say(f"fitted {', '.join(group)} ({len(rows[group[0]]):,} rows each) in one batch in "
+            f"{share * len(group):.0f} s")
+        for n in group:
+            timings[n] = share
+            d = provenance(fits[n])["diagnostics"]
+            if d["status"] != "ok" and not refit:
+                say(f"{n}: the batched fit missed the convergence bar ({'; '.join(d['reasons'])}); kept (a fit "
+                    "alone would run the same draws)")
+            if refit and d["status"] != "ok":
+                say(f"{n}: the batched fit missed the convergence bar ({'; '.join(d['reasons'])}); "
+                    "refitting it alone")
+                t = time.perf_counter()
+                fits[n] = alone(specs[n], rows[n], **kw)
+                timings[n] += time.perf_counter() - t
+                say(f"fitted {n} alone in {time.perf_counter() - t:.0f} s")
+    return fits, timings
 
 
 # ------------------------------------------------------------------------------------------- estimands
@@ -417,9 +641,11 @@ def plot_curve(idata, truth: dict[str, Any]):
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through the project's atomic writer (:func:`hierarchy.paths.atomic_path`)."""
+    from hierarchy.paths import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _g(v: float) -> str:
@@ -544,7 +770,7 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
               analyses: tuple[str, ...] | None = None, chains: int | None = None, tune: int | None = None,
               draws: int | None = None, float32: bool | None = None,
               fit_fn: Callable[..., Any] | None = None, progress: Callable[[str], None] | None = None,
-              write_tables: bool = False) -> pd.DataFrame:
+              write_tables: bool = False, batched: bool = True) -> pd.DataFrame:
     """Simulate, fit every analysis and write the replication page into ``out``.
 
     Parameters
@@ -564,6 +790,9 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
     write_tables : bool
         Also write each simulated table to ``out/data/{scenario}.parquet`` with the truth beside it
         (:func:`hierarchy.data.simulate.write`), to fit them with ``hierarchy fit``.
+    batched : bool
+        Fit the analyses whose designs agree (the stage outcomes of one table, where ``auto`` centres
+        their LA effects alike) in one compiled program each (:func:`fit_all`); ignored with ``fit_fn``.
 
     Returns
     -------
@@ -588,17 +817,9 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
         raise HierarchyError(f"unknown analysis {', '.join(bad)}; choose from {', '.join(names)}")
     tables, truth = findings.simulate_findings(geo, year=year, seed=seed)
     say(f"simulated {len(tables)} tables on {geo.source} ({time.perf_counter() - t0:.0f} s)")
-    fit_fn = fit_fn or fit_analysis
-    fits, timings = {}, {}
-    for a in ANALYSES:
-        if a.name not in chosen:
-            continue
-        t = time.perf_counter()
-        table = analysis_table(a, tables)
-        fits[a.name] = fit_fn(analysis_spec(a), table, chains=settings["chains"], tune=settings["tune"],
-                              draws=settings["draws"], seed=seed, float32=f32)
-        timings[a.name] = time.perf_counter() - t
-        say(f"fitted {a.name} ({len(table):,} rows) in {timings[a.name]:.0f} s")
+    fits, timings = fit_all([a for a in ANALYSES if a.name in chosen], tables, chains=settings["chains"],
+                            tune=settings["tune"], draws=settings["draws"], seed=seed, float32=f32,
+                            fit_fn=fit_fn, batched=batched, say=say)
     table = findings_rows(fits, tables, truth)
     figures = {"forest": plot_forest(table)}
     if "referral" in fits:
@@ -612,7 +833,7 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
 
         for name, t in tables.items():
             write(t, truth, Path(out) / "data" / f"{name}.parquet")
-    summary = {"truth": truth, "timings_s": timings, **meta}
+    summary = {"truth": truth, "timings_s": timings, "batched": batched and fit_fn is None, **meta}
     _atomic_text(Path(out) / "truth.json", json.dumps(summary, indent=1, sort_keys=True, default=float) + "\n")
     say(f"wrote {out} ({meta['wall_s']:.0f} s)")
     return table
@@ -633,6 +854,6 @@ def main(args) -> int:
     analyses = tuple(a.strip() for a in args.analyses.split(",") if a.strip()) or None
     table = replicate(args.out, geo=geo, fast=args.fast, seed=args.seed, year=args.year, analyses=analyses,
                       chains=args.chains, tune=args.tune, draws=args.draws, progress=print,
-                      write_tables=args.tables)
+                      write_tables=args.tables, batched=getattr(args, "batched", True))
     print(f"{int(table['covered'].sum())} of {len(table)} truths covered; page: {Path(args.out) / 'index.html'}")
     return 0
