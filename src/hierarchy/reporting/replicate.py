@@ -432,19 +432,23 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
     tables, truth
         From :func:`hierarchy.data.findings.simulate_findings`.
     """
-    from hierarchy.data.simulate import extreme_groups
-    from hierarchy.language.design import z_of
-    from hierarchy.likelihood import model
-    from hierarchy.results import estimands as est
-    from hierarchy.results.fit import as_fit
-    from hierarchy.results.fitfile import provenance
-
     sc = truth["scenarios"]
-    stages = sc["base"]["simulate_truth"]["stages"]
     rows: list[dict[str, Any]] = []
-    keys = {"10 points less": "gradient_10_less", "mean": "gradient_at_mean", "10 points more": "gradient_10_more"}
+    for part in (_stage_rows, _referral_rows, _age_sex_rows, _strata_rows, _rural_rows, _la_condition_rows,
+                 _provision_rows):
+        rows += part(fits, tables, sc)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
-    # headline, stage gradients and the fall with LA deprivation at every threshold
+
+def _stage_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame],
+                sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`findings_rows`: headline and stage gradients, and their fall with LA deprivation."""
+    from hierarchy.results import estimands as est
+
+    stages = sc["base"]["simulate_truth"]["stages"]
+    keys = {"10 points less": "gradient_10_less", "mean": "gradient_at_mean",
+            "10 points more": "gradient_10_more"}
+    rows: list[dict[str, Any]] = []
     for stage in ("referral", "s47", "cp_plan", "looked_after"):
         if stage not in fits:
             continue
@@ -463,7 +467,17 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
         rows.append(_row("falls", stage, f"{stage}: gradient 10 points less / 10 points more deprived LA",
                          "> 1", "ratio of gradient scores", t["gradient_10_less"] / t["gradient_10_more"], ratio,
                          direction="falls as LA deprivation rises", p=(ratio > 1).mean()))
+    return rows
 
+
+def _referral_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame],
+                   sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`findings_rows`: the range of LA gradients and the rates at the extremes."""
+    from hierarchy.data.simulate import extreme_groups
+    from hierarchy.results import estimands as est
+
+    stages = sc["base"]["simulate_truth"]["stages"]
+    rows: list[dict[str, Any]] = []
     if "referral" in fits:
         idata = fits["referral"]
         lag = _flat(est.la_gradients(idata))
@@ -485,7 +499,15 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
                              "per 10,000 children", ext[name]["expected_rate"], rate,
                              note="expected rate in the simulation (calibrated to DfE LA totals, not to this "
                                   "figure); posterior predictive"))
+    return rows
 
+
+def _age_sex_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame],
+                  sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`findings_rows`: gradients by sex and by year of age."""
+    from hierarchy.results import estimands as est
+
+    rows: list[dict[str, Any]] = []
     if "age_sex" in fits:
         idata, t = fits["age_sex"], sc["age_sex"]
         g = _levels(est.subgroup_gradients(idata), "stratum")
@@ -502,7 +524,15 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
                          "ratio of gradient scores", t["age_year_gradient"], per_year,
                          direction="younger steeper", p=(per_year < 1).mean(),
                          note="value simulated: the bands' 1.10 to 0.90 over 14.5 years"))
+    return rows
 
+
+def _strata_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame],
+                 sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`findings_rows`: subgroup gradients by ethnicity, assessment factor, plan category."""
+    from hierarchy.results import estimands as est
+
+    rows: list[dict[str, Any]] = []
     for name, what, top, bottom in (("ethnicity", "ethnicity", "White", "Black"),
                                     ("assessment", "factor", "neglect", "physical_disability"),
                                     ("plan_category", "category", "neglect", "sexual_abuse")):
@@ -511,7 +541,13 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
             t = sc[name]["gradient"]
             pub = {k: t[k] for k in sc[name]["published"]}
             rows += _stratum_rows(name, name, g, t, pub, top, bottom, what=what)
+    return rows
 
+
+def _rural_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame],
+                sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`findings_rows`: rural and sparsity gradient ratios."""
+    rows: list[dict[str, Any]] = []
     if "rural" in fits:
         t = sc["rural"]
         for col, tv, label in (("rural", t["rural_gradient_ratio"], "rural / urban"),
@@ -520,7 +556,18 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
             rows.append(_row("rural", "rural", f"gradient ratio {label}", "> 1 (steeper)",
                              "ratio of gradient scores", tv, r, direction="steeper", p=(r > 1).mean(),
                              note="value simulated"))
+    return rows
 
+
+def _la_condition_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame],
+                       sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`findings_rows`: LA provision covariates and Webb et al.'s contrast."""
+    from hierarchy.language.design import z_of
+    from hierarchy.likelihood import model
+    from hierarchy.results.fit import as_fit
+    from hierarchy.results.fitfile import provenance
+
+    rows: list[dict[str, Any]] = []
     if "la_conditions" in fits:
         idata, t = fits["la_conditions"], sc["la_conditions"]
         spec = as_fit(idata).spec
@@ -555,7 +602,16 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
                          "ratio of log gradients (per SD = per 10 points)", t["webb_ratio"], webb,
                          direction="stronger in low-deprivation, high-inequality LAs", p=(webb > 1).mean(),
                          note="inequality: 20:20 ratio of IoD2019 income rates"))
+    return rows
 
+
+def _provision_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame],
+                    sc: dict[str, Any]) -> list[dict[str, Any]]:
+    """:func:`findings_rows`: re-referrals and repeat plans in affluent LAs."""
+    from hierarchy.results import estimands as est
+    from hierarchy.results.fitfile import provenance
+
+    rows: list[dict[str, Any]] = []
     for name, label in (("re_referral", "re-referrals per referral"), ("repeat_cp_plan", "repeat plans per plan")):
         if name not in fits:
             continue
@@ -572,7 +628,7 @@ def findings_rows(fits: dict[str, Any], tables: dict[str, pd.DataFrame], truth: 
                          "> 1 (deprived neighbourhoods of affluent LAs highest)", "ratio of gradient scores",
                          t["interaction_ratio"], inter, direction="steeper in affluent LAs", p=(inter > 1).mean(),
                          note="value simulated"))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return rows
 
 
 # ------------------------------------------------------------------------------------------- figures
