@@ -39,20 +39,25 @@ demo-real: venv
 	$(BIN)/hierarchy demo --real --out $(OUT) $(if $(REFERENCE_DIR),--reference-dir $(REFERENCE_DIR)) $(DEMO_ARGS)
 
 # --max-worker-restart=0: a crashed worker fails the run at once; with the default restarts, a crash
-# inside an xdist group left the session waiting for the group's lost tests until CI's time limit
-XDIST := -n 2 --dist loadgroup --max-worker-restart=0
+# inside an xdist group left the session waiting for the group's lost tests until CI's time limit.
+# --no-loadscope-reorder: the workers take the tests in collection order, which tests/conftest.py sorts
+# longest first (LONGEST_FIRST), not xdist's order by the number of tests in a group
+XDIST := -n 2 --dist loadgroup --max-worker-restart=0 --no-loadscope-reorder
 
 test: venv
 	$(BIN)/python -m pytest $(XDIST) --durations=25
 
+# the slow statistical checks and the simulation-based calibration in one run, so that the two workers
+# stay busy: the long SBC tests start first and the shorter slow tests fill in beside them
 test-slow: venv
-	$(BIN)/python -m pytest -m "slow and not sbc and not long" $(XDIST) --durations=15
+	$(BIN)/python -m pytest -m "slow and not long" $(XDIST) --durations=25
 
 test-long: venv
 	$(BIN)/python -m pytest -m "long" $(XDIST)
 
+# the SBC tests alone (they are in test-slow too)
 test-sbc: venv
-	$(BIN)/python -m pytest -m sbc -p no:xdist
+	$(BIN)/python -m pytest -m sbc $(XDIST) --durations=10
 
 lint: venv
 	$(BIN)/ruff check src tests bench notebooks

@@ -74,6 +74,63 @@ def _session_compilation_cache():
         yield
 
 
+# The longest work units of the test runs (an xdist group by its name, else a test or module by its node id,
+# matched as a prefix), with their wall time in seconds on 2 busy cores. Under ``--dist loadgroup
+# --no-loadscope-reorder`` the workers take the units in collection order, so these go first, longest first,
+# and the short tests fill in around them at the end: started last, a 10-minute SBC test kept one worker
+# busy for minutes after the other had finished. Rough figures do: only the order matters.
+LONGEST_FIRST = {
+    "tests/inference/test_sbc.py::test_sbc_of_the_anchored_stacked_level": 610,
+    "tests/inference/test_sbc.py::test_sbc_ranks_are_uniform[poisson_lognormal]": 540,
+    "tests/inference/test_sbc.py::test_sbc_ranks_are_uniform[poisson]": 240,
+    "tests/inference/test_sbc.py::test_sbc_ranks_are_uniform[negative_binomial]": 200,
+    "tests/inference/test_chees.py::test_sbc_of_chees": 130,
+    "tests/inference/test_sbc.py::test_sbc_flags_a_fit_under_the_wrong_prior": 110,
+    "cv": 950,
+    "compare": 350,
+    "tests/inference/test_batch.py::test_batched_kfold_refits_agree": 230,
+    "tests/results/test_maihda.py": 225,
+    "tests/likelihood/test_spatial.py::test_recovers_a_known_spatial_field": 210,
+    "tests/inference/test_laplace.py::test_laplace_beside_nuts[inverse_intervention_nb_log]": 190,
+    "sampler_options": 190,
+    "tests/inference/test_laplace.py::test_laplace_beside_nuts_stacked_and_years": 150,
+    "tests/inference/test_sweep.py::test_two_worker_sweep": 140,
+    "notebooks": 130,
+    "tests/results/test_stages.py": 120,
+    "approximations": 110,
+    "tests/inference/test_batch.py::test_compare_models_batches": 110,
+    "tests/results/test_spatial_compare.py": 100,
+    "tests/likelihood/test_panel_censoring.py": 100,
+    "tests/inference/test_laplace.py::test_fit_laplace_draws_like_nuts": 90,
+    "shared_fit": 150,
+    "small_fit": 120,
+    "predict": 100,
+    "tests/reporting/test_registry.py": 90,
+    "tests/reporting/test_every_model_reports.py": 80,
+    "tests/test_cli_paths.py::test_sbc_takes_las": 65,
+    "conversion_report": 65,
+    "shareable_fit": 60,
+    "tests/inference/test_fit.py::test_parameter_recovery": 60,
+    "tests/test_cli_paths.py::test_demo_fast": 55,
+}
+
+
+def _xdist_groups(item) -> str | None:
+    """The item's xdist group name (its marks' names joined, as xdist joins them), or None."""
+    names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+             for m in item.iter_markers("xdist_group")}
+    return "_".join(sorted(names)) if names else None
+
+
+def _expected_seconds(item, group: str | None) -> float:
+    """The unit's entry in ``LONGEST_FIRST`` (its group's, or the longest matching node-id prefix), else 0."""
+    if group is not None:
+        return LONGEST_FIRST.get(group, 0)
+    node_id = item.nodeid.split("@")[0]
+    matches = [key for key in LONGEST_FIRST if "::" in key or key.endswith(".py") if node_id.startswith(key)]
+    return LONGEST_FIRST[max(matches, key=len)] if matches else 0
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Make ``--dist loadgroup`` honour ``xdist_group`` marks with pytest 9.2.
@@ -89,12 +146,12 @@ def pytest_collection_modifyitems(config, items):
     """
     if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
         return
+    groups = {item: _xdist_groups(item) for item in items}
+    items.sort(key=lambda item: -_expected_seconds(item, groups[item]))  # stable: the rest keep their order
     for item in items:
-        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-                 for m in item.iter_markers("xdist_group")}
-        if not names:
+        if groups[item] is None:
             continue
-        suffix = "@" + "_".join(sorted(names))
+        suffix = "@" + groups[item]
         if item.nodeid.endswith(suffix):
             continue
         node_id = getattr(item, "_id", None)
@@ -135,6 +192,69 @@ def shared_fit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from tests.helpers import shared_fit_paths
 
     return shared_fit_paths(tmp_path_factory)
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """A folder that ``build(folder)`` fills once per test session, shared by the xdist workers.
+
+    The folder lies beside the workers' own temporary folders; a file lock makes a second worker wait
+    for the first one's build instead of building again, and a ``done`` marker is written last, so a
+    build that failed half-way is redone, not read.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # xdist workers share the parent
+        root = root.parent
+    folder = root / name
+    folder.mkdir(exist_ok=True)
+    with FileLock(str(folder / "lock")):
+        if not (folder / "done").exists():
+            build(folder)
+            (folder / "done").touch()
+    return folder
+
+
+CONVERSION_FORMULA = "cp_plan ~ w * z + (1 + w | la) + offset(log(s47))"
+
+
+@pytest.fixture(scope="session")
+def conversion_fit(tmp_path_factory: pytest.TempPathFactory):
+    """A short fit of a conversion model (plans per s47 enquiry: a count as the exposure), read-only.
+
+    5 synthetic LAs of 30 neighbourhoods (every LA holds >= 10 plans), neighbourhoods with no enquiry
+    dropped; negative binomial, 2 chains x (60 + 40) draws: for tests of what a fit file and a report of
+    such a model may show (test_conversion_report.py, test_fit_disclosure.py), not of its estimates.
+    Fitted once per session for both modules. Returns ``table``, ``spec`` and ``path`` (the fit file).
+    """
+    from types import SimpleNamespace
+
+    from hierarchy.data import simulate
+    from hierarchy.data.table import data_hash
+    from hierarchy.inference.sampling import fit
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import ModelSpec
+    from hierarchy.results import fitfile
+    from tests.helpers import ROOT
+
+    geo = reference.synthetic_geography(5, seed=5, lsoa_per_la=30)
+    table = simulate.simulate(geo, seed=5)[0]
+    table = table[table["s47"] > 0].reset_index(drop=True)
+    spec = ModelSpec.from_dict({"name": "conversion", "family": "negative_binomial",
+                                "formula": CONVERSION_FORMULA})
+
+    def build(folder: Path) -> None:
+        priors = load_priors(ROOT / "priors/weakly_informative.toml")
+        design = build_design(table, spec)
+        draws = fit(spec, priors, design, chains=2, tune=60, draws=40, seed=1, progress=False,
+                    chain_method="sequential")
+        idata = fitfile.build_idata(draws, spec, priors, design,
+                                    data_hash=data_hash(table, **spec.hashed_columns))
+        fitfile.save_fit(idata, folder / "conversion.nc")
+
+    folder = built_once(tmp_path_factory, "conversion_fit", build)
+    return SimpleNamespace(table=table, spec=spec, path=folder / "conversion.nc")
 
 
 @pytest.fixture(scope="session")

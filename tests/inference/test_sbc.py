@@ -2,7 +2,9 @@
 
 For a correct model and sampler the rank of each true value among its posterior draws is uniform.
 :func:`hierarchy.sbc.sbc` refits every replicate in one compiled, vmapped NUTS program (about
-2-3 minutes for 100 replicates on 2 cores), so these run in CI (`make test-sbc`).
+2-3 minutes for 100 replicates on 2 quiet cores, 4-10 minutes on busy ones), so these run in CI: in
+``make test-slow``, beside the other slow tests in a long-lived xdist worker, started first
+(``LONGEST_FIRST`` in tests/conftest.py); ``make test-sbc`` runs them alone.
 """
 
 from __future__ import annotations
@@ -28,6 +30,19 @@ SBC_PRIORS = {"intercept": {"dist": "Normal", "mu": -3.0, "sigma": 0.5},
               "dispersion": {"dist": "Gamma", "alpha": 10.0, "beta": 1.0},
               "obs_sd": {"dist": "HalfNormal", "sigma": 0.3}}
 ALPHA = 0.001  # per parameter; about 10 parameters a family
+
+
+@pytest.fixture(autouse=True)
+def _room_for_the_sbc_program():
+    """Drop the compiled programs of earlier tests if this process nears its memory-map limit.
+
+    Under ``make test-slow`` an SBC test runs in a long-lived xdist worker, after other fits; its one
+    large program is compiled on top of theirs (an SBC run crashed XLA in such a worker before the fits
+    released their programs, commit dfc8843). ``sampling.fit`` does this before every fit; ``sbc`` does not.
+    """
+    from hierarchy.compiled import release_compiled_programs
+
+    release_compiled_programs()
 
 
 def _setup(family: str, **prior_changes):

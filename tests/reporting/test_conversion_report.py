@@ -6,41 +6,23 @@ it publishes the s47 denominators only under the same rule as any observed count
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from hierarchy.data import reference, simulate
-from hierarchy.data.table import data_hash
-from hierarchy.inference.sampling import fit
-from hierarchy.language.design import build_design
-from hierarchy.language.priors import load_priors
-from hierarchy.language.spec import ModelSpec
 from hierarchy.reporting import report
-from hierarchy.results import fitfile
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.xdist_group("conversion_report")]
 
 
 @pytest.fixture(scope="module")
-def conversion(tmp_path_factory):
+def conversion(conversion_fit, tmp_path_factory):
+    """The session's conversion fit (tests/conftest.py, shared with test_fit_disclosure.py), and its data
+    saved in a folder of this module's own, where the reports are written."""
     folder = tmp_path_factory.mktemp("conversion_report")
-    geo = reference.synthetic_geography(5, seed=5, lsoa_per_la=30)
-    table = simulate.simulate(geo, seed=5)[0]
-    table = table[table["s47"] > 0].reset_index(drop=True)
     data = folder / "data.parquet"
-    table.to_parquet(data)
-    spec = ModelSpec.from_dict({"name": "conversion",
-                                "formula": "cp_plan ~ w * z + (1 + w | la) + offset(log(s47))"})
-    priors = load_priors(ROOT / "priors/weakly_informative.toml")
-    design = build_design(table, spec)
-    draws = fit(spec, priors, design, chains=2, tune=60, draws=40, seed=1, progress=False,
-                chain_method="sequential")
-    idata = fitfile.build_idata(draws, spec, priors, design, data_hash=data_hash(table, **spec.hashed_columns))
-    return folder, table, data, fitfile.save_fit(idata, folder / "conversion.nc")
+    conversion_fit.table.to_parquet(data)
+    return folder, conversion_fit.table, data, conversion_fit.path
 
 
 def test_without_its_data_the_report_says_what_it_could_not_check(conversion):

@@ -49,13 +49,9 @@ def _save(table, spec, folder: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def conversion(tmp_path_factory) -> SimpleNamespace:
-    folder = tmp_path_factory.mktemp("conversion")
-    geo = reference.synthetic_geography(5, seed=5, lsoa_per_la=30)  # every LA holds >= 10 plans
-    table = simulate.simulate(geo, seed=5)[0]
-    table = table[table["s47"] > 0].reset_index(drop=True)
-    spec = _spec(CONVERSION, "conversion")
-    return SimpleNamespace(table=table, spec=spec, path=_save(table, spec, folder, "conversion.nc"))
+def conversion(conversion_fit) -> SimpleNamespace:
+    """The session's conversion fit (tests/conftest.py), shared with test_conversion_report.py."""
+    return conversion_fit
 
 
 def test_a_count_used_as_exposure_is_never_stored(conversion):
