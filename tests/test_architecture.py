@@ -109,3 +109,28 @@ def test_a_fit_is_read_once_through_the_fit_object():
              if "fit_spec(" in line and "def fit_spec" not in line]
     assert len(sites) <= 3, sites
     assert all(s.startswith(("results/fitfile.py", "results/fit.py")) for s in sites), sites
+
+
+MAX_FUNCTION_LINES = 100
+
+
+def _long_functions(root: Path, limit: int) -> dict[str, int]:
+    """Every function (or method, at any depth) under ``root`` longer than ``limit`` lines, by
+    ``path::name``, with its length (``end_lineno - lineno + 1``, decorators not counted)."""
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    out[f"{path.relative_to(root).as_posix()}::{node.name}"] = length
+    return out
+
+
+def test_no_function_over_100_lines(tmp_path):
+    """Issue 28: one job per function: none in src/ over 100 lines (ruff's C901, max 15, bounds branching)."""
+    (tmp_path / "m.py").write_text("def ok():\n" + "    x = 1\n" * 99 + "\n\ndef long():\n" + "    x = 1\n" * 100
+                                   + "\n\nclass C:\n    def method(self):\n" + "        x = 1\n" * 100)
+    assert _long_functions(tmp_path, MAX_FUNCTION_LINES) == {"m.py::long": 101, "m.py::method": 101}
+    over = _long_functions(ROOT, MAX_FUNCTION_LINES)
+    assert not over, "split into named steps: " + ", ".join(f"{k} ({n} lines)" for k, n in sorted(over.items()))

@@ -27,6 +27,8 @@ children (LAchildID unique over the whole extract, so also within each LA):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -96,7 +98,38 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
         The simulator's truth plus ``durations`` (hazards, cut points, log gradients).
     """
     table, truth = simulate(geo, year=year, strata=("age", "sex"), seed=seed)
-    rng = np.random.default_rng([seed, 17])
+    rng = np.random.default_rng([seed, 17])  # drawn from in this order: events, births, durations, fields
+    ev = _events(table, year, rng)
+    birth = _birth_dates(table, ev, rng)
+    closure, cpp_end, la_eff = _durations(table, ev, rng, seed)
+    main = _main_episodes(table, ev, birth, closure, cpp_end, rng)
+    extract, rr, gap = _with_earlier_episodes(main, ev, rng)
+    table = table.copy()
+    table["re_referral"] = np.bincount(ev.row, rr, minlength=len(table)).astype(np.int64)
+    truth = {**truth, "child_level": {
+        "children": len(ev.row), "episodes": len(extract), "re_referrals": int(rr.sum()),
+        "gap_days_of_re_referrals": [int(gap[rr].min()), int(gap[rr].max())] if rr.any() else []},
+        "durations": _durations_truth(la_eff)}
+    return extract, table, truth
+
+
+@dataclass(frozen=True)
+class _Events:
+    """Each simulated child's row of the table and dates in the census year (:func:`_events`)."""
+
+    start: np.datetime64  # 1 April of the census year
+    end: np.datetime64  # 31 March
+    row: np.ndarray  # the child's row of the table
+    in_year: np.ndarray  # referred in the census year (else the year before, still open)
+    ref: np.ndarray  # referral date
+    has_s47: np.ndarray
+    has_cp: np.ndarray
+    s47: np.ndarray  # section 47 date (meaningful where has_s47)
+    cpp: np.ndarray  # plan start date (meaningful where has_cp)
+
+
+def _events(table: pd.DataFrame, year: int, rng: np.random.Generator) -> _Events:
+    """One child per counted child of each row: referral, section 47 and plan dates (module docstring)."""
     start, end = np.datetime64(f"{year - 1}-04-01"), np.datetime64(f"{year}-03-31")
     n_days = int((end - start).astype(int)) + 1
     R, S, P = (table[c].to_numpy() for c in ("referral", "s47", "cp_plan"))
@@ -111,23 +144,32 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
     s47 = np.minimum(np.where(in_year, ref, start) + rng.integers(0, 31, m) * d, end)
     cp_base = np.where(has_s47, s47, np.where(in_year, ref, start))
     cpp = np.minimum(cp_base + rng.integers(0, 31, m) * d, end)
+    return _Events(start=start, end=end, row=row, in_year=in_year, ref=ref, has_s47=has_s47, has_cp=has_cp,
+                   s47=s47, cpp=cpp)
 
-    # birth dates: the row's age band at every event in the year, no birthday between them
-    first = np.where(in_year, ref, np.where(has_s47, s47, cpp))
-    last = np.maximum.reduce([first, np.where(has_s47, s47, first), np.where(has_cp, cpp, first)])
-    bands = table["age_band"].to_numpy()[row]
+
+def _birth_dates(table: pd.DataFrame, ev: _Events, rng: np.random.Generator) -> pd.DatetimeIndex:
+    """Birth dates: the row's age band at every event in the year, no birthday between them."""
+    first = np.where(ev.in_year, ev.ref, np.where(ev.has_s47, ev.s47, ev.cpp))
+    last = np.maximum.reduce([first, np.where(ev.has_s47, ev.s47, first), np.where(ev.has_cp, ev.cpp, first)])
+    bands = table["age_band"].to_numpy()[ev.row]
     lo = np.array([AGE_BAND_YEARS[c][0] for c in AGE_BAND_YEARS])
     hi = np.array([AGE_BAND_YEARS[c][1] for c in AGE_BAND_YEARS])
     b = pd.Index(AGE_BANDS).get_indexer(bands)
     age = rng.integers(lo[b], hi[b] + 1)
-    age = np.where(in_year, age, np.maximum(age, 1))  # born before a referral up to 200 days before 1 April
+    age = np.where(ev.in_year, age, np.maximum(age, 1))  # born before a referral up to 200 days before 1 April
     f, la_ = pd.DatetimeIndex(first), pd.DatetimeIndex(last)
     upper = _minus_years(f, age)
     lower = _minus_years(la_, age + 1)
     room = np.maximum(np.asarray((upper - lower).days) - 1, 0)
-    birth = upper - pd.to_timedelta(np.floor(rng.random(m) * (room + 1)).astype(int), unit="D")
+    return upper - pd.to_timedelta(np.floor(rng.random(len(ev.row)) * (room + 1)).astype(int), unit="D")
 
-    # durations
+
+def _durations(table: pd.DataFrame, ev: _Events, rng: np.random.Generator, seed: int
+               ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Episode closure and plan end dates (NaT when open on 31 March) and the LA effects on their hazards."""
+    d = np.timedelta64(1, "D")
+    row, m = ev.row, len(ev.row)
     w = ((table["deprivation"] - table.groupby("la")["deprivation"].transform(
         lambda s: np.average(s, weights=table.loc[s.index, "exposure"]))) / 0.1).to_numpy()[row]
     la_codes = table["la"].to_numpy()[row]
@@ -136,13 +178,18 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
     u_cin, v_cin = (np.array([la_eff["cin"][j][la] for la in la_codes]) for j in (0, 1))
     u_cpp, v_cpp = (np.array([la_eff["cpp"][j][la] for la in la_codes]) for j in (0, 1))
     mult = np.exp(u_cin + (CIN_HAZARD["log_gradient"] + v_cin) * w)
-    t0 = np.where(in_year, 0.0, (start - ref) / d)
+    t0 = np.where(ev.in_year, 0.0, (ev.start - ev.ref) / d)
     dur = draw_piecewise(t0, mult, rng, CIN_HAZARD["hazards"])
-    closure = _end_date(ref, dur, end)
+    closure = _end_date(ev.ref, dur, ev.end)
     cpp_dur = draw_piecewise(np.zeros(m), np.exp(u_cpp + (CPP_HAZARD["log_gradient"] + v_cpp) * w), rng,
                              CPP_HAZARD["hazards"])
-    cpp_end = _end_date(cpp, cpp_dur, end)
+    return closure, _end_date(ev.cpp, cpp_dur, ev.end), la_eff
 
+
+def _main_episodes(table: pd.DataFrame, ev: _Events, birth: pd.DatetimeIndex, closure: np.ndarray,
+                   cpp_end: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """The census year's episodes, one per child, in DfE field names (dates still datetimes)."""
+    row, m = ev.row, len(ev.row)
     # numbered over the whole extract: IDs numbered 1, 2, ... in every LA made ~10 pairs of different
     # children in two LAs share an ID, birth date and referral date nationally, which the extract check
     # rightly reads as one episode in two LAs
@@ -151,20 +198,27 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
     need = rng.choice(list(NEED_SHARE), m, p=list(NEED_SHARE.values()))
     cat = rng.choice(list(PLAN_SHARE), m, p=list(PLAN_SHARE.values()))
     sex = np.where(table["sex"].to_numpy()[row] == "male", "1", "2")
-    main = pd.DataFrame({
-        "LAchildID": ids, "LA": la_codes, "LSOA": table["neighbourhood"].to_numpy()[row],
+    has_cp, nat = ev.has_cp, np.datetime64("NaT")
+    return pd.DataFrame({
+        "LAchildID": ids, "LA": table["la"].to_numpy()[row], "LSOA": table["neighbourhood"].to_numpy()[row],
         "PersonBirthDate": birth.to_numpy().astype("datetime64[D]"), "GenderCurrent": sex, "Ethnicity": eth,
-        "CINreferralDate": ref, "PrimaryNeedCode": need,
-        "S47ActualStartDate": np.where(has_s47, s47, np.datetime64("NaT")),
-        "DateOfInitialCPC": np.where(has_cp, cpp, np.datetime64("NaT")),
-        "CPPstartDate": np.where(has_cp, cpp, np.datetime64("NaT")),
-        "CPPendDate": np.where(has_cp, cpp_end, np.datetime64("NaT")),
+        "CINreferralDate": ev.ref, "PrimaryNeedCode": need,
+        "S47ActualStartDate": np.where(ev.has_s47, ev.s47, nat),
+        "DateOfInitialCPC": np.where(has_cp, ev.cpp, nat),
+        "CPPstartDate": np.where(has_cp, ev.cpp, nat),
+        "CPPendDate": np.where(has_cp, cpp_end, nat),
         "InitialCategoryOfAbuse": np.where(has_cp, cat, None),
         "CINclosureDate": closure, "ReasonForClosure": np.where(pd.isna(closure), None, "RC1"),
     })
 
-    # earlier closed episodes 1-400 days before 1 April (re-referrals when within 12 months)
-    prior = in_year & (rng.random(m) < PRIOR_EPISODE_SHARE)
+
+def _with_earlier_episodes(main: pd.DataFrame, ev: _Events, rng: np.random.Generator
+                           ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The extract: ``main`` with earlier closed episodes 1-400 days before 1 April, dates as ISO text, rows
+    shuffled; each child's re-referral (an earlier episode within 12 months) and its gap in days."""
+    start, ref, m = ev.start, ev.ref, len(ev.row)
+    d = np.timedelta64(1, "D")
+    prior = ev.in_year & (rng.random(m) < PRIOR_EPISODE_SHARE)
     ref0 = start - rng.integers(1, 401, m) * d
     prior &= ref0 > main["PersonBirthDate"].to_numpy()
     gap = ((ref - ref0) / d).astype(int)
@@ -181,23 +235,18 @@ def simulate_extract(geo: Geography, *, year: int = 2019, seed: int = 0
         if pd.api.types.is_datetime64_any_dtype(extract[col]):
             extract[col] = pd.to_datetime(extract[col]).dt.strftime("%Y-%m-%d")
     extract = extract.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
-
     one_year = (pd.to_datetime(ref0) + pd.DateOffset(years=1)).to_numpy()
-    rr = prior & (ref < one_year)
-    table = table.copy()
-    table["re_referral"] = np.bincount(row, rr, minlength=len(table)).astype(np.int64)
-    truth = {**truth, "child_level": {
-        "children": int(m), "episodes": len(extract), "re_referrals": int(rr.sum()),
-        "gap_days_of_re_referrals": [int(gap[rr].min()), int(gap[rr].max())] if rr.any() else []},
-        "durations": {"cuts_days": list(CUTS_DAYS), "unit": "per day",
-                      "cin_closure": {"hazards": list(CIN_HAZARD["hazards"]),
-                                      "log_gradient": CIN_HAZARD["log_gradient"],
-                                      "la_sd": list(LA_HAZARD_SD), "la_effects": _listed(la_eff["cin"])},
-                      "cpp_end": {"hazards": list(CPP_HAZARD["hazards"]),
-                                  "log_gradient": CPP_HAZARD["log_gradient"],
-                                  "la_sd": list(LA_HAZARD_SD), "la_effects": _listed(la_eff["cpp"])},
-                      "w": "(x - X_la) / 0.1, X_la the child-weighted mean of x over the LA"}}
-    return extract, table, truth
+    return extract, prior & (ref < one_year), gap
+
+
+def _durations_truth(la_eff: dict) -> dict:
+    """``truth['durations']``: the hazards, cut points, log gradients and LA effects of the durations."""
+    return {"cuts_days": list(CUTS_DAYS), "unit": "per day",
+            "cin_closure": {"hazards": list(CIN_HAZARD["hazards"]), "log_gradient": CIN_HAZARD["log_gradient"],
+                            "la_sd": list(LA_HAZARD_SD), "la_effects": _listed(la_eff["cin"])},
+            "cpp_end": {"hazards": list(CPP_HAZARD["hazards"]), "log_gradient": CPP_HAZARD["log_gradient"],
+                        "la_sd": list(LA_HAZARD_SD), "la_effects": _listed(la_eff["cpp"])},
+            "w": "(x - X_la) / 0.1, X_la the child-weighted mean of x over the LA"}
 
 
 def la_effects(las: np.ndarray, rng: np.random.Generator, sd=LA_HAZARD_SD) -> tuple[dict, dict]:

@@ -73,6 +73,7 @@ Scenarios (table -> model file -> what is true)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -337,160 +338,226 @@ def simulate_findings(geo: Geography, *, year: int = 2019, seed: int = 0,
     if bad:
         raise HierarchyError(f"unknown scenario(s) {', '.join(bad)}; choose from {', '.join(SCENARIOS)}")
     rng = np.random.default_rng([seed, 15])
+    world = _world(geo, year, rng)
+    tables, out = {}, {}
+    tables["base"], out["base"] = _base(world, year, seed, rng)
+    for name, step in _SCENARIO_STEPS:  # in this order whatever the order of ``scenarios``: one rng
+        if name in scenarios:
+            tables[name], out[name] = step(world, rng)
+    truth = {"year": int(year), "seed": int(seed), "geography": geo.source, "scenarios": out,
+             "la_deprivation": {"mean": world.xbar, "sd": float(world.X.std()), "curve": list(world.d)},
+             "tau": TAU, "dispersion": DISPERSION}
+    return tables, _jsonable(truth)
+
+
+@dataclass(frozen=True)
+class _World:
+    """What every scenario shares: the geography, the LA curve and slope deviations, DfE's LA totals."""
+
+    geo: Geography
+    la_pos: np.ndarray  # each neighbourhood's LA (position in geo.la)
+    X: np.ndarray  # LA deprivation
+    xbar: float
+    d: tuple  # the referral curve's coefficients
+    curve: np.ndarray  # log gradient of each LA on the curve
+    ell_c: np.ndarray  # log(X / mean X), X clipped to the curve's range
+    v: np.ndarray  # LA slope deviations, off the curve
+    w_lsoa: np.ndarray  # (x - X_la) / 0.1 of each neighbourhood
+    kids: np.ndarray  # children of each neighbourhood
+    referrals: np.ndarray  # DfE referrals per LA
+    ref_year: int
+    plans: np.ndarray  # DfE plans started per LA
+    plan_year: int
+
+    @property
+    def n_la(self) -> int:
+        return len(self.geo.la)
+
+
+def _world(geo: Geography, year: int, rng: np.random.Generator) -> _World:
+    """The scenarios' shared parts (draws the LA slope deviations from ``rng``)."""
     lsoa, la = geo.lsoa, geo.la
-    n_la = len(la)
     la_pos = pd.Index(la["la"]).get_indexer(lsoa["la"])
     X = la["deprivation"].to_numpy(dtype=float)
     xbar = float(X.mean())
     d = curve_coefficients(xbar)
-    curve = log_gradient(X, xbar, d)
     ell_c = np.log(np.clip(X, 0.04, 0.28) / xbar)
-    v = _off_the_curve(rng.normal(0.0, TAU, n_la), ell_c)
+    v = _off_the_curve(rng.normal(0.0, TAU, len(la)), ell_c)
     x = lsoa["income_rate"].to_numpy(dtype=float)
-    w_lsoa = (x - X[la_pos]) / 0.1
-    kids = lsoa["children"].to_numpy(dtype=np.int64)
     referrals, _, ref_year = _targets(geo, year, "referral")
     plans, _, plan_year = _targets(geo, year, "cp_plan")
-    tables: dict[str, pd.DataFrame] = {}
-    out: dict[str, Any] = {}
+    return _World(geo=geo, la_pos=la_pos, X=X, xbar=xbar, d=d, curve=log_gradient(X, xbar, d), ell_c=ell_c, v=v,
+                  w_lsoa=(x - X[la_pos]) / 0.1, kids=lsoa["children"].to_numpy(dtype=np.int64),
+                  referrals=referrals, ref_year=ref_year, plans=plans, plan_year=plan_year)
 
-    base, base_truth = simulate(geo, year=year, seed=seed)
-    base_pos = pd.Index(la["la"]).get_indexer(base["la"])
-    base["la_deprivation"] = X[base_pos]  # child-weighted: the exposure of the provision models is a count
-    out["base"] = {"table": "base", "simulate_truth": {k: base_truth[k] for k in
-                                                       ("stages", "extremes", "la_deprivation", "msoa")},
-                   "provision": _provision(base, X, xbar, base_pos, rng)}
-    tables["base"] = base
 
-    def gradients_at_mean(levels: dict[str, float]) -> dict[str, float]:
-        at_mean = float(log_gradient(xbar, xbar, d))  # the curve at mean LA deprivation: log 1.62
-        return {k: float(math.exp(at_mean + math.log(g / REFERENCE_GRADIENT))) for k, g in levels.items()}
+def _base(world: _World, year: int, seed: int, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """The national table (:func:`~hierarchy.simulate.simulate`) with LA deprivation, and its truth."""
+    base, base_truth = simulate(world.geo, year=year, seed=seed)
+    base_pos = pd.Index(world.geo.la["la"]).get_indexer(base["la"])
+    base["la_deprivation"] = world.X[base_pos]  # child-weighted: the exposure of the provision models is a count
+    return base, {"table": "base", "simulate_truth": {k: base_truth[k] for k in
+                                                      ("stages", "extremes", "la_deprivation", "msoa")},
+                  "provision": _provision(base, world.X, world.xbar, base_pos, rng)}
 
-    if "age_sex" in scenarios:
-        ages = single_year_ages(geo)  # (n, 18)
-        female = np.rint(ages * FEMALE_SHARE).astype(np.int64)
-        expo = np.stack([female, ages - female], axis=-1)  # (n, 18, 2)
-        idx = np.repeat(np.arange(len(lsoa)), 36)
-        age = np.tile(np.repeat(np.arange(18), 2), len(lsoa))
-        sex = np.tile(np.array(["female", "male"], dtype=object), 18 * len(lsoa))
-        expo = expo.reshape(-1)
-        keep = expo > 0
-        idx, age, sex, expo = idx[keep], age[keep], sex[keep], expo[keep]
-        age_c = age - MEAN_AGE
-        slope = curve[la_pos[idx]] + v[la_pos[idx]] + math.log(AGE_YEAR_GRADIENT) * age_c
-        rate = math.log(AGE_YEAR_RATE) * age_c + math.log(MALE_RATE) * (sex == "male")
-        mu, y = _calibrated(la_pos[idx], n_la, expo, w_lsoa[idx], slope, rate, referrals, DISPERSION, rng)
-        tables["age_sex"] = _frame(geo, idx, expo, sex=sex.astype(str), age=age, age_c=age_c, referral=y)
-        out["age_sex"] = {"gradient_by_sex": {"female": REFERENCE_GRADIENT, "male": REFERENCE_GRADIENT},
-                          "sex_gradient_ratio": 1.0, "age_year_gradient": AGE_YEAR_GRADIENT,
-                          "age_year_rate": AGE_YEAR_RATE, "male_rate": MALE_RATE, "mean_age": MEAN_AGE,
-                          "gradient_at_mean_age": REFERENCE_GRADIENT,
-                          "gradient_by_age": {str(a): float(REFERENCE_GRADIENT * AGE_YEAR_GRADIENT
-                                                            ** (a - MEAN_AGE)) for a in range(18)},
-                          "female_share": FEMALE_SHARE, "expected_total": float(mu.sum())}
 
-    def stratified(levels: dict[str, float], rate: dict[str, float] | None, share: dict[str, float] | None,
-                   pops: np.ndarray | None, target: np.ndarray):
-        names = list(levels)
-        k = len(names)
-        idx = np.repeat(np.arange(len(lsoa)), k)
-        lev = np.tile(np.arange(k), len(lsoa))
-        expo = (pops.reshape(-1) if pops is not None else np.repeat(kids, k))
-        keep = expo > 0
-        idx, lev, expo = idx[keep], lev[keep], expo[keep]
-        log_g = np.array([math.log(levels[n] / REFERENCE_GRADIENT) for n in names])
-        slope = curve[la_pos[idx]] + v[la_pos[idx]] + log_g[lev]
-        y = np.zeros(len(idx), dtype=np.int64)
-        mu = np.zeros(len(idx))
-        if share is None:
-            r = np.log(np.array([rate[n] for n in names]))[lev]
-            mu, y = _calibrated(la_pos[idx], n_la, expo, w_lsoa[idx], slope, r, target, DISPERSION, rng)
-        else:
-            for j, n in enumerate(names):
-                m = lev == j
-                mu[m], y[m] = _calibrated(la_pos[idx[m]], n_la, expo[m], w_lsoa[idx[m]], slope[m],
-                                          np.zeros(m.sum()), share[n] * target, DISPERSION, rng)
-        return idx, np.array(names, dtype=object)[lev].astype(str), expo, y, mu
+def _gradients_at_mean(world: _World, levels: dict[str, float]) -> dict[str, float]:
+    """Each level's gradient at mean LA deprivation."""
+    at_mean = float(log_gradient(world.xbar, world.xbar, world.d))  # the curve at mean LA deprivation: log 1.62
+    return {k: float(math.exp(at_mean + math.log(g / REFERENCE_GRADIENT))) for k, g in levels.items()}
 
-    if "ethnicity" in scenarios:
-        pops = ethnic_populations(geo, rng)
-        idx, lev, expo, y, mu = stratified(ETHNIC_GRADIENT, ETHNIC_RATE, None, pops.to_numpy(), referrals)
-        tables["ethnicity"] = _frame(geo, idx, expo, ethnicity=lev, referral=y)
-        shares = pops.sum() / pops.to_numpy().sum()
-        out["ethnicity"] = {"gradient": gradients_at_mean(ETHNIC_GRADIENT), "published": ["White", "Black"],
-                            "rate_ratio": ETHNIC_RATE, "national_share": {k: float(v) for k, v in shares.items()},
-                            "white_black_ratio": ETHNIC_GRADIENT["White"] / ETHNIC_GRADIENT["Black"],
-                            "expected_total": float(mu.sum())}
 
-    if "assessment" in scenarios:
-        idx, lev, expo, y, mu = stratified(FACTOR_GRADIENT, None, FACTOR_SHARE, None, referrals)
-        tables["assessment"] = _frame(geo, idx, expo, factor=lev, assessment=y)
-        out["assessment"] = {"gradient": gradients_at_mean(FACTOR_GRADIENT),
-                             "published": ["neglect", "physical_disability"], "share_of_referrals": FACTOR_SHARE,
-                             "neglect_disability_ratio": FACTOR_GRADIENT["neglect"]
-                             / FACTOR_GRADIENT["physical_disability"], "target_year": ref_year}
+def _age_sex(world: _World, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Scenario ``age_sex``: neighbourhood x sex x single year of age."""
+    lsoa, la_pos = world.geo.lsoa, world.la_pos
+    ages = single_year_ages(world.geo)  # (n, 18)
+    female = np.rint(ages * FEMALE_SHARE).astype(np.int64)
+    expo = np.stack([female, ages - female], axis=-1)  # (n, 18, 2)
+    idx = np.repeat(np.arange(len(lsoa)), 36)
+    age = np.tile(np.repeat(np.arange(18), 2), len(lsoa))
+    sex = np.tile(np.array(["female", "male"], dtype=object), 18 * len(lsoa))
+    expo = expo.reshape(-1)
+    keep = expo > 0
+    idx, age, sex, expo = idx[keep], age[keep], sex[keep], expo[keep]
+    age_c = age - MEAN_AGE
+    slope = world.curve[la_pos[idx]] + world.v[la_pos[idx]] + math.log(AGE_YEAR_GRADIENT) * age_c
+    rate = math.log(AGE_YEAR_RATE) * age_c + math.log(MALE_RATE) * (sex == "male")
+    mu, y = _calibrated(la_pos[idx], world.n_la, expo, world.w_lsoa[idx], slope, rate, world.referrals,
+                        DISPERSION, rng)
+    table = _frame(world.geo, idx, expo, sex=sex.astype(str), age=age, age_c=age_c, referral=y)
+    return table, {"gradient_by_sex": {"female": REFERENCE_GRADIENT, "male": REFERENCE_GRADIENT},
+                   "sex_gradient_ratio": 1.0, "age_year_gradient": AGE_YEAR_GRADIENT,
+                   "age_year_rate": AGE_YEAR_RATE, "male_rate": MALE_RATE, "mean_age": MEAN_AGE,
+                   "gradient_at_mean_age": REFERENCE_GRADIENT,
+                   "gradient_by_age": {str(a): float(REFERENCE_GRADIENT * AGE_YEAR_GRADIENT
+                                                     ** (a - MEAN_AGE)) for a in range(18)},
+                   "female_share": FEMALE_SHARE, "expected_total": float(mu.sum())}
 
-    if "plan_category" in scenarios:
-        idx, lev, expo, y, mu = stratified(CATEGORY_GRADIENT, None, CATEGORY_SHARE, None, plans)
-        tables["plan_category"] = _frame(geo, idx, expo, category=lev, cp_plan=y)
-        out["plan_category"] = {"gradient": gradients_at_mean(CATEGORY_GRADIENT),
-                                "published": ["neglect", "sexual_abuse"], "share_of_plans": CATEGORY_SHARE,
-                                "neglect_sexual_abuse_ratio": CATEGORY_GRADIENT["neglect"]
-                                / CATEGORY_GRADIENT["sexual_abuse"], "target_year": plan_year}
 
-    if "rural" in scenarios:
-        rural = lsoa["rural"].to_numpy().astype(np.int64)
-        logd = np.log(np.maximum(lsoa["density"].to_numpy(dtype=float), 1e-3))
-        sparsity = -_standardise(logd)
-        idx = np.arange(len(lsoa))
-        slope = (curve[la_pos] + v[la_pos] + math.log(RURAL_GRADIENT) * rural
-                 + math.log(SPARSITY_GRADIENT) * sparsity)
-        mu, y = _calibrated(la_pos, n_la, kids, w_lsoa, slope, math.log(RURAL_RATE) * rural, referrals,
-                            DISPERSION, rng)
-        tables["rural"] = _frame(geo, idx, kids, rural=rural, sparsity=sparsity, referral=y)
-        out["rural"] = {"gradient_urban_mean_density": REFERENCE_GRADIENT, "rural_gradient_ratio": RURAL_GRADIENT,
-                        "sparsity_gradient_per_sd": SPARSITY_GRADIENT, "rural_rate_ratio": RURAL_RATE,
-                        "rural_share": float(rural.mean()),
-                        "sparsity": "minus log density (people per km2), standardised over neighbourhoods"}
+def _stratified(world: _World, rng: np.random.Generator, levels: dict[str, float], rate: dict[str, float] | None,
+                share: dict[str, float] | None, pops: np.ndarray | None, target: np.ndarray):
+    """Neighbourhood x level counts with each level's gradient ``levels``: calibrated together with rate
+    ratios ``rate``, or each level to its ``share`` of ``target``. Returns rows' neighbourhood, level,
+    exposure, count and expected count."""
+    la_pos = world.la_pos
+    names = list(levels)
+    k = len(names)
+    idx = np.repeat(np.arange(len(world.geo.lsoa)), k)
+    lev = np.tile(np.arange(k), len(world.geo.lsoa))
+    expo = (pops.reshape(-1) if pops is not None else np.repeat(world.kids, k))
+    keep = expo > 0
+    idx, lev, expo = idx[keep], lev[keep], expo[keep]
+    log_g = np.array([math.log(levels[n] / REFERENCE_GRADIENT) for n in names])
+    slope = world.curve[la_pos[idx]] + world.v[la_pos[idx]] + log_g[lev]
+    y = np.zeros(len(idx), dtype=np.int64)
+    mu = np.zeros(len(idx))
+    if share is None:
+        r = np.log(np.array([rate[n] for n in names]))[lev]
+        mu, y = _calibrated(la_pos[idx], world.n_la, expo, world.w_lsoa[idx], slope, r, target, DISPERSION, rng)
+    else:
+        for j, n in enumerate(names):
+            m = lev == j
+            mu[m], y[m] = _calibrated(la_pos[idx[m]], world.n_la, expo[m], world.w_lsoa[idx[m]], slope[m],
+                                      np.zeros(m.sum()), share[n] * target, DISPERSION, rng)
+    return idx, np.array(names, dtype=object)[lev].astype(str), expo, y, mu
 
-    if "la_conditions" in scenarios:
-        ineq = la_income_inequality(lsoa).reindex(la["la"]).to_numpy(dtype=float)
-        spend = 900.0 * np.exp(1.5 * (X - xbar) + rng.normal(0, 0.2, n_la))
-        stable = np.clip(0.85 - 0.3 * (X - xbar) + rng.normal(0, 0.05, n_la), 0.5, 0.98)
-        covs = {"la_inequality": ineq, "la_expenditure": np.round(spend, 1), "la_workforce_stability":
-                np.round(stable, 3)}
-        std = {k: _standardise(c) for k, c in covs.items()}
-        sd_x = float(X.std())
-        lo = float(log_gradient(xbar - sd_x, xbar, d))
-        hi = float(log_gradient(xbar + sd_x, xbar, d))
-        m_i = (WEBB_RATIO * hi - lo) / (1 + WEBB_RATIO)
-        basis = np.column_stack([np.ones(n_la), ell_c, ell_c**2, *std.values()])
-        v2 = v - basis @ np.linalg.lstsq(basis, v, rcond=None)[0] if n_la > basis.shape[1] else v
-        slope_la = (curve + v2 + m_i * std["la_inequality"]
-                    + math.log(EXPENDITURE_GRADIENT) * std["la_expenditure"]
-                    + math.log(WORKFORCE_GRADIENT) * std["la_workforce_stability"])
-        mu, y = _calibrated(la_pos, n_la, kids, w_lsoa, slope_la[la_pos], np.zeros(len(kids)), referrals,
-                            DISPERSION, rng)
-        tables["la_conditions"] = _frame(geo, np.arange(len(lsoa)), kids,
-                                         **{k: c[la_pos] for k, c in covs.items()}, referral=y)
-        g_lo, g_hi = lo + m_i, hi - m_i
-        out["la_conditions"] = {
-            "inequality_definition": "20:20 ratio: child-weighted mean IoD2019 income rate of the most "
-                                     "deprived fifth of the LA's neighbourhoods over the least deprived fifth",
-            "inequality_per_sd": m_i, "expenditure_gradient_per_sd": EXPENDITURE_GRADIENT,
-            "workforce_gradient_per_sd": WORKFORCE_GRADIENT, "la_deprivation_sd": sd_x,
-            "gradient_low_dep_high_ineq": math.exp(g_lo), "gradient_high_dep_low_ineq": math.exp(g_hi),
-            "webb_ratio": g_lo / g_hi, "gradient_at_mean": REFERENCE_GRADIENT,
-            "covariate_mean": {k: float(c.mean()) for k, c in covs.items()},
-            "covariate_sd": {k: float(c.std()) for k, c in covs.items()},
-            "webb_definition": "log gradient (per SD or per 10 points: a ratio of slopes) in an LA 1 SD below "
-                               "mean LA deprivation and 1 SD above mean inequality, over that in an LA 1 SD "
-                               "above mean deprivation and 1 SD below mean inequality; other covariates at "
-                               "their means",
-            "simulated_covariates": "la_expenditure (GBP per child) and la_workforce_stability (share) are "
-                                    "simulated, not real LA data"}
 
-    truth = {"year": int(year), "seed": int(seed), "geography": geo.source, "scenarios": out,
-             "la_deprivation": {"mean": xbar, "sd": float(X.std()), "curve": list(d)},
-             "tau": TAU, "dispersion": DISPERSION}
-    return tables, _jsonable(truth)
+def _ethnicity(world: _World, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Scenario ``ethnicity``: neighbourhood x broad ethnic group."""
+    pops = ethnic_populations(world.geo, rng)
+    idx, lev, expo, y, mu = _stratified(world, rng, ETHNIC_GRADIENT, ETHNIC_RATE, None, pops.to_numpy(),
+                                        world.referrals)
+    shares = pops.sum() / pops.to_numpy().sum()
+    return _frame(world.geo, idx, expo, ethnicity=lev, referral=y), {
+        "gradient": _gradients_at_mean(world, ETHNIC_GRADIENT), "published": ["White", "Black"],
+        "rate_ratio": ETHNIC_RATE, "national_share": {k: float(v) for k, v in shares.items()},
+        "white_black_ratio": ETHNIC_GRADIENT["White"] / ETHNIC_GRADIENT["Black"],
+        "expected_total": float(mu.sum())}
+
+
+def _assessment(world: _World, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Scenario ``assessment``: neighbourhood x factor identified at assessment."""
+    idx, lev, expo, y, _ = _stratified(world, rng, FACTOR_GRADIENT, None, FACTOR_SHARE, None, world.referrals)
+    return _frame(world.geo, idx, expo, factor=lev, assessment=y), {
+        "gradient": _gradients_at_mean(world, FACTOR_GRADIENT), "published": ["neglect", "physical_disability"],
+        "share_of_referrals": FACTOR_SHARE,
+        "neglect_disability_ratio": FACTOR_GRADIENT["neglect"] / FACTOR_GRADIENT["physical_disability"],
+        "target_year": world.ref_year}
+
+
+def _plan_category(world: _World, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Scenario ``plan_category``: neighbourhood x initial CP plan category."""
+    idx, lev, expo, y, _ = _stratified(world, rng, CATEGORY_GRADIENT, None, CATEGORY_SHARE, None, world.plans)
+    return _frame(world.geo, idx, expo, category=lev, cp_plan=y), {
+        "gradient": _gradients_at_mean(world, CATEGORY_GRADIENT), "published": ["neglect", "sexual_abuse"],
+        "share_of_plans": CATEGORY_SHARE,
+        "neglect_sexual_abuse_ratio": CATEGORY_GRADIENT["neglect"] / CATEGORY_GRADIENT["sexual_abuse"],
+        "target_year": world.plan_year}
+
+
+def _rural(world: _World, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Scenario ``rural``: neighbourhoods with rural and sparsity."""
+    lsoa, la_pos = world.geo.lsoa, world.la_pos
+    rural = lsoa["rural"].to_numpy().astype(np.int64)
+    logd = np.log(np.maximum(lsoa["density"].to_numpy(dtype=float), 1e-3))
+    sparsity = -_standardise(logd)
+    idx = np.arange(len(lsoa))
+    slope = (world.curve[la_pos] + world.v[la_pos] + math.log(RURAL_GRADIENT) * rural
+             + math.log(SPARSITY_GRADIENT) * sparsity)
+    mu, y = _calibrated(la_pos, world.n_la, world.kids, world.w_lsoa, slope, math.log(RURAL_RATE) * rural,
+                        world.referrals, DISPERSION, rng)
+    return _frame(world.geo, idx, world.kids, rural=rural, sparsity=sparsity, referral=y), {
+        "gradient_urban_mean_density": REFERENCE_GRADIENT, "rural_gradient_ratio": RURAL_GRADIENT,
+        "sparsity_gradient_per_sd": SPARSITY_GRADIENT, "rural_rate_ratio": RURAL_RATE,
+        "rural_share": float(rural.mean()),
+        "sparsity": "minus log density (people per km2), standardised over neighbourhoods"}
+
+
+def _la_conditions(world: _World, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Scenario ``la_conditions``: LA inequality, expenditure and workforce stability moderate the slope."""
+    X, xbar, n_la, la_pos = world.X, world.xbar, world.n_la, world.la_pos
+    ineq = la_income_inequality(world.geo.lsoa).reindex(world.geo.la["la"]).to_numpy(dtype=float)
+    spend = 900.0 * np.exp(1.5 * (X - xbar) + rng.normal(0, 0.2, n_la))
+    stable = np.clip(0.85 - 0.3 * (X - xbar) + rng.normal(0, 0.05, n_la), 0.5, 0.98)
+    covs = {"la_inequality": ineq, "la_expenditure": np.round(spend, 1), "la_workforce_stability":
+            np.round(stable, 3)}
+    std = {k: _standardise(c) for k, c in covs.items()}
+    sd_x = float(X.std())
+    lo = float(log_gradient(xbar - sd_x, xbar, world.d))
+    hi = float(log_gradient(xbar + sd_x, xbar, world.d))
+    m_i = (WEBB_RATIO * hi - lo) / (1 + WEBB_RATIO)
+    basis = np.column_stack([np.ones(n_la), world.ell_c, world.ell_c**2, *std.values()])
+    v2 = world.v - basis @ np.linalg.lstsq(basis, world.v, rcond=None)[0] if n_la > basis.shape[1] else world.v
+    slope_la = (world.curve + v2 + m_i * std["la_inequality"]
+                + math.log(EXPENDITURE_GRADIENT) * std["la_expenditure"]
+                + math.log(WORKFORCE_GRADIENT) * std["la_workforce_stability"])
+    mu, y = _calibrated(la_pos, n_la, world.kids, world.w_lsoa, slope_la[la_pos], np.zeros(len(world.kids)),
+                        world.referrals, DISPERSION, rng)
+    table = _frame(world.geo, np.arange(len(world.geo.lsoa)), world.kids,
+                   **{k: c[la_pos] for k, c in covs.items()}, referral=y)
+    return table, _la_conditions_truth(covs, m_i, lo, hi, sd_x)
+
+
+def _la_conditions_truth(covs: dict[str, np.ndarray], m_i: float, lo: float, hi: float, sd_x: float) -> dict:
+    """Scenario ``la_conditions``' truth: the inequality's effect ``m_i`` per SD, the Webb ratio."""
+    g_lo, g_hi = lo + m_i, hi - m_i
+    return {
+        "inequality_definition": "20:20 ratio: child-weighted mean IoD2019 income rate of the most "
+                                 "deprived fifth of the LA's neighbourhoods over the least deprived fifth",
+        "inequality_per_sd": m_i, "expenditure_gradient_per_sd": EXPENDITURE_GRADIENT,
+        "workforce_gradient_per_sd": WORKFORCE_GRADIENT, "la_deprivation_sd": sd_x,
+        "gradient_low_dep_high_ineq": math.exp(g_lo), "gradient_high_dep_low_ineq": math.exp(g_hi),
+        "webb_ratio": g_lo / g_hi, "gradient_at_mean": REFERENCE_GRADIENT,
+        "covariate_mean": {k: float(c.mean()) for k, c in covs.items()},
+        "covariate_sd": {k: float(c.std()) for k, c in covs.items()},
+        "webb_definition": "log gradient (per SD or per 10 points: a ratio of slopes) in an LA 1 SD below "
+                           "mean LA deprivation and 1 SD above mean inequality, over that in an LA 1 SD "
+                           "above mean deprivation and 1 SD below mean inequality; other covariates at "
+                           "their means",
+        "simulated_covariates": "la_expenditure (GBP per child) and la_workforce_stability (share) are "
+                                "simulated, not real LA data"}
+
+
+_SCENARIO_STEPS = (("age_sex", _age_sex), ("ethnicity", _ethnicity), ("assessment", _assessment),
+                   ("plan_category", _plan_category), ("rural", _rural), ("la_conditions", _la_conditions))
+"""Each scenario beside ``base`` and the step that simulates its table and truth, in the order they draw."""

@@ -498,7 +498,16 @@ def synthetic_geography(n_la: int = 151, *, seed: int = 0,
     """
     if n_la < 1:
         raise HierarchyError(f"n_la must be at least 1, got {n_la}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # one generator, drawn from by each step in turn
+    lsoa, pop_total, area = _synthetic_lsoa(n_la, lsoa_per_la, rng)
+    la = _la_table(lsoa, pop_total, area)
+    return Geography(lsoa=lsoa, la=la, dfe=_synthetic_dfe(la, rng),
+                     source=f"synthetic(n_la={n_la}, seed={seed})")
+
+
+def _synthetic_deprivation(n_la: int, lsoa_per_la: float, rng: np.random.Generator
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each LA's deprivation and neighbourhood count; each neighbourhood's LA, income rate and children."""
     target = np.clip(rng.normal(0.147, 0.053, n_la), 0.03, 0.28)
     n_lsoa = np.maximum(1, np.rint(lsoa_per_la * np.exp(rng.normal(0, 0.6, n_la)))).astype(int)
     la_idx = np.repeat(np.arange(n_la), n_lsoa)
@@ -509,12 +518,24 @@ def synthetic_geography(n_la: int = 151, *, seed: int = 0,
     for _ in range(3):  # rescale so each LA's child-weighted mean hits its target
         realised = np.bincount(la_idx, x * children) / np.bincount(la_idx, children)
         x = np.clip(x * (target / realised)[la_idx], 0.003, 0.65)
-    x = np.round(x, 3)
+    return target, n_lsoa, la_idx, np.round(x, 3), children
+
+
+def _synthetic_bands(children: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each neighbourhood's children split into the age bands ``(n, 4)``, summing to ``children``."""
+    n = len(children)
     shares = rng.dirichlet(np.array([0.274, 0.294, 0.331, 0.100]) * 400, size=n)
     bands = np.floor(shares * children[:, None]).astype(np.int64)
     short = children - bands.sum(axis=1)
     bands[np.arange(n), np.argmax(shares - bands / children[:, None], axis=1)] += short
-    # sparser, more rural LAs tend to be less deprived
+    return bands
+
+
+def _synthetic_land(target: np.ndarray, la_idx: np.ndarray, x: np.ndarray, children: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Each neighbourhood's density, rural flag, RUC2011 code, population and area: sparser, more rural
+    LAs tend to be less deprived."""
+    n_la, n = len(target), len(x)
     la_log_density = 7.6 - 8.0 * (target - 0.147) + rng.normal(0, 1.0, n_la)
     log_density = la_log_density[la_idx] + rng.normal(0, 1.0, n) + 4.0 * (x - target[la_idx])
     density = np.round(np.exp(log_density), 1)
@@ -523,23 +544,36 @@ def synthetic_geography(n_la: int = 151, *, seed: int = 0,
     ruc = np.where(rural, np.where(rng.random(n) < 0.55, "D1", "E1"),
                    np.where(log_density > 8.3, "A1", "C1"))
     pop_total = np.rint(children / 0.21).astype(float)
-    area = pop_total / density
+    return density, rural, ruc, pop_total, pop_total / density
 
-    la_codes = np.array([f"LA{j + 1:03d}" for j in range(n_la)])
-    # MSOAs: consecutive runs of ~5 neighbourhoods within each LA
-    msoa = np.empty(n, dtype=object)
+
+def _synthetic_msoa(n_lsoa: np.ndarray) -> np.ndarray:
+    """MSOA codes: consecutive runs of ~5 neighbourhoods within each LA."""
+    msoa = np.empty(int(n_lsoa.sum()), dtype=object)
     counter, start = 0, 0
-    for j in range(n_la):
+    for j in range(len(n_lsoa)):
         k = int(n_lsoa[j])
         n_m = max(1, int(round(k / 5)))
         groups = np.minimum(np.arange(k) * n_m // k, n_m - 1)
         msoa[start:start + k] = [f"M{counter + g + 1:05d}" for g in groups]
         counter += n_m
         start += k
+    return msoa
+
+
+def _synthetic_lsoa(n_la: int, lsoa_per_la: float, rng: np.random.Generator
+                    ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The neighbourhood table of :func:`synthetic_geography`, with each neighbourhood's population and
+    area."""
+    target, n_lsoa, la_idx, x, children = _synthetic_deprivation(n_la, lsoa_per_la, rng)
+    n = len(x)
+    bands = _synthetic_bands(children, rng)
+    density, rural, ruc, pop_total, area = _synthetic_land(target, la_idx, x, children, rng)
+    la_codes = np.array([f"LA{j + 1:03d}" for j in range(n_la)])
     lsoa = pd.DataFrame({
         "lsoa": [f"N{i + 1:06d}" for i in range(n)],
         "lsoa_name": [f"Synthetic {la_codes[j]} {i + 1:06d}" for i, j in enumerate(la_idx)],
-        "msoa": msoa.astype(str),
+        "msoa": _synthetic_msoa(n_lsoa).astype(str),
         "la": la_codes[la_idx],
         "la_name": [f"Synthetic authority {j + 1}" for j in la_idx],
         "income_rate": x,
@@ -552,9 +586,12 @@ def synthetic_geography(n_la: int = 151, *, seed: int = 0,
     lsoa["density"] = density
     for col in ("lsoa", "lsoa_name", "msoa", "la", "la_name", "ruc11_code"):
         lsoa[col] = lsoa[col].astype(str)
-    la = _la_table(lsoa, pop_total, area)
+    return lsoa, pop_total, area
 
-    # DfE-like LA x year table
+
+def _synthetic_dfe(la: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """A DfE-like LA x year table for 2013-2025 (see :func:`synthetic_geography`)."""
+    n_la = len(la)
     xbar = la["deprivation"].mean()
     years = np.arange(2013, 2026)
     year_effect = {"referrals": 1 + 0.04 * np.sin(years - 2013), "s47": np.linspace(0.75, 1.1,
@@ -587,9 +624,7 @@ def synthetic_geography(n_la: int = 151, *, seed: int = 0,
     dfe["year"] = dfe["year"].astype("int64")
     for col in DFE_COLUMNS:
         dfe[col] = dfe[col].astype("float64")
-    dfe = dfe[["la", "year", *DFE_COLUMNS]].sort_values(["la", "year"]).reset_index(drop=True)
-    return Geography(lsoa=lsoa, la=la, dfe=dfe,
-                     source=f"synthetic(n_la={n_la}, seed={seed})")
+    return dfe[["la", "year", *DFE_COLUMNS]].sort_values(["la", "year"]).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -207,124 +207,241 @@ def model_fn(spec: ModelSpec, priors: PriorSet, design: Design, layout: Layout,
     none) and each of the family's likelihood parameters per chunk (the negative binomial's
     ``_chunk_dispersion`` (K,)): the embedded Laplace mode's view of the
     predictor (:mod:`hierarchy.inference.laplace`).
+
+    The model is built from one function per part, in the order of its sites: the LA means
+    (:func:`_la_mean`), the stratum offsets, the LA effects (:func:`_la_effects`), each chunk's LA terms
+    (:func:`_chunk_la_terms`), the row terms (:func:`_chunk_row_terms`) and the likelihood
+    (:func:`_likelihood`).
     """
     import jax
     import jax.numpy as jnp
-    import numpyro
 
     dtype = jnp.result_type(float)
-    family = families.get(spec.family)
-    centred = centring(spec, design)
-    level_weights = stratum_level_weights(spec, design)
-    ncoef, n_stage = len(spec.coefs), len(spec.stages)
-    n_eff = ncoef * n_stage
-    z = jnp.asarray(design.z, dtype=dtype)[:, None]
-    cov = jnp.asarray(design.la_cov, dtype=dtype)
-    msoa_index = None if layout.msoa_index is None else jnp.asarray(layout.msoa_index)
-    obs_rows = np.where(layout.rows >= 0, layout.rows, 0)
-    n_strata = len(design.stratum_names)
-
-    gather = jax.default_backend() == "cpu" if gather is None else gather
-    folded = chunk_groups(design, layout) if fold_groups else {}
-
-    def per_chunk(values, onehot, index: np.ndarray):
-        """Each chunk's entry of ``values`` (one per level of ``index``), shape (K, 1)."""
-        return (values[index] if gather else onehot @ values.astype(onehot.dtype))[:, None]
-
+    fixed = _Fixed(spec=spec, design=design, layout=layout, family=families.get(spec.family),
+                   centred=centring(spec, design), level_weights=stratum_level_weights(spec, design),
+                   z=jnp.asarray(design.z, dtype=dtype)[:, None], cov=jnp.asarray(design.la_cov, dtype=dtype),
+                   msoa_index=None if layout.msoa_index is None else jnp.asarray(layout.msoa_index),
+                   obs_rows=np.where(layout.rows >= 0, layout.rows, 0),
+                   gather=jax.default_backend() == "cpu" if gather is None else gather,
+                   folded=chunk_groups(design, layout) if fold_groups else {}, expose=expose, dtype=dtype)
     given = priors
 
     def model(arr):
         priors = given.bind(arr["priors"]) if "priors" in arr else given  # with_prior_values: numbers as data
-
-        def stage_param(name: str, group: str):
-            d = priors[group].numpyro()
-            if spec.stacked:
-                return numpyro.sample(name, d.expand([n_stage]).to_event(1))
-            return numpyro.sample(name, d)
-
-        mean_a = jnp.atleast_1d(stage_param("intercept", "intercept")) + jnp.zeros((design.n_la, n_stage), dtype)
-        if spec.la.between_effect:
-            mean_a = mean_a + jnp.atleast_1d(stage_param("la_deprivation", "la_deprivation")) * z
-        if design.la_cov_names:
-            p = priors["la_covariates"].numpyro().expand([len(design.la_cov_names)]).to_event(1)
-            mean_a = mean_a + (cov @ numpyro.sample("la_cov_intercept", p))[:, None]
-        parts = [mean_a]
-        if ncoef == 2:
-            mean_b = jnp.atleast_1d(stage_param("gradient", "gradient")) + jnp.zeros_like(mean_a)
-            if spec.la.cross_level:
-                mean_b = mean_b + jnp.atleast_1d(stage_param("cross_level", "cross_level")) * z
-            if design.la_cov_names:
-                mean_b = mean_b + (cov @ numpyro.sample("la_cov_gradient", p))[:, None]
-            parts.append(mean_b)
-        mean = jnp.stack(parts, axis=2).reshape(design.n_la, n_eff)
-        p = {}
-        if spec.strata:
-            off = priors["stratum_effects"].numpyro().expand([n_strata - 1]).to_event(1)
-            p = {k: numpyro.sample(k, off) for k in stratum_offsets(spec)}
-        shift = None
-        if level_weights is not None:  # LA effects drawn at the count-weighted mean stratum level
-            shift = jnp.stack([jnp.asarray(level_weights[1:], dtype) @ p[k] if k in p else jnp.zeros((), dtype)
-                               for k in STRATUM_OFFSETS[:ncoef]])
-            mean = mean + shift
-        if spec.anchored:
-            first = _correlated(mean[:, :ncoef], centred[:ncoef], priors, "la_anchor")
-            u = (first - mean[:, :ncoef])[:, None, :]
-            later_shape = [n_stage - 1, ncoef]
-            loading = numpyro.sample("la_loading", priors["la_loading"].numpyro().expand(later_shape)
-                                     .to_event(2))
-            stage_sd = numpyro.sample("la_stage_sd", priors["la_stage_sd"].numpyro().expand(later_shape)
-                                      .to_event(2))
-            later_mean = mean[:, ncoef:].reshape(design.n_la, n_stage - 1, ncoef) + loading * u
-            later = _independent(later_mean.reshape(design.n_la, -1), stage_sd.reshape(-1), centred[ncoef:])
-            flat = numpyro.deterministic("la_coef_flat", jnp.concatenate([first, later], axis=1))
-        elif shift is not None:
-            level = _correlated(mean, centred, priors, "la_level")
-            flat = numpyro.deterministic("la_coef", level - shift)
-        else:
-            flat = _correlated(mean, centred, priors, "la_coef_flat" if spec.stacked else "la_coef")
-        if spec.stacked:
-            numpyro.deterministic("la_coef", flat.reshape(design.n_la, n_stage, ncoef))
-        p["la_coef"] = flat.reshape(design.n_la, n_stage, ncoef)
-        # per chunk (not per row): its LA's coefficients for its stage and stratum
-        if gather:  # the one predictor's LA terms, at chunk level
-            a, b = la_terms({"la_index": layout.chunk_la, "stage_index": layout.chunk_stage,
-                             "stratum_index": layout.chunk_stratum}, p, jnp)
-            a, b = a[:, None], (b[:, None] if ncoef == 2 else 0.0)
-        else:  # the same by one-hot products (no scatter-add in the gradient on GPU)
-            c = (arr["onehot"] @ flat.astype(arr["onehot"].dtype)).reshape(-1, n_stage, ncoef)
-            c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
-            a, b = c[:, :1], (c[:, 1:2] if ncoef == 2 else 0.0)
-            for name in ("stratum_intercept_offset", "stratum_gradient_offset"):
-                if name in p:
-                    off = per_chunk(jnp.concatenate([jnp.zeros(1, dtype), p[name]]), arr["onehot_stratum"],
-                                    layout.chunk_stratum)
-                    a, b = (a + off, b) if name == "stratum_intercept_offset" else (a, b + off)
-        b = b if ncoef == 2 else jnp.zeros_like(a)
-        p = row_params(spec, priors, design, layout.n_rows)
-        for g, index in folded.items():  # group effects constant within each chunk: per chunk
-            a = a + (p[f"{g}_raw"] * p[f"{g}_sd"])[index][:, None]
-        # terms that vary within a chunk beyond the deprivation slope: the one predictor's row terms
-        groups = tuple((g, i) for g, i in zip(design.group_names, layout.group_index, strict=True)
-                       if g not in folded)
-        rows_k = {"row_X": arr.get("row_X"), "msoa_index": msoa_index, "w": arr["w"], "row_index": obs_rows,
-                  "groups": groups, "spatial": chunk_spatial(design, layout)}
-        per_row = row_terms(rows_k, p, jnp)
-        within = not isinstance(per_row, float)  # row_terms gives 0.0 when no term varies within a chunk
-        if expose:
-            numpyro.deterministic("_chunk_a", a[:, 0])
-            numpyro.deterministic("_chunk_b", b[:, 0])
-            if within:
-                numpyro.deterministic("_per_row", per_row)
-        sites = family.numpyro_sites(priors, stage_param, arr["y"].dtype)  # the likelihood's parameters
-        chunk = {k: per_chunk(v, arr["onehot_stage"], layout.chunk_stage) for k, v in sites.items()}
-        if expose:  # the pieces only: no likelihood (a custom chunk gradient has no forward mode)
-            for k, v in chunk.items():
-                numpyro.deterministic(f"_chunk_{k}", v[:, 0])
-            return
-        ll = family.numpyro_loglik(arr, a, b, per_row if within else None, sites, chunk)
-        numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
+        p, flat = _la_coefficients(fixed, priors)
+        a, b = _chunk_la_terms(fixed, arr, p, flat)
+        a, per_row = _chunk_row_terms(fixed, priors, arr, a)
+        _likelihood(fixed, priors, arr, a, b, per_row)
 
     return model
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """What :func:`model_fn`'s model reads besides its data and prior numbers, fixed when it is built."""
+
+    spec: ModelSpec
+    design: Design
+    layout: Layout
+    family: families.Family
+    centred: np.ndarray  # (E,) which LA effects are centred (:func:`centring`)
+    level_weights: np.ndarray | None  # stratum weights of the level the LA effects are drawn at
+    z: object  # (n_la, 1) LA deprivation
+    cov: object  # (n_la, q) LA covariates
+    msoa_index: object  # (K, C) or None
+    obs_rows: np.ndarray  # (K, C) each slot's design row, 0 in padding
+    gather: bool  # chunk terms by indexing (True) or one-hot products
+    folded: dict  # group terms constant within each chunk: {name: (K,) level}
+    expose: bool
+    dtype: object  # the parameters' float
+
+    @property
+    def ncoef(self) -> int:
+        return len(self.spec.coefs)
+
+    @property
+    def n_stage(self) -> int:
+        return len(self.spec.stages)
+
+
+def _stage_param(spec: ModelSpec, priors: PriorSet, name: str, group: str):
+    """Sample ``name`` from prior ``group``: one per stage in a stacked model."""
+    import numpyro
+
+    d = priors[group].numpyro()
+    if spec.stacked:
+        return numpyro.sample(name, d.expand([len(spec.stages)]).to_event(1))
+    return numpyro.sample(name, d)
+
+
+def _per_chunk(values, onehot, index: np.ndarray, gather: bool):
+    """Each chunk's entry of ``values`` (one per level of ``index``), shape (K, 1)."""
+    return (values[index] if gather else onehot @ values.astype(onehot.dtype))[:, None]
+
+
+def _la_mean(fixed: _Fixed, priors: PriorSet):
+    """Sample the LA-level mean's coefficients; the mean of each LA's effects ``(n_la, E)``, its intercept
+    and (with a gradient) gradient interleaved per stage."""
+    import jax.numpy as jnp
+    import numpyro
+
+    spec, design = fixed.spec, fixed.design
+
+    def stage_param(name: str, group: str):
+        return _stage_param(spec, priors, name, group)
+
+    mean_a = jnp.atleast_1d(stage_param("intercept", "intercept")) + jnp.zeros((design.n_la, fixed.n_stage),
+                                                                               fixed.dtype)
+    if spec.la.between_effect:
+        mean_a = mean_a + jnp.atleast_1d(stage_param("la_deprivation", "la_deprivation")) * fixed.z
+    if design.la_cov_names:
+        p = priors["la_covariates"].numpyro().expand([len(design.la_cov_names)]).to_event(1)
+        mean_a = mean_a + (fixed.cov @ numpyro.sample("la_cov_intercept", p))[:, None]
+    parts = [mean_a]
+    if fixed.ncoef == 2:
+        mean_b = jnp.atleast_1d(stage_param("gradient", "gradient")) + jnp.zeros_like(mean_a)
+        if spec.la.cross_level:
+            mean_b = mean_b + jnp.atleast_1d(stage_param("cross_level", "cross_level")) * fixed.z
+        if design.la_cov_names:
+            mean_b = mean_b + (fixed.cov @ numpyro.sample("la_cov_gradient", p))[:, None]
+        parts.append(mean_b)
+    return jnp.stack(parts, axis=2).reshape(design.n_la, fixed.n_stage * fixed.ncoef)
+
+
+def _stratum_sites(fixed: _Fixed, priors: PriorSet) -> dict:
+    """Sample the stratum offsets (``stratum_intercept_offset``, ...), none without strata."""
+    import numpyro
+
+    if not fixed.spec.strata:
+        return {}
+    off = priors["stratum_effects"].numpyro().expand([len(fixed.design.stratum_names) - 1]).to_event(1)
+    return {k: numpyro.sample(k, off) for k in stratum_offsets(fixed.spec)}
+
+
+def _level_shift(fixed: _Fixed, p: dict):
+    """The shift ``(ncoef,)`` to the count-weighted mean stratum level at which the LA effects are drawn,
+    or None."""
+    import jax.numpy as jnp
+
+    if fixed.level_weights is None:
+        return None
+    dtype = fixed.dtype
+    return jnp.stack([jnp.asarray(fixed.level_weights[1:], dtype) @ p[k] if k in p else jnp.zeros((), dtype)
+                      for k in STRATUM_OFFSETS[:fixed.ncoef]])
+
+
+def _la_coefficients(fixed: _Fixed, priors: PriorSet) -> tuple[dict, object]:
+    """Sample the LA means, stratum offsets and LA effects: the predictor's LA parameters (stratum offsets
+    and ``la_coef`` (n_la, S, ncoef)) and the effects flat ``(n_la, E)``."""
+    import numpyro
+
+    design = fixed.design
+    mean = _la_mean(fixed, priors)
+    p = _stratum_sites(fixed, priors)
+    shift = _level_shift(fixed, p)
+    if shift is not None:  # LA effects drawn at the count-weighted mean stratum level
+        mean = mean + shift
+    flat = _la_effects(fixed, priors, mean, shift)
+    if fixed.spec.stacked:
+        numpyro.deterministic("la_coef", flat.reshape(design.n_la, fixed.n_stage, fixed.ncoef))
+    p["la_coef"] = flat.reshape(design.n_la, fixed.n_stage, fixed.ncoef)
+    return p, flat
+
+
+def _la_effects(fixed: _Fixed, priors: PriorSet, mean, shift):
+    """Sample the LA effects ``(n_la, E)`` around ``mean``: anchored on the first stage, drawn at the mean
+    stratum level (less ``shift``) or correlated around ``mean``."""
+    import numpyro
+
+    centred, stacked = fixed.centred, fixed.spec.stacked
+    if fixed.spec.anchored:
+        return _anchored_effects(fixed, priors, mean)
+    if shift is not None:
+        level = _correlated(mean, centred, priors, "la_level")
+        return numpyro.deterministic("la_coef", level - shift)
+    return _correlated(mean, centred, priors, "la_coef_flat" if stacked else "la_coef")
+
+
+def _anchored_effects(fixed: _Fixed, priors: PriorSet, mean):
+    """An anchored model's LA effects: correlated in the first stage, each later stage loading on it."""
+    import jax.numpy as jnp
+    import numpyro
+
+    ncoef, n_la, centred = fixed.ncoef, fixed.design.n_la, fixed.centred
+    first = _correlated(mean[:, :ncoef], centred[:ncoef], priors, "la_anchor")
+    u = (first - mean[:, :ncoef])[:, None, :]
+    later_shape = [fixed.n_stage - 1, ncoef]
+    loading = numpyro.sample("la_loading", priors["la_loading"].numpyro().expand(later_shape).to_event(2))
+    stage_sd = numpyro.sample("la_stage_sd", priors["la_stage_sd"].numpyro().expand(later_shape).to_event(2))
+    later_mean = mean[:, ncoef:].reshape(n_la, fixed.n_stage - 1, ncoef) + loading * u
+    later = _independent(later_mean.reshape(n_la, -1), stage_sd.reshape(-1), centred[ncoef:])
+    return numpyro.deterministic("la_coef_flat", jnp.concatenate([first, later], axis=1))
+
+
+def _chunk_la_terms(fixed: _Fixed, arr: dict, p: dict, flat) -> tuple[object, object]:
+    """Each chunk's (not row's) LA intercept ``a`` and gradient ``b`` (K, 1) for its stage and stratum;
+    ``b`` zeros without a gradient."""
+    import jax.numpy as jnp
+
+    layout, ncoef, dtype = fixed.layout, fixed.ncoef, fixed.dtype
+    if fixed.gather:  # the one predictor's LA terms, at chunk level
+        a, b = la_terms({"la_index": layout.chunk_la, "stage_index": layout.chunk_stage,
+                         "stratum_index": layout.chunk_stratum}, p, jnp)
+        a, b = a[:, None], (b[:, None] if ncoef == 2 else 0.0)
+    else:  # the same by one-hot products (no scatter-add in the gradient on GPU)
+        c = (arr["onehot"] @ flat.astype(arr["onehot"].dtype)).reshape(-1, fixed.n_stage, ncoef)
+        c = jnp.einsum("ksc,ks->kc", c, arr["onehot_stage"])
+        a, b = c[:, :1], (c[:, 1:2] if ncoef == 2 else 0.0)
+        for name in ("stratum_intercept_offset", "stratum_gradient_offset"):
+            if name in p:
+                off = _per_chunk(jnp.concatenate([jnp.zeros(1, dtype), p[name]]), arr["onehot_stratum"],
+                                 layout.chunk_stratum, False)
+                a, b = (a + off, b) if name == "stratum_intercept_offset" else (a, b + off)
+    b = b if ncoef == 2 else jnp.zeros_like(a)
+    return a, b
+
+
+def _chunk_row_terms(fixed: _Fixed, priors: PriorSet, arr: dict, a) -> tuple[object, object]:
+    """Sample the row terms' parameters; the chunk intercepts ``a`` with the group terms that are constant
+    within each chunk folded in, and the terms that vary within a chunk ``(K, C)`` (0.0 when none do)."""
+    import jax.numpy as jnp
+
+    design, layout = fixed.design, fixed.layout
+    p = row_params(fixed.spec, priors, design, layout.n_rows)
+    for g, index in fixed.folded.items():  # group effects constant within each chunk: per chunk
+        a = a + (p[f"{g}_raw"] * p[f"{g}_sd"])[index][:, None]
+    # terms that vary within a chunk beyond the deprivation slope: the one predictor's row terms
+    groups = tuple((g, i) for g, i in zip(design.group_names, layout.group_index, strict=True)
+                   if g not in fixed.folded)
+    rows_k = {"row_X": arr.get("row_X"), "msoa_index": fixed.msoa_index, "w": arr["w"],
+              "row_index": fixed.obs_rows, "groups": groups, "spatial": chunk_spatial(design, layout)}
+    return a, row_terms(rows_k, p, jnp)
+
+
+def _likelihood(fixed: _Fixed, priors: PriorSet, arr: dict, a, b, per_row) -> None:
+    """Sample the family's parameters and add the log likelihood of the counts as one factor (with
+    ``expose``, the deterministic sites the likelihood would read instead)."""
+    import numpyro
+
+    spec, layout, family = fixed.spec, fixed.layout, fixed.family
+    within = not isinstance(per_row, float)  # row_terms gives 0.0 when no term varies within a chunk
+    if fixed.expose:
+        numpyro.deterministic("_chunk_a", a[:, 0])
+        numpyro.deterministic("_chunk_b", b[:, 0])
+        if within:
+            numpyro.deterministic("_per_row", per_row)
+
+    def stage_param(name: str, group: str):
+        return _stage_param(spec, priors, name, group)
+
+    sites = family.numpyro_sites(priors, stage_param, arr["y"].dtype)  # the likelihood's parameters
+    chunk = {k: _per_chunk(v, arr["onehot_stage"], layout.chunk_stage, fixed.gather) for k, v in sites.items()}
+    if fixed.expose:  # the pieces only: no likelihood (a custom chunk gradient has no forward mode)
+        for k, v in chunk.items():
+            numpyro.deterministic(f"_chunk_{k}", v[:, 0])
+        return
+    ll = family.numpyro_loglik(arr, a, b, per_row if within else None, sites, chunk)
+    numpyro.factor(observed_name(spec), ll - arr["lgamma_y1"])
 
 
 def chunk_spatial(design: Design, layout: Layout) -> tuple[np.ndarray, np.ndarray] | None:
