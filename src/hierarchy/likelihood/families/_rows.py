@@ -53,8 +53,8 @@ def with_chunk_gradient(fwd):
     with that gradient (the four row arrays get none)."""
     import jax
 
-    def bwd(grads, g):
-        return (*(g * x for x in grads), None, None, None, None)
+    def bwd(grads, g):  # each cotangent in its input's dtype (fwd gives each gradient in it)
+        return (*((g * x).astype(x.dtype) for x in grads), None, None, None, None)
 
     f = jax.custom_vjp(lambda *args: fwd(*args)[0])
     f.defvjp(fwd, bwd)

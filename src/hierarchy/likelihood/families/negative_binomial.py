@@ -75,7 +75,8 @@ def chunks():
 
     def fwd(a, b, phi, log_exposure, w, y, mask):
         dtype = jnp.result_type(a)
-        hi, lo = log_in_two(phi, y.dtype)
+        own = [jnp.result_type(x) for x in (a, b, phi)]  # each gradient in its input's dtype (a folded
+        hi, lo = log_in_two(phi, y.dtype)                # group term makes a float64 beside a float32 b)
         a, b, phi = in_row_precision(y, a, b, phi)
         eta = log_exposure + a + b * w
         mu = jnp.exp(eta)
@@ -85,7 +86,7 @@ def chunks():
         grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True),
                  jnp.sum(-mask * (log_1_mu_phi + (y - mu) / (phi + mu)), 1, keepdims=True))
         value = total(mask * row_terms(y, eta, phi, log_phi_mu, log_1_mu_phi), dtype)
-        return value, tuple(g.astype(dtype) for g in grads)
+        return value, tuple(g.astype(t) for g, t in zip(grads, own, strict=True))
 
     return with_chunk_gradient(fwd)
 

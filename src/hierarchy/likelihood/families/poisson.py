@@ -63,10 +63,11 @@ def chunks():
 
     def fwd(a, b, log_exposure, w, y, mask):
         dtype = jnp.result_type(a)
+        own = [jnp.result_type(x) for x in (a, b)]  # each gradient in its input's dtype
         eta = eta_of(a, b, None, log_exposure, w, y)
         d_eta = mask * (y - jnp.exp(eta))
         grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True))
-        return total(mask * saturated(y, eta), dtype), tuple(g.astype(dtype) for g in grads)
+        return total(mask * saturated(y, eta), dtype), tuple(g.astype(t) for g, t in zip(grads, own, strict=True))
 
     return with_chunk_gradient(fwd)
 
