@@ -263,14 +263,14 @@ def notebooks_with_tests() -> set[str]:
 # One table every shipped neighbourhood model can read
 
 
-def every_column_table(seed: int = 5) -> pd.DataFrame:
-    """A small simulated table (6 LAs x 20 neighbourhoods x age x sex) with every column a shipped
-    neighbourhood model reads: the simulator's counts plus made-up rural, sparsity, age_c, ethnicity,
+def every_column_table(seed: int = 5, n_la: int = 6, lsoa_per_la: int = 20) -> pd.DataFrame:
+    """A small simulated table (``n_la`` LAs x ``lsoa_per_la`` neighbourhoods x age x sex) with every column
+    a shipped neighbourhood model reads: the simulator's counts plus made-up rural, sparsity, age_c, ethnicity,
     assessment factors, plan categories, re-referrals, repeat plans, duration events and bands, and LA
     measures. For pipeline and disclosure checks, not for estimates."""
     from hierarchy.data import simulate
 
-    geo = reference.synthetic_geography(6, seed=seed, lsoa_per_la=20)
+    geo = reference.synthetic_geography(n_la, seed=seed, lsoa_per_la=lsoa_per_la)
     out = simulate.simulate(geo, seed=seed, strata=("age", "sex"))[0]
     rng = np.random.default_rng(0)
     n = len(out)

@@ -37,6 +37,31 @@ INITIAL_STEP_SIZE = 0.1
 MAX_LEAPFROG_STEPS = 1000
 MAX_KEPT = 16_384  # draws kept in the fit file (all chains): more chains x draws are thinned to this
 CHAINS_PER_SUPERCHAIN_MAX = 16
+INIT_RADIUS = 1.0  # superchains start within this of the prior medians (unconstrained scale)
+
+
+def refusal(spec, design=None) -> str | None:
+    """Why ``--sampler chees`` refuses ``spec`` (a sentence naming the term), or None.
+
+    ``design`` is accepted for the signature :func:`hierarchy.inference.laplace.refusal` has; no refusal
+    needs it yet. Measured refusals (``bench/chees_agreement.py``), not a list of untried terms.
+    """
+    if getattr(spec, "spatial", None):
+        return ("the spatial term car(neighbourhood) (BYM2) is not supported by --sampler chees: on a 20-LA test "
+                "set its shared step size fell to 0.003, trajectories ran to the step cap and half the "
+                "transitions diverged (bench/chees_agreement.py)")
+    if spec.family == "poisson" and spec.strata:
+        return ("Poisson models with a stratum term (the duration models' C(band)) are not supported by --sampler "
+                "chees yet: on care_reentry_poisson (20 LAs) nested R-hat was 14.9 with 1,600 divergent "
+                "transitions, while NUTS converged (bench/chees_agreement.py)")
+    return None
+
+
+def check_supported(spec, design=None) -> None:
+    """Raise :class:`HierarchyError` naming the term when ``--sampler chees`` refuses ``spec``."""
+    why = refusal(spec, design)
+    if why:
+        raise HierarchyError(f"{spec.name}: {why}; fit it with --sampler numpyro (the default)")
 
 
 def superchains_for(chains: int) -> int:
@@ -57,17 +82,23 @@ def superchains_for(chains: int) -> int:
     return k
 
 
-def initial_positions(template: Any, superchains: int, chains: int, key) -> Any:
-    """Initial unconstrained positions (chains, ...): one uniform(-2, 2) point per superchain, repeated
-    for each of its ``chains // superchains`` chains (chain ``c`` is in superchain ``c // size``)."""
+def initial_positions(template: Any, superchains: int, chains: int, key, radius: float = INIT_RADIUS) -> Any:
+    """Initial unconstrained positions (chains, ...): one point per superchain, ``template`` (each prior's
+    median: :func:`hierarchy.inference.sampling.initial_point`) plus uniform(-radius, radius) noise, repeated
+    for each of its ``chains // superchains`` chains (chain ``c`` is in superchain ``c // size``).
+
+    Dispersed about the prior medians rather than about 0 (NumPyro's and Stan's uniform(-2, 2)): an
+    intercept of 0 to 2 on the log scale (1 to 7 events per child) left whole superchains of Poisson fits
+    stuck at their start, every transition divergent at the step size the other chains share."""
     import jax
     import jax.numpy as jnp
 
     leaves, tree = jax.tree.flatten(template)
     keys = jax.random.split(key, len(leaves))
     size = chains // superchains
-    out = [jnp.repeat(jax.random.uniform(k, (superchains, *jnp.shape(x)), jnp.result_type(x), -2.0, 2.0),
-                      size, axis=0) for k, x in zip(keys, leaves, strict=True)]
+    out = [jnp.repeat(jnp.asarray(x)[None] + jax.random.uniform(
+        k, (superchains, *jnp.shape(x)), jnp.result_type(x), -radius, radius), size, axis=0)
+        for k, x in zip(keys, leaves, strict=True)]
     return tree.unflatten(out)
 
 
@@ -177,7 +208,7 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     ``settings`` (from :func:`hierarchy.inference.sampling.fit`) gives ``chains``, ``tune``, ``draws``,
     ``seed``, ``float32`` and ``target_accept``; the superchains, the stride and the adapted step size
     and trajectory length are added to it. Returns :class:`hierarchy.inference.sampling.Draws` with the
-    sample statistic ``superchain`` (chain, draw).
+    sample statistic ``superchain`` (chain, draw). A model :func:`refusal` names is refused.
     """
     import jax
     from numpyro.infer.util import constrain_fn, potential_energy
@@ -185,6 +216,7 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     from hierarchy.inference.sampling import PER_ROW, Draws, initial_point
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
+    check_supported(spec, design)
     jax.config.update("jax_enable_x64", True)
     chains, tune, draws = settings["chains"], settings["tune"], settings["draws"]
     superchains = superchains_for(chains)
