@@ -99,6 +99,8 @@ LONGEST_FIRST = {
     "tests/results/test_stages.py": 120,
     "approximations": 110,
     "tests/inference/test_batch.py::test_compare_models_batches": 110,
+    "tests/inference/test_prior_batch.py::test_a_batch_of_prior_sets_matches": 260,
+    "tests/reporting/test_replicate_batch.py::test_batched_stage_fits_agree": 280,
     "tests/results/test_spatial_compare.py": 100,
     "tests/likelihood/test_panel_censoring.py": 100,
     "tests/inference/test_laplace.py::test_fit_laplace_draws_like_nuts": 90,
