@@ -292,31 +292,23 @@ def _fit_prior_batch(spec, psets: list, group: list[int], prep: _Prepared, *, ou
     import jax
     import jax.numpy as jnp
 
-    from hierarchy.inference.batch import fit_batch
-    from hierarchy.language.design import centring, describe_centring
-    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn, with_prior_values
-    from hierarchy.likelihood.model import la_effect_labels
+    from hierarchy.inference.batch import fit_jobs
     from hierarchy.results.fitfile import save_fit
 
-    jax.config.update("jax_enable_x64", True)  # float32 means float32 rows (as a single fit)
     t0 = time.perf_counter()
     sampler, chains, tune, draws = asked
     sets = [psets[i] for i in group]
     names = [p.name for p in sets]
-    layout = make_layout(prep.design)
-    base = model_data(layout, "float32" if float32 else "float64")
     say(f"fitting {spec.name} under {len(sets)} prior sets in one program ({', '.join(names)}) to "
         f"{len(prep.table):,} rows: {chains} chains x ({tune} warm-up + {draws} draws) each, NumPyro NUTS")
-    res = fit_batch(model_fn(spec, sets[0], prep.design, layout), [with_prior_values(base, p) for p in sets],
-                    chains=chains, tune=tune, draws=draws, keys=jnp.stack([jax.random.PRNGKey(seed)] * len(sets)),
-                    target_accept=target_accept, vectorize=vectorize, diagnostics=False)
+    res, per_fit = fit_jobs([(spec, p, prep.design) for p in sets], chains=chains, tune=tune, draws=draws,
+                            seed=seed, keys=jnp.stack([jax.random.PRNGKey(seed)] * len(sets)),
+                            target_accept=target_accept, float32=float32, vectorize=vectorize,
+                            batch_prior_sets=names)
     say(f"{len(sets)} fits done in {res.timings['compile'] + res.timings['run']:.0f} s "
         f"({res.timings['compile']:.0f} s compiling)")
-    extra = dict(seed=seed, float32=float32, draws_requested=draws, max_draws=draws, batch_prior_sets=names,
-                 parameterisation=describe_centring(centring(spec, prep.design), la_effect_labels(spec)))
     out: dict[int, PriorFit] = {}
-    for b, i in enumerate(group):
-        d = res.draws(b, **extra)
+    for d, i in zip(per_fit, group, strict=True):
         d.timings["total"] = d.timings["compile"] + d.timings["warmup_and_sampling"]
         idata = _idata(d, spec, psets[i], prep, data=data, include_data=include[0],
                        include_log_likelihood=include[1], geography=geography)

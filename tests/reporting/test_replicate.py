@@ -157,3 +157,22 @@ def test_replicate_fast_run_has_every_finding_and_recovers(tmp_path):
     # published directions: White steeper than Black; neglect steeper than physical disability
     for est in ("gradient ratio White / Black", "gradient ratio neglect / physical_disability"):
         assert table.loc[table["estimand"] == est, "p_direction"].item() > 0.9, est
+
+
+def test_the_split_modules_are_reexported_under_their_old_paths():
+    """The fitting (replicate_fits) and the table's rows (replicate_rows) left replicate.py (issue 28, module
+    size); ``hierarchy.reporting.replicate.X`` is still the same object, and replicate.py is under the bar."""
+    from pathlib import Path
+
+    from hierarchy.reporting import replicate_fits, replicate_rows
+
+    for mod, names in ((replicate_fits, ("DEFAULT_PRIORS", "Analysis", "analysis_spec", "analysis_table",
+                                         "fit_analysis", "_same", "batch_refusal", "batch_groups",
+                                         "fit_analyses_batched", "fit_all")),
+                       (replicate_rows, ("PROB", "COLUMNS", "findings_rows", "moderator_ratio", "_row", "_levels",
+                                         "_flat", "_stratum_rows"))):
+        for name in names:
+            assert getattr(replicate, name) is getattr(mod, name), name
+            assert not hasattr(mod, "replicate"), mod  # the fits and rows do not import the page back
+    for mod in (replicate, replicate_fits, replicate_rows):
+        assert len(Path(mod.__file__).read_text().splitlines()) <= 800, mod.__name__

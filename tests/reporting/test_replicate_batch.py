@@ -1,7 +1,7 @@
-"""Tests of the replication's batched fits (hierarchy.reporting.replicate: batch_refusal, batch_groups,
-fit_analyses_batched, fit_all): analyses share one compiled program only where their designs agree in
-everything the model function closes over, a fit that misses the bar is refitted alone, and (slow) a
-batched fit agrees with the same analysis fitted alone."""
+"""Tests of the replication's batched fits (hierarchy.reporting.replicate_fits, re-exported by
+hierarchy.reporting.replicate: batch_refusal, batch_groups, fit_analyses_batched, fit_all): analyses share one
+compiled program only where their designs agree in everything the model function closes over, a fit that
+misses the bar is refitted alone, and (slow) a batched fit agrees with the same analysis fitted alone."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from hierarchy.data import findings
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import build_design, centring
-from hierarchy.reporting import replicate
+from hierarchy.reporting import replicate, replicate_fits
 
 STAGES = ("referral", "s47", "cp_plan", "looked_after")
 
@@ -103,8 +103,8 @@ def test_fit_all_batches_groups_and_refits_alone_a_fit_that_misses_the_bar(base,
         alone_calls.append(spec.name)
         return _fake("ok")
 
-    monkeypatch.setattr(replicate, "fit_analyses_batched", batched)
-    monkeypatch.setattr(replicate, "fit_analysis", alone)
+    monkeypatch.setattr(replicate_fits, "fit_analyses_batched", batched)  # where fit_all looks them up
+    monkeypatch.setattr(replicate_fits, "fit_analysis", alone)
     log = []
     fits, timings = replicate.fit_all(base["analyses"], base["tables"], chains=2, tune=10, draws=10,
                                       refit=True, say=log.append)
@@ -132,7 +132,7 @@ def test_fit_all_batches_groups_and_refits_alone_a_fit_that_misses_the_bar(base,
 
 
 def test_a_given_fit_fn_fits_each_analysis_alone(base, monkeypatch):
-    monkeypatch.setattr(replicate, "fit_analyses_batched", lambda *a, **k: pytest.fail("batched"))
+    monkeypatch.setattr(replicate_fits, "fit_analyses_batched", lambda *a, **k: pytest.fail("batched"))
     seen = []
     fits, _ = replicate.fit_all(base["analyses"], base["tables"], chains=2, tune=10, draws=10,
                                 fit_fn=lambda spec, table, **kw: seen.append(spec.outcome) or _fake("ok"))

@@ -211,6 +211,49 @@ def fit_batch(model: Callable, data: Sequence[dict], *, chains: int = CHAINS, tu
     return out
 
 
+def fit_jobs(jobs: Sequence[tuple[Any, Any, Any]], *, chains: int, tune: int, draws: int, seed: int = 0,
+             keys: Any = None, target_accept: float = 0.8, float32: bool = False, vectorize: bool | None = None,
+             **settings: Any) -> tuple[BatchFit, list[Any]]:
+    """Fit ``(spec, priors, design)`` jobs of one structure in one compiled program; each job's Draws.
+
+    The jobs may differ only in their counts (``design.y``) and in their priors' numbers (same structure,
+    :func:`hierarchy.language.priors.structure_difference`); the caller checks that (the replication's
+    ``batch_refusal``, :func:`hierarchy.language.priors.group_by_structure`). The model function is the
+    first job's (:func:`hierarchy.likelihood.jaxmodel.model_fn`), each job's data its own counts (one
+    histogram length for all) and, when the jobs' prior sets are not one object, its priors' numbers
+    (:func:`~hierarchy.likelihood.jaxmodel.with_prior_values`). Run by :func:`fit_batch` (side by side on an
+    accelerator, in turn on CPU; ``seed``, ``keys``, ``target_accept``, ``vectorize`` are its).
+
+    Returns
+    -------
+    (BatchFit, list of Draws)
+        The batch, and per job (in order) :meth:`BatchFit.draws` with ``seed``, ``float32``,
+        ``draws_requested`` and ``max_draws`` (= ``draws``), the job's LA-effect ``parameterisation`` and
+        ``settings`` in its sampler settings.
+    """
+    import jax
+
+    from hierarchy.language.design import centring, describe_centring
+    from hierarchy.likelihood.jaxmodel import hist_len_for, make_layout, model_data, model_fn, with_prior_values
+    from hierarchy.likelihood.model import la_effect_labels
+
+    jax.config.update("jax_enable_x64", True)  # float32 means float32 rows, as a single fit
+    spec0, priors0, design0 = jobs[0]
+    hist_len = hist_len_for(max(int(d.y.max(initial=0)) for _, _, d in jobs), len(design0.y))  # one shape
+    layouts = {id(d): make_layout(d, hist_len=hist_len) for _, _, d in jobs}
+    dtype = "float32" if float32 else "float64"
+    data = [model_data(layouts[id(d)], dtype) for _, _, d in jobs]
+    if any(p is not priors0 for _, p, _ in jobs):
+        data = [with_prior_values(x, p) for x, (_, p, _) in zip(data, jobs, strict=True)]
+    res = fit_batch(model_fn(spec0, priors0, design0, layouts[id(design0)]), data, chains=chains, tune=tune,
+                    draws=draws, seed=seed, keys=keys, target_accept=target_accept, vectorize=vectorize,
+                    diagnostics=False)
+    per_job = [res.draws(b, seed=seed, float32=float32, draws_requested=draws, max_draws=draws,
+                         parameterisation=describe_centring(centring(s, d), la_effect_labels(s)), **settings)
+               for b, (s, _, d) in enumerate(jobs)]
+    return res, per_job
+
+
 def _program(model: Callable, example: dict, tree, varies: list[bool], nuts: dict[str, Any], *,
              sites: Sequence[str] | None, vectorize: bool, init_radius: float) -> Callable:
     """``run(keys, varying leaves, shared leaves) -> (draws, (diverging, energy, steps))``: the batch of

@@ -37,6 +37,7 @@ class Parameter:
     predictor: bool = False  # read by the one linear predictor (hierarchy.likelihood.predictor)
     meaning: str = ""
     la_block: bool = False  # one row per LA, Gaussian given the hyperparameters: marginalised by the Laplace mode
+    within_la_sd: bool = False  # SD of normal effects on the log rate below the LA (MSOA, row): within-LA variance
 
 
 def _family_rows(*, hyper: bool) -> tuple[Parameter, ...]:
@@ -69,7 +70,7 @@ TABLE: tuple[Parameter, ...] = (
     Parameter("la_corr", "hyper", "la_corr", meaning="correlation of the LA effects (LKJ)"),
     Parameter("la_loading", "hyper", "la_loading", meaning="later stage's LA effects per first-stage effect"),
     Parameter("la_stage_sd", "hyper", "la_stage_sd", meaning="SD of a later stage's own LA effects"),
-    Parameter("msoa_sd", "hyper", "msoa_sd", predictor=True, meaning="SD of the MSOA effects"),
+    Parameter("msoa_sd", "hyper", "msoa_sd", predictor=True, within_la_sd=True, meaning="SD of the MSOA effects"),
     *_family_rows(hyper=True),
     Parameter("la_coef", "effect", predictor=True, meaning="each LA's intercept and gradient", la_block=True),
     Parameter("la_raw", "latent"),
@@ -89,19 +90,23 @@ BY_NAME = {p.name: p for p in TABLE}
 
 
 def names(*, role: str | tuple[str, ...] | None = None, per_stage: bool | None = None,
-          predictor: bool | None = None, la_block: bool | None = None) -> tuple[str, ...]:
+          predictor: bool | None = None, la_block: bool | None = None,
+          within_la_sd: bool | None = None) -> tuple[str, ...]:
     """Names of the table's rows that match every given filter, in table order.
 
     Examples
     --------
     >>> names(role="per_row")
     ('eps_raw', 'spatial_phi', 'spatial_theta')
+    >>> names(within_la_sd=True)  # the within-LA variance components (VPCs, predictive draws)
+    ('msoa_sd', 'obs_sd')
     """
     roles = (role,) if isinstance(role, str) else role
     return tuple(p.name for p in TABLE
                  if (roles is None or p.role in roles) and (per_stage is None or p.per_stage == per_stage)
                  and (predictor is None or p.predictor == predictor)
-                 and (la_block is None or p.la_block == la_block))
+                 and (la_block is None or p.la_block == la_block)
+                 and (within_la_sd is None or p.within_la_sd == within_la_sd))
 
 
 def prior_groups() -> dict[str, str]:

@@ -322,13 +322,13 @@ def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> P
                     [("Cross-validation", [("p", f"Used: {result.cv_note}.")], None),
                      *_headline_sections(result)], pngs={})
         return out / "index.html"
-    result.table.to_csv(out / "loo_compare.csv", index=False)
-    result.pareto.to_csv(out / "pareto_k.csv", index=False)
-    result.worst.to_csv(out / "pareto_k_worst.csv", index=False)
+    _write_csv(result.table, out / "loo_compare.csv")
+    _write_csv(result.pareto, out / "pareto_k.csv")
+    _write_csv(result.worst, out / "pareto_k_worst.csv")
     if result.la_cv is not None:
-        result.la_cv.drop(columns=["elpd"]).to_csv(out / "la_cv.csv", index=False)
+        _write_csv(result.la_cv.drop(columns=["elpd"]), out / "la_cv.csv")
     if result.refits is not None:
-        result.refits.to_csv(out / "refits.csv", index=False)
+        _write_csv(result.refits, out / "refits.csv")
     cols = [*result.columns(), "k_threshold", "cv", "fit"]
     unit = "neighbourhood" if result.cv == "rows" else "LA"
     what = {"rows": "PSIS-LOO over neighbourhood rows: expected log predictive density for a left-out "
@@ -365,6 +365,7 @@ def write_model_comparison(result: ModelComparison, out: str | os.PathLike) -> P
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` (no index) to ``path`` through the atomic writer: a failed write leaves no half file."""
     from hierarchy.paths import atomic_path
 
     with atomic_path(path) as tmp:

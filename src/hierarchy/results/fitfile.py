@@ -45,6 +45,7 @@ from hierarchy.inference.sampling import PER_ROW, Draws
 from hierarchy.language.design import Design
 from hierarchy.language.priors import PriorSet, config_hash
 from hierarchy.language.spec import ModelSpec
+from hierarchy.likelihood import families
 from hierarchy.results.rowdata import (  # noqa: F401  (re-exported: fitfile's public names)
     effect_group_risks,
     private_row_data,
@@ -65,7 +66,7 @@ REQUIRED_DESIGN_KEYS = ("X_mean", "x_mean", "la_cov_center", "la_cov_scale", "n_
 PUBLIC_ROW_DATA = ("deprivation", "exposure", "la_of", "stage", "stratum")
 """The only per-neighbourhood arrays a shareable fit holds (public inputs, in ``constant_data``)."""
 GAUSS_HERMITE_NODES = 32
-"""Quadrature nodes of the Poisson-lognormal marginal log-likelihood."""
+"""Quadrature nodes of a family's marginal log-likelihood (its unstored row effects integrated out)."""
 
 
 def versions() -> dict[str, str]:
@@ -251,10 +252,10 @@ def pointwise_log_likelihood(spec: ModelSpec, design: Design, posterior: dict[st
                              *, batch: int = 100) -> np.ndarray:
     """Log-likelihood of each row at each draw, ``(draws, rows)`` float32.
 
-    Negative binomial and Poisson: :func:`hierarchy.likelihood.jaxmodel.pointwise_loglik`. Poisson-lognormal:
-    the observation-level effect is integrated out (adaptive Gauss-Hermite quadrature,
-    :data:`GAUSS_HERMITE_NODES` nodes around each row's mode), as the fit stores no per-row
-    latent draws; this is also the log-likelihood LOO should use for such a model.
+    A family whose per-row effects the fit does not store (Poisson-lognormal) integrates them out with its
+    ``marginal_loglik`` (:mod:`hierarchy.likelihood.families`; adaptive Gauss-Hermite quadrature,
+    :data:`GAUSS_HERMITE_NODES` nodes around each row's mode): this is also the log-likelihood LOO should use
+    for such a model. The others: :func:`hierarchy.likelihood.jaxmodel.pointwise_loglik`.
 
     Parameters
     ----------
@@ -269,48 +270,10 @@ def pointwise_log_likelihood(spec: ModelSpec, design: Design, posterior: dict[st
     from hierarchy.likelihood.jaxmodel import pointwise_loglik
 
     posterior = {k: v for k, v in posterior.items() if k not in PER_ROW}
-    if spec.family != "poisson_lognormal":
+    marginal = families.get(spec.family).marginal_loglik
+    if marginal is None:
         return pointwise_loglik(spec, design, posterior, batch=batch)
-    return _pln_marginal_loglik(design, posterior, batch=batch)
-
-
-def _pln_marginal_loglik(design: Design, posterior: dict[str, np.ndarray], *, batch: int = 100
-                         ) -> np.ndarray:
-    """log of int Poisson(y | exp(eta + s e)) N(e | 0, 1) de, adaptive Gauss-Hermite per row."""
-    import jax
-    import jax.numpy as jnp
-    from jax.scipy.special import gammaln, logsumexp
-
-    from hierarchy.likelihood.jaxmodel import ROW_PARAMS, _row_eta
-    from hierarchy.likelihood.predictor import over_draws
-
-    x, w = np.polynomial.hermite.hermgauss(GAUSS_HERMITE_NODES)
-    x, logw = jnp.asarray(x), jnp.asarray(np.log(w))
-    y = jnp.asarray(design.y, dtype=float)
-
-    def one(p):
-        eta = _row_eta(design, p, jnp)
-        s = p["obs_sd"]
-
-        def g(e):  # log joint of the observation-level effect e
-            lin = eta + s * e
-            return y * lin - jnp.exp(lin) - gammaln(y + 1) - 0.5 * e ** 2
-
-        def newton(e, _):
-            lam = jnp.exp(eta + s * e)
-            grad, hess = s * (y - lam) - e, -(s ** 2) * lam - 1.0
-            return e - grad / hess, None
-
-        start = jnp.clip((jnp.log(jnp.maximum(y, 0.5)) - eta) / s, -8.0, 8.0)
-        mode, _ = jax.lax.scan(newton, start, None, length=30)
-        sd = 1.0 / jnp.sqrt(s ** 2 * jnp.exp(eta + s * mode) + 1.0)
-        nodes = mode[:, None] + jnp.sqrt(2.0) * sd[:, None] * x[None, :]
-        gk = jax.vmap(g, in_axes=1, out_axes=1)(nodes)
-        return (logsumexp(logw[None, :] + gk + x[None, :] ** 2, axis=1)
-                + jnp.log(jnp.sqrt(2.0) * sd) - 0.5 * jnp.log(2 * jnp.pi))
-
-    keys = [k for k in ROW_PARAMS if k in posterior and k != "eps_raw"]
-    return over_draws(one, {k: posterior[k] for k in keys}, batch=batch, dtype=np.float32)
+    return marginal(design, posterior, batch=batch, nodes=GAUSS_HERMITE_NODES)
 
 
 def log_likelihood_dataset(idata, design: Design, *, spec: ModelSpec, step: int | None = None):

@@ -36,7 +36,7 @@ import xarray as xr
 
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import w_of, z_of
-from hierarchy.likelihood import model
+from hierarchy.likelihood import model, parameters
 from hierarchy.results import estimands
 from hierarchy.results.fit import as_fit
 from hierarchy.results.fitfile import exposure_is_public, provenance
@@ -373,7 +373,7 @@ def vpc(fit: Any, *, rates: Mapping[str, float] | None = None, exposure: float |
     if not (np.isfinite(size) and size > 0):
         raise HierarchyError(f"exposure must be a number of children above 0, got {exposure!r}")
     var_within: Any = 0.0
-    for k in ("msoa_sd", "obs_sd"):
+    for k in parameters.names(within_la_sd=True):
         if k in post:
             var_within = var_within + post[k] ** 2
     phi = post["dispersion"] if "dispersion" in post else np.inf

@@ -16,7 +16,7 @@ import xarray as xr
 
 from hierarchy.errors import HierarchyError
 from hierarchy.language.design import z_of
-from hierarchy.likelihood import model
+from hierarchy.likelihood import model, parameters
 from hierarchy.results import estimands
 from hierarchy.results.fit import as_fit
 from hierarchy.results.fitfile import provenance
@@ -97,7 +97,7 @@ def _other_variance(post: xr.Dataset, view: Any) -> Any:
     la = la_variance(view, w=0.0)
     if la is not None:
         var = var + la
-    for k in ("msoa_sd", "obs_sd"):
+    for k in parameters.names(within_la_sd=True):
         if k in post:
             var = var + post[k] ** 2
     return var

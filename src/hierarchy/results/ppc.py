@@ -11,7 +11,7 @@ import xarray as xr
 
 from hierarchy.disclosure import ROUNDING, THRESHOLD, disclose_frame
 from hierarchy.language.design import w_of
-from hierarchy.likelihood import families, model
+from hierarchy.likelihood import families, model, parameters
 from hierarchy.likelihood.predictor import ROW_PARAMS, group_params, predictor_draws
 from hierarchy.results.estimand_base import (
     PER_10K,
@@ -149,7 +149,7 @@ def posterior_predictive(idata, *, n_draws: int = 200, seed: int = 0,
     stage = rows["stage_index"]
     for s in range(0, len(pick), chunk):
         eta = eta_all[s:s + chunk]
-        for sd_name in ("msoa_sd", "obs_sd"):
+        for sd_name in parameters.names(within_la_sd=True):
             if sd_name in flat:
                 sd = flat[sd_name].to_numpy()[s:s + chunk, None]
                 eta = eta + rng.normal(0.0, 1.0, eta.shape) * sd

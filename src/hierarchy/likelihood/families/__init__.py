@@ -17,7 +17,11 @@ have, and the functions every layer needs:
 * ``numpyro_row_sites`` / ``pymc_row_sites`` / ``draw_row_sites``: per-row effects the predictor reads
   (Poisson-lognormal's ``eps_raw`` times ``obs_sd``);
 * ``pymc_likelihood``: its parameters and observed variable in a PyMC model (:mod:`hierarchy.likelihood.model`);
-* ``laplace_refusal``: why the Laplace mode cannot marginalise under it (None: it can).
+* ``laplace_refusal``: why the Laplace mode cannot marginalise under it (None: it can);
+* ``marginal_loglik(design, posterior, batch=, nodes=)``: for a family with per-row effects that fits do
+  not keep (Poisson-lognormal), each row's log-likelihood at each draw with them integrated out (None: the
+  row density given the predictor is the log-likelihood;
+  :func:`hierarchy.results.fitfile.pointwise_log_likelihood`).
 
 The registry (:func:`get`, :func:`names`) is the package's modules: a new family is one new module.
 """
@@ -59,6 +63,7 @@ class Family:
     pymc_row_sites: Callable = _none  # (priors) -> {name: value}
     draw_row_sites: Callable = _none  # (rng, rows or (draws, rows)) -> {name: value}: unkept row effects
     laplace_refusal: str | None = None
+    marginal_loglik: Callable | None = None  # (design, posterior, batch, nodes) -> (draws, rows) float32
 
     def stage_params(self, p: Mapping[str, Any], stage_index, xp) -> dict:
         """The likelihood parameters of ``p`` (one value, or one per stage) at each row of ``stage_index``."""
