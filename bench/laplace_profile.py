@@ -3,12 +3,14 @@ value and gradient, beside one NUTS gradient of the full model (same data, same 
 
     python bench/laplace_profile.py stages_age_nb --las 20     # stacked x age bands, 20 generated LAs
     python bench/laplace_profile.py years_gradient_nb          # 13 years, England (reference data)
+    python bench/laplace_profile.py stages_age_nb --las 20 --autodiff   # the implementation before
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--las", type=int, help="generated LAs of 217 neighbourhoods (default: England)")
+    ap.add_argument("--mode", action="store_true",
+                    help="also at draws about the Laplace posterior mode, Newton started as NUTS starts it "
+                         "(find_mode's linear prediction): Newton's iterations and the value and gradient")
+    ap.add_argument("--autodiff", action="store_true",
+                    help="the implementation before issue 29's third step, for comparison: the row sums' "
+                         "derivatives by automatic differentiation, a row pass for the score at Newton's mode "
+                         "and the full model's potential at x_hat")
     args = ap.parse_args()
 
     import jax
@@ -41,8 +50,13 @@ def main() -> None:
     else:
         table, _ = simulate.simulate(geo, seed=1, strata=("age",) if "age_band" in spec.strata else ())
     design = build_design(table, spec)
+    if args.autodiff:
+        row_sums = laplace._row_sums
+        laplace._row_sums = lambda family, rows: row_sums(family, rows).fun  # plain JAX: autodiff of rows
     t = time.perf_counter()
     pb = laplace.build_problem(spec, priors, design)
+    if args.autodiff:
+        pb = replace(pb, joint=None, newton_local=None, score=None)
     print(f"{args.model}: {len(design.y):,} rows, {pb.n_eff} latent effects per LA, "
           f"build {time.perf_counter() - t:.1f} s")
     zh = laplace.hyper_init(pb)
@@ -64,6 +78,14 @@ def main() -> None:
     x_hat = jax.jit(lambda q: laplace.mode_and_hessian(pb, unravel(q), pb.x0)[0])(flat)
     timeit("one row pass (f, g, H)", jax.jit(lambda pc, x: pb.local(pc, x)), pc, x_hat)
     timeit("one row pass (f)", jax.jit(lambda pc, x: pb.local(pc, x, derivatives=False)[0]), pc, x_hat)
+    timeit("pieces, value and reverse pass", jax.jit(jax.grad(
+        lambda q: sum(jax.numpy.sum(v) for v in jax.tree_util.tree_leaves(pb.pieces(unravel(q)))))), flat)
+
+    def gh(pc, x):
+        _, g, H = pb.local(pc, x)
+        return jax.numpy.sum(g) + jax.numpy.sum(H)
+
+    timeit("row pass (g, H), reverse pass", jax.jit(jax.grad(gh, argnums=(0, 1))), pc, x_hat)
     newton = jax.jit(lambda q, x0: laplace.newton(pb, pb.pieces(unravel(q)), x0))
     timeit("Newton from the mode", newton, flat, x_hat)
     U = laplace.laplace_potential(pb, lambda z: x_hat)
@@ -71,6 +93,26 @@ def main() -> None:
     timeit("Laplace potential and gradient", jax.jit(jax.value_and_grad(lambda q: U(unravel(q)))), flat)
     full = {**zh, **pb.sites_of(x_hat)}
     timeit("NUTS: full model and gradient", jax.jit(jax.value_and_grad(pb.potential)), full)
+    if args.mode:
+        at_draws(pb, zh, timeit)
+
+
+def at_draws(pb, zh, timeit) -> None:
+    """Newton's iterations and the Laplace value and gradient at draws from the Laplace posterior's
+    Gaussian approximation, Newton started by find_mode's linear prediction (as in NUTS)."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    from hierarchy.inference import laplace
+
+    zh_mode, cov, start = laplace.find_mode(pb, zh, pb.x0)
+    q0, unravel = ravel_pytree(zh_mode)
+    chol = np.linalg.cholesky(0.5 * (cov + cov.T))
+    draws = [q0 + chol @ np.random.default_rng(i).standard_normal(len(q0)) for i in range(8)]
+    its = jax.jit(lambda q: laplace.newton(pb, pb.pieces(unravel(q)), start(unravel(q)))[2])
+    print("Newton iterations from the linear start at 8 draws:", [int(its(q)) for q in draws])
+    vg = jax.jit(jax.value_and_grad(lambda q: laplace.laplace_potential(pb, start)(unravel(q))))
+    timeit("Laplace value and gradient, a draw", vg, draws[0])
 
 
 if __name__ == "__main__":

@@ -16,10 +16,17 @@ block-diagonal by LA (DESIGN section 10). Here:
   (the family's first and second derivatives per row, its ``row_derivatives``, reduced to five sums
   per chunk), with a per-LA backtracking step;
 - the Laplace log marginal ``-U(x_hat, theta) + (n/2) log 2 pi - 1/2 sum_j log det H_j``, with ``U``
-  the NUTS path's own potential energy (same priors, Jacobians and likelihood);
+  the NUTS path's own potential energy (same priors, Jacobians and likelihood: the model's sites'
+  densities, run without its likelihood, plus the rows' sum from the pass that gives ``H`` at ``x_hat``
+  and the family's ``loglik_rest``);
 - its gradient by the implicit function theorem: Newton runs on stopped gradients and one more
   Newton step from the converged mode is differentiated, whose derivative there is the IFT derivative
-  ``d x_hat / d theta = H^-1 d(grad_x log p) / d theta``; nothing differentiates through the loop;
+  ``d x_hat / d theta = H^-1 d(grad_x log p) / d theta``; nothing differentiates through the loop.
+  The row sums carry a hand-written forward derivative (the family's ``row_third``: third derivatives
+  in ``eta`` and derivatives in its parameters, summed in the same pass), so the reverse pass of
+  ``log det H`` is per chunk, not per row; the differentiated step's score comes from Newton's last row
+  pass (its Hessian and parameter sums give its derivative). One differentiated row pass per
+  evaluation, beside Newton's (bench/RESULTS.md, issue 29 third step);
 - NUTS (NumPyro, ``potential_fn``, dense mass matrix) over the unconstrained hyperparameters, started
   from draws around their Laplace posterior mode (BFGS, with its inverse Hessian);
 - the latent effects drawn from ``N(x_hat(theta), H^-1)`` for every hyperparameter draw and every site
@@ -159,6 +166,10 @@ class Problem:
     x0: Any  # (J, E) initial latent effects
     real: np.ndarray  # (J, E) bool: the entries of x that are effects (False: padding of short groups)
     dropped_zero_sum: tuple[str, ...] = ()
+    joint: Any = None  # (zh, Pieces, x, local's value at x) -> potential at (zh, x) from local's row sums
+    newton_local: Any = None  # (Pieces, x) -> local's (value, g, H) and the chunk sums g's derivative needs
+    score: Any = None  # (Pieces, x, chunk sums from newton_local) -> g at x, differentiable in the pieces
+    chunk_la: Any = None  # (K,) each chunk's LA
 
     @property
     def n_la(self) -> int:
@@ -247,8 +258,6 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
     pad = jnp.asarray(~real, jnp.float64)
     f64 = jnp.float64
     family = families.get(spec.family)
-    chunk_la = jnp.asarray(layout.chunk_la)
-    le, w, y, mask = (jnp.asarray(getattr(layout, k), f64) for k in ("log_exposure", "w", "y", "mask"))
     problem = Problem(potential=partial(potential_energy, model, (data,), {}),
                       postprocess=lambda z: constrain_fn(model, (data,), {}, z, return_deterministic=True),
                       pieces=None, local=None,
@@ -283,30 +292,207 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
         per_row = tr["_per_row"]["value"].astype(f64) if "_per_row" in tr else None
         return Pieces(a0, b0, A, B, grad(zero), P, per_row, chunk)
 
+    fns = _local_fns(family, layout, n_la)
+    joint = _joint_fn(family, layout, data, partial(potential_energy, probe, (data,), {}), problem.sites_of)
+    return replace(problem, pieces=pieces, x0=problem.x_of({b.name: z[b.name] for b in blocks}), joint=joint,
+                   chunk_la=np.asarray(layout.chunk_la), **fns)
+
+
+def _local_fns(family, layout, n_la: int) -> dict:
+    """:attr:`Problem.local`, :attr:`Problem.newton_local` and :attr:`Problem.score` over the layout's
+    rows (float64)."""
+    import jax
+    import jax.numpy as jnp
+
+    chunk_la = jnp.asarray(layout.chunk_la)
+    le, w, y, mask = (jnp.asarray(getattr(layout, k), jnp.float64) for k in ("log_exposure", "w", "y", "mask"))
+
     def segment(t):
         return jax.ops.segment_sum(t, chunk_la, num_segments=n_la, indices_are_sorted=True)
+
+    counts = np.bincount(layout.chunk_la, minlength=n_la)
+    slots = np.full((n_la, max(int(counts.max()), 1)), len(layout.chunk_la))  # padding: a row of zeros
+    for j in range(n_la):
+        slots[j, :counts[j]] = np.flatnonzero(layout.chunk_la == j)
+
+    def by_la(t):
+        """Per-chunk ``t`` (K, 2, E) as each LA's chunks (J, 2 * most chunks of an LA, E), zeros padding."""
+        t = jnp.concatenate([t, jnp.zeros((1,) + t.shape[1:], t.dtype)])[slots]
+        return t.reshape(n_la, -1, t.shape[-1])
+
+    sums = _row_sums(family, (le, w, y, mask))
 
     def local(pc: Pieces, x, derivatives: bool = True):
         """Per LA: negative log joint (up to terms free of x), its gradient and Hessian in x_j."""
         xk = x[chunk_la]
         a = pc.a0 + jnp.sum(pc.A * xk, 1)
         b = pc.b0 + jnp.sum(pc.B * xk, 1)
-        eta = le + a[:, None] + b[:, None] * w
-        eta = eta if pc.per_row is None else eta + pc.per_row
-        ll, d1, d2 = family.row_derivatives(y, eta, {k: v[:, None] for k, v in pc.family.items()})
         Px = jnp.einsum("jef,jf->je", pc.P, x)
-        value = jnp.sum(pc.g0 * x, 1) + 0.5 * jnp.sum(x * Px, 1) - segment(jnp.sum(mask * ll, 1))
+        prior = jnp.sum(pc.g0 * x, 1) + 0.5 * jnp.sum(x * Px, 1)
         if not derivatives:
-            return value, None, None
-        d1, d2 = mask * d1, mask * d2
-        G0, G1 = jnp.sum(d1, 1)[:, None], jnp.sum(d1 * w, 1)[:, None]
-        S0, S1, S2 = (jnp.sum(d2 * w**k, 1)[:, None, None] for k in range(3))
-        AA, AB, BB = (jnp.einsum("ke,kf->kef", u, v) for u, v in ((pc.A, pc.A), (pc.A, pc.B), (pc.B, pc.B)))
-        g = pc.g0 + Px - segment(pc.A * G0 + pc.B * G1)
-        H = pc.P - segment(AA * S0 + (AB + jnp.swapaxes(AB, 1, 2)) * S1 + BB * S2)
-        return value, g, H
+            eta = le + a[:, None] + b[:, None] * w
+            eta = eta if pc.per_row is None else eta + pc.per_row
+            ll = family.row_derivatives(y, eta, {k: v[:, None] for k, v in pc.family.items()})[0]
+            return prior - segment(jnp.sum(mask * ll, 1)), None, None
+        return assemble(pc, prior, Px, sums(a, b, pc.family, pc.per_row))
 
-    return replace(problem, pieces=pieces, local=local, x0=problem.x_of({b.name: z[b.name] for b in blocks}))
+    def assemble(pc: Pieces, prior, Px, chunk_sums):
+        """``local``'s value, gradient and Hessian from the chunks' row sums."""
+        L, G0, G1, S0, S1, S2 = chunk_sums
+        g = pc.g0 + Px - segment(pc.A * G0[:, None] + pc.B * G1[:, None])
+        # sum over each LA's chunks of [A B] [[S0 S1] [S1 S2]] [A B]': one batched product per LA
+        V = jnp.stack([pc.A, pc.B], 1)  # (K, 2, E)
+        W = jnp.stack([pc.A * S0[:, None] + pc.B * S1[:, None], pc.A * S1[:, None] + pc.B * S2[:, None]], 1)
+        return prior - segment(L), g, pc.P - jnp.einsum("jne,jnf->jef", by_la(V), by_la(W))
+
+    param_sums = _param_score_sums(family, (le, w, y, mask))
+
+    def newton_local(pc: Pieces, x):
+        """``local`` (not differentiated) and each chunk's score and Hessian sums and its likelihood
+        parameters' score sums, what :func:`score` needs."""
+        xk = x[chunk_la]
+        a, b = pc.a0 + jnp.sum(pc.A * xk, 1), pc.b0 + jnp.sum(pc.B * xk, 1)
+        Px = jnp.einsum("jef,jf->je", pc.P, x)
+        chunk_sums = sums(a, b, pc.family, pc.per_row)
+        value, g, H = assemble(pc, jnp.sum(pc.g0 * x, 1) + 0.5 * jnp.sum(x * Px, 1), Px, chunk_sums)
+        return value, g, H, (*chunk_sums[1:], param_sums(a, b, pc.family, pc.per_row))
+
+    def score(pc: Pieces, x, cs):
+        """``local``'s ``g`` at ``x`` from :func:`newton_local`'s chunk sums there (no row pass), with its
+        derivative in the pieces (rows without per-row terms only)."""
+        xk = x[chunk_la]
+        G0, G1 = _score_sums(pc.a0 + jnp.sum(pc.A * xk, 1), pc.b0 + jnp.sum(pc.B * xk, 1), pc.family, cs)
+        return pc.g0 + jnp.einsum("jef,jf->je", pc.P, x) - segment(pc.A * G0[:, None] + pc.B * G1[:, None])
+
+    return {"local": local, "newton_local": newton_local, "score": score}
+
+
+def _joint_fn(family, layout, data: dict, probe_potential, sites_of):
+    """:attr:`Problem.joint` (None where the family declares no ``loglik_rest``): ``probe_potential`` is
+    the potential of the model run with ``expose`` (every site's density, no likelihood)."""
+    import jax.numpy as jnp
+
+    rest = _family_fn(family, "loglik_rest")
+    if rest is None:
+        return None
+    chunk_stage = np.asarray(layout.chunk_stage)
+    first_chunk = np.array([np.flatnonzero(chunk_stage == s)[0] if np.any(chunk_stage == s) else 0
+                            for s in range(len(layout.n_stage_rows))])
+
+    def joint(zh, pc: Pieces, x, value):
+        """The NUTS path's potential at ``(zh, x)``: the sites' densities and the likelihood, whose rows'
+        sum is the latent prior's quadratic at ``x`` less ``local``'s ``value`` (no second row pass)."""
+        rows = jnp.sum(pc.g0 * x) + 0.5 * jnp.einsum("je,jef,jf->", x, pc.P, x) - jnp.sum(value)
+        loglik = rest(data, pc.family, first_chunk) + rows - data["lgamma_y1"]
+        return probe_potential({**zh, **sites_of(x)}) - loglik
+
+    return joint
+
+
+def _family_fn(family, name: str):
+    """The family's function ``name`` (``row_third``, ``loglik_rest``: :mod:`hierarchy.likelihood.families`),
+    or None where it declares none."""
+    return getattr(family, name, None)
+
+
+def _row_third(family):
+    """The family's ``row_third`` (third derivative in ``eta`` and the likelihood parameters' derivatives
+    of ``row_derivatives``), or one by forward differentiation of its ``row_derivatives``."""
+    import jax
+    import jax.numpy as jnp
+
+    own = _family_fn(family, "row_third")
+    if own is not None:
+        return own
+
+    def third(y, eta, params):
+        d3 = jax.jvp(lambda e: family.row_derivatives(y, e, params)[2], (eta,), (jnp.ones_like(eta),))[1]
+        return d3, {k: jax.jvp(lambda v, k=k: family.row_derivatives(y, eta, {**params, k: v}), (params[k],),
+                               (jnp.ones_like(params[k]),))[1] for k in params}
+
+    return third
+
+
+def _row_sums(family, rows: tuple):
+    """``sums(a, b, fam, per_row)``: each chunk's row sums ``(sum ll, sum d1, sum d1 w, sum d2 w^k for k =
+    0, 1, 2)`` of the family's ``row_derivatives`` at ``eta = log_exposure + a + b w + per_row``, with a
+    forward derivative that sums the rows' third derivatives and parameter derivatives in the same pass.
+
+    ``a, b`` (K,), ``fam`` {name: (K,)}, ``per_row`` (K, C) or None; ``rows`` the layout's float64
+    ``(log_exposure, w, y, mask)``. Automatic differentiation of the row derivatives instead keeps every
+    row's intermediates and walks them back (with ``per_row`` None the reverse pass here is per chunk).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    le, w, y, mask = rows
+    third = _row_third(family)
+
+    def at(a, b, fam, per_row):
+        eta = le + a[:, None] + b[:, None] * w
+        return (eta if per_row is None else eta + per_row), {k: v[:, None] for k, v in fam.items()}
+
+    def total(t):
+        return jnp.sum(mask * t, 1)
+
+    def primal(a, b, fam, per_row):
+        eta, params = at(a, b, fam, per_row)
+        ll, d1, d2 = family.row_derivatives(y, eta, params)
+        return total(ll), total(d1), total(d1 * w), total(d2), total(d2 * w), total(d2 * w * w)
+
+    def jvp(primals, tangents):
+        a, b, fam, per_row = primals
+        da, db, dfam, dper = tangents
+        eta, params = at(a, b, fam, per_row)
+        ll, d1, d2 = family.row_derivatives(y, eta, params)
+        d3, d_par = third(y, eta, params)
+        outs = (ll, d1, d1 * w, d2, d2 * w, d2 * w * w)
+        in_eta = (d1, d2, d2 * w, d3, d3 * w, d3 * w * w)  # each output's row terms, differentiated in eta
+        in_par = {k: (v[0], v[1], v[1] * w, v[2], v[2] * w, v[2] * w * w) for k, v in d_par.items()}
+        tans = []
+        for o, r in enumerate(in_eta):
+            t = total(r) * da + total(r * w) * db + sum(total(in_par[k][o]) * dfam[k] for k in fam)
+            tans.append(t if per_row is None else t + total(r * dper))
+        return tuple(total(o) for o in outs), tuple(tans)
+
+    f = jax.custom_jvp(primal)
+    f.defjvp(jvp)
+    return f
+
+
+def _param_score_sums(family, rows: tuple):
+    """``q(a, b, fam, per_row)``: each chunk's sums ``(sum d d1 / d p, sum w d d1 / d p)`` for each
+    likelihood parameter ``p`` (the derivative of the score sums in ``p``), as :func:`_row_sums`."""
+    import jax.numpy as jnp
+
+    le, w, y, mask = rows
+    third = _row_third(family)
+
+    def q(a, b, fam, per_row):
+        eta = le + a[:, None] + b[:, None] * w
+        eta = eta if per_row is None else eta + per_row
+        d_par = third(y, eta, {k: v[:, None] for k, v in fam.items()})[1]
+        return {k: (jnp.sum(mask * v[1], 1), jnp.sum(mask * v[1] * w, 1)) for k, v in d_par.items()}
+
+    return q
+
+
+def _score_sums_jvp(primals, tangents):
+    a, b, fam, cs = primals
+    da, db, dfam, _ = tangents
+    G0, G1, S0, S1, S2, Q = cs
+    return (G0, G1), (S0 * da + S1 * db + sum(Q[k][0] * dfam[k] for k in fam),
+                      S1 * da + S2 * db + sum(Q[k][1] * dfam[k] for k in fam))
+
+
+def _score_sums(a, b, fam, cs):
+    """The chunk score sums ``(G0, G1)`` of ``cs`` (computed at ``a, b, fam`` by Newton's last row pass),
+    with their derivative in ``a, b, fam`` from the Hessian sums and parameter score sums there."""
+    import jax
+
+    f = jax.custom_jvp(lambda a, b, fam, cs: (cs[0], cs[1]))
+    f.defjvp(_score_sums_jvp)
+    return f(a, b, fam, cs)
 
 
 def _solve(H, g):
@@ -387,30 +573,42 @@ def newton(problem: Problem, pc: Pieces, x0, tol: float = NEWTON_TOL, max_iter: 
     density enough (Armijo) is replaced by half the step for that LA. Returns the mode, the largest
     Newton decrement and the iterations. Not meant to be differentiated (see the module docstring).
     """
+    return _newton(problem, pc, x0, tol, max_iter)[:3]
+
+
+def _newton(problem: Problem, pc: Pieces, x0, tol: float = NEWTON_TOL, max_iter: int = MAX_NEWTON):
+    """:func:`newton`, and its last row pass at the mode: ``g``, ``H`` and the chunk sums of
+    :attr:`Problem.newton_local` (None without it)."""
     import jax
     import jax.numpy as jnp
+
+    local = problem.newton_local or (lambda pc, x: (*problem.local(pc, x), None))
+
+    def keep(ok, new, old):  # ok per LA, or per chunk for the chunk sums
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(ok.reshape(ok.shape + (1,) * (n.ndim - 1)), n, o),
+                                      new, old)
 
     def cond(state):
         return (state[-2] < max_iter) & (state[-1] > tol)
 
     def body(state):
-        x, f, g, H, step, t, it, _ = state
+        x, f, g, H, cs, step, t, it, _ = state
         slope = jnp.sum(g * step, axis=1)  # <= 0
         cand = x + t[:, None] * step
-        fc, gc, Hc = problem.local(pc, cand)
+        fc, gc, Hc, csc = local(pc, cand)
         ok = jnp.isfinite(fc) & (fc <= f + 1e-4 * t * slope)
-        x, f = jnp.where(ok[:, None], cand, x), jnp.where(ok, fc, f)
-        g, H = jnp.where(ok[:, None], gc, g), jnp.where(ok[:, None, None], Hc, H)
+        x, f, g, H = keep(ok, (cand, fc, gc, Hc), (x, f, g, H))
+        cs = None if cs is None else keep(ok[problem.chunk_la], csc, cs)
         step = -_solve(H, g)
         dec = jnp.max(jnp.where(jnp.isfinite(step).all(1), -jnp.sum(g * step, axis=1), jnp.inf))
-        return x, f, g, H, step, jnp.where(ok, 1.0, 0.5 * t), it + 1, dec
+        return x, f, g, H, cs, step, jnp.where(ok, 1.0, 0.5 * t), it + 1, dec
 
-    f, g, H = problem.local(pc, x0)
+    f, g, H, cs = local(pc, x0)
     step = -_solve(H, g)
     dec = jnp.max(-jnp.sum(g * step, axis=1))
-    state = (x0, f, g, H, step, jnp.ones(x0.shape[0], x0.dtype), 0, dec)
+    state = (x0, f, g, H, cs, step, jnp.ones(x0.shape[0], x0.dtype), 0, dec)
     out = jax.lax.while_loop(cond, body, state)
-    return out[0], out[-1], out[-2]
+    return out[0], out[-1], out[-2], out[2], out[3], out[4]
 
 
 def mode_and_hessian(problem: Problem, zh: dict, start):
@@ -421,12 +619,16 @@ def mode_and_hessian(problem: Problem, zh: dict, start):
 
     x0 = jax.lax.stop_gradient(start(zh) if callable(start) else start)
     pc = problem.pieces(zh)
-    x_star, dec, _ = newton(problem, jax.lax.stop_gradient(pc), x0)
-    x_star = jax.lax.stop_gradient(x_star)
-    _, g, H = problem.local(pc, x_star)
+    x_star, dec, _, g, H, cs = jax.lax.stop_gradient(_newton(problem, jax.lax.stop_gradient(pc), x0))
+    if cs is not None and pc.per_row is None:  # Newton's last row pass was at x_star: its sums give g
+        g = problem.score(pc, x_star, cs)
+    else:
+        _, g, H = problem.local(pc, x_star)
     x_hat = x_star - _solve(jax.lax.stop_gradient(H), g)  # = x_star at convergence; its derivative is the IFT one
-    _, _, H_hat = problem.local(pc, x_hat)
-    return x_hat, H_hat, dec, problem.potential({**zh, **problem.sites_of(x_hat)})
+    value, _, H_hat = problem.local(pc, x_hat)
+    joint = (problem.potential({**zh, **problem.sites_of(x_hat)}) if problem.joint is None else
+             problem.joint(zh, pc, x_hat, value))
+    return x_hat, H_hat, dec, joint
 
 
 def laplace_potential(problem: Problem, start):

@@ -18,6 +18,10 @@ have, and the functions every layer needs:
   (Poisson-lognormal's ``eps_raw`` times ``obs_sd``);
 * ``pymc_likelihood``: its parameters and observed variable in a PyMC model (:mod:`hierarchy.likelihood.model`);
 * ``laplace_refusal``: why the Laplace mode cannot marginalise under it (None: it can);
+* ``row_third(y, eta, params)`` / ``loglik_rest(arr, chunk, first_chunk)``: the third derivative per row
+  (and the likelihood parameters' derivatives) and the log-likelihood's terms outside the rows' sum, for the
+  Laplace mode's log-determinant gradient and joint (None: :mod:`hierarchy.inference.laplace` falls back to
+  automatic differentiation and the model's own potential);
 * ``marginal_loglik(design, posterior, batch=, nodes=)``: for a family with per-row effects that fits do
   not keep (Poisson-lognormal), each row's log-likelihood at each draw with them integrated out (None: the
   row density given the predictor is the log-likelihood;
@@ -64,6 +68,8 @@ class Family:
     draw_row_sites: Callable = _none  # (rng, rows or (draws, rows)) -> {name: value}: unkept row effects
     laplace_refusal: str | None = None
     marginal_loglik: Callable | None = None  # (design, posterior, batch, nodes) -> (draws, rows) float32
+    row_third: Callable | None = None  # (y, eta, params) -> (d3, {param: derivatives}): the Laplace mode's
+    loglik_rest: Callable | None = None  # (arr, chunk, first_chunk) -> terms outside the rows' sum
 
     def stage_params(self, p: Mapping[str, Any], stage_index, xp) -> dict:
         """The likelihood parameters of ``p`` (one value, or one per stage) at each row of ``stage_index``."""

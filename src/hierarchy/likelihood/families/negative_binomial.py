@@ -47,6 +47,21 @@ def row_derivatives(y, eta, params: dict) -> tuple:
     return value, r * (y - mu), -r * mu * (phi + y) / (phi + mu)
 
 
+def row_third(y, eta, params: dict) -> tuple:
+    """The derivatives of :func:`row_derivatives` beyond it: the third derivative in ``eta`` and, for
+    ``dispersion``, those of the value and of the first and second derivatives in ``phi`` (the Laplace
+    mode's gradient of its log-determinant, :mod:`hierarchy.inference.laplace`)."""
+    import jax.numpy as jnp
+
+    phi = params["dispersion"]
+    mu = jnp.exp(eta)
+    s = phi + mu
+    log_1_mu_phi = jnp.log(s) - jnp.log(phi)
+    d2 = -phi * mu * (phi + y) / s**2
+    d_phi = (-log_1_mu_phi + (mu - y) / s, (y - mu) * mu / s**2, -mu * (mu * (2 * phi + y) - y * phi) / s**3)
+    return d2 * (phi - mu) / s, {"dispersion": d_phi}
+
+
 def draw(rng: np.random.Generator, mu: np.ndarray, params: dict) -> np.ndarray:
     """NB2 counts at means ``mu``: Poisson given a gamma rate."""
     phi = params["dispersion"]
@@ -122,6 +137,14 @@ def lgamma_terms(arr: dict, phi, phi_k):
     return lgamma_y_phi - jnp.sum(arr["n_stage_rows"] * lg(phi))
 
 
+def loglik_rest(arr: dict, chunk: dict, first_chunk):
+    """:func:`numpyro_loglik` less its rows' :func:`row_terms` (the ``lgamma`` terms), from each chunk's
+    dispersion ``chunk["dispersion"]`` (K,); ``first_chunk`` (S,) a chunk of each stage (any chunk for a
+    stage without rows). The Laplace mode adds the rows' sum it has computed already."""
+    phi_k = chunk["dispersion"]
+    return lgamma_terms(arr, phi_k[first_chunk], phi_k[:, None])
+
+
 def numpyro_loglik(arr: dict, a, b, per_row, sites: dict, chunk: dict):
     """The chunked log-likelihood less ``sum lgamma(y + 1)``; ``per_row`` None: the fast chunk path."""
     phi_k = chunk["dispersion"]
@@ -142,4 +165,5 @@ def pymc_likelihood(name: str, eta, priors, sdims, stage_index, observed, dims) 
 FAMILY = Family(name="negative_binomial", rank=1, description="negative binomial (NB2: variance mu + mu^2 / phi)",
                 logpmf=logpmf, row_derivatives=row_derivatives, draw=draw, numpyro_sites=numpyro_sites,
                 numpyro_loglik=numpyro_loglik, pymc_likelihood=pymc_likelihood, parameters=PARAMETERS,
-                prior_groups={"dispersion": "positive"}, likelihood_params=("dispersion",))
+                prior_groups={"dispersion": "positive"}, likelihood_params=("dispersion",),
+                row_third=row_third, loglik_rest=loglik_rest)

@@ -39,6 +39,14 @@ def row_derivatives(y, eta, params: dict) -> tuple:
     return saturated(y, eta), y - mu, -mu
 
 
+def row_third(y, eta, params: dict) -> tuple:
+    """The third derivative of :func:`saturated` in ``eta``, and no likelihood parameters to differentiate
+    in (see the negative binomial's ``row_third``)."""
+    import jax.numpy as jnp
+
+    return -jnp.exp(eta), {}
+
+
 def draw(rng: np.random.Generator, mu: np.ndarray, params: dict) -> np.ndarray:
     """Poisson counts at means ``mu``."""
     return rng.poisson(mu)
@@ -77,6 +85,12 @@ def numpyro_sites(priors, stage_param, row_dtype) -> dict:
     return {}
 
 
+def loglik_rest(arr: dict, chunk: dict, first_chunk):
+    """:func:`numpyro_loglik` less its rows' :func:`saturated` terms (``sum y log y - y``; see the
+    negative binomial's ``loglik_rest``)."""
+    return arr["y_log_y"]
+
+
 def numpyro_loglik(arr: dict, a, b, per_row, sites: dict, chunk: dict):
     """The chunked log-likelihood less ``sum lgamma(y + 1)``; ``per_row`` None: the fast chunk path."""
     return arr["y_log_y"] + (chunks()(a, b, *row_arrays(arr)) if per_row is None else
@@ -93,4 +107,5 @@ def pymc_likelihood(name: str, eta, priors, sdims, stage_index, observed, dims) 
 
 FAMILY = Family(name="poisson", rank=0, description="Poisson (variance mu)", logpmf=logpmf,
                 row_derivatives=row_derivatives, draw=draw, numpyro_sites=numpyro_sites,
-                numpyro_loglik=numpyro_loglik, pymc_likelihood=pymc_likelihood)
+                numpyro_loglik=numpyro_loglik, pymc_likelihood=pymc_likelihood,
+                row_third=row_third, loglik_rest=loglik_rest)
