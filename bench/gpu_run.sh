@@ -4,7 +4,8 @@
 # --simulate-only`, made where the reference data are (they are derived real data: never commit them).
 # Usage: bash bench/gpu_run.sh [OUTDIR] [KINDS]   (KINDS: any of checks default stacked years targets)
 # targets: issue 30's table (bench/gpu_targets.py): the default fit by NUTS and by chees (128, 512 chains),
-# 100 SBC replicates and 151 leave-one-LA-out refits, each batch one compiled program; needs
+# 100 SBC replicates and 151 leave-one-LA-out refits, each batch one compiled program, and the Laplace mode
+# with its hyperparameter chains in turn and vectorised; needs
 # `python bench/bench_scale.py default --seeds 11 --data-cache .gpu/data --simulate-only` made beforehand.
 set -u
 out=${1:-${OUT:-/tmp/gpu_bench}}

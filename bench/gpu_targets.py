@@ -8,6 +8,7 @@ reference data are and carried in ``--data-cache`` (derived real data: never com
     python bench/gpu_targets.py fit --data-cache .gpu/data                  # NUTS 4 chains vs chees 128/512
     python bench/gpu_targets.py sbc --replicates 100 --data-cache .gpu/data
     python bench/gpu_targets.py lolo --las 151 --data-cache .gpu/data       # leave-one-LA-out, batched
+    python bench/gpu_targets.py laplace --data-cache .gpu/data              # Laplace: chains in turn vs vectorised
 
 Each work item prints one line: ``TARGET work: wall s (target, CPU anchor) status``. Without the cache a
 generated geography of ``--geo-las`` LAs is used (for a quick run on a laptop).
@@ -27,6 +28,7 @@ TARGETS = {  # work -> (GPU target s, CPU anchor as issue 30 states it)
     "fit": (5.0, "8-14 s on 2 cores (NUTS, 4 chains)"),
     "sbc": (300.0, "~100 x a single fit"),
     "lolo": (300.0, "~151 x a single fit"),
+    "laplace": (5.0, "the default by NUTS, same run"),
 }
 
 
@@ -119,9 +121,34 @@ def lolo(args) -> None:
     _line("lolo", f"leave-one-LA-out, {len(las)} refits", wall, f"({ok} of {len(las)} refits at the bar)")
 
 
+def laplace(args) -> None:
+    """The national default by the embedded Laplace mode (issue 30 item 3): 4 hyperparameter chains run
+    in turn (``sequential``, one device) against one vectorised program (``vectorized``), each run twice
+    (the second reads the compiled program from the cache)."""
+    import arviz as az
+
+    from hierarchy.inference.diagnostics import diagnose
+    from hierarchy.inference.sampling import PER_ROW
+    from hierarchy.inference.sampling import fit as sample
+
+    _, spec, priors, design = _inputs(args)
+    for chain_method in ("sequential", "vectorized"):
+        for attempt in ("compile", "warm"):
+            t = time.perf_counter()
+            d = sample(spec, priors, design, method="laplace", chains=4, seed=args.seed, float32=True,
+                       max_draws=3000, chain_method=chain_method)
+            wall = time.perf_counter() - t
+            post = {k: v for k, v in d.posterior.items() if k not in PER_ROW}
+            diag = diagnose(az.from_dict(posterior=post, sample_stats=d.stats))
+            if attempt == "warm" or args.once:
+                _line("laplace", f"default fit laplace, 4 chains {chain_method}", wall,
+                      f"{diag['status']} ({_rhat(diag)}, ESS {diag['ess_bulk_min']:.0f})")
+                break
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("work", choices=("fit", "sbc", "lolo"))
+    p.add_argument("work", choices=("fit", "sbc", "lolo", "laplace"))
     p.add_argument("--data-cache", type=Path, default=None, help="bench_scale.py's cache (.gpu/data)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--geo-las", type=int, default=None, help="a generated geography of this many LAs")
@@ -133,7 +160,7 @@ def main() -> None:
     from hierarchy.inference.sampling import enable_compilation_cache
 
     enable_compilation_cache()
-    {"fit": fit, "sbc": sbc, "lolo": lolo}[args.work](args)
+    {"fit": fit, "sbc": sbc, "lolo": lolo, "laplace": laplace}[args.work](args)
 
 
 if __name__ == "__main__":
