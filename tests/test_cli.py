@@ -347,3 +347,14 @@ def test_report_finds_the_truth_beside_a_renamed_table(shared_fit, tmp_path, cap
     assert cli.main(["report", str(shared_fit["fit"]), "--data", str(data), "--out", str(tmp_path / "rep")]) == 0
     assert "using the simulator's truth beside the table" in capsys.readouterr().out
     assert "truth" in pd.read_csv(tmp_path / "rep" / "estimands.csv").columns.str.cat(sep=" ")
+
+
+def test_sbc_method_laplace_refuses_vectorised_nuts_settings_and_models_outside_its_regime(capsys):
+    """Issue 29 item 1: ``sbc --method laplace``; what it cannot do is one error line, before any fitting."""
+    code = cli.main(["sbc", "--model", "inverse_intervention_pln", "--method", "laplace", "--las", "3",
+                     "--lsoa-per-la", "4", "--replicates", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "method 'laplace' refused" in err and "Traceback" not in err
+    code = cli.main(["sbc", "--chains", "2", "--las", "3", "--lsoa-per-la", "4", "--replicates", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "NUTS refits each replicate with one chain" in err and "--method laplace" in err

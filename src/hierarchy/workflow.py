@@ -56,6 +56,7 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
 
         pset = with_prior_overrides(pset, list(prior_overrides))
     prep = _prepare(data, spec, columns, geography, say)
+    why = None
     if method == "laplace":  # outside its regime: NUTS, with the reason on screen
         from hierarchy.inference.laplace import refusal
 
@@ -68,6 +69,8 @@ def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro
     draws_ = fit(spec, pset, prep.design, sampler=sampler, chains=chains, tune=tune, draws=draws,
                  seed=seed, chain_method=chain_method, progress=progress, float32=float32,
                  max_draws=max_draws, target_accept=target_accept, method=method)
+    if why:  # a rerun asking for laplace finds this fit again (hierarchy.inference.sweep.fit_key)
+        draws_.settings.update(method_requested="laplace", method_refused=why)
     idata = _idata(draws_, spec, pset, prep, data=data, include_data=include_data,
                    include_log_likelihood=include_log_likelihood, geography=geography)
     say(f"sampling finished ({time.perf_counter() - t0:.0f} s since the start); saving {out}")

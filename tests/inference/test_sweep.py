@@ -8,6 +8,7 @@ second model is of assessments, a column the data lack, so its fits fail inside 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -179,3 +180,97 @@ def test_jobs_differing_only_in_a_same_structure_prior_set_run_as_one_task(grid,
     table = execute(jobs, scheduler="synchronous", batched=False).table()
     assert tasks == [["weakly_informative"], ["vague"], ["informative_cwip"]]
     assert table["batch"].tolist() == [1, 1, 1] and table["note"].isna().all()
+
+
+# ------------------------------------------------------------------------------ method (issue 29 item 1)
+
+
+def test_the_method_enters_the_key_only_when_it_is_not_nuts():
+    """A rerun of a sweep made before the method existed refits nothing: NUTS keys are what they were
+    (the literal is the key computed by the content_key of before the method was added)."""
+    from hierarchy.inference.sweep import content_key, fit_key
+
+    hashes = {"data_hash": "d" * 16, "model_hash": "m" * 16, "priors_hash": "p" * 16}
+    settings = {"sampler": "numpyro", "chains": 2, "tune": 50, "draws": 50, "seed": 1, "float32": False,
+                "include_data": False}
+    old = "23bcbd7becd0a570"
+    assert content_key(**hashes, settings=settings) == old
+    assert content_key(**hashes, settings={**settings, "method": "nuts"}) == old
+    laplace = content_key(**hashes, settings={**settings, "method": "laplace"})
+    assert laplace != old
+    prov = {**hashes, "include_data": False}
+    assert fit_key({**prov, "sampler": {**settings, "method": "nuts"}}) == old
+    assert fit_key({**prov, "sampler": {**settings, "method": "laplace"}}) == laplace
+    # a Laplace job fitted with NUTS because the model is outside the regime keeps the key it was asked with
+    assert fit_key({**prov, "sampler": {**settings, "method": "nuts", "method_requested": "laplace"}}) == laplace
+
+
+def test_grid_method_setting_names_the_fits_and_bad_values_name_the_file(grid, tmp_path):
+    path = grid.parent / "method_grid.toml"
+    path.write_text(GRID.replace("seed = [0, 1]", 'seed = 0\nmethod = ["nuts", "laplace"]'))
+    jobs = load_grid(path, tmp_path)
+    assert [(j.method, j.out.name) for j in jobs[:2]] == [
+        ("nuts", "gradient_poisson__weakly_informative__tiny__2x50+50_seed0.nc"),
+        ("laplace", "gradient_poisson__weakly_informative__tiny__2x50+50_seed0_laplace.nc")]
+    for text, message in [('method = "lapalce"', "method must be one of nuts, laplace.*did you mean 'laplace'"),
+                          ('method = "laplace"\nsampler = "nutpie"', "'laplace' samples the hyperparameters "
+                                                                      "with NumPyro NUTS"),
+                          ("method = 1", "settings.method' must be str")]:
+        path.write_text(GRID.replace("seed = [0, 1]", f"seed = 0\n{text}"))
+        with pytest.raises(SpecError, match=message) as err:
+            load_grid(path, tmp_path)
+        assert str(path) in str(err.value)
+
+
+def test_laplace_jobs_are_fitted_one_by_one_with_their_method_and_the_table_shows_it(grid, tmp_path, monkeypatch):
+    """Jobs differing only in a same-structure prior set are batched under NUTS, not under Laplace: each
+    Laplace job goes to fit_files with method="laplace", the reason in the table's note; a NUTS and a
+    Laplace job of the same prior set are never one task. The fitting is stubbed."""
+    from hierarchy import workflow
+
+    calls = []
+
+    def fake_batch(*, priors, outs, method, **_kw):
+        calls.append(("batch", method, sorted(Path(p).stem for p in priors)))
+        return [workflow.PriorFit(out=Path(o), summary="stub", batch=len(priors)) for o in outs]
+
+    def fake_single(*, priors, method, log, **_kw):
+        calls.append(("alone", method, [Path(priors).stem]))
+        if Path(priors).stem == "informative_cwip":
+            log("method laplace refused (a reason); fitting with NUTS")
+        return "stub"
+
+    monkeypatch.setattr(workflow, "fit_prior_files", fake_batch)
+    monkeypatch.setattr(workflow, "fit_files", fake_single)
+    jobs = [FitJob(data=grid.parent / "tiny.parquet", model=ROOT / "models/gradient_poisson.toml",
+                   priors=ROOT / f"priors/{p}.toml", out=tmp_path / f"{p}_{m}.nc", chains=2, tune=10, draws=10,
+                   method=m)
+            for m in ("nuts", "laplace") for p in ("weakly_informative", "informative_cwip")]
+    table = execute(jobs, scheduler="synchronous").table()
+    assert sorted(calls) == [("alone", "laplace", ["informative_cwip"]),
+                             ("alone", "laplace", ["weakly_informative"]),
+                             ("batch", "nuts", ["informative_cwip", "weakly_informative"])]
+    assert table["method"].tolist() == ["nuts", "nuts", "laplace", "laplace"]
+    assert table["batch"].tolist() == [2, 2, 1, 1] and table["key"].nunique() == 4
+    assert table["note"].iloc[:2].isna().all()
+    assert table["note"].iloc[2] == "method laplace: fits batched in one program run NUTS on every parameter"
+    assert table["note"].iloc[3] == "method laplace refused (a reason); fitting with NUTS"
+
+
+@pytest.mark.slow  # one Laplace fit (2 chains x (50 + 50)), in this process: ~2-4 min on two shared cores
+def test_a_laplace_sweep_records_its_method_and_a_rerun_skips_it(grid, tmp_path):
+    path = grid.parent / "laplace_grid.toml"
+    path.write_text(GRID.replace('["gradient_poisson", "assessment_poisson.toml"]', '"gradient_poisson"')
+                    .replace("seed = [0, 1]", 'seed = 0\nmethod = "laplace"'))
+    out = tmp_path / "laplace"
+    assert main(["sweep", str(path), "--out", str(out), "--scheduler", "synchronous", "--quiet"]) == 0
+    table = pd.read_csv(out / TABLE)
+    assert table["method"].tolist() == ["laplace"] and table["status"].tolist() == ["fitted"]
+    fit = Path(table["out"].iloc[0])
+    assert fit.name.endswith("_seed0_laplace.nc")
+    with xr.open_dataset(fit, group="posterior", engine="h5netcdf") as ds:
+        sampler = json.loads(ds.attrs["hierarchy"])["sampler"]
+    assert sampler["method"] == "laplace" and "laplace" in sampler
+    stamp = fit.stat().st_mtime_ns
+    assert main(["sweep", str(path), "--out", str(out), "--scheduler", "synchronous", "--quiet"]) == 0
+    assert pd.read_csv(out / TABLE)["status"].tolist() == ["skipped"] and fit.stat().st_mtime_ns == stamp

@@ -38,7 +38,8 @@ def _compare_priors(args: argparse.Namespace) -> int:
             args.data, model, priors, args.out, fits_dir=args.fits_dir, chains=args.chains,
             tune=args.tune, draws=args.draws, seed=args.seed, workers=args.workers, executor=client,
             prior_draws_n=args.prior_draws, prob=args.prob, refit=args.refit, columns=args.columns,
-            prior_only=args.prior_only, batched=args.batched, log=None if args.quiet else print)
+            prior_only=args.prior_only, batched=args.batched, method=args.method,
+            log=None if args.quiet else print)
     print("\n".join(f"- {line}" for line in result.findings))
     print(f"fits reused: {len(result.reused)}, fitted now: {len(result.fitted)}")
     print(f"pages: {result.html} and {result.markdown}")
@@ -94,10 +95,12 @@ def _sbc(args: argparse.Namespace) -> int:
         geo = reference.synthetic_geography(args.las, seed=args.seed, lsoa_per_la=args.lsoa_per_la)
         strata = tuple("age" if s == "age_band" else s for s in spec.strata)
         table = simulate.simulate(geo, seed=args.seed, strata=strata)[0]
+    how = "" if args.method == "nuts" else f" by the Laplace method ({args.chains} chain(s) per replicate)"
+    print(f"fitting {args.replicates} replicates{how}")
     result = sbc(spec, priors, build_design(table, spec), replicates=args.replicates, warmup=args.warmup,
-                 draws=args.draws, thin=args.thin, seed=args.seed)
+                 draws=args.draws, thin=args.thin, seed=args.seed, method=args.method, chains=args.chains)
     uniform = result.uniformity()
-    print(f"SBC of {spec.name} under {priors.name}: {args.replicates} replicates, ranks out of "
+    print(f"SBC of {spec.name} under {priors.name}{how}: {args.replicates} replicates, ranks out of "
           f"{result.n_post} draws; divergent transitions in {int((result.divergences > 0).sum())} "
           f"replicates\n{uniform.to_string(float_format=lambda v: f'{v:.3f}')}")
     if args.out:
@@ -120,7 +123,7 @@ def add_sweep(sub) -> None:
                                       "settings, on Dask; a rerun skips finished fits",
                         epilog='grid file, e.g.: data = "d.parquet"  model = ["gradient_nb", "gradient_poisson"]  '
                                'priors = ["weakly_informative", "vague"]  [settings] chains = 4  seed = [0, 1] '
-                               '(README, "Sweeps"); exit status 1 when a fit failed')
+                               'method = ["nuts", "laplace"] (README, "Sweeps"); exit status 1 when a fit failed')
     sp.add_argument("grid", type=Path, help="grid file (TOML)")
     sp.add_argument("--out", type=Path, required=True, help="folder for the fits and sweep.csv")
     scheduler_opt(sp, "; 'synchronous': one fit after another in this process")
@@ -130,8 +133,9 @@ def add_sweep(sub) -> None:
     sp.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
                     help="run the fits that differ only in a prior set of one structure (same distributions, "
                          "other numbers) in one compiled program (default; in turn on CPU, side by side on an "
-                         "accelerator; other samplers than numpyro and prior sets of another structure fit one "
-                         "by one, the reason in sweep.csv's note); --no-batched runs one fit per job")
+                         "accelerator; other samplers than numpyro, method laplace and prior sets of another "
+                         "structure fit one by one, the reason in sweep.csv's note); --no-batched runs one fit "
+                         "per job")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.add_argument("--force", action="store_true", help=FOLDER_FORCE_HELP)
     sp.set_defaults(func=_sweep)
@@ -160,6 +164,12 @@ def add_compare(sub) -> None:
     sp.add_argument("--refit", action="store_true", help="fit even when a matching fit exists")
     sp.add_argument("--prior-only", action="store_true",
                     help="prior predictive checks only: no fits, no posterior comparison")
+    sp.add_argument("--method", default="nuts", choices=["nuts", "laplace"],
+                    help="how new fits are made: nuts (default), or laplace (experimental): each LA's group "
+                         "effects marginalised by an embedded Laplace approximation, NUTS on the "
+                         "hyperparameters, one fit at a time (never batched); a model outside its regime is "
+                         "fitted with NUTS, saying why. Only saved fits of this method are reused; the Fits "
+                         "table says which method each fit used")
     sp.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
                     help="run the fits of prior sets of one structure (same distributions, other numbers) in "
                          "one compiled program (default; in turn on CPU, side by side on an accelerator; other "
@@ -228,6 +238,14 @@ def add_sbc(sub) -> None:
     sp.add_argument("--draws", type=count(1), default=200, help="posterior draws per replicate")
     sp.add_argument("--thin", type=count(1), default=2, help="keep every n-th draw for the ranks")
     sp.add_argument("--alpha", type=probability, default=0.001, help="chi-square level per parameter")
+    sp.add_argument("--method", default="nuts", choices=["nuts", "laplace"],
+                    help="nuts (default): every replicate refitted by NUTS, all in one compiled program; laplace "
+                         "(experimental): each replicate refitted by the embedded Laplace mode (LA effects "
+                         "marginalised, NUTS on the hyperparameters), one after another, each compiled anew "
+                         "(minutes per replicate); refused for models outside its regime")
+    sp.add_argument("--chains", type=count(1), default=1,
+                    help="chains per replicate, their thinned draws pooled for the ranks (default 1; more only "
+                         "with --method laplace)")
     sp.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     sp.add_argument("--out", type=Path, help="CSV of the ranks, one row per replicate")
     sp.add_argument("--force", action="store_true", help=FORCE_HELP)

@@ -16,12 +16,16 @@ list multiplies the grid (e.g. ``seed = [0, 1, 2]`` fits each combination under 
     draws = 1000
     seed = [0, 1]
     # float32 = true, sampler = "numpyro", chain_method = "sequential", include_data = false
+    # method = ["nuts", "laplace"]                           # laplace: LA effects marginalised
 
 Paths are relative to the grid file; a model or prior set may also be named by the stem of a
 file in ``models/`` or ``priors/`` (of the working directory, else of the checkout). Each fit is
-saved in the output folder as ``MODEL__PRIORS__DATA__CHAINSxTUNE+DRAWS_seedSEED[...].nc``, and
+saved in the output folder as ``MODEL__PRIORS__DATA__CHAINSxTUNE+DRAWS_seedSEED[...].nc`` (``_laplace``
+at the end for ``method = "laplace"``), and
 :func:`run_grid` writes ``sweep.csv`` there: one row per fit (status, content key, timings,
-diagnostics, error). A rerun skips the fits already there (:mod:`hierarchy.inference.sweep`).
+diagnostics, method, error). A rerun skips the fits already there (:mod:`hierarchy.inference.sweep`).
+Fits with ``method = "laplace"`` (:mod:`hierarchy.inference.laplace`) run one by one, never batched; a
+model outside the Laplace regime is fitted with NUTS, the reason in the table's ``note``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from hierarchy.paths import atomic_path
 CHECKOUT = Path(__file__).resolve().parents[3]
 TOP_KEYS = ("data", "model", "priors", "columns", "settings")
 SETTINGS = {"chains": int, "tune": int, "draws": int, "seed": int, "sampler": str, "float32": bool,
-            "chain_method": str, "include_data": bool}
+            "chain_method": str, "include_data": bool, "method": str}
 """Settings a grid may give, with their types (each a value or a list of values)."""
 TABLE = "sweep.csv"
 
@@ -144,7 +148,8 @@ def load_grid(path: str | os.PathLike, out: str | os.PathLike) -> list[FitJob]:
 
 def _fit_name(job: FitJob) -> str:
     extra = "".join([f"_{job.sampler}" if job.sampler != "numpyro" else "",
-                     "_f32" if job.float32 else "", "_data" if job.include_data else ""])
+                     "_f32" if job.float32 else "", "_data" if job.include_data else "",
+                     f"_{job.method}" if job.method != "nuts" else ""])
     return (f"{job.model.stem}__{job.priors.stem}__{job.data.stem}__"
             f"{job.chains}x{job.tune}+{job.draws}_seed{job.seed}{extra}.nc")
 

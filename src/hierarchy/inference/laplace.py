@@ -722,6 +722,8 @@ def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, pr
     t_mode = time.perf_counter() - t
     key = jax.random.PRNGKey(settings["seed"])
     init = _chain_inits(zh_mode, cov, settings["chains"], jax.random.fold_in(key, 1))
+    if settings["chains"] == 1:  # NumPyro takes one chain's initial values without a chain axis
+        init = jax.tree.map(lambda v: v[0], init)
     kernel = NUTS(potential_fn=laplace_potential(problem, start), target_accept_prob=settings["target_accept"],
                   max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH), dense_mass=True,
                   inverse_mass_matrix=cov if _usable(cov) else None)

@@ -6,15 +6,20 @@ true value among thinned posterior draws: for a correct model and sampler the ra
 All replicates run as one compiled program (:func:`hierarchy.inference.batch.fit_batch`): NumPyro's
 NUTS kernels (``numpyro.infer.hmc.hmc``) are ``vmap``-ped over replicates, with the counts a traced
 argument of fixed shape. ``MCMC.run`` would compile again for every replicate.
+
+``method="laplace"`` calibrates the embedded Laplace mode instead (:mod:`hierarchy.inference.laplace`):
+each replicate is one :func:`hierarchy.inference.sampling.fit` with ``method="laplace"`` (NUTS on the
+hyperparameters, the LA effects drawn given each draw), in turn, each compiled anew.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
@@ -55,8 +60,8 @@ def _scalars(name: str, value: np.ndarray) -> dict[str, tuple]:
 
 
 def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 100, warmup: int = 300,
-        draws: int = 300, thin: int = 3, seed: int = 0,
-        fit_priors: PriorSet | None = None, vectorize: bool = True) -> SBCResult:
+        draws: int = 300, thin: int = 3, seed: int = 0, fit_priors: PriorSet | None = None,
+        vectorize: bool | None = None, method: str = "nuts", chains: int = 1) -> SBCResult:
     """Simulation-based calibration of ``spec`` under ``priors`` on the design of ``design``.
 
     Parameters
@@ -64,7 +69,7 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
     spec, priors, design
         The model, the prior set and the geography/exposures (the design's counts are ignored).
     replicates
-        Number of prior draws, each refitted with one NUTS chain.
+        Number of prior draws, each refitted with ``chains`` chains.
     warmup, draws, thin
         NUTS warm-up and kept iterations; every ``thin``-th draw is used for the ranks.
     seed
@@ -72,19 +77,29 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
     fit_priors
         Refit under these priors instead (SBC should then flag the mismatch).
     vectorize
-        Refit the replicates side by side (``jax.vmap``) or in turn (``jax.lax.map``): the same draws
-        (:func:`hierarchy.inference.batch.fit_batch`).
+        NUTS: refit the replicates side by side (``jax.vmap``, the default) or in turn (``jax.lax.map``):
+        the same draws (:func:`hierarchy.inference.batch.fit_batch`). Laplace fits run in turn; True is
+        refused.
+    method : {"nuts", "laplace"}
+        Refit by NUTS on every parameter, or by the embedded Laplace mode (one fit per replicate).
+    chains
+        Chains per replicate (NUTS: 1 only); the ranks use every chain's thinned draws.
 
     Returns
     -------
     SBCResult
         Ranks for every scalar hyperparameter and the first LA's coefficients.
+
+    Raises
+    ------
+    HierarchyError
+        An unknown method, ``vectorize=True`` or ``chains > 1`` where they do not apply, or a model outside the
+        Laplace mode's regime (the message names the term).
     """
     import jax
     from numpyro.infer import Predictive
 
-    from hierarchy.inference.batch import fit_batch
-
+    _check_method(spec, design, method, vectorize, chains)
     key_prior, _, key_fit = jax.random.split(jax.random.PRNGKey(seed), 3)
     prior_layout = make_layout(design)
     prior = Predictive(model_fn(spec, priors, design, prior_layout), num_samples=replicates)(
@@ -92,22 +107,72 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
     prior = {k: np.asarray(v) for k, v in prior.items()}
     rng = np.random.default_rng([seed, 2018])
     ys = [draw_counts(spec, design, {k: v[r] for k, v in prior.items()}, rng) for r in range(replicates)]
-    hist_len = hist_len_for(max(int(y.max()) for y in ys), len(design.y))  # one length for every replicate
-    layout = make_layout(design, chunk=min(64, int(np.bincount(design.la_index).max())), hist_len=hist_len)
-    stage = design.stage_index
-    data = [model_data(with_counts(layout, y, stage)) for y in ys]
     names = [k for k in (*HYPERPARAMETERS, "la_coef") if k in prior]
-    # one chain per replicate, side by side (vmap) even on CPU: vmapped chains step in lockstep, and
-    # on CPU that still beat batches of replicates (measured)
-    fits = fit_batch(model_fn(spec, fit_priors or priors, design, layout), data, chains=1, tune=warmup,
-                     draws=draws, thin=thin, keys=jax.random.split(key_fit, replicates), sites=names,
-                     max_tree_depth=10, warmup_tree_depth=10, vectorize=vectorize, diagnostics=False)
-    post = {k: v[:, 0] for k, v in fits.posterior.items()}  # (R, n_post, ...): the one chain
-    divergences = fits.stats["diverging"].sum(axis=(1, 2))
+    if method == "laplace":
+        post, divergences = _fit_laplace(spec, fit_priors or priors, design, ys, names, warmup=warmup,
+                                         draws=draws, thin=thin, seed=seed, chains=chains)
+    else:
+        post, divergences = _fit_nuts(spec, fit_priors or priors, design, ys, names, warmup=warmup, draws=draws,
+                                      thin=thin, keys=jax.random.split(key_fit, replicates),
+                                      vectorize=True if vectorize is None else vectorize)
     ranks: dict[str, np.ndarray] = {}
     for name in names:
         truth, sample = prior[name], np.asarray(post[name])  # (R, ...), (R, n_post, ...)
         for label, idx in _scalars(name, truth[0]).items():
             ranks[label] = np.sum(sample[(slice(None), slice(None), *idx)]
                                   < truth[(slice(None), *idx)][:, None], axis=1)
-    return SBCResult(ranks=ranks, n_post=-(-draws // thin), divergences=np.asarray(divergences))
+    return SBCResult(ranks=ranks, n_post=chains * -(-draws // thin), divergences=np.asarray(divergences))
+
+
+def _check_method(spec: ModelSpec, design: Design, method: str, vectorize: bool | None, chains: int) -> None:
+    """Refuse what :func:`sbc` cannot do with ``method``, saying what to change."""
+    if method not in ("nuts", "laplace"):
+        raise HierarchyError(f"sbc: unknown method {method!r}; choose nuts or laplace")
+    if method == "nuts" and chains != 1:
+        raise HierarchyError(f"sbc: NUTS refits each replicate with one chain (all replicates in one program), "
+                             f"got {chains} chains: give 1 (--chains 1) or method 'laplace' (--method laplace)")
+    if method == "laplace":
+        if vectorize:
+            raise HierarchyError("sbc: vectorize=True runs the replicates side by side in one NUTS program; "
+                                 "Laplace fits run one replicate at a time: leave vectorize out (or False) with "
+                                 "method 'laplace', or use method 'nuts'")
+        from hierarchy.inference.laplace import check_supported
+
+        check_supported(spec, design)
+
+
+def _fit_nuts(spec: ModelSpec, priors: PriorSet, design: Design, ys: list[np.ndarray], names: list[str], *,
+              warmup: int, draws: int, thin: int, keys, vectorize: bool) -> tuple[dict, np.ndarray]:
+    """Fit every replicate's counts ``ys`` with one NUTS chain in one compiled program: thinned draws of
+    ``names``, ``(R, n_post, ...)``, and the divergent transitions of each replicate."""
+    from hierarchy.inference.batch import fit_batch
+
+    hist_len = hist_len_for(max(int(y.max()) for y in ys), len(design.y))  # one length for every replicate
+    layout = make_layout(design, chunk=min(64, int(np.bincount(design.la_index).max())), hist_len=hist_len)
+    data = [model_data(with_counts(layout, y, design.stage_index)) for y in ys]
+    # one chain per replicate, side by side (vmap) even on CPU: vmapped chains step in lockstep, and
+    # on CPU that still beat batches of replicates (measured)
+    fits = fit_batch(model_fn(spec, priors, design, layout), data, chains=1, tune=warmup, draws=draws, thin=thin,
+                     keys=keys, sites=names, max_tree_depth=10, warmup_tree_depth=10, vectorize=vectorize,
+                     diagnostics=False)
+    post = {k: np.asarray(v[:, 0]) for k, v in fits.posterior.items()}  # (R, n_post, ...): the one chain
+    return post, np.asarray(fits.stats["diverging"].sum(axis=(1, 2)))
+
+
+def _fit_laplace(spec: ModelSpec, priors: PriorSet, design: Design, ys: list[np.ndarray], names: list[str], *,
+                 warmup: int, draws: int, thin: int, seed: int, chains: int) -> tuple[dict, np.ndarray]:
+    """Fit each replicate's counts ``ys`` by the Laplace mode, in turn: thinned draws of ``names`` (every
+    chain's, end to end), ``(R, n_post, ...)``, and the divergent transitions of each replicate."""
+    from hierarchy.inference.sampling import fit
+
+    post: dict[str, list] = {k: [] for k in names}
+    divergences = []
+    for r, y in enumerate(ys):
+        out = fit(spec, priors, replace(design, y=np.asarray(y)), method="laplace", chains=chains, tune=warmup,
+                  draws=draws, seed=int(np.random.default_rng([seed, r]).integers(2**31)),
+                  chain_method="sequential")
+        for k in names:
+            v = np.asarray(out.posterior[k])[:, ::thin]  # (chains, n_post, ...)
+            post[k].append(v.reshape((-1, *v.shape[2:])))
+        divergences.append(int(np.asarray(out.stats["diverging"]).sum()))
+    return {k: np.stack(v) for k, v in post.items()}, np.asarray(divergences)

@@ -15,8 +15,9 @@ process (for debugging), and ``executor`` takes any ``dask.distributed.Client`` 
 cores).
 
 Each job is content-addressed: its key (:func:`job_key`) is a hash of the data hash, the model
-hash, the prior set hash and the sampler settings (sampler, chains, tune, draws, seed, float32
-and whether observed data are stored), the hashes that fit files already carry. A job whose
+hash, the prior set hash and the sampler settings (sampler, chains, tune, draws, seed, float32,
+whether observed data are stored, and the method where it is not ``"nuts"``: keys of NUTS fits made
+before the method existed are unchanged), the hashes that fit files already carry. A job whose
 ``out`` file is a fit with the same key (:func:`fit_key` of its provenance) is skipped unless
 ``refit``: a rerun of a sweep refits nothing that finished. A failed job (bad input, a worker
 that died) is reported with its error while the others finish. The key does not cover package
@@ -27,7 +28,9 @@ group and term: :func:`hierarchy.language.priors.group_by_structure`), run as on
 (:func:`run_prior_batch`, ``execute(batched=True)``, the default): one table read and one compiled
 program fits them all (:func:`hierarchy.workflow.fit_prior_files`; in turn on CPU, side by side on an
 accelerator), each saved as an ordinary fit with the key it would have alone. Other samplers than NumPyro
-NUTS and prior sets of another structure run one by one, with the reason in the table's ``note``.
+NUTS, ``method="laplace"`` and prior sets of another structure run one by one, with the reason in the
+table's ``note``. A Laplace job whose model is outside the Laplace regime is fitted with NUTS by
+:func:`hierarchy.workflow.fit_files`, the reason in the table's ``note``.
 
 Example::
 
@@ -55,8 +58,13 @@ from hierarchy.errors import HierarchyError
 if TYPE_CHECKING:
     import pandas as pd
 
-KEY_SETTINGS = ("sampler", "chains", "tune", "draws", "seed", "float32", "include_data")
-"""Job settings covered by the content key (besides the data, model and prior set hashes)."""
+KEY_SETTINGS = ("sampler", "chains", "tune", "draws", "seed", "float32", "include_data", "method")
+"""Job settings covered by the content key (besides the data, model and prior set hashes); ``method``
+only where it is not ``"nuts"`` (:func:`content_key`)."""
+METHODS = ("nuts", "laplace")
+"""A job's ``method`` (:func:`hierarchy.inference.sampling.fit`)."""
+REFUSED = "method laplace refused"
+"""How :func:`hierarchy.workflow.fit_files` begins the line saying it fitted a Laplace job with NUTS."""
 
 __all__ = ["BATCH_SETTINGS", "KEY_SETTINGS", "FitJob", "JobResult", "SweepError", "SweepResult", "content_key",
            "default_workers", "execute", "fit_key", "job_key", "prior_batches", "read_provenance", "run_job",
@@ -80,6 +88,8 @@ class SweepError(HierarchyError):
 class FitJob:
     """One fit of a sweep: which files, where to save, and the sampler settings.
 
+    ``method`` is ``"nuts"`` (every parameter sampled) or ``"laplace"`` (the LA effects marginalised by
+    an embedded Laplace approximation, NumPyro NUTS on the rest: :mod:`hierarchy.inference.laplace`).
     Relative paths resolve in the caller's working directory (they are made absolute before a
     job is sent to the workers of an existing Dask cluster, which may run elsewhere). Equal jobs
     are equal and hash alike.
@@ -98,6 +108,7 @@ class FitJob:
     include_data: bool = False
     chain_method: str = "sequential"
     float32: bool = False
+    method: str = "nuts"
 
     def __post_init__(self) -> None:
         for name in ("data", "model", "priors", "out", "columns"):
@@ -107,6 +118,14 @@ class FitJob:
         for name in ("chains", "tune", "draws"):
             if int(getattr(self, name)) < (1 if name != "tune" else 0):
                 raise HierarchyError(f"FitJob.{name} must be positive, got {getattr(self, name)}")
+        if self.method not in METHODS:
+            from hierarchy.config import did_you_mean
+
+            raise HierarchyError(f"FitJob.method must be one of {', '.join(METHODS)}, got {self.method!r}"
+                                 f"{did_you_mean(str(self.method), METHODS)}")
+        if self.method == "laplace" and self.sampler != "numpyro":
+            raise HierarchyError(f"FitJob.method 'laplace' samples the hyperparameters with NumPyro NUTS, not "
+                                 f"sampler {self.sampler!r}: use sampler 'numpyro' or method 'nuts'")
 
     def absolute(self) -> FitJob:
         """The same job with absolute paths (for workers with another working directory)."""
@@ -154,7 +173,11 @@ def default_workers(n_jobs: int) -> int:
 
 
 def content_key(*, data_hash: str, model_hash: str, priors_hash: str, settings: dict[str, Any]) -> str:
-    """16-hex key of a fit: data, model and prior set hashes and the :data:`KEY_SETTINGS`."""
+    """16-hex key of a fit: data, model and prior set hashes and the :data:`KEY_SETTINGS`.
+
+    ``settings["method"]`` enters the key only where it is not ``"nuts"`` (absent counts as ``"nuts"``), so
+    the keys of NUTS fits, and of fits saved before the method existed, are what they were.
+    """
     from hierarchy.config import config_hash
 
     norm = {"sampler": str(settings.get("sampler")), "float32": bool(settings.get("float32", False)),
@@ -162,17 +185,26 @@ def content_key(*, data_hash: str, model_hash: str, priors_hash: str, settings: 
     for name in ("chains", "tune", "draws", "seed"):
         value = settings.get(name)
         norm[name] = None if value is None else int(value)
+    method = str(settings.get("method") or "nuts")
+    if method != "nuts":
+        norm["method"] = method
     return config_hash({"data": data_hash, "model": model_hash, "priors": priors_hash, "settings": norm})
 
 
 def fit_key(provenance: dict[str, Any] | None) -> str | None:
-    """The content key of a saved fit, from its provenance (None when that lacks a hash)."""
+    """The content key of a saved fit, from its provenance (None when that lacks a hash).
+
+    The method is the one asked for: ``sampler["method_requested"]`` where the fit records one (a Laplace
+    fit that fell back to NUTS), else ``sampler["method"]``; so a rerun does not refit a refused Laplace job.
+    """
     if not provenance:
         return None
     hashes = [provenance.get(k) for k in ("data_hash", "model_hash", "priors_hash")]
     if not all(hashes):
         return None
-    settings = {**provenance.get("sampler", {}), "include_data": provenance.get("include_data", False)}
+    sampler = provenance.get("sampler", {})
+    settings = {**sampler, "include_data": provenance.get("include_data", False),
+                "method": sampler.get("method_requested") or sampler.get("method")}
     return content_key(data_hash=hashes[0], model_hash=hashes[1], priors_hash=hashes[2],
                        settings=settings)
 
@@ -244,16 +276,19 @@ def run_job(job: FitJob) -> JobResult:
     from hierarchy.workflow import fit_files
 
     started = time.time()
+    said: list[str] = []
     summary = fit_files(data=job.data, model=job.model, priors=job.priors, out=job.out,
                         columns=job.columns, sampler=job.sampler, chains=job.chains, tune=job.tune,
                         draws=job.draws, seed=job.seed, include_data=job.include_data,
-                        progress=False, chain_method=job.chain_method, float32=job.float32)
+                        progress=False, chain_method=job.chain_method, float32=job.float32,
+                        method=job.method, log=said.append)
+    note = "; ".join(line for line in said if line.startswith(REFUSED))  # fitted with NUTS, and why
     return JobResult(job=job, path=Path(job.out), pid=os.getpid(), started=started,
-                     finished=time.time(), summary=summary, host=socket.gethostname())
+                     finished=time.time(), summary=summary, host=socket.gethostname(), note=note)
 
 
 BATCH_SETTINGS = ("data", "model", "columns", "sampler", "chains", "tune", "draws", "seed", "include_data",
-                  "float32")
+                  "float32", "method")
 """What the jobs of one prior-set batch share: everything but ``priors``, ``out`` and ``chain_method``."""
 
 
@@ -284,7 +319,8 @@ def run_prior_batch(jobs: Sequence[FitJob]) -> list[JobResult]:
     fits = fit_prior_files(data=first.data, model=first.model, priors=[j.priors for j in jobs],
                            outs=[j.out for j in jobs], columns=first.columns, sampler=first.sampler,
                            chains=first.chains, tune=first.tune, draws=first.draws, seed=first.seed,
-                           include_data=first.include_data, float32=first.float32, chain_method=first.chain_method)
+                           include_data=first.include_data, float32=first.float32, chain_method=first.chain_method,
+                           method=first.method)
     finished, host = time.time(), socket.gethostname()
     return [JobResult(job=job, path=Path(job.out), pid=os.getpid(), started=started, finished=finished,
                       summary=f.summary, host=host, batch=f.batch, note=f.note)
@@ -320,7 +356,7 @@ def prior_batches(jobs: Sequence[FitJob], todo: Sequence[int]) -> tuple[list[lis
         same.setdefault(_batch_ident(jobs[i]), []).append(i)
     tasks, notes = [], {}
     for members in same.values():
-        refused = batch_refusal(jobs[members[0]].sampler, "nuts") if len(members) > 1 else None
+        refused = batch_refusal(jobs[members[0]].sampler, jobs[members[0]].method) if len(members) > 1 else None
         if len(members) == 1 or refused:
             tasks += [[i] for i in members]
             notes |= {i: refused for i in members if refused}
@@ -370,12 +406,14 @@ class SweepResult:
             raise SweepError({self.jobs[i]: err for i, err in sorted(self.failures.items())}, self.done)
 
     def table(self) -> pd.DataFrame:
-        """One row per job: its files and settings, status, key, timings, diagnostics and error.
+        """One row per job: its files and settings (``method`` as asked), status, key, timings, diagnostics
+        and error.
 
         ``status`` is ``fitted``, ``skipped`` (a finished fit with the same key was found) or
         ``failed`` (``error`` says why); ``diagnostics``, ``rhat_max``, ``ess_bulk_min``,
         ``ess_tail_min`` and ``divergences`` come from the saved fit; ``batch`` is how many fits shared
-        its compiled program, ``note`` why it was fitted alone when it could have been batched.
+        its compiled program, ``note`` why it was fitted alone when it could have been batched, or why a
+        Laplace job was fitted with NUTS (the model is outside the Laplace regime).
         """
         import pandas as pd
 
@@ -383,7 +421,7 @@ class SweepResult:
         for i, job in enumerate(self.jobs):
             res, err = self.results[i], self.failures.get(i)
             row = {"data": str(job.data), "model": str(job.model), "priors": str(job.priors),
-                   **{n: getattr(job, n) for n in ("sampler", "chains", "tune", "draws", "seed",
+                   **{n: getattr(job, n) for n in ("sampler", "method", "chains", "tune", "draws", "seed",
                                                     "float32")},
                    "out": str(job.out), "key": self.keys[i],
                    "status": "failed" if err is not None else res.status,

@@ -23,7 +23,10 @@ page says why.
 
 Fits are saved in ``--fits-dir`` and reused when a saved fit has the same model, prior set and
 data hashes (:func:`find_fit`); missing fits run on Dask (:mod:`hierarchy.inference.sweep`), those
-whose prior sets differ only in numbers in one compiled program (``batched``).
+whose prior sets differ only in numbers in one compiled program (``batched``). With
+``method="laplace"`` each fit marginalises the LA effects by an embedded Laplace approximation
+(:mod:`hierarchy.inference.laplace`), one fit at a time; only fits of the same method are reused, and
+the page's fit table says which method each fit used (its provenance's ``sampler["method"]``).
 The output folder gets ``index.html`` (self-contained, figures embedded), ``index.md`` (with the
 figures as PNG files beside it) and CSV tables.
 
@@ -88,7 +91,8 @@ from hierarchy.results.prior_settings import (
 
 __all__ = ["CONFLICT", "ESTIMAND_LABELS", "IMPOSSIBLE_RATE", "NEGLIGIBLE_IMPOSSIBLE", "PRIORS_DIR",
            "PRIOR_DOMINATES", "PUBLISHED", "SENSITIVITY_THRESHOLD", "VISIBLE_IMPOSSIBLE",
-           "PriorComparison", "PriorPredictive", "compare_priors", "data_year", "find_fit", "plot_forest",
+           "PriorComparison", "PriorPredictive", "compare_priors", "data_year", "find_fit", "fit_method",
+           "plot_forest",
            "plot_prior_predictive", "power_scaling", "prior_draws", "prior_predictive", "published_gradient",
            "read_provenance", "resolve_prior_path", "sensitivity_findings"]
 
@@ -126,7 +130,7 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def find_fit(fits_dir: str | os.PathLike, *, model_hash: str, priors_hash: str, data_hash: str,
-             settings: dict[str, Any] | None = None) -> Path | None:
+             settings: dict[str, Any] | None = None, method: str = "nuts") -> Path | None:
     """A saved fit in ``fits_dir`` of this model, prior set and data, or None.
 
     Parameters
@@ -139,6 +143,9 @@ def find_fit(fits_dir: str | os.PathLike, *, model_hash: str, priors_hash: str, 
     settings : dict, optional
         Preferred sampler settings (e.g. ``{"chains": 2, "draws": 500}``): among matching fits,
         one with these settings wins, then the newest.
+    method : str
+        The fit must have been asked for with this method (:func:`fit_method`): a NUTS fit is not reused
+        for a Laplace comparison, nor the other way round.
 
     Returns
     -------
@@ -155,9 +162,19 @@ def find_fit(fits_dir: str | os.PathLike, *, model_hash: str, priors_hash: str, 
         if (prov.get("model_hash"), prov.get("priors_hash"), prov.get("data_hash")) != (
                 model_hash, priors_hash, data_hash):
             continue
+        if fit_method(prov)[0] != method:
+            continue
         same = all(prov.get("sampler", {}).get(k) == v for k, v in (settings or {}).items())
         found.append((same, p.stat().st_mtime, p))
     return max(found)[2] if found else None
+
+
+def fit_method(prov: dict[str, Any]) -> tuple[str, str]:
+    """The method a fit was asked for and the one it used, from its provenance (``"nuts"`` where a fit made
+    before the method existed records none); they differ where a Laplace fit fell back to NUTS."""
+    smp = prov.get("sampler", {})
+    used = str(smp.get("method") or "nuts")
+    return str(smp.get("method_requested") or used), used
 
 
 def resolve_prior_path(prior: str | os.PathLike, priors_dir: str | os.PathLike = PRIORS_DIR) -> Path:
@@ -244,7 +261,7 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
                    draws: int = 1000, seed: int = 0, workers: int | None = None, executor=None,
                    prior_draws_n: int = 1000, prob: float = 0.9, refit: bool = False,
                    columns: str | os.PathLike | None = None, prior_only: bool = False,
-                   year: int | None = None, batched: bool = True,
+                   year: int | None = None, batched: bool = True, method: str = "nuts",
                    log: Callable[[str], None] | None = None) -> PriorComparison:
     """Fit ``model`` under each prior set and compare priors, posteriors and sensitivity.
 
@@ -281,6 +298,10 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
         estimands; default :func:`data_year`. With no year known, none is shown.
     batched : bool
         Fit prior sets that differ only in numbers in one program (:func:`hierarchy.workflow.fit_prior_files`).
+    method : {"nuts", "laplace"}
+        How new fits are made: NUTS on every parameter, or the LA effects marginalised by an embedded Laplace
+        approximation (:mod:`hierarchy.inference.laplace`; never batched; a model outside its regime is
+        fitted with NUTS, the reason in the fit table's notes). Only saved fits of this method are reused.
     log : callable, optional
         Progress messages go here (e.g. ``print``).
 
@@ -303,7 +324,6 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
     dhash = data_mod.data_hash(table, **spec.hashed_columns)
     design = build_design(table, spec)
     year = data_year(data, table) if year is None else int(year)
-    outcome = spec.stages[0]
 
     say(f"prior predictive checks ({prior_draws_n} draws per prior set)")
     checks = {s.name: prior_predictive(spec, s, design, draws=prior_draws_n, seed=seed, prob=prob, year=year)
@@ -320,24 +340,33 @@ def compare_priors(data: str | os.PathLike, model: str | os.PathLike,
         fits, reused, results = _find_or_fit(spec, sets, paths, data=data, model=model,
                                              columns=columns, dhash=dhash, fits_dir=Path(fits_dir),
                                              settings=settings, refit=refit, workers=workers,
-                                             executor=executor, batched=batched, say=say)
-        # fit files hold no log-likelihood (it discloses the counts): recompute it here, in memory
-        idatas = {s.name: add_log_likelihood(load_fit(fits[s.name], model=spec, priors=s, data_hash=dhash),
-                                             design) for s in sets}
-        estimands, sensitivity = _posterior_summaries(idatas, prob=prob, say=say)
-        estimands["published"] = [published_gradient(outcome, year, str(lv)) for lv in estimands["la_level"]]
-        movement = _movement(estimands)
-        fit_table = _fit_table(fits, reused, idatas, sets)
-        result = PriorComparison(out=out, html=out / "index.html", markdown=out / "index.md",
-                                 fits=fits, reused=reused, fitted=[r.path for r in results],
-                                 prior_predictive=checks, estimands=estimands, movement=movement,
-                                 sensitivity=sensitivity,
-                                 findings=_prior_findings(checks, movement, sensitivity, fit_table),
-                                 jobs=list(results))
+                                             executor=executor, batched=batched, say=say, method=method)
+        result, fit_table = _posterior_comparison(spec, sets, fits, reused, results, design=design, dhash=dhash,
+                                                  checks=checks, out=out, prob=prob, year=year, say=say)
     _write_prior_pages(result, spec=spec, sets=sets, data=Path(data), dhash=dhash,
                        fit_table=fit_table, prob=prob, year=year)
     say(f"wrote {result.html} and {result.markdown}")
     return result
+
+
+def _posterior_comparison(spec: ModelSpec, sets: list[PriorSet], fits: dict[str, Path], reused: list[Path],
+                          results: list, *, design, dhash: str, checks: dict[str, PriorPredictive], out: Path,
+                          prob: float, year: int | None,
+                          say: Callable[[str], None]) -> tuple[PriorComparison, pd.DataFrame]:
+    """The posterior half of :func:`compare_priors` from its fits: the comparison and the fit table."""
+    # fit files hold no log-likelihood (it discloses the counts): recompute it here, in memory
+    idatas = {s.name: add_log_likelihood(load_fit(fits[s.name], model=spec, priors=s, data_hash=dhash), design)
+              for s in sets}
+    estimands, sensitivity = _posterior_summaries(idatas, prob=prob, say=say)
+    outcome = spec.stages[0]
+    estimands["published"] = [published_gradient(outcome, year, str(lv)) for lv in estimands["la_level"]]
+    movement = _movement(estimands)
+    fit_table = _fit_table(fits, reused, idatas, sets)
+    result = PriorComparison(out=out, html=out / "index.html", markdown=out / "index.md", fits=fits,
+                             reused=reused, fitted=[r.path for r in results], prior_predictive=checks,
+                             estimands=estimands, movement=movement, sensitivity=sensitivity, jobs=list(results),
+                             findings=_prior_findings(checks, movement, sensitivity, fit_table))
+    return result, fit_table
 
 
 def _posterior_summaries(idatas: dict, *, prob: float,
@@ -360,8 +389,9 @@ def _find_or_fit(spec: ModelSpec, sets: list[PriorSet], paths: list[Path], *,
                  data: str | os.PathLike, model: str | os.PathLike,
                  columns: str | os.PathLike | None, dhash: str, fits_dir: Path,
                  settings: dict[str, int], refit: bool, workers: int | None, executor,
-                 say: Callable[[str], None], batched: bool = True) -> tuple[dict[str, Path], list[Path], list]:
-    """Fit files of ``spec`` under each prior set: matching saved fits, else new parallel fits.
+                 say: Callable[[str], None], batched: bool = True,
+                 method: str = "nuts") -> tuple[dict[str, Path], list[Path], list]:
+    """Fit files of ``spec`` under each prior set: matching saved fits of ``method``, else new parallel fits.
 
     Returns prior set name -> fit file, the reused files and the sweep's job results.
     """
@@ -371,7 +401,7 @@ def _find_or_fit(spec: ModelSpec, sets: list[PriorSet], paths: list[Path], *,
     for path, pset in zip(paths, sets, strict=True):
         found = None if refit else find_fit(fits_dir, model_hash=spec.hash(),
                                             priors_hash=pset.hash(), data_hash=dhash,
-                                            settings=settings)
+                                            settings=settings, method=method)
         if found is not None:
             say(f"{pset.name}: reusing {found}")
             fits[pset.name] = found
@@ -382,12 +412,14 @@ def _find_or_fit(spec: ModelSpec, sets: list[PriorSet], paths: list[Path], *,
         return fits, reused, []
     # one fit alone may spread its chains over the cores; several share them, a chain at a time
     alone = len(missing) == 1 or (workers == 1 and executor is None)
+    tag = "" if method == "nuts" else f"__{method}"
     jobs = [FitJob(data=Path(data), model=Path(model), priors=path,
                    out=fits_dir / f"{spec.name}__{pset.name}__"
-                                  f"{config_hash([spec.hash(), pset.hash(), dhash])[:10]}.nc",
-                   columns=Path(columns) if columns else None, **settings,
+                                  f"{config_hash([spec.hash(), pset.hash(), dhash])[:10]}{tag}.nc",
+                   columns=Path(columns) if columns else None, **settings, method=method,
                    chain_method="parallel" if alone else "sequential") for path, pset in missing]
-    say(f"fitting {len(jobs)} prior set(s): {', '.join(pset.name for _, pset in missing)}")
+    say(f"fitting {len(jobs)} prior set(s){' by the Laplace method' if method == 'laplace' else ''}: "
+        f"{', '.join(pset.name for _, pset in missing)}")
     def done(r) -> None:
         how = f" (in one program with {r.batch - 1} other set(s))" if r.batch > 1 else ""
         say(f"  done in {r.seconds:.0f} s{how}: {r.path}" + (f"; note: {r.note}" if r.note else ""))
@@ -422,11 +454,16 @@ def _fit_table(fits: dict[str, Path], reused: list[Path], idatas: dict, sets: li
         prov = provenance(idatas[s.name])
         smp = prov.get("sampler", {})
         diag = prov.get("diagnostics", {})
+        asked, used = fit_method(prov)
+        notes = list(diag.get("reasons", []))
+        if asked != used:
+            why = smp.get("method_refused")
+            notes.insert(0, f"method {asked} asked, fitted with {used}" + (f" ({why})" if why else ""))
         rows.append({"prior_set": s.name, "fit": str(fits[s.name]),
-                     "source": "reused" if fits[s.name] in reused else "fitted now",
+                     "source": "reused" if fits[s.name] in reused else "fitted now", "method": used,
                      "chains": smp.get("chains"), "tune": smp.get("tune"), "draws": smp.get("draws"),
                      "seed": smp.get("seed"), "diagnostics": diag.get("status", "?"),
-                     "notes": "; ".join(diag.get("reasons", []))})
+                     "notes": "; ".join(notes)})
     return pd.DataFrame(rows)
 
 

@@ -34,7 +34,8 @@ __all__ = ["REFIT_SETTINGS", "batch_unsupported", "fit_without", "fold_data", "h
 
 
 def fit_without(idata, table: pd.DataFrame, las: Sequence[str], *, fits_dir: str | os.PathLike | None = None,
-                label: str = "fit", log: Callable[[str], None] | None = None) -> tuple[Any, Design, str]:
+                label: str = "fit", log: Callable[[str], None] | None = None,
+                method: str | None = None) -> tuple[Any, Design, str]:
     """Refit a fit's model, prior set and sampler settings to ``table`` without the rows of ``las``.
 
     Parameters
@@ -53,6 +54,10 @@ def fit_without(idata, table: pd.DataFrame, las: Sequence[str], *, fits_dir: str
         Model label for file names and messages.
     log : callable, optional
         Gets one line per refit.
+    method : {"nuts", "laplace"}, optional
+        How the refit is made (:func:`hierarchy.inference.sampling.fit`); default the fit's own method
+        (``"nuts"`` for fits that record none). A model outside the Laplace regime is refitted with NUTS,
+        told to ``log``. A saved refit is reused only when made with the same method.
 
     Returns
     -------
@@ -78,7 +83,10 @@ def fit_without(idata, table: pd.DataFrame, las: Sequence[str], *, fits_dir: str
     design = build_design(train, spec)
     dhash = data_hash(train, **spec.hashed_columns)
     settings = {k: prov["sampler"][k] for k in REFIT_SETTINGS if k in prov["sampler"]}
-    key = hashlib.sha256(json.dumps([dhash, prov["model_hash"], prov["priors_hash"], settings],
+    method = _refit_method(spec, design, method or prov["sampler"].get("method") or "nuts", label, log)
+    # the method enters the key only where it is not NUTS: refits saved before it existed are found again
+    keyed = settings if method == "nuts" else {**settings, "method": method}
+    key = hashlib.sha256(json.dumps([dhash, prov["model_hash"], prov["priors_hash"], keyed],
                                     sort_keys=True, default=str).encode()).hexdigest()[:12]
     path = None
     if fits_dir is not None:
@@ -89,11 +97,12 @@ def fit_without(idata, table: pd.DataFrame, las: Sequence[str], *, fits_dir: str
             p = provenance(old)
             same = (p["data_hash"], p["model_hash"], p["priors_hash"]) == (dhash, prov["model_hash"],
                                                                            prov["priors_hash"])
-            if same and {k: p["sampler"].get(k) for k in settings} == settings:
+            same_method = (p["sampler"].get("method") or "nuts") == method
+            if same and same_method and {k: p["sampler"].get(k) for k in settings} == settings:
                 return old, design, "reused"
     if log:
         log(f"refitting {label} without {len(left_out)} LA(s) ({len(train):,} of {len(table):,} rows)")
-    draws = fit(spec, priors, design, **settings)
+    draws = fit(spec, priors, design, **settings, method=method)
     out = build_idata(draws, spec, priors, design, data_hash=dhash,
                       data_source=f"{prov.get('data_source') or 'data'} without LA(s) {', '.join(left_out[:5])}"
                                   f"{' ...' if len(left_out) > 5 else ''}",
@@ -102,6 +111,21 @@ def fit_without(idata, table: pd.DataFrame, las: Sequence[str], *, fits_dir: str
         path.parent.mkdir(parents=True, exist_ok=True)
         save_fit(out, path)
     return out, design, "fitted"
+
+
+def _refit_method(spec, design: Design, method: str, label: str, log: Callable[[str], None] | None) -> str:
+    """``method``, or ``"nuts"`` (told to ``log``) where the Laplace mode refuses the model."""
+    if method not in ("nuts", "laplace"):
+        raise HierarchyError(f"refit method {method!r} is not known; choose nuts or laplace")
+    if method == "laplace":
+        from hierarchy.inference.laplace import refusal
+
+        why = refusal(spec, design)
+        if why:
+            if log:
+                log(f"{label}: method laplace refused for the refits ({why}); refitting with NUTS")
+            return "nuts"
+    return method
 
 
 def heldout_lpd(idata, table: pd.DataFrame, las: Sequence[str], **kw) -> tuple[pd.Series, dict]:
