@@ -387,8 +387,7 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.slow
-@SHARED_FIT
+@SHARED_FIT  # not slow: the shared fit is built for the fast suite anyway (CI builds it once)
 def test_acros_own_loader_reads_the_folder(folders):
     python = _acro_python()
     proc = subprocess.run([python, "-c", LOADER, str(folders["out"])], capture_output=True, text=True,
@@ -403,7 +402,6 @@ def test_acros_own_loader_reads_the_folder(folders):
         loaded["estimands"]["comments"][0]
 
 
-@pytest.mark.slow
 @SHARED_FIT
 def test_our_cells_fail_where_acros_own_checks_fail(folders, tmp_path):
     """ACRO itself on the same cells: a frequency table of the children (threshold, zeros) and a sum over
