@@ -95,6 +95,7 @@ LONGEST_FIRST = {
     "sampler_options": 190,
     "tests/inference/test_laplace.py::test_laplace_beside_nuts_stacked_and_years": 150,
     "tests/inference/test_sweep.py::test_two_worker_sweep": 140,
+    "tests/inference/test_sweep.py::test_a_laplace_sweep": 110,
     "notebooks": 130,
     "tests/results/test_stages.py": 120,
     "approximations": 110,

@@ -58,7 +58,8 @@ NB_RANKED = {"intercept", "gradient", "cross_level", "la_sd[0]", "la_sd[1]", "la
 """What the NUTS SBC of the same model ranks (tests/inference/test_sbc.py)."""
 
 
-@pytest.mark.slow  # one replicate, two short Laplace chains: ~1-2 min on two shared cores, most of it compiling
+@pytest.mark.slow
+@pytest.mark.long  # one replicate, two short Laplace chains: the path, not calibration; not in CI
 def test_laplace_sbc_ranks_the_same_parameters_over_every_chain_s_thinned_draws():
     """Not a calibration (that is minutes per replicate: the report of issue 29 item 1 has the figures):
     the Laplace path ranks what the NUTS path ranks, over both chains' thinned draws."""

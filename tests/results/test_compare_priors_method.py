@@ -65,7 +65,8 @@ def test_compare_priors_cli_takes_the_method():
     assert parser.parse_args([*base, "--method", "laplace"]).method == "laplace"
 
 
-@pytest.mark.slow  # two short Laplace fits, one after the other: ~5-8 min on two shared cores
+@pytest.mark.slow
+@pytest.mark.long  # two short Laplace fits (~5-8 min on two shared cores); the sweep test covers the path in CI
 def test_compare_priors_by_laplace_fits_each_set_alone_and_the_pages_say_so(tmp_path, capsys):
     from hierarchy import cli
     from hierarchy.data import reference, simulate
