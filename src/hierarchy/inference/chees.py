@@ -252,6 +252,7 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
                     draws_run=kept * thin, draws=kept, max_kept=MAX_KEPT,
                     step_size=float(adapted["step_size"]), mean_leapfrog_steps=float(np.mean(stats["n_steps"])),
                     trajectory_length=float(adapted["step_size"] * adapted["n_leapfrog"]),
-                    chain_method_used="vectorized", init="uniform(-2, 2), one point per superchain")
+                    chain_method_used="vectorized",
+                    init=f"prior medians +- {INIT_RADIUS:g} (uniform, unconstrained), one point per superchain")
     return Draws(posterior=dict(kept_draws_), stats=stats,
                  timings={"compile": t_compile, "warmup_and_sampling": t_run})
