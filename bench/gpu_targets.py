@@ -60,29 +60,34 @@ def _rhat(diag: dict) -> str:
     return f"R-hat {diag['rhat_max']:.3f}"
 
 
-def fit(args) -> None:
-    """The national default: NUTS (4 chains) and chees at each ``--chees-chains``."""
+def _timed_fit(args, inputs, work: str, what: str, **kw) -> None:
+    """The national default (``inputs``: :func:`_inputs`) fitted with ``kw``
+    (:func:`hierarchy.inference.sampling.fit`), twice unless ``--once`` (the second run reads the compiled
+    program from the cache); one target line for the last run."""
     import arviz as az
 
     from hierarchy.inference.diagnostics import diagnose
     from hierarchy.inference.sampling import PER_ROW
     from hierarchy.inference.sampling import fit as sample
 
-    _, spec, priors, design = _inputs(args)
-    runs = [("numpyro", 4)] + [("chees", c) for c in args.chees_chains]
-    for sampler, chains in runs:
-        for attempt in ("compile", "warm"):  # the second run reads the compiled program from the cache
-            t = time.perf_counter()
-            d = sample(spec, priors, design, sampler=sampler, chains=chains, seed=args.seed, float32=True,
-                       max_draws=3000 if sampler == "numpyro" else None,
-                       chain_method="vectorized" if sampler == "numpyro" else "parallel")
-            wall = time.perf_counter() - t
-            post = {k: v for k, v in d.posterior.items() if k not in PER_ROW}
-            diag = diagnose(az.from_dict(posterior=post, sample_stats=d.stats))
-            if attempt == "warm" or args.once:
-                _line("fit", f"default fit {sampler} x {chains} chains", wall,
-                      f"{diag['status']} ({_rhat(diag)}, ESS {diag['ess_bulk_min']:.0f})")
-                break
+    _, spec, priors, design = inputs
+    for _ in range(1 if args.once else 2):
+        t = time.perf_counter()
+        d = sample(spec, priors, design, seed=args.seed, float32=True, **kw)
+        wall = time.perf_counter() - t
+    post = {k: v for k, v in d.posterior.items() if k not in PER_ROW}
+    diag = diagnose(az.from_dict(posterior=post, sample_stats=d.stats))
+    _line(work, what, wall, f"{diag['status']} ({_rhat(diag)}, ESS {diag['ess_bulk_min']:.0f})")
+
+
+def fit(args) -> None:
+    """The national default: NUTS (4 chains) and chees at each ``--chees-chains``."""
+    inputs = _inputs(args)
+    _timed_fit(args, inputs, "fit", "default fit numpyro x 4 chains", sampler="numpyro", chains=4, max_draws=3000,
+               chain_method="vectorized")
+    for chains in args.chees_chains:
+        _timed_fit(args, inputs, "fit", f"default fit chees x {chains} chains", sampler="chees", chains=chains,
+                   chain_method="parallel")
 
 
 def sbc(args) -> None:
@@ -123,27 +128,11 @@ def lolo(args) -> None:
 
 def laplace(args) -> None:
     """The national default by the embedded Laplace mode (issue 30 item 3): 4 hyperparameter chains run
-    in turn (``sequential``, one device) against one vectorised program (``vectorized``), each run twice
-    (the second reads the compiled program from the cache)."""
-    import arviz as az
-
-    from hierarchy.inference.diagnostics import diagnose
-    from hierarchy.inference.sampling import PER_ROW
-    from hierarchy.inference.sampling import fit as sample
-
-    _, spec, priors, design = _inputs(args)
+    in turn (``sequential``, one device) against one vectorised program (``vectorized``)."""
+    inputs = _inputs(args)
     for chain_method in ("sequential", "vectorized"):
-        for attempt in ("compile", "warm"):
-            t = time.perf_counter()
-            d = sample(spec, priors, design, method="laplace", chains=4, seed=args.seed, float32=True,
-                       max_draws=3000, chain_method=chain_method)
-            wall = time.perf_counter() - t
-            post = {k: v for k, v in d.posterior.items() if k not in PER_ROW}
-            diag = diagnose(az.from_dict(posterior=post, sample_stats=d.stats))
-            if attempt == "warm" or args.once:
-                _line("laplace", f"default fit laplace, 4 chains {chain_method}", wall,
-                      f"{diag['status']} ({_rhat(diag)}, ESS {diag['ess_bulk_min']:.0f})")
-                break
+        _timed_fit(args, inputs, "laplace", f"default fit laplace, 4 chains {chain_method}", method="laplace",
+                   chains=4, max_draws=3000, chain_method=chain_method)
 
 
 def main() -> None:
