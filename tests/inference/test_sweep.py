@@ -20,7 +20,7 @@ import xarray as xr
 from hierarchy.cli import main
 from hierarchy.data import reference, simulate
 from hierarchy.errors import HierarchyError, SpecError
-from hierarchy.inference import cluster
+from hierarchy.inference import cluster, sweep
 from hierarchy.inference.grid import TABLE, load_grid
 from hierarchy.inference.sweep import FitJob, SweepError, execute, run_jobs
 
@@ -234,14 +234,17 @@ def test_laplace_jobs_are_fitted_one_by_one_with_their_method_and_the_table_show
         calls.append(("batch", method, sorted(Path(p).stem for p in priors)))
         return [workflow.PriorFit(out=Path(o), summary="stub", batch=len(priors)) for o in outs]
 
-    def fake_single(*, priors, method, log, **_kw):
+    def fake_single(*, priors, method, **_kw):
         calls.append(("alone", method, [Path(priors).stem]))
-        if Path(priors).stem == "informative_cwip":
-            log("method laplace refused (a reason); fitting with NUTS")
         return "stub"
+
+    def fake_provenance(path):  # what fit_files records of a refused Laplace fit (method_refused)
+        refused = Path(path).stem == "informative_cwip_laplace"
+        return {"sampler": {"method_refused": "a reason"}} if refused else None
 
     monkeypatch.setattr(workflow, "fit_prior_files", fake_batch)
     monkeypatch.setattr(workflow, "fit_files", fake_single)
+    monkeypatch.setattr(sweep, "read_provenance", fake_provenance)
     jobs = [FitJob(data=grid.parent / "tiny.parquet", model=ROOT / "models/gradient_poisson.toml",
                    priors=ROOT / f"priors/{p}.toml", out=tmp_path / f"{p}_{m}.nc", chains=2, tune=10, draws=10,
                    method=m)
@@ -254,7 +257,7 @@ def test_laplace_jobs_are_fitted_one_by_one_with_their_method_and_the_table_show
     assert table["batch"].tolist() == [2, 2, 1, 1] and table["key"].nunique() == 4
     assert table["note"].iloc[:2].isna().all()
     assert table["note"].iloc[2] == "method laplace: fits batched in one program run NUTS on every parameter"
-    assert table["note"].iloc[3] == "method laplace refused (a reason); fitting with NUTS"
+    assert table["note"].iloc[3] == "method laplace refused (a reason); fitted with NUTS"
 
 
 @pytest.mark.slow  # one Laplace fit (2 chains x (50 + 50)), in this process: ~2-4 min on two shared cores

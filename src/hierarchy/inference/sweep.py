@@ -276,15 +276,19 @@ def run_job(job: FitJob) -> JobResult:
     from hierarchy.workflow import fit_files
 
     started = time.time()
-    said: list[str] = []
     summary = fit_files(data=job.data, model=job.model, priors=job.priors, out=job.out,
                         columns=job.columns, sampler=job.sampler, chains=job.chains, tune=job.tune,
                         draws=job.draws, seed=job.seed, include_data=job.include_data,
                         progress=False, chain_method=job.chain_method, float32=job.float32,
-                        method=job.method, log=said.append)
-    note = "; ".join(line for line in said if line.startswith(REFUSED))  # fitted with NUTS, and why
+                        method=job.method, log=lambda line: None)
     return JobResult(job=job, path=Path(job.out), pid=os.getpid(), started=started,
-                     finished=time.time(), summary=summary, host=socket.gethostname(), note=note)
+                     finished=time.time(), summary=summary, host=socket.gethostname(), note=refusal_note(job.out))
+
+
+def refusal_note(path: str | os.PathLike) -> str:
+    """The fallback a saved fit records (``method_refused``: a Laplace job fitted with NUTS, and why), or ''."""
+    why = ((read_provenance(path) or {}).get("sampler") or {}).get("method_refused")
+    return f"{REFUSED} ({why}); fitted with NUTS" if why else ""
 
 
 BATCH_SETTINGS = ("data", "model", "columns", "sampler", "chains", "tune", "draws", "seed", "include_data",
