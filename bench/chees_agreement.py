@@ -17,7 +17,7 @@ ratio, ``sqrt((kurtosis - 1) / 4 x (1/ESS_nuts + 1/ESS_chees))`` (``1/(2 ESS)`` 
 posterior, more for a heavy-tailed one such as an LA SD near 0).
 A model passes when both fits meet their gates and every quantity meets both bars.
 
-LA-panel models (``panel_*.toml``) are fitted by ``hierarchy panel`` with NUTS only; ``--sampler chees``
+LA-panel models (``panel_*.toml``) are fitted by ``hierarchy fit`` with NUTS only; ``--sampler chees``
 does not apply to them, and models chees refuses are listed with the reason.
 
     python bench/chees_agreement.py                                  # every shipped model
@@ -52,7 +52,7 @@ NUTS = dict(chains=4, tune=1000, draws=1000, chain_method="sequential", target_a
 CHEES = dict(chains=128)
 N_LA, LSOA_PER_LA = 20, 10
 """The data sets' size: 20 LAs of 10 neighbourhoods (x age x sex for the stratified models)."""
-PANEL = "LA-panel model: fitted by `hierarchy panel` with NUTS only; --sampler chees does not apply"
+PANEL = "LA-panel model: fitted by `hierarchy fit` with NUTS only; --sampler chees does not apply"
 
 
 @dataclass

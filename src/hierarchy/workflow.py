@@ -15,6 +15,7 @@ from hierarchy.inference.sampling import CHAINS, DRAWS, TUNE, default_max_draws
 
 DEFAULT_MODEL = shipped.DEFAULT_MODEL
 DEFAULT_PRIORS = shipped.DEFAULT_PRIORS
+PANEL_TARGET_ACCEPT = 0.9  # hierarchy.inference.sampling.fit_panels' default
 
 
 def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro",
@@ -387,6 +388,113 @@ def fit_sums_files(*, sums, public, model, priors, out, columns=None, chains: in
     diag = format_diagnostics(json.loads(idata.posterior.attrs["hierarchy"])["diagnostics"])
     return (f"fit saved to {out}: {spec.name} / {pset.name} from sufficient sums {sums}, "
             f"{chains} chains x ({tune} tune + {draws} draws), {draws_.timings['total']:.1f} s\n{diag}")
+
+
+def is_panel_table(path) -> bool:
+    """True when ``path`` is an LA panel written by ``hierarchy panel build`` (Parquet with its metadata)."""
+    try:
+        import pyarrow.parquet as pq
+
+        return b"hierarchy_panel" in (pq.read_schema(path).metadata or {})
+    except Exception:  # not Parquet, unreadable: not a panel
+        return False
+
+
+def panel_outputs(out, measures: Sequence[str]) -> dict[str, Path]:
+    """The fit file of each measure: ``out`` for one measure, ``OUT_STEM.MEASURE.nc`` beside it for several."""
+    out = Path(out)
+    if len(measures) == 1:
+        return {measures[0]: out}
+    return {m: out.with_name(f"{out.stem}.{m}{out.suffix}") for m in measures}
+
+
+def _panel_inputs(data, model, measures: Sequence[str] | None):
+    """The panel spec, the panel and the measures to fit; wrong inputs are one line naming file and fix."""
+    from hierarchy.data.panel import read_panel
+    from hierarchy.likelihood.panel_model import load_panel_spec
+
+    spec = load_panel_spec(model)
+    if not is_panel_table(data):
+        raise HierarchyError(f"{data} is not an LA panel: {spec.name} ({model}) is a panel model, fitted to the "
+                             "LA x year panel of `hierarchy panel build --out panel.parquet` (--synthetic for the "
+                             "generated stand-in); a neighbourhood table goes with a neighbourhood model "
+                             f"(--model {DEFAULT_MODEL})")
+    panel = read_panel(data)
+    wanted = list(measures or spec.measures)
+    if bad := [m for m in wanted if m not in spec.measures]:
+        raise HierarchyError(f"--measure {', '.join(bad)}: {spec.name} ({model}) fits {', '.join(spec.measures)}; "
+                             "give some of those, or another model")
+    la = panel.table[panel.table["level"] == "LA"]
+    present = set(la["measure"])
+    if lacking := [m for m in wanted if m not in present]:
+        have = [m for m in spec.measures if m in present]
+        fix = (f"fit the ones it has with {' '.join(f'--measure {m}' for m in have)}" if have else
+               "fit it to a panel that has them")
+        raise HierarchyError(f"{data} has no LA rows of measure {', '.join(lacking)} (column 'measure' has "
+                             f"{', '.join(sorted(present))}): {fix}, or build the real panel (hierarchy panel "
+                             "build)")
+    return spec, panel, wanted
+
+
+def fit_panel_files(*, data, model, out, measures: Sequence[str] | None = None, chains: int | None = None,
+                    tune: int | None = None, draws: int | None = None, max_draws: int | None = None,
+                    seed: int = 0, target_accept: float | None = None, include_data: bool = False,
+                    replace: bool = False, progress: bool = False,
+                    log: Callable[[str], None] | None = None) -> str:
+    """Fit the measures of a panel model file to an LA panel and write one fit file per measure.
+
+    Each measure is fitted by :func:`hierarchy.inference.sampling.fit_panels`, with its defaults for what
+    is left None (4 chains, 1,000 warm-up and 1,000 draws, target acceptance 0.9), sampling on to the
+    convergence bar (a ``WARN:`` naming the parameter otherwise), and written by
+    :func:`hierarchy.results.panel_fitfile.build_panel_idata` through the atomic writer, to ``out`` (one
+    measure) or ``OUT_STEM.MEASURE.nc`` (several; :func:`panel_outputs`). Every output is checked before any
+    work (``replace``: ``--force``). Returns what was written, one line per measure.
+    """
+    from hierarchy.inference.sampling import fit_panels
+    from hierarchy.likelihood.panel_model import panel_design
+    from hierarchy.results.fitfile import save_fit
+    from hierarchy.results.panel_fitfile import build_panel_idata
+
+    say = log or (lambda _msg: None)
+    model = shipped.resolve(model, "models")
+    spec, panel, wanted = _panel_inputs(data, model, measures)
+    outs = panel_outputs(out, wanted)
+    for path in outs.values():
+        paths.check_output(path, kind="fit", inputs=[data, model], replace=replace)
+        if path.exists():  # check_output allowed it: replace, and a fit
+            say(f"replacing the fit {path} (--force)")
+    draws = draws or DRAWS
+    asked = dict(chains=chains or CHAINS, tune=TUNE if tune is None else tune, draws=draws,
+                 max_draws=max_draws or default_max_draws(draws),
+                 target_accept=target_accept or PANEL_TARGET_ACCEPT)
+    designs = [panel_design(panel.table, m, spec) for m in wanted]
+    say(f"fitting {spec.name} to {data} ({panel.source}): {', '.join(wanted)}; NumPyro NUTS, sampling on to "
+        "the convergence bar")
+    fits = fit_panels(designs, spec, seed=seed, progress=progress, **asked)
+    lines = []
+    for fit in fits:
+        m = fit.design.measure
+        settings = {"sampler": "numpyro", **asked, "seed": seed, "chain_method": "sequential",
+                    "draws_done": fit.diagnostics.get("draws"),
+                    "continuations": fit.diagnostics.get("continuations")}
+        idata = build_panel_idata(fit, chains=settings["chains"], model_path=model, data_path=data,
+                                  data_source=panel.source, sampler=settings, include_data=include_data)
+        save_fit(idata, outs[m])
+        lines.append(_panel_line(outs[m], fit, idata))
+        say(lines[-1])
+    return "\n".join(lines)
+
+
+def _panel_line(path: Path, fit, idata) -> str:
+    """One line per panel fit written: file, measure, formula, draws, verdict, disclosure."""
+    prov = json.loads(idata.posterior.attrs["hierarchy"])
+    d = fit.diagnostics
+    verdict = "converged" if d["status"] == "ok" else d.get("warning", d["status"])
+    share = ("shareable" if prov["shareable"] else
+             "DISCLOSIVE, keep it inside: " + "; ".join(prov["disclosure_risks"]))
+    return (f"wrote {path}: {fit.design.measure} ({prov['formula']}), {len(fit.design.units)} LAs x "
+            f"{len(fit.design.years)} years, {d['draws']} draws per chain in {fit.seconds:.0f} s, {verdict} "
+            f"(max R-hat {d['max_rhat']:.3f}, min ESS {d['min_ess']:.0f}); {share}")
 
 
 def demo(*, out: Path, fit: Path, reference_dir=None, synthetic: bool = False,

@@ -26,8 +26,19 @@ FIT_TUNE = 500  # bench/RESULTS.md: 500 warm-up iterations adapt the national fi
 def _fit(args: argparse.Namespace) -> int:
     from hierarchy import workflow
     from hierarchy.inference.sampling import default_max_draws, enable_compilation_cache, use_host_devices
+    from hierarchy.likelihood.panel_model import is_panel_model
 
-    model, priors = shipped.resolve(args.model, "models"), shipped.resolve(args.priors, "priors")
+    model = shipped.resolve(args.model, "models")
+    if is_panel_model(model):
+        return _fit_panel(args, model)
+    if args.measure:
+        raise HierarchyError(f"--measure picks measures of a panel model (models/panel_*.toml); {model} is a "
+                             "neighbourhood model: drop --measure")
+    if workflow.is_panel_table(args.data):
+        raise HierarchyError(f"{args.data} is an LA panel (hierarchy panel build) and {model} a neighbourhood "
+                             "model: fit the panel with a panel model (--model panel_stages_nb, or another "
+                             "models/panel_*.toml), or give a neighbourhood table")
+    priors = shipped.resolve(args.priors, "priors")
     if args.out.exists():  # check_outputs allowed it: --force, and a fit
         print(f"replacing the fit {args.out} (--force)")
     if args.sufficient is not None:  # the export that leaves the children behind (issue 17)
@@ -53,6 +64,40 @@ def _fit(args: argparse.Namespace) -> int:
         target_accept=args.target_accept, method=args.method, geography=args.geography,
     )
     print(result)
+    return 0
+
+
+PANEL_REFUSED = (  # (option, is it set, why a panel fit does not take it)
+    ("--sufficient", lambda a: a.sufficient is not None, "sums fits are neighbourhood fits"),
+    ("--columns", lambda a: a.columns is not None, "the panel has fixed columns (hierarchy panel build)"),
+    ("--geography", lambda a: a.geography is not None, "panel models have no spatial term"),
+    ("--priors", lambda a: a.priors != shipped.DEFAULT_PRIORS,
+     "panel models carry their priors (hierarchy.likelihood.panel_model)"),
+    ("--prior", lambda a: bool(a.prior), "panel models carry their priors (hierarchy.likelihood.panel_model)"),
+    ("--sampler", lambda a: a.sampler != "numpyro", "panel fits run NumPyro NUTS"),
+    ("--method", lambda a: a.method != "nuts", "panel fits run NUTS on every parameter"),
+    ("--float32", lambda a: a.float32, "panel fits run in float64"),
+    ("--chain-method", lambda a: a.chain_method == "vectorized", "panel chains run one after another"),
+    ("--include-log-likelihood", lambda a: a.include_log_likelihood, "panel fits store no log-likelihood"),
+)
+
+
+def _fit_panel(args: argparse.Namespace, model: Path) -> int:
+    """``hierarchy fit`` of a panel model: a fit file per measure (:func:`hierarchy.workflow.fit_panel_files`)."""
+    from hierarchy import workflow
+    from hierarchy.inference.sampling import enable_compilation_cache
+
+    for option, given, why in PANEL_REFUSED:
+        if given(args):
+            raise HierarchyError(f"{option} does not apply to the panel model {model} ({why}): drop {option}")
+    enable_compilation_cache()
+    written = workflow.fit_panel_files(
+        data=args.data, model=model, out=args.out, measures=args.measure, chains=args.chains, tune=args.tune,
+        draws=args.draws, max_draws=args.max_draws, seed=args.seed, target_accept=args.target_accept,
+        include_data=args.include_data, replace=args.force, progress=progress_bars(args.quiet),
+        log=None if args.quiet else print)
+    if args.quiet:  # the lines were not said as the fits were written: say what was written
+        print(written)
     return 0
 
 
@@ -111,7 +156,12 @@ def add_fit(sub) -> None:
                                     "log-likelihood (from which the counts can be rebuilt). "
                                     "--include-data and --include-log-likelihood add them and make "
                                     "the file disclosive.")
-    sp.add_argument("--data", type=Path, required=True, help="the neighbourhood table (.csv or .parquet)")
+    sp.add_argument("--data", type=Path, required=True,
+                    help="the neighbourhood table (.csv or .parquet); for a panel model (models/panel_*.toml), "
+                         "the LA panel of hierarchy panel build")
+    sp.add_argument("--measure", action="append", default=[], metavar="MEASURE",
+                    help="panel models: fit only this measure of the model file (repeatable; default: all). A "
+                         "panel fit writes --out for one measure, OUT_STEM.MEASURE.nc beside it for several")
     sp.add_argument("--model", default=shipped.DEFAULT_MODEL, help=model_help())
     sp.add_argument("--priors", default=shipped.DEFAULT_PRIORS, help=priors_help())
     sp.add_argument("--columns", type=Path, help=COLUMNS_HELP)

@@ -21,7 +21,11 @@ from hierarchy.errors import HierarchyError
 
 def _summary(args: argparse.Namespace) -> int:
     from hierarchy.reporting import report
+    from hierarchy.results import panel_fitfile
 
+    if panel_fitfile.is_panel_fit(args.fit):  # hierarchy fit --model panel_*: its parameter table
+        print(panel_fitfile.summary_text(args.fit, prob=args.prob, fmt=args.format))
+        return 0
     print(report.summary_text(args.fit, fmt=args.format, prob=args.prob, rope=args.rope, null=args.null))
     return 0
 

@@ -7,12 +7,19 @@ A panel model file (``models/panel_*.toml``) names the measures it is fitted to,
 
     name = "panel_stages_nb"
     family = "nb"                       # or "poisson"
-    measures = ["referrals", "s47"]     # hierarchy.data.panel measures
+    formula = [                         # one formula per measure (hierarchy.likelihood.panel_formula)
+        "referrals ~ t + C(year) + dep + dep:t + (1 + t | la) + offset(log(children))",
+        "s47 ~ t + C(year) + dep + dep:t + (1 + t | la) + offset(log(children))",
+    ]
     unit = "series"                     # "series" (stable areas over 2013-2025) or "la_code"
-    deprivation = "deprivation"         # or "idaci": the LA deprivation measure
+    deprivation = "deprivation"         # or "idaci": the LA deprivation measure (dep)
     reference_year = 2019               # t = year - reference_year
-    terms = ["t", "year", "dep", "dep:t", "(1 + t | la)"]
     parameterisation = "auto"           # "centred", "non_centred" or "auto"
+
+A file is recognised as a panel model by any of the keys ``unit``, ``reference_year`` or ``deprivation``
+as a string (or the old ``measures`` and ``terms``): :func:`is_panel_model`. Older files give ``measures``
+and a term list ``terms = ["t", "year", "dep", "dep:t", "(1 + t | la)"]`` instead of ``formula``; they
+load to the same spec, with a ``FutureWarning`` giving the formulas to write instead.
 
 A model file carries no sampler settings: :func:`hierarchy.inference.sampling.fit_panels` fits each
 measure with the same defaults as ``hierarchy fit`` and samples on until the convergence bar is met
@@ -27,9 +34,10 @@ deprivation in 10-point units about the mean over units (``b`` for extra LA cova
 
 ``g_y`` are year effects with no level and no linear trend (an orthonormal basis of what is left of
 the years once a constant and ``t`` are taken out), so ``alpha``, ``b_t``, ``b_dep`` and ``b_dep_t``
-keep their meaning with year effects in. Terms: ``t`` (national trend, always on when ``year`` is),
-``year``, ``dep``, ``dep:t``, ``rural`` (share of children in rural LSOAs, per 10 points), ``density``
-(log density about its mean), ``(1 | la)`` or ``(1 + t | la)``. The LA-level terms sit in the means of
+keep their meaning with year effects in. Terms (a spec's names; a formula writes ``year`` as ``C(year)``,
+the rest as they are): ``t`` (national trend, always on when ``year`` is), ``year``, ``dep``,
+``dep:t``, ``rural`` (share of children in rural LSOAs, per 10 points), ``density`` (log density about
+its mean), ``(1 | la)`` or ``(1 + t | la)``. The LA-level terms sit in the means of
 the LA effects (hierarchical centring); with ``parameterisation = "auto"`` the LA effects are centred
 when the counts pin them down (median Poisson standard error of a unit's log rate below 0.2; DESIGN s.4)
 and non-centred otherwise. A count DfE suppressed as ``"c"`` (1 to 5,
@@ -56,6 +64,7 @@ import pandas as pd
 
 from hierarchy.data.panel import CONVERSIONS, RATE_MEASURES, count_bounds
 from hierarchy.errors import SpecError
+from hierarchy.likelihood.panel_formula import FIXED_TERMS, RANDOM_TERMS, formulas_to_spec, render_panel_formula
 
 __all__ = [
     "PanelDesign",
@@ -66,6 +75,7 @@ __all__ = [
     "england_totals",
     "estimands",
     "diagnostic_draws",
+    "is_panel_model",
     "la_estimands",
     "load_panel_spec",
     "model_args",
@@ -75,8 +85,9 @@ __all__ = [
     "year_basis",
 ]
 
-FIXED_TERMS = ("t", "year", "dep", "dep:t", "rural", "density")
-RANDOM_TERMS = ("(1 | la)", "(1 + t | la)")
+PANEL_KEYS = ("unit", "reference_year", "measures", "terms")
+"""Keys only a panel model file has (a neighbourhood model file refuses them; its ``[deprivation]`` is a
+table, a panel file's ``deprivation`` a string)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,10 @@ class PanelSpec:
     def covariates(self) -> tuple[str, ...]:
         return tuple(t for t in self.terms if t in ("rural", "density"))
 
+    def formula(self, measure: str) -> str:
+        """The formula of one measure (:func:`hierarchy.likelihood.panel_formula.render_panel_formula`)."""
+        return render_panel_formula(self, measure)
+
     def key(self, measure: str) -> str:
         """16-hex hash of what a fit of one measure depends on."""
         d = {k: getattr(self, k) for k in ("family", "terms", "unit", "deprivation", "reference_year",
@@ -108,23 +123,68 @@ class PanelSpec:
         return hashlib.sha256(json.dumps({**d, "measure": measure}, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise SpecError(f"{path}: cannot read panel model file ({err})") from err
+
+
+def is_panel_model(path: Path) -> bool:
+    """True when the model file at ``path`` is a panel model (it has a key of :data:`PANEL_KEYS`)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return any(k in raw for k in PANEL_KEYS) or isinstance(raw.get("deprivation"), str)
+
+
 def load_panel_spec(path: Path) -> PanelSpec:
     """Read and check a panel model file; errors name the file, key and fix."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise SpecError(f"{path}: cannot read panel model file ({err})") from err
-    known = {"name", "description", "family", "measures", "terms", "unit", "deprivation",
+    raw = _read_toml(path)
+    known = {"name", "description", "family", "formula", "measures", "terms", "unit", "deprivation",
              "reference_year", "parameterisation", "sampling"}
     if extra := sorted(set(raw) - known):
         raise SpecError(f"{path}: unknown keys {extra}; known: {sorted(known)}")
-    for key in ("name", "family", "measures", "terms"):
+    for key in ("name", "family"):
         if key not in raw:
             raise SpecError(f"{path}: missing key {key!r}")
     family = raw["family"]
     if family not in ("nb", "poisson"):
         raise SpecError(f"{path}: family {family!r}: use 'nb' or 'poisson'")
+    measures, terms = _measures_and_terms(raw, path)
+    unit = raw.get("unit", "series")
+    if unit not in ("series", "la_code"):
+        raise SpecError(f"{path}: unit {unit!r}: use 'series' or 'la_code'")
+    dep = raw.get("deprivation", "deprivation")
+    if dep not in ("deprivation", "idaci"):
+        raise SpecError(f"{path}: deprivation {dep!r}: use 'deprivation' (income rate) or 'idaci'")
+    par = raw.get("parameterisation", "auto")
+    if par not in ("auto", "centred", "non_centred"):
+        raise SpecError(f"{path}: parameterisation {par!r}: use 'auto', 'centred' or 'non_centred'")
+    _old_sampling(path, raw.get("sampling"))
+    spec = PanelSpec(name=str(raw["name"]), family=family, measures=measures, terms=terms, unit=unit,
+                     deprivation=dep, reference_year=int(raw.get("reference_year", 2019)),
+                     parameterisation=par, description=str(raw.get("description", "")))
+    if "formula" not in raw:
+        lines = ",\n".join(f'    "{spec.formula(m)}"' for m in measures)
+        warnings.warn(f"{path}: measures and terms are the old form of a panel model; write one formula per "
+                      f"measure instead (the same model), in place of both:\nformula = [\n{lines},\n]",
+                      FutureWarning, stacklevel=2)
+    return spec
+
+
+def _measures_and_terms(raw: dict, path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The measures and terms of a file: from its ``formula``, or from the old ``measures`` and ``terms``."""
+    if "formula" in raw:
+        if old := [k for k in ("measures", "terms") if k in raw]:
+            raise SpecError(f"{path}: {' and '.join(old)} come from the formula: delete {' and '.join(old)}")
+        return formulas_to_spec(raw["formula"], path)
+    for key in ("measures", "terms"):
+        if key not in raw:
+            raise SpecError(f"{path}: missing key 'formula' (e.g. formula = [\"referrals ~ t + C(year) + dep + "
+                            "dep:t + (1 + t | la) + offset(log(children))\"])")
     measures = tuple(raw["measures"])
     allowed = set(RATE_MEASURES) | set(CONVERSIONS)
     if bad := [m for m in measures if m not in allowed]:
@@ -138,19 +198,7 @@ def load_panel_spec(path: Path) -> PanelSpec:
         raise SpecError(f"{path}: 'dep:t' needs 'dep' in terms")
     if "year" in terms and "t" not in terms:
         terms = ("t", *terms)  # year effects are defined net of a linear trend
-    unit = raw.get("unit", "series")
-    if unit not in ("series", "la_code"):
-        raise SpecError(f"{path}: unit {unit!r}: use 'series' or 'la_code'")
-    dep = raw.get("deprivation", "deprivation")
-    if dep not in ("deprivation", "idaci"):
-        raise SpecError(f"{path}: deprivation {dep!r}: use 'deprivation' (income rate) or 'idaci'")
-    par = raw.get("parameterisation", "auto")
-    if par not in ("auto", "centred", "non_centred"):
-        raise SpecError(f"{path}: parameterisation {par!r}: use 'auto', 'centred' or 'non_centred'")
-    _old_sampling(path, raw.get("sampling"))
-    return PanelSpec(name=str(raw["name"]), family=family, measures=measures, terms=terms, unit=unit,
-                     deprivation=dep, reference_year=int(raw.get("reference_year", 2019)),
-                     parameterisation=par, description=str(raw.get("description", "")))
+    return measures, terms
 
 
 OLD_SAMPLING_KEYS = ("chains", "warmup", "draws")

@@ -636,6 +636,9 @@ def load_fit(path: str | Path, *, model: str | Path | ModelSpec | None = None,
     prov = provenance(idata)
     if not isinstance(prov, dict):
         raise FitFileError(f"{path}: its provenance is not a table; the file was edited or damaged")
+    if prov.get("kind") == "panel":
+        raise FitFileError(f"{path}: a panel fit (hierarchy fit --model panel_*): hierarchy summary prints it; "
+                           "report, predict and compare-models take neighbourhood fits")
     if prov.get("format") != FORMAT:
         raise FitFileError(f"{path}: fit file format {prov.get('format')!r}, this version reads "
                            f"format {FORMAT} (sealed, no log-likelihood unless asked for). Refit it.")
