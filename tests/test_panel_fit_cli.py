@@ -209,7 +209,8 @@ def test_wrong_inputs_are_one_line_errors_before_any_work(argv, message, panel_f
     assert not fake and not (tmp_path / "x.nc").exists()
 
 
-@pytest.mark.slow  # compiling and sampling a 40 LA x 13 year panel: ~2 minutes on 2 busy cores
+@pytest.mark.slow
+@pytest.mark.long  # ~1.5-2 min; the sampler's own panel checks (test_sampling_panel, censoring) run in CI
 def test_hierarchy_fit_recovers_a_simulated_panel(tmp_path, capsys):
     sim = panel.synthetic_panel(n_la=40, seed=5)
     data = panel.write_panel(sim, tmp_path / "panel.parquet")
