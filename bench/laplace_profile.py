@@ -103,9 +103,9 @@ def at_draws(pb, zh, timeit) -> None:
     import jax
     from jax.flatten_util import ravel_pytree
 
-    from hierarchy.inference import laplace
+    from hierarchy.inference import laplace, laplace_fit
 
-    zh_mode, cov, start = laplace.find_mode(pb, zh, pb.x0)
+    zh_mode, cov, start = laplace_fit.find_mode(pb, zh, pb.x0)
     q0, unravel = ravel_pytree(zh_mode)
     chol = np.linalg.cholesky(0.5 * (cov + cov.T))
     draws = [q0 + chol @ np.random.default_rng(i).standard_normal(len(q0)) for i in range(8)]

@@ -85,6 +85,7 @@ LONGEST_FIRST = {
     "tests/inference/test_sbc.py::test_sbc_ranks_are_uniform[poisson]": 240,
     "tests/inference/test_sbc.py::test_sbc_ranks_are_uniform[negative_binomial]": 200,
     "tests/inference/test_chees.py::test_sbc_of_chees": 130,
+    "tests/inference/test_sbc_laplace.py::test_laplace_sbc_ranks_are_uniform": 160,
     "tests/inference/test_sbc.py::test_sbc_flags_a_fit_under_the_wrong_prior": 110,
     "cv": 950,
     "compare": 350,

@@ -10,7 +10,7 @@ import pytest
 
 from hierarchy.data.reference import synthetic_geography
 from hierarchy.errors import HierarchyError
-from hierarchy.inference import laplace
+from hierarchy.inference import laplace, laplace_fit
 from hierarchy.inference.sampling import fit
 from hierarchy.language.design import build_design
 from hierarchy.language.priors import load_priors
@@ -120,7 +120,7 @@ def test_laplace_marginal_matches_quadrature(small_problem):
 
     pb, _ = small_problem
     x0 = pb.x0
-    zh_mode, _, _ = laplace.find_mode(pb, laplace.hyper_init(pb), x0)
+    zh_mode, _, _ = laplace_fit.find_mode(pb, laplace.hyper_init(pb), x0)
     nodes, weights = np.polynomial.hermite.hermgauss(24)
     u = np.stack(np.meshgrid(nodes, nodes, indexing="ij"), -1).reshape(-1, 2) * np.sqrt(2.0)
     log_w = np.log(np.outer(weights, weights).reshape(-1))
@@ -136,6 +136,24 @@ def test_laplace_marginal_matches_quadrature(small_problem):
         log_terms = log_w[:, None] - f + 0.5 * np.sum(u**2, 1)[:, None]
         quad = np.logaddexp.reduce(log_terms, axis=0) + np.log(2.0) - np.log(np.abs(np.linalg.det(L)))
         np.testing.assert_allclose(lap, quad, atol=0.01)
+
+
+def test_marginal_is_exact_as_an_la_sd_goes_to_zero(small_problem):
+    """As an LA SD goes to zero the Laplace marginal tends to the likelihood at the prior mean, so the
+    potential rises by the log-SD Jacobian alone (1 per unit of log SD under a half-normal prior), from
+    any Newton start. Formed about 0, the prior's quadratic (terms of 1 / sd^2) cancelled to noise of
+    hundreds of log units below log SD -12, a false well that trapped SBC chains at log SD -20."""
+    import jax
+    import jax.numpy as jnp
+
+    pb, _ = small_problem
+    zh = laplace.hyper_init(pb)
+    U = jax.jit(lambda z, x0: laplace.laplace_potential(pb, x0)(z))
+    for j in (0, 1):
+        for x0 in (pb.x0, pb.x0 + 0.5 * jnp.asarray(pb.real, float)):
+            values = [float(U({**zh, "la_sd": jnp.asarray(zh["la_sd"]).at[j].set(v)}, x0))
+                      for v in (-12.0, -16.0, -20.0, -24.0, -28.0)]
+            np.testing.assert_allclose(np.diff(values), 4.0, atol=0.01)
 
 
 def test_refuses_terms_outside_the_regime(small_geography):

@@ -79,7 +79,7 @@ def _sbc(args: argparse.Namespace) -> int:
 
     from hierarchy.data import reference, simulate
     from hierarchy.data import table as data
-    from hierarchy.inference.sbc import sbc
+    from hierarchy.inference.sbc import check_method, sbc
     from hierarchy.language.design import build_design
     from hierarchy.language.priors import load_priors
     from hierarchy.language.spec import load_spec
@@ -95,9 +95,11 @@ def _sbc(args: argparse.Namespace) -> int:
         geo = reference.synthetic_geography(args.las, seed=args.seed, lsoa_per_la=args.lsoa_per_la)
         strata = tuple("age" if s == "age_band" else s for s in spec.strata)
         table = simulate.simulate(geo, seed=args.seed, strata=strata)[0]
+    design = build_design(table, spec)
+    check_method(spec, design, args.method, chains=args.chains)  # refused before anything is said or fitted
     how = "" if args.method == "nuts" else f" by the Laplace method ({args.chains} chain(s) per replicate)"
     print(f"fitting {args.replicates} replicates{how}")
-    result = sbc(spec, priors, build_design(table, spec), replicates=args.replicates, warmup=args.warmup,
+    result = sbc(spec, priors, design, replicates=args.replicates, warmup=args.warmup,
                  draws=args.draws, thin=args.thin, seed=args.seed, method=args.method, chains=args.chains)
     uniform = result.uniformity()
     print(f"SBC of {spec.name} under {priors.name}{how}: {args.replicates} replicates, ranks out of "
@@ -241,8 +243,8 @@ def add_sbc(sub) -> None:
     sp.add_argument("--method", default="nuts", choices=["nuts", "laplace"],
                     help="nuts (default): every replicate refitted by NUTS, all in one compiled program; laplace "
                          "(experimental): each replicate refitted by the embedded Laplace mode (LA effects "
-                         "marginalised, NUTS on the hyperparameters), one after another, each compiled anew "
-                         "(minutes per replicate); refused for models outside its regime")
+                         "marginalised, NUTS on the hyperparameters), one after another, compiled once for all "
+                         "(the first replicate compiles); refused for models outside its regime")
     sp.add_argument("--chains", type=count(1), default=1,
                     help="chains per replicate, their thinned draws pooled for the ranks (default 1; more only "
                          "with --method laplace)")

@@ -27,11 +27,13 @@ block-diagonal by LA (DESIGN section 10). Here:
   ``log det H`` is per chunk, not per row; the differentiated step's score comes from Newton's last row
   pass (its Hessian and parameter sums give its derivative). One differentiated row pass per
   evaluation, beside Newton's (bench/RESULTS.md, issue 29 third step);
-- NUTS (NumPyro, ``potential_fn``, dense mass matrix) over the unconstrained hyperparameters, started
-  from draws around their Laplace posterior mode (BFGS, with its inverse Hessian);
-- the latent effects drawn from ``N(x_hat(theta), H^-1)`` for every hyperparameter draw and every site
-  and deterministic computed by the model's own ``postprocess_fn``, so the posterior has the names of a
-  centred NUTS fit.
+- in :mod:`hierarchy.inference.laplace_fit`, the sampling side: NUTS (NumPyro, dense mass matrix) over
+  the unconstrained hyperparameters, started from draws around their Laplace posterior mode (BFGS, with
+  its inverse Hessian), then the latent effects drawn from ``N(x_hat(theta), H^-1)`` for every draw, so
+  the posterior has the names of a centred NUTS fit.
+
+The problem's functions close over one data set; :attr:`Problem.rebind` closes them over another of the
+same shapes (or over JAX tracers), so that one compiled program fits many (the Laplace SBC).
 
 Group effects that cannot be given to one LA (``(1 | year)``) stay hyperparameters, sampled by NUTS,
 up to :data:`MAX_HYPER` values; a group term summing to zero over LAs is marginalised without that
@@ -43,8 +45,8 @@ blocks), which the fit's provenance says. Models outside the regime are refused 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,8 +66,6 @@ NEWTON_TOL = 1e-6
 """Newton stops when every LA's Newton decrement ``g' H^-1 g`` (log density units) is below this; the
 differentiated step that follows squares the remaining error."""
 MAX_NEWTON = 50
-DRAW_BATCH = 200
-"""Hyperparameter draws per batch when the latent effects are drawn (memory: batch x rows)."""
 
 
 def _nested_groups(design: Design, layout) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -140,6 +140,7 @@ class Pieces(NamedTuple):
     P: Any  # (J, E, E) its precision blocks
     per_row: Any  # (K, C) the rows' other terms (row coefficients, groups that stay hyperparameters), or None
     family: Any  # {name: (K,)} each chunk's likelihood parameters (the NB's dispersion; none for Poisson)
+    m: Any = None  # (J, E) the latent prior's mean -P^-1 g0 (:func:`_prior_mean`)
 
 
 class Block(NamedTuple):
@@ -155,7 +156,8 @@ class Block(NamedTuple):
 
 @dataclass(frozen=True)
 class Problem:
-    """The pieces of one Laplace fit, as pure JAX functions closed over the data."""
+    """The pieces of one Laplace fit, as pure JAX functions closed over the data (:attr:`rebind`: over
+    other data)."""
 
     potential: Any  # joint potential energy over every site (unconstrained)
     postprocess: Any  # unconstrained sites -> every site and deterministic (constrained)
@@ -170,6 +172,7 @@ class Problem:
     newton_local: Any = None  # (Pieces, x) -> local's (value, g, H) and the chunk sums g's derivative needs
     score: Any = None  # (Pieces, x, chunk sums from newton_local) -> g at x, differentiable in the pieces
     chunk_la: Any = None  # (K,) each chunk's LA
+    rebind: Any = None  # data -> this problem over other counts (same shapes; arrays or tracers)
 
     @property
     def n_la(self) -> int:
@@ -220,19 +223,19 @@ def _blocks(z: dict, design: Design, nested: dict) -> tuple[Block, ...]:
     return tuple(out)
 
 
-def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32: bool = False,
-                  seed: int = 0) -> Problem:
-    """The Laplace pieces for ``spec`` (which must pass :func:`check_supported`)."""
-    from functools import partial
-
+def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32: bool = False, seed: int = 0,
+                  layout=None) -> Problem:
+    """The Laplace pieces for ``spec`` (which must pass :func:`check_supported`), closed over the counts of
+    ``layout`` (default: the design's chunked layout). :attr:`Problem.rebind` gives the same problem over
+    other counts of the same shapes (:func:`hierarchy.likelihood.jaxmodel.with_counts`), as arrays or as
+    JAX tracers: one compiled program then serves every data set (the Laplace SBC)."""
     import jax
     import jax.numpy as jnp
-    from numpyro.handlers import substitute, trace
-    from numpyro.infer.util import _unconstrain_reparam, constrain_fn, potential_energy
+    from numpyro.infer.util import constrain_fn, potential_energy
 
     from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
 
-    layout = make_layout(design)  # group_grid (dropped below) does not enter the layout
+    layout = make_layout(design) if layout is None else layout  # group_grid (dropped below) is not in it
     check_supported(spec, design, layout)
     jax.config.update("jax_enable_x64", True)
     spec_c = centred_spec(spec)
@@ -247,22 +250,43 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
     blocks = _blocks(z, design, _nested_groups(design, layout))
     if not blocks:
         raise HierarchyError(f"{spec.name}: the centred model has no LA effects to marginalise")
-    names = {b.name for b in blocks}
-    n_la = design.n_la
     n_eff = sum(b.width for b in blocks)
-    real = np.ones((n_la, n_eff), dtype=bool)
+    real = np.ones((design.n_la, n_eff), dtype=bool)
     for b in blocks:
         if b.la is not None:
             real[:, b.offset:b.offset + b.width] = False
             real[b.la, b.offset + b.slot] = True
-    pad = jnp.asarray(~real, jnp.float64)
-    f64 = jnp.float64
     family = families.get(spec.family)
-    problem = Problem(potential=partial(potential_energy, model, (data,), {}),
-                      postprocess=lambda z: constrain_fn(model, (data,), {}, z, return_deterministic=True),
-                      pieces=None, local=None,
-                      blocks=blocks, hyper0={k: v for k, v in z.items() if k not in names}, x0=None, real=real,
-                      dropped_zero_sum=dropped)
+    names = {b.name for b in blocks}
+    base = Problem(potential=None, postprocess=None, pieces=None, local=None, blocks=blocks,
+                   hyper0={k: v for k, v in z.items() if k not in names}, x0=None, real=real,
+                   dropped_zero_sum=dropped, chunk_la=np.asarray(layout.chunk_la))
+    base = replace(base, x0=base.x_of({b.name: z[b.name] for b in blocks}))
+
+    def bind(data: dict) -> Problem:
+        """``base``'s functions closed over ``data`` (:func:`hierarchy.likelihood.jaxmodel.model_data`)."""
+        y = jnp.asarray(data["y"], jnp.float64)
+        return replace(base, potential=partial(potential_energy, model, (data,), {}),
+                       postprocess=partial(constrain_fn, model, (data,), {}, return_deterministic=True),
+                       pieces=_pieces_fn(probe, data, base, family), rebind=bind,
+                       joint=_joint_fn(family, layout, data, partial(potential_energy, probe, (data,), {}),
+                                       base.sites_of),
+                       **_local_fns(family, layout, base.n_la, y))
+
+    return bind(data)
+
+
+def _pieces_fn(probe, data: dict, problem: Problem, family):
+    """:attr:`Problem.pieces`: the pieces read off the centred model run with ``expose`` on ``data``."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.handlers import substitute, trace
+    from numpyro.infer.util import _unconstrain_reparam
+
+    names = {b.name for b in problem.blocks}
+    n_la, n_eff = problem.n_la, problem.n_eff
+    pad = jnp.asarray(~problem.real, jnp.float64)
+    f64 = jnp.float64
 
     def run(zh, x):
         params = {**zh, **problem.sites_of(x)}
@@ -290,22 +314,20 @@ def build_problem(spec: ModelSpec, priors: PriorSet, design: Design, *, float32:
         P = jnp.stack([jax.jvp(grad, (zero,), (d,))[1] for d in basis], axis=-1)  # column e of each block
         chunk = {k: tr[f"_chunk_{k}"]["value"].astype(f64) for k in family.likelihood_params}
         per_row = tr["_per_row"]["value"].astype(f64) if "_per_row" in tr else None
-        return Pieces(a0, b0, A, B, grad(zero), P, per_row, chunk)
+        g0 = grad(zero)
+        return Pieces(a0, b0, A, B, g0, P, per_row, chunk, _prior_mean(P, g0))
 
-    fns = _local_fns(family, layout, n_la)
-    joint = _joint_fn(family, layout, data, partial(potential_energy, probe, (data,), {}), problem.sites_of)
-    return replace(problem, pieces=pieces, x0=problem.x_of({b.name: z[b.name] for b in blocks}), joint=joint,
-                   chunk_la=np.asarray(layout.chunk_la), **fns)
+    return pieces
 
 
-def _local_fns(family, layout, n_la: int) -> dict:
+def _local_fns(family, layout, n_la: int, y) -> dict:
     """:attr:`Problem.local`, :attr:`Problem.newton_local` and :attr:`Problem.score` over the layout's
-    rows (float64)."""
+    rows with counts ``y`` (the layout's shape; float64)."""
     import jax
     import jax.numpy as jnp
 
     chunk_la = jnp.asarray(layout.chunk_la)
-    le, w, y, mask = (jnp.asarray(getattr(layout, k), jnp.float64) for k in ("log_exposure", "w", "y", "mask"))
+    le, w, mask = (jnp.asarray(getattr(layout, k), jnp.float64) for k in ("log_exposure", "w", "mask"))
 
     def segment(t):
         return jax.ops.segment_sum(t, chunk_la, num_segments=n_la, indices_are_sorted=True)
@@ -327,19 +349,22 @@ def _local_fns(family, layout, n_la: int) -> dict:
         xk = x[chunk_la]
         a = pc.a0 + jnp.sum(pc.A * xk, 1)
         b = pc.b0 + jnp.sum(pc.B * xk, 1)
-        Px = jnp.einsum("jef,jf->je", pc.P, x)
-        prior = jnp.sum(pc.g0 * x, 1) + 0.5 * jnp.sum(x * Px, 1)
+        d = x - pc.m
+        Pd = jnp.einsum("jef,jf->je", pc.P, d)
+        prior = 0.5 * jnp.sum(d * Pd, 1)
         if not derivatives:
             eta = le + a[:, None] + b[:, None] * w
             eta = eta if pc.per_row is None else eta + pc.per_row
             ll = family.row_derivatives(y, eta, {k: v[:, None] for k, v in pc.family.items()})[0]
             return prior - segment(jnp.sum(mask * ll, 1)), None, None
-        return assemble(pc, prior, Px, sums(a, b, pc.family, pc.per_row))
+        return assemble(pc, prior, Pd, sums(a, b, pc.family, pc.per_row))
 
-    def assemble(pc: Pieces, prior, Px, chunk_sums):
-        """``local``'s value, gradient and Hessian from the chunks' row sums."""
+    def assemble(pc: Pieces, prior, Pd, chunk_sums):
+        """``local``'s value, gradient and Hessian from the chunks' row sums; ``prior`` and ``Pd`` the latent
+        prior's quadratic and gradient, ``P (x - m)``, about its mean (not about 0: with an SD near zero
+        ``P`` is huge and the terms of ``g0' x + x' P x / 2`` cancel to noise of hundreds of log units)."""
         L, G0, G1, S0, S1, S2 = chunk_sums
-        g = pc.g0 + Px - segment(pc.A * G0[:, None] + pc.B * G1[:, None])
+        g = Pd - segment(pc.A * G0[:, None] + pc.B * G1[:, None])
         # sum over each LA's chunks of [A B] [[S0 S1] [S1 S2]] [A B]': one batched product per LA
         V = jnp.stack([pc.A, pc.B], 1)  # (K, 2, E)
         W = jnp.stack([pc.A * S0[:, None] + pc.B * S1[:, None], pc.A * S1[:, None] + pc.B * S2[:, None]], 1)
@@ -352,9 +377,10 @@ def _local_fns(family, layout, n_la: int) -> dict:
         parameters' score sums, what :func:`score` needs."""
         xk = x[chunk_la]
         a, b = pc.a0 + jnp.sum(pc.A * xk, 1), pc.b0 + jnp.sum(pc.B * xk, 1)
-        Px = jnp.einsum("jef,jf->je", pc.P, x)
+        d = x - pc.m
+        Pd = jnp.einsum("jef,jf->je", pc.P, d)
         chunk_sums = sums(a, b, pc.family, pc.per_row)
-        value, g, H = assemble(pc, jnp.sum(pc.g0 * x, 1) + 0.5 * jnp.sum(x * Px, 1), Px, chunk_sums)
+        value, g, H = assemble(pc, 0.5 * jnp.sum(d * Pd, 1), Pd, chunk_sums)
         return value, g, H, (*chunk_sums[1:], param_sums(a, b, pc.family, pc.per_row))
 
     def score(pc: Pieces, x, cs):
@@ -362,7 +388,7 @@ def _local_fns(family, layout, n_la: int) -> dict:
         derivative in the pieces (rows without per-row terms only)."""
         xk = x[chunk_la]
         G0, G1 = _score_sums(pc.a0 + jnp.sum(pc.A * xk, 1), pc.b0 + jnp.sum(pc.B * xk, 1), pc.family, cs)
-        return pc.g0 + jnp.einsum("jef,jf->je", pc.P, x) - segment(pc.A * G0[:, None] + pc.B * G1[:, None])
+        return jnp.einsum("jef,jf->je", pc.P, x - pc.m) - segment(pc.A * G0[:, None] + pc.B * G1[:, None])
 
     return {"local": local, "newton_local": newton_local, "score": score}
 
@@ -372,7 +398,7 @@ def _joint_fn(family, layout, data: dict, probe_potential, sites_of):
     the potential of the model run with ``expose`` (every site's density, no likelihood)."""
     import jax.numpy as jnp
 
-    rest = _family_fn(family, "loglik_rest")
+    rest = getattr(family, "loglik_rest", None)  # :mod:`hierarchy.likelihood.families`
     if rest is None:
         return None
     chunk_stage = np.asarray(layout.chunk_stage)
@@ -382,17 +408,12 @@ def _joint_fn(family, layout, data: dict, probe_potential, sites_of):
     def joint(zh, pc: Pieces, x, value):
         """The NUTS path's potential at ``(zh, x)``: the sites' densities and the likelihood, whose rows'
         sum is the latent prior's quadratic at ``x`` less ``local``'s ``value`` (no second row pass)."""
-        rows = jnp.sum(pc.g0 * x) + 0.5 * jnp.einsum("je,jef,jf->", x, pc.P, x) - jnp.sum(value)
+        d = x - pc.m
+        rows = 0.5 * jnp.einsum("je,jef,jf->", d, pc.P, d) - jnp.sum(value)
         loglik = rest(data, pc.family, first_chunk) + rows - data["lgamma_y1"]
         return probe_potential({**zh, **sites_of(x)}) - loglik
 
     return joint
-
-
-def _family_fn(family, name: str):
-    """The family's function ``name`` (``row_third``, ``loglik_rest``: :mod:`hierarchy.likelihood.families`),
-    or None where it declares none."""
-    return getattr(family, name, None)
 
 
 def _row_third(family):
@@ -401,7 +422,7 @@ def _row_third(family):
     import jax
     import jax.numpy as jnp
 
-    own = _family_fn(family, "row_third")
+    own = getattr(family, "row_third", None)
     if own is not None:
         return own
 
@@ -493,6 +514,17 @@ def _score_sums(a, b, fam, cs):
     f = jax.custom_jvp(lambda a, b, fam, cs: (cs[0], cs[1]))
     f.defjvp(_score_sums_jvp)
     return f(a, b, fam, cs)
+
+
+def _prior_mean(P, g0):
+    """The latent prior's mean ``-P_j^-1 g0_j`` per LA block, solved with each block scaled to a unit
+    diagonal: with an SD near zero the block's scales span many orders of magnitude (``1 / sd^2``), which
+    the scaling takes out of the solve (a chain at log SD -20 found a spurious well of -900 log units
+    where the quadratic was formed about 0)."""
+    import jax.numpy as jnp
+
+    s = 1.0 / jnp.sqrt(jnp.diagonal(P, axis1=-2, axis2=-1))  # (J, E)
+    return -s * _solve(P * s[..., :, None] * s[..., None, :], s * g0)
 
 
 def _solve(H, g):
@@ -645,171 +677,3 @@ def laplace_potential(problem: Problem, start):
 def hyper_init(problem: Problem) -> dict:
     """The unconstrained hyperparameters of the model's initial point (every site not marginalised)."""
     return dict(problem.hyper0)
-
-
-def find_mode(problem: Problem, zh0: dict, x0) -> tuple[dict, np.ndarray, Any]:
-    """The hyperparameters' posterior mode under the Laplace marginal (BFGS, scipy, on the jitted value
-    and gradient), the inverse of the Hessian there (central differences of the gradient), and a
-    starting point for Newton's method at any ``zh``: the LA mode at the mode plus its derivative
-    (central differences) times the distance, which leaves Newton one or two steps from NUTS' draws."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from scipy.optimize import minimize
-
-    flat0, unravel = ravel_pytree(zh0)
-    U = laplace_potential(problem, x0)
-    vg = jax.jit(jax.value_and_grad(lambda v: U(unravel(v))))
-
-    def fun(q):
-        v, g = vg(q)
-        return float(v), np.asarray(g, dtype=float)
-
-    res = minimize(fun, np.asarray(flat0, dtype=float), jac=True, method="BFGS", options={"maxiter": 200})
-    q = res.x if np.all(np.isfinite(res.x)) and np.isfinite(res.fun) else np.asarray(flat0, dtype=float)
-    h, eye = 1e-4, np.eye(len(q))
-    hess = np.stack([(fun(q + h * e)[1] - fun(q - h * e)[1]) / (2 * h) for e in eye])
-    hess = 0.5 * (hess + hess.T)
-    try:
-        cov = np.linalg.inv(hess)
-    except np.linalg.LinAlgError:
-        cov = np.full_like(hess, np.nan)
-    x_hat = jax.jit(lambda v: mode_and_hessian(problem, unravel(v), x0)[0])
-    x_mode = x_hat(q)
-    slope = jnp.stack([(x_hat(q + h * e) - x_hat(q - h * e)) / (2 * h) for e in eye], axis=-1)
-    q_mode = jnp.asarray(q)
-
-    def start(zh):
-        return x_mode + slope @ (ravel_pytree(zh)[0] - q_mode)
-
-    return unravel(q), cov, start
-
-
-def draw_latent(problem: Problem, zh_draws: dict, start, key, batch: int = DRAW_BATCH) -> dict[str, np.ndarray]:
-    """For each hyperparameter draw (leading axis), the LA effects from ``N(x_hat, H^-1)`` and every
-    site and deterministic of the model (constrained), as numpy arrays with the same leading axis."""
-    import jax
-    import jax.numpy as jnp
-
-    def one(zh, k):
-        x_hat, H, _, _ = mode_and_hessian(problem, zh, start)
-        x = _draw(x_hat, _cholesky(H), jax.random.normal(k, x_hat.shape, x_hat.dtype))
-        return problem.postprocess({**zh, **problem.sites_of(x)})
-
-    many = jax.jit(jax.vmap(one))
-    n = len(next(iter(zh_draws.values())))
-    keys = jax.random.split(key, n)
-    parts = [many({k: jnp.asarray(v[s:s + batch]) for k, v in zh_draws.items()}, keys[s:s + batch])
-             for s in range(0, n, batch)]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-
-
-def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, progress: bool = False):
-    """NUTS over the hyperparameters under the Laplace marginal, then the LA effects given each draw.
-
-    ``settings`` are :func:`hierarchy.inference.sampling.fit`'s; it is updated in place (the chain
-    method used, sampling on, the Laplace details) like the NUTS path's. Returns a
-    :class:`~hierarchy.inference.sampling.Draws` with a centred NUTS fit's posterior names.
-    """
-    import jax
-    from numpyro.infer import MCMC, NUTS
-
-    from hierarchy.inference.sampling import MAX_TREE_DEPTH, Draws, _joined, draws_to_bar
-
-    t = time.perf_counter()
-    problem = build_problem(spec, priors, design, float32=settings["float32"], seed=settings["seed"])
-    zh_mode, cov, start = find_mode(problem, hyper_init(problem), problem.x0)
-    t_mode = time.perf_counter() - t
-    key = jax.random.PRNGKey(settings["seed"])
-    init = _chain_inits(zh_mode, cov, settings["chains"], jax.random.fold_in(key, 1))
-    if settings["chains"] == 1:  # NumPyro takes one chain's initial values without a chain axis
-        init = jax.tree.map(lambda v: v[0], init)
-    kernel = NUTS(potential_fn=laplace_potential(problem, start), target_accept_prob=settings["target_accept"],
-                  max_tree_depth=(settings["warmup_tree_depth"], MAX_TREE_DEPTH), dense_mass=True,
-                  inverse_mass_matrix=cov if _usable(cov) else None)
-    chain_method = settings["chain_method"]
-    if chain_method == "parallel" and jax.local_device_count() < settings["chains"]:
-        chain_method = "sequential" if jax.local_device_count() == 1 else "parallel"
-    mcmc = MCMC(kernel, num_warmup=settings["tune"], num_samples=settings["draws"], num_chains=settings["chains"],
-                chain_method=chain_method, progress_bar=progress and chain_method != "vectorized")
-    t = time.perf_counter()
-    mcmc.warmup(key, init_params=init, extra_fields=("num_steps",), collect_warmup=True)
-    jax.block_until_ready(mcmc.post_warmup_state)
-    t_warm = time.perf_counter() - t
-    warm_steps = float(np.mean(mcmc.get_extra_fields()["num_steps"])) if settings["tune"] else 0.0
-    fields = ("diverging", "num_steps", "energy")
-    timing = {"sampling": 0.0, "latent": 0.0}
-
-    def block(k: int) -> tuple[dict, dict]:
-        t1 = time.perf_counter()
-        mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=fields)
-        zh = mcmc.get_samples(group_by_chain=True)
-        ex = {f: np.asarray(v) for f, v in mcmc.get_extra_fields(group_by_chain=True).items()}
-        jax.block_until_ready(zh)
-        t2 = time.perf_counter()
-        shape = next(iter(zh.values())).shape[:2]
-        flat = {name: np.asarray(v).reshape((-1,) + v.shape[2:]) for name, v in zh.items()}
-        post = draw_latent(problem, flat, start, jax.random.fold_in(key, 100 + k))
-        post = {name: v.reshape(shape + v.shape[1:]) for name, v in post.items()}
-        timing["sampling"] += t2 - t1
-        timing["latent"] += time.perf_counter() - t2
-        return post, ex
-
-    blocks = [block(0)]
-    samples, ex = _joined(blocks)
-    while settings["draws"] < settings["max_draws"]:
-        more = draws_to_bar(samples, ex, settings["max_draws"])
-        if not more:
-            break
-        mcmc.post_warmup_state, mcmc.num_samples = mcmc.last_state, more
-        blocks.append(block(len(blocks)))
-        samples, ex = _joined(blocks)
-        settings["draws"] += more
-        settings["continuations"] = settings.get("continuations", 0) + 1
-    steps = ex["num_steps"]
-    stats = {"diverging": ex["diverging"], "energy": ex["energy"], "n_steps": steps,
-             "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
-    settings["chain_method_used"] = chain_method
-    settings["max_tree_depth"] = MAX_TREE_DEPTH
-    settings["laplace"] = {
-        "marginalised": _describe(problem),
-        "hyperparameters": sorted(hyper_init(problem)),
-        "newton_tol": NEWTON_TOL, "max_newton": MAX_NEWTON,
-        "gradient": "implicit function theorem: one differentiated Newton step from the converged mode",
-        "init": "BFGS mode of the Laplace marginal, chains drawn from its inverse Hessian, which is also the "
-                "first dense mass matrix"}
-    return Draws(posterior=samples, stats=stats,
-                 timings={"mode": t_mode, "warmup": t_warm, "sampling": timing["sampling"],
-                          "latent_draws": timing["latent"], "warmup_mean_steps": warm_steps})
-
-
-def _describe(problem: Problem) -> str:
-    """The marginalised sites in words, for provenance."""
-    parts = [f"{b.name} ({problem.n_la} LAs x {b.width})" if b.la is None else
-             f"{b.name} ({len(b.la)} levels, up to {b.width} per LA)" for b in problem.blocks]
-    out = ", ".join(parts) + f": {problem.n_eff} effects per LA block, centred"
-    if problem.dropped_zero_sum:
-        out += ("; " + ", ".join(problem.dropped_zero_sum) + " without the sum to zero over LAs that NUTS uses "
-                "(iid effects, as lme4 and glmmTMB fit them)")
-    return out
-
-
-def _usable(cov: np.ndarray) -> bool:
-    """Whether ``cov`` (the inverse Hessian at the mode) is a covariance: finite, symmetric positive definite."""
-    cov = 0.5 * (cov + cov.T)
-    return bool(np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0))
-
-
-def _chain_inits(zh: dict, cov: np.ndarray, chains: int, key) -> dict:
-    """Initial hyperparameters per chain: draws from ``N(mode, cov)`` (the Laplace posterior's
-    Gaussian approximation), or the mode itself where ``cov`` is not a usable covariance."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    flat, unravel = ravel_pytree(zh)
-    cov = 0.5 * (cov + cov.T)
-    ok = _usable(cov)
-    noise = jax.random.normal(key, (chains, flat.shape[0]), flat.dtype)
-    q = flat + (noise @ jnp.linalg.cholesky(jnp.asarray(cov)).T if ok else 0.0 * noise)
-    return jax.vmap(unravel)(q)

@@ -181,7 +181,7 @@ def fit(spec: ModelSpec, priors: PriorSet, design: Design, *, sampler: str = "nu
         raise HierarchyError(f"max_draws (sampling on until converged) needs the numpyro sampler, not "
                              f"'{sampler}'; drop --max-draws or use --sampler numpyro")
     if method == "laplace":
-        from hierarchy.inference.laplace import sample
+        from hierarchy.inference.laplace_fit import sample
 
         settings["parameterisation"] = "centred (LA effects marginalised by Laplace, drawn given each draw)"
         out = sample(spec, priors, design, settings, progress)

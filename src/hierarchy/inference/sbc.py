@@ -8,13 +8,14 @@ NUTS kernels (``numpyro.infer.hmc.hmc``) are ``vmap``-ped over replicates, with 
 argument of fixed shape. ``MCMC.run`` would compile again for every replicate.
 
 ``method="laplace"`` calibrates the embedded Laplace mode instead (:mod:`hierarchy.inference.laplace`):
-each replicate is one :func:`hierarchy.inference.sampling.fit` with ``method="laplace"`` (NUTS on the
-hyperparameters, the LA effects drawn given each draw), in turn, each compiled anew.
+each replicate as one ``fit --method laplace`` (the hyperparameters' mode, NUTS on the hyperparameters,
+the LA effects drawn given each draw), in turn, with the counts an argument of programs compiled once
+for all replicates (:func:`hierarchy.inference.laplace_fit.fit_replicates`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ class SBCResult:
     ranks: dict[str, np.ndarray]  # parameter label -> (replicates,) ranks
     n_post: int
     divergences: np.ndarray  # (replicates,) divergent transitions after warm-up
+    seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))  # Laplace: per replicate (1st compiles)
 
     def uniformity(self, bins: int = 8) -> pd.DataFrame:
         """Chi-square test of rank uniformity per parameter, with the bin counts."""
@@ -78,12 +80,14 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
         Refit under these priors instead (SBC should then flag the mismatch).
     vectorize
         NUTS: refit the replicates side by side (``jax.vmap``, the default) or in turn (``jax.lax.map``):
-        the same draws (:func:`hierarchy.inference.batch.fit_batch`). Laplace fits run in turn; True is
-        refused.
+        the same draws (:func:`hierarchy.inference.batch.fit_batch`). Laplace fits run in turn (each
+        replicate's mode is found on the host); True is refused.
     method : {"nuts", "laplace"}
-        Refit by NUTS on every parameter, or by the embedded Laplace mode (one fit per replicate).
+        Refit by NUTS on every parameter, or by the embedded Laplace mode (NUTS on the hyperparameters, a
+        fixed ``warmup`` + ``draws`` per chain: no sampling on to the bar).
     chains
-        Chains per replicate (NUTS: 1 only); the ranks use every chain's thinned draws.
+        Chains per replicate (NUTS: 1 only; Laplace: side by side); the ranks use every chain's thinned
+        draws.
 
     Returns
     -------
@@ -99,7 +103,7 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
     import jax
     from numpyro.infer import Predictive
 
-    _check_method(spec, design, method, vectorize, chains)
+    check_method(spec, design, method, vectorize, chains)
     key_prior, _, key_fit = jax.random.split(jax.random.PRNGKey(seed), 3)
     prior_layout = make_layout(design)
     prior = Predictive(model_fn(spec, priors, design, prior_layout), num_samples=replicates)(
@@ -108,9 +112,13 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
     rng = np.random.default_rng([seed, 2018])
     ys = [draw_counts(spec, design, {k: v[r] for k, v in prior.items()}, rng) for r in range(replicates)]
     names = [k for k in (*HYPERPARAMETERS, "la_coef") if k in prior]
+    seconds = np.zeros(0)
     if method == "laplace":
-        post, divergences = _fit_laplace(spec, fit_priors or priors, design, ys, names, warmup=warmup,
-                                         draws=draws, thin=thin, seed=seed, chains=chains)
+        from hierarchy.inference.laplace_fit import fit_replicates
+
+        seeds = [int(np.random.default_rng([seed, r]).integers(2**31)) for r in range(replicates)]
+        post, divergences, seconds = fit_replicates(spec, fit_priors or priors, design, ys, names, warmup=warmup,
+                                                    draws=draws, thin=thin, seeds=seeds, chains=chains)
     else:
         post, divergences = _fit_nuts(spec, fit_priors or priors, design, ys, names, warmup=warmup, draws=draws,
                                       thin=thin, keys=jax.random.split(key_fit, replicates),
@@ -121,11 +129,14 @@ def sbc(spec: ModelSpec, priors: PriorSet, design: Design, *, replicates: int = 
         for label, idx in _scalars(name, truth[0]).items():
             ranks[label] = np.sum(sample[(slice(None), slice(None), *idx)]
                                   < truth[(slice(None), *idx)][:, None], axis=1)
-    return SBCResult(ranks=ranks, n_post=chains * -(-draws // thin), divergences=np.asarray(divergences))
+    return SBCResult(ranks=ranks, n_post=chains * -(-draws // thin), divergences=np.asarray(divergences),
+                     seconds=np.asarray(seconds))
 
 
-def _check_method(spec: ModelSpec, design: Design, method: str, vectorize: bool | None, chains: int) -> None:
-    """Refuse what :func:`sbc` cannot do with ``method``, saying what to change."""
+def check_method(spec: ModelSpec, design: Design, method: str, vectorize: bool | None = None,
+                 chains: int = 1) -> None:
+    """Refuse what :func:`sbc` cannot do with ``method`` (a :class:`HierarchyError` saying what to change),
+    before any work: the ``sbc`` command calls it before it says what it will fit."""
     if method not in ("nuts", "laplace"):
         raise HierarchyError(f"sbc: unknown method {method!r}; choose nuts or laplace")
     if method == "nuts" and chains != 1:
@@ -136,9 +147,12 @@ def _check_method(spec: ModelSpec, design: Design, method: str, vectorize: bool 
             raise HierarchyError("sbc: vectorize=True runs the replicates side by side in one NUTS program; "
                                  "Laplace fits run one replicate at a time: leave vectorize out (or False) with "
                                  "method 'laplace', or use method 'nuts'")
-        from hierarchy.inference.laplace import check_supported
+        from hierarchy.inference.laplace import refusal
 
-        check_supported(spec, design)
+        why = refusal(spec, design)
+        if why:
+            raise HierarchyError(f"{spec.name}: method 'laplace' refused: {why}; calibrate it with method 'nuts' "
+                                 "(hierarchy sbc --method nuts)")
 
 
 def _fit_nuts(spec: ModelSpec, priors: PriorSet, design: Design, ys: list[np.ndarray], names: list[str], *,
@@ -157,22 +171,3 @@ def _fit_nuts(spec: ModelSpec, priors: PriorSet, design: Design, ys: list[np.nda
                      diagnostics=False)
     post = {k: np.asarray(v[:, 0]) for k, v in fits.posterior.items()}  # (R, n_post, ...): the one chain
     return post, np.asarray(fits.stats["diverging"].sum(axis=(1, 2)))
-
-
-def _fit_laplace(spec: ModelSpec, priors: PriorSet, design: Design, ys: list[np.ndarray], names: list[str], *,
-                 warmup: int, draws: int, thin: int, seed: int, chains: int) -> tuple[dict, np.ndarray]:
-    """Fit each replicate's counts ``ys`` by the Laplace mode, in turn: thinned draws of ``names`` (every
-    chain's, end to end), ``(R, n_post, ...)``, and the divergent transitions of each replicate."""
-    from hierarchy.inference.sampling import fit
-
-    post: dict[str, list] = {k: [] for k in names}
-    divergences = []
-    for r, y in enumerate(ys):
-        out = fit(spec, priors, replace(design, y=np.asarray(y)), method="laplace", chains=chains, tune=warmup,
-                  draws=draws, seed=int(np.random.default_rng([seed, r]).integers(2**31)),
-                  chain_method="sequential")
-        for k in names:
-            v = np.asarray(out.posterior[k])[:, ::thin]  # (chains, n_post, ...)
-            post[k].append(v.reshape((-1, *v.shape[2:])))
-        divergences.append(int(np.asarray(out.stats["diverging"]).sum()))
-    return {k: np.stack(v) for k, v in post.items()}, np.asarray(divergences)
