@@ -11,11 +11,10 @@ from typing import Any
 
 from hierarchy import paths, published, shipped
 from hierarchy.errors import HierarchyError
-from hierarchy.inference.sampling import CHAINS, DRAWS, TUNE, default_max_draws
+from hierarchy.inference.sampling import CHAINS, DRAWS, PANEL_TARGET_ACCEPT, TUNE, default_max_draws
 
 DEFAULT_MODEL = shipped.DEFAULT_MODEL
 DEFAULT_PRIORS = shipped.DEFAULT_PRIORS
-PANEL_TARGET_ACCEPT = 0.9  # hierarchy.inference.sampling.fit_panels' default
 
 
 def fit_files(*, data, model, priors, out, columns=None, sampler: str = "numpyro",

@@ -341,9 +341,13 @@ def fit_panel(design, spec, **kwargs):
     return fit_panels([design], spec, **kwargs)[0]
 
 
+PANEL_TARGET_ACCEPT = 0.9
+"""The LA panel fits' NUTS target acceptance (:func:`fit_panels`, ``hierarchy fit`` of a panel model)."""
+
+
 def fit_panels(designs: list, spec, *, chains: int = CHAINS, tune: int = TUNE, draws: int = DRAWS,
                max_draws: int | None = None, seed: int = 0, progress: bool = False,
-               target_accept: float = 0.9) -> list:
+               target_accept: float = PANEL_TARGET_ACCEPT) -> list:
     """Fit measures of the LA panel (:mod:`hierarchy.likelihood.panel_model`) with NumPyro NUTS.
 
     Each fit samples on past ``draws`` per chain until the convergence bar is met (:func:`sample_on`),
