@@ -188,6 +188,10 @@ def add_replicate(sub) -> None:
                     help="fit the analyses whose designs agree (the stage outcomes of one table, where their LA "
                          "effects are parameterised alike) in one compiled program each (default; in turn on CPU, "
                          "side by side on an accelerator); --no-batched fits each alone")
+    sp.add_argument("--method", default="nuts", choices=["nuts", "laplace"],
+                    help="nuts (default): every parameter by NUTS, analyses of one design batched; laplace: each "
+                         "analysis alone by the embedded Laplace mode (models outside its regime by NUTS, said "
+                         "in the log)")
     sp.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     sp.add_argument("--year", type=int, default=2019,
                     help="DfE year the LA totals are calibrated to (default: %(default)s)")

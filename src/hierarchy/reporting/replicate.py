@@ -313,7 +313,7 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
               analyses: tuple[str, ...] | None = None, chains: int | None = None, tune: int | None = None,
               draws: int | None = None, float32: bool | None = None,
               fit_fn: Callable[..., Any] | None = None, progress: Callable[[str], None] | None = None,
-              write_tables: bool = False, batched: bool = True) -> pd.DataFrame:
+              write_tables: bool = False, batched: bool = True, method: str = "nuts") -> pd.DataFrame:
     """Simulate, fit every analysis and write the replication page into ``out``.
 
     Parameters
@@ -336,6 +336,9 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
     batched : bool
         Fit the analyses whose designs agree (the stage outcomes of one table, where ``auto`` centres
         their LA effects alike) in one compiled program each (:func:`fit_all`); ignored with ``fit_fn``.
+    method : {"nuts", "laplace"}
+        ``laplace``: each analysis by the embedded Laplace mode, alone (models outside its regime by NUTS,
+        said in the log; :func:`fit_all`).
 
     Returns
     -------
@@ -362,14 +365,14 @@ def replicate(out: Path, *, geo=None, fast: bool = False, seed: int = 0, year: i
     say(f"simulated {len(tables)} tables on {geo.source} ({time.perf_counter() - t0:.0f} s)")
     fits, timings = fit_all([a for a in ANALYSES if a.name in chosen], tables, chains=settings["chains"],
                             tune=settings["tune"], draws=settings["draws"], seed=seed, float32=f32,
-                            fit_fn=fit_fn, batched=batched, say=say)
+                            fit_fn=fit_fn, batched=batched, say=say, method=method)
     table = findings_rows(fits, tables, truth)
     figures = {"forest": plot_forest(table)}
     if "referral" in fits:
         figures["curve"] = plot_curve(fits["referral"], truth)
     meta = {"geography": geo.source, "wall_s": time.perf_counter() - t0,
             "settings": f"{settings['chains']} chains x ({settings['tune']} + {settings['draws']}), seed {seed}"
-                        f"{', float32 rows' if f32 else ''}"}
+                        f"{', float32 rows' if f32 else ''}{', Laplace mode' if method == 'laplace' else ''}"}
     write_page(table, Path(out), meta=meta, figures=figures)
     if write_tables:
         from hierarchy.data.simulate import write
@@ -397,6 +400,7 @@ def main(args) -> int:
     analyses = tuple(a.strip() for a in args.analyses.split(",") if a.strip()) or None
     table = replicate(args.out, geo=geo, fast=args.fast, seed=args.seed, year=args.year, analyses=analyses,
                       chains=args.chains, tune=args.tune, draws=args.draws, progress=print,
-                      write_tables=args.tables, batched=getattr(args, "batched", True))
+                      write_tables=args.tables, batched=getattr(args, "batched", True),
+                      method=getattr(args, "method", "nuts"))
     print(f"{int(table['covered'].sum())} of {len(table)} truths covered; page: {Path(args.out) / 'index.html'}")
     return 0

@@ -56,8 +56,9 @@ def analysis_table(a: Analysis, tables: dict[str, pd.DataFrame]) -> pd.DataFrame
 
 
 def fit_analysis(spec, table: pd.DataFrame, *, priors=None, chains: int = 2, tune: int = 300,
-                 draws: int = 300, seed: int = 0, float32: bool = False):
-    """Fit ``spec`` to ``table`` with NumPyro NUTS; the InferenceData the estimands read."""
+                 draws: int = 300, seed: int = 0, float32: bool = False, method: str = "nuts"):
+    """Fit ``spec`` to ``table`` with NumPyro NUTS (``method="laplace"``: NUTS over the hyperparameters of the
+    embedded Laplace mode); the InferenceData the estimands read."""
     from hierarchy.data import table as data_mod
     from hierarchy.inference.sampling import fit
     from hierarchy.language.design import build_design
@@ -66,7 +67,8 @@ def fit_analysis(spec, table: pd.DataFrame, *, priors=None, chains: int = 2, tun
 
     pset = priors if priors is not None else load_priors(shipped.resolve(DEFAULT_PRIORS, "priors"))
     design = build_design(table, spec)
-    draws_ = fit(spec, pset, design, chains=chains, tune=tune, draws=draws, seed=seed, float32=float32)
+    draws_ = fit(spec, pset, design, chains=chains, tune=tune, draws=draws, seed=seed, float32=float32,
+                 method=method)
     return build_idata(draws_, spec, pset, design, data_hash=data_mod.data_hash(table, **spec.hashed_columns),
                        data_source=f"simulated:{spec.name}")
 
@@ -220,10 +222,14 @@ def fit_analyses_batched(specs: dict[str, Any], tables: dict[str, pd.DataFrame],
 
 def fit_all(analyses: list[Analysis], tables: dict[str, pd.DataFrame], *, chains: int, tune: int, draws: int,
             seed: int = 0, float32: bool = False, fit_fn: Callable[..., Any] | None = None,
-            batched: bool = True, refit: bool = False, say: Callable[[str], None] = lambda s: None
-            ) -> tuple[dict[str, Any], dict[str, float]]:
+            batched: bool = True, refit: bool = False, say: Callable[[str], None] = lambda s: None,
+            method: str = "nuts") -> tuple[dict[str, Any], dict[str, float]]:
     """Fit every analysis: those whose designs agree in one batch each (``batched`` and the default
     ``fit_fn``; :func:`batch_groups`), the others alone with ``fit_fn`` (default :func:`fit_analysis`).
+
+    ``method="laplace"`` fits each analysis alone by the embedded Laplace mode (no batches: a batch runs NUTS
+    on every parameter); an analysis outside its regime is fitted by NUTS, with the reason in the log
+    (:func:`hierarchy.inference.laplace.refusal`).
 
     A fit of a batch that misses the convergence bar (its diagnostics' status is not ``ok``) is kept, with
     a line in the log: a fit alone would run the same sampler for the same draws (the replication's fits do
@@ -239,7 +245,12 @@ def fit_all(analyses: list[Analysis], tables: dict[str, pd.DataFrame], *, chains
     rows = {a.name: analysis_table(a, tables) for a in analyses}
     kw = dict(chains=chains, tune=tune, draws=draws, seed=seed, float32=float32)
     alone = fit_fn or fit_analysis
-    if batched and fit_fn is None:
+    methods = _methods(specs, rows, method, say)
+
+    def kw_of(n: str) -> dict:  # a fit alone: its method only where Laplace was asked (fit_fn may not take one)
+        return {**kw, "method": methods[n]} if method == "laplace" else kw
+
+    if batched and fit_fn is None and method == "nuts":
         groups, why = batch_groups({n: (s, build_design(rows[n], s)) for n, s in specs.items()})
         for reason in why.values():
             say(reason)
@@ -250,7 +261,7 @@ def fit_all(analyses: list[Analysis], tables: dict[str, pd.DataFrame], *, chains
         t = time.perf_counter()
         if len(group) == 1:
             [n] = group
-            fits[n] = alone(specs[n], rows[n], **kw)
+            fits[n] = alone(specs[n], rows[n], **kw_of(n))
             timings[n] = time.perf_counter() - t
             say(f"fitted {n} ({len(rows[n]):,} rows) in {timings[n]:.0f} s")
             continue
@@ -268,7 +279,26 @@ def fit_all(analyses: list[Analysis], tables: dict[str, pd.DataFrame], *, chains
                 say(f"{n}: the batched fit missed the convergence bar ({'; '.join(d['reasons'])}); "
                     "refitting it alone")
                 t = time.perf_counter()
-                fits[n] = alone(specs[n], rows[n], **kw)
+                fits[n] = alone(specs[n], rows[n], **kw_of(n))
                 timings[n] += time.perf_counter() - t
                 say(f"fitted {n} alone in {time.perf_counter() - t:.0f} s")
     return fits, timings
+
+
+def _methods(specs: dict[str, Any], rows: dict[str, pd.DataFrame], method: str,
+             say: Callable[[str], None]) -> dict[str, str]:
+    """Each analysis's method: ``method``, or NUTS where the Laplace mode refuses its model (said once each)."""
+    if method not in ("nuts", "laplace"):
+        raise HierarchyError(f"replicate: unknown method {method!r}; choose nuts or laplace")
+    if method == "nuts":
+        return {n: "nuts" for n in specs}
+    from hierarchy.inference.laplace import refusal
+    from hierarchy.language.design import build_design
+
+    out = {}
+    for n, spec in specs.items():
+        why = refusal(spec, build_design(rows[n], spec))
+        if why:
+            say(f"{n}: method laplace refused ({why}); fitting it with NUTS")
+        out[n] = "nuts" if why else "laplace"
+    return out
