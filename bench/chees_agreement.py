@@ -23,6 +23,11 @@ does not apply to them, and models chees refuses are listed with the reason.
     python bench/chees_agreement.py                                  # every shipped model
     python bench/chees_agreement.py --models gradient_poisson stages_nb --chains 64
     python bench/chees_agreement.py --out /tmp/chees.md              # the table, also written to a file
+    python bench/chees_agreement.py --method laplace                 # the Laplace mode against NUTS instead
+
+``--method laplace`` (issue 29 item 2) compares the embedded Laplace mode (``fit --method laplace``: NUTS
+over the hyperparameters, 4 chains x (500 + 1000)) with the same NUTS reference and the same bars; the models
+the Laplace mode refuses are listed with its reason.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ Z_MC = 3.5
 NUTS = dict(chains=4, tune=1000, draws=1000, chain_method="sequential", target_accept=0.95)
 """The reference: 4 x (1000 + 1000) at 0.95 (small data sets of 6 LAs make funnels; 0.8 diverged)."""
 CHEES = dict(chains=128)
+LAPLACE = dict(chains=4, tune=500, draws=1000, chain_method="sequential", method="laplace")
 FLOAT64 = {"stages_age_nb": "with float32 rows and 128 chains the shared step size fell to 6e-6 in 100 warm-up "
                             "steps (a chain at acceptance 0 pulls the chains' harmonic mean down) and the fit "
                             "took 20 minutes; with float64 rows it adapted to 0.1 (/tmp probe, 2026-12-07)"}
@@ -86,8 +92,9 @@ class Result:
     rows: list[Row] = field(default_factory=list)
     reason: str = ""
     nuts_status: str = ""
-    chees_status: str = ""
+    chees_status: str = ""  # the compared fit's gate: chees, or the Laplace mode (``against``)
     times: dict[str, float] = field(default_factory=dict)
+    against: str = "chees"
 
     @property
     def converged(self) -> bool:
@@ -99,7 +106,7 @@ class Result:
 
     def misses(self) -> list[str]:
         """What failed, one line each."""
-        gates = (("NUTS", self.nuts_status), ("chees", self.chees_status))
+        gates = (("NUTS", self.nuts_status), (self.against, self.chees_status))
         out = [f"{s} gate: {v}" for s, v in gates if v != "ok"]
         return out + [f"{r.name}: {r.gap:.3f} NUTS SD (bar {r.mean_bar:.3f}, {r.bar_kind}), SD ratio {r.ratio:.3f}"
                       for r in self.rows if not r.ok]
@@ -210,13 +217,14 @@ def compare(ref: dict[str, tuple[str, np.ndarray]], got: dict[str, tuple[str, np
     return rows
 
 
-def refusal(model: str, spec=None, design=None) -> str:
-    """Why ``model`` is not compared ("" when it is): a panel model, or one ``--sampler chees`` refuses."""
+def refusal(model: str, spec=None, design=None, against: str = "chees") -> str:
+    """Why ``model`` is not compared ("" when it is): a panel model, or one ``--sampler chees`` (or the
+    Laplace mode, ``against="laplace"``) refuses."""
     if model.startswith("panel_"):
         return PANEL
-    from hierarchy.inference import chees
+    from hierarchy.inference import chees, laplace
 
-    why = getattr(chees, "refusal", None)
+    why = getattr(laplace if against == "laplace" else chees, "refusal", None)
     return (why(spec, design) or "") if why and spec is not None else ""
 
 
@@ -248,15 +256,15 @@ def _status(d: dict) -> str:
 
 
 def run_model(model: str, *, nuts: dict | None = None, chees: dict | None = None, seed: int = 1,
-              cache: Path | None = None) -> Result:
+              cache: Path | None = None, against: str = "chees") -> Result:
     """Fit ``model`` with NUTS and with chees on its small data set and compare them (the fits kept in
     the folder ``cache``, and read from it when there, if given: a bench's scratch, not fit files)."""
-    res = Result(model)
+    res = Result(model, against=against)
     if model.startswith("panel_"):
         res.reason = PANEL
         return res
     spec, priors, _, design = data_for(model)
-    res.reason = refusal(model, spec, design)
+    res.reason = refusal(model, spec, design, against)
     if res.reason:
         return res
     with warnings.catch_warnings():
@@ -266,10 +274,15 @@ def run_model(model: str, *, nuts: dict | None = None, chees: dict | None = None
         ref, d_ref, res.times["nuts"] = _fit_idata(
             spec, priors, design, cache and cache / f"{tag}_nuts{nuts['draws']}_ta{nuts['target_accept']}.nc",
             seed=seed, **nuts)
-        f32 = model not in FLOAT64
-        got, d_got, res.times["chees"] = _fit_idata(
-            spec, priors, design, cache and cache / f"{tag}_chees{chees['chains']}{'' if f32 else '_f64'}.nc",
-            sampler="chees", seed=seed + 1, float32=f32, **chees)
+        if against == "laplace":
+            got, d_got, res.times["chees"] = _fit_idata(
+                spec, priors, design, cache and cache / f"{tag}_laplace{LAPLACE['chains']}.nc", seed=seed + 1,
+                **LAPLACE)
+        else:
+            f32 = model not in FLOAT64
+            got, d_got, res.times["chees"] = _fit_idata(
+                spec, priors, design, cache and cache / f"{tag}_chees{chees['chains']}{'' if f32 else '_f64'}.nc",
+                sampler="chees", seed=seed + 1, float32=f32, **chees)
     res.nuts_status, res.chees_status = _status(d_ref), _status(d_got)
     res.rows = compare(quantities(ref), quantities(got))
     return res
@@ -291,8 +304,9 @@ def _gate(status: str) -> str:
 
 def markdown(results: list[Result]) -> str:
     """The summary table (one row a model), then the misses and the models not compared."""
-    lines = ["| model | verdict | NUTS gate | chees gate | quantities | worst mean gap (NUTS SD) | its bar | "
-             "SD ratio range | NUTS s | chees s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    other = results[0].against if results else "chees"
+    lines = [f"| model | verdict | NUTS gate | {other} gate | quantities | worst mean gap (NUTS SD) | its bar | "
+             f"SD ratio range | NUTS s | {other} s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         if res.reason:
             continue
@@ -313,8 +327,8 @@ def markdown(results: list[Result]) -> str:
 
 def detail(res: Result) -> str:
     """Every compared quantity of one model, one line each."""
-    head = f"{res.model}: {_verdict(res)} (NUTS {res.nuts_status}; chees {res.chees_status}; " \
-           f"NUTS {res.times.get('nuts', 0):.0f} s, chees {res.times.get('chees', 0):.0f} s)"
+    head = f"{res.model}: {_verdict(res)} (NUTS {res.nuts_status}; {res.against} {res.chees_status}; " \
+           f"NUTS {res.times.get('nuts', 0):.0f} s, {res.against} {res.times.get('chees', 0):.0f} s)"
     return "\n".join([head] + [f"  {r.name:<40} {r.kind:<8} NUTS {r.nuts_mean:9.4f} +- {r.nuts_sd:7.4f}  "
                                f"gap {r.gap:.3f} / {r.mean_bar:.3f} ({r.bar_kind})  SD ratio {r.ratio:.3f} "
                                f"(bar {r.ratio_bar:.2f}) {'ok' if r.ok else 'MISS'}" for r in res.rows])
@@ -325,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", help="shipped model names (default: all)")
     ap.add_argument("--chains", type=int, default=CHEES["chains"], help="chees chains (default 128)")
     ap.add_argument("--nuts-draws", type=int, default=NUTS["draws"], help="NUTS draws per chain (default 1000)")
+    ap.add_argument("--method", choices=["chees", "laplace"], default="chees",
+                    help="what is compared with NUTS: --sampler chees (default) or fit --method laplace")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, help="also write the markdown table here")
     ap.add_argument("--cache", type=Path, help="keep the fits in this folder and reuse them (scratch)")
@@ -336,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     for model in shipped_models(args.models):
         try:
             res = run_model(model, nuts={"draws": args.nuts_draws}, chees={"chains": args.chains}, seed=args.seed,
-                            cache=args.cache)
+                            cache=args.cache, against=args.method)
         except Exception as err:  # noqa: BLE001  (one model's error is a row of the table, not the end)
             traceback.print_exc()
-            res = Result(model, reason=f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            res = Result(model, reason=f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}",
+                         against=args.method)
         results.append(res)
         print(detail(res) if not res.reason else f"{model}: not compared ({res.reason})", flush=True)
     table = markdown(results)
