@@ -184,6 +184,64 @@ def test_chees_is_offered_and_refuses_what_it_does_not_do():
     assert chees.superchains_for(128) == 8 and chees.superchains_for(32) == 4 and chees.superchains_for(1024) == 8
 
 
+def test_check_float32_rows_refuses_a_density_or_gradient_that_departs_in_float32():
+    """The check compares every chain's vmapped log density and gradient in the two row precisions: equal
+    data pass; a shift of 0.01 in one of three means (a gradient gap of 1 at gradients of ~5, the value
+    within its bar) and a shift of the value alone by 50 are refused with the fix."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    pos = chees.initial_positions({"a": jnp.zeros(3), "b": jnp.zeros(())}, 4, 16, jax.random.PRNGKey(0), 2.0)
+    mu = jnp.array([1.0, -2.0, 5.0])
+    d64 = {"mu": mu, "sd": jnp.array([0.1, 1.0, 10.0]), "c": jnp.zeros(())}
+    f = lambda p, d: _gauss(p, d) + d["c"]  # noqa: E731
+    chees.check_float32_rows(f, {k: v.astype(jnp.float32) for k, v in d64.items()}, d64, pos)
+    fix = r"^--float32 with --sampler chees: .* in 16 of 16 chains .*Fit with --sampler chees without --float32$"
+    with pytest.raises(HierarchyError, match=fix):
+        chees.check_float32_rows(f, {**d64, "mu": mu.at[0].add(0.01)}, d64, pos)
+    with pytest.raises(HierarchyError, match=fix):
+        chees.check_float32_rows(f, {**d64, "c": jnp.asarray(50.0)}, d64, pos)
+
+
+@pytest.mark.slow  # ~30 s on 2 loaded cores (two vmapped compilations of a 300-LA model)
+def test_float32_rows_vmapped_over_64_chains_agree_with_float64_on_the_default_model():
+    """Issue 30: on CPU (jaxlib 0.10.2) float32 chunk sums cast to float64 went wrong when vmapped past 2**14
+    chunk sums (64 chains of 300 chunks: gradients off by thousands; on stages_age_nb the shared step size
+    collapsed to 6e-6). The families now sum into the wider dtype (tests/likelihood/test_float32_batch.py);
+    through the whole model, the check ``fit_chees`` runs before sampling with --float32 passes."""
+    import jax
+    import pandas as pd
+    from numpyro.infer.util import potential_energy
+
+    from hierarchy import shipped
+    from hierarchy.data.reference import synthetic_geography
+    from hierarchy.inference.sampling import initial_point
+    from hierarchy.language.design import build_design
+    from hierarchy.language.priors import load_priors
+    from hierarchy.language.spec import load_spec
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+
+    spec = load_spec(shipped.resolve(shipped.DEFAULT_MODEL, "models"))
+    priors = load_priors(shipped.resolve(shipped.DEFAULT_PRIORS, "priors"))
+    geo = synthetic_geography(300, seed=0, lsoa_per_la=5)
+    table = pd.DataFrame({"neighbourhood": geo.lsoa["lsoa"], "la": geo.lsoa["la"], "exposure": 100.0,
+                          "deprivation": geo.lsoa["income_rate"],
+                          "referral": np.random.default_rng(0).poisson(5, len(geo.lsoa))})
+    design = build_design(table, spec)
+    jax.config.update("jax_enable_x64", True)
+    layout = make_layout(design)
+    d32, d64 = model_data(layout, "float32"), model_data(layout, "float64")
+    model = model_fn(spec, priors, design, layout)
+    template = initial_point(model, d64, 0)
+
+    def logdensity(z, d):
+        return -potential_energy(model, (d,), {}, z)
+
+    many = chees.initial_positions(template, 8, 64, jax.random.PRNGKey(0))
+    chees.check_float32_rows(logdensity, d32, d64, many)
+
+
 # ------------------------------------------------------------------------------------- against NUTS
 
 TRUTH = {"intercept": -2.9, "gradient": 0.48, "la_deprivation": 0.25, "cross_level": -0.3,

@@ -196,6 +196,43 @@ def run(logdensity: Callable[[Any, Any], Any], data: Any, positions: Any, key, *
     return jax.tree.map(swap, kept), {k: swap(v) for k, v in stats.items()}, adapted
 
 
+def check_float32_rows(logdensity: Callable[[Any, Any], Any], data32: Any, data64: Any, positions: Any) -> None:
+    """Refuse float32 rows when the chains' log density or its gradient, vmapped over the chains as the
+    sampler runs them, departs from float64's.
+
+    Both are evaluated at ``positions`` (leaves ``(chains, ...)``) once on ``data32`` and once on
+    ``data64``. A chain fails when its log density differs by more than ``1 + 1e-5 |log density|`` or
+    its gradient by more than ``1e-3 (1 + max |gradient|)`` (float32 rounding on 1,328 rows: 2e-3 and
+    7e-4 at gradients of 2e4). Measured (issue 30): on CPU with jaxlib 0.10.2, float32 row sums cast to
+    float64 go wrong when vmapped past 2**14 chunk sums (51 chains of 320 chunks): log densities off by
+    700 to 15,000 and gradients by 13,000, so the shared step size fell to 6e-6.
+
+    Raises
+    ------
+    HierarchyError
+        Naming the chains and the gap, and the fix: ``--sampler chees`` without ``--float32``.
+    """
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    def both(data):
+        out = jax.jit(jax.vmap(jax.value_and_grad(lambda p: logdensity(p, data))))(positions)
+        flat = jax.vmap(lambda g: ravel_pytree(g)[0])(out[1])
+        return np.asarray(out[0], dtype=float), np.asarray(flat, dtype=float)
+
+    (lp32, g32), (lp64, g64) = both(data32), both(data64)
+    bad = ~(np.abs(lp32 - lp64) <= 1.0 + 1e-5 * np.abs(lp64))  # NaN counts as bad
+    bad |= ~(np.max(np.abs(g32 - g64), axis=1) <= 1e-3 * (1.0 + np.max(np.abs(g64), axis=1)))
+    if bad.any():
+        c = int(np.argmax(bad))
+        raise HierarchyError(
+            f"--float32 with --sampler chees: the log density or its gradient in float32 rows differs from "
+            f"float64 in {int(bad.sum())} of {len(bad)} chains when the chains are evaluated together on this "
+            f"device (chain {c}: log density {lp32[c]:.6g} against {lp64[c]:.6g}, largest gradient gap "
+            f"{np.max(np.abs(g32[c] - g64[c])):.3g}); the step size would collapse (issue 30). Fit with "
+            "--sampler chees without --float32")
+
+
 def kept_draws(chains: int, draws: int, max_kept: int = MAX_KEPT) -> tuple[int, int]:
     """The stride and the draws kept per chain: every chain, at most ``max_kept`` draws in all."""
     thin = max(1, -(-chains * draws // max_kept))
@@ -208,7 +245,8 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     ``settings`` (from :func:`hierarchy.inference.sampling.fit`) gives ``chains``, ``tune``, ``draws``,
     ``seed``, ``float32`` and ``target_accept``; the superchains, the stride and the adapted step size
     and trajectory length are added to it. Returns :class:`hierarchy.inference.sampling.Draws` with the
-    sample statistic ``superchain`` (chain, draw). A model :func:`refusal` names is refused.
+    sample statistic ``superchain`` (chain, draw). A model :func:`refusal` names is refused, and so are
+    float32 rows whose vmapped log density or gradient departs from float64's (:func:`check_float32_rows`).
     """
     import jax
     from numpyro.infer.util import constrain_fn, potential_energy
@@ -235,6 +273,8 @@ def fit_chees(spec, priors, design, settings: dict[str, Any]) -> Any:
     def logdensity(z, d):
         return -potential_energy(model, (d,), {}, z)
 
+    if settings["float32"]:
+        check_float32_rows(logdensity, data, model_data(layout, "float64"), positions)
     program = jax.jit(lambda d, p, k: run(logdensity, d, p, k, num_warmup=tune, num_draws=draws, thin=thin,
                                           target_accept=settings["target_accept"], transform=transform))
     t = time.perf_counter()

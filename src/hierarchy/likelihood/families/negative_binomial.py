@@ -98,10 +98,10 @@ def chunks():
         log_phi_mu = jnp.log(phi + mu)
         log_1_mu_phi = (log_phi_mu - hi) - lo  # log(1 + mu / phi)
         d_eta = mask * phi * (y - mu) / (phi + mu)
-        grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True),
-                 jnp.sum(-mask * (log_1_mu_phi + (y - mu) / (phi + mu)), 1, keepdims=True))
-        value = total(mask * row_terms(y, eta, phi, log_phi_mu, log_1_mu_phi), dtype)
-        return value, tuple(g.astype(t) for g, t in zip(grads, own, strict=True))
+        grads = (jnp.sum(d_eta, 1, keepdims=True, dtype=own[0]),  # into each input's dtype: see _rows.total
+                 jnp.sum(d_eta * w, 1, keepdims=True, dtype=own[1]),
+                 jnp.sum(-mask * (log_1_mu_phi + (y - mu) / (phi + mu)), 1, keepdims=True, dtype=own[2]))
+        return total(mask * row_terms(y, eta, phi, log_phi_mu, log_1_mu_phi), dtype), grads
 
     return with_chunk_gradient(fwd)
 

@@ -74,8 +74,9 @@ def chunks():
         own = [jnp.result_type(x) for x in (a, b)]  # each gradient in its input's dtype
         eta = eta_of(a, b, None, log_exposure, w, y)
         d_eta = mask * (y - jnp.exp(eta))
-        grads = (jnp.sum(d_eta, 1, keepdims=True), jnp.sum(d_eta * w, 1, keepdims=True))
-        return total(mask * saturated(y, eta), dtype), tuple(g.astype(t) for g, t in zip(grads, own, strict=True))
+        grads = (jnp.sum(d_eta, 1, keepdims=True, dtype=own[0]),  # into each input's dtype: see _rows.total
+                 jnp.sum(d_eta * w, 1, keepdims=True, dtype=own[1]))
+        return total(mask * saturated(y, eta), dtype), grads
 
     return with_chunk_gradient(fwd)
 
