@@ -109,10 +109,10 @@ LONGEST_FIRST = {
     "shared_fit": 150,
     "small_fit": 120,
     "predict": 100,
-    "tests/reporting/test_registry.py": 90,
-    "tests/reporting/test_every_model_reports.py": 80,
-    "tests/test_cli_paths.py::test_sbc_takes_las": 65,
-    "conversion_report": 65,
+    "tests/reporting/test_registry.py": 30,
+    "tests/reporting/test_every_model_reports.py": 15,
+    "tests/test_cli_paths.py::test_sbc_takes_las": 15,
+    "conversion_report": 20,
     "shareable_fit": 60,
     "tests/inference/test_fit.py::test_parameter_recovery": 60,
     "tests/test_cli_paths.py::test_demo_fast": 55,
@@ -224,23 +224,24 @@ CONVERSION_FORMULA = "cp_plan ~ w * z + (1 + w | la) + offset(log(s47))"
 
 @pytest.fixture(scope="session")
 def conversion_fit(tmp_path_factory: pytest.TempPathFactory):
-    """A short fit of a conversion model (plans per s47 enquiry: a count as the exposure), read-only.
+    """A fit file of a conversion model (plans per s47 enquiry: a count as the exposure), read-only.
 
     5 synthetic LAs of 30 neighbourhoods (every LA holds >= 10 plans), neighbourhoods with no enquiry
-    dropped; negative binomial, 2 chains x (60 + 40) draws: for tests of what a fit file and a report of
-    such a model may show (test_conversion_report.py, test_fit_disclosure.py), not of its estimates.
+    dropped; negative binomial, 2 chains x 40 draws from the prior in the shapes NUTS gives
+    (``tests.helpers.prior_draws``; NUTS's compilation was most of this fixture): for tests of what a fit
+    file and a report of such a model may show (test_conversion_report.py, test_fit_disclosure.py), not of
+    its estimates.
     Fitted once per session for both modules. Returns ``table``, ``spec`` and ``path`` (the fit file).
     """
     from types import SimpleNamespace
 
     from hierarchy.data import simulate
     from hierarchy.data.table import data_hash
-    from hierarchy.inference.sampling import fit
     from hierarchy.language.design import build_design
     from hierarchy.language.priors import load_priors
     from hierarchy.language.spec import ModelSpec
     from hierarchy.results import fitfile
-    from tests.helpers import ROOT
+    from tests.helpers import ROOT, prior_draws
 
     geo = reference.synthetic_geography(5, seed=5, lsoa_per_la=30)
     table = simulate.simulate(geo, seed=5)[0]
@@ -251,8 +252,7 @@ def conversion_fit(tmp_path_factory: pytest.TempPathFactory):
     def build(folder: Path) -> None:
         priors = load_priors(ROOT / "priors/weakly_informative.toml")
         design = build_design(table, spec)
-        draws = fit(spec, priors, design, chains=2, tune=60, draws=40, seed=1, progress=False,
-                    chain_method="sequential")
+        draws = prior_draws(spec, priors, design, chains=2, draws=40, seed=1)
         idata = fitfile.build_idata(draws, spec, priors, design,
                                     data_hash=data_hash(table, **spec.hashed_columns))
         fitfile.save_fit(idata, folder / "conversion.nc")

@@ -326,3 +326,38 @@ def pymc_minus_numpyro(model, pm_model, logp, draws: dict, n_corr: int) -> tuple
                 if tr else val
         offsets.append(float(logp(values)) - lp)
     return offsets, lp
+
+
+# ------------------------------------------------------------------------------------------
+# Draws without a sampler, for tests of what is done with a fit (not of its estimates)
+
+
+def prior_draws(spec, priors, design, *, chains: int = 2, draws: int = 30, seed: int = 0):
+    """A :class:`hierarchy.inference.sampling.Draws` of ``chains`` x ``draws`` draws from the prior, in the
+    shapes and names NUTS gives (every latent and deterministic site, no observed one).
+
+    For plumbing tests of fit files and reports: it skips NUTS's compilation (most of a tiny fit, ~30-60 s
+    on 2 busy cores). The sampler itself is tested by tests/inference/test_fit.py (recovery) and
+    test_sampling.py."""
+    import jax
+    from numpyro.infer import Predictive
+
+    from hierarchy.inference.sampling import Draws
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+    from hierarchy.likelihood.model import observed_name
+
+    jax.config.update("jax_enable_x64", True)  # as the sampler runs
+    layout = make_layout(design)
+    model, data = model_fn(spec, priors, design, layout), model_data(layout)
+    pred = Predictive(model, num_samples=chains * draws)(jax.random.PRNGKey(seed), data)  # every site
+    pred.pop(observed_name(spec))  # the observed site (a KeyError if the model names it otherwise)
+    posterior = {k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in pred.items()}
+    rng = np.random.default_rng(seed)
+    steps = np.full((chains, draws), 7)
+    stats = {"diverging": np.zeros((chains, draws), bool), "energy": rng.normal(size=(chains, draws)),
+             "n_steps": steps, "tree_depth": np.floor(np.log2(steps + 1)).astype(int)}
+    settings = {"method": "nuts", "sampler": "numpyro", "chains": chains, "tune": 0, "draws": draws, "seed": seed,
+                "chain_method": "sequential", "chain_method_used": "sequential", "draws_requested": draws,
+                "max_draws": draws, "float32": False, "max_tree_depth": 10, "prior_draws": True}
+    timings = {"warmup": 0.0, "sampling": 0.0, "warmup_mean_steps": 7.0, "total": 0.0}  # as fit() gives them
+    return Draws(posterior=posterior, stats=stats, timings=timings, settings=settings)

@@ -158,9 +158,34 @@ def test_every_nuts_sampler_fits_end_to_end(sampler, tiny, tmp_path):
 # ------------------------------------------------------------------------------------------ sbc, validate
 
 
-def test_sbc_takes_las_and_exposures_from_the_users_data(tiny, tmp_path, capsys):
+def _prior_draws_as_refits(seen: dict):
+    """A stand-in for ``hierarchy.inference.sbc._fit_nuts`` (the NUTS refits, ~60 s of compilation on 2
+    busy cores): it records what it was given and returns draws from the prior as each replicate's
+    "posterior" (shapes and names as the refits give). The real refits through this command are run by
+    tests/inference/test_sbc.py::test_sbc_command_prints_the_uniformity_table_and_writes_the_ranks
+    (``make test-slow``, in CI); this test checks the path from the user's data to them."""
+    import jax
+    from numpyro.infer import Predictive
+
+    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+
+    def refits(spec, priors, design, ys, names, *, warmup, draws, thin, keys, vectorize):
+        seen.update(design=design, ys=ys, warmup=warmup, draws=draws, thin=thin)
+        n_post, layout = -(-draws // thin), make_layout(design)
+        prior = Predictive(model_fn(spec, priors, design, layout), num_samples=len(ys) * n_post)(
+            jax.random.PRNGKey(1), model_data(layout))
+        post = {k: np.asarray(prior[k]).reshape(len(ys), n_post, *prior[k].shape[1:]) for k in names}
+        return post, np.zeros(len(ys), dtype=int)
+
+    return refits
+
+
+def test_sbc_takes_las_and_exposures_from_the_users_data(tiny, tmp_path, capsys, monkeypatch):
     """`sbc --data` (with --columns): the replicates are simulated on the user's LAs and
-    neighbourhoods; the output names the data's size, not the generated geography's."""
+    neighbourhoods, with the user's exposures and new counts; the output names the data's size, not the
+    generated geography's. The refits are stubbed (:func:`_prior_draws_as_refits`)."""
+    from hierarchy.inference import sbc
+
     path, table, _ = tiny
     small = table[table["la"].isin(sorted(table["la"].unique())[:4])]
     data = tmp_path / "mine.csv"
@@ -168,6 +193,8 @@ def test_sbc_takes_las_and_exposures_from_the_users_data(tiny, tmp_path, capsys)
     columns = tmp_path / "map.toml"
     columns.write_text('[columns]\nneighbourhood = "code"\n')
     out = tmp_path / "ranks.csv"
+    seen: dict = {}
+    monkeypatch.setattr(sbc, "_fit_nuts", _prior_draws_as_refits(seen))
     code = cli.main(["sbc", "--model", "gradient_poisson", "--priors", "informative_cwip", "--data", str(data),
                      "--columns", str(columns), "--replicates", "4", "--warmup", "30", "--draws", "20",
                      "--thin", "1", "--out", str(out)])
@@ -176,6 +203,14 @@ def test_sbc_takes_las_and_exposures_from_the_users_data(tiny, tmp_path, capsys)
     ranks = pd.read_csv(out, index_col="replicate")
     assert len(ranks) == 4 and {"intercept", "gradient", "la_coef[0,1]"} <= set(ranks.columns)
     assert ranks.to_numpy().min() >= 0 and ranks.to_numpy().max() <= 20
+    # the refits got the user's 4 LAs, neighbourhoods and exposures, and counts simulated on them
+    design = seen["design"]
+    assert sorted(design.la_codes) == sorted(small["la"].unique()) and len(design.la_codes) == 4
+    assert sorted(design.row_ids) == sorted(small["neighbourhood"])
+    np.testing.assert_allclose(np.sort(design.log_exposure), np.sort(np.log(small["exposure"].to_numpy())))
+    assert len(seen["ys"]) == 4 and all(len(y) == len(small) for y in seen["ys"])
+    assert not any(np.array_equal(y, design.y) for y in seen["ys"])  # new counts, not the user's
+    assert (seen["warmup"], seen["draws"], seen["thin"]) == (30, 20, 1)
 
 
 def test_validate_with_columns_against_the_reference_geography(reference_dir, tmp_path, capsys):

@@ -63,7 +63,9 @@ def small_fit(tmp_path_factory):
     """A short NB fit saved to disk, with its inputs.
 
     Its tests check the fit file (groups, provenance, log-likelihood, refusals), not estimates: 15 LAs
-    of ~20 neighbourhoods and 2 x (100 + 100) draws (were 30 x ~50 and 2 x (200 + 200)) are enough.
+    of ~20 neighbourhoods and 2 x (100 + 100) draws (were 30 x ~50 and 2 x (200 + 200)) are enough, and
+    ``--max-draws 100`` keeps it from sampling on to 300 draws while it misses the bar (sampling on is
+    tested in test_sampling.py and by the demo in test_cli_paths.py).
     """
     folder = tmp_path_factory.mktemp("fit")
     spec = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")
@@ -72,7 +74,7 @@ def small_fit(tmp_path_factory):
     table.to_csv(data, index=False)
     out = folder / "small.nc"
     assert cli.main(["fit", "--data", str(data), "--out", str(out), "--chains", "2", "--tune", "100",
-                     "--draws", "100", "--quiet", "--chain-method", "sequential"]) == 0
+                     "--draws", "100", "--max-draws", "100", "--quiet", "--chain-method", "sequential"]) == 0
     return out, data, table
 
 
@@ -169,6 +171,30 @@ def test_fits_command_lists_model_priors_sampler_and_status(small_fit, capsys):
     text = capsys.readouterr().out
     assert "small.nc" in text and "inverse_intervention_nb_log" in text and "weakly_informative" in text
     assert "numpyro" in text and ("ok" in text or "warn" in text)
+
+
+@pytest.mark.xdist_group("small_fit")  # one worker fits once
+def test_prior_draws_stand_in_for_a_fit_in_names_shapes_and_groups(small_fit):
+    """``tests.helpers.prior_draws`` (the sampler's stand-in in plumbing tests of reports and fit files)
+    gives a fit file with the variables, dims and groups of a NUTS fit of the same model and data."""
+    from hierarchy.data.table import data_hash
+    from hierarchy.results import fitfile
+
+    out, _, table = small_fit
+    real = load_fit(out)
+    spec = load_spec(ROOT / "models/inverse_intervention_nb_log.toml")
+    design = build_design(table, spec)
+    draws = helpers.prior_draws(spec, PRIORS, design, chains=2, draws=30, seed=3)
+    fake = fitfile.build_idata(draws, spec, PRIORS, design, data_hash=data_hash(table))
+    assert set(fake.groups()) == set(real.groups())
+    for group in ("posterior", "sample_stats", "log_prior", "constant_data"):
+        assert set(fake[group].data_vars) == set(real[group].data_vars), group
+        for name, da in real[group].data_vars.items():
+            assert fake[group][name].dims == da.dims, (group, name)
+            assert fake[group][name].shape[2 if group != "constant_data" else 0:] == \
+                da.shape[2 if group != "constant_data" else 0:], (group, name)
+    assert fake.posterior.sizes["draw"] == 30 and np.isfinite(fake.posterior["gradient"]).all()
+    assert float(fake.posterior["gradient"].std()) > 0  # draws, not one point
 
 
 def _idata(chain_means, n=500, seed=0):

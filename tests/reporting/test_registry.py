@@ -5,8 +5,9 @@ A report written with its checking folder (``write_report(..., for_checking=DIR)
 gradient moderator (``w:rural``) and a gradient per year, on small simulated data with one planted
 dominance cell (3 neighbourhoods, two holding 91% of the cell): the registry, the report folder and the
 checking folder list the same outputs, byte for byte; both folders suppress the same cells; and every
-interval on the page and in the tables is at ``prob`` (0.8). Tiny fit (2 chains x (30 + 30) draws):
-this checks the plumbing, not the estimates. The shipped ``years_gradient_nb`` and ``la_inequality_nb``
+interval on the page and in the tables is at ``prob`` (0.8). No fit: 2 chains x 30 draws from the prior
+(``tests.helpers.prior_draws``; NUTS's compilation was ~55 s of a busy 2-core machine): this checks the
+plumbing, not the estimates. The shipped ``years_gradient_nb`` and ``la_inequality_nb``
 are checked alike (slow).
 """
 
@@ -30,7 +31,7 @@ from hierarchy.language.priors import load_priors
 from hierarchy.language.spec import load_spec
 from hierarchy.reporting import checking, registry, report
 from hierarchy.results import estimands, fitfile
-from tests.helpers import with_formula_columns
+from tests.helpers import prior_draws, with_formula_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 PROB = 0.8
@@ -57,10 +58,13 @@ def plant_dominance(table: pd.DataFrame) -> tuple[str, str]:
     return str(la), str(d)
 
 
-def _fit(table: pd.DataFrame, spec_path: Path, folder: Path) -> Path:
+def _fit(table: pd.DataFrame, spec_path: Path, folder: Path, sampled: bool = True) -> Path:
+    """A fit file of ``spec_path`` on ``table``: 2 chains x (30 + 30) NUTS draws, or (``sampled=False``)
+    2 x 30 draws from the prior in the same shapes (:func:`tests.helpers.prior_draws`, no compilation)."""
     spec, priors = load_spec(spec_path), load_priors(ROOT / "priors/weakly_informative.toml")
     design = build_design(table, spec)
-    draws = fit(spec, priors, design, chains=2, tune=30, draws=30, seed=0, progress=False)
+    draws = (fit(spec, priors, design, chains=2, tune=30, draws=30, seed=0, progress=False) if sampled
+             else prior_draws(spec, priors, design, chains=2, draws=30, seed=0))
     idata = fitfile.build_idata(draws, spec, priors, design, data_hash=data_hash(table, **spec.hashed_columns))
     return fitfile.save_fit(idata, folder / f"{spec.name}.nc")
 
@@ -75,7 +79,7 @@ def written(tmp_path_factory) -> dict:
     table["rural"] = codes.map({c: float(rng.random() < 0.3) for c in sorted(set(codes))})
     cell = plant_dominance(table)
     (root / "model.toml").write_text(MODEL)
-    saved = _fit(table, root / "model.toml", root)
+    saved = _fit(table, root / "model.toml", root, sampled=False)  # the plumbing, not the estimates
     outputs = report.build_outputs(saved, data=table, n_draws=20, prob=PROB)
     report.write_report(saved, root / "report", data=table, n_draws=20, prob=PROB,
                         for_checking=root / "checking")
