@@ -56,9 +56,10 @@ NUTS = dict(chains=4, tune=1000, draws=1000, chain_method="sequential", target_a
 """The reference: 4 x (1000 + 1000) at 0.95 (small data sets of 6 LAs make funnels; 0.8 diverged)."""
 CHEES = dict(chains=128)
 LAPLACE = dict(chains=4, tune=500, draws=1000, chain_method="sequential", method="laplace")
-FLOAT64 = {"stages_age_nb": "with float32 rows and 128 chains the shared step size fell to 6e-6 in 100 warm-up "
-                            "steps (a chain at acceptance 0 pulls the chains' harmonic mean down) and the fit "
-                            "took 20 minutes; with float64 rows it adapted to 0.1 (/tmp probe, 2026-12-07)"}
+FLOAT64 = {"stages_age_nb": "compared with float64 rows on 2026-12-07: with float32 rows and 128 chains its "
+                            "step size collapsed to 6e-6, because XLA on CPU summed float32 rows cast to float64 "
+                            "wrongly when vmapped past 2**14 chunk sums (fixed the same day in "
+                            "families._rows.total; chees now checks float32 against float64 before sampling)"}
 """Models whose chees fit runs with float64 rows (every other model: float32, the GPU setting), and why."""
 N_LA, LSOA_PER_LA = 20, 10
 """The data sets' size: 20 LAs of 10 neighbourhoods (x age x sex for the stratified models)."""

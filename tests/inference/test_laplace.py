@@ -157,8 +157,9 @@ def test_marginal_is_exact_as_an_la_sd_goes_to_zero(small_problem):
 
 
 def test_refuses_terms_outside_the_regime(small_geography):
-    """MSOA effects, Poisson-lognormal rows and a large group not nested in an LA are refused with a
-    reason that names the term; strata, stacked stages and (1 | la:year) are not; so are unknown
+    """MSOA effects, Poisson-lognormal rows, a large group not nested in an LA and a gradient varying over
+    a group that is not (``(1 + w | ethnicity)``) are refused with a reason that names the term; strata,
+    stacked stages and (1 | la:year) are not; so are unknown
     methods and samplers other than NumPyro's."""
     import re
 
@@ -173,6 +174,9 @@ def test_refuses_terms_outside_the_regime(small_geography):
                                            "+ offset(log(exposure))"})
     why = laplace.refusal(spec, build_design(table, spec))
     assert why and "(1 | neighbourhood)" in why and "one LA" in why
+    spec = load_spec(ROOT / "models/ethnicity_gradient_nb.toml")  # measured: NUTS over the marginal froze
+    why = laplace.refusal(spec, build_design(helpers.table_for(spec, helpers.every_column_table()), spec))
+    assert why and "(1 + w | ethnicity)" in why and "R-hat 2.7" in why
     plain = build_design(table, load_spec(ROOT / "models/gradient_nb.toml"))
     spec = ModelSpec.from_dict({"name": "t", "family": "negative_binomial",
                                 "formula": "referral ~ w * z + (1 + w | la) + (1 | msoa) + offset(log(exposure))"})

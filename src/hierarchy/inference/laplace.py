@@ -108,6 +108,11 @@ def refusal(spec: ModelSpec, design: Design, layout=None) -> str | None:
     nested = _nested_groups(design, make_layout(design) if layout is None else layout)
     for g, levels, slope in zip(design.group_names, design.group_levels, design.group_slope, strict=True):
         n = len(levels) * (2 if slope else 1)
+        if g not in nested and slope:
+            return (f"the group term (1 + w | {g}) gives {g} its own gradient across LAs: its effects stay among "
+                    "the hyperparameters, and NUTS over the Laplace marginal froze on them (ethnicity_gradient_nb "
+                    "on 20 LAs: R-hat 2.7, 98.8% of draws at the maximum tree depth, where NUTS on every "
+                    "parameter converged; bench/chees_agreement.py --method laplace)")
         if g not in nested and n > MAX_HYPER:
             return (f"the group term (1 | {g}) has {n} effects that do not each belong to one LA (or vary "
                     f"within an LA's rows): sampling them beside the hyperparameters (at most {MAX_HYPER}) "
