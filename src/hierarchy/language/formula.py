@@ -313,13 +313,8 @@ def _fixed_terms(desc, categorical: set[str], source: str) -> tuple[list[tuple[s
             intercept = True
             continue
         if len(term.components) == 1 and term.components[0].name.startswith("offset("):
-            m = re.fullmatch(r"offset\(\s*log\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\)", term.components[0].name)
-            if not m:
-                raise SpecError(f"{source}: write the exposure as offset(log(column)), got "
-                                f"{term.components[0].name}")
-            if exposure is not None:
-                raise SpecError(f"{source}: the formula has two offsets; give one offset(log(exposure))")
-            exposure = m.group(1)
+            exposure = offset_column(term.components[0].name, source, exposure, "offset(log(column))",
+                                     "give one offset(log(exposure))")
             continue
         names = []
         for c in term.components:
@@ -386,6 +381,17 @@ def _stratum(strata_terms: list[tuple[tuple[str, ...], bool]], source: str) -> t
         raise SpecError(f"{source}: w:{':'.join(strata)} needs the main effect {':'.join(strata)} too")
     return strata
 
+
+
+def offset_column(name: str, source: str, seen: str | None, usage: str, one: str = "give one") -> str:
+    """The column of an ``offset(log(column))`` term named ``name``; refused in one line (``source``) when it
+    is written otherwise (``usage`` says how) or when the formula already has one (``seen``)."""
+    m = re.fullmatch(r"offset\(\s*log\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\)", name)
+    if not m:
+        raise SpecError(f"{source}: write the exposure as {usage}, got {name}")
+    if seen is not None:
+        raise SpecError(f"{source}: the formula has two offsets; {one}")
+    return m.group(1)
 
 def _parse(text: str, source: str):
     """``formulae``'s model description of ``text``, after :func:`_precheck`; errors are one line."""

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from hierarchy.data.panel import CONVERSIONS, RATE_MEASURES
 from hierarchy.errors import SpecError
+from hierarchy.language.formula import offset_column
 
 __all__ = ["CHILDREN", "FIXED_TERMS", "RANDOM_TERMS", "compile_panel_formula", "formulas_to_spec",
            "panel_measure", "render_panel_formula"]
@@ -94,13 +95,8 @@ def _fixed(desc, source: str) -> tuple[list[str], str]:
             continue
         names = tuple(c.name for c in term.components)
         if len(names) == 1 and names[0].startswith("offset("):
-            m = re.fullmatch(r"offset\(\s*log\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\)", names[0])
-            if not m:
-                raise SpecError(f"{source}: write the exposure as offset(log(children)) or "
-                                f"offset(log(<earlier stage>)), got {names[0]}")
-            if exposure is not None:
-                raise SpecError(f"{source}: the formula has two offsets; give one")
-            exposure = m.group(1)
+            exposure = offset_column(names[0], source, exposure,
+                                     "offset(log(children)) or offset(log(<earlier stage>))")
             continue
         key = tuple(sorted(names)) if set(names) == {"dep", "t"} else names
         if key not in _TERM_OF:
