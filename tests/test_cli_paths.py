@@ -164,18 +164,12 @@ def _prior_draws_as_refits(seen: dict):
     "posterior" (shapes and names as the refits give). The real refits through this command are run by
     tests/inference/test_sbc.py::test_sbc_command_prints_the_uniformity_table_and_writes_the_ranks
     (``make test-slow``, in CI); this test checks the path from the user's data to them."""
-    import jax
-    from numpyro.infer import Predictive
-
-    from hierarchy.likelihood.jaxmodel import make_layout, model_data, model_fn
+    from tests.helpers import prior_draws
 
     def refits(spec, priors, design, ys, names, *, warmup, draws, thin, keys, vectorize):
         seen.update(design=design, ys=ys, warmup=warmup, draws=draws, thin=thin)
-        n_post, layout = -(-draws // thin), make_layout(design)
-        prior = Predictive(model_fn(spec, priors, design, layout), num_samples=len(ys) * n_post)(
-            jax.random.PRNGKey(1), model_data(layout))
-        post = {k: np.asarray(prior[k]).reshape(len(ys), n_post, *prior[k].shape[1:]) for k in names}
-        return post, np.zeros(len(ys), dtype=int)
+        prior = prior_draws(spec, priors, design, chains=len(ys), draws=-(-draws // thin), seed=1).posterior
+        return {k: prior[k] for k in names}, np.zeros(len(ys), dtype=int)
 
     return refits
 
