@@ -52,6 +52,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hierarchy.errors import HierarchyError
+from hierarchy.inference import blocks
 from hierarchy.inference.sampling import initial_point
 from hierarchy.language.design import Design, group_zero_sum
 from hierarchy.language.priors import PriorSet
@@ -529,77 +530,7 @@ def _prior_mean(P, g0):
     import jax.numpy as jnp
 
     s = 1.0 / jnp.sqrt(jnp.diagonal(P, axis1=-2, axis2=-1))  # (J, E)
-    return -s * _solve(P * s[..., :, None] * s[..., None, :], s * g0)
-
-
-def _solve(H, g):
-    """``H_j^-1 g_j`` for every LA block (closed form for 1 x 1 and 2 x 2 blocks: batched LAPACK
-    calls on tiny matrices cost far more than the arithmetic on CPU)."""
-    import jax.numpy as jnp
-
-    if H.shape[-1] == 1:
-        return g / H[..., 0]
-    if H.shape[-1] == 2:
-        a, b, c, d = H[..., 0, 0], H[..., 0, 1], H[..., 1, 0], H[..., 1, 1]
-        det = a * d - b * c
-        return jnp.stack([d * g[..., 0] - b * g[..., 1], a * g[..., 1] - c * g[..., 0]], axis=-1) / det[..., None]
-    return jnp.linalg.solve(H, g[..., None])[..., 0]
-
-
-def _cholesky(H):
-    """Lower Cholesky factor of every (symmetric positive definite) block (closed form up to 2 x 2)."""
-    import jax.numpy as jnp
-
-    if H.shape[-1] == 1:
-        return jnp.sqrt(H)
-    if H.shape[-1] == 2:
-        l11 = jnp.sqrt(H[..., 0, 0])
-        l21 = H[..., 1, 0] / l11
-        l22 = jnp.sqrt(H[..., 1, 1] - l21**2)
-        zero = jnp.zeros_like(l11)
-        return jnp.stack([jnp.stack([l11, zero], -1), jnp.stack([l21, l22], -1)], -2)
-    return jnp.linalg.cholesky(H)
-
-
-def _inverse_spd(L):
-    """``(L L')^-1`` for every block, from its Cholesky factor ``L``."""
-    import jax
-    import jax.numpy as jnp
-
-    n = L.shape[-1]
-    if n <= 2:
-        Linv = _lower_inverse(L)
-        return jnp.swapaxes(Linv, -1, -2) @ Linv
-    eye = jnp.eye(n, dtype=L.dtype)
-    return jax.vmap(lambda m: jax.scipy.linalg.cho_solve((m, True), eye))(L.reshape(-1, n, n)).reshape(L.shape)
-
-
-def _lower_inverse(L):
-    """Inverse of lower triangular 1 x 1 or 2 x 2 blocks."""
-    import jax.numpy as jnp
-
-    if L.shape[-1] == 1:
-        return 1.0 / L
-    l11, l21, l22 = L[..., 0, 0], L[..., 1, 0], L[..., 1, 1]
-    zero = jnp.zeros_like(l11)
-    return jnp.stack([jnp.stack([1.0 / l11, zero], -1), jnp.stack([-l21 / (l11 * l22), 1.0 / l22], -1)], -2)
-
-
-def _logdet(L):
-    """``log det (L L')`` summed over blocks."""
-    import jax.numpy as jnp
-
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
-
-
-def _draw(x_hat, L, eps):
-    """``x_hat + L'^-1 eps`` per block: a draw from ``N(x_hat, (L L')^-1)``."""
-    import jax
-    import jax.numpy as jnp
-
-    if L.shape[-1] <= 2:
-        return x_hat + jnp.einsum("...fe,...f->...e", _lower_inverse(L), eps)
-    return x_hat + jax.scipy.linalg.solve_triangular(L, eps[..., None], lower=True, trans=1)[..., 0]
+    return -s * blocks.solve(P * s[..., :, None] * s[..., None, :], s * g0)
 
 
 def newton(problem: Problem, pc: Pieces, x0, tol: float = NEWTON_TOL, max_iter: int = MAX_NEWTON):
@@ -636,12 +567,12 @@ def _newton(problem: Problem, pc: Pieces, x0, tol: float = NEWTON_TOL, max_iter:
         ok = jnp.isfinite(fc) & (fc <= f + 1e-4 * t * slope)
         x, f, g, H = keep(ok, (cand, fc, gc, Hc), (x, f, g, H))
         cs = None if cs is None else keep(ok[problem.chunk_la], csc, cs)
-        step = -_solve(H, g)
+        step = -blocks.solve(H, g)
         dec = jnp.max(jnp.where(jnp.isfinite(step).all(1), -jnp.sum(g * step, axis=1), jnp.inf))
         return x, f, g, H, cs, step, jnp.where(ok, 1.0, 0.5 * t), it + 1, dec
 
     f, g, H, cs = local(pc, x0)
-    step = -_solve(H, g)
+    step = -blocks.solve(H, g)
     dec = jnp.max(-jnp.sum(g * step, axis=1))
     state = (x0, f, g, H, cs, step, jnp.ones(x0.shape[0], x0.dtype), 0, dec)
     out = jax.lax.while_loop(cond, body, state)
@@ -661,7 +592,7 @@ def mode_and_hessian(problem: Problem, zh: dict, start):
         g = problem.score(pc, x_star, cs)
     else:
         _, g, H = problem.local(pc, x_star)
-    x_hat = x_star - _solve(jax.lax.stop_gradient(H), g)  # = x_star at convergence; its derivative is the IFT one
+    x_hat = x_star - blocks.solve(jax.lax.stop_gradient(H), g)  # x_star at convergence, with the IFT derivative
     value, _, H_hat = problem.local(pc, x_hat)
     joint = (problem.potential({**zh, **problem.sites_of(x_hat)}) if problem.joint is None else
              problem.joint(zh, pc, x_hat, value))
@@ -674,7 +605,7 @@ def laplace_potential(problem: Problem, start):
 
     def potential(zh):
         _, H, _, joint = mode_and_hessian(problem, zh, start)
-        return joint + 0.5 * _logdet(_cholesky(H)) - 0.5 * n * math.log(2 * math.pi)
+        return joint + 0.5 * blocks.logdet_spd(H) - 0.5 * n * math.log(2 * math.pi)
 
     return potential
 

@@ -22,12 +22,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from hierarchy.inference import blocks
 from hierarchy.inference.laplace import (
     MAX_NEWTON,
     NEWTON_TOL,
     Problem,
-    _cholesky,
-    _draw,
     build_problem,
     hyper_init,
     laplace_potential,
@@ -124,7 +123,7 @@ def draw_latent(problem: Problem, zh_draws: dict, start, key, batch: int = DRAW_
 
     def one(zh, k):
         x_hat, H, _, _ = mode_and_hessian(problem, zh, start)
-        x = _draw(x_hat, _cholesky(H), jax.random.normal(k, x_hat.shape, x_hat.dtype))
+        x = blocks.draw(x_hat, blocks.cholesky(H), jax.random.normal(k, x_hat.shape, x_hat.dtype))
         return problem.postprocess({**zh, **problem.sites_of(x)})
 
     many = jax.jit(jax.vmap(one))
@@ -186,15 +185,15 @@ def sample(spec: ModelSpec, priors: PriorSet, design: Design, settings: dict, pr
         timing["latent"] += time.perf_counter() - t2
         return post, ex
 
-    blocks = [block(0)]
-    samples, ex = _joined(blocks)
+    runs = [block(0)]
+    samples, ex = _joined(runs)
     while settings["draws"] < settings["max_draws"]:
         more = draws_to_bar(samples, ex, settings["max_draws"])
         if not more:
             break
         mcmc.post_warmup_state, mcmc.num_samples = mcmc.last_state, more
-        blocks.append(block(len(blocks)))
-        samples, ex = _joined(blocks)
+        runs.append(block(len(runs)))
+        samples, ex = _joined(runs)
         settings["draws"] += more
         settings["continuations"] = settings.get("continuations", 0) + 1
     steps = ex["num_steps"]
@@ -344,7 +343,7 @@ def _replicate_program(problem: Problem, names: tuple[str, ...], *, warmup: int,
         def one(zk):
             zh, k = zk
             x_hat, H, _, _ = mode_and_hessian(pb, zh, start)
-            x = _draw(x_hat, _cholesky(H), jax.random.normal(k, x_hat.shape, x_hat.dtype))
+            x = blocks.draw(x_hat, blocks.cholesky(H), jax.random.normal(k, x_hat.shape, x_hat.dtype))
             post = pb.postprocess({**zh, **pb.sites_of(x)})
             return {n: post[n] for n in names}
 
