@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hierarchy.errors import HierarchyError
+from hierarchy.inference import blocks
 from hierarchy.language.design import build_design
 from hierarchy.likelihood import families
 from hierarchy.results.cv_heldout import HeldOut, own_rows, refuse_unsupported
@@ -89,7 +90,7 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
         sd = jnp.reshape(p["la_sd"], (E,))
         corr = jnp.reshape(p["la_corr"], (E, E)) if E > 1 else jnp.ones((1, 1))
         sigma = sd[:, None] * corr * sd[None, :]
-        prec = jnp.linalg.inv(sigma)
+        prec = blocks.inverse_spd(sigma)
         lik = {k: p[k] for k in fam.likelihood_params}  # the family's parameters (NB dispersion...)
 
         def grad_hess(a):
@@ -100,19 +101,19 @@ def la_log_predictive(spec, heldout: HeldOut, posterior: dict[str, np.ndarray], 
 
         def newton(a, _):
             g, h = grad_hess(a)
-            step = jnp.linalg.solve(h, g[..., None])[..., 0]
+            step = -blocks.solve(-h, g)  # h negative definite (blocks: no LAPACK, see its docstring)
             size = jnp.sqrt(jnp.sum(step ** 2, -1, keepdims=True))
             return a - step * jnp.minimum(1.0, 1.0 / jnp.maximum(size, 1e-300)), None
 
         mode, _ = jax.lax.scan(newton, mu, None, length=NEWTON_STEPS)
         _, h = grad_hess(mode)
-        chol = jnp.linalg.cholesky(jnp.linalg.inv(-h))  # (J, E, E)
+        chol = blocks.cholesky(blocks.inverse_spd(-h))  # (J, E, E)
         A = mode[:, None, :] + jnp.sqrt(2.0) * jnp.einsum("jef,kf->jke", chol, X)  # (J, K, E)
         eta = c[:, None] + jnp.einsum("nke,ne->nk", A[la], D)
         ll = fam.logpmf(y[:, None], eta, {k: jnp.reshape(v, (-1, 1)) for k, v in lik.items()}, jnp)
         dev = A - mu[:, None, :]
         prior = (-0.5 * jnp.einsum("jke,ef,jkf->jk", dev, prec, dev)
-                 - 0.5 * (E * jnp.log(2 * jnp.pi) + jnp.linalg.slogdet(sigma)[1]))
+                 - 0.5 * (E * jnp.log(2 * jnp.pi) + blocks.logdet_spd(sigma)))
         log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
         return logsumexp(base[None, :] + seg(ll) + prior, axis=1) + 0.5 * E * jnp.log(2.0) + log_det
 
