@@ -6,8 +6,8 @@ split a large enough batch of matrices (``batch x k^3`` over ~200,000) over XLA'
 block the calling pool thread until the pieces are done. When as many such kernels run at once as the pool
 has threads (2 on CI's 2 cores), no piece can start and the process hangs for ever: CI's slow suite hung in
 the years model's Laplace draws with both pool threads in ``lapack_dgetrf_ffi`` under ``ParallelBatchMap``
-(gdb, 2026-12-07). jaxlib 0.11.1 compiles that path out; it is not on PyPI here. A loop over the columns of
-blocks of 1-20 rows is no slower than a LAPACK call per block, and it differentiates like any JAX code.
+(gdb, 2026-12-07). jaxlib 0.11.1 compiles that path out; it is not on PyPI here. The loops over the columns
+cost 15-60% more per Laplace evaluation on small data than LAPACK did (bench/RESULTS.md, top section).
 ``tests/inference/test_blocks.py`` checks each function against numpy's LAPACK and that no LAPACK call is
 left in the Laplace mode's compiled programs.
 """
