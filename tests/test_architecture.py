@@ -96,7 +96,7 @@ def test_the_parameter_table_gives_the_lists_the_layers_read():
     assert set(STAGE_VARS) == {"intercept", "gradient", "la_deprivation", "cross_level", "dispersion", "zi"}
     assert "la_coef" not in LATENT and {"la_raw", "eps_raw", "msoa_raw"} <= set(LATENT)
     assert {"la_coef", "row_coef", "eps_raw", "dispersion"} <= set(ROW_PARAMS) and "la_sd" not in ROW_PARAMS
-    assert parameters.names(role="per_row") == ("eps_raw", "spatial_phi", "spatial_theta")
+    assert parameters.names(role="per_row") == ("eps_raw", "spatial_phi", "spatial_phi_free", "spatial_theta")
     groups = parameters.prior_groups()
     assert groups["la_cov_gradient"] == "la_covariates" and "la_corr" not in groups
 

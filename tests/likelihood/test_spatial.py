@@ -153,25 +153,25 @@ def test_design_maps_rows_to_graph_nodes_and_names_rows_off_the_map(small):
 
 
 def test_icar_density_equals_a_hand_computation():
-    """A path a-b-c, a pair d-e and a lone node f."""
+    """A path a-b-c, a pair d-e and a lone node f: the free vector's projection takes out each part's
+    mean, the ICAR reads the projected field's edges, the removed part and the lone node are N(0, 1)."""
     g = graph_of(list("abcdef"), [(0, 1), (1, 2), (3, 4)])
-    phi = np.array([0.3, -0.1, -0.25, 0.4, -0.38, 1.2])
+    x = np.array([0.3, -0.1, -0.25, 0.4, -0.38, 1.2])
     pairs = -0.5 * ((0.3 + 0.1) ** 2 + (-0.1 + 0.25) ** 2 + (0.4 + 0.38) ** 2)
-
-    def normal(x, sd):
-        return -0.5 * (x / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
-
-    expected = pairs + normal(phi[:3].sum(), 0.003) + normal(phi[3:5].sum(), 0.002) + normal(1.2, 1.0)
-    assert float(spatial.icar_logp(phi, g, np)) == pytest.approx(expected, rel=1e-12)
+    m1, m2 = x[:3].mean(), x[3:5].mean()
+    expected = pairs - 0.5 * (3 * m1**2 + 2 * m2**2) - 0.5 * 1.2**2
+    logp, phi = spatial.free_logp(x, g, np)
+    assert float(logp) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(phi, np.r_[x[:3] - m1, x[3:5] - m2, 1.2], atol=1e-12)
     import jax
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    assert float(spatial.icar_logp(jnp.asarray(phi), g, jnp)) == pytest.approx(expected, rel=1e-9)
+    assert float(spatial.free_logp(jnp.asarray(x), g, jnp)[0]) == pytest.approx(expected, rel=1e-9)
     assert np.allclose(g.scale[:3], np.exp(np.mean(np.log([5 / 9, 2 / 9, 5 / 9])))) and g.scale[5] == 1.0
     p = {"spatial_sd": 0.5, "spatial_mix": 0.64, "spatial_phi": phi, "spatial_theta": np.linspace(-1, 1, 6)}
     s = spatial.effect(p, g.scale, np)
-    assert s[4] == pytest.approx(0.5 * (0.8 / np.sqrt(g.scale[4]) * -0.38 + 0.6 * 0.6))
+    assert s[4] == pytest.approx(0.5 * (0.8 / np.sqrt(g.scale[4]) * phi[4] + 0.6 * 0.6))
 
 
 def test_predictor_adds_each_rows_node_effect(small):
@@ -243,14 +243,50 @@ def test_exact_draws_have_the_icar_covariance_and_parts_that_sum_to_zero():
     cov[12, 12] = 1.0
     rng = np.random.default_rng(3)
     by_numpy = np.array([spatial.draw_latents(g, rng)["spatial_phi"] for _ in range(4000)])
-    by_jax = np.asarray(spatial._icar_distribution()(g).sample(jax.random.PRNGKey(0), (4000,)))
+    dist = spatial._icar_distribution()(g)
+    free = np.asarray(dist.sample(jax.random.PRNGKey(0), (4000,)))
+    by_jax = np.asarray(dist.phi(free))
     for draws in (by_numpy, by_jax):
-        assert np.abs(draws[:, :9].sum(1)).max() < 0.05 and np.abs(draws[:, 9:12].sum(1)).max() < 0.05
+        assert np.abs(draws[:, :9].sum(1)).max() < 1e-6 and np.abs(draws[:, 9:12].sum(1)).max() < 1e-6
         np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.1)
+    removed = free - by_jax  # the part of the free vector the projection removes: N(0, 1) along each sum
+    assert np.std(removed[:, :9].sum(1) / 3) == pytest.approx(1.0, abs=0.05)
+    assert np.std(removed[:, 9:12].sum(1) / np.sqrt(3)) == pytest.approx(1.0, abs=0.05)
+
+
+def test_draws_conditioned_on_each_las_sum_have_the_constrained_icar_covariance():
+    """Two LAs on one 4 x 4 lattice: numpy's conditioned draws and NumPyro's projected ones against the
+    covariance of the ICAR restricted to the vectors whose part and LA sums are 0 (``N (N' L N)^-1 N'``
+    for a basis ``N`` of that space), which is not the projection of the part-constrained draws."""
+    import dataclasses
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    g = graph_of([f"n{k}" for k in range(16)], grid_edges(4, 4))
+    g = dataclasses.replace(g, group=np.repeat([0, 1], 8))
+    lap = np.zeros((16, 16))
+    for i, j in g.edges:
+        lap[[i, j], [j, i]] = -1
+        lap[i, i] += 1
+        lap[j, j] += 1
+    constraints = np.stack([np.ones(16), np.repeat([1.0, 0.0], 8)])
+    basis = np.linalg.svd(constraints)[2][2:].T  # (16, 14), orthonormal, both sums 0
+    cov = basis @ np.linalg.inv(basis.T @ lap @ basis) @ basis.T
+    rng = np.random.default_rng(5)
+    by_numpy = np.array([spatial.draw_latents(g, rng)["spatial_phi"] for _ in range(6000)])
+    dist = spatial._icar_distribution()(g)
+    by_jax = np.asarray(dist.phi(dist.sample(jax.random.PRNGKey(2), (6000,))))
+    for draws in (by_numpy, by_jax):
+        assert np.abs(draws @ constraints.T).max() < 1e-6
+        np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.06)
+    projected = by_numpy - (by_numpy[:, :8].mean(1, keepdims=True) * np.repeat([[1.0, 0.0]], 8, 1)
+                            + by_numpy[:, 8:].mean(1, keepdims=True) * np.repeat([[0.0, 1.0]], 8, 1))
+    assert np.abs(np.cov(projected.T) - cov).max() < 0.06  # projecting a conditioned draw changes nothing
 
 
 def test_nuts_on_the_icar_density_keeps_each_parts_sum_near_zero():
-    """The soft constraint under the sampler: each part's sum stays within a few of its SD (0.001 m)."""
+    """Under the sampler each part's sum of the projected field is 0 and the field moves."""
     import jax
     import jax.numpy as jnp
     import numpyro
@@ -265,8 +301,8 @@ def test_nuts_on_the_icar_density_keeps_each_parts_sum_near_zero():
 
     mcmc = MCMC(NUTS(model), num_warmup=200, num_samples=200, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(1))
-    phi = np.asarray(mcmc.get_samples()["phi"])
-    assert np.abs(phi[:, :16].sum(1)).max() < 5 * 0.001 * 16 and np.abs(phi[:, 16:18].sum(1)).max() < 5 * 0.002
+    phi = np.asarray(dist.phi(mcmc.get_samples()["phi"]))
+    assert np.abs(phi[:, :16].sum(1)).max() < 1e-9 and np.abs(phi[:, 16:18].sum(1)).max() < 1e-9
     assert 0.5 < phi[:, 18].std() < 1.5  # the lone node is N(0, 1)
     assert float(jnp.std(phi[:, 0])) > 0.2  # the field itself moves
 
@@ -295,7 +331,7 @@ def test_numpyro_and_pymc_twins_have_one_density_with_the_term(small):
     pm_model = build_model(spec, PRIORS, design)
     logp = pm_model.compile_logp(jacobian=False, mode="FAST_COMPILE")
     draws = Predictive(model, num_samples=3)(jax.random.PRNGKey(4))
-    assert draws["spatial_phi"].shape == (3, 40)
+    assert draws["spatial_phi_free"].shape == (3, 40)
     offsets = []
     for s in range(3):
         point = {rv.name: np.asarray(draws[rv.name][s]) for rv in pm_model.free_RVs}
@@ -388,7 +424,7 @@ def test_recovers_a_known_spatial_field_and_the_gradient_beside_the_non_spatial_
     post = draws.posterior
     la_sd = np.quantile(post["la_sd"], [0.05, 0.95], axis=(0, 1)).round(3).tolist()
     print("LA SDs 90%:", la_sd, "truth [0.2, 0.08]")
-    assert "spatial_phi" in post and post["spatial_phi"].shape[-1] == graph.n  # dropped by the fit file
+    assert post["spatial_phi_free"].shape[-1] == graph.n  # dropped by the fit file
     for name in ("spatial_sd", "spatial_mix", "gradient"):
         lo, hi = np.quantile(post[name], [0.05, 0.95])
         print(f"spatial fit {name}: truth {truth[name]}, 90% ({lo:.3f}, {hi:.3f})")

@@ -578,7 +578,7 @@ def pointwise_loglik(spec: ModelSpec, design: Design, posterior: dict[str, np.nd
     """
     import jax.numpy as jnp
 
-    if design.graph is not None and "spatial_phi" not in posterior:
+    if design.graph is not None and not {"spatial_phi", "spatial_phi_free"} & set(posterior):
         raise HierarchyError(f"model '{spec.name}' has a BYM2 term (car(neighbourhood)) whose per-neighbourhood "
                              "effects a fit file does not keep (size, disclosure), so its pointwise "
                              "log-likelihood (LOO, WAIC) cannot be computed from the fit; compare it with its "
@@ -601,7 +601,7 @@ def draw_counts(spec: ModelSpec, design: Design, params: dict[str, np.ndarray],
     p = {k: np.asarray(v) for k, v in params.items() if k in _params(design)}
     if any(r["role"] == "per_row" and r["name"] not in p for r in family.parameters):  # never stored: drawn
         p |= family.draw_row_sites(rng, len(design.y))
-    if design.graph is not None and "spatial_phi" not in p:  # per-node latents are never stored: drawn
+    if design.graph is not None and not {"spatial_phi", "spatial_phi_free"} & set(p):  # never stored: drawn
         p |= spatial.draw_latents(design.graph, rng)
     mu = np.exp(_row_eta(design, p, np))
     return family.draw(rng, mu, family.stage_params(p, design.stage_index, np))

@@ -97,7 +97,7 @@ def names(*, role: str | tuple[str, ...] | None = None, per_stage: bool | None =
     Examples
     --------
     >>> names(role="per_row")
-    ('eps_raw', 'spatial_phi', 'spatial_theta')
+    ('eps_raw', 'spatial_phi', 'spatial_phi_free', 'spatial_theta')
     >>> names(within_la_sd=True)  # the within-LA variance components (VPCs, predictive draws)
     ('msoa_sd', 'obs_sd')
     """

@@ -92,10 +92,10 @@ def row_terms(rows: dict, p: dict, xp) -> Any:
     if "eps_raw" in p:
         eps = p["eps_raw"]
         out = out + (eps[rows["row_index"]] if "row_index" in rows else eps) * p["obs_sd"]
-    if "spatial_phi" in p:
+    if "spatial_phi" in p or "spatial_phi_free" in p:
         if rows.get("spatial") is None:
-            raise ValueError("the BYM2 term needs rows['spatial'] = (node_index, scale): build the rows with "
-                             "design_rows of a design that has the graph")
+            raise ValueError("the BYM2 term needs rows['spatial'] = (node_index, scale, projection): build the "
+                             "rows with design_rows of a design that has the graph")
         out = out + spatial.row_effect(rows["spatial"], p, xp)
     return out
 

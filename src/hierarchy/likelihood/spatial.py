@@ -6,15 +6,23 @@ a node: neighbourhood x stratum, stacked stages, years)::
     s_k = spatial_sd * (sqrt(spatial_mix / scale_k) * phi_k + sqrt(1 - spatial_mix) * theta_k)
 
 ``theta ~ N(0, 1)`` iid; ``phi`` an intrinsic CAR on the graph's edges,
-``log p(phi) = -0.5 sum_edges (phi_i - phi_j)^2``, with a soft sum-to-zero per connected part
-(``sum(phi in part) ~ N(0, 0.001 m_part)``) and, in a design (which sets each node's LA), the same per LA:
-the LA effects carry each LA's level and ``phi`` the structure within and across LAs (without it the LA
-intercepts and the field's LA means trade off and the LA effects do not mix: R-hat 1.55 on 8 LAs of 256
-lattice nodes, 1.07 with it); ``phi_k ~ N(0, 1)`` for a node without neighbours
+``log p(phi) = -0.5 sum_edges (phi_i - phi_j)^2``, summing to zero in each connected part and, in a design
+(which sets each node's LA), in each LA: the LA effects carry each LA's level and ``phi`` the structure
+within and across LAs (without it the LA intercepts and the field's LA means trade off and the LA effects
+do not mix: R-hat 1.55 on 8 LAs of 256 lattice nodes, 1.07 with it); ``phi_k ~ N(0, 1)`` for a node without
+neighbours
 (scale 1: an island is unstructured only, Freni-Sterrantino, Ventrucci & Rue 2018). ``scale_k``, the
 geometric mean of the marginal variances of the node's part, makes ``spatial_sd`` the SD of the effect
 whatever the graph (Riebler et al. 2016). ``s`` is added to the one linear predictor of every row
 (:func:`hierarchy.likelihood.predictor.row_terms`), so every family, stratum, stage and year has it.
+
+The sums are held at zero exactly: the sampler moves a free vector ``x`` (``spatial_phi_free``) and
+``phi = P x`` is its orthogonal projection onto the constraints' null space (:func:`project`), while
+``x - P x`` is standard normal (:func:`free_logp`), so ``phi`` has the constrained ICAR as its law. A soft
+constraint (each LA's sum ``~ N(0, 0.001 m)``) was used before: its LA-sum directions had posterior SD
+~0.015 against ~1 for the field's smooth directions, which a diagonal mass matrix cannot rescale, so the
+national fit ran at step size 0.006 and ~240 leapfrog steps per draw during warm-up
+(bench/RESULTS.md).
 
 Priors (prior groups of a prior set): ``spatial_sd`` a PC prior, exponential with
 ``P(spatial_sd > U) = alpha`` (U = 1, alpha = 0.01: rate ``-log(alpha) / U`` = 4.6); ``spatial_mix``
@@ -39,7 +47,8 @@ from typing import Any
 import numpy as np
 
 SUM_TO_ZERO_SD = 0.001
-"""SD of each connected part's sum of ``phi`` per node of the part (the soft constraint)."""
+"""SD of each constrained sum of ``phi`` per node in the soft form whose precision the conjugate-gradient
+draws solve with (:func:`_precision_matvec`); the model holds the sums at zero exactly (:func:`project`)."""
 
 PARAMETERS: tuple[dict[str, Any], ...] = (
     dict(name="spatial_sd", role="hyper", prior_group="spatial_sd", predictor=True,
@@ -48,6 +57,8 @@ PARAMETERS: tuple[dict[str, Any], ...] = (
          meaning="share of the BYM2 effects' variance that is spatially structured"),
     dict(name="spatial_phi", role="per_row", predictor=True,
          meaning="scaled ICAR component per node (never stored)"),
+    dict(name="spatial_phi_free", role="per_row", predictor=True,
+         meaning="the sampled vector whose projection onto the sum-to-zero constraints is spatial_phi"),
     dict(name="spatial_theta", role="per_row", predictor=True,
          meaning="unstructured component per node (never stored)"),
 )
@@ -58,10 +69,10 @@ LATENT = ("spatial_phi", "spatial_theta")
 
 
 def constraint_sets(graph) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
-    """The soft sum-to-zero constraints of ``phi``: one kind per connected part and, when the design set
+    """The sum-to-zero constraints of ``phi``: one kind per connected part and, when the design set
     ``graph.group``, one per LA. Each kind as ``(segment of each node, node in a constraint (0/1), weight
-    of each segment)``: weight ``1 / (0.001 m)`` for a segment of ``m >= 1`` constrained nodes (nodes with
-    neighbours and a group), 0 otherwise."""
+    of each segment)``: weight ``1 / (0.001 m)`` (the soft form's, :data:`SUM_TO_ZERO_SD`) for a segment of
+    ``m >= 1`` constrained nodes (nodes with neighbours and a group), 0 for an empty one."""
     single = np.asarray(graph.singletons)
     out = []
     for ids in (graph.component, getattr(graph, "group", None)):
@@ -76,6 +87,50 @@ def constraint_sets(graph) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], .
     return tuple(out)
 
 
+def projection(graph, sets=None) -> tuple:
+    """What :func:`project` needs: the constraint kinds of :func:`constraint_sets` as ``(segment, mask,
+    offset)`` and the pseudo-inverse of ``A A^T`` for the constraint matrix ``A`` (one row per segment of
+    each kind; rows may repeat, e.g. an LA that is a whole island)."""
+    sets = constraint_sets(graph) if sets is None else sets
+    sizes = [len(w) for _, _, w in sets]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    gram = np.zeros((offsets[-1], offsets[-1]))
+    for a, (seg_a, mask_a, _) in enumerate(sets):
+        for b, (seg_b, mask_b, _) in enumerate(sets):
+            np.add.at(gram, (offsets[a] + seg_a, offsets[b] + seg_b), mask_a * mask_b)
+    kinds = tuple((seg, mask, int(o)) for (seg, mask, _), o in zip(sets, offsets, strict=False))
+    return kinds, np.linalg.pinv(gram, hermitian=True)
+
+
+def project(x, proj: tuple, xp) -> Any:
+    """``x`` (n,) projected onto the vectors whose constrained sums are all 0 (see module docstring)."""
+    kinds, ginv = proj
+    if not kinds:
+        return x
+    sums = xp.concatenate([_segment_sum(x * mask, seg, int(seg.max()) + 1, xp)
+                           for seg, mask, _ in kinds])
+    t = xp.dot(ginv, sums) if getattr(xp, "__name__", "").startswith("pytensor") else ginv @ sums
+    out = x
+    for seg, mask, offset in kinds:
+        out = out - mask * t[offset + seg]
+    return out
+
+
+def free_logp(x, graph, xp, proj=None) -> Any:
+    """Log density of the free vector ``x`` (n,), up to a constant: the ICAR of ``phi = P x`` on the
+    graph's edges, ``N(0, 1)`` for the part of ``x`` that :func:`project` removes and for each node
+    without neighbours. Returns ``(log density, phi)``."""
+    proj = projection(graph) if proj is None else proj
+    phi = project(x, proj, xp)
+    edges = np.asarray(graph.edges)
+    out = -0.5 * xp.sum((phi[edges[:, 0]] - phi[edges[:, 1]]) ** 2) if len(edges) else 0.0
+    out = out - 0.5 * xp.sum((x - phi) ** 2)
+    single = np.flatnonzero(graph.singletons)
+    if len(single):
+        out = out - 0.5 * xp.sum(phi[single] ** 2)
+    return out, phi
+
+
 def _segment_sum(x, seg: np.ndarray, k: int, xp) -> Any:
     """Sums of ``x`` over segments ``seg`` (numpy, JAX or PyTensor)."""
     name = getattr(xp, "__name__", "")
@@ -86,34 +141,6 @@ def _segment_sum(x, seg: np.ndarray, k: int, xp) -> Any:
     return np.bincount(seg, x, k)
 
 
-def icar_logp(phi, graph, xp, sets=None) -> Any:
-    """Log density of ``phi`` (n,): the ICAR on the graph's edges, the soft sum-to-zero constraints
-    (:func:`constraint_sets`) and ``N(0, 1)`` for each node without neighbours, normalising constants of
-    the normals included.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from hierarchy.data.geography import Graph
-    >>> g = Graph(codes=np.array(["a", "b"]), edges=np.array([[0, 1]]), component=np.zeros(2, int),
-    ...           scale=np.ones(2), source="hand")
-    >>> round(float(icar_logp(np.array([0.5, -0.5]), g, np)), 3)  # -0.5 * 1^2 + log N(0 | 0, 0.002)
-    4.796
-    """
-    sets = constraint_sets(graph) if sets is None else sets
-    edges = np.asarray(graph.edges)
-    out = -0.5 * xp.sum((phi[edges[:, 0]] - phi[edges[:, 1]]) ** 2) if len(edges) else 0.0
-    for seg, mask, weight in sets:
-        on = weight > 0
-        sums = _segment_sum(phi * mask, seg, len(weight), xp)
-        constant = float(np.sum(-np.log(weight[on])) + 0.5 * on.sum() * np.log(2 * np.pi))
-        out = out - 0.5 * xp.sum((sums * weight) ** 2) - constant
-    single = np.flatnonzero(graph.singletons)
-    if len(single):
-        out = out - 0.5 * xp.sum(phi[single] ** 2) - 0.5 * len(single) * float(np.log(2 * np.pi))
-    return out
-
-
 def effect(p: dict, scale, xp) -> Any:
     """``s`` per node (see module docstring) from ``p``'s ``spatial_{sd,mix,phi,theta}`` and ``scale`` (n,)."""
     mix = p["spatial_mix"]
@@ -122,16 +149,23 @@ def effect(p: dict, scale, xp) -> Any:
 
 def row_effect(spatial_rows, p: dict, xp) -> Any:
     """The term's contribution to each row's linear predictor: ``s[node_index]``; ``spatial_rows`` is
-    ``(node_index, scale)`` (node index in any row shape, the graph's per-node scale)."""
-    node_index, scale = spatial_rows
+    ``(node_index, scale[, projection])`` (node index in any row shape, the graph's per-node scale, and
+    the :func:`projection` that gives ``spatial_phi`` from the sampled ``spatial_phi_free`` when ``p``
+    holds the sampler's site rather than the field)."""
+    node_index, scale, *proj = spatial_rows
+    if "spatial_phi" not in p:
+        if not proj:
+            raise ValueError("spatial_phi_free needs the projection: rows['spatial'] from rows_of(design)")
+        p = {**p, "spatial_phi": project(p["spatial_phi_free"], proj[0], xp)}
     return effect(p, scale, xp)[node_index]
 
 
-def rows_of(design) -> tuple[np.ndarray, np.ndarray] | None:
-    """The predictor's ``rows["spatial"]`` of a design: ``(node_index, scale)``, or None without the term."""
+def rows_of(design) -> tuple | None:
+    """The predictor's ``rows["spatial"]`` of a design: ``(node_index, scale, projection)``, or None
+    without the term."""
     if getattr(design, "graph", None) is None:
         return None
-    return design.node_index, np.asarray(design.graph.scale, dtype=float)
+    return design.node_index, np.asarray(design.graph.scale, dtype=float), projection(design.graph)
 
 
 def numpyro_sites(priors, graph) -> dict:
@@ -140,33 +174,35 @@ def numpyro_sites(priors, graph) -> dict:
     import numpyro.distributions as nd
 
     n = graph.n
+    dist = _icar_distribution()(graph)
     return {"spatial_sd": numpyro.sample("spatial_sd", priors["spatial_sd"].numpyro()),
             "spatial_mix": numpyro.sample("spatial_mix", priors["spatial_mix"].numpyro()),
-            "spatial_phi": numpyro.sample("spatial_phi", _icar_distribution()(graph)),
+            "spatial_phi": dist.phi(numpyro.sample("spatial_phi_free", dist)),
             "spatial_theta": numpyro.sample("spatial_theta", nd.Normal(0.0, 1.0).expand([n]).to_event(1))}
 
 
 def pymc_sites(priors, graph) -> dict:
-    """The same variables in a PyMC model (inside its context): ``phi`` flat with the ICAR as a potential
-    (PyMC's ``pm.ICAR`` takes a dense n x n adjacency matrix and one global sum-to-zero; the England graph
-    has 32,844 nodes and 7 parts), so the density equals NumPyro's."""
+    """The same variables in a PyMC model (inside its context): the free vector flat with
+    :func:`free_logp` as a potential (PyMC's ``pm.ICAR`` takes a dense n x n adjacency matrix and one
+    global sum-to-zero; the England graph has 32,844 nodes and 7 parts), so the density equals NumPyro's."""
     import pymc as pm
     import pytensor.tensor as pt
 
     n = graph.n
     p = {"spatial_sd": priors["spatial_sd"].pymc("spatial_sd"),
          "spatial_mix": priors["spatial_mix"].pymc("spatial_mix"),
-         "spatial_phi": pm.Flat("spatial_phi", shape=n),
          "spatial_theta": pm.Normal("spatial_theta", 0.0, 1.0, shape=n)}
-    pm.Potential("spatial_icar", icar_logp(p["spatial_phi"], graph, pt))
+    logp, p["spatial_phi"] = free_logp(pm.Flat("spatial_phi_free", shape=n), graph, pt)
+    pm.Potential("spatial_icar", logp)
     return p
 
 
 @functools.cache
 def _icar_distribution():
-    """A NumPyro distribution class for ``phi``: :func:`icar_logp` as its density and exact draws from
-    the proper Gaussian it defines (conjugate gradients on its sparse precision), so prior predictive
-    checks and simulation-based calibration can draw it."""
+    """A NumPyro distribution class for the free vector ``x`` whose projection is ``phi``
+    (:meth:`phi`): :func:`free_logp` as its density, and exact draws (``phi`` by conjugate gradients on
+    the sparse precision of :func:`_precision_matvec`, projected; plus a standard normal draw of the removed
+    part), so prior predictive checks and simulation-based calibration can draw it."""
     import jax
     import jax.numpy as jnp
     import numpyro.distributions as nd
@@ -176,22 +212,32 @@ def _icar_distribution():
 
         def __init__(self, graph):
             self.graph, self.sets = graph, constraint_sets(graph)
+            self.proj = projection(graph, self.sets)
             super().__init__(batch_shape=(), event_shape=(graph.n,))
 
+        def phi(self, x):
+            """The field ``phi`` of a free vector ``x`` (its last axis)."""
+            return jnp.vectorize(lambda v: project(v, self.proj, jnp), signature="(n)->(n)")(x)
+
         def log_prob(self, value):
-            return icar_logp(value, self.graph, jnp, self.sets)
+            return jnp.vectorize(lambda v: free_logp(v, self.graph, jnp, self.proj)[0],
+                                 signature="(n)->()")(value)
 
         def sample(self, key, sample_shape=()):
-            draw = functools.partial(_draw_jax, self.graph, self.sets)
+            def draw(k):
+                k1, k2 = jax.random.split(k)
+                e = jax.random.normal(k2, (self.graph.n,))
+                phi = project(_draw_jax(self.graph, self.sets, k1), self.proj, jnp)
+                return phi + e - project(e, self.proj, jnp)
+
             keys = jax.random.split(key, int(np.prod(sample_shape)) or 1)
-            out = jax.vmap(draw)(keys)
-            return out.reshape(tuple(sample_shape) + (self.graph.n,))
+            return jax.vmap(draw)(keys).reshape(tuple(sample_shape) + (self.graph.n,))
 
     return ICAR
 
 
 def _precision_matvec(graph, sets):
-    """``x -> Q x`` for the precision Q of :func:`icar_logp` (graph Laplacian, the rank-one soft
+    """``x -> Q x`` for the ICAR's precision Q with the constraints soft (graph Laplacian, the rank-one soft
     constraints, the identity on singletons), in JAX."""
     import jax.numpy as jnp
 
@@ -231,11 +277,12 @@ def _draw_jax(graph, sets, key):
 
 def draw_latents(graph, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One prior draw of ``spatial_phi`` and ``spatial_theta`` (numpy, exact): ``phi`` has covariance
-    the pseudo-inverse of each part's graph Laplacian (a hard sum-to-zero, to which the soft one is
-    within 0.1%), N(0, 1) on singletons. Sparse solves, one per part with one node held at 0; with LAs set
-    (``graph.group``) each LA's mean is then taken out, a projection close to (not exactly) the soft prior."""
+    ``S``, the pseudo-inverse of each part's graph Laplacian (a hard sum-to-zero), N(0, 1) on singletons.
+    Sparse factors, one per part with one node held at 0. With LAs set (``graph.group``) the draw is
+    then conditioned on each LA's sum being 0 too, ``phi - S B' (B S B')^+ B phi`` for the LA indicator
+    rows ``B`` (the law the model's :func:`project` gives)."""
     from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import spsolve
+    from scipy.sparse.linalg import splu
 
     n, edges = graph.n, np.asarray(graph.edges)
     e = rng.standard_normal(len(edges))
@@ -244,17 +291,29 @@ def draw_latents(graph, rng: np.random.Generator) -> dict[str, np.ndarray]:
     cols = np.concatenate([edges[:, 1], edges[:, 0], edges[:, 0], edges[:, 1]])
     vals = np.concatenate([-np.ones(2 * len(edges)), np.ones(2 * len(edges))])
     lap = coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
-    phi = rng.standard_normal(n)  # singletons keep theirs
     single = np.asarray(graph.singletons)
-    for c in np.unique(np.asarray(graph.component)[~single]):
-        nodes = np.flatnonzero((np.asarray(graph.component) == c) & ~single)
-        free = nodes[1:]
-        x = np.zeros(len(nodes))
-        x[1:] = np.atleast_1d(spsolve(lap[free][:, free].tocsc(), b[free]))
-        phi[nodes] = x - x.mean()
+    parts = [np.flatnonzero((np.asarray(graph.component) == c) & ~single)
+             for c in np.unique(np.asarray(graph.component)[~single])]
+    factors = [splu(lap[nodes[1:]][:, nodes[1:]].tocsc()) for nodes in parts]
+
+    def cov_times(v: np.ndarray) -> np.ndarray:
+        """``S v`` for ``v`` (n, k): per part, the solve of the grounded Laplacian, centred."""
+        out = np.zeros_like(v)
+        for nodes, lu in zip(parts, factors, strict=True):
+            r = v[nodes] - v[nodes].mean(0)
+            x = np.zeros_like(r)
+            x[1:] = lu.solve(np.ascontiguousarray(r[1:]))
+            out[nodes] = x - x.mean(0)
+        return out
+
+    phi = rng.standard_normal(n)  # singletons keep theirs
+    phi[~single] = 0.0
+    phi = phi + cov_times(b[:, None])[:, 0]
     group = getattr(graph, "group", None)
-    if group is not None:  # each LA's sum at 0 too: its mean taken out (a projection, close to the soft prior)
+    if group is not None:  # condition on each LA's sum being 0
         on = ~single & (np.asarray(group) >= 0)
-        g = np.asarray(group)[on]
-        phi[on] -= (np.bincount(g, phi[on]) / np.maximum(np.bincount(g), 1))[g]
+        rows_b = np.zeros((n, int(np.max(group)) + 1))
+        rows_b[np.flatnonzero(on), np.asarray(group)[on]] = 1.0
+        sb = cov_times(rows_b)
+        phi = phi - sb @ (np.linalg.pinv(rows_b.T @ sb, hermitian=True) @ (rows_b.T @ phi))
     return {"spatial_phi": phi, "spatial_theta": rng.standard_normal(n)}
