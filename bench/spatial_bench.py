@@ -9,6 +9,7 @@ gradient at mean LA deprivation, spatial SD and mixing against the truth, with 9
 (the issue's target): converged in <= 10 minutes on 2 quiet cores, memory under 4 GiB.
 
     python bench/spatial_bench.py [--seeds 1] [--sd 0.3] [--mix 0.7] [--chains 2] [--tune 500] [--draws 500]
+                                  [--keep DIR]   # keep the tables and fit files there (for `hierarchy report`)
 """
 
 from __future__ import annotations
@@ -68,11 +69,15 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--tune", type=int, default=500)
     ap.add_argument("--draws", type=int, default=500)
+    ap.add_argument("--keep", type=Path, help="folder for the tables and fit files (default: a temporary one)")
     args = ap.parse_args()
     from hierarchy.data import reference, simulate
 
     geo = reference.get_geography()
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.keep or scratch)
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             table, truth = simulate.simulate(geo, seed=seed, spatial=(args.sd, args.mix))

@@ -365,6 +365,14 @@ def test_spatial_field_is_in_the_counts_and_the_truth(small_geography):
     assert len(field) == small_geography.lsoa.shape[0] and 0.5 < sp["realised_sd"] < 1.1
     graph = geography.graph_for(table["neighbourhood"].to_numpy(), groups=table["la"].to_numpy())
     assert "lattice" in graph.source and sp["graph"] == geography.describe(sim.spatial_graph(small_geography))
+    # the model's law: the structured part sums to 0 in each LA, so each LA's field mean is the unstructured
+    # part's alone (sd 0.8 * sqrt(0.3) / sqrt(m)); no MSOA effects beside the field
+    la = small_geography.lsoa.set_index("lsoa")["la"].astype(str).reindex(field.index)
+    la_means = field.groupby(la.to_numpy()).mean()
+    sizes = la.value_counts().reindex(la_means.index)
+    z = la_means / (0.8 * np.sqrt(0.3) / np.sqrt(sizes))
+    assert np.sqrt(np.mean(z**2)) < 2.0, z.round(2).tolist()  # ~1 (unconstrained: several times that)
+    assert truth["msoa"]["realised_sd"] == 0.0
     # the field moves each neighbourhood's count against the same seed without it (LA totals are recalibrated)
     ratio = np.log((table["referral"] + 0.5) / (plain["referral"] + 0.5))
     assert np.corrcoef(ratio, field[table["neighbourhood"]].to_numpy())[0, 1] > 0.3  # 0 without a field

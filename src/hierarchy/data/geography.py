@@ -705,6 +705,30 @@ def _icar_draws(graph: Graph, rng: np.random.Generator, k: int) -> np.ndarray:
     return phi
 
 
+def condition_on_groups(graph: Graph, phi: np.ndarray) -> np.ndarray:
+    """Unit ICAR draws ``phi`` (``(k, n)``, summing to zero per part) conditioned on each group's sum
+    being zero too (``graph.group``: each node's LA, -1 for none; singletons left alone), the law of the
+    model's constrained field: ``phi - S B' (B S B')^+ B phi`` for the group indicator rows ``B`` and ``S``
+    each part's pseudo-inverse Laplacian (not a projection, which has another covariance). Unchanged
+    without groups."""
+    if graph.group is None or not graph.n:
+        return phi
+    group = np.asarray(graph.group)
+    on = ~graph.singletons & (group >= 0)
+    rows_b = np.zeros((graph.n, int(group.max()) + 1))
+    rows_b[np.flatnonzero(on), group[on]] = 1.0
+    sb = np.zeros_like(rows_b)
+    adjacency = _adjacency(graph.n, graph.edges)
+    for nodes in _part_nodes(graph.component):
+        if len(nodes) == 1:
+            continue
+        r = rows_b[nodes] - rows_b[nodes].mean(axis=0)
+        x = np.vstack([_factor(_reduced_laplacian(nodes, adjacency)).solve(np.ascontiguousarray(r[:-1])),
+                       np.zeros((1, r.shape[1]))])
+        sb[nodes] = x - x.mean(axis=0)
+    return phi - (phi @ rows_b) @ np.linalg.pinv(rows_b.T @ sb, hermitian=True) @ sb.T
+
+
 def draw_bym2(graph: Graph, sd: float, mix: float, rng: np.random.Generator, *,
               size: int | None = None) -> np.ndarray:
     """Draw a BYM2 field ``sd * (sqrt(mix / scale) * phi + sqrt(1 - mix) * theta)``.
@@ -724,14 +748,15 @@ def draw_bym2(graph: Graph, sd: float, mix: float, rng: np.random.Generator, *,
     Returns
     -------
     numpy.ndarray
-        ``(n,)``, or ``(size, n)``; ``phi`` sums to zero over each part; singletons unstructured.
+        ``(n,)``, or ``(size, n)``; ``phi`` sums to zero over each part (and each group of
+        ``graph.group``, :func:`condition_on_groups`); singletons unstructured.
     """
     if not (np.isfinite(sd) and sd >= 0):
         raise HierarchyError(f"spatial SD must be a number >= 0 (got {sd})")
     if not (0.0 <= mix <= 1.0):
         raise HierarchyError(f"spatial mixing must be in [0, 1] (got {mix})")
     k = 1 if size is None else int(size)
-    phi = _icar_draws(graph, rng, k)
+    phi = condition_on_groups(graph, _icar_draws(graph, rng, k))
     theta = rng.standard_normal((k, graph.n))
     field = sd * (np.sqrt(mix / graph.scale) * phi + np.sqrt(1.0 - mix) * theta)
     return field[0] if size is None else field

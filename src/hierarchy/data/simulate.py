@@ -268,12 +268,18 @@ def _with_spatial_field(geo: Geography, pop: _Population, spatial: tuple[float, 
     codes = geo.lsoa["lsoa"].astype(str).to_numpy()
     graph = spatial_graph(geo) if graph is None else geography.subgraph(graph, codes, where="the geography")
     node = pd.Index(graph.codes).get_indexer(codes)
+    la_of_node = pd.Series(geo.lsoa["la"].astype(str).to_numpy(), index=codes).reindex(graph.codes)
+    graph = replace(graph, group=pd.factorize(la_of_node.to_numpy())[0])  # the model's law: LA sums 0 too
     field = geography.draw_bym2(graph, sd, mix, np.random.default_rng([seed, 31, 2016]))[node]
     truth = {"sd": sd, "mix": mix, "model": "BYM2 (Riebler et al. 2016): sd * (sqrt(mix / scale) * icar + "
-                                            "sqrt(1 - mix) * iid), sum-to-zero per connected part",
+                                            "sqrt(1 - mix) * iid), the icar summing to zero per connected part "
+                                            "and per LA (the LA effects carry the LA levels); no MSOA effects",
              "graph": geography.describe(graph), "realised_sd": float(field.std(ddof=1)),
              "neighbourhood": codes.tolist(), "field": field.round(5).tolist()}
-    return replace(pop, rate_off=pop.rate_off + field[pop.rows["idx"]]), truth
+    _, msoa_of_lsoa = np.unique(geo.lsoa["msoa"].astype(str).to_numpy(), return_inverse=True)
+    idx = pop.rows["idx"]  # the field stands in for the MSOA effects too: they go, so the truth is the model's
+    return replace(pop, rate_off=pop.rate_off - pop.msoa_effect[msoa_of_lsoa[idx]] + field[idx],
+                   msoa_effect=np.zeros_like(pop.msoa_effect)), truth
 
 
 def _la_deprivation_truth(pop: _Population, clipped: list[str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from hierarchy.errors import HierarchyError
 from hierarchy.language.design import Design, centring, describe_centring
 from hierarchy.language.priors import PriorSet
 from hierarchy.language.spec import ModelSpec
-from hierarchy.likelihood import parameters
+from hierarchy.likelihood import parameters, spatial
 from hierarchy.likelihood.model import la_effect_labels
 
 METHODS = ("nuts", "laplace")
@@ -217,15 +217,16 @@ def _numpyro(spec, priors, design, settings, progress) -> Draws:
     mcmc = MCMC(kernel, num_warmup=settings["tune"], num_samples=settings["draws"],
                 num_chains=settings["chains"], chain_method=chain_method,
                 progress_bar=progress and chain_method != "vectorized", jit_model_args=True)
+    unkept = tuple(f"~z.{site}" for site in spatial.SITES) if design.graph is not None else ()
     t = time.perf_counter()
-    mcmc.warmup(key, data, extra_fields=("num_steps",), collect_warmup=True)
+    mcmc.warmup(key, data, extra_fields=("num_steps", *unkept), collect_warmup=True)
     jax.block_until_ready(mcmc.post_warmup_state)
     t_warm = time.perf_counter() - t
     warm_steps = float(np.mean(mcmc.get_extra_fields()["num_steps"])) if settings["tune"] else 0.0
     fields = ("diverging", "num_steps", "energy")
     t = time.perf_counter()
-    mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=fields)
-    samples, ex, more = sample_on(mcmc, (data,), settings["max_draws"], fields=fields)
+    mcmc.run(mcmc.post_warmup_state.rng_key, data, extra_fields=fields + unkept)
+    samples, ex, more = sample_on(mcmc, (data,), settings["max_draws"], fields=fields + unkept)
     if more:
         settings["draws"] += sum(more)
         settings["continuations"] = len(more)

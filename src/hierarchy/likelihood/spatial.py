@@ -64,8 +64,9 @@ PARAMETERS: tuple[dict[str, Any], ...] = (
 )
 """The term's rows of :data:`hierarchy.likelihood.parameters.TABLE` (as keyword arguments of its Parameter)."""
 
-LATENT = ("spatial_phi", "spatial_theta")
-"""The per-node arrays (length ``graph.n``)."""
+SITES = ("spatial_phi_free", "spatial_theta")
+"""The per-node sampled sites (length ``graph.n``), which the sampler does not keep (2 x 32,844 values
+per draw nationally: with them a national fit peaked at 19.5 GiB)."""
 
 
 def constraint_sets(graph) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
@@ -277,12 +278,14 @@ def _draw_jax(graph, sets, key):
 
 def draw_latents(graph, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One prior draw of ``spatial_phi`` and ``spatial_theta`` (numpy, exact): ``phi`` has covariance
-    ``S``, the pseudo-inverse of each part's graph Laplacian (a hard sum-to-zero), N(0, 1) on singletons.
-    Sparse factors, one per part with one node held at 0. With LAs set (``graph.group``) the draw is
-    then conditioned on each LA's sum being 0 too, ``phi - S B' (B S B')^+ B phi`` for the LA indicator
-    rows ``B`` (the law the model's :func:`project` gives)."""
+    the pseudo-inverse of each part's graph Laplacian (a hard sum-to-zero), N(0, 1) on singletons, by sparse
+    solves, one per part with one node held at 0; with LAs set (``graph.group``) it is then conditioned on
+    each LA's sum being 0 too (:func:`hierarchy.data.geography.condition_on_groups`), the law the model's
+    :func:`project` gives."""
     from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import splu
+    from scipy.sparse.linalg import spsolve
+
+    from hierarchy.data.geography import condition_on_groups
 
     n, edges = graph.n, np.asarray(graph.edges)
     e = rng.standard_normal(len(edges))
@@ -291,29 +294,12 @@ def draw_latents(graph, rng: np.random.Generator) -> dict[str, np.ndarray]:
     cols = np.concatenate([edges[:, 1], edges[:, 0], edges[:, 0], edges[:, 1]])
     vals = np.concatenate([-np.ones(2 * len(edges)), np.ones(2 * len(edges))])
     lap = coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
-    single = np.asarray(graph.singletons)
-    parts = [np.flatnonzero((np.asarray(graph.component) == c) & ~single)
-             for c in np.unique(np.asarray(graph.component)[~single])]
-    factors = [splu(lap[nodes[1:]][:, nodes[1:]].tocsc()) for nodes in parts]
-
-    def cov_times(v: np.ndarray) -> np.ndarray:
-        """``S v`` for ``v`` (n, k): per part, the solve of the grounded Laplacian, centred."""
-        out = np.zeros_like(v)
-        for nodes, lu in zip(parts, factors, strict=True):
-            r = v[nodes] - v[nodes].mean(0)
-            x = np.zeros_like(r)
-            x[1:] = lu.solve(np.ascontiguousarray(r[1:]))
-            out[nodes] = x - x.mean(0)
-        return out
-
     phi = rng.standard_normal(n)  # singletons keep theirs
-    phi[~single] = 0.0
-    phi = phi + cov_times(b[:, None])[:, 0]
-    group = getattr(graph, "group", None)
-    if group is not None:  # condition on each LA's sum being 0
-        on = ~single & (np.asarray(group) >= 0)
-        rows_b = np.zeros((n, int(np.max(group)) + 1))
-        rows_b[np.flatnonzero(on), np.asarray(group)[on]] = 1.0
-        sb = cov_times(rows_b)
-        phi = phi - sb @ (np.linalg.pinv(rows_b.T @ sb, hermitian=True) @ (rows_b.T @ phi))
-    return {"spatial_phi": phi, "spatial_theta": rng.standard_normal(n)}
+    single = np.asarray(graph.singletons)
+    for c in np.unique(np.asarray(graph.component)[~single]):
+        nodes = np.flatnonzero((np.asarray(graph.component) == c) & ~single)
+        free = nodes[1:]
+        x = np.zeros(len(nodes))
+        x[1:] = np.atleast_1d(spsolve(lap[free][:, free].tocsc(), b[free]))
+        phi[nodes] = x - x.mean()
+    return {"spatial_phi": condition_on_groups(graph, phi[None])[0], "spatial_theta": rng.standard_normal(n)}
