@@ -174,6 +174,25 @@ def test_icar_density_equals_a_hand_computation():
     assert s[4] == pytest.approx(0.5 * (0.8 / np.sqrt(g.scale[4]) * phi[4] + 0.6 * 0.6))
 
 
+def test_projection_by_cell_means_is_the_general_projection_where_the_spaces_agree():
+    """Two LAs on a 3 x 4 grid plus a pair: the pair inside LA 0, the cells' zero-sum space is the LA and
+    part constraints' and the fast form (each cell's mean out) gives the general projection; the pair
+    split between the LAs adds a constraint the general form has not, and the general form is kept."""
+    g = graph_of([f"n{i}" for i in range(14)], grid_edges(3, 4) + [(12, 13)])
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=14)
+    for group, fast in (([0] * 6 + [1] * 6 + [0, 0], True), ([0] * 6 + [1] * 6 + [0, 1], False)):
+        grouped = replace(g, group=np.asarray(group))
+        proj = spatial.projection(grouped)
+        assert (proj[0] is not None) is fast
+        phi = spatial.project(x, proj, np)
+        general = spatial.project(x, (None, *proj[1:]), np)
+        np.testing.assert_allclose(phi, general, atol=1e-12)  # the fast form changes nothing but the cost
+        for seg in (np.asarray(group), np.asarray(grouped.component)):
+            np.testing.assert_allclose(np.bincount(seg, phi), 0.0, atol=1e-12)
+        np.testing.assert_allclose(spatial.project(phi, proj, np), phi, atol=1e-12)  # idempotent
+
+
 def test_predictor_adds_each_rows_node_effect(small):
     table, graph = small
     spec = spec_of("referral ~ w * z + C(sex) + w:C(sex) + (1 + w | la) + car(neighbourhood) + "

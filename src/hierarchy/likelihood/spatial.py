@@ -89,9 +89,17 @@ def constraint_sets(graph) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], .
 
 
 def projection(graph, sets=None) -> tuple:
-    """What :func:`project` needs: the constraint kinds of :func:`constraint_sets` as ``(segment, mask,
-    offset)`` and the pseudo-inverse of ``A A^T`` for the constraint matrix ``A`` (one row per segment of
-    each kind; rows may repeat, e.g. an LA that is a whole island)."""
+    """What :func:`project` needs: ``(cells, kinds, ginv)``.
+
+    ``kinds`` are the constraint kinds of :func:`constraint_sets` as ``(segment, mask, offset)`` and
+    ``ginv`` the pseudo-inverse of ``A A^T`` for the constraint matrix ``A`` (one row per segment of each
+    kind; rows may repeat, e.g. an LA that is a whole island). ``cells`` is ``(cell, mask, 1 / size)`` for
+    the partition of the constrained nodes by LA and connected part when its zero-sum space is the same
+    (every kind constrains the same nodes, so each LA's or part's sum is a sum of cell sums; the spaces are
+    then equal when their dimensions are, as on the England map, where every island lies in one LA), else
+    None.
+    The projection is then each cell's mean taken out, half the cost of the general form per gradient
+    (national map: 0.37 against 0.71 ms, bench/RESULTS.md)."""
     sets = constraint_sets(graph) if sets is None else sets
     sizes = [len(w) for _, _, w in sets]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -100,12 +108,24 @@ def projection(graph, sets=None) -> tuple:
         for b, (seg_b, mask_b, _) in enumerate(sets):
             np.add.at(gram, (offsets[a] + seg_a, offsets[b] + seg_b), mask_a * mask_b)
     kinds = tuple((seg, mask, int(o)) for (seg, mask, _), o in zip(sets, offsets, strict=False))
-    return kinds, np.linalg.pinv(gram, hermitian=True)
+    cells = None
+    if sets and all(np.array_equal(m, sets[0][1]) for _, m, _ in sets):
+        mask = sets[0][1]
+        key = np.stack([seg for seg, _, _ in sets], axis=1)
+        _, cell = np.unique(key, axis=0, return_inverse=True)
+        cell = cell.ravel()
+        size = np.bincount(cell, mask)
+        if (size > 0).sum() == np.linalg.matrix_rank(gram, hermitian=True):
+            cells = (cell, mask, np.where(size > 0, 1.0 / np.maximum(size, 1.0), 0.0))
+    return cells, kinds, np.linalg.pinv(gram, hermitian=True)
 
 
 def project(x, proj: tuple, xp) -> Any:
     """``x`` (n,) projected onto the vectors whose constrained sums are all 0 (see module docstring)."""
-    kinds, ginv = proj
+    cells, kinds, ginv = proj
+    if cells is not None:  # a partition: each cell's mean out
+        cell, mask, inv_size = cells
+        return x - mask * (_segment_sum(x * mask, cell, len(inv_size), xp) * inv_size)[cell]
     if not kinds:
         return x
     sums = xp.concatenate([_segment_sum(x * mask, seg, int(seg.max()) + 1, xp)
