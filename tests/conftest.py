@@ -91,7 +91,7 @@ LONGEST_FIRST = {
     "compare": 350,
     "tests/inference/test_batch.py::test_batched_kfold_refits_agree": 230,
     "tests/results/test_maihda.py": 225,
-    "tests/likelihood/test_spatial.py::test_recovers_a_known_spatial_field": 210,
+    "tests/likelihood/test_spatial.py::test_recovers_a_known_spatial_field": 70,
     "tests/inference/test_laplace.py::test_laplace_beside_nuts[inverse_intervention_nb_log]": 190,
     "sampler_options": 190,
     "tests/inference/test_laplace.py::test_laplace_beside_nuts_stacked_and_years": 150,
