@@ -16,7 +16,6 @@ LSOAs), prints in one run:
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -123,7 +122,6 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="a national table (default: simulate one, as spatial_bench does)")
     ap.add_argument("--memory", type=int, default=0, help="seconds per chain method for the memory check")
     args = ap.parse_args()
-    os.environ.setdefault("JAX_ENABLE_X64", "1")
     import jax
     import jax.numpy as jnp
     import numpy as np
